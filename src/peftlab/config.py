@@ -1,0 +1,248 @@
+"""Typed run configuration: sections model / data / task / method / train / eval.
+
+A YAML file may be flat (`method: lora`) or in sections (`method: {method: lora, lora_rank: 8}`);
+`key=value` overrides (`lora_rank=16`, `train.lr=1e-4`) come last. Every field carries a one-line
+help text from which `peftlab train --help` is generated. Unknown keys are rejected with the
+closest valid key. LLaMA-Factory's familiar names are accepted as aliases.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import UserError, closest
+
+
+def opt(default, help: str):
+    """A config field with a default and a one-line help text."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class ModelConfig:
+    model: str = opt("minilm-l6", "model spec: a named default (see `peftlab models`), a local HF folder, a .gguf file, or a hub id (online users only)")
+    dtype: str = opt("float32", "weight dtype while training: float32 | bfloat16 | float16")
+    pooling: str = opt("auto", "what the classifier reads: cls (the model's own pooler/head) | mean (masked mean of the last hidden states) | last (last non-pad token) | auto (the named model's default, else the architecture's own)")
+    trust_remote_code: bool = opt(False, "allow model code from the model folder (off unless you ask)")
+    cache_dir: str = opt("", "where dequantized GGUF weights are cached; default $PEFTLAB_CACHE or ~/.cache/peftlab")
+
+
+@dataclass
+class DataConfig:
+    train_file: str = opt("", "training data: .csv/.tsv/.txt, .json, .jsonl, or a folder saved with datasets.save_to_disk")
+    validation_file: str = opt("", "evaluation data (same formats); empty = split off validation_ratio of train")
+    test_file: str = opt("", "optional held-out data, evaluated once with the best adapter at the end")
+    data_format: str = opt("auto", "auto (by extension; a folder is a saved HF dataset) | csv | tsv | json | jsonl | hf")
+    header: str = opt("auto", "csv/tsv first row is a header: auto | true | false")
+    columns: list = opt([], "column names for a file without header, in order, e.g. [source, label, mark, sentence]")
+    delimiter: str = opt("", "field separator; empty = ',' for csv, tab for tsv (financial_phrasebank uses '@')")
+    encoding: str = opt("utf-8", "text encoding of csv/tsv/json files (financial_phrasebank is latin-1)")
+    text_column: str = opt("sentence", "column with the text")
+    text_pair_column: str = opt("", "second text column for sentence-pair tasks (MRPC, QQP, RTE); empty = single sentences")
+    label_column: str = opt("label", "column with the label (strings or ints)")
+    label_names: list = opt([], "label order; empty = labels seen in training data, sorted")
+    validation_ratio: float = opt(0.1, "fraction of train split off (seeded) when validation_file is empty")
+    max_samples: int = opt(0, "use at most this many training rows (seeded sample); 0 = all")
+    max_eval_samples: int = opt(0, "use at most this many evaluation rows (seeded sample); 0 = all")
+
+
+@dataclass
+class TaskConfig:
+    task: str = opt("classification", "task: classification")
+    max_length: int = opt(128, "max tokens per example; longer inputs are truncated (alias cutoff_len)")
+
+
+@dataclass
+class MethodConfig:
+    method: str = opt("lora", "tuning method (alias finetuning_type): see `peftlab methods`")
+    lora_rank: int = opt(8, "LoRA/DoRA/LoHa/LoKr rank r (AdaLoRA: target average rank)")
+    lora_alpha: int = opt(16, "LoRA scaling alpha (scale = alpha/r, or alpha/sqrt(r) with rslora)")
+    lora_dropout: float = opt(0.05, "dropout on the LoRA input")
+    lora_target: str = opt("auto", "modules to adapt: comma list of module names, 'all-linear', or auto (peft's default for the architecture)")
+    layers_to_transform: list = opt([], "only adapt these layer indices (LoRA family); empty = all layers")
+    freeze_layers: int = opt(2, "freeze method: train the last N transformer layers (negative N: the first N)")
+    freeze_modules: str = opt("", "freeze method: within those layers train only modules whose name contains one of these (comma list, e.g. 'mlp' or 'q_proj,k_proj,v_proj'); empty = whole layers")
+    num_virtual_tokens: int = opt(20, "prompt/p/prefix tuning: number of virtual tokens")
+    prompt_init_text: str = opt("", "prompt tuning: initialise the virtual tokens from this text (empty = random)")
+    encoder_hidden_size: int = opt(128, "p-tuning: hidden size of the prompt encoder MLP")
+    modules_to_save: list = opt([], "extra modules trained fully and saved with the adapter (the task head is always included)")
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = opt("runs", "folder that receives the run folder")
+    run_name: str = opt("", "run folder name; empty = <task>-<model>-<method>[-r<rank>]-s<seed>")
+    epochs: int = opt(3, "training epochs (alias num_train_epochs)")
+    batch_size: int = opt(16, "examples per device per step (alias per_device_train_batch_size)")
+    grad_accum: int = opt(1, "gradient accumulation steps (alias gradient_accumulation_steps)")
+    lr: float = opt(2e-4, "peak learning rate (alias learning_rate)")
+    weight_decay: float = opt(0.0, "AdamW weight decay")
+    warmup_ratio: float = opt(0.0, "fraction of steps with linear warm-up")
+    lr_scheduler: str = opt("linear", "learning-rate schedule: linear | cosine | constant | ... (alias lr_scheduler_type)")
+    max_grad_norm: float = opt(1.0, "gradient clipping norm")
+    seed: int = opt(42, "seed for model init, data order, dropout and splits")
+    precision: str = opt("auto", "auto (bf16 on a GPU that has it, else fp32) | fp32 | bf16 | fp16")
+    gradient_checkpointing: bool = opt(False, "trade compute for memory")
+    logging_steps: int = opt(10, "log the training loss every N optimizer steps")
+    save_steps: int = opt(50, "checkpoint every N optimizer steps so --resume can continue mid-epoch (and at each epoch end)")
+    keep_checkpoints: bool = opt(False, "keep the resume checkpoints after a finished run")
+
+
+@dataclass
+class EvalConfig:
+    eval_batch_size: int = opt(64, "examples per device per evaluation step")
+    metric_for_best: str = opt("auto", "metric that picks the best epoch, e.g. accuracy, f1, mcc, loss; auto = the task's default")
+    early_stopping_patience: int = opt(0, "stop after N evaluations without improvement; 0 = never")
+    eval_at_start: bool = opt(True, "evaluate once before any update (epoch 0)")
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "task": TaskConfig,
+            "method": MethodConfig, "train": TrainConfig, "eval": EvalConfig}
+
+# Familiar names (LLaMA-Factory, HF TrainingArguments) -> peftlab field.
+ALIASES = {
+    "finetuning_type": "method", "lora_r": "lora_rank", "cutoff_len": "max_length",
+    "learning_rate": "lr", "num_train_epochs": "epochs", "per_device_train_batch_size": "batch_size",
+    "per_device_eval_batch_size": "eval_batch_size", "gradient_accumulation_steps": "grad_accum",
+    "model_name_or_path": "model", "lr_scheduler_type": "lr_scheduler", "dataset": "train_file",
+    "max_seq_length": "max_length",
+}
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        """Sectioned plain dict, as written to a run folder's config.yaml."""
+        return dataclasses.asdict(self)
+
+
+def field_index() -> dict[str, tuple[str, dataclasses.Field]]:
+    """field name -> (section, dataclass field), over all sections."""
+    return {f.name: (sec, f) for sec, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+
+
+def coerce(value, f: dataclasses.Field, where: str):
+    """Convert a YAML/CLI value to the field's type, or raise UserError naming `where`."""
+    kind = {"str": str, "int": int, "float": float, "bool": bool, "list": list}[f.type]
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "yes", "1", "on"):
+                return True
+            if str(value).lower() in ("false", "no", "0", "off"):
+                return False
+            raise ValueError
+        if kind is list:
+            if value is None or value == "":
+                return []
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            return list(value) if isinstance(value, (list, tuple)) else [value]
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        if kind is str:
+            return "" if value is None else str(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: expected {kind.__name__} for '{f.name}', got {value!r}") from None
+
+
+def _resolve_key(key: str, section: str | None, where: str) -> tuple[str, dataclasses.Field]:
+    index = field_index()
+    name = ALIASES.get(key, key)
+    if name not in index:
+        raise UserError(f"{where}: unknown key '{key}'{closest(key, list(index) + list(ALIASES))}. "
+                        f"`peftlab train --help` lists every key.")
+    sec, f = index[name]
+    if section is not None and sec != section:
+        raise UserError(f"{where}: key '{key}' belongs in section '{sec}', not '{section}'")
+    return sec, f
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of keys at the top level")
+    return data
+
+
+def flatten(data: dict, where: str) -> list[tuple[str, dataclasses.Field, object, str]]:
+    """YAML mapping (flat or sectioned) -> [(section, field, value, where)]."""
+    out = []
+    for key, value in data.items():
+        key = str(key)
+        if key in SECTIONS and isinstance(value, dict):
+            for sub, v in value.items():
+                sec, f = _resolve_key(str(sub), key, f"{where}: {key}.{sub}")
+                out.append((sec, f, v, f"{where}: {key}.{sub}"))
+        else:
+            sec, f = _resolve_key(key, None, f"{where}: key '{key}'")
+            out.append((sec, f, value, f"{where}: key '{key}'"))
+    return out
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """'a.b=1' -> ('a.b', 1), values parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise UserError(f"override '{text}': expected key=value, e.g. lora_rank=16 or train.lr=1e-4")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (),
+                base: dict | None = None) -> Config:
+    """Build a Config from an optional base mapping, a YAML file and key=value overrides."""
+    cfg = Config()
+    items = []
+    if base:
+        items += flatten(base, "base config")
+    if path is not None:
+        items += flatten(_read_yaml(Path(path)), str(path))
+    for text in overrides:
+        key, value = parse_override(text)
+        section, _, name = key.rpartition(".")
+        if section and section not in SECTIONS:
+            raise UserError(f"override '{text}': unknown section '{section}'{closest(section, SECTIONS)}")
+        sec, f = _resolve_key(name, section or None, f"override '{text}'")
+        items.append((sec, f, value, f"override '{text}'"))
+    for sec, f, value, where in items:
+        setattr(getattr(cfg, sec), f.name, coerce(value, f, where))
+    return cfg
+
+
+def help_text() -> str:
+    """Every config key with its section, default and help, for `peftlab train --help`."""
+    lines = ["Config keys (YAML flat or in sections; override any with key=value):"]
+    for sec, cls in SECTIONS.items():
+        lines.append(f"\n[{sec}]")
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"  {f.name:<24} {default!r:<12} {f.metadata['help']}")
+    lines.append("\nAliases: " + ", ".join(f"{a} -> {b}" for a, b in ALIASES.items()))
+    return "\n".join(lines)

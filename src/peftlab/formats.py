@@ -1,0 +1,175 @@
+"""Readers for data files -> plain records (list of dicts), and the train/validation split.
+
+Every error names the file, the line or key, and what would fix it (UserError -> exit 2).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+FORMATS = ("auto", "csv", "tsv", "json", "jsonl", "hf")
+
+
+@dataclass
+class Split:
+    records: list[dict]
+    source: str          # file the records came from (for messages)
+    rows: list[int]      # 1-based line/row number in that file of each record
+
+
+def detect_format(path: Path, data_format: str) -> str:
+    if data_format != "auto":
+        if data_format not in FORMATS:
+            raise UserError(f"data_format: '{data_format}' is not one of {', '.join(FORMATS)}")
+        return data_format
+    if path.is_dir():
+        return "hf"
+    suffix = path.suffix.lower()
+    return {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".json": "json", ".jsonl": "jsonl"}.get(suffix, "csv")
+
+
+def decode(path: Path, encoding: str) -> str:
+    """File text; undecodable bytes raise a UserError with the line number and the fix."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode(encoding)
+    except LookupError:
+        raise UserError(f"encoding: unknown text encoding '{encoding}' (for {path})") from None
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: bytes that are not valid {encoding} ({raw[e.start:e.start + 4]!r}); "
+                        f"set `encoding:` to the file's encoding, e.g. encoding: latin-1") from None
+
+
+def read_table(path: Path, text: str, delimiter: str, header: str, columns: list) -> tuple[list[dict], list[int]]:
+    """csv/tsv text -> records; a row with the wrong number of fields is an error naming the line."""
+    quoting = csv.QUOTE_NONE if delimiter != "," else csv.QUOTE_MINIMAL  # GLUE TSVs hold stray quotes
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    rows, lines = [], []
+    for row in reader:
+        if row and any(cell.strip() for cell in row):
+            rows.append(row)
+            lines.append(reader.line_num)
+    if not rows:
+        raise UserError(f"{path}: the file is empty")
+    use_header = header == "true" or (header == "auto" and not columns)
+    names = list(columns) if columns else (rows[0] if use_header else [f"column{i}" for i in range(len(rows[0]))])
+    if use_header:
+        rows, lines = rows[1:], lines[1:]
+    if not rows:
+        raise UserError(f"{path}: the file has a header but no data rows")
+    records = []
+    for row, line in zip(rows, lines):
+        if len(row) != len(names):
+            sep = {"\t": "tab", ",": "comma"}.get(delimiter, repr(delimiter))
+            raise UserError(f"{path}:{line}: {len(row)} fields, expected {len(names)} ({', '.join(names)}) "
+                            f"separated by {sep}; fix the row, or set `delimiter:`/`columns:` to match the file")
+        records.append(dict(zip(names, row)))
+    return records, lines
+
+
+def read_json(path: Path, text: str, jsonl: bool) -> tuple[list[dict], list[int]]:
+    if jsonl:
+        records, lines = [], []
+        for i, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{i}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+            if not isinstance(obj, dict):
+                raise UserError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
+            records.append(obj)
+            lines.append(i)
+        return records, lines
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()) and data:
+        n = len(next(iter(data.values())))  # columnar: {"sentence": [...], "label": [...]}
+        data = [{k: v[i] for k, v in data.items()} for i in range(n)]
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise UserError(f"{path}: expected a JSON list of objects (one per example)")
+    return data, list(range(1, len(data) + 1))
+
+
+def read_hf(path: Path) -> tuple[list[dict], list[int]]:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except FileNotFoundError as e:
+        raise UserError(f"{path}: not a dataset saved with save_to_disk ({e})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        raise UserError(f"{path} holds several splits ({', '.join(ds)}); point to one, e.g. {path}/{next(iter(ds))}")
+    return ds.to_list(), list(range(1, len(ds) + 1))
+
+
+def read_records(path: str | Path, key: str, data_format: str = "auto", encoding: str = "utf-8",
+                 delimiter: str = "", header: str = "auto", columns: list = ()) -> Split:
+    """Read one data file (named by config key `key` in messages) into plain records."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"{key}: file not found: {path}")
+    fmt = detect_format(path, data_format)
+    if header not in ("auto", "true", "false"):
+        raise UserError(f"header: '{header}' is not one of auto, true, false")
+    if fmt == "hf":
+        records, lines = read_hf(path)
+    else:
+        text = decode(path, encoding)
+        if fmt in ("csv", "tsv"):
+            sep = delimiter or ("\t" if fmt == "tsv" else ",")
+            records, lines = read_table(path, text, sep, header, list(columns))
+        else:
+            records, lines = read_json(path, text, jsonl=fmt == "jsonl")
+    if not records:
+        raise UserError(f"{path}: the file is empty ({key})")
+    return Split(records, str(path), lines)
+
+
+def sample(split: Split, n: int, seed: int) -> Split:
+    """At most n records, a seeded random sample kept in file order; n <= 0 keeps all."""
+    if n <= 0 or n >= len(split.records):
+        return split
+    keep = sorted(random.Random(seed).sample(range(len(split.records)), n))
+    return Split([split.records[i] for i in keep], split.source, [split.rows[i] for i in keep])
+
+
+def split_off(split: Split, ratio: float, seed: int) -> tuple[Split, Split]:
+    """Seeded split of one file into (train, validation)."""
+    if not 0 < ratio < 1:
+        raise UserError(f"validation_ratio: {ratio} must be between 0 and 1 when validation_file is empty")
+    order = list(range(len(split.records)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(len(order) * ratio))
+    if n_val >= len(order):
+        raise UserError(f"{split.source}: {len(order)} rows are too few to split off validation_ratio={ratio}")
+    pick = lambda idx: Split([split.records[i] for i in sorted(idx)], split.source, [split.rows[i] for i in sorted(idx)])
+    return pick(order[n_val:]), pick(order[:n_val])
+
+
+def load_splits(data, seed: int) -> dict[str, Split]:
+    """train / validation (/ test) splits from a DataConfig: files, seeded split, max_samples."""
+    if not data.train_file:
+        raise UserError("train_file: not set; give the training data file, e.g. train_file: data/train.tsv")
+    read = lambda p, key: read_records(p, key, data.data_format, data.encoding, data.delimiter,
+                                       data.header, data.columns)
+    train = read(data.train_file, "train_file")
+    if data.validation_file:
+        validation = read(data.validation_file, "validation_file")
+    else:
+        train, validation = split_off(train, data.validation_ratio, seed)
+    splits = {"train": sample(train, data.max_samples, seed),
+              "validation": sample(validation, data.max_eval_samples, seed)}
+    if data.test_file:
+        splits["test"] = sample(read(data.test_file, "test_file"), data.max_eval_samples, seed)
+    return splits

@@ -1,0 +1,53 @@
+"""Measurements written into result.json: parameters, peak memory, sizes, versions."""
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+
+def count_parameters(model) -> dict:
+    """Trainable and total parameters (peft's count where the model is a PeftModel)."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        trainable, total = model.get_nb_trainable_parameters()
+    else:
+        total = sum(p.numel() for p in model.parameters())
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable_params": int(trainable), "total_params": int(total),
+            "trainable_pct": round(100.0 * trainable / max(total, 1), 4)}
+
+
+def peak_memory() -> dict:
+    """CUDA max allocated on a GPU; otherwise this process's peak resident set size (MiB)."""
+    if torch.cuda.is_available():
+        return {"peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+                "peak_memory_kind": "cuda_max_allocated"}
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {"peak_memory_mb": round(rss_kib / 1024, 1), "peak_memory_kind": "process_peak_rss"}
+
+
+def folder_size_mb(path: Path) -> float:
+    return round(sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20, 3)
+
+
+def library_versions() -> dict:
+    out = {"python": sys.version.split()[0]}
+    for name in ("peftlab", "torch", "transformers", "peft", "accelerate", "datasets", "scikit-learn"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_hash() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        return None

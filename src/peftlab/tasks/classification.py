@@ -1,0 +1,131 @@
+"""Sequence classification: single sentences or sentence pairs, labels as strings or ints.
+
+Encoders get transformers' *ForSequenceClassification head (with a choice of [CLS] pooler or mean
+pooling); decoder LLMs get the last-token score head, with the pad token taken care of.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from ..formats import Split
+from ..metrics import compute_classification
+from ..models import load_for_classification
+from ..rundir import write_jsonl
+
+TASK_TYPE = "SEQ_CLS"
+DEFAULT_METRIC = "accuracy"
+METRICS = ("accuracy", "precision", "recall", "f1", "precision_macro", "recall_macro", "f1_macro", "mcc", "loss")
+
+
+@dataclass
+class Prepared:
+    labels: list[str]                                   # index -> label name
+    examples: dict[str, list[tuple[str, str | None, int]]]  # split -> (text, pair, label index)
+
+
+def label_key(value) -> str:
+    """Labels compare as strings; integral floats (1.0 from JSON) count as ints."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def sort_labels(labels: set[str]) -> list[str]:
+    ints = all(l.lstrip("-").isdigit() for l in labels)
+    return sorted(labels, key=int) if ints else sorted(labels)
+
+
+def check_columns(split: Split, names: list[str]) -> None:
+    have = list(split.records[0])
+    for name, key in names:
+        if name not in split.records[0]:
+            raise UserError(f"{split.source}: column '{name}' not found (columns: {', '.join(map(str, have))}); "
+                            f"set `{key}:` to one of them" + ("" if split.source.endswith(('.json', '.jsonl')) else
+                                                             ", or name the columns with `columns:` if the file has no header"))
+
+
+def read_split(split: Split, data) -> list[tuple[str, str | None, str]]:
+    wanted = [(data.text_column, "text_column"), (data.label_column, "label_column")]
+    if data.text_pair_column:
+        wanted.append((data.text_pair_column, "text_pair_column"))
+    check_columns(split, wanted)
+    out = []
+    for rec, row in zip(split.records, split.rows):
+        text, label = rec.get(data.text_column), rec.get(data.label_column)
+        if text is None or label is None or label_key(label) == "":
+            raise UserError(f"{split.source}: row {row}: empty text or label; fix or remove the row")
+        pair = str(rec.get(data.text_pair_column) or "") if data.text_pair_column else None
+        out.append((str(text), pair, label_key(label)))
+    return out
+
+
+def prepare(splits: dict[str, Split], data) -> Prepared:
+    """Check columns, fix the label order, and refuse labels that training never shows."""
+    raw = {name: read_split(split, data) for name, split in splits.items()}
+    seen = {label for _, _, label in raw["train"]}
+    labels = [str(l) for l in data.label_names] or sort_labels(seen)
+    if len(labels) < 2:
+        raise UserError(f"{splits['train'].source}: only one label ({labels[0]}) in the training data; "
+                        f"classification needs at least two")
+    index = {l: i for i, l in enumerate(labels)}
+    examples = {}
+    for name, rows in raw.items():
+        for (_, _, label), row in zip(rows, splits[name].rows):
+            if label not in index:
+                hint = "never seen in train_file" if not data.label_names else "not in label_names"
+                raise UserError(f"{splits[name].source}: row {row}: label '{label}' {hint} "
+                                f"(labels: {', '.join(labels)}); fix the row or set `label_names:`")
+        examples[name] = [(t, p, index[l]) for t, p, l in rows]
+    return Prepared(labels, examples)
+
+
+def encode(examples, tokenizer, max_length: int):
+    """Tokenize (text, pair, label) triples into a datasets.Dataset with `labels`."""
+    import datasets
+
+    texts = [t for t, _, _ in examples]
+    pairs = [p for _, p, _ in examples] if examples and examples[0][1] is not None else None
+    enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+    enc = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    enc["labels"] = [l for _, _, l in examples]
+    return datasets.Dataset.from_dict(enc)
+
+
+def build_model(resolved, prepared: Prepared, model_cfg, tokenizer):
+    model, pooling = load_for_classification(resolved, prepared.labels, model_cfg.pooling, model_cfg.dtype,
+                                             tokenizer.pad_token_id, model_cfg.trust_remote_code)
+    return model, {"pooling": pooling}
+
+
+def build_collator(tokenizer):
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer)
+
+
+def build_compute_metrics(prepared: Prepared):
+    n = len(prepared.labels)
+
+    def compute_metrics(eval_pred):
+        logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+        return compute_classification(eval_pred.label_ids, np.argmax(logits, axis=-1), n)
+
+    return compute_metrics
+
+
+def write_predictions(path: Path, prepared: Prepared, split: str, logits: np.ndarray) -> None:
+    """One JSON line per example: text, pair, gold label, predicted label, probabilities."""
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    rows = []
+    for (text, pair, gold), p in zip(prepared.examples[split], probs):
+        row = {"text": text, "label": prepared.labels[gold], "prediction": prepared.labels[int(p.argmax())],
+               "probabilities": {l: round(float(x), 6) for l, x in zip(prepared.labels, p)}}
+        if pair is not None:
+            row["text_pair"] = pair
+        rows.append(row)
+    write_jsonl(path, rows)

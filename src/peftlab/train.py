@@ -1,0 +1,237 @@
+"""`peftlab train`: config -> data + model + method -> transformers.Trainer -> run folder.
+
+Reads top to bottom: everything that can fail on bad input (data, labels, model, method, target
+modules) happens before the run folder is created, so bad input leaves nothing behind.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from .config import Config
+from .errors import UserError, closest
+from .formats import load_splits
+from .measure import count_parameters, folder_size_mb, git_hash, library_versions, peak_memory
+from .methods import USES_RANK, MethodContext, apply_method, check_method, is_peft
+from .models import load_tokenizer, resolve_model
+from .plots import plot_loss
+from .rundir import read_json, read_yaml, save_model, write_json, write_yaml
+from .tasks import get_task
+from .trainer_callbacks import AdaLoraStep, QuietProgress, Recorder
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def default_run_name(cfg: Config) -> str:
+    model = Path(cfg.model.model).stem if ("/" in cfg.model.model or cfg.model.model.endswith(".gguf")) else cfg.model.model
+    rank = f"-r{cfg.method.lora_rank}" if cfg.method.method in USES_RANK else ""
+    name = f"{cfg.task.task}-{model}-{cfg.method.method}{rank}-s{cfg.train.seed}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def run_dir_of(cfg: Config) -> Path:
+    return Path(cfg.train.output_dir) / (cfg.train.run_name or default_run_name(cfg))
+
+
+def resolve_metric(cfg: Config, task) -> str:
+    metric = task.DEFAULT_METRIC if cfg.eval.metric_for_best == "auto" else cfg.eval.metric_for_best
+    if metric not in task.METRICS:
+        raise UserError(f"metric_for_best: '{metric}' is not a {cfg.task.task} metric{closest(metric, task.METRICS)}; "
+                        f"choose from {', '.join(task.METRICS)}")
+    return metric
+
+
+def check_settings(cfg: Config) -> None:
+    t = cfg.train
+    if t.precision not in PRECISIONS:
+        raise UserError(f"precision: '{t.precision}' is not one of {', '.join(PRECISIONS)}")
+    for key in ("epochs", "batch_size", "grad_accum", "save_steps", "logging_steps"):
+        if getattr(t, key) < 1:
+            raise UserError(f"{key}: must be at least 1, got {getattr(t, key)}")
+    if cfg.task.max_length < 8:
+        raise UserError(f"max_length: {cfg.task.max_length} is too short (at least 8 tokens)")
+
+
+def total_steps(n_train: int, t) -> int:
+    per_epoch = math.ceil(math.ceil(n_train / (t.batch_size * world_size())) / t.grad_accum)
+    return max(1, per_epoch * t.epochs)
+
+
+def check_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool) -> dict | None:
+    """Refuse to clobber an existing run folder; returns its result when --resume finds it complete."""
+    if not run_dir.exists() or overwrite:
+        return None
+    old = read_json(run_dir / "result.json", {}) or {}
+    if not resume:
+        raise UserError(f"{run_dir} already exists (status: {old.get('status', 'unknown')}); "
+                        f"pass --resume to continue it, --overwrite to start again, or set run_name=")
+    saved = read_yaml(run_dir / "config.yaml")
+    if saved is not None and saved != cfg.to_dict():
+        diff = [f"{s}.{k}" for s in saved for k in saved[s] if saved[s][k] != cfg.to_dict()[s].get(k)]
+        raise UserError(f"--resume: {run_dir} was run with a different config ({', '.join(diff)}); "
+                        f"use the same config or another run_name")
+    return old if old.get("status") == "completed" else None
+
+
+def create_run_dir(run_dir: Path, cfg: Config, overwrite: bool) -> None:
+    if not is_main_process():
+        return
+    if overwrite:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_yaml(run_dir / "config.yaml", cfg.to_dict())
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = [p for p in (run_dir / "checkpoints").glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return max(ckpts, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def precision_flags(precision: str) -> dict:
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def build_trainer(cfg: Config, run_dir: Path, model, tokenizer, task, prepared, encoded, callbacks):
+    from transformers import PrinterCallback, ProgressCallback, Trainer, TrainingArguments
+
+    t, e = cfg.train, cfg.eval
+    args = TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"), num_train_epochs=t.epochs,
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=e.eval_batch_size,
+        gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio, lr_scheduler_type=t.lr_scheduler, max_grad_norm=t.max_grad_norm,
+        seed=t.seed, data_seed=t.seed, eval_strategy="epoch", save_strategy="steps", save_steps=t.save_steps,
+        save_total_limit=1, logging_steps=t.logging_steps, report_to="none",
+        gradient_checkpointing=t.gradient_checkpointing, include_num_input_tokens_seen="non_padding",
+        ddp_backend="gloo" if world_size() > 1 and not torch.cuda.is_available() else None, dataloader_num_workers=0,
+        label_names=["labels"], log_level="warning", disable_tqdm=False, **precision_flags(t.precision))
+    trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded["validation"],
+                      data_collator=task.build_collator(tokenizer), processing_class=tokenizer,
+                      compute_metrics=task.build_compute_metrics(prepared), callbacks=callbacks)
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(QuietProgress)
+    return trainer
+
+
+def load_best(model, folder: Path) -> None:
+    """Put the best epoch's weights (saved by the Recorder) back into the model."""
+    from safetensors.torch import load_file
+
+    if is_peft(model):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+    else:
+        model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
+
+
+def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train and evaluate one configuration; returns the result dict also written to result.json."""
+    from transformers import set_seed
+
+    started = time.time()
+    task = get_task(cfg.task.task)
+    check_method(cfg.method.method)
+    check_settings(cfg)
+    metric = resolve_metric(cfg, task)
+    splits = load_splits(cfg.data, cfg.train.seed)
+    resolved = resolve_model(cfg.model.model, cfg.model.cache_dir)
+    tokenizer = load_tokenizer(resolved.path, cfg.model.trust_remote_code)
+    prepared = task.prepare(splits, cfg.data)
+    encoded = {name: task.encode(ex, tokenizer, cfg.task.max_length) for name, ex in prepared.examples.items()}
+    set_seed(cfg.train.seed)
+    model, notes = task.build_model(resolved, prepared, cfg.model, tokenizer)
+    set_seed(cfg.train.seed)
+    ctx = MethodContext(task.TASK_TYPE, total_steps(len(encoded["train"]), cfg.train), resolved.path)
+    model = apply_method(model, cfg.method, ctx)
+    params = count_parameters(model)
+
+    run_dir = run_dir_of(cfg)
+    finished = check_run_dir(run_dir, cfg, resume, overwrite)
+    if finished:
+        print(f"peftlab: {run_dir} is already complete; nothing to do", flush=True)
+        return finished
+    main = is_main_process()
+    weights_dir = run_dir / ("adapter" if is_peft(model) else "model")
+    ckpt = last_checkpoint(run_dir) if resume else None
+    recorder = Recorder(run_dir / "metrics.jsonl", metric, cfg.eval.early_stopping_patience, main,
+                        save_best=lambda m: save_model(m, tokenizer, weights_dir), resume_from=ckpt,
+                        select_last=cfg.method.method == "adalora")
+    callbacks = [recorder] + ([AdaLoraStep()] if cfg.method.method == "adalora" else [])
+    trainer = build_trainer(cfg, run_dir, model, tokenizer, task, prepared, encoded, callbacks)
+    create_run_dir(run_dir, cfg, overwrite)  # the first write to disk
+    base = {"run_name": run_dir.name, "task": cfg.task.task, "model": cfg.model.model, "method": cfg.method.method,
+            "metric_for_best": metric,
+            "best_epoch_rule": "last (AdaLoRA prunes ranks until the end)" if cfg.method.method == "adalora" else "max" if metric != "loss" else "min",
+            **params, **notes, "labels": prepared.labels,
+            "n_train": len(encoded["train"]), "n_validation": len(encoded["validation"]),
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if main:
+        write_json(run_dir / "result.json", {"status": "running", **base})
+    print(f"peftlab: {run_dir.name}: {params['trainable_params']:,} of {params['total_params']:,} parameters "
+          f"trainable ({params['trainable_pct']:.2f}%), {len(encoded['train'])} train / "
+          f"{len(encoded['validation'])} validation examples", flush=True)
+    try:
+        if cfg.eval.eval_at_start and not recorder.has_epoch(0):
+            trainer.evaluate()
+        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+        if weights_dir.exists():
+            load_best(model, weights_dir)
+        extra = finish_predictions(trainer, task, prepared, encoded, run_dir, main)
+    except KeyboardInterrupt:
+        if main:
+            write_json(run_dir / "result.json", {"status": "interrupted", **base,
+                                                 "error": "interrupted; run again with --resume"})
+        raise
+    except Exception as exc:
+        if main:
+            write_json(run_dir / "result.json", {"status": "failed", **base, "error": f"{type(exc).__name__}: {exc}",
+                                                 "traceback": traceback.format_exc(limit=8)})
+        raise
+    result = {"status": "completed", **base, **recorder.summary(), **extra,
+              "train_tokens_per_s": recorder.rate(trainer.state.num_input_tokens_seen),
+              "train_samples_per_s": recorder.rate(len(encoded["train"]) * recorder.epochs_trained()),
+              **peak_memory(), "adapter_dir": weights_dir.name,
+              "adapter_size_mb": folder_size_mb(weights_dir) if weights_dir.exists() else None,
+              "resumed": ckpt is not None, "world_size": world_size(),
+              "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+              "versions": library_versions(), "git_hash": git_hash(),
+              "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "wall_time_s": round(time.time() - started, 2)}
+    if main:
+        plot_loss(trainer.state.log_history, f"{run_dir.name}", run_dir / "loss.png")
+        write_json(run_dir / "result.json", result)
+        if not cfg.train.keep_checkpoints:
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return result
+
+
+def finish_predictions(trainer, task, prepared, encoded, run_dir: Path, main: bool) -> dict:
+    """With the best weights loaded: write validation (and test) predictions; score the test split."""
+    extra = {}
+    for split in [s for s in ("validation", "test") if s in encoded]:
+        out = trainer.predict(encoded[split], metric_key_prefix=split)
+        if main:
+            task.write_predictions(run_dir / f"predictions_{split}.jsonl", prepared, split, out.predictions)
+        if split == "test":
+            extra["metrics_test"] = {k[5:]: v for k, v in out.metrics.items() if k.startswith("test_")}
+    return extra

@@ -1,0 +1,134 @@
+"""transformers.Trainer callbacks: the measurement and bookkeeping that make a run folder.
+
+Recorder writes one metrics.jsonl line per evaluation (epoch 0 first), times each epoch from the
+optimizer steps alone (evaluation and checkpoint I/O excluded), saves the weights whenever the
+chosen metric improves, stops early after `patience` evaluations without improvement, and stops a
+run whose loss turns NaN.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from transformers import ProgressCallback, TrainerCallback
+
+from .metrics import is_better
+from .rundir import read_jsonl, write_jsonl
+
+SKIP_KEYS = {"runtime", "samples_per_second", "steps_per_second", "epoch", "model_preparation_time"}
+
+
+class Recorder(TrainerCallback):
+    def __init__(self, path: Path, metric: str, patience: int, is_main: bool, save_best, resume_from: Path | None,
+                 select_last: bool = False):
+        self.path, self.metric, self.patience, self.is_main, self.save_best = path, metric, patience, is_main, save_best
+        self.select_last = select_last  # keep the last evaluation's weights (AdaLoRA: ranks shrink during the run)
+        self.lines = read_jsonl(path) if resume_from else []
+        if resume_from:  # evaluations after the checkpoint will be redone: forget them
+            step = json.loads((resume_from / "trainer_state.json").read_text())["global_step"]
+            self.lines = [l for l in self.lines if l["step"] <= step]
+        self.best, self.bad_evals = None, 0
+        for line in self.lines:
+            self._update_best(line[metric])
+        self.epoch_train_s, self.t_step, self.t_epoch, self.partial = 0.0, None, None, False
+
+    def _update_best(self, value) -> bool:
+        if self.select_last or is_better(self.metric, value, self.best):
+            self.best, self.bad_evals = value, 0
+            return True
+        self.bad_evals += 1
+        return False
+
+    def has_epoch(self, epoch: int) -> bool:
+        return any(l["epoch"] == epoch for l in self.lines)
+
+    # -- timing
+    def on_train_begin(self, args, state, control, **kw):
+        per_epoch = max(1, state.max_steps // max(1, int(args.num_train_epochs)))
+        self.partial = state.global_step % per_epoch != 0  # resumed in the middle of an epoch
+
+    def on_epoch_begin(self, args, state, control, **kw):
+        self.epoch_train_s, self.t_epoch = 0.0, time.perf_counter()
+
+    def on_step_begin(self, args, state, control, **kw):
+        self.t_step = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):
+        self.epoch_train_s += time.perf_counter() - self.t_step
+
+    def on_epoch_end(self, args, state, control, **kw):
+        self.epoch_wall_s = time.perf_counter() - self.t_epoch
+        control.should_save = True  # a resume point at every epoch end, besides every save_steps
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss} at step {state.global_step}; "
+                                     f"lower the learning rate or use fp32")
+
+    # -- evaluation
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
+        if not metrics or "eval_loss" not in metrics:
+            return  # a test-split evaluation, not an epoch's
+        epoch = round(state.epoch or 0)
+        line = {"epoch": epoch, "step": state.global_step}
+        line.update({k[5:]: v for k, v in metrics.items() if k.startswith("eval_") and k[5:] not in SKIP_KEYS})
+        line["eval_time_s"] = round(metrics.get("eval_runtime", 0.0), 3)
+        if epoch > 0:
+            line["train_time_s"] = round(self.epoch_train_s, 3)
+            line["epoch_wall_s"] = round(self.epoch_wall_s, 3)
+            losses = [h["loss"] for h in state.log_history if "loss" in h and epoch - 1 < h.get("epoch", 0) <= epoch]
+            line["train_loss"] = round(sum(losses) / len(losses), 5) if losses else None
+            if self.partial:
+                line["partial_epoch_time"] = True
+                self.partial = False
+        if self._update_best(line[self.metric]) and self.is_main:
+            self.save_best(model)
+        self.lines.append(line)
+        if self.is_main:
+            write_jsonl(self.path, self.lines)
+            shown = " ".join(f"{k} {line[k]:.4f}" for k in dict.fromkeys(("loss", "accuracy", "f1", self.metric))
+                             if k in line and isinstance(line[k], float))
+            timing = f"  train {line['train_time_s']:.1f} s" if epoch > 0 else ""
+            print(f"epoch {epoch}: {shown}{timing}", flush=True)
+        if self.patience and self.bad_evals >= self.patience and not self.select_last:
+            control.should_training_stop = True
+        return control
+
+    # -- results
+    def epochs_trained(self) -> int:
+        return max((l["epoch"] for l in self.lines), default=0)
+
+    def rate(self, count) -> float | None:
+        seconds = sum(l.get("train_time_s", 0.0) for l in self.lines)
+        return round(count / seconds, 2) if seconds else None
+
+    def summary(self) -> dict:
+        first = next((l for l in self.lines if l["epoch"] == 0), None)
+        best = None
+        for line in self.lines:
+            if best is None or self.select_last or is_better(self.metric, line[self.metric], best[self.metric]):
+                best = line
+        full = [l["train_time_s"] for l in self.lines if l["epoch"] > 0 and not l.get("partial_epoch_time")]
+        return {"best_epoch": best["epoch"] if best else None, "epochs_run": self.epochs_trained(),
+                "metrics_epoch0": first, "metrics_best": best, "metrics_last": self.lines[-1] if self.lines else None,
+                "epoch_times_s": [l.get("train_time_s") for l in self.lines if l["epoch"] > 0],
+                "time_per_epoch_s": round(sum(full) / len(full), 3) if full else None}
+
+
+class QuietProgress(ProgressCallback):
+    """The progress bars, without printing every log dict under them (Recorder prints per epoch)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
+
+
+class AdaLoraStep(TrainerCallback):
+    """AdaLoRA re-allocates ranks from the gradients: peft asks for update_and_allocate between
+    backward and the optimizer step, which the Trainer does not call by itself."""
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+        model.base_model.update_and_allocate(state.global_step)

@@ -1,0 +1,94 @@
+"""Offline fixtures: tiny random models (2 layers, hidden 32) with a locally built tokenizer,
+and a small sentiment data set whose labels follow from its words (so training can learn)."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+POS = ["good", "great", "fine", "lovely", "superb", "happy"]
+NEG = ["bad", "awful", "poor", "sad", "terrible", "boring"]
+FILL = ["the", "movie", "was", "really", "a", "plot", "and", "acting", "film", "story", "quite", "very"]
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def make_tokenizer(folder: Path, kind: str):
+    """Word-level tokenizer over the fixture vocabulary: BERT-style ([CLS] x [SEP]) or llama-style."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"] if kind == "bert" else ["<pad>", "<unk>", "<s>", "</s>"]
+    vocab = {t: i for i, t in enumerate(specials + POS + NEG + FILL + [".", ","])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=specials[1]))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    if kind == "bert":
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
+                                       cls_token="[CLS]", sep_token="[SEP]")
+    else:
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
+                                       bos_token="<s>", eos_token="</s>")
+    fast.save_pretrained(folder)
+    return len(vocab)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = make_tokenizer(folder, "bert")
+    cfg = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128, pad_token_id=0)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(cfg).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> str:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    vocab = make_tokenizer(folder, "llama")
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=1, intermediate_size=64, max_position_embeddings=128,
+                      pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    import torch
+
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    return str(folder)
+
+
+def sentence(rng: random.Random, label: int) -> str:
+    words = rng.sample(FILL, 4) + [rng.choice(POS if label else NEG)]
+    rng.shuffle(words)
+    return " ".join(words) + " ."
+
+
+@pytest.fixture(scope="session")
+def sentiment(tmp_path_factory) -> dict:
+    """train.tsv (96 rows) and dev.tsv (32 rows) with header `sentence<TAB>label`, labels pos/neg."""
+    folder = tmp_path_factory.mktemp("sentiment")
+    rng = random.Random(0)
+    for name, n in (("train", 96), ("dev", 32)):
+        rows = ["sentence\tlabel"] + [f"{sentence(rng, i % 2)}\t{'pos' if i % 2 else 'neg'}" for i in range(n)]
+        (folder / f"{name}.tsv").write_text("\n".join(rows) + "\n")
+    return {"train": str(folder / "train.tsv"), "dev": str(folder / "dev.tsv"), "dir": folder}
+
+
+@pytest.fixture
+def base_config(tiny_bert, sentiment, tmp_path):
+    """Overrides for a fast run on the tiny BERT; tests add their own."""
+    return [f"model={tiny_bert}", f"train_file={sentiment['train']}", f"validation_file={sentiment['dev']}",
+            f"output_dir={tmp_path / 'runs'}", "epochs=1", "batch_size=16", "lr=5e-3", "max_length=16",
+            "logging_steps=2", "save_steps=3"]
