@@ -12,7 +12,10 @@ def cmd_train(args) -> int:
     from .summary import format_run_summary
     from .train import run, run_dir_of
 
-    cfg = load_config(args.config, args.overrides)
+    config, overrides = args.config, list(args.overrides)
+    if config and "=" in config and not config.endswith((".yaml", ".yml")):
+        config, overrides = None, [config] + overrides  # no YAML file, only key=value pairs
+    cfg = load_config(config, overrides)
     result = run(cfg, resume=args.resume, overwrite=args.overwrite)
     if result:
         print("\n" + format_run_summary(result))

@@ -81,6 +81,7 @@ class TrainConfig:
     batch_size: int = opt(16, "examples per device per step (alias per_device_train_batch_size)")
     grad_accum: int = opt(1, "gradient accumulation steps (alias gradient_accumulation_steps)")
     lr: float = opt(2e-4, "peak learning rate (alias learning_rate)")
+    optim: str = opt("adamw_torch", "optimizer, as transformers names it: adamw_torch | sgd | adafactor | ...")
     weight_decay: float = opt(0.0, "AdamW weight decay")
     warmup_ratio: float = opt(0.0, "fraction of steps with linear warm-up")
     lr_scheduler: str = opt("linear", "learning-rate schedule: linear | cosine | constant | ... (alias lr_scheduler_type)")

@@ -116,16 +116,21 @@ def build_trainer(cfg: Config, run_dir: Path, model, tokenizer, task, prepared, 
     args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints"), num_train_epochs=t.epochs,
         per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=e.eval_batch_size,
-        gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, weight_decay=t.weight_decay,
+        gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, optim=t.optim, weight_decay=t.weight_decay,
         warmup_steps=t.warmup_ratio, lr_scheduler_type=t.lr_scheduler, max_grad_norm=t.max_grad_norm,
         seed=t.seed, data_seed=t.seed, eval_strategy="epoch", save_strategy="steps", save_steps=t.save_steps,
         save_total_limit=1, logging_steps=t.logging_steps, report_to="none",
         gradient_checkpointing=t.gradient_checkpointing, include_num_input_tokens_seen="non_padding",
         ddp_backend="gloo" if world_size() > 1 and not torch.cuda.is_available() else None, dataloader_num_workers=0,
-        label_names=["labels"], log_level="warning", disable_tqdm=False, **precision_flags(t.precision))
+        label_names=["labels"], log_level="warning", disable_tqdm=False,
+        average_tokens_across_devices=task.TOKEN_LEVEL_LOSS, **precision_flags(t.precision))
     trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded["validation"],
                       data_collator=task.build_collator(tokenizer), processing_class=tokenizer,
                       compute_metrics=task.build_compute_metrics(prepared), callbacks=callbacks)
+    # A per-example mean loss (classification heads) must not be rescaled by token counts across
+    # devices nor exempted from the division by gradient-accumulation steps; the Trainer does
+    # both for any model whose forward takes **kwargs, which is meant for summed LM losses.
+    trainer.model_accepts_loss_kwargs = task.TOKEN_LEVEL_LOSS
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(QuietProgress)

@@ -1,6 +1,6 @@
 """Tasks: one module per task, each exposing the same plain functions.
 
-A task module defines TASK_TYPE (peft task type), DEFAULT_METRIC, and
+A task module defines TASK_TYPE (peft task type), DEFAULT_METRIC, METRICS, TOKEN_LEVEL_LOSS, and
   prepare(splits, data_cfg) -> prepared data (labels, examples; validates columns and labels)
   encode(examples, tokenizer, max_length) -> datasets.Dataset of model inputs
   build_model(resolved, prepared, model_cfg, tokenizer) -> (model, notes dict)

@@ -1,0 +1,70 @@
+"""Bad input: one clear message naming the file/key/row and the fix, exit code 2, nothing written."""
+import subprocess
+import sys
+
+import pytest
+
+from peftlab.cli import main
+
+
+def run_cli(argv, capsys):
+    code = main(argv)
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.fixture
+def out(tmp_path):
+    return tmp_path / "runs"
+
+
+def write(path, text, encoding="utf-8"):
+    path.write_bytes(text.encode(encoding))
+    return str(path)
+
+
+CASES = {
+    "missing file": (lambda d, s: [f"train_file={d / 'nope.tsv'}"], r"train_file: file not found: .*nope.tsv"),
+    "missing column": (lambda d, s: ["text_column=review"], r"train.tsv: column 'review' not found \(columns: sentence, label\); set `text_column:`"),
+    "unseen dev label": (lambda d, s: [f"validation_file={write(d / 'dev.tsv', 'sentence' + chr(9) + 'label' + chr(10) + 'good .' + chr(9) + 'pos' + chr(10) + 'meh .' + chr(9) + 'neutral' + chr(10))}"],
+                         r"dev.tsv: row 3: label 'neutral' never seen in train_file \(labels: neg, pos\)"),
+    "undecodable bytes": (lambda d, s: [f"validation_file={write(d / 'v.tsv', 'sentence' + chr(9) + 'label' + chr(10) + 'caf' + chr(233) + chr(9) + 'pos' + chr(10), 'latin-1')}"],
+                          r"v.tsv:2: bytes that are not valid utf-8.*encoding: latin-1"),
+    "wrong field count": (lambda d, s: [f"validation_file={write(d / 'w.tsv', 'sentence' + chr(9) + 'label' + chr(10) + 'a' + chr(9) + 'pos' + chr(9) + 'x' + chr(10))}"],
+                          r"w.tsv:2: 3 fields, expected 2"),
+    "empty file": (lambda d, s: [f"validation_file={write(d / 'e.tsv', '')}"], r"e.tsv: the file is empty"),
+    "bad target module": (lambda d, s: ["lora_target=q_proj,v_proj"],
+                          r"lora_target: module 'q_proj' does not exist in BertForSequenceClassification.*linear modules are: .*query"),
+    "unknown key": (lambda d, s: ["lora_alhpa=8"], r"unknown key 'lora_alhpa'.*did you mean 'lora_alpha'"),
+    "unknown method": (lambda d, s: ["method=lorra"], r"unknown method 'lorra'.*did you mean 'lora'"),
+    "bad metric": (lambda d, s: ["metric_for_best=f2"], r"metric_for_best: 'f2' is not a classification metric"),
+    "mean pooling on decoder": (lambda d, s: [f"model={s}", "pooling=mean"], r"pooling: 'mean' needs an encoder"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_exits_2_with_message_and_writes_nothing(case, base_config, tiny_llama, tmp_path, out, capsys):
+    extra, pattern = CASES[case]
+    code, err = run_cli(["train"] + base_config + extra(tmp_path, tiny_llama), capsys)
+    assert code == 2
+    assert err.startswith("peftlab: error: ") and "Traceback" not in err
+    import re
+
+    assert re.search(pattern, err), err
+    assert not out.exists(), "a run folder was left behind"
+
+
+def test_existing_run_folder_is_not_clobbered(base_config, capsys):
+    assert main(["train"] + base_config) == 0
+    code, err = run_cli(["train"] + base_config, capsys)
+    assert code == 2 and "already exists (status: completed)" in err and "--resume" in err
+    assert main(["train", "--resume"] + base_config) == 0  # complete: nothing to do
+    code, err = run_cli(["train", "--resume"] + base_config + ["lr=1e-3"], capsys)
+    assert code == 2 and "different config (train.lr)" in err
+
+
+def test_real_process_exit_code(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "peftlab", "train", f"train_file={tmp_path / 'x.csv'}",
+                           f"output_dir={tmp_path / 'runs'}"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "train_file: file not found" in proc.stderr and "Traceback" not in proc.stderr

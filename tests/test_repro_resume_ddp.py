@@ -1,0 +1,95 @@
+"""Same seed -> same metrics; SIGKILL mid-epoch + --resume -> same final metrics; 2-process DDP (gloo)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from peftlab.config import load_config
+from peftlab.train import run
+
+TIMING = {"eval_time_s", "train_time_s", "epoch_wall_s", "partial_epoch_time"}
+
+
+def metric_lines(run_dir: Path) -> list[dict]:
+    lines = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in l.items() if k not in TIMING} for l in lines]
+
+
+def test_same_seed_same_metrics(base_config, tmp_path):
+    results = []
+    for name in ("a", "b"):
+        cfg = load_config(None, base_config + ["epochs=2", f"run_name={name}"])
+        results.append(run(cfg))
+    out = Path(cfg.train.output_dir)
+    assert metric_lines(out / "a") == metric_lines(out / "b")
+    assert results[0]["metrics_best"]["loss"] == results[1]["metrics_best"]["loss"]
+    cfg = load_config(None, base_config + ["epochs=2", "run_name=c", "seed=7"])
+    assert metric_lines(out / "a") != metric_lines(Path(cfg.train.output_dir) / run(cfg)["run_name"])
+
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from peftlab import trainer_callbacks
+    step_end = trainer_callbacks.Recorder.on_step_end
+    def on_step_end(self, args, state, control, **kw):
+        step_end(self, args, state, control, **kw)
+        if state.global_step == int(os.environ["KILL_AT_STEP"]):
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no atexit: as if the machine died
+    trainer_callbacks.Recorder.on_step_end = on_step_end
+    from peftlab.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(base_config, tmp_path):
+    # 96 rows / batch 16 = 6 steps per epoch; checkpoints every 2 steps and at epoch ends.
+    common = base_config + ["epochs=2", "save_steps=2", "lora_dropout=0.1"]
+    reference = run(load_config(None, common + ["run_name=ref"]))
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    args = [sys.executable, str(script), "train"] + common + ["run_name=killed"]
+    proc = subprocess.run(args, env={**os.environ, "KILL_AT_STEP": "9"}, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    run_dir = Path(tmp_path / "runs" / "killed")
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "running"
+    assert (run_dir / "checkpoints" / "checkpoint-8").is_dir()  # mid-epoch 2 (epoch 1 ends at step 6)
+    resumed = run(load_config(None, common + ["run_name=killed"]), resume=True)
+    assert resumed["status"] == "completed" and resumed["resumed"]
+    assert metric_lines(run_dir) == metric_lines(tmp_path / "runs" / "ref")
+    assert resumed["metrics_last"]["loss"] == reference["metrics_last"]["loss"]
+    assert not (run_dir / "checkpoints").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_ddp_matches_single_process(tiny_llama, base_config, tmp_path):
+    """gloo on CPU, same global batch (16 = 2 x 8). Only rank 0 writes the run folder.
+
+    Epoch 0 (same weights, evaluation split over two ranks and gathered) must match exactly;
+    after training the two runs take different float paths (reduction order, per-rank sampling),
+    so the final figures are compared within a tolerance."""
+    common = base_config + [f"model={tiny_llama}", "method=lora", "lora_dropout=0", "epochs=2"]
+    single = run(load_config(None, common + ["batch_size=16", "run_name=single"]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+           "-m", "peftlab", "train"] + common + ["batch_size=8", "run_name=ddp"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = json.loads((tmp_path / "runs" / "ddp" / "result.json").read_text())
+    assert ddp["status"] == "completed" and ddp["world_size"] == 2
+    assert ddp["n_train"] == single["n_train"] and ddp["epochs_run"] == single["epochs_run"]
+    a, b = metric_lines(tmp_path / "runs" / "ddp"), metric_lines(tmp_path / "runs" / "single")
+    assert [l["step"] for l in a] == [l["step"] for l in b]  # same number of optimizer steps: same global batch
+    assert a[0]["loss"] == pytest.approx(b[0]["loss"], abs=1e-5) and a[0]["accuracy"] == b[0]["accuracy"]
+    assert a[-1]["loss"] == pytest.approx(b[-1]["loss"], abs=5e-3)
+    assert a[-1]["loss"] < a[0]["loss"]  # it learned
+    assert len(list((tmp_path / "runs").iterdir())) == 2  # single + ddp, no per-rank folders
