@@ -21,7 +21,7 @@ $(STAMP): requirements.txt requirements-models.txt pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(VENV)/bin/peftlab train recipes/sst2-minilm-lora.yaml
+	$(VENV)/bin/peftlab train recipes/sst2-minilm-lora.yaml --resume
 
 test: setup
 	$(PY) -m pytest -q tests

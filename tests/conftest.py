@@ -38,35 +38,30 @@ def make_tokenizer(folder: Path, kind: str):
     return len(vocab)
 
 
+def save_tiny_model(folder: Path, kind: str) -> str:
+    """A 2-layer, hidden-32 random model of the given family, saved with its tokenizer."""
+    import torch
+    from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
+
+    vocab = make_tokenizer(folder, kind)
+    size = dict(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                intermediate_size=64, max_position_embeddings=128, pad_token_id=0)
+    torch.manual_seed(0)
+    if kind == "bert":
+        BertModel(BertConfig(**size)).save_pretrained(folder)
+    else:
+        LlamaForCausalLM(LlamaConfig(num_key_value_heads=1, bos_token_id=2, eos_token_id=3, **size)).save_pretrained(folder)
+    return str(folder)
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> str:
-    from transformers import BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    vocab = make_tokenizer(folder, "bert")
-    cfg = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128, pad_token_id=0)
-    import torch
-
-    torch.manual_seed(0)
-    BertModel(cfg).save_pretrained(folder)
-    return str(folder)
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-bert"), "bert")
 
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> str:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    vocab = make_tokenizer(folder, "llama")
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=1, intermediate_size=64, max_position_embeddings=128,
-                      pad_token_id=0, bos_token_id=2, eos_token_id=3)
-    import torch
-
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(folder)
-    return str(folder)
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"), "llama")
 
 
 def sentence(rng: random.Random, label: int) -> str:

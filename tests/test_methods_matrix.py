@@ -63,3 +63,19 @@ def test_prefix_tuning_without_past_key_values_is_refused_before_training(model,
     with pytest.raises(UserError, match="takes no `past_key_values`.*use prompt-tuning or p-tuning"):
         run(cfg)
     assert not (tmp_path / "runs").exists()
+
+
+def test_test_split_is_scored_with_the_best_weights(base_config, sentiment):
+    # the test file is the dev file: its score must equal the best epoch's validation score
+    cfg = load_config(None, base_config + ["epochs=2", f"test_file={sentiment['dev']}"])
+    result = run(cfg)
+    assert result["metrics_test"]["accuracy"] == pytest.approx(result["metrics_best"]["accuracy"])
+    assert result["metrics_test"]["loss"] == pytest.approx(result["metrics_best"]["loss"], rel=1e-5)
+    assert (Path(cfg.train.output_dir) / result["run_name"] / "predictions_test.jsonl").is_file()
+
+
+def test_early_stopping_stops_when_the_metric_stops_improving(base_config):
+    # lr=0: nothing improves on epoch 0, so patience 1 ends the run after epoch 1 of 5
+    cfg = load_config(None, base_config + ["epochs=5", "lr=0", "early_stopping_patience=1", "metric_for_best=loss"])
+    result = run(cfg)
+    assert result["epochs_run"] == 1 and result["best_epoch"] == 0

@@ -93,3 +93,4 @@ def test_two_process_ddp_matches_single_process(tiny_llama, base_config, tmp_pat
     assert a[-1]["loss"] == pytest.approx(b[-1]["loss"], abs=5e-3)
     assert a[-1]["loss"] < a[0]["loss"]  # it learned
     assert len(list((tmp_path / "runs").iterdir())) == 2  # single + ddp, no per-rank folders
+    assert proc.stdout.count("run folder:") == 1  # the summary comes from rank 0 alone

@@ -10,14 +10,14 @@ from .errors import UserError
 def cmd_train(args) -> int:
     from .config import load_config
     from .summary import format_run_summary
-    from .train import run, run_dir_of
+    from .train import is_main_process, run, run_dir_of
 
     config, overrides = args.config, list(args.overrides)
     if config and "=" in config and not config.endswith((".yaml", ".yml")):
         config, overrides = None, [config] + overrides  # no YAML file, only key=value pairs
     cfg = load_config(config, overrides)
     result = run(cfg, resume=args.resume, overwrite=args.overwrite)
-    if result:
+    if result and is_main_process():
         print("\n" + format_run_summary(result))
         print(f"run folder: {run_dir_of(cfg)}")
     return 0

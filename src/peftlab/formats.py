@@ -38,7 +38,7 @@ def decode(path: Path, encoding: str) -> str:
     """File text; undecodable bytes raise a UserError with the line number and the fix."""
     raw = path.read_bytes()
     try:
-        return raw.decode(encoding)
+        return raw.decode(encoding).removeprefix("\ufeff")  # MRPC's TSVs start with a byte-order mark
     except LookupError:
         raise UserError(f"encoding: unknown text encoding '{encoding}' (for {path})") from None
     except UnicodeDecodeError as e:

@@ -192,9 +192,9 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if main:
         write_json(run_dir / "result.json", {"status": "running", **base})
-    print(f"peftlab: {run_dir.name}: {params['trainable_params']:,} of {params['total_params']:,} parameters "
-          f"trainable ({params['trainable_pct']:.2f}%), {len(encoded['train'])} train / "
-          f"{len(encoded['validation'])} validation examples", flush=True)
+        print(f"peftlab: {run_dir.name}: {params['trainable_params']:,} of {params['total_params']:,} parameters "
+              f"trainable ({params['trainable_pct']:.2f}%), {len(encoded['train'])} train / "
+              f"{len(encoded['validation'])} validation examples", flush=True)
     try:
         if cfg.eval.eval_at_start and not recorder.has_epoch(0):
             trainer.evaluate()
