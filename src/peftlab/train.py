@@ -158,6 +158,11 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     check_method(cfg.method.method)
     check_settings(cfg)
     metric = resolve_metric(cfg, task)
+    run_dir = run_dir_of(cfg)
+    finished = check_run_dir(run_dir, cfg, resume, overwrite)
+    if finished:
+        print(f"peftlab: {run_dir} is already complete; nothing to do", flush=True)
+        return finished
     splits = load_splits(cfg.data, cfg.train.seed)
     resolved = resolve_model(cfg.model.model, cfg.model.cache_dir)
     tokenizer = load_tokenizer(resolved.path, cfg.model.trust_remote_code)
@@ -170,11 +175,6 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     model = apply_method(model, cfg.method, ctx)
     params = count_parameters(model)
 
-    run_dir = run_dir_of(cfg)
-    finished = check_run_dir(run_dir, cfg, resume, overwrite)
-    if finished:
-        print(f"peftlab: {run_dir} is already complete; nothing to do", flush=True)
-        return finished
     main = is_main_process()
     weights_dir = run_dir / ("adapter" if is_peft(model) else "model")
     ckpt = last_checkpoint(run_dir) if resume else None
@@ -184,12 +184,7 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     callbacks = [recorder] + ([AdaLoraStep()] if cfg.method.method == "adalora" else [])
     trainer = build_trainer(cfg, run_dir, model, tokenizer, task, prepared, encoded, callbacks)
     create_run_dir(run_dir, cfg, overwrite)  # the first write to disk
-    base = {"run_name": run_dir.name, "task": cfg.task.task, "model": cfg.model.model, "method": cfg.method.method,
-            "metric_for_best": metric,
-            "best_epoch_rule": "last (AdaLoRA prunes ranks until the end)" if cfg.method.method == "adalora" else "max" if metric != "loss" else "min",
-            **params, **notes, "labels": prepared.labels,
-            "n_train": len(encoded["train"]), "n_validation": len(encoded["validation"]),
-            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    base = describe_run(cfg, run_dir, metric, params, notes, prepared, encoded)
     if main:
         write_json(run_dir / "result.json", {"status": "running", **base})
         print(f"peftlab: {run_dir.name}: {params['trainable_params']:,} of {params['total_params']:,} parameters "
@@ -199,6 +194,7 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
         if cfg.eval.eval_at_start and not recorder.has_epoch(0):
             trainer.evaluate()
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+        trainer.accelerator.wait_for_everyone()  # rank 0 has written the best weights
         if weights_dir.exists():
             load_best(model, weights_dir)
         extra = finish_predictions(trainer, task, prepared, encoded, run_dir, main)
@@ -213,21 +209,36 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
                                                  "traceback": traceback.format_exc(limit=8)})
         raise
     result = {"status": "completed", **base, **recorder.summary(), **extra,
-              "train_tokens_per_s": recorder.rate(trainer.state.num_input_tokens_seen),
-              "train_samples_per_s": recorder.rate(len(encoded["train"]) * recorder.epochs_trained()),
-              **peak_memory(), "adapter_dir": weights_dir.name,
-              "adapter_size_mb": folder_size_mb(weights_dir) if weights_dir.exists() else None,
-              "resumed": ckpt is not None, "world_size": world_size(),
-              "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-              "versions": library_versions(), "git_hash": git_hash(),
-              "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "wall_time_s": round(time.time() - started, 2)}
+              **measure_run(trainer, recorder, len(encoded["train"]), weights_dir),
+              "resumed": ckpt is not None, "wall_time_s": round(time.time() - started, 2)}
     if main:
         plot_loss(trainer.state.log_history, f"{run_dir.name}", run_dir / "loss.png")
         write_json(run_dir / "result.json", result)
         if not cfg.train.keep_checkpoints:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return result
+
+
+def measure_run(trainer, recorder, n_train: int, weights_dir: Path) -> dict:
+    """Throughput, memory, sizes and provenance of a finished run."""
+    return {"train_tokens_per_s": recorder.rate(trainer.state.num_input_tokens_seen),
+            "train_samples_per_s": recorder.rate(n_train * recorder.epochs_trained()),
+            **peak_memory(), "adapter_dir": weights_dir.name,
+            "adapter_size_mb": folder_size_mb(weights_dir) if weights_dir.exists() else None,
+            "world_size": world_size(),
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "versions": library_versions(), "git_hash": git_hash(),
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def describe_run(cfg: Config, run_dir: Path, metric: str, params: dict, notes: dict, prepared, encoded) -> dict:
+    """The result.json fields known before training starts."""
+    rule = "last epoch (AdaLoRA prunes ranks until the end)" if cfg.method.method == "adalora" else (
+        "min" if metric == "loss" else "max")
+    return {"run_name": run_dir.name, "task": cfg.task.task, "model": cfg.model.model, "method": cfg.method.method,
+            "metric_for_best": metric, "best_epoch_rule": rule, **params, **notes, "labels": prepared.labels,
+            "n_train": len(encoded["train"]), "n_validation": len(encoded["validation"]),
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def finish_predictions(trainer, task, prepared, encoded, run_dir: Path, main: bool) -> dict:
