@@ -81,9 +81,10 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool) -> 
     if not resume:
         raise UserError(f"{run_dir} already exists (status: {old.get('status', 'unknown')}); "
                         f"pass --resume to continue it, --overwrite to start again, or set run_name=")
-    saved = read_yaml(run_dir / "config.yaml")
-    if saved is not None and saved != cfg.to_dict():
-        diff = [f"{s}.{k}" for s in saved for k in saved[s] if saved[s][k] != cfg.to_dict()[s].get(k)]
+    saved, now = read_yaml(run_dir / "config.yaml") or {}, cfg.to_dict()
+    # keys the saved config lacks were added to peftlab after that run; they do not count
+    diff = [f"{s}.{k}" for s in saved for k in saved[s] if saved[s][k] != now.get(s, {}).get(k, saved[s][k])]
+    if diff:
         raise UserError(f"--resume: {run_dir} was run with a different config ({', '.join(diff)}); "
                         f"use the same config or another run_name")
     return old if old.get("status") == "completed" else None
