@@ -94,3 +94,15 @@ def test_two_process_ddp_matches_single_process(tiny_llama, base_config, tmp_pat
     assert a[-1]["loss"] < a[0]["loss"]  # it learned
     assert len(list((tmp_path / "runs").iterdir())) == 2  # single + ddp, no per-rank folders
     assert proc.stdout.count("run folder:") == 1  # the summary comes from rank 0 alone
+
+
+def test_gradient_accumulation_matches_the_larger_batch(tiny_llama, base_config, tmp_path):
+    """batch 8 x 2 accumulation steps == batch 16: same examples per optimizer step, same update.
+    Plain SGD so the size of the gradient shows (Adam would hide a wrong scale)."""
+    common = base_config + [f"model={tiny_llama}", "method=lora", "lora_dropout=0", "epochs=1", "optim=sgd",
+                            "lr=0.5", "max_grad_norm=0"]
+    big = run(load_config(None, common + ["batch_size=16", "run_name=b16"]))
+    accum = run(load_config(None, common + ["batch_size=8", "grad_accum=2", "run_name=b8x2"]))
+    assert big["metrics_last"]["step"] == accum["metrics_last"]["step"] == 6
+    assert accum["metrics_last"]["loss"] == pytest.approx(big["metrics_last"]["loss"], abs=1e-4)
+    assert big["metrics_last"]["loss"] != pytest.approx(big["metrics_epoch0"]["loss"], abs=1e-3)  # it moved

@@ -17,8 +17,9 @@ from ..models import load_for_classification
 from ..rundir import write_jsonl
 
 TASK_TYPE = "SEQ_CLS"
-# The head's loss is a mean over examples, so DDP's gradient averaging is already right; the
-# Trainer's token-count rescaling (meant for summed LM losses) would multiply it by world size.
+# The head's loss is already a mean over examples: the Trainer must divide it by the
+# gradient-accumulation steps and must not rescale it by token counts across devices
+# (that treatment is for token-summed LM losses; see build_trainer).
 TOKEN_LEVEL_LOSS = False
 DEFAULT_METRIC = "accuracy"
 METRICS = ("accuracy", "precision", "recall", "f1", "precision_macro", "recall_macro", "f1_macro", "mcc", "loss")
