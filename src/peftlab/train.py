@@ -24,7 +24,7 @@ from .methods import USES_RANK, MethodContext, apply_method, check_method, is_pe
 from .models import load_tokenizer, resolve_model
 from .plots import plot_loss
 from .rundir import read_json, read_yaml, save_model, write_json, write_yaml
-from .tasks import get_task
+from .tasks import TaskEnv, get_task
 from .trainer_callbacks import AdaLoraStep, QuietProgress, Recorder
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -110,7 +110,7 @@ def precision_flags(precision: str) -> dict:
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
-def build_trainer(cfg: Config, run_dir: Path, model, tokenizer, task, prepared, encoded, callbacks):
+def build_trainer(cfg: Config, run_dir: Path, model, tokenizer, task, prepared, encoded, callbacks, env):
     from transformers import PrinterCallback, ProgressCallback, Trainer, TrainingArguments
 
     t, e = cfg.train, cfg.eval
@@ -125,8 +125,10 @@ def build_trainer(cfg: Config, run_dir: Path, model, tokenizer, task, prepared, 
         ddp_backend="gloo" if world_size() > 1 and not torch.cuda.is_available() else None, dataloader_num_workers=0,
         label_names=["labels"], log_level="warning", disable_tqdm=False, **precision_flags(t.precision))
     trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded["validation"],
-                      data_collator=task.build_collator(tokenizer), processing_class=tokenizer,
-                      compute_metrics=task.build_compute_metrics(prepared), callbacks=callbacks)
+                      data_collator=task.build_collator(tokenizer, cfg), processing_class=tokenizer,
+                      compute_metrics=task.build_compute_metrics(prepared, "validation", env), callbacks=callbacks,
+                      preprocess_logits_for_metrics=getattr(task, "preprocess_logits", None))
+    env.trainer = trainer
     # A per-example mean loss (classification heads) must not be rescaled by token counts across
     # devices nor exempted from the division by gradient-accumulation steps; the Trainer does
     # both for any model whose forward takes **kwargs, which is meant for summed LM losses.
@@ -166,10 +168,10 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     splits = load_splits(cfg.data, cfg.train.seed)
     resolved = resolve_model(cfg.model.model, cfg.model.cache_dir)
     tokenizer = load_tokenizer(resolved.path, cfg.model.trust_remote_code)
-    prepared = task.prepare(splits, cfg.data)
-    encoded = {name: task.encode(ex, tokenizer, cfg.task.max_length) for name, ex in prepared.examples.items()}
+    prepared = task.prepare(splits, cfg)
+    encoded = {name: task.encode(ex, tokenizer, cfg) for name, ex in prepared.examples.items()}
     set_seed(cfg.train.seed)
-    model, notes = task.build_model(resolved, prepared, cfg.model, tokenizer)
+    model, notes = task.build_model(resolved, prepared, cfg, tokenizer)
     set_seed(cfg.train.seed)
     ctx = MethodContext(task.TASK_TYPE, total_steps(len(encoded["train"]), cfg.train), resolved.path)
     model = apply_method(model, cfg.method, ctx)
@@ -182,7 +184,8 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
                         save_best=lambda m: save_model(m, tokenizer, weights_dir), resume_from=ckpt,
                         select_last=cfg.method.method == "adalora")
     callbacks = [recorder] + ([AdaLoraStep()] if cfg.method.method == "adalora" else [])
-    trainer = build_trainer(cfg, run_dir, model, tokenizer, task, prepared, encoded, callbacks)
+    env = TaskEnv(cfg, tokenizer)
+    trainer = build_trainer(cfg, run_dir, model, tokenizer, task, prepared, encoded, callbacks, env)
     create_run_dir(run_dir, cfg, overwrite)  # the first write to disk
     base = describe_run(cfg, run_dir, metric, params, notes, prepared, encoded)
     if main:
@@ -197,7 +200,7 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
         trainer.accelerator.wait_for_everyone()  # rank 0 has written the best weights
         if weights_dir.exists():
             load_best(model, weights_dir)
-        extra = finish_predictions(trainer, task, prepared, encoded, run_dir, main)
+        extra = finish_predictions(trainer, task, prepared, encoded, run_dir, main, env)
     except KeyboardInterrupt:
         if main:
             write_json(run_dir / "result.json", {"status": "interrupted", **base,
@@ -236,18 +239,20 @@ def describe_run(cfg: Config, run_dir: Path, metric: str, params: dict, notes: d
     rule = "last epoch (AdaLoRA prunes ranks until the end)" if cfg.method.method == "adalora" else (
         "min" if metric == "loss" else "max")
     return {"run_name": run_dir.name, "task": cfg.task.task, "model": cfg.model.model, "method": cfg.method.method,
-            "metric_for_best": metric, "best_epoch_rule": rule, **params, **notes, "labels": prepared.labels,
+            "metric_for_best": metric, "best_epoch_rule": rule, **params, **notes,
+            "labels": getattr(prepared, "labels", None), **getattr(prepared, "notes", {}),
             "n_train": len(encoded["train"]), "n_validation": len(encoded["validation"]),
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def finish_predictions(trainer, task, prepared, encoded, run_dir: Path, main: bool) -> dict:
+def finish_predictions(trainer, task, prepared, encoded, run_dir: Path, main: bool, env) -> dict:
     """With the best weights loaded: write validation (and test) predictions; score the test split."""
     extra = {}
     for split in [s for s in ("validation", "test") if s in encoded]:
+        trainer.compute_metrics = task.build_compute_metrics(prepared, split, env)
         out = trainer.predict(encoded[split], metric_key_prefix=split)
         if main:
-            task.write_predictions(run_dir / f"predictions_{split}.jsonl", prepared, split, out.predictions)
+            task.write_predictions(run_dir / f"predictions_{split}.jsonl", prepared, split, out.predictions, env)
         if split == "test":
             extra["metrics_test"] = {k[5:]: v for k, v in out.metrics.items() if k.startswith("test_")}
     return extra

@@ -67,8 +67,9 @@ def read_split(split: Split, data) -> list[tuple[str, str | None, str]]:
     return out
 
 
-def prepare(splits: dict[str, Split], data) -> Prepared:
+def prepare(splits: dict[str, Split], cfg) -> Prepared:
     """Check columns, fix the label order, and refuse labels that training never shows."""
+    data = cfg.data
     raw = {name: read_split(split, data) for name, split in splits.items()}
     seen = {label for _, _, label in raw["train"]}
     labels = [str(l) for l in data.label_names] or sort_labels(seen)
@@ -87,31 +88,32 @@ def prepare(splits: dict[str, Split], data) -> Prepared:
     return Prepared(labels, examples)
 
 
-def encode(examples, tokenizer, max_length: int):
+def encode(examples, tokenizer, cfg):
     """Tokenize (text, pair, label) triples into a datasets.Dataset with `labels`."""
     import datasets
 
     texts = [t for t, _, _ in examples]
     pairs = [p for _, p, _ in examples] if examples and examples[0][1] is not None else None
-    enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+    enc = tokenizer(texts, pairs, truncation=True, max_length=cfg.task.max_length)
     enc = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     enc["labels"] = [l for _, _, l in examples]
     return datasets.Dataset.from_dict(enc)
 
 
-def build_model(resolved, prepared: Prepared, model_cfg, tokenizer):
+def build_model(resolved, prepared: Prepared, cfg, tokenizer):
+    model_cfg = cfg.model
     model, pooling = load_for_classification(resolved, prepared.labels, model_cfg.pooling, model_cfg.dtype,
                                              tokenizer.pad_token_id, model_cfg.trust_remote_code)
     return model, {"pooling": pooling}
 
 
-def build_collator(tokenizer):
+def build_collator(tokenizer, cfg):
     from transformers import DataCollatorWithPadding
 
     return DataCollatorWithPadding(tokenizer)
 
 
-def build_compute_metrics(prepared: Prepared):
+def build_compute_metrics(prepared: Prepared, split: str, env):
     n = len(prepared.labels)
 
     def compute_metrics(eval_pred):
@@ -121,7 +123,7 @@ def build_compute_metrics(prepared: Prepared):
     return compute_metrics
 
 
-def write_predictions(path: Path, prepared: Prepared, split: str, logits: np.ndarray) -> None:
+def write_predictions(path: Path, prepared: Prepared, split: str, logits: np.ndarray, env) -> None:
     """One JSON line per example: text, pair, gold label, predicted label, probabilities."""
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
