@@ -20,6 +20,6 @@ def test_recipe_loads_and_its_data_validates(path, monkeypatch):
     monkeypatch.chdir(ROOT)  # recipes name data relative to the project root, as `make demo` runs them
     cfg = load_config(path)
     splits = load_splits(cfg.data, cfg.train.seed)
-    prepared = get_task(cfg.task.task).prepare(splits, cfg)
+    prepared = get_task(cfg.task.task, cfg.task.classify_by).prepare(splits, cfg)
     assert len(prepared.labels) >= 2
     assert all(len(ex) > 0 for ex in prepared.examples.values())

@@ -55,6 +55,7 @@ class DataConfig:
 class TaskConfig:
     task: str = opt("classification", "task: classification")
     max_length: int = opt(128, "max tokens per example; longer inputs are truncated (alias cutoff_len)")
+    classify_by: str = opt("head", "classification with an LLM: head (last-token score head) | generate (instruction prompt, parse the generated label) | likelihood (rank the label verbalizers by likelihood)")
 
 
 @dataclass

@@ -156,7 +156,7 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     from transformers import set_seed
 
     started = time.time()
-    task = get_task(cfg.task.task)
+    task = get_task(cfg.task.task, cfg.task.classify_by)
     check_method(cfg.method.method)
     check_settings(cfg)
     metric = resolve_metric(cfg, task)

@@ -39,9 +39,15 @@ class TaskEnv:
 
 
 TASKS: dict[str, ModuleType] = {"classification": classification}
+# classification with an LLM can be done three ways (config `classify_by`), each its own module
+CLASSIFY_BY: dict[str, ModuleType] = {"head": classification}
 
 
-def get_task(name: str) -> ModuleType:
+def get_task(name: str, classify_by: str = "head") -> ModuleType:
     if name not in TASKS:
         raise UserError(f"task: unknown task '{name}'{closest(name, TASKS)}; available: {', '.join(TASKS)}")
+    if name == "classification":
+        if classify_by not in CLASSIFY_BY:
+            raise UserError(f"classify_by: '{classify_by}' is not one of {', '.join(CLASSIFY_BY)}")
+        return CLASSIFY_BY[classify_by]
     return TASKS[name]
