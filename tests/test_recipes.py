@@ -23,3 +23,27 @@ def test_recipe_loads_and_its_data_validates(path, monkeypatch):
     prepared = get_task(cfg.task.task, cfg.task.classify_by).prepare(splits, cfg)
     assert len(prepared.labels) >= 2
     assert all(len(ex) > 0 for ex in prepared.examples.values())
+
+
+SWEEPS = sorted((ROOT / "recipes" / "sweeps").glob("*.yaml"))
+
+
+def test_there_are_sweeps():
+    assert {p.stem for p in SWEEPS} >= {"demo-sst2-minilm", "sst2-minilm-methods", "mrpc-minilm-methods"}
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
+def test_sweep_recipe_dry_runs(path, monkeypatch, capsys, tmp_path):
+    from peftlab.cli import main
+    from peftlab.sweep import load_sweep
+
+    monkeypatch.chdir(ROOT)
+    sweep = load_sweep(path, output_dir=str(tmp_path))
+    assert len(sweep.runs) >= 3 and len({r.name for r in sweep.runs}) == len(sweep.runs)
+    first = sweep.runs[0].cfg
+    splits = load_splits(first.data, first.train.seed)  # the data every run reads is there and valid
+    assert get_task(first.task.task, first.task.classify_by).prepare(splits, first).examples["train"]
+    assert main(["sweep", str(path), "--dry-run", "--output-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{r.name} " in out for r in sweep.runs)
+    assert not any(tmp_path.iterdir())  # a dry run writes nothing

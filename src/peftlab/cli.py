@@ -23,6 +23,48 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from .report import write_report
+    from .sweep import load_sweep, print_plan, run_sweep
+
+    sweep = load_sweep(args.sweep, args.output_dir)
+    if args.dry_run:
+        print_plan(sweep)
+        return 0
+    try:
+        entries = run_sweep(sweep, retry_failed=not args.keep_failed)
+    except KeyboardInterrupt:
+        print("\npeftlab: sweep interrupted; finished runs are kept. Run the same command again to continue.",
+              file=sys.stderr)
+        return 130
+    markdown, html = write_report(sweep.folder)
+    print("\n" + markdown)
+    print(f"report: {html}  (also report.md, report.csv, report.json and PNGs in {html.parent})")
+    return 1 if any(e.get("status") == "failed" for e in entries.values()) else 0
+
+
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from .report import compare, write_report
+
+    if len(args.folders) == 2:
+        markdown = compare(Path(args.folders[0]), Path(args.folders[1]))
+        print(markdown)
+        if args.out:
+            from .rundir import write_text
+
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            write_text(Path(args.out), markdown)
+        return 0
+    if len(args.folders) != 1:
+        raise UserError("report: give one sweep folder, or two to compare them side by side")
+    markdown, html = write_report(Path(args.folders[0]))
+    print(markdown)
+    print(f"report: {html}")
+    return 0
+
+
 def cmd_models(args) -> int:
     from .models import NAMED_MODELS
 
@@ -50,6 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run folder from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run folder and start again")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("sweep", help="run many configurations from a sweep file and report them side by side",
+                       description="Each run is its own `peftlab train` process; rerun to continue an interrupted sweep.")
+    p.add_argument("sweep", help="sweep YAML (base config + variants and/or grid)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs (and their status) without running them")
+    p.add_argument("--output-dir", help="put the sweep folder here instead of the file's output_dir")
+    p.add_argument("--keep-failed", action="store_true", help="do not retry runs that failed before")
+    p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("report", help="tables, CSV/JSON and an HTML report of a sweep folder (two: compare)")
+    p.add_argument("folders", nargs="+", help="a sweep folder, or two sweep folders to compare")
+    p.add_argument("--out", help="with two folders: also write the comparison markdown to this file")
+    p.set_defaults(func=cmd_report)
     sub.add_parser("models", help="list the named models").set_defaults(func=cmd_models)
     sub.add_parser("methods", help="list the tuning methods").set_defaults(func=cmd_methods)
     return parser
@@ -69,7 +122,7 @@ def quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command != "models" and args.command != "methods":
+    if args.command in ("train", "sweep"):
         quiet_libraries()
     try:
         return args.func(args)

@@ -174,7 +174,7 @@ def _resolve_key(key: str, section: str | None, where: str) -> tuple[str, datacl
     return sec, f
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml_mapping(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
@@ -220,12 +220,10 @@ def parse_override(text: str) -> tuple[str, object]:
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (),
                 base: dict | None = None) -> Config:
     """Build a Config from an optional base mapping, a YAML file and key=value overrides."""
-    cfg = Config()
-    items = []
-    if base:
-        items += flatten(base, "base config")
+    layers = [(base, "base config")] if base else []
     if path is not None:
-        items += flatten(_read_yaml(Path(path)), str(path))
+        layers.append((read_yaml_mapping(Path(path)), str(path)))
+    items = [item for data, where in layers for item in flatten(data, where)]
     for text in overrides:
         key, value = parse_override(text)
         section, _, name = key.rpartition(".")
@@ -233,6 +231,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
             raise UserError(f"override '{text}': unknown section '{section}'{closest(section, SECTIONS)}")
         sec, f = _resolve_key(name, section or None, f"override '{text}'")
         items.append((sec, f, value, f"override '{text}'"))
+    return apply_items(items)
+
+
+def build_config(layers: list[tuple[dict, str]]) -> Config:
+    """A Config from mappings applied in order (later wins); `where` names each in error messages."""
+    return apply_items([item for data, where in layers for item in flatten(data, where)])
+
+
+def apply_items(items) -> Config:
+    cfg = Config()
     for sec, f, value, where in items:
         setattr(getattr(cfg, sec), f.name, coerce(value, f, where))
     return cfg

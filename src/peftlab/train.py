@@ -23,7 +23,7 @@ from .measure import count_parameters, folder_size_mb, git_hash, library_version
 from .methods import USES_RANK, MethodContext, apply_method, check_method, is_peft
 from .models import load_tokenizer, resolve_model
 from .plots import plot_loss
-from .rundir import read_json, read_yaml, save_model, write_json, write_yaml
+from .rundir import read_json, read_yaml, save_model, write_json, write_jsonl, write_yaml
 from .tasks import TaskEnv, get_task
 from .trainer_callbacks import AdaLoraStep, QuietProgress, Recorder
 
@@ -216,6 +216,8 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
               "resumed": ckpt is not None, "wall_time_s": round(time.time() - started, 2)}
     if main:
         plot_loss(trainer.state.log_history, f"{run_dir.name}", run_dir / "loss.png")
+        write_jsonl(run_dir / "train_log.jsonl", [{k: h[k] for k in ("step", "epoch", "loss", "learning_rate")
+                                                   if k in h} for h in trainer.state.log_history if "loss" in h])
         write_json(run_dir / "result.json", result)
         if not cfg.train.keep_checkpoints:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)

@@ -13,7 +13,8 @@ and these functions; `cfg` is always the whole Config:
       (called once per split evaluated; `env` is a TaskEnv: cfg, tokenizer and the live model, for
       tasks that score by generation or need the current weights)
   write_predictions(path, prepared, split, predictions, env)
-Optional: preprocess_logits(logits, labels) -> smaller tensor kept for compute_metrics (saves memory
+Optional: REPORT_METRICS (the metric columns of the sweep report, in order);
+preprocess_logits(logits, labels) -> smaller tensor kept for compute_metrics (saves memory
 when logits are vocabulary-sized).
 Adding a task is a new module and a row in TASKS; the training path does not change.
 """

@@ -22,6 +22,7 @@ TASK_TYPE = "SEQ_CLS"
 # (that treatment is for token-summed LM losses; see build_trainer).
 TOKEN_LEVEL_LOSS = False
 DEFAULT_METRIC = "accuracy"
+REPORT_METRICS = ("accuracy", "f1", "precision", "recall", "mcc")  # the sweep report's columns
 METRICS = ("accuracy", "precision", "recall", "f1", "precision_macro", "recall_macro", "f1_macro", "mcc", "loss")
 
 

@@ -1,0 +1,371 @@
+"""`peftlab report SWEEP_DIR [OTHER_SWEEP_DIR]`: the comparison table users used to type by hand.
+
+A pure function of the run folders (result.json, metrics.jsonl, train_log.jsonl) and of the sweep's
+sweep.json (plan, groups, failures); nothing is re-measured. Runs that differ only in their seed
+form a group, reported as mean ± std; a Welch t-test over the seeds says which groups differ from
+the best by more than seed noise. Writes report/{report.md, .csv, .json, .html, *.png}.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+from .metrics import LOWER_IS_BETTER
+from .rundir import read_json, read_jsonl, write_json, write_text
+
+BOOKKEEPING = {"epoch", "step", "loss", "eval_time_s", "train_time_s", "epoch_wall_s", "train_loss",
+               "partial_epoch_time"}
+ALPHA = 0.05  # significance level of the seed-noise test
+NOISE_RULE = (f"Welch's t-test over seeds, p < {ALPHA}; with one seed per method no difference can be "
+              f"told apart from seed noise")
+
+
+@dataclass
+class Run:
+    name: str
+    group: str
+    seed: int | None
+    status: str
+    settings: dict = field(default_factory=dict)
+    error: str | None = None
+    result: dict | None = None
+    history: list = field(default_factory=list)      # metrics.jsonl: one line per evaluation
+    train_log: list = field(default_factory=list)    # train_log.jsonl: training loss per logging step
+
+
+@dataclass
+class Group:
+    name: str
+    runs: list[Run]
+
+    def values(self, phase: str, key: str) -> list[float]:
+        """One number per seed: a metric at 'metrics_epoch0'/'metrics_best', or a result field."""
+        out = []
+        for r in self.runs:
+            src = r.result.get(phase) or {} if phase else r.result
+            v = src.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                out.append(float(v))
+        return out
+
+    def stat(self, phase: str, key: str) -> tuple[float | None, float | None, int]:
+        vals = self.values(phase, key)
+        if not vals:
+            return None, None, 0
+        mean = sum(vals) / len(vals)
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
+        return mean, std, len(vals)
+
+    @property
+    def first(self) -> dict:
+        return self.runs[0].result
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+def collect(folder: Path) -> tuple[dict, list[Run]]:
+    """The sweep's runs in plan order (or, for a plain folder of run folders, every run in it)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such folder; pass a sweep folder (it holds sweep.json) or a folder of runs")
+    state = read_json(folder / "sweep.json", None)
+    if isinstance(state, dict):
+        entries = state.get("runs", [])
+    else:
+        state = {"name": folder.name}
+        entries = [{"name": p.parent.name} for p in sorted(folder.glob("*/result.json"))]
+    runs = []
+    for e in entries:
+        run_dir = folder / e["name"]
+        result = read_json(run_dir / "result.json", None)
+        status = (result or {}).get("status") or e.get("status", "pending")
+        error = e.get("error") if e.get("status") == "failed" else None
+        runs.append(Run(e["name"], e.get("group", e["name"]), e.get("seed"), status, e.get("settings", {}),
+                        error or (result or {}).get("error"), result,
+                        read_jsonl(run_dir / "metrics.jsonl"), read_jsonl(run_dir / "train_log.jsonl")))
+    if not runs:
+        raise UserError(f"{folder}: no runs found (no sweep.json and no */result.json)")
+    return state, runs
+
+
+def groups_of(runs: list[Run]) -> list[Group]:
+    order: dict[str, list[Run]] = {}
+    for r in runs:
+        if r.status == "completed" and r.result:
+            order.setdefault(r.group, []).append(r)
+    return [Group(name, rs) for name, rs in order.items()]
+
+
+def metric_columns(groups: list[Group], metric: str) -> list[str]:
+    """The main metric first, then the task's report metrics, then other numeric metrics (up to 6)."""
+    from .tasks import TASKS
+
+    task = TASKS.get(groups[0].first.get("task"))
+    preferred = list(getattr(task, "REPORT_METRICS", ()))
+    seen = [k for g in groups for k, v in (g.first.get("metrics_best") or {}).items()
+            if isinstance(v, (int, float)) and k not in BOOKKEEPING]
+    cols = [metric] + [k for k in preferred if k in seen] + ([] if preferred else seen)
+    main = list(dict.fromkeys(c for c in cols if c in seen or c == metric))
+    main = [c for c in main if not c.startswith("extra_")][:6]
+    extra = [k for k in dict.fromkeys(seen) if k.startswith("extra_")][:4]  # a second evaluation set
+    return main + extra
+
+
+# -- statistics ---------------------------------------------------------------------------------
+
+def welch_p(a: list[float], b: list[float]) -> float | None:
+    """Two-sided Welch t-test p-value (scipy), None when either side has fewer than 2 seeds."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    from scipy import stats
+
+    if max(a) == min(a) and max(b) == min(b):
+        return 1.0 if a[0] == b[0] else 0.0
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER
+
+
+def best_group(groups: list[Group], metric: str) -> Group:
+    sign = 1 if higher_is_better(metric) else -1
+
+    def score(g: Group) -> float:
+        mean = g.stat("metrics_best", metric)[0]
+        return -math.inf if mean is None else sign * mean
+
+    return max(groups, key=score)
+
+
+def pareto_front(points: list[tuple[float, float]], higher: bool) -> list[int]:
+    """Indices of points (cost, metric) that no other point beats on both (lower cost, better metric)."""
+    front = []
+    for i, (c, m) in enumerate(points):
+        dominated = any((c2 <= c and (m2 >= m if higher else m2 <= m)) and (c2 < c or m2 != m)
+                        for j, (c2, m2) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return front
+
+
+COSTS = (("trainable_params", "trainable parameters"), ("peak_memory_mb", "peak memory (MiB)"),
+         ("time_per_epoch_s", "time per epoch (s)"))
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+def fmt_stat(mean, std, n, digits=4) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{mean:.{digits}f}"
+
+
+def fmt_params(n: float | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{int(n):,}"
+
+
+def summarize(folder: Path) -> dict:
+    """Everything the report shows, as plain data (also written as report.json)."""
+    state, runs = collect(folder)
+    groups = groups_of(runs)
+    out = {"sweep": state.get("name", Path(folder).name), "folder": str(folder),
+           "description": state.get("description", ""), "noise_rule": NOISE_RULE,
+           "runs": [{"name": r.name, "group": r.group, "seed": r.seed, "status": r.status, "error": r.error,
+                     "settings": r.settings} for r in runs], "groups": []}
+    if not groups:
+        return out
+    metric = groups[0].first["metric_for_best"]
+    cols = metric_columns(groups, metric)
+    best = best_group(groups, metric)
+    mem_kind = groups[0].first.get("peak_memory_kind", "")
+    out.update(metric=metric, columns=cols, best=best.name, memory_kind=mem_kind,
+               task=groups[0].first.get("task"), model=groups[0].first.get("model"))
+    best_vals = best.values("metrics_best", metric)
+    for g in groups:
+        r = g.first
+        row = {"group": g.name, "method": r["method"], "seeds": len(g.runs),
+               "settings": next((x.settings for x in g.runs), {}),
+               "trainable_params": r["trainable_params"], "trainable_pct": r["trainable_pct"],
+               "total_params": r["total_params"], "run_names": [x.name for x in g.runs]}
+        for key in ("time_per_epoch_s", "peak_memory_mb", "adapter_size_mb", "best_epoch", "train_tokens_per_s"):
+            row[key] = dict(zip(("mean", "std", "n"), g.stat("", key)))
+        for phase in ("metrics_epoch0", "metrics_best"):
+            row[phase] = {c: dict(zip(("mean", "std", "n"), g.stat(phase, c))) for c in cols}
+        row["values"] = vals = g.values("metrics_best", metric)  # one per seed, for tests against it
+        mean, best_mean = row["metrics_best"][metric]["mean"], best.stat("metrics_best", metric)[0]
+        p = welch_p(vals, best_vals) if g is not best else None
+        row["vs_best"] = {"diff": None if g is best or mean is None else mean - best_mean, "p": p,
+                          "beyond_noise": p is not None and p < ALPHA}
+        out["groups"].append(row)
+    out["pareto"] = {key: [out["groups"][i]["group"] for i in front_of(out["groups"], key, metric)]
+                     for key, _ in COSTS}
+    out["verdict"] = verdict(out)
+    return out
+
+
+def front_of(rows: list[dict], cost_key: str, metric: str) -> list[int]:
+    idx, pts = [], []
+    for i, row in enumerate(rows):
+        cost = row[cost_key]["mean"] if isinstance(row[cost_key], dict) else row[cost_key]
+        m = row["metrics_best"][metric]["mean"]
+        if cost is not None and m is not None:
+            idx.append(i)
+            pts.append((cost, m))
+    return [idx[j] for j in pareto_front(pts, higher_is_better(metric))]
+
+
+def verdict(s: dict) -> list[str]:
+    """Plain sentences answering 'which method should I use here?'."""
+    metric, rows = s["metric"], s["groups"]
+    by = {r["group"]: r for r in rows}
+    best = by[s["best"]]
+    seeds = any(r["seeds"] > 1 for r in rows)
+    lines = [f"Best {metric} at the best epoch: **{best['group']}** "
+             f"({fmt_stat(**best['metrics_best'][metric], digits=3)})."]
+    if seeds:
+        close = [r for r in rows if r is best or not r["vs_best"]["beyond_noise"]]
+        rule = "not distinguishable from it by seed noise"
+    else:
+        close = [r for r in rows if r is best or abs(r["vs_best"]["diff"] or 0) <= 0.01]
+        rule = "within 0.01 of it (one seed each: run more seeds to tell noise from difference)"
+    others = [r["group"] for r in close if r is not best]
+    if others:
+        lines.append(f"{rule[0].upper() + rule[1:]}: {', '.join(others)}.")
+    for key, label in (("trainable_params", "fewest trainable parameters"), ("peak_memory_mb", "lowest peak memory"),
+                       ("time_per_epoch_s", "fastest epochs")):
+        cost = lambda r: (r[key]["mean"] if isinstance(r[key], dict) else r[key]) or math.inf  # noqa: E731
+        pick = min(close, key=cost)
+        if pick is not best:
+            lines.append(f"Among those, {label}: **{pick['group']}** "
+                         f"({fmt_stat(**pick['metrics_best'][metric], digits=3)} {metric}).")
+    return lines
+
+
+def table_rows(s: dict, phase: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of one table in the users' layout ('result at epoch 0' / 'at best epoch')."""
+    mem = "peak GPU mem" if s.get("memory_kind", "").startswith("cuda") else "peak RSS"
+    header = ["method", "seeds", "time/epoch", mem, "trainable", "%", "adapter"] + s["columns"]
+    if phase == "metrics_best":
+        header += ["best epoch", f"Δ {s['metric']} vs best"]
+    rows = []
+    for r in s["groups"]:
+        t, m, a = r["time_per_epoch_s"], r["peak_memory_mb"], r["adapter_size_mb"]
+        row = [r["group"], str(r["seeds"]), fmt_stat(t["mean"], t["std"], t["n"], 1) + " s" if t["mean"] else "-",
+               fmt_stat(m["mean"] / 1024, None, 1, 2) + " GiB" if m["mean"] else "-",
+               fmt_params(r["trainable_params"]), f"{r['trainable_pct']:.2f}",
+               f"{a['mean']:.1f} MB" if a["mean"] is not None else "-"]
+        row += [fmt_stat(**r[phase][c], digits=3) for c in s["columns"]]
+        if phase == "metrics_best":
+            b = r["best_epoch"]
+            row.append(fmt_stat(b["mean"], None, b["n"], 1 if b["std"] else 0) if b["mean"] is not None else "-")
+            vs = r["vs_best"]
+            if vs["diff"] is None:
+                row.append("best")
+            else:
+                mark = " ✱" if vs["beyond_noise"] else ""
+                pval = f" (p={vs['p']:.3f})" if vs["p"] is not None else ""
+                row.append(f"{vs['diff']:+.3f}{pval}{mark}")
+        rows.append(row)
+    return header, rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def failed_lines(s: dict) -> list[str]:
+    return [f"- {r['name']}: **{r['status']}** — {r['error'] or 'no result'}" for r in s["runs"]
+            if r["status"] != "completed"]
+
+
+def to_markdown(s: dict) -> str:
+    out = [f"# Sweep {s['sweep']}"]
+    if s.get("description"):
+        out.append(s["description"])
+    if not s["groups"]:
+        return "\n\n".join(out + ["No completed runs yet."] + failed_lines(s)) + "\n"
+    n_done = sum(r["status"] == "completed" for r in s["runs"])
+    out.append(f"Task **{s['task']}**, model **{s['model']}**; {n_done} of {len(s['runs'])} runs completed; "
+               f"best epoch chosen by **{s['metric']}**.")
+    out.append("\n".join(f"- {v}" for v in s["verdict"]))
+    out.append("## Result at epoch 0 (before any update)\n\n" + markdown_table(*table_rows(s, "metrics_epoch0")))
+    note = f"✱ = differs from the best by more than seed noise ({NOISE_RULE})."
+    out.append("## Result at best epoch\n\n" + markdown_table(*table_rows(s, "metrics_best")) + "\n\n" + note)
+    front = "; ".join(f"{label}: {', '.join(s['pareto'][key])}" for key, label in COSTS)
+    out.append(f"Pareto front ({s['metric']} vs cost) — {front}.")
+    failed = failed_lines(s)
+    if failed:
+        out.append("## Runs not completed\n\n" + "\n".join(failed))
+    return "\n\n".join(out) + "\n"
+
+
+def to_csv(s: dict) -> str:
+    """One row per group: numbers unformatted, mean and std side by side."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    stat_keys = ["time_per_epoch_s", "peak_memory_mb", "adapter_size_mb", "best_epoch"]
+    metric_keys = [(p, c) for p in ("metrics_epoch0", "metrics_best") for c in s.get("columns", [])]
+    w.writerow(["group", "method", "seeds", "trainable_params", "trainable_pct"]
+               + [f"{k}_{x}" for k in stat_keys for x in ("mean", "std")]
+               + [f"{p.removeprefix('metrics_')}_{c}_{x}" for p, c in metric_keys for x in ("mean", "std")]
+               + ["diff_vs_best", "p_vs_best", "beyond_noise"])
+    for r in s["groups"]:
+        w.writerow([r["group"], r["method"], r["seeds"], r["trainable_params"], r["trainable_pct"]]
+                   + [r[k][x] for k in stat_keys for x in ("mean", "std")]
+                   + [r[p][c][x] for p, c in metric_keys for x in ("mean", "std")]
+                   + [r["vs_best"]["diff"], r["vs_best"]["p"], r["vs_best"]["beyond_noise"]])
+    return buf.getvalue()
+
+
+def write_report(folder: Path) -> tuple[str, Path]:
+    """Write report/{report.md,.csv,.json,.html,*.png}; returns (markdown, html path)."""
+    from .report_html import write_html
+
+    s = summarize(folder)
+    out = Path(folder) / "report"
+    out.mkdir(exist_ok=True)
+    md = to_markdown(s)
+    write_text(out / "report.md", md)
+    write_text(out / "report.csv", to_csv(s))
+    write_json(out / "report.json", s)
+    html = write_html(s, collect(folder)[1], out)
+    return md, html
+
+
+# -- two sweeps side by side ------------------------------------------------------------------
+
+def compare(a: Path, b: Path) -> str:
+    """Markdown: each group's best metric, time and memory in sweep A and B, and the difference."""
+    sa, sb = summarize(a), summarize(b)
+    if not sa["groups"] or not sb["groups"]:
+        raise UserError(f"{a if not sa['groups'] else b}: no completed runs to compare")
+    metric = sa["metric"]
+    if sb["metric"] != metric:
+        raise UserError(f"{a} picks best epochs by {metric}, {b} by {sb['metric']}; compare sweeps of one task")
+    ga, gb = {r["group"]: r for r in sa["groups"]}, {r["group"]: r for r in sb["groups"]}
+    na, nb = sa["sweep"], sb["sweep"]
+    header = ["method", f"{metric} {na}", f"{metric} {nb}", "Δ (B − A)", "p", f"time/epoch {na}",
+              f"time/epoch {nb}", f"peak mem {na}", f"peak mem {nb}"]
+    rows = []
+    for name in list(dict.fromkeys(list(ga) + list(gb))):
+        x, y = ga.get(name), gb.get(name)
+        cell = lambda r, k: fmt_stat(**r["metrics_best"][k], digits=3) if r else "-"  # noqa: E731
+        mx, my = (r["metrics_best"][metric]["mean"] if r else None for r in (x, y))
+        diff = f"{my - mx:+.3f}" if mx is not None and my is not None else "-"
+        p = welch_p(x["values"], y["values"]) if x and y else None
+        t = lambda r: f"{r['time_per_epoch_s']['mean']:.1f} s" if r and r["time_per_epoch_s"]["mean"] else "-"  # noqa: E731
+        m = lambda r: f"{r['peak_memory_mb']['mean'] / 1024:.2f} GiB" if r and r["peak_memory_mb"]["mean"] else "-"  # noqa: E731
+        rows.append([name, cell(x, metric), cell(y, metric), diff, f"{p:.3f}" if p is not None else "-",
+                     t(x), t(y), m(x), m(y)])
+    title = (f"# {na} ({sa['model']}) vs {nb} ({sb['model']}) — {sa['task']}, best epoch by {metric}\n\n"
+             f"A = {a}, B = {b}. p: {NOISE_RULE}.\n\n")
+    return title + markdown_table(header, rows) + "\n"

@@ -1,0 +1,353 @@
+"""`peftlab sweep SWEEP.yaml`: many runs from one file, each in its own `peftlab train` process.
+
+A sweep file holds a base config and the runs to make from it:
+
+    name: sst2-minilm-methods        # sweep folder name (default: the file's stem)
+    output_dir: runs/sweeps          # where the sweep folder goes (default: runs)
+    base: sst2-minilm-lora.yaml      # optional config file (relative to this file, or to the cwd)
+    config: {epochs: 2}              # optional overrides of the base, flat or in sections
+    variants:                        # an explicit list; each may override any config key
+      - {name: full, method: full, lr: 5.0e-5}
+      - {method: lora, lora_rank: 8} # unnamed: named by its settings (lora-r8)
+    grid: {seed: [1, 2, 3]}          # cartesian product, crossed with the variants
+
+Why a process per run: peak memory is then the run's own, and a crash (or an out-of-memory kill)
+takes one run down, not the sweep. The sweep folder holds one run folder per run, `sweep.json`
+(the plan and each run's status), `logs/` and `report/`. Running the sweep again skips finished
+runs, resumes interrupted ones from their last checkpoint and retries failed ones from scratch.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .config import Config, build_config, read_yaml_mapping
+from .errors import UserError, closest
+from .rundir import read_json, write_json, write_text, write_yaml
+
+SWEEP_KEYS = ("name", "output_dir", "base", "config", "variants", "grid", "description")
+# How a setting shows in a run name: lora_rank=8 -> r8, seed=1 -> s1, lr=5e-4 -> lr0.0005.
+SHORT = {"lora_rank": "r", "lora_r": "r", "seed": "s", "lr": "lr", "learning_rate": "lr", "epochs": "ep",
+         "num_virtual_tokens": "vt", "freeze_layers": "last", "batch_size": "bs", "max_samples": "n"}
+
+
+@dataclass
+class PlannedRun:
+    name: str              # run folder name
+    group: str             # the variant without its seed: runs of one group are averaged over seeds
+    settings: dict         # what this run sets on top of the base (variant + grid point)
+    cfg: Config
+    seed: int
+
+
+@dataclass
+class Sweep:
+    name: str
+    source: Path
+    folder: Path
+    runs: list[PlannedRun] = field(default_factory=list)
+    description: str = ""
+
+
+def slug(value) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", str(value)).strip("_")
+
+
+def name_of(settings: dict) -> str:
+    """Run name from settings: the method first, then short key+value pairs (lora-r8-lr0.0005)."""
+    parts = [slug(settings["method"])] if "method" in settings else []
+    for key, value in settings.items():
+        if key in ("method", "name"):
+            continue
+        if isinstance(value, (list, dict)):
+            value = "_".join(map(str, value.values() if isinstance(value, dict) else value))
+        parts.append(f"{SHORT.get(key, key + '_')}{slug(value)}")
+    return "-".join(parts) or "base"
+
+
+def flat_settings(data: dict) -> dict:
+    """Sectioned or flat settings -> flat {key: value} (for names and display)."""
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key in ("model", "data", "task", "method", "train", "eval"):
+            out.update(value)
+        else:
+            out[key] = value
+    return out
+
+
+def check_keys(data: dict, where: str) -> None:
+    for key in data:
+        if key not in SWEEP_KEYS:
+            raise UserError(f"{where}: unknown sweep key '{key}'{closest(str(key), SWEEP_KEYS)}; a sweep file has "
+                            f"{', '.join(SWEEP_KEYS)} (config keys go under `config:`, `variants:` or `grid:`)")
+
+
+def grid_points(grid, where: str) -> list[dict]:
+    if not grid:
+        return [{}]
+    if not isinstance(grid, dict):
+        raise UserError(f"{where}: `grid:` must map config keys to lists, e.g. grid: {{seed: [1, 2, 3]}}")
+    keys, values = list(grid), []
+    for key in keys:
+        vals = grid[key] if isinstance(grid[key], list) else [grid[key]]
+        if not vals:
+            raise UserError(f"{where}: grid key '{key}' has an empty list")
+        values.append(vals)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def find_base(base: str, sweep_file: Path) -> Path:
+    for candidate in (sweep_file.parent / base, Path(base)):
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"{sweep_file}: base config '{base}' not found next to the sweep file nor in {Path.cwd()}")
+
+
+def load_sweep(path: str | Path, output_dir: str | None = None) -> Sweep:
+    """Read a sweep file and expand it into planned runs; every run's config is validated here."""
+    path = Path(path)
+    data = read_yaml_mapping(path)
+    check_keys(data, str(path))
+    base_layers = []
+    if data.get("base"):
+        base_file = find_base(str(data["base"]), path)
+        base_layers.append((read_yaml_mapping(base_file), str(base_file)))
+    if data.get("config"):
+        if not isinstance(data["config"], dict):
+            raise UserError(f"{path}: `config:` must be a mapping of config keys")
+        base_layers.append((data["config"], f"{path}: config"))
+    variants = data.get("variants") or [{}]
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        raise UserError(f"{path}: `variants:` must be a list of mappings, e.g. - {{method: lora, lora_rank: 8}}")
+    points = grid_points(data.get("grid"), str(path))
+    seed_varies = len({p.get("seed") for p in points}) > 1 or len({str(v.get("seed")) for v in variants}) > 1
+
+    name = slug(data.get("name") or path.stem)
+    folder = Path(output_dir or data.get("output_dir") or "runs") / name
+    sweep = Sweep(name, path, folder, description=str(data.get("description") or ""))
+    seen: dict[str, int] = {}
+    for i, variant in enumerate(variants):
+        variant = dict(variant)
+        given = variant.pop("name", None)
+        for key in ("output_dir", "run_name"):
+            if key in flat_settings(variant):
+                raise UserError(f"{path}: variants[{i}]: '{key}' is set by the sweep; remove it")
+        for point in points:
+            where = f"{path}: variants[{i}]" + (f" x grid {point}" if point else "")
+            settings = {**flat_settings(variant), **point}
+            cfg = build_config(base_layers + [(variant, f"{path}: variants[{i}]"), (point, f"{path}: grid")])
+            group_settings = {k: v for k, v in settings.items() if k != "seed"}
+            group = slug(given) if given else name_of(group_settings)
+            run_name = f"{group}-s{cfg.train.seed}" if seed_varies else group
+            if run_name in seen:
+                raise UserError(f"{where}: two runs would both be named '{run_name}' (also variants[{seen[run_name]}]); "
+                                f"give the variants distinct `name:`s")
+            seen[run_name] = i
+            cfg.train.output_dir, cfg.train.run_name = str(folder), run_name
+            sweep.runs.append(PlannedRun(run_name, group, settings, cfg, cfg.train.seed))
+    return sweep
+
+
+# -- running ------------------------------------------------------------------------------------
+
+def run_status(run_dir: Path) -> str:
+    result = read_json(run_dir / "result.json", None)
+    return result.get("status", "unknown") if isinstance(result, dict) else ("started" if run_dir.exists() else "pending")
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def describe(settings: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in settings.items()) or "(base config)"
+
+
+def print_plan(sweep: Sweep) -> None:
+    print(f"sweep {sweep.name}: {len(sweep.runs)} runs -> {sweep.folder}")
+    width = max(len(r.name) for r in sweep.runs)
+    for i, run in enumerate(sweep.runs, 1):
+        status = run_status(sweep.folder / run.name)
+        print(f"  {i:>3}. {run.name:<{width}}  [{status}]  {describe(run.settings)}")
+
+
+def die_with_parent() -> None:
+    """In the child: get SIGTERM if the sweep process dies (Linux), so no run is left orphaned."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Progress:
+    """Sweep-level ETA: finished runs' mean duration for the runs to come, epochs for the current one."""
+
+    def __init__(self, total: int, done: int):
+        self.total, self.done, self.failed, self.durations = total, done, 0, []
+        self.index, self.started, self.epochs = 0, time.time(), 1
+
+    def start(self, index: int, epochs: int) -> None:
+        self.index, self.started, self.epochs = index, time.time(), max(1, epochs)
+
+    def finish(self, ok: bool) -> None:
+        self.durations.append(time.time() - self.started)
+        self.done += ok
+        self.failed += not ok
+
+    def eta(self, epochs_done: int = 0) -> float | None:
+        elapsed = time.time() - self.started
+        per_run = sum(self.durations) / len(self.durations) if self.durations else None
+        if epochs_done > 0:
+            current_total = elapsed / epochs_done * self.epochs
+        elif per_run is not None:
+            current_total = per_run
+        else:
+            return None
+        per_run = per_run if per_run is not None else current_total
+        return max(0.0, current_total - elapsed) + per_run * (self.total - self.index)
+
+
+def pump(stream, sink, log, tail: list, on_line=None) -> None:
+    """Copy a child's output to our console and its log, keep the tail (for failure reasons)."""
+    buffer = ""
+    while True:
+        chunk = os.read(stream.fileno(), 4096)
+        if not chunk:
+            break
+        text = chunk.decode("utf-8", errors="replace")
+        sink.write(text)
+        sink.flush()
+        log.write(text)
+        tail.append(text)
+        del tail[:-50]
+        buffer += text
+        *lines, buffer = re.split(r"[\r\n]", buffer)
+        for line in lines:
+            if on_line:
+                on_line(line)
+
+
+def failure_reason(run_dir: Path, returncode: int, tail: list) -> str:
+    result = read_json(run_dir / "result.json", {}) or {}
+    if result.get("error"):
+        return result["error"]
+    lines = [l.strip() for l in "".join(tail).splitlines() if l.strip()]
+    errors = [l for l in lines if l.startswith("peftlab: error:") or "Error" in l]
+    if returncode < 0:
+        sig = signal.Signals(-returncode).name
+        hint = " (killed: out of memory?)" if sig == "SIGKILL" else ""
+        return f"process ended by {sig}{hint}"
+    return (errors or lines or [f"exit code {returncode}"])[-1][:500]
+
+
+def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str) -> dict:
+    """One run in a child process; returns its sweep.json entry."""
+    run_dir = sweep.folder / run.name
+    config_path = sweep.folder / "configs" / f"{run.name}.yaml"
+    write_yaml(config_path, run.cfg.to_dict())
+    cmd = [sys.executable, "-m", "peftlab", "train", str(config_path), "--overwrite" if mode == "retry" else "--resume"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    tag = f"[{progress.index}/{progress.total}] {run.name}"
+
+    def on_line(line: str) -> None:
+        m = re.match(r"epoch (\d+):", line)
+        if m and int(m.group(1)) > 0:
+            epoch = int(m.group(1))
+            print(f"  sweep {tag}: epoch {epoch}/{run.cfg.train.epochs} done, "
+                  f"sweep ETA {fmt_duration(progress.eta(epoch))}", flush=True)
+
+    (sweep.folder / "logs").mkdir(exist_ok=True)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with open(sweep.folder / "logs" / f"{run.name}.log", "a", encoding="utf-8") as log:
+        log.write(f"\n$ {' '.join(cmd)}   # {started}\n")
+        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                 preexec_fn=die_with_parent if sys.platform == "linux" else None)
+        tail: list[str] = []
+        pumps = [threading.Thread(target=pump, args=(child.stdout, sys.stdout, log, [], on_line), daemon=True),
+                 threading.Thread(target=pump, args=(child.stderr, sys.stderr, log, tail), daemon=True)]
+        for t in pumps:
+            t.start()
+        try:
+            returncode = child.wait()
+        except KeyboardInterrupt:
+            child.send_signal(signal.SIGINT)  # usually already sent by the terminal; the run saves its state
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+            raise
+        finally:
+            for t in pumps:
+                t.join(timeout=5)
+    status = run_status(run_dir)
+    entry = {"name": run.name, "group": run.group, "seed": run.seed, "settings": run.settings,
+             "status": "completed" if returncode == 0 and status == "completed" else "failed",
+             "returncode": returncode, "started_at": started,
+             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if entry["status"] == "failed":
+        entry["error"] = failure_reason(run_dir, returncode, tail)
+    return entry
+
+
+def save_state(sweep: Sweep, entries: dict) -> None:
+    write_json(sweep.folder / "sweep.json", {
+        "name": sweep.name, "source": str(sweep.source), "description": sweep.description,
+        "runs": [entries.get(r.name) or {"name": r.name, "group": r.group, "seed": r.seed, "settings": r.settings,
+                                         "status": run_status(sweep.folder / r.name)} for r in sweep.runs]})
+
+
+def run_sweep(sweep: Sweep, retry_failed: bool = True) -> dict:
+    """Run every planned run not yet completed; returns {run name: sweep.json entry}."""
+    (sweep.folder / "configs").mkdir(parents=True, exist_ok=True)
+    write_text(sweep.folder / "sweep.yaml", sweep.source.read_text(encoding="utf-8"))
+    old = {e["name"]: e for e in (read_json(sweep.folder / "sweep.json", {}) or {}).get("runs", [])}
+    entries: dict[str, dict] = {}
+    todo = []
+    for run in sweep.runs:
+        status = run_status(sweep.folder / run.name)
+        if status == "completed":
+            entries[run.name] = {**old.get(run.name, {}), "name": run.name, "group": run.group, "seed": run.seed,
+                                 "settings": run.settings, "status": "completed"}
+        elif old.get(run.name, {}).get("status") == "failed" and not retry_failed:
+            entries[run.name] = old[run.name]
+        else:
+            todo.append((run, "retry" if status == "failed" or old.get(run.name, {}).get("status") == "failed"
+                         else "resume"))
+    skipped = len(sweep.runs) - len(todo)
+    print(f"sweep {sweep.name}: {len(sweep.runs)} runs, {skipped} already done or kept, {len(todo)} to run "
+          f"-> {sweep.folder}", flush=True)
+    save_state(sweep, entries)
+    progress = Progress(len(sweep.runs), skipped)
+    for k, (run, mode) in enumerate(todo):
+        progress.start(skipped + k + 1, run.cfg.train.epochs)
+        print(f"\n== sweep [{progress.index}/{progress.total}] {run.name}: {describe(run.settings)}"
+              f"{'  (retrying a failed run)' if mode == 'retry' else ''}  "
+              f"| done {progress.done}, failed {progress.failed}, ETA {fmt_duration(progress.eta())}", flush=True)
+        try:
+            entry = execute(sweep, run, progress, mode)
+        except KeyboardInterrupt:
+            entries[run.name] = {"name": run.name, "group": run.group, "seed": run.seed, "settings": run.settings,
+                                 "status": "interrupted"}
+            save_state(sweep, entries)
+            raise
+        entries[run.name] = entry
+        progress.finish(entry["status"] == "completed")
+        if entry["status"] == "failed":
+            print(f"== sweep: {run.name} FAILED: {entry['error']} (the sweep goes on)", flush=True)
+        save_state(sweep, entries)
+    return entries

@@ -1,0 +1,241 @@
+"""peftlab sweep + report: grid expansion, real sweeps on the tiny BERT (a failing variant, a killed
+sweep resumed), report numbers against the run folders, seed statistics, HTML, two-sweep comparison."""
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+from scipy import stats
+
+from peftlab.cli import main
+from peftlab.errors import UserError
+from peftlab.report import compare, pareto_front, summarize, write_report
+from peftlab.sweep import load_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_sweep(path: Path, **body) -> Path:
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def tiny_sweep(tmp_path, base_config, variants, **extra) -> Path:
+    """A sweep file whose `config:` is the tiny-BERT base config of the other tests."""
+    config = dict(kv.split("=", 1) for kv in base_config)
+    config.pop("output_dir")
+    config.update(epochs=2, save_steps=2)
+    return write_sweep(tmp_path / "sweep.yaml", name="tiny", output_dir=str(tmp_path / "sweeps"),
+                       config=config, variants=variants, **extra)
+
+
+# -- expansion ---------------------------------------------------------------------------------
+
+def test_variants_cross_grid_names_and_overrides(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("method: lora\nlr: 1.0e-4\nepochs: 3\n")
+    path = write_sweep(tmp_path / "s.yaml", base="base.yaml", config={"epochs": 2},
+                       variants=[{"name": "full", "method": "full", "lr": 5e-5},
+                                 {"method": "lora", "lora_rank": 4}, {"method": "dora", "lora_rank": 8}],
+                       grid={"seed": [1, 2, 3]})
+    sweep = load_sweep(path)
+    assert [r.name for r in sweep.runs][:4] == ["full-s1", "full-s2", "full-s3", "lora-r4-s1"]
+    assert len(sweep.runs) == 9 and {r.group for r in sweep.runs} == {"full", "lora-r4", "dora-r8"}
+    full, lora = sweep.runs[0].cfg, sweep.runs[3].cfg
+    assert (full.method.method, full.train.lr, full.train.epochs, full.train.seed) == ("full", 5e-5, 2, 1)
+    assert (lora.method.lora_rank, lora.train.lr) == (4, 1e-4)  # the base file's lr where the variant sets none
+    assert full.train.output_dir == str(Path("runs") / "s") and full.train.run_name == "full-s1"
+    assert sweep.runs[3].settings == {"method": "lora", "lora_rank": 4, "seed": 1}
+
+
+def test_grid_alone_and_single_seed_names(tmp_path):
+    path = write_sweep(tmp_path / "g.yaml", grid={"method": ["lora", "dora"], "lora_rank": [4, 16]})
+    assert [r.name for r in load_sweep(path).runs] == ["lora-r4", "lora-r16", "dora-r4", "dora-r16"]
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"variants": [{"methd": "lora"}]}, "unknown key 'methd'"),
+    ({"varients": [{"method": "lora"}]}, "did you mean 'variants'"),
+    ({"variants": [{"method": "lora", "run_name": "x"}]}, "'run_name' is set by the sweep"),
+    ({"variants": [{"name": "a", "method": "lora"}, {"name": "a", "method": "dora"}]}, "both be named 'a'"),
+    ({"grid": {"seed": []}}, "grid key 'seed' has an empty list"),
+    ({"base": "missing.yaml"}, "base config 'missing.yaml' not found"),
+])
+def test_bad_sweep_files_are_refused(tmp_path, body, message):
+    with pytest.raises(UserError, match=message):
+        load_sweep(write_sweep(tmp_path / "bad.yaml", **body))
+
+
+def test_dry_run_lists_runs_and_writes_nothing(tmp_path, capsys):
+    path = write_sweep(tmp_path / "d.yaml", output_dir=str(tmp_path / "out"),
+                       variants=[{"method": "full"}, {"method": "lora", "lora_rank": 8}])
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs" in out and "1. full     [pending]" in out and "2. lora-r8  [pending]" in out
+    assert not (tmp_path / "out").exists()
+
+
+# -- real sweeps on the tiny model ------------------------------------------------------------
+
+class Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tables, self.images, self.cells = 0, [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tables += tag == "table"
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+    def handle_data(self, data):
+        self.cells.append(data.strip())
+
+
+def test_sweep_goes_on_after_a_failure_and_report_matches_run_folders(tmp_path, base_config, capsys):
+    path = tiny_sweep(tmp_path, base_config, [
+        {"name": "head", "method": "head", "lr": 1e-2}, {"method": "lora", "lora_rank": 4},
+        {"name": "broken", "method": "lora", "lora_target": "nonexistent"}])
+    assert main(["sweep", str(path)]) == 1  # a run failed: non-zero, but after running the others
+    out = capsys.readouterr().out
+    folder = tmp_path / "sweeps" / "tiny"
+    state = json.loads((folder / "sweep.json").read_text())
+    assert [(r["name"], r["status"]) for r in state["runs"]] == [
+        ("head", "completed"), ("lora-r4", "completed"), ("broken", "failed")]
+    assert "lora_target" in state["runs"][2]["error"] and "nonexistent" in state["runs"][2]["error"]
+    assert "Result at best epoch" in out and "report.html" in out
+
+    s = json.loads((folder / "report" / "report.json").read_text())
+    for group in s["groups"]:
+        result = json.loads((folder / group["group"] / "result.json").read_text())
+        assert group["trainable_params"] == result["trainable_params"]
+        assert group["time_per_epoch_s"]["mean"] == pytest.approx(result["time_per_epoch_s"])
+        assert group["peak_memory_mb"]["mean"] == pytest.approx(result["peak_memory_mb"])
+        for phase in ("metrics_epoch0", "metrics_best"):
+            for col in s["columns"]:
+                assert group[phase][col]["mean"] == pytest.approx(result[phase][col])
+    rows = list(csv.DictReader((folder / "report" / "report.csv").open()))
+    assert [r["group"] for r in rows] == ["head", "lora-r4"]
+    head = json.loads((folder / "head" / "result.json").read_text())
+    assert float(rows[0]["best_accuracy_mean"]) == pytest.approx(head["metrics_best"]["accuracy"])
+    md = (folder / "report" / "report.md").read_text()
+    assert f"{head['metrics_best']['accuracy']:.3f}" in md and "broken: **failed**" in md
+
+    page = Page()
+    page.feed((folder / "report" / "report.html").read_text())
+    assert page.tables == 2 and len(page.images) == 3
+    for src in page.images:
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "head" in page.cells and "lora-r4" in page.cells
+    assert {p.name for p in (folder / "report").glob("*.png")} == {"loss_curves.png", "metric_per_epoch.png",
+                                                                   "pareto.png"}
+
+
+def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, base_config):
+    path = tiny_sweep(tmp_path, base_config, [{"name": "first", "method": "head", "lr": 1e-2},
+                                              {"name": "second", "method": "full"}])
+    folder = tmp_path / "sweeps" / "tiny"
+    cmd = [sys.executable, "-m", "peftlab", "sweep", str(path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill once the second run has started
+        if (folder / "second" / "config.yaml").exists():
+            break
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = json.loads((folder / "first" / "result.json").read_text())
+    assert first["status"] == "completed"
+    assert not (folder / "report").exists()
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "1 already done" in again.stdout and "[2/2] second" in again.stdout
+    assert "[1/2] first" not in again.stdout
+    assert json.loads((folder / "first" / "result.json").read_text()) == first  # untouched
+    s = json.loads((folder / "report" / "report.json").read_text())
+    assert [g["group"] for g in s["groups"]] == ["first", "second"]
+    assert all(r["status"] == "completed" for r in s["runs"])
+
+
+# -- report statistics on hand-made run folders ------------------------------------------------
+
+def fake_run(folder: Path, name: str, acc0: float, acc: float, params: int, mem: float, t: float, method="lora"):
+    run = folder / name
+    run.mkdir(parents=True)
+    result = {"status": "completed", "run_name": name, "task": "classification", "model": "m", "method": method,
+              "metric_for_best": "accuracy", "trainable_params": params, "total_params": 1000,
+              "trainable_pct": params / 10, "peak_memory_mb": mem, "peak_memory_kind": "process_peak_rss",
+              "time_per_epoch_s": t, "adapter_size_mb": 1.0, "best_epoch": 2,
+              "metrics_epoch0": {"epoch": 0, "accuracy": acc0, "f1": acc0, "loss": 0.7},
+              "metrics_best": {"epoch": 2, "accuracy": acc, "f1": acc, "loss": 0.3}}
+    (run / "result.json").write_text(json.dumps(result))
+    (run / "metrics.jsonl").write_text(json.dumps(result["metrics_epoch0"]) + "\n"
+                                       + json.dumps(result["metrics_best"]) + "\n")
+
+
+def fake_sweep(folder: Path, groups: dict) -> None:
+    runs = []
+    for group, seeds in groups.items():
+        for seed, args in enumerate(seeds, 1):
+            fake_run(folder, f"{group}-s{seed}", *args)
+            runs.append({"name": f"{group}-s{seed}", "group": group, "seed": seed, "status": "completed"})
+    (folder / "sweep.json").write_text(json.dumps({"name": folder.name, "runs": runs}))
+
+
+def test_seed_mean_std_and_noise_marks(tmp_path):
+    full = [0.90, 0.91, 0.92]
+    lora = [0.899, 0.915, 0.905]   # within noise of full
+    head = [0.78, 0.79, 0.785]     # clearly worse
+    fake_sweep(tmp_path, {"full": [(0.5, a, 1000, 2000, 80) for a in full],
+                          "lora": [(0.5, a, 10, 1500, 70) for a in lora],
+                          "head": [(0.5, a, 2, 800, 20) for a in head]})
+    s = summarize(tmp_path)
+    by = {g["group"]: g for g in s["groups"]}
+    assert s["best"] == "full"
+    mean, std = sum(head) / 3, stats.tstd(head)
+    assert by["head"]["metrics_best"]["accuracy"]["mean"] == pytest.approx(mean)
+    assert by["head"]["metrics_best"]["accuracy"]["std"] == pytest.approx(std)
+    assert by["head"]["vs_best"]["p"] == pytest.approx(stats.ttest_ind(head, full, equal_var=False).pvalue)
+    assert by["head"]["vs_best"]["beyond_noise"] and not by["lora"]["vs_best"]["beyond_noise"]
+    md = write_report(tmp_path)[0]
+    assert f"{mean:.3f} ± {std:.3f}" in md and "✱" in md.split("| head |")[2].split("\n")[0]
+    assert "Not distinguishable from it by seed noise: lora" in md
+    assert "fewest trainable parameters: **lora**" in md
+    assert s["pareto"]["trainable_params"] == ["full", "lora", "head"]  # each cheaper one is worse
+
+
+def test_pareto_front():
+    #        cost, metric: (3, 0.7) is beaten by (2, 0.8); the others trade cost for metric
+    points = [(1, 0.5), (2, 0.8), (3, 0.7), (10, 0.9)]
+    assert pareto_front(points, higher=True) == [0, 1, 3]
+    assert pareto_front([(1, 0.3), (2, 0.2)], higher=False) == [0, 1]
+
+
+def test_compare_two_sweeps(tmp_path, capsys):
+    a, b = tmp_path / "minilm", tmp_path / "mpnet"
+    a.mkdir(), b.mkdir()
+    fake_sweep(a, {"lora": [(0.5, x, 10, 1500, 70) for x in (0.80, 0.81)],
+                   "full": [(0.5, 0.84, 1000, 2000, 80)]})
+    fake_sweep(b, {"lora": [(0.5, x, 10, 3000, 140) for x in (0.88, 0.89)]})
+    assert main(["report", str(a), str(b), "--out", str(tmp_path / "cmp.md")]) == 0
+    out = capsys.readouterr().out
+    lora = next(line for line in out.splitlines() if line.startswith("| lora |"))
+    assert "0.805 ± 0.007" in lora and "0.885 ± 0.007" in lora and "+0.080" in lora
+    assert "| full | 0.840 | - | - |" in out
+    assert (tmp_path / "cmp.md").read_text() == compare(a, b)
+
+
+def test_report_of_a_missing_folder_is_a_clear_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "no such folder" in capsys.readouterr().err
