@@ -20,8 +20,10 @@ $(STAMP): requirements.txt requirements-models.txt pyproject.toml
 
 setup: $(STAMP)
 
+# The main job: full / head / LoRA r=4,8,16 / DoRA r=8 on SST-2, then the comparison table and an
+# HTML report. Rerun: finished runs are skipped and the report is printed again.
 demo: setup
-	$(VENV)/bin/peftlab train recipes/sst2-minilm-lora.yaml --resume
+	$(VENV)/bin/peftlab sweep recipes/sweeps/demo-sst2-minilm.yaml
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -140,23 +140,31 @@ def test_sweep_goes_on_after_a_failure_and_report_matches_run_folders(tmp_path, 
                                                                    "pareto.png"}
 
 
-def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, base_config):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill", "ctrl-c"])
+def test_stopped_sweep_resumes_without_redoing_finished_runs(tmp_path, base_config, sig):
     path = tiny_sweep(tmp_path, base_config, [{"name": "first", "method": "head", "lr": 1e-2},
                                               {"name": "second", "method": "full"}])
     folder = tmp_path / "sweeps" / "tiny"
     cmd = [sys.executable, "-m", "peftlab", "sweep", str(path)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline:  # kill once the second run has started
-        if (folder / "second" / "config.yaml").exists():
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # stop the sweep once the second run is training
+        if (json.loads((folder / "second" / "result.json").read_text()) if (folder / "second" / "result.json").exists()
+                else {}).get("status") == "running":
             break
-        assert proc.poll() is None, "the sweep ended before it could be killed"
+        assert proc.poll() is None, "the sweep ended before it could be stopped"
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.killpg(proc.pid, sig)  # SIGINT to the whole process group is what Ctrl-C in a terminal does
+    err = proc.communicate(timeout=120)[1]
     first = json.loads((folder / "first" / "result.json").read_text())
     assert first["status"] == "completed"
     assert not (folder / "report").exists()
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "Run the same command again to continue" in err
+        state = json.loads((folder / "sweep.json").read_text())
+        assert [r["status"] for r in state["runs"]] == ["completed", "interrupted"]
+        assert json.loads((folder / "second" / "result.json").read_text())["status"] == "interrupted"
+    assert not [p for p in folder.rglob("*") if ".tmp" in p.name]  # nothing half-written
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]

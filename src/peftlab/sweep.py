@@ -255,6 +255,19 @@ def failure_reason(run_dir: Path, returncode: int, tail: list) -> str:
     return (errors or lines or [f"exit code {returncode}"])[-1][:500]
 
 
+def stop_child(child: subprocess.Popen) -> None:
+    """After Ctrl-C: a terminal has sent SIGINT to the run too, and it is writing its 'interrupted'
+    state; a second SIGINT could cut that short, so send one only if it does not end by itself."""
+    for sig, wait in ((None, 10), (signal.SIGINT, 60), (signal.SIGKILL, 10)):
+        if sig is not None:
+            child.send_signal(sig)
+        try:
+            child.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str) -> dict:
     """One run in a child process; returns its sweep.json entry."""
     run_dir = sweep.folder / run.name
@@ -285,11 +298,7 @@ def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str) -> dic
         try:
             returncode = child.wait()
         except KeyboardInterrupt:
-            child.send_signal(signal.SIGINT)  # usually already sent by the terminal; the run saves its state
-            try:
-                child.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                child.kill()
+            stop_child(child)
             raise
         finally:
             for t in pumps:
