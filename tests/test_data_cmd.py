@@ -104,6 +104,7 @@ def test_dedupe_exact_and_normalized_counts(tmp_path, capsys, mode, on, kept, ex
     if mode != "none":
         assert f"dropped {exact + normalized} duplicates ({exact} exact, {normalized} normalized)" in stdout
         assert "exact: row 2 'The cat sat." in stdout
+        assert ("; 1 of them differ from the kept row in other fields" in stdout) == (on == "text")  # row 9's label
     assert read_jsonl(out)[0] == {"text": "The cat sat.", "label": 1}  # the first of a group stays
 
 
@@ -137,8 +138,10 @@ BAD_INPUT = {
                        r"in.tsv: column 'sentence' \(used by input\) not found \(columns: source, label, mark, text\)"),
     "bad row": (COLA_ROWS + "gj04\t1\tonly three fields\n", ["columns=source,label,mark,sentence"],
                 r"in.tsv:4: 3 fields, expected 4 \(source, label, mark, sentence\)"),
-    "empty field": (COLA_ROWS + "gj04\t1\t\t \n", ["--to", "alpaca", "columns=source,label,mark,sentence"],
-                    r"in.tsv: row 4: column 'sentence' is empty; fix or remove the row"),
+    "empty label": (COLA_ROWS + "gj04\t \t\tA sentence.\n", ["--to", "alpaca", "columns=source,label,mark,sentence"],
+                    r"in.tsv: row 4: column 'label' \(used by output\) is missing or empty; fix or remove the row"),
+    "missing key": ('{"sentence": "a", "label": 1}\n{"label": 0}\n', ["--to", "alpaca"],
+                    r"in.jsonl: row 2: column 'sentence' \(used by input\) is missing or empty"),
     "unknown key": (COLA_ROWS, ["--to", "alpaca", "instructoin=x"], r"unknown key 'instructoin' \(did you mean 'instruction'\?\)"),
     "template on plain output": (COLA_ROWS, ["instruction=x"], r"instruction: templates apply only with --to alpaca"),
     "bad template": (COLA_ROWS, ["--to", "alpaca", "columns=source,label,mark,sentence", "instruction=Say {"],

@@ -143,25 +143,27 @@ def template_fields(name: str, template: str) -> list[str]:
 
 
 def to_alpaca(split: Split, data, templates: dict) -> list[dict]:
-    """One {instruction, input, output} per row; every missing column or empty value is an error."""
+    """One {instruction, input, output} per row; a missing column or an empty output is an error."""
     pair = f"\n{{{data.text_pair_column}}}" if data.text_pair_column else ""
     parts = {"instruction": templates.get("instruction", ""),
              "input": templates.get("input") or f"{{{data.text_column}}}{pair}",
              "output": templates.get("output") or f"{{{data.label_column}}}"}
     words = label_map(templates.get("label_words"))
     have = list(split.records[0])
-    for name, template in parts.items():
-        for f in template_fields(name, template):
-            if f not in have:
-                raise UserError(f"{split.source}: column '{f}' (used by {name}) not found (columns: "
-                                f"{', '.join(map(str, have))}); fix the template, set `text_column:`/"
-                                f"`label_column:`, or name the columns with `columns:` if the file has no header")
+    used = [(name, f) for name, t in parts.items() for f in template_fields(name, t)]
+    used += [("label_words", data.label_column)] if words else []
+    for name, f in used:
+        if f not in have:
+            raise UserError(f"{split.source}: column '{f}' (used by {name}) not found (columns: "
+                            f"{', '.join(map(str, have))}); fix the template, set `text_column:`/"
+                            f"`label_column:`, or name the columns with `columns:` if the file has no header")
     out = []
     for rec, row in zip(split.records, split.rows):
         values = dict(rec)
-        for f in {f for t in parts.values() for f in template_fields("", t)}:
-            if values.get(f) is None or str(values[f]).strip() == "":
-                raise UserError(f"{split.source}: row {row}: column '{f}' is empty; fix or remove the row")
+        for name, f in used:  # an empty input is fine in Alpaca data; a missing value or an empty target is not
+            if values.get(f) is None or (name in ("output", "label_words") and str(values[f]).strip() == ""):
+                raise UserError(f"{split.source}: row {row}: column '{f}' (used by {name}) is missing or empty; "
+                                f"fix or remove the row")
         if words:
             label = label_key(values[data.label_column])
             if label not in words:
@@ -267,6 +269,8 @@ def convert(src: str, dst: str, to: str = "", pairs: list[str] = (), max_rows: i
 
     dst_path = Path(dst).expanduser()
     shape, fmt = out_format(dst_path, to)
+    if dst_path.is_dir():
+        raise UserError(f"{dst_path} is a folder; give a file name, e.g. {dst_path / 'data.json'}")
     if dst_path.exists() and not overwrite:
         raise UserError(f"{dst_path} already exists; pass --overwrite to replace it")
     if max_rows < 0:
@@ -284,6 +288,10 @@ def convert(src: str, dst: str, to: str = "", pairs: list[str] = (), max_rows: i
         report.append(f"dropped {len(dropped)} duplicates ({kinds['exact']} exact, {kinds['normalized']} normalized)"
                       f" over {', '.join(dedupe_on) or 'all fields'}")
         by_row = dict(zip(split.rows, split.records))
+        if dedupe_on:  # a dropped copy whose other fields differ (e.g. its label) hides a conflict
+            differ = sum(any(rec.get(f) != by_row[first].get(f) for f in rec if f not in dedupe_on)
+                         for _, first, _, rec in dropped)
+            report[-1] += f"; {differ} of them differ from the kept row in other fields (e.g. the label)"
         for kind in ("exact", "normalized"):  # one example of each kind
             row, first, _, rec = next((d for d in dropped if d[2] == kind), (0, 0, "", None))
             if rec is not None:
