@@ -262,6 +262,25 @@ def shorten(rec: dict, fields: list[str], width: int = 90) -> str:
     return repr(text if len(text) <= width else text[:width - 3] + "...")
 
 
+def dedupe_report(kept: Split, dropped: list, fields: list[str]) -> list[str]:
+    """How many were dropped, how many of those hid a conflict, and one example of each kind."""
+    kinds = Counter(kind for _, _, kind, _ in dropped)
+    by_row = dict(zip(kept.rows, kept.records))
+    head = (f"dropped {len(dropped)} duplicates ({kinds['exact']} exact, {kinds['normalized']} normalized)"
+            f" over {', '.join(fields) or 'all fields'}")
+    if fields:  # a dropped copy whose other fields differ (e.g. its label) hides a conflict
+        differ = sum(any(rec.get(f) != by_row[first].get(f) for f in rec if f not in fields)
+                     for _, first, _, rec in dropped)
+        head += f"; {differ} of them differ from the kept row in other fields (e.g. the label)"
+    lines = [head]
+    for kind in ("exact", "normalized"):
+        row, first, _, rec = next((d for d in dropped if d[2] == kind), (0, 0, "", None))
+        if rec is not None:
+            same = "" if kind == "exact" else f" {shorten(by_row[first], fields)}"
+            lines.append(f"  {kind}: row {row} {shorten(rec, fields)} repeats row {first}{same}")
+    return lines
+
+
 def convert(src: str, dst: str, to: str = "", pairs: list[str] = (), max_rows: int = 0, seed: int = 42,
             dedupe_mode: str = "none", dedupe_on: list[str] = (), overwrite: bool = False) -> list[str]:
     """Read, convert, dedupe, cap and write; returns the report lines. Nothing is written on error."""
@@ -284,19 +303,7 @@ def convert(src: str, dst: str, to: str = "", pairs: list[str] = (), max_rows: i
         split = Split(to_alpaca(split, data, templates), split.source, split.rows)
     split, dropped = dedupe(split, dedupe_mode, list(dedupe_on))
     if dedupe_mode != "none":
-        kinds = Counter(kind for _, _, kind, _ in dropped)
-        report.append(f"dropped {len(dropped)} duplicates ({kinds['exact']} exact, {kinds['normalized']} normalized)"
-                      f" over {', '.join(dedupe_on) or 'all fields'}")
-        by_row = dict(zip(split.rows, split.records))
-        if dedupe_on:  # a dropped copy whose other fields differ (e.g. its label) hides a conflict
-            differ = sum(any(rec.get(f) != by_row[first].get(f) for f in rec if f not in dedupe_on)
-                         for _, first, _, rec in dropped)
-            report[-1] += f"; {differ} of them differ from the kept row in other fields (e.g. the label)"
-        for kind in ("exact", "normalized"):  # one example of each kind
-            row, first, _, rec = next((d for d in dropped if d[2] == kind), (0, 0, "", None))
-            if rec is not None:
-                same = "" if kind == "exact" else f" {shorten(by_row[first], dedupe_on)}"
-                report.append(f"  {kind}: row {row} {shorten(rec, dedupe_on)} repeats row {first}{same}")
+        report += dedupe_report(split, dropped, list(dedupe_on))
     if 0 < max_rows < len(split.records):
         split = sample(split, max_rows, seed)
         report.append(f"kept a sample of {max_rows} rows (seed {seed})")
