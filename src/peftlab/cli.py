@@ -7,15 +7,21 @@ import sys
 from .errors import UserError
 
 
-def cmd_train(args) -> int:
+def config_of(args):
+    """Config from `[CONFIG.yaml] [key=value ...]`."""
     from .config import load_config
-    from .summary import format_run_summary
-    from .train import is_main_process, run, run_dir_of
 
     config, overrides = args.config, list(args.overrides)
     if config and "=" in config and not config.endswith((".yaml", ".yml")):
         config, overrides = None, [config] + overrides  # no YAML file, only key=value pairs
-    cfg = load_config(config, overrides)
+    return load_config(config, overrides)
+
+
+def cmd_train(args) -> int:
+    from .summary import format_run_summary
+    from .train import is_main_process, run, run_dir_of
+
+    cfg = config_of(args)
     result = run(cfg, resume=args.resume, overwrite=args.overwrite)
     if result and is_main_process():
         print("\n" + format_run_summary(result))
@@ -80,6 +86,48 @@ def cmd_methods(args) -> int:
     return 0
 
 
+def cmd_data_convert(args) -> int:
+    from .data import convert
+
+    dedupe_on = [f.strip() for f in args.dedupe_on.split(",") if f.strip()]
+    for line in convert(args.input, args.output, args.to, args.overrides, args.max_rows, args.seed,
+                        args.dedupe, dedupe_on, args.overwrite):
+        print(line)
+    return 0
+
+
+def cmd_data_check(args) -> int:
+    from .data import check
+
+    print(check(config_of(args)))
+    return 0
+
+
+def add_data_parser(sub) -> None:
+    from .data import DEDUPE, OUT_FORMATS, convert_help
+
+    data = sub.add_parser("data", help="convert data files; check a config's data against its task")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    p = dsub.add_parser("convert", help="convert IN to OUT (formats, Alpaca template, dedupe, seeded cap)",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=convert_help())
+    p.add_argument("input", metavar="IN", help="input file: .csv/.tsv/.txt, .json, .jsonl, .conll/.iob2, or a saved HF dataset folder")
+    p.add_argument("output", metavar="OUT", help="output file; its extension picks the format unless --to says")
+    p.add_argument("overrides", nargs="*", help="key=value: how to read IN and the Alpaca templates (see below)")
+    p.add_argument("--to", default="", help=f"output format: {' | '.join(OUT_FORMATS)} (alpaca: JSON list of "
+                                            "{instruction, input, output}; .jsonl OUT gives JSON lines)")
+    p.add_argument("--max-rows", type=int, default=0, help="keep a seeded random sample of at most N rows, in file order; 0 = all")
+    p.add_argument("--seed", type=int, default=42, help="seed for --max-rows")
+    p.add_argument("--dedupe", default="none", choices=DEDUPE,
+                   help="drop repeated records: exact, or normalized (case, punctuation and spaces ignored); the first one stays")
+    p.add_argument("--dedupe-on", default="", help="comma list of output fields compared by --dedupe; empty = all fields")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=cmd_data_convert)
+    p = dsub.add_parser("check", aliases=["validate"], help="validate a config's data against its task and summarize it")
+    p.add_argument("config", nargs="?", help="YAML config, as for `peftlab train`")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train_file=data.json text_column=input")
+    p.set_defaults(func=cmd_data_check)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .config import help_text
 
@@ -103,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folders", nargs="+", help="a sweep folder, or two sweep folders to compare")
     p.add_argument("--out", help="with two folders: also write the comparison markdown to this file")
     p.set_defaults(func=cmd_report)
+    add_data_parser(sub)
     sub.add_parser("models", help="list the named models").set_defaults(func=cmd_models)
     sub.add_parser("methods", help="list the tuning methods").set_defaults(func=cmd_methods)
     return parser
@@ -121,8 +170,13 @@ def quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command in ("train", "sweep"):
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value after an option (`IN OUT --to alpaca k=v`): argparse leaves them over
+        if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides) + extra
+    if args.command in ("train", "sweep", "data"):
         quiet_libraries()
     try:
         return args.func(args)

@@ -17,6 +17,9 @@ Optional: REPORT_METRICS (the metric columns of the sweep report, in order);
 preprocess_logits(logits, labels) -> smaller tensor kept for compute_metrics (saves memory
 when logits are vocabulary-sized).
 Adding a task is a new module and a row in TASKS; the training path does not change.
+`peftlab data check` uses the same hooks: prepare(), then encode() with max_length lifted to count
+untruncated tokens (so encode must not pad to max_length), and the encoded `labels` that index
+`prepared.labels` (ints, or per-token lists with -100 ignored) for the label distribution.
 """
 from __future__ import annotations
 
