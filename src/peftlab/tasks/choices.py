@@ -163,7 +163,7 @@ class LikelihoodScores(ScoreOptions):
 
     def score_prompts(self, input_ids, attention_mask, inputs_embeds):
         h = self.hidden(input_ids, attention_mask, inputs_embeds)
-        last = attention_mask.sum(-1) - 1  # right padding; prompt-tuning's virtual tokens come first
+        last = attention_mask.long().sum(-1) - 1  # right padding; prompt-tuning's virtual tokens come first
         logits = self.get_output_embeddings()(h[torch.arange(len(h), device=h.device), last])
         return F.log_softmax(logits.float(), -1)[:, self.option_token_ids]
 
