@@ -198,20 +198,25 @@ def with_scoring(model, mixin, **attrs):
     return model
 
 
-def load_likelihood_model(resolved, cfg, option_token_ids=None):
-    from transformers import AutoModelForCausalLM
-
+def load_pretrained(auto_cls, resolved, cfg, what: str):
+    """auto_cls.from_pretrained with the run's dtype; failures become UserErrors."""
     from ..models import DTYPES
 
     if cfg.model.dtype not in DTYPES:
         raise UserError(f"dtype: '{cfg.model.dtype}' is not one of {', '.join(DTYPES)}")
     try:
-        model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=DTYPES[cfg.model.dtype],
-                                                     trust_remote_code=cfg.model.trust_remote_code)
+        return auto_cls.from_pretrained(resolved.path, dtype=DTYPES[cfg.model.dtype],
+                                        trust_remote_code=cfg.model.trust_remote_code)
     except OSError as e:
         raise UserError(f"model '{resolved.spec}': cannot load ({e}). Offline? Use a local folder or a named model.") from None
     except ValueError as e:
-        raise UserError(f"model '{resolved.spec}': likelihood scoring needs a causal LM ({e})") from None
+        raise UserError(f"model '{resolved.spec}': {what} ({e})") from None
+
+
+def load_likelihood_model(resolved, cfg, option_token_ids=None):
+    from transformers import AutoModelForCausalLM
+
+    model = load_pretrained(AutoModelForCausalLM, resolved, cfg, "likelihood scoring needs a causal LM")
     return with_scoring(model, LikelihoodScores, option_token_ids=option_token_ids)
 
 
@@ -221,17 +226,14 @@ def load_classifier_model(resolved, cfg, tokenizer):
     from transformers import AutoConfig, AutoModelForMultipleChoice
     from transformers.models.auto.modeling_auto import MODEL_FOR_MULTIPLE_CHOICE_MAPPING
 
-    from ..models import DTYPES, apply_pooling, load_for_classification
+    from ..models import apply_pooling, load_for_classification
 
     config = AutoConfig.from_pretrained(resolved.path, trust_remote_code=cfg.model.trust_remote_code)
     if type(config) not in MODEL_FOR_MULTIPLE_CHOICE_MAPPING:
         model, pooling = load_for_classification(resolved, ["score"], cfg.model.pooling, cfg.model.dtype,
                                                  tokenizer.pad_token_id, cfg.model.trust_remote_code)
         return with_scoring(model, ClassifierScores), pooling
-    if cfg.model.dtype not in DTYPES:
-        raise UserError(f"dtype: '{cfg.model.dtype}' is not one of {', '.join(DTYPES)}")
-    model = AutoModelForMultipleChoice.from_pretrained(resolved.path, dtype=DTYPES[cfg.model.dtype],
-                                                       trust_remote_code=cfg.model.trust_remote_code)
+    model = load_pretrained(AutoModelForMultipleChoice, resolved, cfg, "no multiple-choice head")
     pooling = apply_pooling(model, resolved.pooling if cfg.model.pooling == "auto" else cfg.model.pooling)
     return with_scoring(model, ClassifierScores, per_choice_axis=True), pooling
 
