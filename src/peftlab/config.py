@@ -34,7 +34,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    train_file: str = opt("", "training data: .csv/.tsv/.txt, .json, .jsonl, or a folder saved with datasets.save_to_disk")
+    train_file: str = opt("", "training data: .csv/.tsv/.txt, .json, .jsonl, or a folder saved with datasets.save_to_disk; pkg:<module>/<path> names a file inside an installed package")
     validation_file: str = opt("", "evaluation data (same formats); empty = split off validation_ratio of train")
     test_file: str = opt("", "optional held-out data, evaluated once with the best adapter at the end")
     data_format: str = opt("auto", "auto (by extension; a folder is a saved HF dataset) | csv | tsv | json | jsonl | hf")
@@ -46,6 +46,10 @@ class DataConfig:
     text_pair_column: str = opt("", "second text column for sentence-pair tasks (MRPC, QQP, RTE); empty = single sentences")
     label_column: str = opt("label", "column with the label (strings or ints)")
     label_names: list = opt([], "label order; empty = labels seen in training data, sorted")
+    question_column: str = opt("", "multiple choice: column with the question; empty = auto (question, prompt, question_stem)")
+    option_columns: list = opt([], "multiple choice: columns holding the options, e.g. [A, B, C, D, E]; empty = auto from the layout")
+    answer_column: str = opt("", "multiple choice: column with the answer (option label, 0-based index or option text); empty = auto")
+    context_column: str = opt("", "multiple choice: optional passage put before the question (SciQ `support`, science exam `context`)")
     validation_ratio: float = opt(0.1, "fraction of train split off (seeded) when validation_file is empty")
     max_samples: int = opt(0, "use at most this many training rows (seeded sample); 0 = all")
     max_eval_samples: int = opt(0, "use at most this many evaluation rows (seeded sample); 0 = all")
@@ -53,9 +57,14 @@ class DataConfig:
 
 @dataclass
 class TaskConfig:
-    task: str = opt("classification", "task: classification")
+    task: str = opt("classification", "task: classification | multiple_choice")
     max_length: int = opt(128, "max tokens per example; longer inputs are truncated (alias cutoff_len)")
     classify_by: str = opt("head", "classification with an LLM: head (last-token score head) | generate (instruction prompt, parse the generated label) | likelihood (rank the label verbalizers by likelihood)")
+    label_words: list = opt([], "classify_by likelihood: the word scored for each label, in label order; empty = the label names")
+    prompt_template: str = opt("", "likelihood / multiple-choice prompt with {text} {text_pair} {labels} (classification) or {question} {context} {options}; empty = the task's default")
+    mc_head: str = opt("likelihood", "multiple choice: likelihood (causal LM log-likelihood of each option) | classifier (learnt score per question+option; encoders use *ForMultipleChoice)")
+    length_norm: str = opt("tokens", "likelihood scoring: divide an option's log-likelihood by its tokens | chars | none")
+    map_k: int = opt(3, "multiple choice: k of the MAP@k metric and of the ranked options written per question")
 
 
 @dataclass

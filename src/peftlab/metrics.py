@@ -30,3 +30,21 @@ def is_better(metric: str, new: float, old: float | None) -> bool:
     if old is None:
         return True
     return new < old if metric in LOWER_IS_BETTER else new > old
+
+
+def compute_ranking(scores, y_true, k: int) -> dict[str, float]:
+    """accuracy and MAP@k over option scores (rows: questions). With one right answer per question,
+    MAP@k as Kaggle defines it is 1/rank of that answer when it is in the top k, else 0, averaged.
+    Written out because scikit-learn has no top-k cutoff for it (label_ranking_average_precision_score
+    is the k = all case, which the tests compare against). Ties keep option order, as argmax does."""
+    y_true = np.asarray(y_true)
+    rank = np.argwhere(rank_options(scores) == y_true[:, None])[:, 1] + 1  # 1 = best
+    out = {"accuracy": float(np.mean(rank == 1))}
+    for kk in sorted({3, k}):
+        out[f"map@{kk}"] = float(np.mean(np.where(rank <= kk, 1.0 / rank, 0.0)))
+    return out
+
+
+def rank_options(scores) -> np.ndarray:
+    """Option indices per row, best first (stable: equal scores keep option order)."""
+    return np.argsort(-np.asarray(scores, dtype=np.float64), axis=-1, kind="stable")

