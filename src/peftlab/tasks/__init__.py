@@ -15,6 +15,9 @@ and these functions; `cfg` is always the whole Config:
   write_predictions(path, prepared, split, predictions, env)
 Optional: preprocess_logits(logits, labels) -> smaller tensor kept for compute_metrics (saves memory
 when logits are vocabulary-sized).
+Splits besides train / validation / test (e.g. `extra`, read from extra_eval_file) are prepared and
+encoded like the others and scored at every evaluation through the same build_compute_metrics; their
+metrics join the epoch's line prefixed with the split name (extra_loss, extra_rougeL).
 Adding a task is a new module and a row in TASKS; the training path does not change.
 """
 from __future__ import annotations
@@ -24,7 +27,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import UserError, closest
-from . import classification
+from . import classification, cls_generate, sft
 
 @dataclass
 class TaskEnv:
@@ -38,9 +41,9 @@ class TaskEnv:
         return self.trainer.model
 
 
-TASKS: dict[str, ModuleType] = {"classification": classification}
+TASKS: dict[str, ModuleType] = {"classification": classification, "sft": sft}
 # classification with an LLM can be done three ways (config `classify_by`), each its own module
-CLASSIFY_BY: dict[str, ModuleType] = {"head": classification}
+CLASSIFY_BY: dict[str, ModuleType] = {"head": classification, "generate": cls_generate}
 
 
 def get_task(name: str, classify_by: str = "head") -> ModuleType:
