@@ -11,14 +11,15 @@ LOWER_IS_BETTER = {"loss"}
 
 
 def compute_classification(y_true, y_pred, num_labels: int) -> dict[str, float]:
-    """accuracy, precision/recall/F1 (binary on label 1 for two classes, else macro), macro P/R/F1, MCC."""
+    """accuracy, precision/recall/F1 (binary on label 1 for two classes, else macro), macro P/R/F1, MCC.
+    A prediction of -1 (no label) is wrong: a class of its own."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     labels = list(range(num_labels))
     macro = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro", zero_division=0)
     out = {"accuracy": float(accuracy_score(y_true, y_pred))}
-    if num_labels == 2:
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=[1], average="binary",
-                                                     pos_label=1, zero_division=0)
+    if num_labels == 2:  # binary scores of label 1; "micro" over that one label equals average="binary"
+        # and also admits the -1 predictions (unparsed answers) of classify_by=generate
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=[1], average="micro", zero_division=0)
     else:
         p, r, f = macro[:3]
     out.update(precision=float(p), recall=float(r), f1=float(f),
