@@ -71,7 +71,8 @@ def test_cli_run_classify_by_generate(tiny_llama, sentiment, tmp_path):
     code = main(["train", f"model={tiny_llama}", "task=classification", "classify_by=generate",
                  f"train_file={sentiment['train']}", f"validation_file={sentiment['dev']}", f"output_dir={out}",
                  "run_name=g", "method=full", "epochs=2", "batch_size=16", "lr=1e-2", "max_length=32",
-                 "max_new_tokens=3", "label_words=[bad, good]", "max_eval_generate=16"])
+                 "max_new_tokens=3", "label_words=[bad, good]", "max_eval_generate=16",
+                 f"extra_eval_file={sentiment['dev']}"])
     assert code == 0
     result = json.loads((out / "g" / "result.json").read_text())
     assert result["status"] == "completed" and result["metric_for_best"] == "accuracy"
@@ -80,6 +81,8 @@ def test_cli_run_classify_by_generate(tiny_llama, sentiment, tmp_path):
     assert lines[0]["unparsed"] == 16 and lines[0]["unparsed_ratio"] == 1.0  # the random model names no label
     assert lines[-1]["unparsed"] == 0   # after training every answer is a label word
     assert lines[-1]["loss"] < lines[0]["loss"]
+    for line in lines:  # the extra file is the validation file: the same scores, prefixed
+        assert all(line[f"extra_{k}"] == pytest.approx(line[k]) for k in ("loss", "accuracy", "mcc", "unparsed"))
     preds = [json.loads(l) for l in (out / "g" / "predictions_validation.jsonl").read_text().splitlines()]
     assert len(preds) == 16 and set(preds[0]) == {"text", "label", "generated", "prediction"}
     assert all(p["prediction"] is not None and {"neg": "bad", "pos": "good"}[p["prediction"]] in p["generated"]

@@ -153,6 +153,6 @@ class ExtraSplits(TrainerCallback):
                 trainer.compute_metrics = self.make_metrics(name)
                 out = trainer.predict(dataset, metric_key_prefix=name)  # predict fires no on_evaluate
                 metrics.update({f"eval_{k}": v for k, v in out.metrics.items()
-                                if k.split("_", 1)[1] not in SKIP_KEYS})
+                                if k[len(name) + 1:] not in SKIP_KEYS})
         finally:
             trainer.compute_metrics = own

@@ -191,10 +191,14 @@ def render_chat(conv: Conversation, tokenizer) -> list[tuple[str, str]]:
     return pairs
 
 
-def resolve_template(name: str, tokenizer) -> str:
-    """'chat' (the tokenizer's own template) or a named template."""
+def check_template(name: str) -> None:
     if name not in TEMPLATE_NAMES:
         raise UserError(f"template: '{name}' is not one of {', '.join(TEMPLATE_NAMES)}{closest(name, TEMPLATE_NAMES)}")
+
+
+def resolve_template(name: str, tokenizer) -> str:
+    """'chat' (the tokenizer's own template) or a named template."""
+    check_template(name)
     if name == "auto":
         return "chat" if getattr(tokenizer, "chat_template", None) else "default"
     if name == "chat" and not getattr(tokenizer, "chat_template", None):

@@ -20,7 +20,7 @@ from ..errors import UserError
 from ..metrics import compute_generation
 from ..models import load_causal_lm
 from ..rundir import write_jsonl
-from .chat import TEMPLATE_NAMES, Conversation, read_conversations, render, resolve_template, stop_texts
+from .chat import Conversation, check_template, read_conversations, render, resolve_template, stop_texts
 
 TASK_TYPE = "CAUSAL_LM"
 TOKEN_LEVEL_LOSS = True  # the model returns a token-level LM loss; the Trainer normalises it by token counts
@@ -46,8 +46,7 @@ class Prepared:
 
 
 def check_settings(cfg) -> None:
-    if cfg.task.template not in TEMPLATE_NAMES:
-        resolve_template(cfg.task.template, None)  # raises the error naming the choices
+    check_template(cfg.task.template)
     if cfg.eval.max_new_tokens < 1:
         raise UserError(f"max_new_tokens: must be at least 1, got {cfg.eval.max_new_tokens}")
     if cfg.task.packing and cfg.method.method in PROMPT_METHODS:
