@@ -349,3 +349,16 @@ def test_smollm2_lora_sft_on_cola_rows(tmp_path):
     # the scores of the written answers are those of the best epoch
     best = compute_generation([p["generated"] for p in preds], [p["reference"] for p in preds])
     assert best["rougeL"] == pytest.approx(result["metrics_best"]["rougeL"])
+
+
+def test_head_method_trains_a_head_tied_to_the_embeddings(tiny_llama, tok):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from peftlab.methods import MethodContext, apply_method
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=64, tie_word_embeddings=True))
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    apply_method(model, config("method=head").method, MethodContext("CAUSAL_LM", 1, tiny_llama))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["model.embed_tokens.weight"]  # the tied lm_head, listed under its first name
