@@ -59,8 +59,8 @@ class TaskConfig:
     max_length: int = opt(128, "max tokens per example; longer inputs are truncated (alias cutoff_len)")
     classify_by: str = opt("head", "classification with an LLM: head (last-token score head) | generate (instruction prompt, parse the generated label) | likelihood (rank the label verbalizers by likelihood)")
     template: str = opt("auto", "prompt format for sft / classify_by=generate: auto (the tokenizer's chat template, else default) | chat | default | alpaca | chatml | llama2 | llama3 | qwen | gemma")
-    train_on_prompt: bool = opt(False, "sft: also train on the prompt tokens (default: loss on the answers only)")
-    packing: bool = opt(False, "sft: flatten each batch into one row without padding (attention stays within each example)")
+    train_on_prompt: bool = opt(False, "sft / generate: also train on the prompt tokens (default: loss on the answers only)")
+    packing: bool = opt(False, "sft / generate: flatten each batch into one row without padding (attention stays within each example)")
     instruction: str = opt("", "classify_by=generate: the instruction before each text; {choices} becomes the label words (empty = 'Classify the text. Answer with one of: {choices}.')")
     label_words: list = opt([], "classify_by=generate: the answer word per label, in label order, aliases after '|' (e.g. [no|unacceptable, yes|acceptable]); empty = the label names")
 

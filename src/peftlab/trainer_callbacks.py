@@ -154,5 +154,6 @@ class ExtraSplits(TrainerCallback):
                 out = trainer.predict(dataset, metric_key_prefix=name)  # predict fires no on_evaluate
                 metrics.update({f"eval_{k}": v for k, v in out.metrics.items()
                                 if k[len(name) + 1:] not in SKIP_KEYS})
+                metrics[f"eval_{name}_eval_time_s"] = round(out.metrics.get(f"{name}_runtime", 0.0), 3)
         finally:
             trainer.compute_metrics = own
