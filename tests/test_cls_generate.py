@@ -1,6 +1,5 @@
 """classify_by=generate: label words, tolerant parsing, prompts, unparsed answers, a tiny-llama run."""
 import json
-from pathlib import Path
 
 import pytest
 from sklearn.metrics import accuracy_score, matthews_corrcoef
