@@ -178,7 +178,8 @@ def test_stopped_sweep_resumes_without_redoing_finished_runs(tmp_path, base_conf
 
 # -- report statistics on hand-made run folders ------------------------------------------------
 
-def fake_run(folder: Path, name: str, acc0: float, acc: float, params: int, mem: float, t: float, method="lora"):
+def fake_run(folder: Path, name: str, acc0: float, acc: float, params: int, mem: float, t: float, method="lora",
+             extra=None):
     run = folder / name
     run.mkdir(parents=True)
     result = {"status": "completed", "run_name": name, "task": "classification", "model": "m", "method": method,
@@ -187,6 +188,8 @@ def fake_run(folder: Path, name: str, acc0: float, acc: float, params: int, mem:
               "time_per_epoch_s": t, "adapter_size_mb": 1.0, "best_epoch": 2,
               "metrics_epoch0": {"epoch": 0, "accuracy": acc0, "f1": acc0, "loss": 0.7},
               "metrics_best": {"epoch": 2, "accuracy": acc, "f1": acc, "loss": 0.3}}
+    if extra is not None:  # a second evaluation set, scored each epoch like the validation split
+        result["metrics_best"].update(extra_accuracy=extra, extra_loss=0.9, extra_eval_time_s=1.0)
     (run / "result.json").write_text(json.dumps(result))
     (run / "metrics.jsonl").write_text(json.dumps(result["metrics_epoch0"]) + "\n"
                                        + json.dumps(result["metrics_best"]) + "\n")
@@ -221,6 +224,17 @@ def test_seed_mean_std_and_noise_marks(tmp_path):
     assert "Not distinguishable from it by seed noise: lora" in md
     assert "fewest trainable parameters: **lora**" in md
     assert s["pareto"]["trainable_params"] == ["full", "lora", "head"]  # each cheaper one is worse
+
+
+def test_second_evaluation_set_is_extra_columns(tmp_path):
+    fake_sweep(tmp_path, {"full": [(0.5, 0.9, 1000, 2000, 80, "full", 0.61)],
+                          "lora": [(0.5, 0.88, 10, 1500, 70, "lora", 0.74)]})
+    s = summarize(tmp_path)
+    assert s["columns"][-1] == "extra_accuracy" and "extra_eval_time_s" not in s["columns"]
+    md = write_report(tmp_path)[0]
+    assert "extra_accuracy" in md
+    best_table = md.split("## Result at best epoch")[1]
+    assert "| full |" in best_table and "0.610" in best_table and "0.740" in best_table
 
 
 def test_pareto_front():

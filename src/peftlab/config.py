@@ -53,14 +53,20 @@ class DataConfig:
     validation_ratio: float = opt(0.1, "fraction of train split off (seeded) when validation_file is empty")
     max_samples: int = opt(0, "use at most this many training rows (seeded sample); 0 = all")
     max_eval_samples: int = opt(0, "use at most this many evaluation rows (seeded sample); 0 = all")
+    extra_eval_file: str = opt("", "another evaluation file (same formats), scored at every evaluation and reported with prefix extra_ (e.g. general instructions, for knowledge retention)")
+    sft_format: str = opt("auto", "instruction data layout: auto (told per file from the keys) | alpaca (instruction, input, output[, system, history]) | sharegpt (conversations: from/value) | openai (messages: role/content)")
 
 
 @dataclass
 class TaskConfig:
-    task: str = opt("classification", "task: classification | multiple_choice")
+    task: str = opt("classification", "task: classification | multiple_choice | sft (instruction tuning of a causal LM, scored by generation)")
     max_length: int = opt(128, "max tokens per example; longer inputs are truncated (alias cutoff_len)")
     classify_by: str = opt("head", "classification with an LLM: head (last-token score head) | generate (instruction prompt, parse the generated label) | likelihood (rank the label verbalizers by likelihood)")
-    label_words: list = opt([], "classify_by likelihood: the word scored for each label, in label order; empty = the label names")
+    label_words: list = opt([], "classify_by generate / likelihood: the answer word per label, in label order (generate also accepts aliases after '|', e.g. [no|unacceptable, yes|acceptable]; likelihood scores the first); empty = the label names")
+    template: str = opt("auto", "prompt format for sft / classify_by=generate: auto (the tokenizer's chat template, else default) | chat | default | alpaca | chatml | llama2 | llama3 | qwen | gemma")
+    train_on_prompt: bool = opt(False, "sft / generate: also train on the prompt tokens (default: loss on the answers only)")
+    packing: bool = opt(False, "sft / generate: flatten each batch into one row without padding (attention stays within each example)")
+    instruction: str = opt("", "classify_by=generate: the instruction before each text; {choices} becomes the label words (empty = 'Classify the text. Answer with one of: {choices}.')")
     prompt_template: str = opt("", "likelihood / multiple-choice prompt with {text} {text_pair} {labels} (classification) or {question} {context} {options}; empty = the task's default")
     mc_head: str = opt("likelihood", "multiple choice: likelihood (causal LM log-likelihood of each option) | classifier (learnt score per question+option; encoders use *ForMultipleChoice)")
     length_norm: str = opt("tokens", "likelihood scoring: divide an option's log-likelihood by its tokens | chars | none")
@@ -110,6 +116,9 @@ class EvalConfig:
     metric_for_best: str = opt("auto", "metric that picks the best epoch, e.g. accuracy, f1, mcc, loss; auto = the task's default")
     early_stopping_patience: int = opt(0, "stop after N evaluations without improvement; 0 = never")
     eval_at_start: bool = opt(True, "evaluate once before any update (epoch 0)")
+    max_new_tokens: int = opt(64, "generation: most new tokens per answer")
+    do_sample: bool = opt(False, "generation: sample instead of greedy decoding")
+    max_eval_generate: int = opt(0, "generation: answer only the first N examples of each evaluated split (the loss still uses all); 0 = all")
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "task": TaskConfig,

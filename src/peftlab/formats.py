@@ -170,7 +170,7 @@ def split_off(split: Split, ratio: float, seed: int) -> tuple[Split, Split]:
 
 
 def load_splits(data, seed: int) -> dict[str, Split]:
-    """train / validation (/ test) splits from a DataConfig: files, seeded split, max_samples."""
+    """train / validation (/ test, / extra) splits from a DataConfig: files, seeded split, max_samples."""
     if not data.train_file:
         raise UserError("train_file: not set; give the training data file, e.g. train_file: data/train.tsv")
     read = lambda p, key: read_records(p, key, data.data_format, data.encoding, data.delimiter,
@@ -184,4 +184,6 @@ def load_splits(data, seed: int) -> dict[str, Split]:
               "validation": sample(validation, data.max_eval_samples, seed)}
     if data.test_file:
         splits["test"] = sample(read(data.test_file, "test_file"), data.max_eval_samples, seed)
+    if data.extra_eval_file:
+        splits["extra"] = sample(read(data.extra_eval_file, "extra_eval_file"), data.max_eval_samples, seed)
     return splits

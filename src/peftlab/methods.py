@@ -78,6 +78,9 @@ def apply_full(model, m, ctx):
 
 def apply_head(model, m, ctx):
     set_trainable(model, head_names(model))
+    for name in head_names(model):  # a head tied to the input embeddings (SmolLM2's lm_head) is named after those
+        for p in getattr(model, name).parameters():
+            p.requires_grad = True
     return model
 
 

@@ -193,3 +193,19 @@ def apply_pooling(model: nn.Module, pooling: str) -> str:
         return pooling
     raise UserError(f"pooling: '{pooling}' does not fit {type(model).__name__}; use "
                     f"{'cls or mean' if has_pooler else 'last'}")
+
+
+def load_causal_lm(resolved: ResolvedModel, dtype: str, trust_remote_code: bool = False):
+    """AutoModelForCausalLM with its own LM head, for the tasks that generate."""
+    from transformers import AutoModelForCausalLM
+
+    if dtype not in DTYPES:
+        raise UserError(f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}")
+    try:
+        return AutoModelForCausalLM.from_pretrained(resolved.path, dtype=DTYPES[dtype],
+                                                    trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise UserError(f"model '{resolved.spec}': cannot load ({e}). Offline? Use a local folder or a named model.") from None
+    except ValueError as e:
+        raise UserError(f"model '{resolved.spec}': not a causal (decoder) language model, which generation "
+                        f"needs ({e}); use a decoder such as smollm2-135m") from None

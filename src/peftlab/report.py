@@ -17,7 +17,7 @@ from .errors import UserError
 from .metrics import LOWER_IS_BETTER
 from .rundir import read_json, read_jsonl, write_json, write_text
 
-BOOKKEEPING = {"epoch", "step", "loss", "eval_time_s", "train_time_s", "epoch_wall_s", "train_loss",
+BOOKKEEPING = {"epoch", "step", "loss", "eval_time_s", "unparsed", "train_time_s", "epoch_wall_s", "train_loss",
                "partial_epoch_time"}
 ALPHA = 0.05  # significance level of the seed-noise test
 NOISE_RULE = (f"Welch's t-test over seeds, p < {ALPHA}; with one seed per method no difference can be "
@@ -111,7 +111,11 @@ def metric_columns(groups: list[Group], metric: str) -> list[str]:
     cols = [metric] + [k for k in preferred if k in seen] + ([] if preferred else seen)
     main = list(dict.fromkeys(c for c in cols if c in seen or c == metric))
     main = [c for c in main if not c.startswith("extra_")][:6]
-    extra = [k for k in dict.fromkeys(seen) if k.startswith("extra_")][:4]  # a second evaluation set
+    # a second evaluation set (extra_eval_file): its scores, e.g. extra_accuracy, as more columns
+    extra = [k for k in dict.fromkeys(seen) if k.startswith("extra_") and k[6:] not in BOOKKEEPING
+             and k[6:] in [metric] + preferred][:4]
+    if not extra:
+        extra = [k for k in dict.fromkeys(seen) if k.startswith("extra_") and k[6:] not in BOOKKEEPING][:4]
     return main + extra
 
 

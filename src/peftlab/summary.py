@@ -16,7 +16,7 @@ def format_run_summary(result: dict) -> str:
             (f"last (epoch {result.get('epochs_run')})", result.get("metrics_last"))]
     if result.get("metrics_test"):
         rows.append(("test (best weights)", result["metrics_test"]))
-    keys = [k for k in SHOWN if any(m and k in m for _, m in rows)]
+    keys = [k for k in dict.fromkeys((*SHOWN, result["metric_for_best"])) if any(m and k in m for _, m in rows)]
     width = max(len(r[0]) for r in rows) + 2
     out = [f"run {result['run_name']}  [{result['status']}]  {result['method']} on {result['model']}, "
            f"best by {result['metric_for_best']}",

@@ -25,7 +25,7 @@ from .models import load_tokenizer, resolve_model
 from .plots import plot_loss
 from .rundir import read_json, read_yaml, save_model, write_json, write_jsonl, write_yaml
 from .tasks import TaskEnv, get_task
-from .trainer_callbacks import AdaLoraStep, QuietProgress, Recorder
+from .trainer_callbacks import AdaLoraStep, ExtraSplits, QuietProgress, Recorder
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -183,8 +183,11 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     recorder = Recorder(run_dir / "metrics.jsonl", metric, cfg.eval.early_stopping_patience, main,
                         save_best=lambda m: save_model(m, tokenizer, weights_dir), resume_from=ckpt,
                         select_last=cfg.method.method == "adalora")
-    callbacks = [recorder] + ([AdaLoraStep()] if cfg.method.method == "adalora" else [])
     env = TaskEnv(cfg, tokenizer)
+    # splits besides train/validation/test are scored with every validation evaluation (before the Recorder)
+    more = {s: d for s, d in encoded.items() if s not in ("train", "validation", "test")}
+    callbacks = [ExtraSplits(env, more, lambda s: task.build_compute_metrics(prepared, s, env))] if more else []
+    callbacks += [recorder] + ([AdaLoraStep()] if cfg.method.method == "adalora" else [])
     trainer = build_trainer(cfg, run_dir, model, tokenizer, task, prepared, encoded, callbacks, env)
     create_run_dir(run_dir, cfg, overwrite)  # the first write to disk
     base = describe_run(cfg, run_dir, metric, params, notes, prepared, encoded)
@@ -248,9 +251,9 @@ def describe_run(cfg: Config, run_dir: Path, metric: str, params: dict, notes: d
 
 
 def finish_predictions(trainer, task, prepared, encoded, run_dir: Path, main: bool, env) -> dict:
-    """With the best weights loaded: write validation (and test) predictions; score the test split."""
+    """With the best weights loaded: write the predictions of every split but train; score the test split."""
     extra = {}
-    for split in [s for s in ("validation", "test") if s in encoded]:
+    for split in [s for s in encoded if s != "train"]:
         trainer.compute_metrics = task.build_compute_metrics(prepared, split, env)
         out = trainer.predict(encoded[split], metric_key_prefix=split)
         if main:

@@ -132,3 +132,28 @@ class AdaLoraStep(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
         model.base_model.update_and_allocate(state.global_step)
+
+
+class ExtraSplits(TrainerCallback):
+    """Scores more evaluation splits (e.g. `extra`, a knowledge-retention set) whenever the validation
+    split is evaluated, through the task's own metrics. Their metrics are added to the validation
+    metrics prefixed with the split name (eval_extra_rougeL), so the Recorder, which must come after
+    this callback, writes them into the same metrics.jsonl line."""
+
+    def __init__(self, env, datasets: dict, make_metrics):
+        self.env, self.datasets, self.make_metrics = env, datasets, make_metrics
+
+    def on_evaluate(self, args, state, control, metrics=None, **kw):
+        if not metrics or "eval_loss" not in metrics:
+            return
+        trainer = self.env.trainer
+        own = trainer.compute_metrics
+        try:
+            for name, dataset in self.datasets.items():
+                trainer.compute_metrics = self.make_metrics(name)
+                out = trainer.predict(dataset, metric_key_prefix=name)  # predict fires no on_evaluate
+                metrics.update({f"eval_{k}": v for k, v in out.metrics.items()
+                                if k[len(name) + 1:] not in SKIP_KEYS})
+                metrics[f"eval_{name}_eval_time_s"] = round(out.metrics.get(f"{name}_runtime", 0.0), 3)
+        finally:
+            trainer.compute_metrics = own

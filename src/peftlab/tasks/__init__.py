@@ -16,6 +16,9 @@ and these functions; `cfg` is always the whole Config:
 Optional: REPORT_METRICS (the metric columns of the sweep report, in order);
 preprocess_logits(logits, labels) -> smaller tensor kept for compute_metrics (saves memory
 when logits are vocabulary-sized).
+Splits besides train / validation / test (e.g. `extra`, read from extra_eval_file) are prepared and
+encoded like the others and scored at every evaluation through the same build_compute_metrics; their
+metrics join the epoch's line prefixed with the split name (extra_loss, extra_rougeL).
 Adding a task is a new module and a row in TASKS; the training path does not change.
 `peftlab data check` uses the same hooks: prepare(), then encode() with max_length lifted to count
 untruncated tokens (so encode must not pad to max_length), and the encoded `labels` that index
@@ -28,7 +31,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import UserError, closest
-from . import classification, cls_likelihood, multiple_choice
+from . import classification, cls_generate, cls_likelihood, multiple_choice, sft
 
 @dataclass
 class TaskEnv:
@@ -42,9 +45,9 @@ class TaskEnv:
         return self.trainer.model
 
 
-TASKS: dict[str, ModuleType] = {"classification": classification, "multiple_choice": multiple_choice}
+TASKS: dict[str, ModuleType] = {"classification": classification, "multiple_choice": multiple_choice, "sft": sft}
 # classification with an LLM can be done three ways (config `classify_by`), each its own module
-CLASSIFY_BY: dict[str, ModuleType] = {"head": classification, "likelihood": cls_likelihood}
+CLASSIFY_BY: dict[str, ModuleType] = {"head": classification, "generate": cls_generate, "likelihood": cls_likelihood}
 
 
 def get_task(name: str, classify_by: str = "head") -> ModuleType:

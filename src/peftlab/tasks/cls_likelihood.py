@@ -36,7 +36,7 @@ class Prepared:
 
 
 def verbalizers(cfg, labels: list[str]) -> list[str]:
-    words = [str(w).strip() for w in cfg.task.label_words] or labels
+    words = [str(w).split("|")[0].strip() for w in cfg.task.label_words] or labels  # generate-style aliases: first word
     if len(words) != len(labels) or len(set(words)) != len(words) or not all(words):
         raise UserError(f"label_words: {len(cfg.task.label_words)} given for {len(labels)} labels "
                         f"({', '.join(labels)}); give one distinct non-empty word per label, in that order")

@@ -1,0 +1,203 @@
+"""Instruction tuning (SFT) of a causal LM, scored by generating answers.
+
+Data: alpaca / sharegpt / openai records (see chat.py), rendered with the tokenizer's chat template
+or a named template. The loss covers the answer tokens only (`train_on_prompt` adds the prompts).
+Examples longer than `max_length` are cut turn by turn as LLaMA-Factory does (each turn's prompt
+and answer share the budget; a prompt keeps its end, next to the answer); the cuts are counted in
+result.json. `packing` flattens each batch into one row with position ids restarting per example
+(transformers' DataCollatorWithFlattening); without a KV cache transformers then masks attention
+per example, so packing changes no score.
+
+Evaluation: the usual eval loss, then greedy (or sampled) generation on the split's first
+`max_eval_generate` examples, batched and left-padded, scored by metrics.compute_generation
+(BLEU-4, ROUGE-1/2/L, exact match; jieba for Chinese).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import UserError
+from ..metrics import compute_generation
+from ..models import load_causal_lm
+from ..rundir import write_jsonl
+from .chat import Conversation, check_template, read_conversations, render, resolve_template, stop_texts
+
+TASK_TYPE = "CAUSAL_LM"
+TOKEN_LEVEL_LOSS = True  # the model returns a token-level LM loss; the Trainer normalises it by token counts
+DEFAULT_METRIC = "rougeL"
+METRICS = ("rougeL", "rouge1", "rouge2", "bleu4", "bleu4_corpus", "exact_match", "loss")
+PROMPT_METHODS = ("prompt-tuning", "p-tuning", "prefix-tuning")
+
+
+class Examples(list):
+    """One split's examples. They carry the split name and the run's notes, because encode() gets only
+    this list and is where truncation (which needs the tokenizer) is counted."""
+
+    def __init__(self, items, split: str, notes: dict):
+        super().__init__(items)
+        self.split, self.notes = split, notes
+
+
+@dataclass
+class Prepared:
+    examples: dict[str, Examples]                       # split -> Conversations
+    notes: dict                                         # merged into result.json (truncation counts)
+    generated: dict = field(default_factory=dict)       # split -> rows of its latest generation
+
+
+def check_settings(cfg) -> None:
+    check_template(cfg.task.template)
+    if cfg.eval.max_new_tokens < 1:
+        raise UserError(f"max_new_tokens: must be at least 1, got {cfg.eval.max_new_tokens}")
+    if cfg.task.packing and cfg.method.method in PROMPT_METHODS:
+        raise UserError(f"packing: not with {cfg.method.method} (its virtual tokens go before each row, and a "
+                        f"packed row holds several examples); set packing: false")
+
+
+def prepare(splits, cfg) -> Prepared:
+    check_settings(cfg)
+    notes: dict = {}
+    return Prepared({name: Examples(read_conversations(split, cfg.data.sft_format), name, notes)
+                     for name, split in splits.items()}, notes)
+
+
+# ---------------------------------------------------------------- tokens
+
+def token_pairs(conv: Conversation, template: str, tokenizer) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, answer ids) per turn; the template text carries any special tokens."""
+    ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+    return [(ids(p), ids(r)) for p, r in render(conv, template, tokenizer)]
+
+
+def split_budget(source: int, target: int, budget: int) -> tuple[int, int]:
+    """How many prompt and answer tokens of one turn fit in `budget` (LLaMA-Factory's infer_seqlen):
+    a short answer is kept whole, a short prompt is kept whole, else both shrink in proportion."""
+    if target * 2 < budget:
+        max_target = budget
+    elif source * 2 < budget:
+        max_target = budget - source
+    else:
+        max_target = int(budget * target / (source + target))
+    new_target = min(max_target, target)
+    return min(max(budget - new_target, 0), source), new_target
+
+
+def fit(pairs: list[tuple[list[int], list[int]]], cutoff: int) -> list[tuple[list[int], list[int]]]:
+    """Cut a conversation to `cutoff` tokens turn by turn; turns past the budget are dropped."""
+    out, budget = [], cutoff
+    for prompt, answer in pairs:
+        if budget <= 0:
+            break
+        s, t = split_budget(len(prompt), len(answer), budget)
+        out.append((prompt[len(prompt) - s:], answer[:t]))  # the prompt keeps its end: the answer header
+        budget -= s + t
+    return out
+
+
+def encode(examples, tokenizer, cfg):
+    """input_ids / attention_mask / labels (-100 on prompt tokens unless train_on_prompt)."""
+    import datasets
+
+    template = resolve_template(cfg.task.template, tokenizer)
+    rows = {"input_ids": [], "attention_mask": [], "labels": []}
+    truncated = answers_cut = 0
+    for conv in examples:
+        pairs = token_pairs(conv, template, tokenizer)
+        kept = fit(pairs, cfg.task.max_length)
+        truncated += sum(len(p) + len(r) for p, r in pairs) > cfg.task.max_length
+        answers_cut += sum(len(r) for _, r in kept) < sum(len(r) for _, r in pairs)
+        ids = [t for p, r in kept for t in p + r]
+        labels = [t for p, r in kept for t in (p if cfg.task.train_on_prompt else [-100] * len(p)) + r]
+        rows["input_ids"].append(ids)
+        rows["attention_mask"].append([1] * len(ids))
+        rows["labels"].append(labels)
+    if isinstance(examples, Examples):
+        examples.notes.setdefault("truncated", {})[examples.split] = truncated
+        examples.notes.setdefault("answers_cut", {})[examples.split] = answers_cut
+    return datasets.Dataset.from_dict(rows)
+
+
+def build_model(resolved, prepared, cfg, tokenizer):
+    model = load_causal_lm(resolved, cfg.model.dtype, cfg.model.trust_remote_code)
+    # Training needs no KV cache; without one, transformers masks packed rows per example.
+    model.config.use_cache = False
+    return model, {"template": resolve_template(cfg.task.template, tokenizer), "packing": cfg.task.packing}
+
+
+def build_collator(tokenizer, cfg):
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
+    if cfg.task.packing:
+        return DataCollatorWithFlattening()
+    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+
+
+def preprocess_logits(logits, labels):
+    """Scores come from generation: keep one number per row instead of vocabulary-sized logits."""
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return logits.new_zeros(logits.shape[0])
+
+
+# ---------------------------------------------------------------- generation
+
+def stop_ids(tokenizer, model, template: str) -> list[int]:
+    """Token ids that end an answer: the tokenizer's and the model's EOS, and the template's end of turn."""
+    ids = {tokenizer.eos_token_id}
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(eos if isinstance(eos, list) else [eos])
+    for text in stop_texts(template):
+        tid = tokenizer.convert_tokens_to_ids(text)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id:
+            ids.add(tid)
+    return sorted(i for i in ids if i is not None)
+
+
+def generate_texts(model, tokenizer, prompts: list[list[int]], cfg, stops: list[int], stop_text: tuple) -> list[str]:
+    """Answers to tokenized prompts: batched, left-padded, cut at the first stop text."""
+    import torch
+
+    device = next(model.parameters()).device
+    training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(prompts), cfg.eval.eval_batch_size):
+        batch = tokenizer.pad({"input_ids": prompts[i:i + cfg.eval.eval_batch_size]}, padding_side="left",
+                              return_tensors="pt").to(device)
+        with torch.no_grad():
+            seqs = model.generate(**batch, max_new_tokens=cfg.eval.max_new_tokens, do_sample=cfg.eval.do_sample,
+                                  eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, use_cache=True)
+        for text in tokenizer.batch_decode(seqs[:, batch["input_ids"].shape[1]:], skip_special_tokens=True):
+            for stop in stop_text:
+                text = text.split(stop)[0]
+            out.append(text.strip())
+    model.train(training)
+    return out
+
+
+def generate_split(prepared, split: str, env) -> list[dict]:
+    """Generate answers for the split's first max_eval_generate examples: rows of prompt, reference, generated."""
+    cfg, tokenizer = env.cfg, env.tokenizer
+    convs = prepared.examples[split][:cfg.eval.max_eval_generate or None]
+    template = resolve_template(cfg.task.template, tokenizer)
+    prompts = []
+    for conv in convs:
+        pairs = token_pairs(conv, template, tokenizer)
+        ids = [t for p, r in pairs[:-1] for t in p + r] + pairs[-1][0]
+        prompts.append(ids[-cfg.task.max_length:])
+    texts = generate_texts(env.model, tokenizer, prompts, cfg, stop_ids(tokenizer, env.model, template),
+                           stop_texts(template))
+    return [{"instruction": conv.turns[-1][0], "prompt": tokenizer.decode(ids), "reference": conv.turns[-1][1],
+             "generated": text} for conv, ids, text in zip(convs, prompts, texts)]
+
+
+def build_compute_metrics(prepared: Prepared, split: str, env):
+    def compute_metrics(eval_pred):
+        rows = prepared.generated[split] = generate_split(prepared, split, env)
+        return compute_generation([r["generated"] for r in rows], [r["reference"] for r in rows])
+
+    return compute_metrics
+
+
+def write_predictions(path, prepared, split: str, predictions, env) -> None:
+    """The rows generated by the split's last evaluation (run just before, with the best weights)."""
+    write_jsonl(path, prepared.generated.get(split, []))
