@@ -37,7 +37,7 @@ class DataConfig:
     train_file: str = opt("", "training data: .csv/.tsv/.txt, .json, .jsonl, or a folder saved with datasets.save_to_disk")
     validation_file: str = opt("", "evaluation data (same formats); empty = split off validation_ratio of train")
     test_file: str = opt("", "optional held-out data, evaluated once with the best adapter at the end")
-    data_format: str = opt("auto", "auto (by extension; a folder is a saved HF dataset) | csv | tsv | json | jsonl | hf")
+    data_format: str = opt("auto", "auto (by extension; a folder is a saved HF dataset; .json in SQuAD's nested layout reads as squad) | csv | tsv | json | jsonl | hf | squad")
     header: str = opt("auto", "csv/tsv first row is a header: auto | true | false")
     columns: list = opt([], "column names for a file without header, in order, e.g. [source, label, mark, sentence]")
     delimiter: str = opt("", "field separator; empty = ',' for csv, tab for tsv (financial_phrasebank uses '@')")
@@ -47,14 +47,18 @@ class DataConfig:
     label_column: str = opt("label", "column with the label (strings or ints)")
     label_names: list = opt([], "label order; empty = labels seen in training data, sorted")
     validation_ratio: float = opt(0.1, "fraction of train split off (seeded) when validation_file is empty")
+    split_by: str = opt("auto", "column whose rows stay together when validation is split off train (e.g. title, context); auto = title for SQuAD-layout data (no article on both sides), else rows; empty = rows")
     max_samples: int = opt(0, "use at most this many training rows (seeded sample); 0 = all")
     max_eval_samples: int = opt(0, "use at most this many evaluation rows (seeded sample); 0 = all")
 
 
 @dataclass
 class TaskConfig:
-    task: str = opt("classification", "task: classification")
+    task: str = opt("classification", "task: classification | qa (extractive question answering, SQuAD 1.1/2.0)")
     max_length: int = opt(128, "max tokens per example; longer inputs are truncated (alias cutoff_len)")
+    doc_stride: int = opt(0, "qa: tokens shared by consecutive windows of a long context; 0 = max_length // 3")
+    n_best: int = opt(20, "qa: start and end candidates per window considered for the answer span")
+    max_answer_length: int = opt(30, "qa: longest answer span, in tokens")
     classify_by: str = opt("head", "classification with an LLM: head (last-token score head) | generate (instruction prompt, parse the generated label) | likelihood (rank the label verbalizers by likelihood)")
 
 

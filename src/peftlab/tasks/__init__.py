@@ -6,14 +6,17 @@ and these functions; `cfg` is always the whole Config:
   prepare(splits, cfg) -> prepared: an object with `.examples` (split name -> list, one per example)
       and optionally `.labels` (list of label names) and `.notes` (dict merged into result.json,
       e.g. repaired BIO tags or truncated examples); validates columns and labels
-  encode(examples, tokenizer, cfg) -> datasets.Dataset of model inputs (with `labels`)
+  encode(examples, tokenizer, cfg) -> datasets.Dataset of model inputs (with `labels`, or the columns
+      named by the optional LABEL_NAMES, e.g. QA's start_positions/end_positions)
   build_model(resolved, prepared, cfg, tokenizer) -> (model, notes dict)
   build_collator(tokenizer, cfg)
   build_compute_metrics(prepared, split, env) -> function(EvalPrediction) -> dict of metrics
       (called once per split evaluated; `env` is a TaskEnv: cfg, tokenizer and the live model, for
       tasks that score by generation or need the current weights)
   write_predictions(path, prepared, split, predictions, env)
-Optional: preprocess_logits(logits, labels) -> smaller tensor kept for compute_metrics (saves memory
+Optional: LABEL_NAMES (the model's label arguments, default ["labels"]; the Trainer passes them to the
+model and hands them to compute_metrics as label_ids, a tuple when several);
+preprocess_logits(logits, labels) -> smaller tensor kept for compute_metrics (saves memory
 when logits are vocabulary-sized).
 Adding a task is a new module and a row in TASKS; the training path does not change.
 """
@@ -24,7 +27,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import UserError, closest
-from . import classification
+from . import classification, qa
 
 @dataclass
 class TaskEnv:
@@ -38,7 +41,7 @@ class TaskEnv:
         return self.trainer.model
 
 
-TASKS: dict[str, ModuleType] = {"classification": classification}
+TASKS: dict[str, ModuleType] = {"classification": classification, "qa": qa}
 # classification with an LLM can be done three ways (config `classify_by`), each its own module
 CLASSIFY_BY: dict[str, ModuleType] = {"head": classification}
 
