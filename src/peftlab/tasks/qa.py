@@ -28,7 +28,7 @@ TOKEN_LEVEL_LOSS = False  # the QA head's loss is a mean over windows
 LABEL_NAMES = ["start_positions", "end_positions"]
 DEFAULT_METRIC = "f1"
 METRICS = ("f1", "exact", "accuracy", "precision", "recall", "HasAns_f1", "HasAns_exact", "NoAns_f1",
-           "NoAns_exact", "loss")
+           "NoAns_exact", "span_f1", "loss")
 FIELDS = "id, question, context, answers {text: [...], answer_start: [...]} (and is_impossible for SQuAD 2.0)"
 
 
@@ -280,6 +280,10 @@ def build_compute_metrics(prepared: Prepared, split: str, env):
         preds, threshold = decide(prepared, split, answers)
         golds = [q.answers for q in questions]
         metrics = aggregate(golds, preds)
+        # span skill whatever the null decision: F1 of the best span on answerable questions
+        # (the has_ans_f1 of transformers' find_best_thresh_v2)
+        has = [i for i, q in enumerate(questions) if q.answers]
+        metrics["span_f1"] = sum(score(golds[i], answers.best[i])["f1"] for i in has) / max(1, len(has))
         if threshold is not None:  # what the plain rule (null when it beats the best span) would score
             untuned = ["" if d > 0 else b for b, d in zip(answers.best, answers.null_diff)]
             metrics.update(null_threshold=threshold, f1_threshold0=aggregate(golds, untuned)["f1"])
