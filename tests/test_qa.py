@@ -227,7 +227,7 @@ def test_exact_f1_precision_recall_by_hand():
     assert m["exact"] == pytest.approx(1 / 3) and m["accuracy"] == m["exact"]
     assert m["f1"] == pytest.approx((0.5 + 1 + 0) / 3) and m["precision"] == pytest.approx(0.5)
     assert (m["HasAns_f1"], m["HasAns_total"], m["NoAns_exact"], m["NoAns_total"]) == (0.25, 2.0, 1.0, 1.0)
-    assert "NoAns_f1" not in aggregate([["a"]], ["a"])  # as the official script: no NoAns_ keys without such questions
+    assert "NoAns_f1" not in aggregate([["cat"]], ["cat"])  # as the official script: no NoAns_ keys without such questions
 
 
 # ---------------------------------------------------------------- end to end
