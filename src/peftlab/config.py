@@ -37,7 +37,7 @@ class DataConfig:
     train_file: str = opt("", "training data: .csv/.tsv/.txt, .json, .jsonl, or a folder saved with datasets.save_to_disk; pkg:<module>/<path> names a file inside an installed package")
     validation_file: str = opt("", "evaluation data (same formats); empty = split off validation_ratio of train")
     test_file: str = opt("", "optional held-out data, evaluated once with the best adapter at the end")
-    data_format: str = opt("auto", "auto (by extension; a folder is a saved HF dataset) | csv | tsv | json | jsonl | hf")
+    data_format: str = opt("auto", "auto (by extension; a folder is a saved HF dataset; .json in SQuAD's nested layout reads as squad) | csv | tsv | json | jsonl | hf | squad")
     header: str = opt("auto", "csv/tsv first row is a header: auto | true | false")
     columns: list = opt([], "column names for a file without header, in order, e.g. [source, label, mark, sentence]")
     delimiter: str = opt("", "field separator; empty = ',' for csv, tab for tsv (financial_phrasebank uses '@')")
@@ -51,6 +51,7 @@ class DataConfig:
     answer_column: str = opt("", "multiple choice: column with the answer (option label, 0-based index or option text); empty = auto")
     context_column: str = opt("", "multiple choice: optional passage put before the question (SciQ `support`, science exam `context`)")
     validation_ratio: float = opt(0.1, "fraction of train split off (seeded) when validation_file is empty")
+    split_by: str = opt("auto", "column whose rows stay together when validation is split off train (e.g. title, context); auto = title for SQuAD-layout data (no article on both sides), else rows; empty = rows")
     max_samples: int = opt(0, "use at most this many training rows (seeded sample); 0 = all")
     max_eval_samples: int = opt(0, "use at most this many evaluation rows (seeded sample); 0 = all")
     extra_eval_file: str = opt("", "another evaluation file (same formats), scored at every evaluation and reported with prefix extra_ (e.g. general instructions, for knowledge retention)")
@@ -59,8 +60,11 @@ class DataConfig:
 
 @dataclass
 class TaskConfig:
-    task: str = opt("classification", "task: classification | multiple_choice | sft (instruction tuning of a causal LM, scored by generation)")
+    task: str = opt("classification", "task: classification | multiple_choice | qa (extractive question answering, SQuAD 1.1/2.0) | sft (instruction tuning of a causal LM, scored by generation)")
     max_length: int = opt(128, "max tokens per example; longer inputs are truncated (alias cutoff_len)")
+    doc_stride: int = opt(0, "qa: tokens shared by consecutive windows of a long context; 0 = max_length // 3")
+    n_best: int = opt(20, "qa: start and end candidates per window considered for the answer span")
+    max_answer_length: int = opt(30, "qa: longest answer span, in tokens")
     classify_by: str = opt("head", "classification with an LLM: head (last-token score head) | generate (instruction prompt, parse the generated label) | likelihood (rank the label verbalizers by likelihood)")
     label_words: list = opt([], "classify_by generate / likelihood: the answer word per label, in label order (generate also accepts aliases after '|', e.g. [no|unacceptable, yes|acceptable]; likelihood scores the first); empty = the label names")
     template: str = opt("auto", "prompt format for sft / classify_by=generate: auto (the tokenizer's chat template, else default) | chat | default | alpaca | chatml | llama2 | llama3 | qwen | gemma")

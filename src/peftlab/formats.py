@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-FORMATS = ("auto", "csv", "tsv", "json", "jsonl", "hf")
+FORMATS = ("auto", "csv", "tsv", "json", "jsonl", "hf", "squad")
 
 
 @dataclass
@@ -21,6 +21,7 @@ class Split:
     records: list[dict]
     source: str          # file the records came from (for messages)
     rows: list[int]      # 1-based line/row number in that file of each record
+    group: str = ""      # column whose rows belong together (SQuAD: title), what split_by: auto keeps together
 
 
 def detect_format(path: Path, data_format: str) -> str:
@@ -74,7 +75,43 @@ def read_table(path: Path, text: str, delimiter: str, header: str, columns: list
     return records, lines
 
 
-def read_json(path: Path, text: str, jsonl: bool) -> tuple[list[dict], list[int]]:
+def is_squad(data) -> bool:
+    """SQuAD's nested layout: {"data": [{"title", "paragraphs": [{"context", "qas": [...]}]}]}."""
+    return (isinstance(data, dict) and isinstance(data.get("data"), list) and bool(data["data"])
+            and isinstance(data["data"][0], dict) and "paragraphs" in data["data"][0])
+
+
+def read_squad(path: Path, data) -> tuple[list[dict], list[int]]:
+    """SQuAD 1.1/2.0 JSON -> one flat record per question, in the HF `squad` layout
+    (id, title, context, question, answers {text: [...], answer_start: [...]}, is_impossible).
+    A record's row is its question number (1-based) in the file; errors name the question id."""
+    if not is_squad(data):
+        raise UserError(f"{path}: not SQuAD JSON (expected {{\"data\": [{{\"title\", \"paragraphs\": [...]}}]}}); "
+                        f"set data_format: json or jsonl for flat rows")
+    records = []
+    for a, article in enumerate(data["data"], 1):
+        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
+        if not isinstance(paragraphs, list):
+            raise UserError(f"{path}: data[{a - 1}]: 'paragraphs' must be a list of {{context, qas}}")
+        for p, para in enumerate(paragraphs):
+            where = f"{path}: data[{a - 1}].paragraphs[{p}]"
+            if not isinstance(para, dict) or not isinstance(para.get("context"), str) or not isinstance(para.get("qas"), list):
+                raise UserError(f"{where}: needs a 'context' string and a 'qas' list")
+            for q, qa in enumerate(para["qas"]):
+                if not isinstance(qa, dict):
+                    raise UserError(f"{where}.qas[{q}]: expected an object {{id, question, answers}}")
+                qid, answers = qa.get("id", f"#{len(records) + 1}"), qa.get("answers", [])
+                if not isinstance(answers, list) or not all(isinstance(x, dict) for x in answers):
+                    raise UserError(f"{where}: question id {qid}: 'answers' must be a list of {{text, answer_start}}")
+                records.append({"id": qid, "title": article.get("title") or f"article {a}", "context": para["context"],
+                                "question": qa.get("question"),
+                                "answers": {"text": [x.get("text") for x in answers],
+                                            "answer_start": [x.get("answer_start") for x in answers]},
+                                "is_impossible": bool(qa.get("is_impossible", False))})
+    return records, list(range(1, len(records) + 1))
+
+
+def read_json(path: Path, text: str, jsonl: bool, squad: bool = False) -> tuple[list[dict], list[int]]:
     if jsonl:
         records, lines = [], []
         for i, line in enumerate(text.splitlines(), 1):
@@ -93,6 +130,8 @@ def read_json(path: Path, text: str, jsonl: bool) -> tuple[list[dict], list[int]
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if squad or is_squad(data):
+        return read_squad(path, data)
     if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()) and data:
         n = len(next(iter(data.values())))  # columnar: {"sentence": [...], "label": [...]}
         data = [{k: v[i] for k, v in data.items()} for i in range(n)]
@@ -142,10 +181,11 @@ def read_records(path: str | Path, key: str, data_format: str = "auto", encoding
             sep = delimiter or ("\t" if fmt == "tsv" else ",")
             records, lines = read_table(path, text, sep, header, list(columns))
         else:
-            records, lines = read_json(path, text, jsonl=fmt == "jsonl")
+            records, lines = read_json(path, text, jsonl=fmt == "jsonl", squad=fmt == "squad")
     if not records:
         raise UserError(f"{path}: the file is empty ({key})")
-    return Split(records, str(path), lines)
+    squad_rows = "title" in records[0] and "context" in records[0]  # SQuAD layout, nested or flat
+    return Split(records, str(path), lines, "title" if squad_rows else "")
 
 
 def sample(split: Split, n: int, seed: int) -> Split:
@@ -156,15 +196,33 @@ def sample(split: Split, n: int, seed: int) -> Split:
     return Split([split.records[i] for i in keep], split.source, [split.rows[i] for i in keep])
 
 
-def split_off(split: Split, ratio: float, seed: int) -> tuple[Split, Split]:
-    """Seeded split of one file into (train, validation)."""
+def split_groups(split: Split, by: str) -> list[list[int]]:
+    """Row indices grouped by the value of column `by` (first-seen order); every row alone when `by` is empty."""
+    if not by:
+        return [[i] for i in range(len(split.records))]
+    if by not in split.records[0]:
+        raise UserError(f"split_by: column '{by}' not found in {split.source} "
+                        f"(columns: {', '.join(map(str, split.records[0]))})")
+    groups: dict[str, list[int]] = {}
+    for i, rec in enumerate(split.records):
+        groups.setdefault(str(rec.get(by)), []).append(i)
+    return list(groups.values())
+
+
+def split_off(split: Split, ratio: float, seed: int, by: str = "") -> tuple[Split, Split]:
+    """Seeded split of one file into (train, validation); rows sharing a `by` value stay together."""
     if not 0 < ratio < 1:
         raise UserError(f"validation_ratio: {ratio} must be between 0 and 1 when validation_file is empty")
-    order = list(range(len(split.records)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(len(order) * ratio))
+    groups = split_groups(split, by)
+    random.Random(seed).shuffle(groups)
+    order, n_val, target = [], 0, max(1, round(len(split.records) * ratio))
+    for g in groups:  # whole groups go to validation until it holds `ratio` of the rows
+        order += g
+        n_val += len(g) if n_val < target else 0
     if n_val >= len(order):
-        raise UserError(f"{split.source}: {len(order)} rows are too few to split off validation_ratio={ratio}")
+        unit = f"distinct '{by}' values (split_by)" if by else "rows"
+        raise UserError(f"{split.source}: {len(groups)} {unit} are too few to split off validation_ratio={ratio}; "
+                        f"give a validation_file" + (", or set split_by to another column" if by else ""))
     pick = lambda idx: Split([split.records[i] for i in sorted(idx)], split.source, [split.rows[i] for i in sorted(idx)])
     return pick(order[n_val:]), pick(order[:n_val])
 
@@ -179,7 +237,8 @@ def load_splits(data, seed: int) -> dict[str, Split]:
     if data.validation_file:
         validation = read(data.validation_file, "validation_file")
     else:
-        train, validation = split_off(train, data.validation_ratio, seed)
+        by = train.group if data.split_by == "auto" else data.split_by
+        train, validation = split_off(train, data.validation_ratio, seed, by)
     splits = {"train": sample(train, data.max_samples, seed),
               "validation": sample(validation, data.max_eval_samples, seed)}
     if data.test_file:

@@ -123,7 +123,8 @@ def build_trainer(cfg: Config, run_dir: Path, model, tokenizer, task, prepared, 
         save_total_limit=1, logging_steps=t.logging_steps, report_to="none",
         gradient_checkpointing=t.gradient_checkpointing, include_num_input_tokens_seen="non_padding",
         ddp_backend="gloo" if world_size() > 1 and not torch.cuda.is_available() else None, dataloader_num_workers=0,
-        label_names=["labels"], log_level="warning", disable_tqdm=False, **precision_flags(t.precision))
+        label_names=list(getattr(task, "LABEL_NAMES", ["labels"])), log_level="warning", disable_tqdm=False,
+        **precision_flags(t.precision))
     trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded["validation"],
                       data_collator=task.build_collator(tokenizer, cfg), processing_class=tokenizer,
                       compute_metrics=task.build_compute_metrics(prepared, "validation", env), callbacks=callbacks,

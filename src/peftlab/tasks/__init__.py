@@ -6,7 +6,8 @@ and these functions; `cfg` is always the whole Config:
   prepare(splits, cfg) -> prepared: an object with `.examples` (split name -> list, one per example)
       and optionally `.labels` (list of label names) and `.notes` (dict merged into result.json,
       e.g. repaired BIO tags or truncated examples); validates columns and labels
-  encode(examples, tokenizer, cfg) -> datasets.Dataset of model inputs (with `labels`)
+  encode(examples, tokenizer, cfg) -> datasets.Dataset of model inputs (with `labels`, or the columns
+      named by the optional LABEL_NAMES, e.g. QA's start_positions/end_positions)
   build_model(resolved, prepared, cfg, tokenizer) -> (model, notes dict)
   build_collator(tokenizer, cfg)
   build_compute_metrics(prepared, split, env) -> function(EvalPrediction) -> dict of metrics
@@ -14,6 +15,8 @@ and these functions; `cfg` is always the whole Config:
       tasks that score by generation or need the current weights)
   write_predictions(path, prepared, split, predictions, env)
 Optional: REPORT_METRICS (the metric columns of the sweep report, in order);
+Optional: LABEL_NAMES (the model's label arguments, default ["labels"]; the Trainer passes them to the
+model and hands them to compute_metrics as label_ids, a tuple when several);
 preprocess_logits(logits, labels) -> smaller tensor kept for compute_metrics (saves memory
 when logits are vocabulary-sized).
 Splits besides train / validation / test (e.g. `extra`, read from extra_eval_file) are prepared and
@@ -31,7 +34,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import UserError, closest
-from . import classification, cls_generate, cls_likelihood, multiple_choice, sft
+from . import classification, cls_generate, cls_likelihood, multiple_choice, qa, sft
 
 @dataclass
 class TaskEnv:
@@ -45,7 +48,8 @@ class TaskEnv:
         return self.trainer.model
 
 
-TASKS: dict[str, ModuleType] = {"classification": classification, "multiple_choice": multiple_choice, "sft": sft}
+TASKS: dict[str, ModuleType] = {"classification": classification, "multiple_choice": multiple_choice,
+                               "qa": qa, "sft": sft}
 # classification with an LLM can be done three ways (config `classify_by`), each its own module
 CLASSIFY_BY: dict[str, ModuleType] = {"head": classification, "generate": cls_generate, "likelihood": cls_likelihood}
 
