@@ -37,7 +37,7 @@ class DataConfig:
     train_file: str = opt("", "training data: .csv/.tsv/.txt, .json, .jsonl, or a folder saved with datasets.save_to_disk")
     validation_file: str = opt("", "evaluation data (same formats); empty = split off validation_ratio of train")
     test_file: str = opt("", "optional held-out data, evaluated once with the best adapter at the end")
-    data_format: str = opt("auto", "auto (by extension; a folder is a saved HF dataset) | csv | tsv | json | jsonl | hf")
+    data_format: str = opt("auto", "auto (by extension; a folder is a saved HF dataset; .conll/.iob2/.iob are conll) | csv | tsv | json | jsonl | hf | conll (token ... tag per line, blank line between sentences)")
     header: str = opt("auto", "csv/tsv first row is a header: auto | true | false")
     columns: list = opt([], "column names for a file without header, in order, e.g. [source, label, mark, sentence]")
     delimiter: str = opt("", "field separator; empty = ',' for csv, tab for tsv (financial_phrasebank uses '@')")
@@ -45,7 +45,9 @@ class DataConfig:
     text_column: str = opt("sentence", "column with the text")
     text_pair_column: str = opt("", "second text column for sentence-pair tasks (MRPC, QQP, RTE); empty = single sentences")
     label_column: str = opt("label", "column with the label (strings or ints)")
-    label_names: list = opt([], "label order; empty = labels seen in training data, sorted")
+    label_names: list = opt([], "label order; empty = labels seen in training data, sorted (ner: the tag names of integer tags, in order; other tags seen in train are added)")
+    tokens_column: str = opt("tokens", "ner, json/jsonl/hf data: column with the list of words (conll files give `tokens`)")
+    tags_column: str = opt("", "ner, json/jsonl/hf data: column with the list of tags (strings, or ints naming label_names); empty = ner_tags if present, else tags")
     validation_ratio: float = opt(0.1, "fraction of train split off (seeded) when validation_file is empty")
     max_samples: int = opt(0, "use at most this many training rows (seeded sample); 0 = all")
     max_eval_samples: int = opt(0, "use at most this many evaluation rows (seeded sample); 0 = all")
@@ -53,7 +55,7 @@ class DataConfig:
 
 @dataclass
 class TaskConfig:
-    task: str = opt("classification", "task: classification")
+    task: str = opt("classification", "task: classification | ner (token classification, IOB2 tags)")
     max_length: int = opt(128, "max tokens per example; longer inputs are truncated (alias cutoff_len)")
     classify_by: str = opt("head", "classification with an LLM: head (last-token score head) | generate (instruction prompt, parse the generated label) | likelihood (rank the label verbalizers by likelihood)")
 

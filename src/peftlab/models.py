@@ -193,3 +193,22 @@ def apply_pooling(model: nn.Module, pooling: str) -> str:
         return pooling
     raise UserError(f"pooling: '{pooling}' does not fit {type(model).__name__}; use "
                     f"{'cls or mean' if has_pooler else 'last'}")
+
+
+def load_for_token_classification(resolved: ResolvedModel, labels: list[str], dtype: str, pad_token_id: int,
+                                  trust_remote_code: bool = False):
+    """AutoModelForTokenClassification: a linear head (`classifier`, or `score` on decoders) on every token."""
+    from transformers import AutoModelForTokenClassification
+
+    if dtype not in DTYPES:
+        raise UserError(f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}")
+    try:
+        model = AutoModelForTokenClassification.from_pretrained(
+            resolved.path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={l: i for i, l in enumerate(labels)}, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise UserError(f"model '{resolved.spec}': cannot load ({e}). Offline? Use a local folder or a named model.") from None
+    except ValueError as e:
+        raise UserError(f"model '{resolved.spec}': no token-classification head for this architecture ({e})") from None
+    model.config.pad_token_id = pad_token_id
+    return model

@@ -24,7 +24,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import UserError, closest
-from . import classification
+from . import classification, ner
 
 @dataclass
 class TaskEnv:
@@ -38,7 +38,7 @@ class TaskEnv:
         return self.trainer.model
 
 
-TASKS: dict[str, ModuleType] = {"classification": classification}
+TASKS: dict[str, ModuleType] = {"classification": classification, "ner": ner}
 # classification with an LLM can be done three ways (config `classify_by`), each its own module
 CLASSIFY_BY: dict[str, ModuleType] = {"head": classification}
 
