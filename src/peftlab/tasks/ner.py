@@ -10,7 +10,7 @@ word accuracy. Encoders get transformers' *ForTokenClassification `classifier`, 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ IGNORE = -100
 class Sentence:
     tokens: list[str]
     tags: list[int]                                  # label index per word, after BIO repair
-    kept: list[int] = field(default_factory=list)    # words that got a first sub-token (set by encode)
+    kept: list[int] | None = None                    # words that got a first sub-token (set by encode)
 
 
 @dataclass
@@ -45,7 +45,8 @@ class Prepared:
     @property
     def notes(self) -> dict:
         """For result.json: BIO repairs, and words cut off by max_length (scored as predicted O)."""
-        cut = {name: sum(len(s.tokens) - len(s.kept) for s in ex) for name, ex in self.examples.items()}
+        cut = {name: sum(len(s.tokens) - len(s.kept) for s in ex if s.kept is not None)
+               for name, ex in self.examples.items()}
         return {"bio_repairs": self.repairs, "truncated_words": cut}
 
 
