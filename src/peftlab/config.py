@@ -37,7 +37,7 @@ class DataConfig:
     train_file: str = opt("", "training data: .csv/.tsv/.txt, .json, .jsonl, or a folder saved with datasets.save_to_disk; pkg:<module>/<path> names a file inside an installed package")
     validation_file: str = opt("", "evaluation data (same formats); empty = split off validation_ratio of train")
     test_file: str = opt("", "optional held-out data, evaluated once with the best adapter at the end")
-    data_format: str = opt("auto", "auto (by extension; a folder is a saved HF dataset; .json in SQuAD's nested layout reads as squad) | csv | tsv | json | jsonl | hf | squad")
+    data_format: str = opt("auto", "auto (by extension; a folder is a saved HF dataset; .conll/.iob2/.iob are conll; .json in SQuAD's nested layout reads as squad) | csv | tsv | json | jsonl | hf | conll (token ... tag per line, blank line between sentences) | squad")
     header: str = opt("auto", "csv/tsv first row is a header: auto | true | false")
     columns: list = opt([], "column names for a file without header, in order, e.g. [source, label, mark, sentence]")
     delimiter: str = opt("", "field separator; empty = ',' for csv, tab for tsv (financial_phrasebank uses '@')")
@@ -45,7 +45,9 @@ class DataConfig:
     text_column: str = opt("sentence", "column with the text")
     text_pair_column: str = opt("", "second text column for sentence-pair tasks (MRPC, QQP, RTE); empty = single sentences")
     label_column: str = opt("label", "column with the label (strings or ints)")
-    label_names: list = opt([], "label order; empty = labels seen in training data, sorted")
+    label_names: list = opt([], "label order; empty = labels seen in training data, sorted (ner: the tag names of integer tags, in order; other tags seen in train are added)")
+    tokens_column: str = opt("tokens", "ner, json/jsonl/hf data: column with the list of words (conll files give `tokens`)")
+    tags_column: str = opt("", "ner, json/jsonl/hf data: column with the list of tags (strings, or ints naming label_names); empty = ner_tags if present, else tags")
     question_column: str = opt("", "multiple choice: column with the question; empty = auto (question, prompt, question_stem)")
     option_columns: list = opt([], "multiple choice: columns holding the options, e.g. [A, B, C, D, E]; empty = auto from the layout")
     answer_column: str = opt("", "multiple choice: column with the answer (option label, 0-based index or option text); empty = auto")
@@ -60,7 +62,7 @@ class DataConfig:
 
 @dataclass
 class TaskConfig:
-    task: str = opt("classification", "task: classification | multiple_choice | qa (extractive question answering, SQuAD 1.1/2.0) | sft (instruction tuning of a causal LM, scored by generation)")
+    task: str = opt("classification", "task: classification | ner (token classification, IOB2 tags) | multiple_choice | qa (extractive question answering, SQuAD 1.1/2.0) | sft (instruction tuning of a causal LM, scored by generation)")
     max_length: int = opt(128, "max tokens per example; longer inputs are truncated (alias cutoff_len)")
     doc_stride: int = opt(0, "qa: tokens shared by consecutive windows of a long context; 0 = max_length // 3")
     n_best: int = opt(20, "qa: start and end candidates per window considered for the answer span")

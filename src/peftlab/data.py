@@ -95,41 +95,10 @@ def label_map(value) -> dict[str, str]:
 
 # ---- reading -----------------------------------------------------------------------------------
 
-def read_conll(path: Path, encoding: str) -> Split:
-    """token ... tag per line, blank line between sentences, -DOCSTART- skipped -> {tokens, tags}.
-    Minimal on purpose: formats.py gets the NER task's full CoNLL reader; this one is for convert."""
-    from .formats import decode
-
-    records, rows, tokens, tags, start = [], [], [], [], 0
-    for i, line in enumerate(decode(path, encoding).splitlines() + [""], 1):
-        fields = line.split()
-        if fields and fields[0] == "-DOCSTART-":
-            continue
-        if not fields:
-            if tokens:
-                records.append({"tokens": tokens, "tags": tags})
-                rows.append(start)
-            tokens, tags = [], []
-            continue
-        if len(fields) < 2:
-            raise UserError(f"{path}:{i}: '{line.strip()}' has no tag; each line must be 'token<TAB>tag' "
-                            f"(blank line between sentences)")
-        start = start if tokens else i
-        tokens.append(fields[0])
-        tags.append(fields[-1])
-    if not records:
-        raise UserError(f"{path}: the file is empty (input file)")
-    return Split(records, str(path), rows)
-
-
 def read_input(path: str | Path, data) -> Split:
-    path = Path(path).expanduser()
-    if data.data_format == "conll" or (data.data_format == "auto" and BY_SUFFIX.get(path.suffix.lower()) == "conll"):
-        if not path.is_file():
-            raise UserError(f"input file: file not found: {path}")
-        return read_conll(path, data.encoding)
-    return read_records(path, "input file", data.data_format, data.encoding, data.delimiter, data.header,
-                        data.columns)
+    """The input file, read by the training path's readers (CoNLL files included)."""
+    return read_records(Path(path).expanduser(), "input file", data.data_format, data.encoding, data.delimiter,
+                        data.header, data.columns)
 
 
 # ---- alpaca templates --------------------------------------------------------------------------

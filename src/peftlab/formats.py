@@ -13,7 +13,9 @@ from pathlib import Path
 
 from .errors import UserError
 
-FORMATS = ("auto", "csv", "tsv", "json", "jsonl", "hf", "squad")
+FORMATS = ("auto", "csv", "tsv", "json", "jsonl", "hf", "conll", "squad")
+# token-per-line NER files: CoNLL-2003 (.conll), JNLPBA/BioNLP2004 (.iob2)
+CONLL_SUFFIXES = (".conll", ".iob2", ".iob", ".bio")
 
 
 @dataclass
@@ -32,6 +34,8 @@ def detect_format(path: Path, data_format: str) -> str:
     if path.is_dir():
         return "hf"
     suffix = path.suffix.lower()
+    if suffix in CONLL_SUFFIXES:
+        return "conll"
     return {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".json": "json", ".jsonl": "jsonl"}.get(suffix, "csv")
 
 
@@ -140,6 +144,43 @@ def read_json(path: Path, text: str, jsonl: bool, squad: bool = False) -> tuple[
     return data, list(range(1, len(data) + 1))
 
 
+def read_conll(path: Path, text: str) -> tuple[list[dict], list[int]]:
+    """CoNLL-style columns -> one record {tokens, tags} per sentence, its row = the line of its first token.
+
+    A token per line, whitespace-separated columns, the token first and the tag LAST (CoNLL-2003 has 4
+    columns, JNLPBA 2); a blank line ends a sentence; `-DOCSTART-` (CoNLL-2003, JNLPBA .tsv) and
+    `###MEDLINE:` (original JNLPBA training file) lines mark documents and are skipped. Written here
+    because neither datasets nor seqeval reads such files (datasets has per-corpus scripts only).
+    """
+    records, rows, tokens, tags, first = [], [], [], [], None
+
+    def end_sentence():
+        if tokens:
+            records.append({"tokens": list(tokens), "tags": list(tags)})
+            rows.append(start)
+            tokens.clear()
+            tags.clear()
+
+    for i, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields or fields[0] == "-DOCSTART-" or fields[0].startswith("###MEDLINE:"):
+            end_sentence()
+            continue
+        if len(fields) < 2:
+            raise UserError(f"{path}:{i}: one column ({line.strip()!r}); expected a token and its tag separated "
+                            f"by whitespace, the tag in the last column, and a blank line between sentences")
+        first = first or (len(fields), i)
+        if len(fields) != first[0]:
+            raise UserError(f"{path}:{i}: {len(fields)} columns, but line {first[1]} has {first[0]}; every token "
+                            f"line needs the same columns (token first, tag last); fix the line")
+        if not tokens:
+            start = i
+        tokens.append(fields[0])
+        tags.append(fields[-1])
+    end_sentence()
+    return records, rows
+
+
 def read_hf(path: Path) -> tuple[list[dict], list[int]]:
     import datasets
 
@@ -177,7 +218,9 @@ def read_records(path: str | Path, key: str, data_format: str = "auto", encoding
         records, lines = read_hf(path)
     else:
         text = decode(path, encoding)
-        if fmt in ("csv", "tsv"):
+        if fmt == "conll":
+            records, lines = read_conll(path, text)
+        elif fmt in ("csv", "tsv"):
             sep = delimiter or ("\t" if fmt == "tsv" else ",")
             records, lines = read_table(path, text, sep, header, list(columns))
         else:

@@ -135,18 +135,8 @@ def load_for_classification(resolved: ResolvedModel, labels: list[str], pooling:
     """AutoModelForSequenceClassification with the chosen pooling. Returns (model, pooling used)."""
     from transformers import AutoModelForSequenceClassification
 
-    if dtype not in DTYPES:
-        raise UserError(f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}")
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            resolved.path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={l: i for i, l in enumerate(labels)}, dtype=DTYPES[dtype],
-            trust_remote_code=trust_remote_code)
-    except OSError as e:
-        raise UserError(f"model '{resolved.spec}': cannot load ({e}). Offline? Use a local folder or a named model.") from None
-    except ValueError as e:
-        raise UserError(f"model '{resolved.spec}': no sequence-classification head for this architecture ({e})") from None
-    model.config.pad_token_id = pad_token_id
+    model = load_with_labels(AutoModelForSequenceClassification, "sequence-classification", resolved, labels, dtype,
+                             pad_token_id, trust_remote_code)
     used = resolved.pooling if pooling == "auto" else pooling
     return model, apply_pooling(model, used)
 
@@ -209,3 +199,29 @@ def load_causal_lm(resolved: ResolvedModel, dtype: str, trust_remote_code: bool 
     except ValueError as e:
         raise UserError(f"model '{resolved.spec}': not a causal (decoder) language model, which generation "
                         f"needs ({e}); use a decoder such as smollm2-135m") from None
+
+
+def load_with_labels(auto_class, head: str, resolved: ResolvedModel, labels: list[str], dtype: str,
+                     pad_token_id: int, trust_remote_code: bool = False):
+    """auto_class.from_pretrained with a fresh head over `labels`; load problems become UserErrors."""
+    if dtype not in DTYPES:
+        raise UserError(f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}")
+    try:
+        model = auto_class.from_pretrained(
+            resolved.path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={l: i for i, l in enumerate(labels)}, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise UserError(f"model '{resolved.spec}': cannot load ({e}). Offline? Use a local folder or a named model.") from None
+    except ValueError as e:
+        raise UserError(f"model '{resolved.spec}': no {head} head for this architecture ({e})") from None
+    model.config.pad_token_id = pad_token_id
+    return model
+
+
+def load_for_token_classification(resolved: ResolvedModel, labels: list[str], dtype: str, pad_token_id: int,
+                                  trust_remote_code: bool = False):
+    """AutoModelForTokenClassification: a linear head (`classifier`, or `score` on decoders) on every token."""
+    from transformers import AutoModelForTokenClassification
+
+    return load_with_labels(AutoModelForTokenClassification, "token-classification", resolved, labels, dtype,
+                            pad_token_id, trust_remote_code)

@@ -148,6 +148,10 @@ def load_best(model, folder: Path) -> None:
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+        # prompt-learning adapters are saved as their prompt encoder's output (p-tuning's MLP applied);
+        # peft uses them as such only in inference mode, which is all that follows the reload
+        if model.active_peft_config.is_prompt_learning:
+            model.active_peft_config.inference_mode = True
     else:
         model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
 

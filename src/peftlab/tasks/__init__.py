@@ -34,7 +34,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import UserError, closest
-from . import classification, cls_generate, cls_likelihood, multiple_choice, qa, sft
+from . import classification, cls_generate, cls_likelihood, multiple_choice, ner, qa, sft
 
 @dataclass
 class TaskEnv:
@@ -48,7 +48,7 @@ class TaskEnv:
         return self.trainer.model
 
 
-TASKS: dict[str, ModuleType] = {"classification": classification, "multiple_choice": multiple_choice,
+TASKS: dict[str, ModuleType] = {"classification": classification, "ner": ner, "multiple_choice": multiple_choice,
                                "qa": qa, "sft": sft}
 # classification with an LLM can be done three ways (config `classify_by`), each its own module
 CLASSIFY_BY: dict[str, ModuleType] = {"head": classification, "generate": cls_generate, "likelihood": cls_likelihood}
