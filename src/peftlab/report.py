@@ -225,21 +225,24 @@ def front_of(rows: list[dict], cost_key: str, metric: str) -> list[int]:
     return [idx[j] for j in pareto_front(pts, higher_is_better(metric))]
 
 
+TOLERANCE = 0.02  # with one seed per method: how far below the best still counts as "as good"
+
+
 def verdict(s: dict) -> list[str]:
-    """Plain sentences answering 'which method should I use here?'."""
+    """Plain sentences answering 'which method should I use here?': the best, the ones as good as it
+    (within seed noise, or within TOLERANCE with one seed each), and the cheapest of those per cost."""
     metric, rows = s["metric"], s["groups"]
-    by = {r["group"]: r for r in rows}
-    best = by[s["best"]]
-    seeds = any(r["seeds"] > 1 for r in rows)
-    lines = [f"Best {metric} at the best epoch: **{best['group']}** "
-             f"({fmt_stat(**best['metrics_best'][metric], digits=3)})."]
-    if seeds:
+    best = next(r for r in rows if r["group"] == s["best"])
+    show = lambda r: fmt_stat(**r["metrics_best"][metric], digits=3)  # noqa: E731
+    lines = [f"Best {metric} at the best epoch: **{best['group']}** ({show(best)})."]
+    if any(r["seeds"] > 1 for r in rows):
         close = [r for r in rows if r is best or not r["vs_best"]["beyond_noise"]]
         rule = "not distinguishable from it by seed noise"
     else:
-        close = [r for r in rows if r is best or abs(r["vs_best"]["diff"] or 0) <= 0.01]
-        rule = "within 0.01 of it (one seed each: run more seeds to tell noise from difference)"
-    others = [r["group"] for r in close if r is not best]
+        close = [r for r in rows if r is best or abs(r["vs_best"]["diff"] or 0) <= TOLERANCE]
+        rule = (f"within {TOLERANCE} of it (one seed each, so differences this small may be noise: "
+                f"a `grid: {{seed: [1, 2, 3]}}` sweep tells)")
+    others = [f"{r['group']} ({show(r)})" for r in close if r is not best]
     if others:
         lines.append(f"{rule[0].upper() + rule[1:]}: {', '.join(others)}.")
     for key, label in (("trainable_params", "fewest trainable parameters"), ("peak_memory_mb", "lowest peak memory"),
@@ -247,8 +250,13 @@ def verdict(s: dict) -> list[str]:
         cost = lambda r: (r[key]["mean"] if isinstance(r[key], dict) else r[key]) or math.inf  # noqa: E731
         pick = min(close, key=cost)
         if pick is not best:
-            lines.append(f"Among those, {label}: **{pick['group']}** "
-                         f"({fmt_stat(**pick['metrics_best'][metric], digits=3)} {metric}).")
+            ratio = cost(best) / cost(pick) if cost(pick) else math.inf
+            lines.append(f"Among those, {label}: **{pick['group']}** ({show(pick)} {metric}; "
+                         f"{best['group']} takes {ratio:.1f}x that).")
+    cheapest = min(rows, key=lambda r: (r["time_per_epoch_s"]["mean"] or math.inf))
+    if cheapest not in close:
+        lines.append(f"The fastest, **{cheapest['group']}**, gives up "
+                     f"{abs(cheapest['vs_best']['diff']):.3f} {metric} against {best['group']}.")
     return lines
 
 
