@@ -146,7 +146,9 @@ def test_stopped_sweep_resumes_without_redoing_finished_runs(tmp_path, base_conf
                                               {"name": "second", "method": "full"}])
     folder = tmp_path / "sweeps" / "tiny"
     cmd = [sys.executable, "-m", "peftlab", "sweep", str(path)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # SIGINT back to its default: a shell that started pytest in the background may have set it to ignored
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline:  # stop the sweep once the second run is training
         if (json.loads((folder / "second" / "result.json").read_text()) if (folder / "second" / "result.json").exists()
