@@ -185,35 +185,35 @@ def apply_pooling(model: nn.Module, pooling: str) -> str:
                     f"{'cls or mean' if has_pooler else 'last'}")
 
 
+def load_pretrained(auto_class, resolved: ResolvedModel, dtype: str, trust_remote_code: bool = False,
+                    wrong_head: str = "", **kwargs):
+    """auto_class.from_pretrained; a bad dtype, a missing model or an architecture without this head
+    becomes one UserError (`wrong_head` says what the head is and what would fix it)."""
+    if dtype not in DTYPES:
+        raise UserError(f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}")
+    try:
+        return auto_class.from_pretrained(resolved.path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
+                                          **kwargs)
+    except OSError as e:
+        raise UserError(f"model '{resolved.spec}': cannot load ({e}). Offline? Use a local folder or a named model.") from None
+    except ValueError as e:
+        raise UserError(f"model '{resolved.spec}': {wrong_head or 'no such head for this architecture'} ({e})") from None
+
+
 def load_causal_lm(resolved: ResolvedModel, dtype: str, trust_remote_code: bool = False):
     """AutoModelForCausalLM with its own LM head, for the tasks that generate."""
     from transformers import AutoModelForCausalLM
 
-    if dtype not in DTYPES:
-        raise UserError(f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}")
-    try:
-        return AutoModelForCausalLM.from_pretrained(resolved.path, dtype=DTYPES[dtype],
-                                                    trust_remote_code=trust_remote_code)
-    except OSError as e:
-        raise UserError(f"model '{resolved.spec}': cannot load ({e}). Offline? Use a local folder or a named model.") from None
-    except ValueError as e:
-        raise UserError(f"model '{resolved.spec}': not a causal (decoder) language model, which generation "
-                        f"needs ({e}); use a decoder such as smollm2-135m") from None
+    return load_pretrained(AutoModelForCausalLM, resolved, dtype, trust_remote_code,
+                           "not a causal (decoder) language model, which generation needs; use a decoder such as smollm2-135m")
 
 
 def load_with_labels(auto_class, head: str, resolved: ResolvedModel, labels: list[str], dtype: str,
                      pad_token_id: int, trust_remote_code: bool = False):
     """auto_class.from_pretrained with a fresh head over `labels`; load problems become UserErrors."""
-    if dtype not in DTYPES:
-        raise UserError(f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}")
-    try:
-        model = auto_class.from_pretrained(
-            resolved.path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={l: i for i, l in enumerate(labels)}, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
-    except OSError as e:
-        raise UserError(f"model '{resolved.spec}': cannot load ({e}). Offline? Use a local folder or a named model.") from None
-    except ValueError as e:
-        raise UserError(f"model '{resolved.spec}': no {head} head for this architecture ({e})") from None
+    model = load_pretrained(auto_class, resolved, dtype, trust_remote_code, f"no {head} head for this architecture",
+                            num_labels=len(labels), id2label=dict(enumerate(labels)),
+                            label2id={l: i for i, l in enumerate(labels)})
     model.config.pad_token_id = pad_token_id
     return model
 

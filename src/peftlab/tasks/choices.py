@@ -200,17 +200,9 @@ def with_scoring(model, mixin, **attrs):
 
 def load_pretrained(auto_cls, resolved, cfg, what: str):
     """auto_cls.from_pretrained with the run's dtype; failures become UserErrors."""
-    from ..models import DTYPES
+    from ..models import load_pretrained as load
 
-    if cfg.model.dtype not in DTYPES:
-        raise UserError(f"dtype: '{cfg.model.dtype}' is not one of {', '.join(DTYPES)}")
-    try:
-        return auto_cls.from_pretrained(resolved.path, dtype=DTYPES[cfg.model.dtype],
-                                        trust_remote_code=cfg.model.trust_remote_code)
-    except OSError as e:
-        raise UserError(f"model '{resolved.spec}': cannot load ({e}). Offline? Use a local folder or a named model.") from None
-    except ValueError as e:
-        raise UserError(f"model '{resolved.spec}': {what} ({e})") from None
+    return load(auto_cls, resolved, cfg.model.dtype, cfg.model.trust_remote_code, what)
 
 
 def load_likelihood_model(resolved, cfg, option_token_ids=None):

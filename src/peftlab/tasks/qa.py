@@ -19,7 +19,7 @@ from scipy.special import softmax
 
 from ..errors import UserError
 from ..formats import Split
-from ..models import DTYPES
+from ..models import load_pretrained
 from ..rundir import write_jsonl
 from ..squad_metrics import aggregate, best_threshold, score
 
@@ -191,15 +191,8 @@ def build_model(resolved, prepared: Prepared, cfg, tokenizer):
     if method in ("prompt-tuning", "p-tuning"):
         raise UserError(f"method: {method} prepends virtual tokens, so peft's question-answering start/end logits "
                         f"no longer line up with the input tokens; use lora, dora, ia3, prefix-tuning or full")
-    if cfg.model.dtype not in DTYPES:
-        raise UserError(f"dtype: '{cfg.model.dtype}' is not one of {', '.join(DTYPES)}")
-    try:
-        model = AutoModelForQuestionAnswering.from_pretrained(resolved.path, dtype=DTYPES[cfg.model.dtype],
-                                                              trust_remote_code=cfg.model.trust_remote_code)
-    except OSError as e:
-        raise UserError(f"model '{resolved.spec}': cannot load ({e}). Offline? Use a local folder or a named model.") from None
-    except ValueError as e:
-        raise UserError(f"model '{resolved.spec}': no question-answering head for this architecture ({e})") from None
+    model = load_pretrained(AutoModelForQuestionAnswering, resolved, cfg.model.dtype, cfg.model.trust_remote_code,
+                            "no question-answering head for this architecture")
     model.config.pad_token_id = tokenizer.pad_token_id
     return model, {"doc_stride": stride_of(cfg)}
 
