@@ -271,7 +271,7 @@ def table_rows(s: dict, phase: str) -> tuple[list[str], list[list[str]]]:
         t, m, a = r["time_per_epoch_s"], r["peak_memory_mb"], r["adapter_size_mb"]
         row = [r["group"], str(r["seeds"]), fmt_stat(t["mean"], t["std"], t["n"], 1) + " s" if t["mean"] else "-",
                fmt_stat(m["mean"] / 1024, None, 1, 2) + " GiB" if m["mean"] else "-",
-               fmt_params(r["trainable_params"]), f"{r['trainable_pct']:.2f}",
+               fmt_params(r["trainable_params"]), f"{r['trainable_pct']:.{2 if r['trainable_pct'] >= 0.1 else 3}f}",
                f"{a['mean']:.1f} MB" if a["mean"] is not None else "-"]
         row += [fmt_stat(**r[phase][c], digits=3) for c in s["columns"]]
         if phase == "metrics_best":
