@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from .errors import UserError, closest
-from .formats import Split, read_records, sample
+from .formats import Split, label_key, read_records, sample
 
 OUT_FORMATS = ("alpaca", "json", "jsonl", "csv", "tsv", "conll")
 BY_SUFFIX = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".conll": "conll",
@@ -68,13 +68,6 @@ def parse_keys(pairs: list[str]):
             raise UserError(f"'{text}': unknown key '{key}'{closest(key, [*READ_KEYS, *TEMPLATE_KEYS])}; "
                             f"`peftlab data convert --help` lists the keys")
     return load_config(None, read).data, templates
-
-
-def label_key(value) -> str:
-    """As tasks.classification.label_key (1.0 from JSON is label '1'); here so convert needs no torch import."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value).strip()
 
 
 def label_map(value) -> dict[str, str]:

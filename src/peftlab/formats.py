@@ -26,6 +26,13 @@ class Split:
     group: str = ""      # column whose rows belong together (SQuAD: title), what split_by: auto keeps together
 
 
+def label_key(value) -> str:
+    """Labels compare as strings; integral floats (1.0 from JSON) count as ints."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
 def detect_format(path: Path, data_format: str) -> str:
     if data_format != "auto":
         if data_format not in FORMATS:

@@ -175,9 +175,9 @@ def fmt_params(n: float | None) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{int(n):,}"
 
 
-def summarize(folder: Path) -> dict:
+def summarize(folder: Path, collected: tuple[dict, list[Run]] | None = None) -> dict:
     """Everything the report shows, as plain data (also written as report.json)."""
-    state, runs = collect(folder)
+    state, runs = collected or collect(folder)
     groups = groups_of(runs)
     out = {"sweep": state.get("name", Path(folder).name), "folder": str(folder),
            "description": state.get("description", ""), "noise_rule": NOISE_RULE,
@@ -342,14 +342,15 @@ def write_report(folder: Path) -> tuple[str, Path]:
     """Write report/{report.md,.csv,.json,.html,*.png}; returns (markdown, html path)."""
     from .report_html import write_html
 
-    s = summarize(folder)
+    state, runs = collect(folder)
+    s = summarize(folder, (state, runs))
     out = Path(folder) / "report"
     out.mkdir(exist_ok=True)
     md = to_markdown(s)
     write_text(out / "report.md", md)
     write_text(out / "report.csv", to_csv(s))
     write_json(out / "report.json", s)
-    html = write_html(s, collect(folder)[1], out)
+    html = write_html(s, runs, out)
     return md, html
 
 

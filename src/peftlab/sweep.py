@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .config import Config, build_config, read_yaml_mapping
+from .config import SECTIONS, Config, build_config, read_yaml_mapping
 from .errors import UserError, closest
 from .rundir import read_json, write_json, write_text, write_yaml
 
@@ -78,7 +78,7 @@ def flat_settings(data: dict) -> dict:
     """Sectioned or flat settings -> flat {key: value} (for names and display)."""
     out = {}
     for key, value in data.items():
-        if isinstance(value, dict) and key in ("model", "data", "task", "method", "train", "eval"):
+        if isinstance(value, dict) and key in SECTIONS:
             out.update(value)
         else:
             out[key] = value

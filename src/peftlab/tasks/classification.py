@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..formats import Split
+from ..formats import Split, label_key
 from ..metrics import compute_classification
 from ..models import load_for_classification
 from ..rundir import write_jsonl
@@ -30,13 +30,6 @@ METRICS = ("accuracy", "precision", "recall", "f1", "precision_macro", "recall_m
 class Prepared:
     labels: list[str]                                   # index -> label name
     examples: dict[str, list[tuple[str, str | None, int]]]  # split -> (text, pair, label index)
-
-
-def label_key(value) -> str:
-    """Labels compare as strings; integral floats (1.0 from JSON) count as ints."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value).strip()
 
 
 def sort_labels(labels: set[str]) -> list[str]:
