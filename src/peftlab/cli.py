@@ -71,6 +71,67 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from .evaluation import format_eval_summary, run_eval
+
+    result, folder = run_eval(args.source, list(args.overrides), args.split, args.out, args.overwrite)
+    print("\n" + format_eval_summary(result))
+    print(f"evaluation folder: {folder}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .predict import run_predict
+
+    for line in run_predict(args.source, args.input, list(args.overrides), limit=args.limit, name=args.name,
+                            out=args.out, answers=args.answers, overwrite=args.overwrite):
+        print(line)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import run_export
+
+    for line in run_export(args.run, out=args.out, merge=args.merge, adapter_only=args.adapter_only,
+                           gguf=args.gguf, overwrite=args.overwrite):
+        print(line)
+    return 0
+
+
+SOURCE_HELP = ("a run folder (its best weights), a folder or .gguf written by `peftlab export`, or a YAML config "
+               "(its model, untrained: zero-/few-shot baselines); key=value pairs alone work too")
+
+
+def add_after_training_parsers(sub) -> None:
+    p = sub.add_parser("eval", help="score a base model, a run, a merged export or a .gguf file on labeled data",
+                       description="Writes an evaluation folder shaped like a run folder, which `peftlab report` "
+                                   "shows beside the training runs.")
+    p.add_argument("source", nargs="?", help=SOURCE_HELP)
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. shots=3 validation_file=dev.tsv backend=llamacpp")
+    p.add_argument("--split", default="validation", help="validation (default) | test | extra")
+    p.add_argument("--out", help="evaluation folder (default: next to the run, or under output_dir)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing evaluation folder")
+    p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("predict", help="predict unlabeled rows into result_NAME.txt (+ JSONL); --answers grades them")
+    p.add_argument("source", help=SOURCE_HELP)
+    p.add_argument("input", help="rows to predict, in any format the task reads (gold columns may be absent)")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. text_column=sentence columns=a,b,c")
+    p.add_argument("--limit", type=int, default=0, help="predict only the first N rows of the input (0 = all)")
+    p.add_argument("--name", default="", help="result_NAME.txt; default: the input file's stem")
+    p.add_argument("--out", default="", help="folder for result_NAME.txt and predictions_NAME.jsonl (default: .)")
+    p.add_argument("--answers", help="answer file, one gold label per line, to grade the predictions against")
+    p.add_argument("--overwrite", action="store_true", help="replace existing result files")
+    p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("export", help="merge an adapter into its base, copy the adapter, or write GGUF files")
+    p.add_argument("run", help="a run folder written by `peftlab train`")
+    p.add_argument("--out", default="", help="output folder (default: RUN-merged, RUN-saved_model)")
+    p.add_argument("--merge", action="store_true", help="fold the adapter into the base: a plain transformers folder")
+    p.add_argument("--adapter-only", action="store_true", help="copy the adapter alone (what graders load) to saved_model/")
+    p.add_argument("--gguf", default="", help="comma list of GGUF types to write from the merged model: f16,q8_0,q4_0,q4_k_m")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=cmd_export)
+
+
 def cmd_models(args) -> int:
     from .models import NAMED_MODELS
 
@@ -151,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folders", nargs="+", help="a sweep folder, or two sweep folders to compare")
     p.add_argument("--out", help="with two folders: also write the comparison markdown to this file")
     p.set_defaults(func=cmd_report)
+    add_after_training_parsers(sub)
     add_data_parser(sub)
     sub.add_parser("models", help="list the named models").set_defaults(func=cmd_models)
     sub.add_parser("methods", help="list the tuning methods").set_defaults(func=cmd_methods)
@@ -176,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
-    if args.command in ("train", "sweep", "data"):
+    if args.command in ("train", "sweep", "data", "eval", "predict", "export"):
         quiet_libraries()
     try:
         return args.func(args)

@@ -1,0 +1,185 @@
+"""`peftlab eval SOURCE`: score a base model (zero- or few-shot), a run's best weights, a merged
+export or a .gguf file on a task's labeled data, and write an evaluation folder shaped like a run
+folder, so that `peftlab report` puts every kind of row in one table.
+
+The folder: config.yaml (resolved), metrics.jsonl (one line, as epoch 0), predictions_<split>.jsonl,
+result.json (kind "eval": metrics, wall time, examples/s, input tokens/s, peak memory, size on
+disk, the few-shot examples shown, where the weights came from). Nothing is written before the
+data, the model and the weights have loaded, and every file is written atomically.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .config import Config
+from .errors import UserError
+from .formats import load_splits
+from .infer import Scored, Session, Source, open_session, read_source, score_split
+from .measure import folder_size_mb, git_hash, library_versions, peak_memory
+from .rundir import write_json, write_jsonl, write_yaml
+
+EVAL_SPLITS = ("validation", "test", "extra")
+
+
+def load_eval_splits(cfg: Config, split: str) -> dict:
+    """The run's splits; without a train_file the evaluated file also gives the label set (no shots then)."""
+    if split not in EVAL_SPLITS:
+        raise UserError(f"--split: '{split}' is not one of {', '.join(EVAL_SPLITS)}")
+    data = cfg.data
+    if not data.train_file:
+        file = {"validation": data.validation_file, "test": data.test_file, "extra": data.extra_eval_file}[split]
+        if not file:
+            raise UserError(f"{split}: no file to evaluate; set validation_file= (and train_file= for few-shot "
+                            f"examples and the label set)")
+        data.train_file = file
+        if cfg.eval.shots:
+            raise UserError("shots: few-shot examples come from train_file, which is not set")
+    splits = load_splits(data, cfg.train.seed)
+    if split not in splits:
+        key = {"test": "test_file", "extra": "extra_eval_file"}.get(split, "validation_file")
+        raise UserError(f"--split {split}: `{key}` is not set in the config")
+    return splits
+
+
+def default_eval_dir(cfg: Config, source: Source, split: str) -> Path:
+    """Next to the run folder it evaluates (so a sweep's report sees it), else under output_dir."""
+    shots = f"-{cfg.eval.shots}shot" if cfg.eval.shots else ""
+    suffix = f"-{split}" if split != "validation" else ""
+    if source.kind == "run":
+        return source.folder.parent / f"{source.folder.name}-eval{shots}{suffix}"
+    model = Path(cfg.model.model).stem if source.kind == "config" else Path(cfg.model.model).name
+    return Path(cfg.train.output_dir) / f"eval-{cfg.task.task}-{model}{shots}{suffix}"
+
+
+def row_label(session: Session) -> str:
+    """How the row shows in a report when it is not part of a sweep."""
+    cfg, source = session.cfg, session.source
+    if source.kind == "run":
+        return f"{source.result.get('method', 'run')} (adapter)" if source.weights.name == "adapter" else \
+            str(source.result.get("method", "run"))
+    if cfg.model.model.endswith(".gguf"):
+        return f"{Path(cfg.model.model).stem} ({session.backend})"
+    if source.kind == "export":
+        return "merged"
+    return f"{cfg.eval.shots}-shot" if cfg.eval.shots else "zero-shot"
+
+
+def size_on_disk(session: Session) -> dict:
+    """MB of what must be on disk to run this model: base + adapter, a merged folder, or the gguf file."""
+    cfg, source = session.cfg, session.source
+    model = Path(cfg.model.model)
+    if session.backend == "llamacpp" or model.suffix == ".gguf" and model.is_file():
+        return {"size_on_disk_mb": round(model.stat().st_size / 2**20, 3)}
+    if source.kind == "export":
+        files = [f for f in source.folder.iterdir() if f.is_file() and f.suffix != ".gguf"]
+        return {"size_on_disk_mb": round(sum(f.stat().st_size for f in files) / 2**20, 3)}
+    base_path = Path(session.resolved.path)
+    base = folder_size_mb(base_path) if base_path.is_dir() else None
+    if source.kind == "run" and source.weights.name == "adapter":
+        adapter = folder_size_mb(source.weights)
+        return {"size_on_disk_mb": None if base is None else round(base + adapter, 3), "adapter_size_mb": adapter,
+                "base_size_mb": base}
+    return {"size_on_disk_mb": base}
+
+
+def describe_source(session: Session) -> dict:
+    source = session.source
+    out = {"kind": source.kind, "backend": session.backend, "model": session.cfg.model.model}
+    if source.folder:
+        out["folder"] = str(source.folder)
+    if source.weights:
+        out["weights"] = str(source.weights)
+    if source.kind == "run":
+        out.update(run=source.result.get("run_name"), run_method=source.result.get("method"),
+                   run_best_epoch=source.result.get("best_epoch"))
+    return out
+
+
+def eval_result(session: Session, split: str, scored: Scored, out_dir: Path, started: float) -> dict:
+    cfg = session.cfg
+    metrics = {"epoch": 0, **{k: v for k, v in scored.metrics.items()}}
+    n = len(session.encoded[split])
+    return {"kind": "eval", "status": "completed", "run_name": out_dir.name, "task": cfg.task.task,
+            "model": cfg.model.model, "method": row_label(session), "source": describe_source(session),
+            "split": split, "shots": cfg.eval.shots, "shots_shown": session.shots,
+            "metric_for_best": resolve_metric_name(session), "best_epoch": 0, "epochs_run": 0,
+            "metrics_epoch0": metrics, "metrics_best": metrics, "metrics_last": metrics,
+            "n_evaluated": n, "eval_wall_s": round(scored.seconds, 3),
+            "examples_per_s": round(n / scored.seconds, 3) if scored.seconds else None,
+            "tokens_per_s": round(scored.tokens / scored.seconds, 1) if scored.seconds else None,
+            "input_tokens": scored.tokens, **peak_memory(), **size_on_disk(session),
+            "labels": getattr(session.prepared, "labels", None),
+            "trainable_params": 0, "total_params": model_params(session), "trainable_pct": 0.0,
+            "versions": library_versions(), "git_hash": git_hash(), "wall_time_s": round(time.time() - started, 2),
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def model_params(session: Session) -> int | None:
+    if session.model is None:
+        return None
+    return int(sum(p.numel() for p in session.model.parameters()))
+
+
+def resolve_metric_name(session: Session) -> str:
+    from .train import resolve_metric
+
+    return resolve_metric(session.cfg, session.task)
+
+
+def run_eval(spec: str | None, overrides: list[str], split: str = "validation", out: str | None = None,
+             overwrite: bool = False) -> tuple[dict, Path]:
+    """Evaluate; returns (result, evaluation folder)."""
+    started = time.time()
+    cfg, source = read_source(spec, overrides)
+    out_dir = Path(out) if out else default_eval_dir(cfg, source, split)
+    if out_dir.exists() and not overwrite:
+        raise UserError(f"{out_dir} already exists; pass --overwrite to replace it, or --out another folder")
+    resolve_metric_name_early(cfg)
+    splits = load_eval_splits(cfg, split)
+    session = open_session(cfg, source, splits, [split])
+    print(f"peftlab: evaluating {source.describe(cfg)} on {len(session.encoded[split])} {split} examples "
+          f"({session.backend}{f', {cfg.eval.shots}-shot' if cfg.eval.shots else ''})", flush=True)
+    scored = score_split(session, split)
+    result = eval_result(session, split, scored, out_dir, started)
+    write_eval_folder(session, split, scored, result, out_dir)
+    return result, out_dir
+
+
+def resolve_metric_name_early(cfg: Config) -> None:
+    """A wrong metric_for_best fails before anything loads."""
+    from .tasks import get_task
+    from .train import resolve_metric
+
+    resolve_metric(cfg, get_task(cfg.task.task, cfg.task.classify_by))
+
+
+def write_eval_folder(session: Session, split: str, scored: Scored, result: dict, out_dir: Path) -> None:
+    """Every file into a temporary folder first, then one rename: no half-written evaluation folder."""
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write_yaml(tmp / "config.yaml", session.cfg.to_dict())
+    write_jsonl(tmp / "metrics.jsonl", [result["metrics_epoch0"]])
+    session.task.write_predictions(tmp / f"predictions_{split}.jsonl", session.prepared, split, scored.predictions,
+                                   session.env)
+    write_json(tmp / "result.json", result)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+
+
+def format_eval_summary(result: dict) -> str:
+    shown = [k for k in ("accuracy", "f1", "mcc", "map@3", "exact_match", "rougeL", "bleu4", "exact", "unparsed")
+             if k in result["metrics_best"]]
+    metric = result["metric_for_best"]
+    keys = list(dict.fromkeys([metric, *shown]))
+    values = "   ".join(f"{k} {result['metrics_best'][k]:.4f}" if isinstance(result["metrics_best"].get(k), float)
+                        else f"{k} {result['metrics_best'].get(k)}" for k in keys if k in result["metrics_best"])
+    size = result.get("size_on_disk_mb")
+    return (f"eval {result['run_name']}  [{result['method']}] on {result['n_evaluated']} {result['split']} examples\n"
+            f"{values}\nwall {result['eval_wall_s']:.1f} s   {result['examples_per_s']} examples/s   "
+            f"{result['tokens_per_s']} input tokens/s   peak memory {result['peak_memory_mb']:.0f} MiB   "
+            f"size on disk {'-' if size is None else f'{size:.1f} MB'}")
+
