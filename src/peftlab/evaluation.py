@@ -48,10 +48,10 @@ def default_eval_dir(cfg: Config, source: Source, split: str) -> Path:
     """Next to the run folder it evaluates (so a sweep's report sees it), else under output_dir."""
     shots = f"-{cfg.eval.shots}shot" if cfg.eval.shots else ""
     suffix = f"-{split}" if split != "validation" else ""
-    if source.kind == "run":
-        return source.folder.parent / f"{source.folder.name}-eval{shots}{suffix}"
-    model = Path(cfg.model.model).stem if source.kind == "config" else Path(cfg.model.model).name
-    return Path(cfg.train.output_dir) / f"eval-{cfg.task.task}-{model}{shots}{suffix}"
+    if source.kind in ("run", "export"):
+        gguf = f"-{Path(cfg.model.model).stem}" if cfg.model.model.endswith(".gguf") else ""
+        return source.folder.parent / f"{source.folder.name}{gguf}-eval{shots}{suffix}"
+    return Path(cfg.train.output_dir) / f"eval-{cfg.task.task}-{Path(cfg.model.model).stem}{shots}{suffix}"
 
 
 def row_label(session: Session) -> str:

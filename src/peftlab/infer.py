@@ -26,6 +26,7 @@ from .models import ResolvedModel, load_tokenizer, resolve_model
 from .rundir import read_json
 from .shots import apply_shots
 from .tasks import TaskEnv, get_task
+from .trainer_callbacks import SKIP_KEYS
 
 BACKENDS = ("auto", "transformers", "llamacpp")
 
@@ -219,7 +220,7 @@ def score_split(session: Session, split: str) -> Scored:
         predictions = out.predictions
         metrics = {k[len(split) + 1:]: v for k, v in out.metrics.items() if k.startswith(f"{split}_")}
     seconds = time.perf_counter() - started
-    for key in ("runtime", "samples_per_second", "steps_per_second"):  # the Trainer's; ours are below
+    for key in SKIP_KEYS - {"epoch"}:  # the Trainer's timings; ours are measured around the whole scoring
         metrics.pop(key, None)
     return Scored(metrics, predictions, seconds, tokens)
 

@@ -37,7 +37,7 @@ def placeholder_gold(cfg: Config, record: dict, labels: list[str] | None) -> dic
         context = str(rec.get("context") or "")
         rec["answers"] = {"text": [context[:1]], "answer_start": [0]} if context else {"text": [], "answer_start": []}
     elif task == "sft" and "instruction" in rec and rec.get("output") is None:
-        rec["output"] = ""
+        rec["output"] = "?"  # the reader wants an answer; generation never sees it
     elif task == "multiple_choice":
         answer = data.answer_column or next((k for k in ("answer", "answerKey", "label") if k in rec), "answer")
         if rec.get(answer) in (None, ""):
@@ -97,8 +97,8 @@ def run_predict(spec: str, input_path: str, overrides: list[str], limit: int = 0
     for position, index in enumerate(order):
         restored[index], row_numbers[index] = rows[position], split.rows[position]
     lines = [line_of(cfg.task.task, r) for r in restored]
-    write_jsonl(result_jsonl, [{"row": number, "input": rec, "prediction": line,
-                                **{k: v for k, v in row.items() if k not in GOLD_KEYS}}
+    write_jsonl(result_jsonl, [{"row": number, "input": rec, **{k: v for k, v in row.items() if k not in GOLD_KEYS},
+                                "prediction": line}
                                for number, rec, line, row in zip(row_numbers, originals, lines, restored)])
     write_text(result_txt, "".join(line + "\n" for line in lines))
     n = len(lines)
@@ -114,6 +114,7 @@ def keep_threshold(session) -> None:
     thresholds = getattr(session.prepared, "thresholds", None)
     if thresholds is not None:
         best = session.source.result.get("metrics_best") or {}
+        session.prepared.with_null = "null_threshold" in best  # SQuAD 2.0 runs abstain; 1.1 runs never do
         thresholds["validation"] = float(best.get("null_threshold", 0.0))
 
 

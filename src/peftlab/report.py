@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .metrics import LOWER_IS_BETTER
+from .report_evals import evaluation_rows, is_eval
 from .rundir import read_json, read_jsonl, write_json, write_text
 
 BOOKKEEPING = {"epoch", "step", "loss", "eval_time_s", "unparsed", "train_time_s", "epoch_wall_s", "train_loss",
@@ -95,7 +96,7 @@ def collect(folder: Path) -> tuple[dict, list[Run]]:
 def groups_of(runs: list[Run]) -> list[Group]:
     order: dict[str, list[Run]] = {}
     for r in runs:
-        if r.status == "completed" and r.result:
+        if r.status == "completed" and r.result and not is_eval(r.result):  # evaluations: their own table
             order.setdefault(r.group, []).append(r)
     return [Group(name, rs) for name, rs in order.items()]
 
@@ -182,7 +183,8 @@ def summarize(folder: Path, collected: tuple[dict, list[Run]] | None = None) -> 
     out = {"sweep": state.get("name", Path(folder).name), "folder": str(folder),
            "description": state.get("description", ""), "noise_rule": NOISE_RULE,
            "runs": [{"name": r.name, "group": r.group, "seed": r.seed, "status": r.status, "error": r.error,
-                     "settings": r.settings} for r in runs], "groups": []}
+                     "settings": r.settings} for r in runs], "groups": [],
+           "evaluations": evaluation_rows(runs)}
     if not groups:
         return out
     metric = groups[0].first["metric_for_best"]
@@ -303,8 +305,11 @@ def to_markdown(s: dict) -> str:
     out = [f"# Sweep {s['sweep']}"]
     if s.get("description"):
         out.append(s["description"])
+    evals = s.get("evaluations")
+    after = ["## Zero-shot, few-shot, tuned, merged and quantized\n\n" + markdown_table(evals["header"], evals["rows"])
+             + "\n\n" + evals["note"]] if evals else []
     if not s["groups"]:
-        return "\n\n".join(out + ["No completed runs yet."] + failed_lines(s)) + "\n"
+        return "\n\n".join(out + (after or ["No completed runs yet."]) + failed_lines(s)) + "\n"
     n_done = sum(r["status"] == "completed" for r in s["runs"])
     out.append(f"Task **{s['task']}**, model **{s['model']}**; {n_done} of {len(s['runs'])} runs completed; "
                f"best epoch chosen by **{s['metric']}**.")
@@ -314,6 +319,7 @@ def to_markdown(s: dict) -> str:
     out.append("## Result at best epoch\n\n" + markdown_table(*table_rows(s, "metrics_best")) + "\n\n" + note)
     front = "; ".join(f"{label}: {', '.join(s['pareto'][key])}" for key, label in COSTS)
     out.append(f"Pareto front ({s['metric']} vs cost) — {front}.")
+    out += after
     failed = failed_lines(s)
     if failed:
         out.append("## Runs not completed\n\n" + "\n".join(failed))

@@ -47,8 +47,12 @@ def write_html(s: dict, runs, out: Path) -> Path:
         parts.append("<h2>Result at best epoch</h2>" + html_table(*table_rows(s, "metrics_best"), best=s["best"]))
         parts.append(f'<p class="note">✱ = differs from the best by more than seed noise ({html.escape(NOISE_RULE)}).</p>')
         parts.append("<h2>Plots</h2>" + "".join(inline_png(out / name, alt) for name, alt, _ in plots))
-    else:
+    elif not s.get("evaluations"):
         parts.append("<p>No completed runs yet.</p>")
+    if s.get("evaluations"):
+        ev = s["evaluations"]
+        parts.append("<h2>Zero-shot, few-shot, tuned, merged and quantized</h2>" + html_table(ev["header"], ev["rows"])
+                     + f'<p class="note">{html.escape(ev["note"])}</p>')
     failed = failed_lines(s)
     if failed:
         parts.append("<h2>Runs not completed</h2><ul>" + "".join(

@@ -116,7 +116,7 @@ def prepare(splits: dict[str, Split], cfg) -> Prepared:
     if t.n_best < 1 or t.max_answer_length < 1 or t.doc_stride < 0:
         raise UserError(f"n_best ({t.n_best}) and max_answer_length ({t.max_answer_length}) must be at least 1, "
                         f"doc_stride ({t.doc_stride}) at least 0")
-    metric, val = cfg.eval.metric_for_best, examples["validation"]
+    metric, val = cfg.eval.metric_for_best, examples.get("validation", [])  # predict has no validation split
     if metric.startswith(("HasAns", "NoAns")) and not any(bool(q.answers) == metric.startswith("HasAns") for q in val):
         raise UserError(f"metric_for_best: {metric}, but the validation split has no such questions; use f1")
     notes = {"qa_questions": {n: len(qs) for n, qs in examples.items()}, "qa_unanswerable": unanswerable}

@@ -1,0 +1,271 @@
+"""After training: eval (zero/few-shot, run folders, exports), predict -> grade, export --merge, report."""
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from conftest import FILL, NEG, POS
+from peftlab.cli import main
+from peftlab.predict import line_of
+from peftlab.shots import apply_shots
+from peftlab.tasks.chat import Conversation
+from peftlab.tasks.choices import Choice
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+
+
+def result_of(folder: Path) -> dict:
+    return json.loads((folder / "result.json").read_text())
+
+
+def cli(*argv, capsys=None) -> int:
+    code = main([str(a) for a in argv])
+    if capsys is not None and code != 0:
+        print(capsys.readouterr().err)
+    return code
+
+
+# ---------------------------------------------------------------- few-shot prompts
+
+def test_shots_never_show_an_evaluated_row_and_keep_each_format():
+    train = [Choice(f"q{i}", ["no", "yes"], i % 2, ["0", "1"]) for i in range(10)]
+    dev = [Choice(f"q{i}", ["no", "yes"], i % 2, ["0", "1"]) for i in range(6)]  # q0..q5 are also in train
+    examples = {"train": list(train), "validation": list(dev)}
+    shown = apply_shots(examples, 3, seed=0, splits=["validation"])
+    assert len(shown) == 3 and all(s["prompt"] not in {f"q{i}" for i in range(6)} for s in shown)
+    first = examples["validation"][0]
+    assert first.prompt.endswith("\n\nq0") and first.options == ["no", "yes"]
+    assert first.prompt.split("\n\n")[0] == f"{shown[0]['prompt']} {shown[0]['answer']}"
+    convs = {"train": [Conversation("", [(f"u{i}", f"a{i}")]) for i in range(5)],
+             "validation": [Conversation("sys", [("u0", "a0")])]}
+    shown = apply_shots(convs, 2, seed=1, splits=["validation"])
+    turns = convs["validation"][0].turns
+    assert len(turns) == 3 and turns[-1] == ("u0", "a0") and ("u0", "a0") not in turns[:2]
+    assert convs["validation"][0].system == "sys" and [t[0] for t in turns[:2]] == [s["prompt"] for s in shown]
+    with pytest.raises(Exception, match="only 4 rows"):
+        apply_shots({"train": convs["train"], "validation": convs["train"][:1]}, 5, 0, ["validation"])
+
+
+def test_few_shot_eval_of_a_base_model_records_its_shots(tiny_llama, sentiment, tmp_path, capsys):
+    args = ["eval", "classify_by=likelihood", f"model={tiny_llama}", f"train_file={sentiment['train']}",
+            f"validation_file={sentiment['dev']}", "label_words=[bad,good]", "max_length=96", "shots=2"]
+    assert cli(*args, "--out", tmp_path / "e", capsys=capsys) == 0
+    result = result_of(tmp_path / "e")
+    assert result["kind"] == "eval" and result["shots"] == 2 and len(result["shots_shown"]) == 2
+    dev_texts = {l.split("\t")[0] for l in Path(sentiment["dev"]).read_text().splitlines()[1:]}
+    assert all(s["prompt"].split("\n")[0] not in dev_texts for s in result["shots_shown"])
+    assert result["n_evaluated"] == 32 and result["examples_per_s"] > 0 and result["size_on_disk_mb"] > 0
+    preds = read_rows(tmp_path / "e" / "predictions_validation.jsonl")
+    assert sum(p["label"] == p["prediction"] for p in preds) / 32 == pytest.approx(result["metrics_best"]["accuracy"])
+    assert cli(*args, "--out", tmp_path / "e") == 2  # exists: refused, not overwritten
+    assert cli("eval", "task=ner", f"model={tiny_llama}", f"train_file={sentiment['train']}", "shots=1") == 2
+
+
+# ---------------------------------------------------------------- eval and export of run folders
+
+CASES = {  # name -> extra overrides on base_config (tiny BERT, sentiment data)
+    "bert-lora-mean": ["method=lora", "pooling=mean", "lora_rank=4"],
+    "bert-full-mean": ["method=full", "pooling=mean", "lr=1e-3"],
+    "llama-likelihood-lora": ["classify_by=likelihood", "label_words=[bad,good]", "lora_rank=4", "max_length=32"],
+    "llama-generate-lora": ["classify_by=generate", "label_words=[bad,good]", "lora_rank=4", "max_length=48",
+                            "max_new_tokens=3"],
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_eval_and_merged_export_score_what_the_run_scored(case, base_config, tiny_llama, tmp_path, capsys):
+    extra = CASES[case] + ([f"model={tiny_llama}"] if case.startswith("llama") else [])
+    assert cli("train", *base_config, *extra, "epochs=2", "run_name=r", capsys=capsys) == 0
+    run_dir = tmp_path / "runs" / "r"
+    best = result_of(run_dir)["metrics_best"]
+    assert cli("eval", run_dir, capsys=capsys) == 0
+    evaluated = result_of(tmp_path / "runs" / "r-eval")
+    assert cli("export", run_dir, "--merge", capsys=capsys) == 0
+    merged = tmp_path / "runs" / "r-merged"
+    assert (merged / "config.json").is_file() and (merged / "model.safetensors").is_file()
+    assert not (merged / "adapter_config.json").exists()
+    assert cli("eval", merged, capsys=capsys) == 0
+    after_merge = result_of(tmp_path / "runs" / "r-merged-eval")
+    for key in ("accuracy", "f1", "mcc"):
+        assert evaluated["metrics_best"][key] == pytest.approx(best[key])
+        assert after_merge["metrics_best"][key] == pytest.approx(best[key])
+    if "loss" in best and "generate" not in case:
+        assert after_merge["metrics_best"]["loss"] == pytest.approx(best["loss"], rel=1e-4)
+    note = json.loads((merged / "peftlab.json").read_text())
+    assert note["merged"] and note["labels"] == ["neg", "pos"]
+
+
+def test_mean_pooling_survives_the_merge_with_plain_transformers(base_config, sentiment, tmp_path, capsys):
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from peftlab.models import apply_pooling
+
+    assert cli("train", *base_config, "method=lora", "pooling=mean", "lora_rank=4", "epochs=2", "run_name=r",
+               capsys=capsys) == 0
+    assert cli("export", tmp_path / "runs" / "r", "--merge", "--out", tmp_path / "m", capsys=capsys) == 0
+    note = json.loads((tmp_path / "m" / "peftlab.json").read_text())
+    assert note["pooling"] == "mean" and "apply_pooling(model, 'mean')" in (tmp_path / "m" / "README.md").read_text()
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "m").eval()
+    apply_pooling(model, note["pooling"])
+    tok = AutoTokenizer.from_pretrained(tmp_path / "m")
+    preds = read_rows(tmp_path / "runs" / "r" / "predictions_validation.jsonl")
+    batch = tok([p["text"] for p in preds], padding=True, truncation=True, max_length=16, return_tensors="pt")
+    with torch.no_grad():
+        probs = torch.softmax(model(**batch).logits, -1).numpy()
+    expected = np.array([[p["probabilities"]["neg"], p["probabilities"]["pos"]] for p in preds])
+    assert np.allclose(probs, expected, atol=1e-4)
+
+
+def test_adapter_only_copy_loads_with_plain_peft(base_config, tmp_path, capsys):
+    from peft import PeftConfig
+
+    assert cli("train", *base_config, "method=lora", "lora_rank=4", "run_name=r", capsys=capsys) == 0
+    assert cli("export", tmp_path / "runs" / "r", "--adapter-only", "--out", tmp_path / "saved_model",
+               capsys=capsys) == 0
+    assert PeftConfig.from_pretrained(str(tmp_path / "saved_model")).r == 4
+    assert (tmp_path / "saved_model" / "adapter_model.safetensors").is_file()
+
+
+def test_prompt_tuning_is_exported_as_its_adapter_with_a_note(base_config, tmp_path, capsys):
+    assert cli("train", *base_config, "method=prompt-tuning", "num_virtual_tokens=4", "run_name=r", capsys=capsys) == 0
+    assert cli("export", tmp_path / "runs" / "r", "--merge", capsys=capsys) == 0
+    folder = tmp_path / "runs" / "r-merged"
+    assert (folder / "adapter_config.json").is_file() and not json.loads((folder / "peftlab.json").read_text())["merged"]
+    assert "cannot be merged" in capsys.readouterr().out
+
+
+def test_export_and_eval_errors_are_clear(base_config, tiny_llama, tmp_path, capsys):
+    run_dir = tmp_path / "runs" / "r"
+    assert cli("export", tmp_path, "--merge") == 2  # not a run folder
+    assert cli("train", *base_config, "method=lora", "lora_rank=4", "run_name=r", capsys=capsys) == 0
+    assert cli("export", run_dir) == 2  # nothing asked for
+    assert "--merge, --adapter-only" in capsys.readouterr().err
+    # an adapter trained on the tiny BERT, evaluated on the tiny llama
+    assert cli("eval", run_dir, f"model={tiny_llama}", "pooling=auto") == 2
+    assert "the adapter does not fit model" in capsys.readouterr().err
+    import shutil
+
+    shutil.rmtree(run_dir / "adapter")
+    assert cli("eval", run_dir) == 2
+    assert "saved no weights" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "r-eval").exists()
+
+
+# ---------------------------------------------------------------- predict -> grade, every task
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(l + "\n" for l in lines))
+    return path
+
+
+def strip_gold_tsv(src: str, dst: Path) -> Path:
+    return write_lines(dst, [l.split("\t")[0] for l in Path(src).read_text().splitlines()])
+
+
+def task_data(task: str, tmp_path: Path, sentiment: dict, tiny_bert: str, tiny_llama: str):
+    """(train overrides, predict input, gold answers in input order) for one task."""
+    rng = random.Random(3)
+    if task in ("classification", "likelihood", "generate"):
+        golds = [l.split("\t")[1] for l in Path(sentiment["dev"]).read_text().splitlines()[1:]]
+        extra = {"classification": [f"model={tiny_bert}"],
+                 "likelihood": [f"model={tiny_llama}", "classify_by=likelihood", "label_words=[bad,good]"],
+                 "generate": [f"model={tiny_llama}", "classify_by=generate", "label_words=[bad,good]",
+                              "max_new_tokens=3", "max_length=48"]}[task]
+        return extra, strip_gold_tsv(sentiment["dev"], tmp_path / "in.tsv"), golds
+    if task == "ner":
+        from test_ner import tagged
+
+        rows = [tagged(rng) for _ in range(60)]
+        conll = lambda part: "\n\n".join("\n".join(f"{w}\t{t}" for w, t in zip(*s)) for s in part) + "\n"  # noqa: E731
+        (tmp_path / "tr.conll").write_text(conll(rows[:40]))
+        (tmp_path / "dv.conll").write_text(conll(rows[40:]))
+        write_lines(tmp_path / "in.jsonl", [json.dumps({"tokens": w}) for w, _ in rows[40:]])
+        return (["task=ner", f"model={tiny_bert}", f"train_file={tmp_path / 'tr.conll'}",
+                 f"validation_file={tmp_path / 'dv.conll'}"], tmp_path / "in.jsonl", [" ".join(t) for _, t in rows[40:]])
+    if task == "qa":
+        from test_qa import qa_rows
+
+        train, dev = qa_rows(rng, 40, "tr"), qa_rows(rng, 16, "dv")
+        write_lines(tmp_path / "tr.jsonl", [json.dumps(r) for r in train])
+        write_lines(tmp_path / "dv.jsonl", [json.dumps(r) for r in dev])
+        write_lines(tmp_path / "in.jsonl", [json.dumps({k: r[k] for k in ("id", "context", "question")}) for r in dev])
+        return (["task=qa", f"model={tiny_bert}", f"train_file={tmp_path / 'tr.jsonl'}",
+                 f"validation_file={tmp_path / 'dv.jsonl'}", "split_by="], tmp_path / "in.jsonl",
+                [(r["answers"]["text"] or [""])[0] for r in dev])
+    if task == "multiple_choice":
+        from test_multiple_choice import polarity_questions
+
+        train, dev = polarity_questions(tmp_path / "t.jsonl", 40, 0), polarity_questions(tmp_path / "d.jsonl", 16, 1)
+        rows = read_rows(dev)
+        write_lines(tmp_path / "in.jsonl", [json.dumps({"question": r["question"], "choices": r["choices"]}) for r in rows])
+        return (["task=multiple_choice", f"model={tiny_llama}", f"train_file={train}", f"validation_file={dev}",
+                 "map_k=2"], tmp_path / "in.jsonl", ["ABC"[r["answer"]] for r in rows])
+    rows = [{"instruction": " ".join(rng.sample(FILL, 3) + [w]), "input": "", "output": f"{w} ."}
+            for w in (rng.choice(POS + NEG) for _ in range(40))]
+    (tmp_path / "tr.json").write_text(json.dumps(rows[:30]))
+    (tmp_path / "dv.json").write_text(json.dumps(rows[30:]))
+    (tmp_path / "in.json").write_text(json.dumps([{"instruction": r["instruction"]} for r in rows[30:]]))
+    return (["task=sft", f"model={tiny_llama}", f"train_file={tmp_path / 'tr.json'}",
+             f"validation_file={tmp_path / 'dv.json'}", "max_new_tokens=4", "max_length=32"], tmp_path / "in.json",
+            [r["output"] for r in rows[30:]])
+
+
+TASK_OF = {"classification": "classification", "likelihood": "classification", "generate": "classification",
+           "ner": "ner", "qa": "qa", "multiple_choice": "multiple_choice", "sft": "sft"}
+
+
+@pytest.mark.parametrize("task", list(TASK_OF))
+def test_predict_then_grade_round_trip(task, sentiment, tiny_bert, tiny_llama, tmp_path, capsys):
+    extra, input_path, golds = task_data(task, tmp_path, sentiment, tiny_bert, tiny_llama)
+    base = [f"train_file={sentiment['train']}", f"validation_file={sentiment['dev']}"] if TASK_OF[task] == "classification" else []
+    assert cli("train", *base, *extra, f"output_dir={tmp_path / 'runs'}", "epochs=1", "batch_size=8", "lr=5e-3",
+               "lora_rank=4", "run_name=r", *([] if "max_length=" in " ".join(extra) else ["max_length=32"]),
+               capsys=capsys) == 0
+    run_dir = tmp_path / "runs" / "r"
+    expected = [line_of(TASK_OF[task], r) for r in read_rows(run_dir / "predictions_validation.jsonl")]
+    answers = write_lines(tmp_path / "answers.txt", golds)
+    capsys.readouterr()
+    assert cli("predict", run_dir, input_path, "--name", "dev", "--out", tmp_path / "out", "--answers", answers,
+               capsys=capsys) == 0
+    out = capsys.readouterr().out
+    lines = (tmp_path / "out" / "result_dev.txt").read_text().splitlines()
+    assert lines == expected  # batched, sorted by length, restored to input order: the run's own predictions
+    jsonl = read_rows(tmp_path / "out" / "predictions_dev.jsonl")
+    assert [r["prediction"] for r in jsonl] == lines and jsonl[0]["row"] < jsonl[-1]["row"]
+    accuracy = sum(p == g for p, g in zip(lines, golds)) / len(golds)
+    assert f"accuracy {accuracy:.4f}" in out
+    # the first N rows only, and an answer file of the wrong length
+    assert cli("predict", run_dir, input_path, "--limit", 5, "--name", "five", "--out", tmp_path / "out") == 0
+    assert (tmp_path / "out" / "result_five.txt").read_text().splitlines() == expected[:5]
+    assert cli("predict", run_dir, input_path, "--limit", 5, "--name", "bad", "--out", tmp_path / "out",
+               "--answers", answers) == 2
+    assert "lines for 5 predicted rows" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "result_bad.txt").exists()
+
+
+# ---------------------------------------------------------------- one report
+
+def test_report_puts_baselines_runs_and_exports_in_one_table(tiny_llama, sentiment, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    common = ["classify_by=likelihood", f"model={tiny_llama}", f"train_file={sentiment['train']}",
+              f"validation_file={sentiment['dev']}", "label_words=[bad,good]", "max_length=96", f"output_dir={runs}"]
+    assert cli("eval", *common, "--out", runs / "zero-shot", capsys=capsys) == 0
+    assert cli("eval", *common, "shots=2", "--out", runs / "2-shot", capsys=capsys) == 0
+    assert cli("train", *common, "epochs=1", "lr=5e-3", "lora_rank=4", "run_name=lora", capsys=capsys) == 0
+    assert cli("export", runs / "lora", "--merge", capsys=capsys) == 0
+    assert cli("eval", runs / "lora-merged", capsys=capsys) == 0
+    capsys.readouterr()
+    assert cli("report", runs) == 0
+    md = capsys.readouterr().out
+    table = md.split("## Zero-shot, few-shot, tuned, merged and quantized")[1]
+    for row in ("| zero-shot |", "| 2-shot |", "| lora |", "| lora-merged-eval |"):
+        assert row in table
+    zero = result_of(runs / "zero-shot")["metrics_best"]["accuracy"]
+    assert f"| zero-shot | base {tiny_llama}, transformers | validation | 32 | {zero:.3f} |" in table
+    report = json.loads((runs / "report" / "report.json").read_text())
+    assert [g["group"] for g in report["groups"]] == ["lora"]  # evaluations stay out of the training tables
