@@ -269,3 +269,34 @@ def test_report_puts_baselines_runs_and_exports_in_one_table(tiny_llama, sentime
     assert f"| zero-shot | base {tiny_llama}, transformers | validation | 32 | {zero:.3f} |" in table
     report = json.loads((runs / "report" / "report.json").read_text())
     assert [g["group"] for g in report["groups"]] == ["lora"]  # evaluations stay out of the training tables
+
+
+def test_a_sweep_lists_evaluations_beside_training_variants(tiny_llama, sentiment, tmp_path, capsys):
+    import yaml
+
+    sweep = {"name": "loop", "output_dir": str(tmp_path / "sweeps"),
+             "config": {"model": tiny_llama, "train_file": sentiment["train"], "validation_file": sentiment["dev"],
+                        "classify_by": "likelihood", "label_words": ["bad", "good"], "max_length": 96, "epochs": 1,
+                        "lr": 5.0e-3, "lora_rank": 4},
+             "variants": [{"name": "zero-shot", "kind": "eval"}, {"name": "2-shot", "kind": "eval", "shots": 2},
+                          {"name": "lora", "method": "lora"}, {"name": "lora-adapter", "of": "lora"},
+                          {"name": "lora-merged", "of": "lora", "export": "merged"}]}
+    path = tmp_path / "loop.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    assert cli("sweep", path, capsys=capsys) == 0
+    folder = tmp_path / "sweeps" / "loop"
+    md = (folder / "report" / "report.md").read_text()
+    table = md.split("## Zero-shot, few-shot, tuned, merged and quantized")[1]
+    for row in ("zero-shot", "2-shot", "lora", "lora-adapter", "lora-merged"):
+        assert f"| {row} |" in table
+    assert result_of(folder / "2-shot")["shots"] == 2
+    assert result_of(folder / "lora-merged")["source"]["folder"] == str(folder / "exports" / "lora-merged")
+    trained = result_of(folder / "lora")["metrics_best"]["accuracy"]
+    assert result_of(folder / "lora-adapter")["metrics_best"]["accuracy"] == pytest.approx(trained)
+    assert result_of(folder / "lora-merged")["metrics_best"]["accuracy"] == pytest.approx(trained)
+    capsys.readouterr()
+    assert cli("sweep", path) == 0 and "5 already done" in capsys.readouterr().out
+    sweep["variants"].append({"name": "bad", "of": "nope"})
+    path.write_text(yaml.safe_dump(sweep))
+    assert cli("sweep", path, "--dry-run") == 2
+    assert "of: 'nope' names no training variant listed before it (trained: lora)" in capsys.readouterr().err

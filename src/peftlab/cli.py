@@ -74,7 +74,7 @@ def cmd_report(args) -> int:
 def cmd_eval(args) -> int:
     from .evaluation import format_eval_summary, run_eval
 
-    result, folder = run_eval(args.source, list(args.overrides), args.split, args.out, args.overwrite)
+    result, folder = run_eval(args.source, list(args.overrides), args.split, args.out, args.overwrite, args.export)
     print("\n" + format_eval_summary(result))
     print(f"evaluation folder: {folder}")
     return 0
@@ -111,6 +111,8 @@ def add_after_training_parsers(sub) -> None:
     p.add_argument("--split", default="validation", help="validation (default) | test | extra")
     p.add_argument("--out", help="evaluation folder (default: next to the run, or under output_dir)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing evaluation folder")
+    p.add_argument("--export", default="", help="with a run folder: evaluate its merged model (merged) or a GGUF "
+                                                "file of it (f16, q8_0, q4_0, q4_k_m), exported first if need be")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("predict", help="predict unlabeled rows into result_NAME.txt (+ JSONL); --answers grades them")
     p.add_argument("source", help=SOURCE_HELP)

@@ -130,9 +130,18 @@ def resolve_metric_name(session: Session) -> str:
 
 
 def run_eval(spec: str | None, overrides: list[str], split: str = "validation", out: str | None = None,
-             overwrite: bool = False) -> tuple[dict, Path]:
-    """Evaluate; returns (result, evaluation folder)."""
+             overwrite: bool = False, export: str = "") -> tuple[dict, Path]:
+    """Evaluate (with `export`: a run's merged folder or GGUF file, exported first if need be);
+    returns (result, evaluation folder)."""
     started = time.time()
+    if export:
+        from .export import ensure_export
+
+        if not spec or not Path(spec, "result.json").is_file():
+            raise UserError(f"--export {export}: give the run folder to export and evaluate, not {spec}")
+        if out is None:
+            out = str(Path(spec).with_name(f"{Path(spec).name}-{export}-eval"))
+        spec = str(ensure_export(spec, export))
     cfg, source = read_source(spec, overrides)
     out_dir = Path(out) if out else default_eval_dir(cfg, source, split)
     if out_dir.exists() and not overwrite:

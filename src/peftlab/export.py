@@ -150,3 +150,25 @@ def run_export(run: str, out: str = "", merge: bool = False, adapter_only: bool 
         files = export_gguf(targets["merged"], targets["merged"], types)
         lines += [f"gguf {t}: {p} ({p.stat().st_size / 2**20:.1f} MB)" for t, p in files.items()]
     return lines
+
+
+EXPORT_KINDS = ("merged", "f16", "bf16", "q8_0", "q4_0", "q4_k_m")
+
+
+def ensure_export(run: str, kind: str) -> Path:
+    """The merged folder (kind 'merged') or one GGUF file of a run, exported now unless it already is;
+    `peftlab eval RUN --export KIND` and sweep rows such as `{of: lora, export: q8_0}` use it."""
+    if kind not in EXPORT_KINDS:
+        raise UserError(f"--export: '{kind}' is not one of {', '.join(EXPORT_KINDS)}")
+    run_dir = Path(run)
+    merged = run_dir.parent / "exports" / f"{run_dir.name}-merged"  # apart from run and evaluation folders
+    if not (merged / "peftlab.json").is_file():
+        run_export(run, out=str(merged), merge=True, gguf="" if kind == "merged" else kind, overwrite=True)
+    if kind == "merged":
+        return merged
+    from .gguf_export import export_gguf, gguf_path
+
+    target = gguf_path(merged, kind)
+    if not target.is_file():
+        export_gguf(merged, merged, [kind])
+    return target

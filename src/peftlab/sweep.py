@@ -47,6 +47,9 @@ class PlannedRun:
     settings: dict         # what this run sets on top of the base (variant + grid point)
     cfg: Config
     seed: int
+    kind: str = "train"    # train | eval (a baseline, or an evaluation of another run of the sweep)
+    of: str = ""           # eval: the run folder name it evaluates; empty = the config's model, untrained
+    export: str = ""       # eval of a run: merged | f16 | q8_0 | q4_0 | q4_k_m (exported first)
 
 
 @dataclass
@@ -139,6 +142,7 @@ def load_sweep(path: str | Path, output_dir: str | None = None) -> Sweep:
     for i, variant in enumerate(variants):
         variant = dict(variant)
         given = variant.pop("name", None)
+        kind, of, export = read_eval_keys(variant, f"{path}: variants[{i}]")
         for key in ("output_dir", "run_name"):
             if key in flat_settings(variant):
                 raise UserError(f"{path}: variants[{i}]: '{key}' is set by the sweep; remove it")
@@ -154,8 +158,39 @@ def load_sweep(path: str | Path, output_dir: str | None = None) -> Sweep:
                                 f"give the variants distinct `name:`s")
             seen[run_name] = i
             cfg.train.output_dir, cfg.train.run_name = str(folder), run_name
-            sweep.runs.append(PlannedRun(run_name, group, settings, cfg, cfg.train.seed))
+            target = evaluated_run(of, cfg.train.seed, seed_varies, sweep.runs, where)
+            sweep.runs.append(PlannedRun(run_name, group, settings, cfg, cfg.train.seed, kind, target, export))
     return sweep
+
+
+EVAL_KEYS = ("kind", "of", "export")  # variant keys that make a row an evaluation, not a training run
+
+
+def read_eval_keys(variant: dict, where: str) -> tuple[str, str, str]:
+    """Pop `kind: eval`, `of: <variant name>`, `export: <type>` from a variant (in place)."""
+    from .export import EXPORT_KINDS
+
+    kind, of, export = (str(variant.pop(k, "") or "") for k in EVAL_KEYS)
+    kind = kind or ("eval" if of or export else "train")
+    if kind not in ("train", "eval"):
+        raise UserError(f"{where}: kind: '{kind}' is not train or eval")
+    if export and not of:
+        raise UserError(f"{where}: export: {export} needs `of:` (the variant whose run is exported)")
+    if export and export not in EXPORT_KINDS:
+        raise UserError(f"{where}: export: '{export}' is not one of {', '.join(EXPORT_KINDS)}")
+    return kind, slug(of) if of else "", export
+
+
+def evaluated_run(of: str, seed: int, seed_varies: bool, planned: list, where: str) -> str:
+    """The run folder an `of:` row evaluates: the named variant's run with the same seed, planned earlier."""
+    if not of:
+        return ""
+    name = f"{of}-s{seed}" if seed_varies else of
+    match = next((r for r in planned if r.name == name), None)
+    if match is None or match.kind != "train":
+        trained = ", ".join(r.group for r in planned if r.kind == "train") or "none"
+        raise UserError(f"{where}: of: '{of}' names no training variant listed before it (trained: {trained})")
+    return name
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -273,7 +308,7 @@ def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str) -> dic
     run_dir = sweep.folder / run.name
     config_path = sweep.folder / "configs" / f"{run.name}.yaml"
     write_yaml(config_path, run.cfg.to_dict())
-    cmd = [sys.executable, "-m", "peftlab", "train", str(config_path), "--overwrite" if mode == "retry" else "--resume"]
+    cmd = command_of(sweep, run, config_path, mode)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     tag = f"[{progress.index}/{progress.total}] {run.name}"
 
@@ -311,6 +346,21 @@ def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str) -> dic
     if entry["status"] == "failed":
         entry["error"] = failure_reason(run_dir, returncode, tail)
     return entry
+
+
+def command_of(sweep: Sweep, run: PlannedRun, config_path: Path, mode: str) -> list[str]:
+    """The child's command line: `peftlab train`, or `peftlab eval` of the config's model or of a run."""
+    peftlab = [sys.executable, "-m", "peftlab"]
+    if run.kind == "train":
+        return peftlab + ["train", str(config_path), "--overwrite" if mode == "retry" else "--resume"]
+    out = ["--out", str(sweep.folder / run.name), "--overwrite"]
+    if not run.of:
+        return peftlab + ["eval", str(config_path)] + out
+    # an evaluation of a trained run: that run's own config, with the settings this row changes
+    changed = [f"{k}={v}" for k, v in flat_settings(run.settings).items() if k not in EVAL_KEYS + ("seed",)]
+    export = ["--export", run.export] if run.export else []
+    return peftlab + ["eval", str(sweep.folder / run.of)] + [
+        str(c) for c in changed] + export + out
 
 
 def save_state(sweep: Sweep, entries: dict) -> None:

@@ -156,10 +156,13 @@ def generate_texts(model, tokenizer, prompts: list[list[int]], cfg, stops: list[
     """Answers to tokenized prompts: batched, left-padded, cut at the first stop text."""
     import torch
 
+    from tqdm.auto import tqdm
+
     device = next(model.parameters()).device
     training = model.training
     model.eval()
     out = []
+    bar = tqdm(total=len(prompts), unit="row", desc="generating", leave=False, disable=None)  # None: off without a tty
     for i in range(0, len(prompts), cfg.eval.eval_batch_size):
         batch = tokenizer.pad({"input_ids": prompts[i:i + cfg.eval.eval_batch_size]}, padding_side="left",
                               return_tensors="pt").to(device)
@@ -170,6 +173,8 @@ def generate_texts(model, tokenizer, prompts: list[list[int]], cfg, stops: list[
             for stop in stop_text:
                 text = text.split(stop)[0]
             out.append(text.strip())
+        bar.update(len(seqs))
+    bar.close()
     model.train(training)
     return out
 
