@@ -70,9 +70,10 @@ def row_label(session: Session) -> str:
 def size_on_disk(session: Session) -> dict:
     """MB of what must be on disk to run this model: base + adapter, a merged folder, or the gguf file."""
     cfg, source = session.cfg, session.source
-    model = Path(cfg.model.model)
-    if session.backend == "llamacpp" or model.suffix == ".gguf" and model.is_file():
-        return {"size_on_disk_mb": round(model.stat().st_size / 2**20, 3)}
+    if session.backend == "llamacpp":
+        from .llamacpp_eval import gguf_file_of
+
+        return {"size_on_disk_mb": round(gguf_file_of(cfg.model.model).stat().st_size / 2**20, 3)}
     if source.kind == "export":
         files = [f for f in source.folder.iterdir() if f.is_file() and f.suffix != ".gguf"]
         return {"size_on_disk_mb": round(sum(f.stat().st_size for f in files) / 2**20, 3)}

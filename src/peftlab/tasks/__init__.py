@@ -42,6 +42,7 @@ class TaskEnv:
     cfg: Any          # the run's Config
     tokenizer: Any
     trainer: Any = None  # set once the Trainer exists; trainer.model is the live model
+    generate: Any = None  # another backend's generation (llama.cpp): prompts' token ids -> answers' ids
 
     @property
     def model(self):

@@ -169,14 +169,18 @@ def generate_texts(model, tokenizer, prompts: list[list[int]], cfg, stops: list[
         with torch.no_grad():
             seqs = model.generate(**batch, max_new_tokens=cfg.eval.max_new_tokens, do_sample=cfg.eval.do_sample,
                                   eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, use_cache=True)
-        for text in tokenizer.batch_decode(seqs[:, batch["input_ids"].shape[1]:], skip_special_tokens=True):
-            for stop in stop_text:
-                text = text.split(stop)[0]
-            out.append(text.strip())
+        out += [cut_answer(text, stop_text) for text in
+                tokenizer.batch_decode(seqs[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)]
         bar.update(len(seqs))
     bar.close()
     model.train(training)
     return out
+
+
+def cut_answer(text: str, stop_text: tuple) -> str:
+    for stop in stop_text:
+        text = text.split(stop)[0]
+    return text.strip()
 
 
 def generate_split(prepared, split: str, env) -> list[dict]:
@@ -189,8 +193,12 @@ def generate_split(prepared, split: str, env) -> list[dict]:
         pairs = token_pairs(conv, template, tokenizer)
         ids = [t for p, r in pairs[:-1] for t in p + r] + pairs[-1][0]
         prompts.append(ids[-cfg.task.max_length:])
-    texts = generate_texts(env.model, tokenizer, prompts, cfg, stop_ids(tokenizer, env.model, template),
-                           stop_texts(template))
+    if env.generate is not None:  # another backend (llama.cpp): token ids in, answer ids out
+        texts = [cut_answer(tokenizer.decode(ids, skip_special_tokens=True), stop_texts(template))
+                 for ids in env.generate(prompts, tokenizer)]
+    else:
+        texts = generate_texts(env.model, tokenizer, prompts, cfg, stop_ids(tokenizer, env.model, template),
+                               stop_texts(template))
     return [{"instruction": conv.turns[-1][0], "prompt": tokenizer.decode(ids), "reference": conv.turns[-1][1],
              "generated": text} for conv, ids, text in zip(convs, prompts, texts)]
 

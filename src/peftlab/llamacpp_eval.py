@@ -1,0 +1,163 @@
+"""The llama.cpp backend of `peftlab eval` / `predict`: real quantized inference of a .gguf file.
+
+Only the model call changes. The task prepares its examples as always (prompts, label words, few-shot
+demonstrations); the token ids come from the same HF tokenizer and the same encode functions as
+on the transformers path (choices.encode_option / encode_prompts, sft's prompt ids), so both backends
+score identical token sequences; llama.cpp returns the log-probabilities; the task's own
+build_compute_metrics and write_predictions turn them into metrics and rows. Scoring the options of
+one prompt reuses the prompt's KV cache (llama.cpp keeps it; only the option tokens are evaluated).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .tasks import choices
+from .tasks.choices import Choice
+
+
+def gguf_file_of(spec: str) -> Path:
+    """The .gguf path of a model spec: a file, or a named model that a package ships as GGUF."""
+    from .models import NAMED_MODELS, locate_package_file
+
+    if spec in NAMED_MODELS:
+        return locate_package_file(spec, NAMED_MODELS[spec])
+    return Path(spec)
+
+
+def physical_cores() -> int:
+    """llama.cpp runs best on one thread per physical core (hyper-threads share the FMA units)."""
+    try:
+        import psutil
+
+        return max(1, psutil.cpu_count(logical=False) or os.cpu_count() or 1)
+    except ImportError:
+        return max(1, os.cpu_count() or 1)
+
+
+def open_llama(path: Path, n_ctx: int):
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        raise UserError("backend llamacpp: llama-cpp-python is not installed; `make setup` builds it once "
+                        "(or: pip install llama-cpp-python==0.3.36)") from None
+    if not path.is_file():
+        raise UserError(f"backend llamacpp: GGUF file not found: {path}")
+    try:
+        return Llama(model_path=str(path), n_ctx=n_ctx, n_batch=min(512, n_ctx), n_threads=physical_cores(),
+                     logits_all=True, verbose=False)
+    except (ValueError, RuntimeError) as e:
+        raise UserError(f"backend llamacpp: llama.cpp cannot load {path} ({e}); is it a GGUF file of an "
+                        f"architecture llama.cpp knows?") from None
+
+
+class LlamaScorer:
+    """Log-probabilities of token sequences on a llama.cpp model, reusing the cached prefix."""
+
+    def __init__(self, llm):
+        self.llm = llm
+        self.evaluated = 0  # tokens actually run through the model (after prefix reuse)
+
+    def feed(self, ids: list[int]) -> None:
+        """Make the context hold exactly `ids`, evaluating only what differs from what it holds."""
+        llm = self.llm
+        held = list(llm.input_ids[: llm.n_tokens])
+        same = 0
+        for a, b in zip(held, ids[:-1]):  # keep one token to evaluate: its logits are needed
+            if a != b:
+                break
+            same += 1
+        llm.n_tokens = same  # eval() drops the KV cache past n_tokens
+        llm.eval(ids[same:])
+        self.evaluated += len(ids) - same
+
+    def logprobs_at(self, position: int) -> np.ndarray:
+        """log-softmax of the logits at `position` (they predict the token after it)."""
+        row = np.asarray(self.llm.scores[position], dtype=np.float64)
+        row = row - row.max()
+        return row - np.log(np.exp(row).sum())
+
+    def continuation(self, ids: list[int], n_target: int) -> float:
+        """Summed log-probability of the last n_target tokens of ids, given the ones before."""
+        self.feed(ids)
+        start = len(ids) - n_target
+        return float(sum(self.logprobs_at(p - 1)[ids[p]] for p in range(start, len(ids))))
+
+    def next_token(self, ids: list[int], token_ids: list[int]) -> np.ndarray:
+        self.feed(ids)
+        return self.logprobs_at(len(ids) - 1)[token_ids]
+
+
+def choice_scores(scorer: LlamaScorer, examples: list[Choice], tokenizer, cfg, single: list[int] | None,
+                  norm: str) -> np.ndarray:
+    """(examples, options) scores as the transformers path computes them (choices.LikelihoodScores)."""
+    width = max(len(c.options) for c in examples)
+    out = np.full((len(examples), width), np.finfo(np.float32).min, dtype=np.float64)
+    for i, c in enumerate(examples):
+        if single is not None:  # one forward pass over the prompt: next-token log-probabilities
+            ids = tokenizer(c.prompt)["input_ids"][-cfg.task.max_length:]
+            out[i, : len(c.options)] = scorer.next_token(ids, single)
+            continue
+        for j, option in enumerate(c.options):
+            enc = choices.encode_option(tokenizer, c.prompt, option, cfg.task.max_length, norm)
+            out[i, j] = scorer.continuation(enc["input_ids"], enc["n_target"]) / enc["score_div"]
+    return out
+
+
+def generator(llm, cfg, stops: list[int]):
+    """A batch-of-prompts -> answers function for sft.generate_split: greedy, up to max_new_tokens."""
+    def generate(prompts: list[list[int]], tokenizer) -> list[list[int]]:
+        answers = []
+        for ids in prompts:
+            new = []
+            for token in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True):
+                if token in stops or len(new) >= cfg.eval.max_new_tokens:
+                    break
+                new.append(token)
+            answers.append(new)
+        return answers
+
+    return generate
+
+
+def score_split_llamacpp(session, split: str):
+    """(metrics, predictions) of one split through llama.cpp, with the task's own metrics."""
+    from transformers import EvalPrediction
+
+    cfg, prepared, tokenizer = session.cfg, session.prepared, session.tokenizer
+    examples = prepared.examples[split]
+    longest = max(len(x) for x in iter_ids(session.encoded[split]))
+    llm = open_llama(gguf_file_of(cfg.model.model), n_ctx=max(512, longest + cfg.eval.max_new_tokens + 8))
+    session.llm = llm
+    if examples and isinstance(examples[0], Choice):
+        ids = choices.single_token_ids(examples[0].options, tokenizer) if cfg.task.task == "classification" else None
+        norm = cfg.task.length_norm if cfg.task.task == "multiple_choice" else "none"
+        if cfg.task.task == "multiple_choice" and cfg.task.mc_head != "likelihood":
+            raise UserError("backend llamacpp: multiple choice by a trained classifier head has no GGUF form; "
+                            "use mc_head: likelihood")
+        scores = choice_scores(LlamaScorer(llm), examples, tokenizer, cfg, ids, norm)
+        labels = np.array([c.answer for c in examples])
+        compute = session.task.build_compute_metrics(prepared, split, session.env)
+        return compute(EvalPrediction(predictions=scores, label_ids=labels)), scores
+    if cfg.task.task in ("sft",) or cfg.task.classify_by == "generate":
+        from .tasks.sft import stop_ids
+        from .tasks.chat import resolve_template
+
+        template = resolve_template(cfg.task.template, tokenizer)
+        session.env.generate = generator(llm, cfg, stop_ids(tokenizer, None, template))
+        compute = session.task.build_compute_metrics(prepared, split, session.env)
+        return compute(None), None
+    raise UserError(f"backend llamacpp: task {cfg.task.task} (classify_by {cfg.task.classify_by}) needs a trained "
+                    f"head that a GGUF file does not carry; llama.cpp scores label likelihood, multiple-choice "
+                    f"likelihood and generation (classify_by generate, sft)")
+
+
+def iter_ids(dataset):
+    for ids in dataset["input_ids"]:
+        if ids and isinstance(ids[0], list):
+            yield from ids
+        else:
+            yield ids
