@@ -18,7 +18,24 @@ $(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-setup: $(STAMP)
+# llama.cpp: the library (compiled once per machine, pip caches the wheel) and, from the same source
+# distribution, its converter convert_hf_to_gguf.py with `conversion/` and `gguf-py/`, for GGUF export.
+LLAMACPP     := $(VENV)/.llamacpp
+LLAMA_TOOLS  := $(VENV)/llama.cpp-tools
+LLAMA_SDIST  := llama_cpp_python-0.3.36
+LLAMA_CMAKE  := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
+                -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF
+$(LLAMACPP): requirements-llamacpp.txt $(STAMP)
+	CMAKE_ARGS="$(LLAMA_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q -r requirements-llamacpp.txt
+	rm -rf $(LLAMA_TOOLS) $(VENV)/llama.cpp-src && mkdir -p $(LLAMA_TOOLS) $(VENV)/llama.cpp-src
+	$(PY) -m pip download -q --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d $(VENV)/llama.cpp-src
+	tar -xzf $(VENV)/llama.cpp-src/$(LLAMA_SDIST).tar.gz -C $(LLAMA_TOOLS) --strip-components=3 \
+	    $(LLAMA_SDIST)/vendor/llama.cpp/convert_hf_to_gguf.py $(LLAMA_SDIST)/vendor/llama.cpp/conversion \
+	    $(LLAMA_SDIST)/vendor/llama.cpp/gguf-py
+	rm -rf $(VENV)/llama.cpp-src
+	touch $(LLAMACPP)
+
+setup: $(STAMP) $(LLAMACPP)
 
 # The main job: full / head / LoRA r=4,8,16 / DoRA r=8 on SST-2, then the comparison table and an
 # HTML report. Rerun: finished runs are skipped and the report is printed again.

@@ -216,7 +216,9 @@ def print_plan(sweep: Sweep) -> None:
     width = max(len(r.name) for r in sweep.runs)
     for i, run in enumerate(sweep.runs, 1):
         status = run_status(sweep.folder / run.name)
-        print(f"  {i:>3}. {run.name:<{width}}  [{status}]  {describe(run.settings)}")
+        what = "" if run.kind == "train" else ("eval " + (f"of {run.of}" if run.of else "of the base model")
+                                               + (f" ({run.export})" if run.export else "") + ": ")
+        print(f"  {i:>3}. {run.name:<{width}}  [{status}]  {what}{describe(run.settings)}")
 
 
 def die_with_parent() -> None:

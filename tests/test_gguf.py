@@ -1,0 +1,145 @@
+"""GGUF, closed loop: export with llama.cpp's converter and quantizer, evaluate through llama.cpp, and
+agree with the transformers path (tolerances stated per type)."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import SHARED
+from peftlab.cli import main
+from peftlab.errors import UserError
+from peftlab.gguf_export import export_gguf
+from peftlab.llamacpp_eval import LlamaScorer, open_llama
+
+COLA = SHARED / "cola"
+
+
+@pytest.fixture(scope="module")
+def smollm2_folder() -> str:
+    from peftlab.models import resolve_model
+
+    return resolve_model("smollm2-135m").path  # dequantized once and cached
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_bpe(tmp_path_factory, smollm2_folder) -> Path:
+    """A 2-layer, hidden-32 random llama with SmolLM2's tokenizer: llama.cpp's converter knows that
+    tokenizer (a word-level test tokenizer has no llama.cpp pre-tokenizer)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama-bpe")
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (Path(smollm2_folder) / name).is_file():
+            shutil.copy(Path(smollm2_folder) / name, folder / name)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=49152, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=128, max_position_embeddings=256,
+                         bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # larger weights than the init's: log-probabilities far from uniform
+        for p in model.parameters():
+            p.mul_(8.0 if p.dim() > 1 else 1.0)
+    model.save_pretrained(folder)
+    return folder
+
+
+def hf_continuation_logprobs(folder, pairs):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from peftlab.tasks.choices import encode_option
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    out = []
+    for prompt, option in pairs:
+        enc = encode_option(tok, prompt, option, 128, "none")
+        ids = torch.tensor([enc["input_ids"]])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0].double(), -1)
+        n = enc["n_target"]
+        out.append(float(sum(logp[p - 1, ids[0, p]] for p in range(ids.shape[1] - n, ids.shape[1]))))
+    return tok, out
+
+
+PAIRS = [("The movie was", "great"), ("The movie was", "terrible and long"), ("Is it raining? Answer:", "yes"),
+         ("Is it raining? Answer:", "no"), ("2 + 2 =", "4")]
+
+
+def test_tiny_llama_gguf_types_agree_with_transformers(tiny_llama_bpe, tmp_path):
+    files = export_gguf(tiny_llama_bpe, tmp_path, ["f16", "q8_0", "q4_0"])
+    assert sorted(files) == ["f16", "q4_0", "q8_0"] and all(p.is_file() for p in files.values())
+    sizes = {k: p.stat().st_size for k, p in files.items()}
+    assert sizes["q4_0"] < sizes["q8_0"] < sizes["f16"]
+    assert not list(tmp_path.glob(".*tmp*")) and not list(tmp_path.glob(".*intermediate*"))
+    tok, expected = hf_continuation_logprobs(tiny_llama_bpe, PAIRS)
+    from peftlab.tasks.choices import encode_option
+
+    # f16 weights round the fp32 ones to ~3 significant digits; q8_0 and q4_0 quantize further
+    for kind, tol in (("f16", 0.05), ("q8_0", 0.3), ("q4_0", 2.0)):
+        scorer = LlamaScorer(open_llama(files[kind], n_ctx=256))
+        got = []
+        for prompt, option in PAIRS:
+            enc = encode_option(tok, prompt, option, 128, "none")
+            got.append(scorer.continuation(enc["input_ids"], enc["n_target"]))
+        assert np.allclose(got, expected, atol=tol), (kind, got, expected)
+    assert scorer.evaluated < sum(len(encode_option(tok, p, o, 128, "none")["input_ids"]) for p, o in PAIRS)
+
+
+def cola_args(tmp_path, *extra):
+    return ["classify_by=likelihood", "model=smollm2-135m", f"train_file={COLA / 'in_domain_train.tsv'}",
+            f"validation_file={COLA / 'in_domain_dev.tsv'}", "header=false", "columns=[source,label,mark,sentence]",
+            "text_column=sentence", "label_words=[no,yes]", "max_eval_samples=40", "max_samples=40",
+            "max_length=64", f"output_dir={tmp_path / 'runs'}", *extra]
+
+
+@pytest.mark.real
+def test_smollm2_closed_loop_lora_merge_gguf_eval_through_llamacpp(tmp_path, capsys):
+    """LoRA on 40 CoLA rows -> merge -> f16 / q8_0 GGUF -> llama.cpp: label-scored predictions agree."""
+    assert main(["train", *cola_args(tmp_path, "epochs=1", "batch_size=8", "lr=3e-4", "lora_rank=4",
+                                     "lora_target=q_proj,v_proj", "run_name=lora")]) == 0
+    run_dir = tmp_path / "runs" / "lora"
+    assert main(["export", str(run_dir), "--merge", "--gguf", "f16,q8_0", "--out", str(tmp_path / "m")]) == 0
+    assert main(["eval", str(tmp_path / "m"), "--out", str(tmp_path / "hf")]) == 0
+    hf = json.loads((tmp_path / "hf" / "result.json").read_text())
+    hf_preds = [json.loads(l)["prediction"] for l in (tmp_path / "hf" / "predictions_validation.jsonl").open()]
+    trained = json.loads((run_dir / "result.json").read_text())["metrics_best"]
+    assert hf["metrics_best"]["accuracy"] == pytest.approx(trained["accuracy"])
+    for kind, max_flips in (("f16", 1), ("q8_0", 3)):  # of 40 predictions
+        out = tmp_path / f"ev-{kind}"
+        assert main(["eval", str(tmp_path / "m" / f"model-{kind}.gguf"), "--out", str(out)]) == 0
+        result = json.loads((out / "result.json").read_text())
+        assert result["source"]["backend"] == "llamacpp" and result["size_on_disk_mb"] > 50
+        preds = [json.loads(l)["prediction"] for l in (out / "predictions_validation.jsonl").open()]
+        assert sum(a != b for a, b in zip(preds, hf_preds)) <= max_flips, kind
+        assert abs(result["metrics_best"]["accuracy"] - hf["metrics_best"]["accuracy"]) <= max_flips / 40
+
+
+@pytest.mark.real
+def test_packaged_q4_1_gguf_through_llamacpp_and_transformers(tmp_path):
+    assert main(["eval", *cola_args(tmp_path), "--out", str(tmp_path / "hf")]) == 0
+    assert main(["eval", *cola_args(tmp_path, "backend=llamacpp"), "--out", str(tmp_path / "cpp")]) == 0
+    hf, cpp = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("hf", "cpp"))
+    # the same Q4_1 weights: dequantized by transformers, or run quantized by llama.cpp (q8 activations)
+    assert abs(hf["metrics_best"]["accuracy"] - cpp["metrics_best"]["accuracy"]) <= 2 / 40
+    assert cpp["size_on_disk_mb"] < 120 < hf["size_on_disk_mb"]
+
+
+def test_gguf_errors_are_clear(tmp_path, capsys):
+    with pytest.raises(UserError, match="unknown type q3.*choose from f16"):
+        export_gguf(tmp_path, tmp_path, ["q3"])
+    with pytest.raises(UserError, match="no config.json"):
+        export_gguf(tmp_path, tmp_path, ["f16"])
+    (tmp_path / "weird").mkdir()
+    (tmp_path / "weird" / "config.json").write_text(json.dumps({"architectures": ["FooForCausalLM"]}))
+    with pytest.raises(UserError, match="converter failed.*FooForCausalLM"):
+        export_gguf(tmp_path / "weird", tmp_path / "weird", ["f16"])
+    assert not list((tmp_path / "weird").glob("*.gguf*"))
+    (tmp_path / "bare.gguf").write_bytes(b"GGUF")
+    assert main(["eval", str(tmp_path / "bare.gguf")]) == 2
+    assert "says nothing about the task" in capsys.readouterr().err
+    with pytest.raises(UserError, match="cannot load"):
+        open_llama(tmp_path / "bare.gguf", 64)
