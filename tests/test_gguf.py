@@ -91,7 +91,7 @@ def test_tiny_llama_gguf_types_agree_with_transformers(tiny_llama_bpe, tmp_path)
 
 def cola_args(tmp_path, *extra):
     return ["classify_by=likelihood", "model=smollm2-135m", f"train_file={COLA / 'in_domain_train.tsv'}",
-            f"validation_file={COLA / 'in_domain_dev.tsv'}", "header=false", "columns=[source,label,mark,sentence]",
+            f"validation_file={COLA / 'in_domain_dev.tsv'}", "header='false'", "columns=[source,label,mark,sentence]",
             "text_column=sentence", "label_words=[no,yes]", "max_eval_samples=40", "max_samples=40",
             "max_length=64", f"output_dir={tmp_path / 'runs'}", *extra]
 
