@@ -60,8 +60,10 @@ def row_label(session: Session) -> str:
     if source.kind == "run":
         return f"{source.result.get('method', 'run')} (adapter)" if source.weights.name == "adapter" else \
             str(source.result.get("method", "run"))
-    if cfg.model.model.endswith(".gguf"):
-        return f"{Path(cfg.model.model).stem} ({session.backend})"
+    if session.backend == "llamacpp" or cfg.model.model.endswith(".gguf"):
+        from .llamacpp_eval import gguf_file_of
+
+        return f"{gguf_file_of(cfg.model.model).stem} ({session.backend})"
     if source.kind == "export":
         return "merged"
     return f"{cfg.eval.shots}-shot" if cfg.eval.shots else "zero-shot"
