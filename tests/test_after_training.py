@@ -315,3 +315,14 @@ def test_a_sweep_lists_evaluations_beside_training_variants(tiny_llama, sentimen
     path.write_text(yaml.safe_dump(sweep))
     assert cli("sweep", path, "--dry-run") == 2
     assert "of: 'nope' names no training variant listed before it (trained: lora)" in capsys.readouterr().err
+
+
+def test_predict_with_an_untrained_model_takes_the_labels_from_train_file(tiny_llama, sentiment, tmp_path, capsys):
+    rows = strip_gold_tsv(sentiment["dev"], tmp_path / "in.tsv")
+    args = [f"model={tiny_llama}", rows, f"train_file={sentiment['train']}", "classify_by=likelihood",
+            "label_words=[bad,good]", "max_length=32", "--limit", 8, "--name", "base", "--out", tmp_path]
+    assert cli("predict", *args, capsys=capsys) == 0
+    lines = (tmp_path / "result_base.txt").read_text().splitlines()
+    assert len(lines) == 8 and set(lines) <= {"neg", "pos"}
+    assert cli("predict", f"model={tiny_llama}", rows, "classify_by=likelihood", "--out", tmp_path) == 2
+    assert "needs the label set" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import Config
 from .errors import UserError
-from .formats import Split, load_splits, read_records
+from .formats import Split, label_key, load_splits, read_records
 from .infer import open_session, read_source, score_split
 from .metrics import compute_classification
 from .rundir import read_jsonl, write_jsonl, write_text
@@ -82,10 +82,18 @@ def run_predict(spec: str, input_path: str, overrides: list[str], limit: int = 0
         raise UserError(f"{result_txt} already exists; pass --overwrite or another --name")
     gold = read_answers(answers) if answers else None
     labels = source.result.get("labels") or [str(x) for x in cfg.data.label_names] or None
-    split, order, originals = read_input(input_path, cfg, limit, labels)
-    train = load_splits(cfg.data, cfg.train.seed)["train"] if cfg.eval.shots else split
+    if cfg.task.task == "classification" and not labels and not cfg.data.train_file:
+        raise UserError("label_names: predicting with an untrained model needs the label set; set label_names= "
+                        "(or train_file=, whose labels are used)")
+    # the training file gives few-shot examples, and the label set of an untrained model
+    train = load_splits(cfg.data, cfg.train.seed)["train"] if cfg.eval.shots or not labels and cfg.data.train_file \
+        else None
     if cfg.task.task == "classification" and not labels:
-        raise UserError("label_names: predicting with an untrained model needs the label set; set label_names=")
+        from .tasks.classification import sort_labels
+
+        labels = sort_labels({label_key(r.get(cfg.data.label_column)) for r in train.records} - {""})
+    split, order, originals = read_input(input_path, cfg, limit, labels)
+    train = train or split
     if gold is not None and len(gold) != len(order):
         raise UserError(f"--answers {answers}: {len(gold)} lines for {len(order)} predicted rows "
                         f"(--limit {limit or 'all'}); give one answer per predicted row, in input order")
