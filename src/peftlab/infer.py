@@ -15,6 +15,7 @@ Where the model comes from (`read_source`):
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,8 +194,10 @@ def build_eval_trainer(session: Session):
     split = next(iter(session.encoded))
     encoded = {"train": session.encoded[split], "validation": session.encoded[split]}
     folder = Path(tempfile.mkdtemp(prefix="peftlab-eval-"))  # the Trainer wants an output_dir; nothing lands there
-    return build_trainer(session.cfg, folder, session.model, session.tokenizer, session.task, session.prepared,
-                         encoded, [], session.env)
+    trainer = build_trainer(session.cfg, folder, session.model, session.tokenizer, session.task, session.prepared,
+                            encoded, [], session.env)
+    shutil.rmtree(folder, ignore_errors=True)  # predict() never writes to it
+    return trainer
 
 
 @dataclass
