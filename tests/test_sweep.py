@@ -263,3 +263,31 @@ def test_compare_two_sweeps(tmp_path, capsys):
 def test_report_of_a_missing_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+# -- values in sweep files keep the users' text ------------------------------------------------
+
+def test_sweep_values_keep_the_users_text(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: traps\nconfig: {label_words: [no, yes], lr: 1e-4, text_column: 2026-01-01, run_name: 007}\n"
+                    "variants:\n  - {method: lora, lora_rank: 8, lora_target: on, instruction: 'Answer: yes'}\n"
+                    "grid: {prompt_init_text: [no, ~, 007], weight_decay: [1.0e-4]}\n")
+    runs = load_sweep(path).runs
+    assert [r.cfg.method.prompt_init_text for r in runs] == ["no", "~", "007"]
+    cfg = runs[0].cfg
+    assert cfg.task.label_words == ["no", "yes"] and cfg.task.instruction == "Answer: yes"
+    assert (cfg.train.lr, cfg.train.weight_decay, cfg.data.text_column) == (1e-4, 1e-4, "2026-01-01")
+    assert cfg.method.lora_target == "on"
+    assert runs[0].settings == {"method": "lora", "lora_rank": 8, "lora_target": "on", "instruction": "Answer: yes",
+                                "prompt_init_text": "no", "weight_decay": 1e-4}  # typed: 8 and 1e-4 are numbers
+    assert runs[0].name == "lora-r8-lora_target_on-instruction_Answer_yes-prompt_init_text_no-weight_decay_0.0001"
+
+
+def test_sweep_refuses_values_that_cannot_be_what_the_key_means(tmp_path):
+    path = write_sweep(tmp_path / "s.yaml", grid={"epochs": ["1.5"]})
+    with pytest.raises(UserError, match=r"grid: key 'epochs': expected int for 'epochs'"):
+        load_sweep(path)
+    path = write_sweep(tmp_path / "s.yaml", variants=[{"instruction": {"a": "b"}}])
+    with pytest.raises(UserError, match=r"variants\[0\]: key 'instruction': 'instruction' takes one str"):
+        load_sweep(path)
+

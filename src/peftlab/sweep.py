@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .config import SECTIONS, Config, build_config, read_yaml_mapping
+from .config import SECTIONS, Config, build_config, read_yaml_mapping, typed_settings
 from .errors import UserError, closest
 from .rundir import read_json, write_json, write_text, write_yaml
 
@@ -130,7 +130,13 @@ def load_sweep(path: str | Path, output_dir: str | None = None) -> Sweep:
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
         raise UserError(f"{path}: `variants:` must be a list of mappings, e.g. - {{method: lora, lora_rank: 8}}")
     points = grid_points(data.get("grid"), str(path))
-    seed_varies = len({p.get("seed") for p in points}) > 1 or len({str(v.get("seed")) for v in variants}) > 1
+    # settings typed by their fields (lr: 5.0e-4 -> 0.0005), so names and sweep.json show numbers as
+    # numbers and a string key's `no` as "no"
+    typed_points = [typed_settings(p, f"{path}: grid") for p in points]
+    typed_variants = [typed_settings(flat_settings({k: v for k, v in variant.items() if k != "name"}),
+                                     f"{path}: variants[{i}]") for i, variant in enumerate(variants)]
+    seed_varies = (len({p.get("seed") for p in typed_points}) > 1
+                   or len({v.get("seed") for v in typed_variants}) > 1)
 
     name = slug(data.get("name") or path.stem)
     folder = Path(output_dir or data.get("output_dir") or "runs") / name
@@ -142,9 +148,9 @@ def load_sweep(path: str | Path, output_dir: str | None = None) -> Sweep:
         for key in ("output_dir", "run_name"):
             if key in flat_settings(variant):
                 raise UserError(f"{path}: variants[{i}]: '{key}' is set by the sweep; remove it")
-        for point in points:
+        for point, typed_point in zip(points, typed_points):
             where = f"{path}: variants[{i}]" + (f" x grid {point}" if point else "")
-            settings = {**flat_settings(variant), **point}
+            settings = {**typed_variants[i], **typed_point}
             cfg = build_config(base_layers + [(variant, f"{path}: variants[{i}]"), (point, f"{path}: grid")])
             group_settings = {k: v for k, v in settings.items() if k != "seed"}
             group = slug(given) if given else name_of(group_settings)
