@@ -146,6 +146,42 @@ def test_empty_values_are_empty_and_null_is_text(tmp_path):
     assert cfg.method.prompt_init_text == "null"  # a string key keeps the word; leave the value empty for ""
 
 
+def test_saved_config_round_trips_exactly(tmp_path):
+    """config.yaml as a run folder writes it reads back to the same Config (what --resume compares)."""
+    from peftlab.config import TextLoader, config_diff
+    from peftlab.rundir import write_yaml
+
+    path = tmp_path / "traps.yaml"
+    path.write_text(TRAPS_YAML)
+    cfg = load_config(path)
+    write_yaml(tmp_path / "config.yaml", cfg.to_dict())
+    assert load_config(tmp_path / "config.yaml") == cfg
+    import yaml
+
+    saved = yaml.load((tmp_path / "config.yaml").read_text(), TextLoader)
+    assert config_diff(saved, cfg) == []
+
+
+def test_config_diff_names_keys_and_treats_absent_keys_by_default():
+    import yaml
+
+    from peftlab.config import TextLoader, config_diff
+
+    cfg = load_config(None, ["lr=1e-3", "label_words=[no, yes]"])
+    saved = yaml.load(yaml.safe_dump(cfg.to_dict()), TextLoader)
+    saved["train"]["lr"] = "0.0002"
+    saved["task"]["label_words"] = ["false", "true"]  # what YAML 1.1 made of [no, yes] in older peftlab
+    del saved["task"]["packing"]          # absent, and the new value is the default: the same run
+    del saved["method"]["lora_rank"]
+    saved["eval"]["old_key"] = "1"
+    assert config_diff(saved, cfg) == ["task.label_words: ['false', 'true'] -> ['no', 'yes']",
+                                       "train.lr: 0.0002 -> 0.001", "eval.old_key: '1' -> (no longer a peftlab key)"]
+    cfg.method.lora_rank = 16             # absent in the saved file, and no longer the default: a change
+    assert "method.lora_rank: (not in the saved config) -> 16" in config_diff(saved, cfg)
+    saved["train"]["output_dir"] = "elsewhere"  # where the folder lives is not a setting of the run
+    assert not [d for d in config_diff(saved, cfg) if "output_dir" in d]
+
+
 def test_data_convert_label_words_keep_their_text():
     from peftlab.data import label_map, parse_keys
 

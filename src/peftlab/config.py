@@ -322,6 +322,39 @@ def default_of(f: dataclasses.Field):
     return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
+# Where a run lives, not what it computes: its folder was found from them, and a moved or copied
+# sweep folder holds the same runs.
+LOCATION_KEYS = {("train", "output_dir"), ("train", "run_name")}
+
+
+def config_diff(saved: dict, cfg: Config) -> list[str]:
+    """'section.key: old -> new' for every setting in which a run folder's config.yaml (read with
+    TextLoader, as written by Config.to_dict) and cfg differ; [] when the run is the same run."""
+    now, diff = cfg.to_dict(), []
+    for sec, cls in SECTIONS.items():
+        old_sec = saved.get(sec) if isinstance(saved.get(sec), dict) else {}
+        for f in dataclasses.fields(cls):
+            new = now[sec][f.name]
+            if (sec, f.name) in LOCATION_KEYS:
+                continue
+            if f.name not in old_sec:
+                # A key the saved config lacks was added to peftlab after that run, which therefore ran
+                # as that key's default does now: only a non-default value now is a change.
+                if new != default_of(f):
+                    diff.append(f"{sec}.{f.name}: (not in the saved config) -> {new!r}")
+                continue
+            try:
+                old = coerce(old_sec[f.name], f, "")
+            except UserError:
+                old = old_sec[f.name]
+            if old != new:
+                diff.append(f"{sec}.{f.name}: {old!r} -> {new!r}")
+    known = field_index()
+    diff += [f"{sec}.{k}: {v!r} -> (no longer a peftlab key)" for sec, vals in saved.items()
+             if isinstance(vals, dict) for k, v in vals.items() if k not in known]
+    return diff
+
+
 def help_text() -> str:
     """Every config key with its section, default and help, for `peftlab train --help`."""
     lines = ["Config keys (YAML flat or in sections; override any with key=value):"]

@@ -3,7 +3,8 @@
 A pure function of the run folders (result.json, metrics.jsonl, train_log.jsonl) and of the sweep's
 sweep.json (plan, groups, failures); nothing is re-measured. Runs that differ only in their seed
 form a group, reported as mean ± std; a Welch t-test over the seeds says which groups differ from
-the best by more than seed noise. Writes report/{report.md, .csv, .json, .html, *.png}.
+the best by more than seed noise. A run folder whose files cannot be read is listed as unreadable,
+never read as empty. Writes report/{report.md, .csv, .json, .html, *.png}.
 """
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ from pathlib import Path
 
 from .errors import UserError
 from .metrics import LOWER_IS_BETTER
-from .rundir import read_json, read_jsonl, write_json, write_text
+from .rundir import UnreadableFile, read_json, read_jsonl, write_json, write_text
 
 BOOKKEEPING = {"epoch", "step", "loss", "eval_time_s", "unparsed", "train_time_s", "epoch_wall_s", "train_loss",
                "partial_epoch_time"}
 ALPHA = 0.05  # significance level of the seed-noise test
 NOISE_RULE = (f"Welch's t-test over seeds, p < {ALPHA}; with one seed per method no difference can be "
               f"told apart from seed noise")
+# A completed result.json without these is cut short or hand-edited: the report cannot show it.
+RESULT_KEYS = ("metric_for_best", "method", "trainable_params", "trainable_pct", "total_params", "metrics_best")
 
 
 @dataclass
@@ -72,24 +75,48 @@ def collect(folder: Path) -> tuple[dict, list[Run]]:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder; pass a sweep folder (it holds sweep.json) or a folder of runs")
-    state = read_json(folder / "sweep.json", None)
+    state = read_json(folder / "sweep.json", None, fix="delete it to report every */result.json of the folder "
+                      "instead, or rerun the sweep to write it again")
     if isinstance(state, dict):
         entries = state.get("runs", [])
     else:
         state = {"name": folder.name}
         entries = [{"name": p.parent.name} for p in sorted(folder.glob("*/result.json"))]
-    runs = []
-    for e in entries:
-        run_dir = folder / e["name"]
-        result = read_json(run_dir / "result.json", None)
-        status = (result or {}).get("status") or e.get("status", "pending")
-        error = e.get("error") if e.get("status") == "failed" else None
-        runs.append(Run(e["name"], e.get("group", e["name"]), e.get("seed"), status, e.get("settings", {}),
-                        error or (result or {}).get("error"), result,
-                        read_jsonl(run_dir / "metrics.jsonl"), read_jsonl(run_dir / "train_log.jsonl")))
+    runs = [read_run(folder / e["name"], e) for e in entries]
     if not runs:
         raise UserError(f"{folder}: no runs found (no sweep.json and no */result.json)")
     return state, runs
+
+
+def read_result(run_dir: Path, listed: str) -> tuple[dict | None, str | None]:
+    """(result.json, None), or (None, why the report cannot use it); UnreadableFile when corrupt."""
+    path = run_dir / "result.json"
+    result = read_json(path, None)
+    if result is None:
+        return None, (f"{path} is missing although sweep.json lists the run as completed; run the sweep "
+                      f"again to redo it" if listed == "completed" else None)
+    if not isinstance(result, dict):
+        raise UnreadableFile(f"{path}: not a JSON object")
+    missing = [k for k in RESULT_KEYS if k not in result]
+    if result.get("status") == "completed" and missing:
+        raise UnreadableFile(f"{path}: says completed but lacks {', '.join(missing)} (cut short or edited)")
+    return result, None
+
+
+def read_run(run_dir: Path, entry: dict) -> Run:
+    """One run folder; a file that cannot be read makes the run 'unreadable' with the reason."""
+    name, group, settings = entry["name"], entry.get("group", entry["name"]), entry.get("settings", {})
+    try:
+        result, absent = read_result(run_dir, entry.get("status", "pending"))
+        history, train_log = read_jsonl(run_dir / "metrics.jsonl"), read_jsonl(run_dir / "train_log.jsonl")
+    except UnreadableFile as e:
+        return Run(name, group, entry.get("seed"), "unreadable", settings, str(e))
+    if absent:
+        return Run(name, group, entry.get("seed"), "missing", settings, absent)
+    status = (result or {}).get("status") or entry.get("status", "pending")
+    error = entry.get("error") if entry.get("status") == "failed" else None
+    return Run(name, group, entry.get("seed"), status, settings, error or (result or {}).get("error"), result,
+               history, train_log)
 
 
 def groups_of(runs: list[Run]) -> list[Group]:

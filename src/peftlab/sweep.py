@@ -14,10 +14,13 @@ A sweep file holds a base config and the runs to make from it:
 Why a process per run: peak memory is then the run's own, and a crash (or an out-of-memory kill)
 takes one run down, not the sweep. The sweep folder holds one run folder per run, `sweep.json`
 (the plan and each run's status), `logs/` and `report/`. Running the sweep again skips finished
-runs, resumes interrupted ones from their last checkpoint and retries failed ones from scratch.
+runs, resumes interrupted ones from their last checkpoint and retries failed ones from scratch;
+a run folder is reused only if its config.yaml equals the config planned now (else the sweep stops
+before running anything, or reruns it with --rerun-changed). `.lock` keeps a second sweep out.
 """
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import re
@@ -26,13 +29,14 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .config import SECTIONS, Config, build_config, read_yaml_mapping, typed_settings
 from .errors import UserError, closest
-from .rundir import read_json, write_json, write_text, write_yaml
+from .rundir import UnreadableFile, read_json, saved_config_diff, write_json, write_text, write_yaml
 
 SWEEP_KEYS = ("name", "output_dir", "base", "config", "variants", "grid", "description")
 # How a setting shows in a run name: lora_rank=8 -> r8, seed=1 -> s1, lr=5e-4 -> lr0.0005.
@@ -167,7 +171,10 @@ def load_sweep(path: str | Path, output_dir: str | None = None) -> Sweep:
 # -- running ------------------------------------------------------------------------------------
 
 def run_status(run_dir: Path) -> str:
-    result = read_json(run_dir / "result.json", None)
+    try:
+        result = read_json(run_dir / "result.json", None)
+    except UnreadableFile:
+        return "unreadable"
     return result.get("status", "unknown") if isinstance(result, dict) else ("started" if run_dir.exists() else "pending")
 
 
@@ -249,7 +256,10 @@ def pump(stream, sink, log, tail: list, on_line=None) -> None:
 
 
 def failure_reason(run_dir: Path, returncode: int, tail: list) -> str:
-    result = read_json(run_dir / "result.json", {}) or {}
+    try:
+        result = read_json(run_dir / "result.json", {}) or {}
+    except UnreadableFile as e:
+        return str(e)
     if result.get("error"):
         return result["error"]
     lines = [l.strip() for l in "".join(tail).splitlines() if l.strip()]
@@ -279,7 +289,8 @@ def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str) -> dic
     run_dir = sweep.folder / run.name
     config_path = sweep.folder / "configs" / f"{run.name}.yaml"
     write_yaml(config_path, run.cfg.to_dict())
-    cmd = [sys.executable, "-m", "peftlab", "train", str(config_path), "--overwrite" if mode == "retry" else "--resume"]
+    start = "--resume" if mode == "resume" else "--overwrite"
+    cmd = [sys.executable, "-m", "peftlab", "train", str(config_path), start]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     tag = f"[{progress.index}/{progress.total}] {run.name}"
 
@@ -326,23 +337,90 @@ def save_state(sweep: Sweep, entries: dict) -> None:
                                          "status": run_status(sweep.folder / r.name)} for r in sweep.runs]})
 
 
-def run_sweep(sweep: Sweep, retry_failed: bool = True) -> dict:
-    """Run every planned run not yet completed; returns {run name: sweep.json entry}."""
-    (sweep.folder / "configs").mkdir(parents=True, exist_ok=True)
-    write_text(sweep.folder / "sweep.yaml", sweep.source.read_text(encoding="utf-8"))
-    old = {e["name"]: e for e in (read_json(sweep.folder / "sweep.json", {}) or {}).get("runs", [])}
+@contextmanager
+def sweep_lock(folder: Path):
+    """Hold folder/.lock (flock, with our pid in it) while the sweep runs: two sweeps on one folder
+    would run the same runs twice and overwrite each other's files. The kernel drops the lock
+    when its process dies, so a stale .lock file never blocks."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            pid = fh.read().strip() or "unknown"
+            raise UserError(f"{folder}: another `peftlab sweep` (pid {pid}) is running on this folder; wait for it "
+                            f"to finish (or stop it), then run this command again") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def reuse_problem(run_dir: Path, run: PlannedRun, status: str) -> str | None:
+    """Why a run folder that would be skipped or resumed cannot be reused as is, or None."""
+    if status == "pending":
+        return None
+    try:
+        if status == "unreadable":
+            read_json(run_dir / "result.json")  # raises, with the file and the reason
+        diff = saved_config_diff(run_dir, run.cfg)
+    except UserError as e:
+        return str(e)
+    return f"its config.yaml differs: {'; '.join(diff)}" if diff else None
+
+
+def plan_todo(sweep: Sweep, old: dict, retry_failed: bool, rerun_changed: bool) -> tuple[dict, list]:
+    """(sweep.json entries of the runs kept, [(run, 'resume' | 'retry')]). A folder run with other
+    settings is rerun (rerun_changed) or stops the sweep before anything runs: a report must not
+    mix settings silently."""
     entries: dict[str, dict] = {}
-    todo = []
+    todo, problems = [], []
     for run in sweep.runs:
-        status = run_status(sweep.folder / run.name)
-        if status == "completed":
-            entries[run.name] = {**old.get(run.name, {}), "name": run.name, "group": run.group, "seed": run.seed,
-                                 "settings": run.settings, "status": "completed"}
+        run_dir = sweep.folder / run.name
+        status = run_status(run_dir)
+        failed = status == "failed" or old.get(run.name, {}).get("status") == "failed"
+        problem = None if failed else reuse_problem(run_dir, run, status)
+        if problem:
+            problems.append(f"  - {run.name}: {problem}")
+            todo.append((run, "rerun"))
         elif old.get(run.name, {}).get("status") == "failed" and not retry_failed:
             entries[run.name] = old[run.name]
+        elif status == "completed":
+            entries[run.name] = {**old.get(run.name, {}), "name": run.name, "group": run.group, "seed": run.seed,
+                                 "settings": run.settings, "status": "completed"}
         else:
-            todo.append((run, "retry" if status == "failed" or old.get(run.name, {}).get("status") == "failed"
-                         else "resume"))
+            todo.append((run, "retry" if failed else "resume"))
+    if problems and not rerun_changed:
+        raise UserError(f"{sweep.folder}: {len(problems)} run folder(s) cannot be reused with this sweep file:\n"
+                        + "\n".join(problems) + "\nNothing was run. Pass --rerun-changed to run them again from "
+                        "scratch with the current settings, restore the old settings, or use another "
+                        "output_dir or sweep name.")
+    for line in problems:
+        print(f"sweep: rerunning from scratch (--rerun-changed):\n{line}", flush=True)
+    return entries, todo
+
+
+NOTES = {"resume": "", "retry": "  (retrying a failed run)", "rerun": "  (rerun: its folder had other settings)"}
+
+
+def run_sweep(sweep: Sweep, retry_failed: bool = True, rerun_changed: bool = False) -> dict:
+    """Run every planned run not yet completed; returns {run name: sweep.json entry}."""
+    with sweep_lock(sweep.folder):
+        return run_locked(sweep, retry_failed, rerun_changed)
+
+
+def run_locked(sweep: Sweep, retry_failed: bool, rerun_changed: bool) -> dict:
+    old_state = read_json(sweep.folder / "sweep.json", {}, fix="delete it: the run folders are kept, and the "
+                          "next sweep run rebuilds it from them") or {}
+    old = {e["name"]: e for e in old_state.get("runs", [])}
+    entries, todo = plan_todo(sweep, old, retry_failed, rerun_changed)
+    (sweep.folder / "configs").mkdir(parents=True, exist_ok=True)
+    write_text(sweep.folder / "sweep.yaml", sweep.source.read_text(encoding="utf-8"))
     skipped = len(sweep.runs) - len(todo)
     print(f"sweep {sweep.name}: {len(sweep.runs)} runs, {skipped} already done or kept, {len(todo)} to run "
           f"-> {sweep.folder}", flush=True)
@@ -351,7 +429,7 @@ def run_sweep(sweep: Sweep, retry_failed: bool = True) -> dict:
     for k, (run, mode) in enumerate(todo):
         progress.start(skipped + k + 1, run.cfg.train.epochs)
         print(f"\n== sweep [{progress.index}/{progress.total}] {run.name}: {describe(run.settings)}"
-              f"{'  (retrying a failed run)' if mode == 'retry' else ''}  "
+              f"{NOTES[mode]}  "
               f"| done {progress.done}, failed {progress.failed}, ETA {fmt_duration(progress.eta())}", flush=True)
         try:
             entry = execute(sweep, run, progress, mode)
