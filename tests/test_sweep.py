@@ -219,7 +219,10 @@ def test_seed_mean_std_and_noise_marks(tmp_path):
     mean, std = sum(head) / 3, stats.tstd(head)
     assert by["head"]["metrics_best"]["accuracy"]["mean"] == pytest.approx(mean)
     assert by["head"]["metrics_best"]["accuracy"]["std"] == pytest.approx(std)
-    assert by["head"]["vs_best"]["p"] == pytest.approx(stats.ttest_ind(head, full, equal_var=False).pvalue)
+    raw = {g: stats.ttest_ind(v, full, equal_var=False).pvalue for g, v in (("head", head), ("lora", lora))}
+    assert by["head"]["vs_best"]["p_unadjusted"] == pytest.approx(raw["head"])
+    assert by["head"]["vs_best"]["p"] == pytest.approx(2 * raw["head"])  # Holm: the smaller of two p-values x 2
+    assert by["lora"]["vs_best"]["p"] == pytest.approx(raw["lora"])      # the largest one stays
     assert by["head"]["vs_best"]["beyond_noise"] and not by["lora"]["vs_best"]["beyond_noise"]
     md = write_report(tmp_path)[0]
     assert f"{mean:.3f} ± {std:.3f}" in md and "✱" in md.split("| head |")[2].split("\n")[0]
@@ -290,6 +293,7 @@ def test_sweep_refuses_values_that_cannot_be_what_the_key_means(tmp_path):
     path = write_sweep(tmp_path / "s.yaml", variants=[{"instruction": {"a": "b"}}])
     with pytest.raises(UserError, match=r"variants\[0\]: key 'instruction': 'instruction' takes one str"):
         load_sweep(path)
+
 
 # -- a sweep never reuses a run it should not ----------------------------------------------------
 
@@ -396,6 +400,36 @@ def test_second_sweep_process_is_refused(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+# -- p-values: Holm across a table, never one that no test computed ------------------------------
+
+def test_holm_correction_can_remove_a_mark(tmp_path):
+    from peftlab.report import holm
+
+    assert holm([0.01, None, 0.04, 0.03]) == pytest.approx([0.03, None, 0.06, 0.06])
+    best = [0.90, 0.91, 0.92]
+    a, b = [0.88, 0.885, 0.89], [0.879, 0.884, 0.889]  # each p ~ 0.03 alone: two of them are not enough
+    fake_sweep(tmp_path, {"best": [(0.5, x, 10, 1, 1) for x in best], "a": [(0.5, x, 10, 1, 1) for x in a],
+                          "b": [(0.5, x, 10, 1, 1) for x in b]})
+    by = {g["group"]: g["vs_best"] for g in summarize(tmp_path)["groups"]}
+    raw_a = stats.ttest_ind(a, best, equal_var=False).pvalue
+    assert raw_a < 0.05 and by["a"]["p_unadjusted"] == pytest.approx(raw_a)
+    assert by["a"]["p"] > 0.05 and by["b"]["p"] > 0.05 and not by["a"]["beyond_noise"] and not by["b"]["beyond_noise"]
+    md = write_report(tmp_path)[0]
+    assert "Holm-adjusted" in md and "✱" not in md.split("## Result at best epoch")[1].split("✱ =")[0]
+
+
+def test_no_p_value_without_a_test(tmp_path):
+    fake_sweep(tmp_path, {"full": [(0.5, 0.9, 1000, 2, 2)] * 3, "lora": [(0.5, 0.8, 10, 1, 1)] * 3,
+                          "head": [(0.5, 0.7, 2, 1, 1)]})
+    s = summarize(tmp_path)
+    by = {g["group"]: g["vs_best"] for g in s["groups"]}
+    assert by["lora"]["p"] is None and not by["lora"]["beyond_noise"]  # no spread on either side: t is undefined
+    assert by["head"]["p"] is None                                     # one seed
+    md = write_report(tmp_path)[0]
+    assert "| -0.100 (p=n/a) |" in md and "| -0.200 (p=n/a) |" in md and "p=0.000" not in md and "p=1.000" not in md
+    assert "p n/a: no test was possible" in md
 
 
 def test_corrupt_run_folders_are_listed_not_read_as_empty(tmp_path):
