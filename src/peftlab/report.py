@@ -18,6 +18,7 @@ from pathlib import Path
 from .errors import UserError
 from .metrics import LOWER_IS_BETTER
 from .rundir import UnreadableFile, read_json, read_jsonl, write_json, write_text
+from .significance import fmt_p, holm, welch_p
 
 BOOKKEEPING = {"epoch", "step", "loss", "eval_time_s", "unparsed", "train_time_s", "epoch_wall_s", "train_loss",
                "partial_epoch_time"}
@@ -151,35 +152,6 @@ def metric_columns(groups: list[Group], metric: str) -> list[str]:
 
 
 # -- statistics ---------------------------------------------------------------------------------
-
-def welch_p(a: list[float], b: list[float]) -> float | None:
-    """Two-sided Welch t-test p-value (scipy); None when no test is possible: fewer than 2 seeds on a
-    side, or no spread on either side (t is then undefined, and any p would be made up)."""
-    if len(a) < 2 or len(b) < 2 or (max(a) == min(a) and max(b) == min(b)):
-        return None
-    from scipy import stats
-
-    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    return p if math.isfinite(p) else None
-
-
-def holm(pvalues: list[float | None]) -> list[float | None]:
-    """Holm-adjusted p-values over one table's comparisons (None: no test, not counted). Written here:
-    it is a few lines, statsmodels (multipletests) is not a dependency and scipy has no Holm."""
-    order = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
-    out: list[float | None] = [None] * len(pvalues)
-    running = 0.0
-    for rank, (p, i) in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * p))  # adjusted p never falls with rank
-        out[i] = running
-    return out
-
-
-def fmt_p(p: float | None) -> str:
-    if p is None:
-        return "n/a"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
 
 def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
