@@ -311,6 +311,16 @@ def test_a_sweep_lists_evaluations_beside_training_variants(tiny_llama, sentimen
     assert result_of(folder / "lora-merged")["metrics_best"]["accuracy"] == pytest.approx(trained)
     capsys.readouterr()
     assert cli("sweep", path) == 0 and "5 already done" in capsys.readouterr().out
+    # the trained run changes: refused, and with --rerun-changed its evaluations are made again after it
+    before = result_of(folder / "lora-adapter")["finished_at"], (folder / "lora-adapter" / "result.json").stat().st_mtime
+    sweep["variants"][2]["lr"] = 1.0e-3
+    path.write_text(yaml.safe_dump(sweep))
+    assert cli("sweep", path) == 2 and "train.lr: 0.005 -> 0.001" in capsys.readouterr().err
+    assert cli("sweep", path, "--rerun-changed", capsys=capsys) == 0
+    assert "2 already done or kept, 3 to run" in capsys.readouterr().out  # lora and its 2 evaluations rerun
+    assert (folder / "lora-adapter" / "result.json").stat().st_mtime > before[1]
+    assert result_of(folder / "lora-adapter")["metrics_best"]["loss"] == pytest.approx(
+        result_of(folder / "lora")["metrics_best"]["loss"])
     sweep["variants"].append({"name": "bad", "of": "nope"})
     path.write_text(yaml.safe_dump(sweep))
     assert cli("sweep", path, "--dry-run") == 2

@@ -60,7 +60,7 @@ def test_existing_run_folder_is_not_clobbered(base_config, capsys):
     assert code == 2 and "already exists (status: completed)" in err and "--resume" in err
     assert main(["train", "--resume"] + base_config) == 0  # complete: nothing to do
     code, err = run_cli(["train", "--resume"] + base_config + ["lr=1e-3"], capsys)
-    assert code == 2 and "different config (train.lr)" in err
+    assert code == 2 and "different config (train.lr: 0.005 -> 0.001)" in err
 
 
 def test_real_process_exit_code(tmp_path):
@@ -68,3 +68,36 @@ def test_real_process_exit_code(tmp_path):
                            f"output_dir={tmp_path / 'runs'}"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "train_file: file not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("damage, pattern", [
+    ("config.yaml", r"runs/x/config.yaml: corrupt or cut short .*--overwrite"),
+    ("result.json", r"runs/x/result.json: corrupt or cut short \(line 1.*--overwrite"),
+    ("no config", r"runs/x: config.yaml is missing, so it cannot be checked.*--overwrite"),
+    ("old value", r"runs/x was run with a different config \(task.label_words: \['false', 'true'\] -> \['no', 'yes'\]\)"),
+])
+def test_resume_refuses_a_run_folder_it_cannot_check(base_config, tmp_path, capsys, damage, pattern):
+    """A run folder's unreadable files are errors naming the file, never read as empty (which would
+    pass the --resume config check and resume a run made with other settings)."""
+    import re
+
+    from peftlab.config import load_config
+    from peftlab.rundir import write_yaml
+
+    argv = base_config + ["run_name=x", "label_words=[no, yes]"]
+    run = tmp_path / "runs" / "x"
+    run.mkdir(parents=True)
+    write_yaml(run / "config.yaml", load_config(None, argv).to_dict())
+    (run / "result.json").write_text('{"status": "interrupted"}')
+    if damage == "no config":
+        (run / "config.yaml").unlink()
+    elif damage == "old value":  # what YAML 1.1 made of [no, yes] before
+        text = (run / "config.yaml").read_text()
+        (run / "config.yaml").write_text(text.replace("- 'no'\n  - 'yes'", "- false\n  - true"))
+    elif damage == "config.yaml":
+        (run / "config.yaml").write_text("model: {model: [x\n")
+    else:
+        (run / "result.json").write_text('{"status": "compl')
+    code, err = run_cli(["train", "--resume"] + argv, capsys)
+    assert code == 2 and "Traceback" not in err
+    assert re.search(pattern, err), err

@@ -219,7 +219,10 @@ def test_seed_mean_std_and_noise_marks(tmp_path):
     mean, std = sum(head) / 3, stats.tstd(head)
     assert by["head"]["metrics_best"]["accuracy"]["mean"] == pytest.approx(mean)
     assert by["head"]["metrics_best"]["accuracy"]["std"] == pytest.approx(std)
-    assert by["head"]["vs_best"]["p"] == pytest.approx(stats.ttest_ind(head, full, equal_var=False).pvalue)
+    raw = {g: stats.ttest_ind(v, full, equal_var=False).pvalue for g, v in (("head", head), ("lora", lora))}
+    assert by["head"]["vs_best"]["p_unadjusted"] == pytest.approx(raw["head"])
+    assert by["head"]["vs_best"]["p"] == pytest.approx(2 * raw["head"])  # Holm: the smaller of two p-values x 2
+    assert by["lora"]["vs_best"]["p"] == pytest.approx(raw["lora"])      # the largest one stays
     assert by["head"]["vs_best"]["beyond_noise"] and not by["lora"]["vs_best"]["beyond_noise"]
     md = write_report(tmp_path)[0]
     assert f"{mean:.3f} ± {std:.3f}" in md and "✱" in md.split("| head |")[2].split("\n")[0]
@@ -263,3 +266,185 @@ def test_compare_two_sweeps(tmp_path, capsys):
 def test_report_of_a_missing_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+# -- values in sweep files keep the users' text ------------------------------------------------
+
+def test_sweep_values_keep_the_users_text(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: traps\nconfig: {label_words: [no, yes], lr: 1e-4, text_column: 2026-01-01, run_name: 007}\n"
+                    "variants:\n  - {method: lora, lora_rank: 8, lora_target: on, instruction: 'Answer: yes'}\n"
+                    "grid: {prompt_init_text: [no, ~, 007], weight_decay: [1.0e-4]}\n")
+    runs = load_sweep(path).runs
+    assert [r.cfg.method.prompt_init_text for r in runs] == ["no", "~", "007"]
+    cfg = runs[0].cfg
+    assert cfg.task.label_words == ["no", "yes"] and cfg.task.instruction == "Answer: yes"
+    assert (cfg.train.lr, cfg.train.weight_decay, cfg.data.text_column) == (1e-4, 1e-4, "2026-01-01")
+    assert cfg.method.lora_target == "on"
+    assert runs[0].settings == {"method": "lora", "lora_rank": 8, "lora_target": "on", "instruction": "Answer: yes",
+                                "prompt_init_text": "no", "weight_decay": 1e-4}  # typed: 8 and 1e-4 are numbers
+    assert runs[0].name == "lora-r8-lora_target_on-instruction_Answer_yes-prompt_init_text_no-weight_decay_0.0001"
+
+
+def test_sweep_refuses_values_that_cannot_be_what_the_key_means(tmp_path):
+    path = write_sweep(tmp_path / "s.yaml", grid={"epochs": ["1.5"]})
+    with pytest.raises(UserError, match=r"grid: key 'epochs': expected int for 'epochs'"):
+        load_sweep(path)
+    path = write_sweep(tmp_path / "s.yaml", variants=[{"instruction": {"a": "b"}}])
+    with pytest.raises(UserError, match=r"variants\[0\]: key 'instruction': 'instruction' takes one str"):
+        load_sweep(path)
+
+
+# -- a sweep never reuses a run it should not ----------------------------------------------------
+
+def fake_done_sweep(tmp_path, lr="1e-4") -> tuple[Path, Path]:
+    """A sweep of two runs whose folders look completed, written with the config the sweep plans."""
+    from peftlab.rundir import write_yaml
+
+    path = write_sweep(tmp_path / "s.yaml", name="reuse", output_dir=str(tmp_path / "out"), config={"lr": lr},
+                       variants=[{"name": "a", "method": "lora"}, {"name": "b", "method": "full"}])
+    for run in load_sweep(path).runs:
+        folder = tmp_path / "out" / "reuse" / run.name
+        folder.mkdir(parents=True)
+        write_yaml(folder / "config.yaml", run.cfg.to_dict())
+        (folder / "result.json").write_text(json.dumps({"status": "completed"}))
+    return path, tmp_path / "out" / "reuse"
+
+
+@pytest.fixture
+def executed(monkeypatch):
+    """Replace the child process: record (run, mode) and mark the run completed."""
+    import peftlab.sweep as sweep_mod
+
+    calls = []
+
+    def fake_execute(sweep, run, progress, mode):
+        calls.append((run.name, mode))
+        return {"name": run.name, "group": run.group, "seed": run.seed, "settings": run.settings,
+                "status": "completed"}
+
+    monkeypatch.setattr(sweep_mod, "execute", fake_execute)
+    return calls
+
+
+def test_rerun_skips_only_runs_with_the_same_config(tmp_path, executed):
+    from peftlab.sweep import run_sweep
+
+    path, folder = fake_done_sweep(tmp_path)
+    run_sweep(load_sweep(path))
+    assert executed == []  # same config: both skipped
+    path = write_sweep(path, name="reuse", output_dir=str(tmp_path / "out"), config={"lr": "2e-4"},
+                       variants=[{"name": "a", "method": "lora"}, {"name": "b", "method": "full"}])
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(UserError, match=r"(?s)2 run folder\(s\) cannot be reused.*a: its config.yaml differs: "
+                                        r"train.lr: 0.0001 -> 0.0002.*Nothing was run. Pass --rerun-changed"):
+        run_sweep(load_sweep(path))
+    assert executed == [] and sorted(p.name for p in folder.iterdir()) == before  # nothing written
+    run_sweep(load_sweep(path), rerun_changed=True)
+    assert executed == [("a", "rerun"), ("b", "rerun")]
+
+
+def test_sweep_cli_stops_with_exit_2_on_changed_runs(tmp_path, executed, capsys):
+    path, folder = fake_done_sweep(tmp_path)
+    cfg = (folder / "a" / "config.yaml").read_text()
+    (folder / "a" / "config.yaml").write_text(cfg.replace("lora_rank: 8", "lora_rank: 4"))
+    assert main(["sweep", str(path)]) == 2
+    assert "a: its config.yaml differs: method.lora_rank: 4 -> 8" in capsys.readouterr().err
+    assert executed == []
+    assert main(["sweep", str(path), "--rerun-changed"]) == 0
+    assert executed == [("a", "rerun")]
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("config.yaml", r"a/config.yaml: corrupt or cut short"),
+    ("result.json", r"a/result.json: corrupt or cut short"),
+    ("no config", r"a: config.yaml is missing"),
+])
+def test_unreadable_run_folders_stop_the_sweep(tmp_path, executed, damage, message):
+    from peftlab.sweep import run_sweep
+
+    path, folder = fake_done_sweep(tmp_path)
+    if damage == "no config":
+        (folder / "a" / "config.yaml").unlink()
+    else:
+        text = (folder / "a" / damage).read_text()
+        (folder / "a" / damage).write_text(text[: len(text) // 2] + ("\n  - [" if damage == "config.yaml" else ""))
+    with pytest.raises(UserError, match=message + r".*--overwrite \(a sweep: --rerun-changed\), or delete"):
+        run_sweep(load_sweep(path))
+    assert executed == []
+    run_sweep(load_sweep(path), rerun_changed=True)
+    assert executed == [("a", "rerun")]
+
+
+def test_two_sweeps_on_one_folder(tmp_path, executed):
+    from peftlab.sweep import run_sweep, sweep_lock
+
+    path, folder = fake_done_sweep(tmp_path)
+    with sweep_lock(folder):
+        with pytest.raises(UserError, match=rf"another `peftlab sweep` \(pid {os.getpid()}\) is running"):
+            run_sweep(load_sweep(path))
+    (folder / ".lock").write_text("999999\n")  # left by a process that died: the kernel dropped its lock
+    run_sweep(load_sweep(path))
+
+
+def test_second_sweep_process_is_refused(tmp_path):
+    path, folder = fake_done_sweep(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); f.write('4242'); f.flush(); print('held', flush=True); "
+                               "time.sleep(60)", str(folder / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = subprocess.run([sys.executable, "-m", "peftlab", "sweep", str(path)], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2 and "another `peftlab sweep` (pid 4242)" in proc.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# -- p-values: Holm across a table, never one that no test computed ------------------------------
+
+def test_holm_correction_can_remove_a_mark(tmp_path):
+    from peftlab.report import holm
+
+    assert holm([0.01, None, 0.04, 0.03]) == pytest.approx([0.03, None, 0.06, 0.06])
+    best = [0.90, 0.91, 0.92]
+    a, b = [0.88, 0.885, 0.89], [0.879, 0.884, 0.889]  # each p ~ 0.03 alone: two of them are not enough
+    fake_sweep(tmp_path, {"best": [(0.5, x, 10, 1, 1) for x in best], "a": [(0.5, x, 10, 1, 1) for x in a],
+                          "b": [(0.5, x, 10, 1, 1) for x in b]})
+    by = {g["group"]: g["vs_best"] for g in summarize(tmp_path)["groups"]}
+    raw_a = stats.ttest_ind(a, best, equal_var=False).pvalue
+    assert raw_a < 0.05 and by["a"]["p_unadjusted"] == pytest.approx(raw_a)
+    assert by["a"]["p"] > 0.05 and by["b"]["p"] > 0.05 and not by["a"]["beyond_noise"] and not by["b"]["beyond_noise"]
+    md = write_report(tmp_path)[0]
+    assert "Holm-adjusted" in md and "✱" not in md.split("## Result at best epoch")[1].split("✱ =")[0]
+
+
+def test_no_p_value_without_a_test(tmp_path):
+    fake_sweep(tmp_path, {"full": [(0.5, 0.9, 1000, 2, 2)] * 3, "lora": [(0.5, 0.8, 10, 1, 1)] * 3,
+                          "head": [(0.5, 0.7, 2, 1, 1)]})
+    s = summarize(tmp_path)
+    by = {g["group"]: g["vs_best"] for g in s["groups"]}
+    assert by["lora"]["p"] is None and not by["lora"]["beyond_noise"]  # no spread on either side: t is undefined
+    assert by["head"]["p"] is None                                     # one seed
+    md = write_report(tmp_path)[0]
+    assert "| -0.100 (p=n/a) |" in md and "| -0.200 (p=n/a) |" in md and "p=0.000" not in md and "p=1.000" not in md
+    assert "p n/a: no test was possible" in md
+
+
+def test_corrupt_run_folders_are_listed_not_read_as_empty(tmp_path):
+    fake_sweep(tmp_path, {"full": [(0.5, 0.9, 1000, 2, 2)] * 2, "lora": [(0.5, 0.8, 10, 1, 1)] * 2})
+    text = (tmp_path / "lora-s1" / "result.json").read_text()
+    (tmp_path / "lora-s1" / "result.json").write_text(text[:40])  # cut short
+    (tmp_path / "full-s2" / "metrics.jsonl").write_text('{"epoch": 0, "accur')
+    (tmp_path / "lora-s2" / "result.json").write_text(json.dumps({"status": "completed", "method": "lora"}))
+    md = write_report(tmp_path)[0]
+    failed = md.split("## Runs not completed")[1]
+    assert "lora-s1: **unreadable** — " in failed and "lora-s1/result.json: corrupt or cut short" in failed
+    assert "full-s2: **unreadable** — " in failed and "full-s2/metrics.jsonl: line 1 is corrupt" in failed
+    assert "lora-s2/result.json: says completed but lacks metric_for_best" in failed
+    s = summarize(tmp_path)
+    assert [(g["group"], g["seeds"]) for g in s["groups"]] == [("full", 1)]  # only what could be read
+    (tmp_path / "sweep.json").write_text("{")
+    with pytest.raises(UserError, match=r"sweep.json: corrupt or cut short.*delete it to report every"):
+        summarize(tmp_path)

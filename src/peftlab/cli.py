@@ -38,7 +38,7 @@ def cmd_sweep(args) -> int:
         print_plan(sweep)
         return 0
     try:
-        entries = run_sweep(sweep, retry_failed=not args.keep_failed)
+        entries = run_sweep(sweep, retry_failed=not args.keep_failed, rerun_changed=args.rerun_changed)
     except KeyboardInterrupt:
         print("\npeftlab: sweep interrupted; finished runs are kept. Run the same command again to continue.",
               file=sys.stderr)
@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the runs (and their status) without running them")
     p.add_argument("--output-dir", help="put the sweep folder here instead of the file's output_dir")
     p.add_argument("--keep-failed", action="store_true", help="do not retry runs that failed before")
+    p.add_argument("--rerun-changed", action="store_true",
+                   help="run again from scratch the run folders whose saved config differs from the sweep's "
+                        "(or cannot be read); without it such folders stop the sweep before anything runs")
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("report", help="tables, CSV/JSON and an HTML report of a sweep folder (two: compare)")
     p.add_argument("folders", nargs="+", help="a sweep folder, or two sweep folders to compare")

@@ -8,6 +8,7 @@ closest valid key. LLaMA-Factory's familiar names are accepted as aliases.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,10 +17,10 @@ import yaml
 from .errors import UserError, closest
 
 
-def opt(default, help: str):
-    """A config field with a default and a one-line help text."""
+def opt(default, help: str, item: str = "str"):
+    """A config field with a default and a one-line help text; `item` is the type of a list's items."""
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
+        return field(default_factory=lambda: list(default), metadata={"help": help, "item": item})
     return field(default=default, metadata={"help": help})
 
 
@@ -86,7 +87,7 @@ class MethodConfig:
     lora_alpha: int = opt(16, "LoRA scaling alpha (scale = alpha/r, or alpha/sqrt(r) with rslora)")
     lora_dropout: float = opt(0.05, "dropout on the LoRA input")
     lora_target: str = opt("auto", "modules to adapt: comma list of module names, 'all-linear', or auto (peft's default for the architecture)")
-    layers_to_transform: list = opt([], "only adapt these layer indices (LoRA family); empty = all layers")
+    layers_to_transform: list = opt([], "only adapt these layer indices (LoRA family); empty = all layers", item="int")
     freeze_layers: int = opt(2, "freeze method: train the last N transformer layers (negative N: the first N)")
     freeze_modules: str = opt("", "freeze method: within those layers train only modules whose name contains one of these (comma list, e.g. 'mlp' or 'q_proj,k_proj,v_proj'); empty = whole layers")
     num_virtual_tokens: int = opt(20, "prompt/p/prefix tuning: number of virtual tokens")
@@ -161,31 +162,64 @@ def field_index() -> dict[str, tuple[str, dataclasses.Field]]:
     return {f.name: (sec, f) for sec, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
 
 
+class TextLoader(yaml.SafeLoader):
+    """YAML with no implicit types: every scalar stays the text the user wrote. YAML 1.1 would read
+    `no` as False, `007` as 7, `2026-01-01` as a date and `1e-4` as a string (but `1.0e-4` as a
+    float); each field's declared type converts the text instead (coerce)."""
+
+
+TextLoader.yaml_implicit_resolvers = {}
+
+INT_TEXT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
+FLOAT_TEXT = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
+# Only bool fields read these words; a str or list field keeps `no` as the text "no".
+BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
 def coerce(value, f: dataclasses.Field, where: str):
-    """Convert a YAML/CLI value to the field's type, or raise UserError naming `where`."""
-    kind = {"str": str, "int": int, "float": float, "bool": bool, "list": list}[f.type]
-    try:
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("true", "yes", "1", "on"):
-                return True
-            if str(value).lower() in ("false", "no", "0", "off"):
-                return False
-            raise ValueError
-        if kind is list:
-            if value is None or value == "":
-                return []
-            if isinstance(value, str):
-                return [v.strip() for v in value.split(",") if v.strip()]
-            return list(value) if isinstance(value, (list, tuple)) else [value]
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError
-        if kind is str:
-            return "" if value is None else str(value)
-        return kind(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{where}: expected {kind.__name__} for '{f.name}', got {value!r}") from None
+    """Convert a YAML/CLI value to the field's declared type, or raise UserError naming `where`."""
+    if f.type == "list":
+        return [coerce_scalar(v, f.metadata["item"], f"{f.name} item", where) for v in list_items(value)]
+    return coerce_scalar(value, f.type, f.name, where)
+
+
+def list_items(value) -> list:
+    """A YAML list as is; text is a comma list ('' = empty); a lone scalar is a one-item list."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def coerce_scalar(value, kind: str, name: str, where: str):
+    """One value of type kind (str, int, float, bool) from its text, strictly; native values pass."""
+    if isinstance(value, (dict, list, tuple)):
+        shape = "a mapping" if isinstance(value, dict) else "a list"
+        raise UserError(f"{where}: '{name}' takes one {kind}, got {shape} ({value!r}); quote the value if it is "
+                        f"text with ': ' or brackets in it, e.g. '{name}: \"a: b\"'")
+    if kind == "str":
+        return "" if value is None else str(value)
+    text = str(value).strip() if isinstance(value, str) else None
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if text is not None and text.lower() in BOOL_WORDS:
+            return BOOL_WORDS[text.lower()]
+    elif kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        # leading zeros are refused: YAML 1.1 reads 010 as octal 8, YAML 1.2 as 10; neither guess is safe
+        if text is not None and INT_TEXT.fullmatch(text):
+            return int(text)
+    elif kind == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if text is not None and FLOAT_TEXT.fullmatch(text):  # 1e-4 and 1.0e-4 alike; no nan/inf
+            return float(text)
+    examples = {"bool": "true or false", "int": "a whole number without leading zeros, e.g. 8",
+                "float": "a number, e.g. 0.1 or 1e-4"}
+    raise UserError(f"{where}: expected {kind} for '{name}' ({examples[kind]}), got {value!r}")
 
 
 def _resolve_key(key: str, section: str | None, where: str) -> tuple[str, dataclasses.Field]:
@@ -204,12 +238,12 @@ def read_yaml_mapping(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), TextLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
         raise UserError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
-    if data is None:
+    if data is None or data == "":
         return {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of keys at the top level")
@@ -231,16 +265,24 @@ def flatten(data: dict, where: str) -> list[tuple[str, dataclasses.Field, object
     return out
 
 
-def parse_override(text: str) -> tuple[str, object]:
-    """'a.b=1' -> ('a.b', 1), values parsed as YAML scalars/lists."""
+def parse_override(text: str) -> tuple[str, str]:
+    """'a.b=1' -> ('a.b', '1'): the value stays text; its field's type converts it (override_value)."""
     if "=" not in text:
         raise UserError(f"override '{text}': expected key=value, e.g. lora_rank=16 or train.lr=1e-4")
     key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
+    return key.strip(), raw
+
+
+def override_value(raw: str, f: dataclasses.Field, where: str):
+    """A string field takes the text exactly as typed (`instruction=Answer: yes`); a list field
+    also reads a YAML flow list (`label_words=[no, yes]`); other types are converted by coerce."""
+    if f.type == "list" and raw.strip().startswith("["):
+        try:
+            return yaml.load(raw, TextLoader)
+        except yaml.YAMLError as e:
+            raise UserError(f"{where}: not a YAML list ({getattr(e, 'problem', e)}); write e.g. "
+                            f"{f.name}=[a, b] or {f.name}=a,b") from None
+    return raw
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (),
@@ -256,7 +298,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
         if section and section not in SECTIONS:
             raise UserError(f"override '{text}': unknown section '{section}'{closest(section, SECTIONS)}")
         sec, f = _resolve_key(name, section or None, f"override '{text}'")
-        items.append((sec, f, value, f"override '{text}'"))
+        items.append((sec, f, override_value(value, f, f"override '{text}'"), f"override '{text}'"))
     return apply_items(items)
 
 
@@ -272,13 +314,58 @@ def apply_items(items) -> Config:
     return cfg
 
 
+def typed_settings(settings: dict, where: str) -> dict:
+    """Flat {key: value} (aliases kept as written) with each value converted to its field's type."""
+    return {key: coerce(value, _resolve_key(str(key), None, f"{where}: key '{key}'")[1], f"{where}: key '{key}'")
+            for key, value in settings.items()}
+
+
+def default_of(f: dataclasses.Field):
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+# Where a run lives, not what it computes: its folder was found from them, and a moved or copied
+# sweep folder holds the same runs.
+LOCATION_KEYS = {("train", "output_dir"), ("train", "run_name")}
+
+
+def config_diff(saved: dict, cfg: Config) -> list[str]:
+    """'section.key: old -> new' for every setting in which a run folder's config.yaml (read with
+    TextLoader, as written by Config.to_dict) and cfg differ; [] when the run is the same run."""
+    now, diff = cfg.to_dict(), []
+    for sec, cls in SECTIONS.items():
+        old_sec = saved.get(sec) if isinstance(saved.get(sec), dict) else {}
+        for f in dataclasses.fields(cls):
+            new = now[sec][f.name]
+            if (sec, f.name) in LOCATION_KEYS:
+                continue
+            if f.name not in old_sec:
+                # A key the saved config lacks was added to peftlab after that run, which therefore ran
+                # as that key's default does now: only a non-default value now is a change.
+                if new != default_of(f):
+                    diff.append(f"{sec}.{f.name}: (not in the saved config) -> {new!r}")
+                continue
+            try:
+                old = coerce(old_sec[f.name], f, "")
+            except UserError:
+                old = old_sec[f.name]
+            if old != new:
+                diff.append(f"{sec}.{f.name}: {old!r} -> {new!r}")
+    known = field_index()
+    diff += [f"{sec}.{k}: {v!r} -> (no longer a peftlab key)" for sec, vals in saved.items()
+             if isinstance(vals, dict) for k, v in vals.items() if k not in known]
+    return diff
+
+
 def help_text() -> str:
     """Every config key with its section, default and help, for `peftlab train --help`."""
     lines = ["Config keys (YAML flat or in sections; override any with key=value):"]
     for sec, cls in SECTIONS.items():
         lines.append(f"\n[{sec}]")
         for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            lines.append(f"  {f.name:<24} {default!r:<12} {f.metadata['help']}")
+            lines.append(f"  {f.name:<24} {default_of(f)!r:<12} {f.metadata['help']}")
     lines.append("\nAliases: " + ", ".join(f"{a} -> {b}" for a, b in ALIASES.items()))
+    lines.append("\nValues: a text key keeps exactly what you wrote (no, on, 007, 2026-01-01, null are text); "
+                 "int keys take whole numbers without leading zeros; float keys take 0.1, 1e-4 or 1.0e-4; "
+                 "bool keys take true/false, yes/no or on/off; list keys take [a, b] or a,b.")
     return "\n".join(lines)

@@ -61,13 +61,29 @@ def parse_keys(pairs: list[str]):
         key = key.removeprefix("data.")
         if key in TEMPLATE_KEYS:
             raw = text.split("=", 1)[1].replace("\\n", "\n").replace("\\t", "\t")  # \n typed in a shell
-            templates[key] = value if key == "label_words" else raw
+            templates[key] = label_words_value(value) if key == "label_words" else raw
         elif key in READ_KEYS:
             read.append(f"{key}={text.split('=', 1)[1]}")
         else:
             raise UserError(f"'{text}': unknown key '{key}'{closest(key, [*READ_KEYS, *TEMPLATE_KEYS])}; "
                             f"`peftlab data convert --help` lists the keys")
     return load_config(None, read).data, templates
+
+
+def label_words_value(raw: str):
+    """label_words=TEXT: '{0: no, 1: yes}' or '[0=no, 1=yes]' read as YAML whose scalars stay text (as
+    in configs: `no` is the word "no", not False), anything else as 'k=v,k=v' text."""
+    import yaml
+
+    from .config import TextLoader
+
+    if not raw.strip().startswith(("{", "[")):
+        return raw
+    try:
+        return yaml.load(raw, TextLoader)
+    except yaml.YAMLError as e:
+        raise UserError(f"label_words: {raw!r} is not a YAML mapping ({getattr(e, 'problem', e)}); "
+                        f"write e.g. label_words=0=no,1=yes or label_words='{{0: no, 1: yes}}'") from None
 
 
 def label_map(value) -> dict[str, str]:

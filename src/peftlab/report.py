@@ -2,8 +2,10 @@
 
 A pure function of the run folders (result.json, metrics.jsonl, train_log.jsonl) and of the sweep's
 sweep.json (plan, groups, failures); nothing is re-measured. Runs that differ only in their seed
-form a group, reported as mean ± std; a Welch t-test over the seeds says which groups differ from
-the best by more than seed noise. Writes report/{report.md, .csv, .json, .html, *.png}.
+form a group, reported as mean ± std; a Welch t-test over the seeds, Holm-adjusted over the groups
+of a table, says which groups differ from the best by more than seed noise. A run folder whose
+files cannot be read is listed as unreadable, never read as empty. Writes report/{report.md, .csv,
+.json, .html, *.png}.
 """
 from __future__ import annotations
 
@@ -16,13 +18,19 @@ from pathlib import Path
 from .errors import UserError
 from .metrics import LOWER_IS_BETTER
 from .report_evals import evaluation_rows, is_eval
-from .rundir import read_json, read_jsonl, write_json, write_text
+from .rundir import UnreadableFile, read_json, read_jsonl, write_json, write_text
+from .significance import fmt_p, holm, welch_p
 
 BOOKKEEPING = {"epoch", "step", "loss", "eval_time_s", "unparsed", "train_time_s", "epoch_wall_s", "train_loss",
                "partial_epoch_time"}
 ALPHA = 0.05  # significance level of the seed-noise test
-NOISE_RULE = (f"Welch's t-test over seeds, p < {ALPHA}; with one seed per method no difference can be "
-              f"told apart from seed noise")
+NOISE_RULE = (f"Welch's t-test of a method's seeds against the best method's, p-values Holm-adjusted over "
+              f"the methods compared in the table, p < {ALPHA}; p n/a: no test was possible (fewer than 2 seeds "
+              f"on a side, or the same value for every seed on both sides); with one seed per method no "
+              f"difference can be told apart from seed noise")
+NOISE_NOTE = f"✱ = differs from the best by more than seed noise ({NOISE_RULE})."
+# A completed result.json without these is cut short or hand-edited: the report cannot show it.
+RESULT_KEYS = ("metric_for_best", "method", "trainable_params", "trainable_pct", "total_params", "metrics_best")
 
 
 @dataclass
@@ -73,24 +81,48 @@ def collect(folder: Path) -> tuple[dict, list[Run]]:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder; pass a sweep folder (it holds sweep.json) or a folder of runs")
-    state = read_json(folder / "sweep.json", None)
+    state = read_json(folder / "sweep.json", None, fix="delete it to report every */result.json of the folder "
+                      "instead, or rerun the sweep to write it again")
     if isinstance(state, dict):
         entries = state.get("runs", [])
     else:
         state = {"name": folder.name}
         entries = [{"name": p.parent.name} for p in sorted(folder.glob("*/result.json"))]
-    runs = []
-    for e in entries:
-        run_dir = folder / e["name"]
-        result = read_json(run_dir / "result.json", None)
-        status = (result or {}).get("status") or e.get("status", "pending")
-        error = e.get("error") if e.get("status") == "failed" else None
-        runs.append(Run(e["name"], e.get("group", e["name"]), e.get("seed"), status, e.get("settings", {}),
-                        error or (result or {}).get("error"), result,
-                        read_jsonl(run_dir / "metrics.jsonl"), read_jsonl(run_dir / "train_log.jsonl")))
+    runs = [read_run(folder / e["name"], e) for e in entries]
     if not runs:
         raise UserError(f"{folder}: no runs found (no sweep.json and no */result.json)")
     return state, runs
+
+
+def read_result(run_dir: Path, listed: str) -> tuple[dict | None, str | None]:
+    """(result.json, None), or (None, why the report cannot use it); UnreadableFile when corrupt."""
+    path = run_dir / "result.json"
+    result = read_json(path, None)
+    if result is None:
+        return None, (f"{path} is missing although sweep.json lists the run as completed; run the sweep "
+                      f"again to redo it" if listed == "completed" else None)
+    if not isinstance(result, dict):
+        raise UnreadableFile(f"{path}: not a JSON object")
+    missing = [k for k in RESULT_KEYS if k not in result]
+    if result.get("status") == "completed" and missing:
+        raise UnreadableFile(f"{path}: says completed but lacks {', '.join(missing)} (cut short or edited)")
+    return result, None
+
+
+def read_run(run_dir: Path, entry: dict) -> Run:
+    """One run folder; a file that cannot be read makes the run 'unreadable' with the reason."""
+    name, group, settings = entry["name"], entry.get("group", entry["name"]), entry.get("settings", {})
+    try:
+        result, absent = read_result(run_dir, entry.get("status", "pending"))
+        history, train_log = read_jsonl(run_dir / "metrics.jsonl"), read_jsonl(run_dir / "train_log.jsonl")
+    except UnreadableFile as e:
+        return Run(name, group, entry.get("seed"), "unreadable", settings, str(e))
+    if absent:
+        return Run(name, group, entry.get("seed"), "missing", settings, absent)
+    status = (result or {}).get("status") or entry.get("status", "pending")
+    error = entry.get("error") if entry.get("status") == "failed" else None
+    return Run(name, group, entry.get("seed"), status, settings, error or (result or {}).get("error"), result,
+               history, train_log)
 
 
 def groups_of(runs: list[Run]) -> list[Group]:
@@ -121,17 +153,6 @@ def metric_columns(groups: list[Group], metric: str) -> list[str]:
 
 
 # -- statistics ---------------------------------------------------------------------------------
-
-def welch_p(a: list[float], b: list[float]) -> float | None:
-    """Two-sided Welch t-test p-value (scipy), None when either side has fewer than 2 seeds."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    from scipy import stats
-
-    if max(a) == min(a) and max(b) == min(b):
-        return 1.0 if a[0] == b[0] else 0.0
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-
 
 def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
@@ -207,9 +228,11 @@ def summarize(folder: Path, collected: tuple[dict, list[Run]] | None = None) -> 
         row["values"] = vals = g.values("metrics_best", metric)  # one per seed, for tests against it
         mean, best_mean = row["metrics_best"][metric]["mean"], best.stat("metrics_best", metric)[0]
         p = welch_p(vals, best_vals) if g is not best else None
-        row["vs_best"] = {"diff": None if g is best or mean is None else mean - best_mean, "p": p,
-                          "beyond_noise": p is not None and p < ALPHA}
+        row["vs_best"] = {"diff": None if g is best or mean is None else mean - best_mean, "p_unadjusted": p}
         out["groups"].append(row)
+    adjusted = holm([r["vs_best"]["p_unadjusted"] for r in out["groups"]])
+    for row, p in zip(out["groups"], adjusted):
+        row["vs_best"].update(p=p, beyond_noise=p is not None and p < ALPHA)
     out["pareto"] = {key: [out["groups"][i]["group"] for i in front_of(out["groups"], key, metric)]
                      for key, _ in COSTS}
     out["verdict"] = verdict(out)
@@ -269,6 +292,8 @@ def table_rows(s: dict, phase: str) -> tuple[list[str], list[list[str]]]:
     if phase == "metrics_best":
         header += ["best epoch", f"Δ {s['metric']} vs best"]
     rows = []
+    # with one seed everywhere no row can have a test: the note says so once, not "p n/a" on every row
+    tested = any(r["seeds"] > 1 for r in s["groups"])
     for r in s["groups"]:
         t, m, a = r["time_per_epoch_s"], r["peak_memory_mb"], r["adapter_size_mb"]
         row = [r["group"], str(r["seeds"]), fmt_stat(t["mean"], t["std"], t["n"], 1) + " s" if t["mean"] else "-",
@@ -284,7 +309,7 @@ def table_rows(s: dict, phase: str) -> tuple[list[str], list[list[str]]]:
                 row.append("best")
             else:
                 mark = " ✱" if vs["beyond_noise"] else ""
-                pval = f" (p={vs['p']:.3f})" if vs["p"] is not None else ""
+                pval = f" (p={fmt_p(vs['p'])})" if tested else ""
                 row.append(f"{vs['diff']:+.3f}{pval}{mark}")
         rows.append(row)
     return header, rows
@@ -315,8 +340,7 @@ def to_markdown(s: dict) -> str:
                f"best epoch chosen by **{s['metric']}**.")
     out.append("\n".join(f"- {v}" for v in s["verdict"]))
     out.append("## Result at epoch 0 (before any update)\n\n" + markdown_table(*table_rows(s, "metrics_epoch0")))
-    note = f"✱ = differs from the best by more than seed noise ({NOISE_RULE})."
-    out.append("## Result at best epoch\n\n" + markdown_table(*table_rows(s, "metrics_best")) + "\n\n" + note)
+    out.append("## Result at best epoch\n\n" + markdown_table(*table_rows(s, "metrics_best")) + "\n\n" + NOISE_NOTE)
     front = "; ".join(f"{label}: {', '.join(s['pareto'][key])}" for key, label in COSTS)
     out.append(f"Pareto front ({s['metric']} vs cost) — {front}.")
     out += after
@@ -335,12 +359,12 @@ def to_csv(s: dict) -> str:
     w.writerow(["group", "method", "seeds", "trainable_params", "trainable_pct"]
                + [f"{k}_{x}" for k in stat_keys for x in ("mean", "std")]
                + [f"{p.removeprefix('metrics_')}_{c}_{x}" for p, c in metric_keys for x in ("mean", "std")]
-               + ["diff_vs_best", "p_vs_best", "beyond_noise"])
+               + ["diff_vs_best", "p_vs_best", "p_vs_best_unadjusted", "beyond_noise"])
     for r in s["groups"]:
         w.writerow([r["group"], r["method"], r["seeds"], r["trainable_params"], r["trainable_pct"]]
                    + [r[k][x] for k in stat_keys for x in ("mean", "std")]
                    + [r[p][c][x] for p, c in metric_keys for x in ("mean", "std")]
-                   + [r["vs_best"]["diff"], r["vs_best"]["p"], r["vs_best"]["beyond_noise"]])
+                   + [r["vs_best"][k] for k in ("diff", "p", "p_unadjusted", "beyond_noise")])
     return buf.getvalue()
 
 
@@ -375,16 +399,19 @@ def compare(a: Path, b: Path) -> str:
     header = ["method", f"{metric} {na}", f"{metric} {nb}", "Δ (B − A)", "p", f"time/epoch {na}",
               f"time/epoch {nb}", f"peak mem {na}", f"peak mem {nb}"]
     rows = []
-    for name in list(dict.fromkeys(list(ga) + list(gb))):
+    names = list(dict.fromkeys(list(ga) + list(gb)))
+    ps = holm([welch_p(ga[n]["values"], gb[n]["values"]) if n in ga and n in gb else None for n in names])
+    for name, p in zip(names, ps):
         x, y = ga.get(name), gb.get(name)
         cell = lambda r, k: fmt_stat(**r["metrics_best"][k], digits=3) if r else "-"  # noqa: E731
         mx, my = (r["metrics_best"][metric]["mean"] if r else None for r in (x, y))
         diff = f"{my - mx:+.3f}" if mx is not None and my is not None else "-"
-        p = welch_p(x["values"], y["values"]) if x and y else None
         t = lambda r: f"{r['time_per_epoch_s']['mean']:.1f} s" if r and r["time_per_epoch_s"]["mean"] else "-"  # noqa: E731
         m = lambda r: f"{r['peak_memory_mb']['mean'] / 1024:.2f} GiB" if r and r["peak_memory_mb"]["mean"] else "-"  # noqa: E731
-        rows.append([name, cell(x, metric), cell(y, metric), diff, f"{p:.3f}" if p is not None else "-",
+        rows.append([name, cell(x, metric), cell(y, metric), diff, fmt_p(p) if x and y else "-",
                      t(x), t(y), m(x), m(y)])
     title = (f"# {na} ({sa['model']}) vs {nb} ({sb['model']}) — {sa['task']}, best epoch by {metric}\n\n"
-             f"A = {a}, B = {b}. p: {NOISE_RULE}.\n\n")
+             f"A = {a}, B = {b}. p: Welch's t-test of the method's seeds in A against those in B, "
+             f"Holm-adjusted over the methods of this table; n/a: no test was possible (fewer than 2 seeds on a "
+             f"side, or no spread on either side).\n\n")
     return title + markdown_table(header, rows) + "\n"

@@ -7,7 +7,7 @@ import html
 from pathlib import Path
 
 from .plots import plot_metric_per_epoch, plot_pareto, plot_sweep_losses
-from .report import COSTS, NOISE_RULE, failed_lines, table_rows
+from .report import COSTS, NOISE_NOTE, failed_lines, table_rows
 from .rundir import write_text
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
@@ -45,7 +45,7 @@ def write_html(s: dict, runs, out: Path) -> Path:
         parts.append("<ul>" + "".join(f"<li>{html.escape(v).replace('**', '')}</li>" for v in s["verdict"]) + "</ul>")
         parts.append("<h2>Result at epoch 0</h2>" + html_table(*table_rows(s, "metrics_epoch0"), best=s["best"]))
         parts.append("<h2>Result at best epoch</h2>" + html_table(*table_rows(s, "metrics_best"), best=s["best"]))
-        parts.append(f'<p class="note">✱ = differs from the best by more than seed noise ({html.escape(NOISE_RULE)}).</p>')
+        parts.append(f'<p class="note">{html.escape(NOISE_NOTE)}</p>')
         parts.append("<h2>Plots</h2>" + "".join(inline_png(out / name, alt) for name, alt, _ in plots))
     elif not s.get("evaluations"):
         parts.append("<p>No completed runs yet.</p>")

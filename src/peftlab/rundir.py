@@ -9,6 +9,9 @@ from pathlib import Path
 
 import yaml
 
+from .config import TextLoader, config_diff
+from .errors import UserError
+
 
 def write_text(path: Path, text: str) -> None:
     path = Path(path)
@@ -29,26 +32,69 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     write_text(path, "".join(json.dumps(r, default=str, ensure_ascii=False) + "\n" for r in rows))
 
 
-def read_json(path: Path, default=None):
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return default
+class UnreadableFile(UserError):
+    """A run-folder file that exists but cannot be read. Never read it as empty: an empty config
+    would pass the --resume check and an empty result would make a report row of defaults."""
 
 
-def read_yaml(path: Path):
+FIX = "run again with --overwrite (a sweep: --rerun-changed), or delete the run folder"
+
+
+def read_text(path: Path, fix: str) -> str | None:
+    """The file's text; None when it does not exist (missing is not the same as corrupt)."""
     try:
-        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UnreadableFile(f"{path}: cannot be read ({e}); {fix}") from None
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_json(path: Path, default=None, fix: str = FIX):
+    """Parsed JSON; `default` only when the file does not exist; UnreadableFile when it is corrupt."""
+    text = read_text(path, fix)
+    if text is None:
+        return default
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError:
-        return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UnreadableFile(f"{path}: corrupt or cut short (line {e.lineno}: {e.msg}); {fix}") from None
+
+
+def read_yaml(path: Path, loader=yaml.SafeLoader, fix: str = FIX):
+    """Parsed YAML; None when the file does not exist; UnreadableFile when it is corrupt."""
+    text = read_text(path, fix)
+    if text is None:
+        return None
+    try:
+        return yaml.load(text, loader)
+    except yaml.YAMLError as e:
+        raise UnreadableFile(f"{path}: corrupt or cut short ({getattr(e, 'problem', e)}); {fix}") from None
+
+
+def read_jsonl(path: Path, fix: str = FIX) -> list[dict]:
+    """One dict per non-empty line; [] when the file does not exist; UnreadableFile naming a bad line."""
+    text = read_text(path, fix)
+    rows = []
+    for n, line in enumerate((text or "").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise UnreadableFile(f"{path}: line {n} is corrupt or cut short ({e.msg}); {fix}") from None
+    return rows
+
+
+def saved_config_diff(run_dir: Path, cfg) -> list[str]:
+    """How the run folder's config.yaml differs from cfg ('section.key: old -> new'); a missing or
+    corrupt config.yaml is an error: without it nobody can tell what the folder's numbers mean."""
+    saved = read_yaml(run_dir / "config.yaml", TextLoader)
+    if saved is None:
+        raise UserError(f"{run_dir}: config.yaml is missing, so it cannot be checked that the folder was run "
+                        f"with this config; {FIX}")
+    if not isinstance(saved, dict):
+        raise UnreadableFile(f"{run_dir / 'config.yaml'}: not a mapping of sections; {FIX}")
+    return config_diff(saved, cfg)
 
 
 def replace_folder(tmp: Path, final: Path) -> None:

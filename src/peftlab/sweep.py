@@ -14,7 +14,9 @@ A sweep file holds a base config and the runs to make from it:
 Why a process per run: peak memory is then the run's own, and a crash (or an out-of-memory kill)
 takes one run down, not the sweep. The sweep folder holds one run folder per run, `sweep.json`
 (the plan and each run's status), `logs/` and `report/`. Running the sweep again skips finished
-runs, resumes interrupted ones from their last checkpoint and retries failed ones from scratch.
+runs, resumes interrupted ones from their last checkpoint and retries failed ones from scratch;
+a run folder is reused only if its config.yaml equals the config planned now (else the sweep stops
+before running anything, or reruns it with --rerun-changed). `.lock` keeps a second sweep out.
 """
 from __future__ import annotations
 
@@ -30,9 +32,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .config import SECTIONS, Config, build_config, read_yaml_mapping
+from .config import SECTIONS, Config, build_config, read_yaml_mapping, typed_settings
 from .errors import UserError, closest
-from .rundir import read_json, write_json, write_text, write_yaml
+from .reuse import plan_todo, run_status, sweep_lock
+from .rundir import UnreadableFile, read_json, write_json, write_text, write_yaml
 
 SWEEP_KEYS = ("name", "output_dir", "base", "config", "variants", "grid", "description")
 # How a setting shows in a run name: lora_rank=8 -> r8, seed=1 -> s1, lr=5e-4 -> lr0.0005.
@@ -133,7 +136,13 @@ def load_sweep(path: str | Path, output_dir: str | None = None) -> Sweep:
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
         raise UserError(f"{path}: `variants:` must be a list of mappings, e.g. - {{method: lora, lora_rank: 8}}")
     points = grid_points(data.get("grid"), str(path))
-    seed_varies = len({p.get("seed") for p in points}) > 1 or len({str(v.get("seed")) for v in variants}) > 1
+    # settings typed by their fields (lr: 5.0e-4 -> 0.0005), so names and sweep.json show numbers as
+    # numbers and a string key's `no` as "no"
+    typed_points = [typed_settings(p, f"{path}: grid") for p in points]
+    typed_variants = [typed_settings(flat_settings({k: v for k, v in variant.items() if k not in ("name", *EVAL_KEYS)}),
+                                     f"{path}: variants[{i}]") for i, variant in enumerate(variants)]
+    seed_varies = (len({p.get("seed") for p in typed_points}) > 1
+                   or len({v.get("seed") for v in typed_variants}) > 1)
 
     name = slug(data.get("name") or path.stem)
     folder = Path(output_dir or data.get("output_dir") or "runs") / name
@@ -146,9 +155,9 @@ def load_sweep(path: str | Path, output_dir: str | None = None) -> Sweep:
         for key in ("output_dir", "run_name"):
             if key in flat_settings(variant):
                 raise UserError(f"{path}: variants[{i}]: '{key}' is set by the sweep; remove it")
-        for point in points:
+        for point, typed_point in zip(points, typed_points):
             where = f"{path}: variants[{i}]" + (f" x grid {point}" if point else "")
-            settings = {**flat_settings(variant), **point}
+            settings = {**typed_variants[i], **typed_point}
             cfg = build_config(base_layers + [(variant, f"{path}: variants[{i}]"), (point, f"{path}: grid")])
             group_settings = {k: v for k, v in settings.items() if k != "seed"}
             group = slug(given) if given else name_of(group_settings)
@@ -194,11 +203,6 @@ def evaluated_run(of: str, seed: int, seed_varies: bool, planned: list, where: s
 
 
 # -- running ------------------------------------------------------------------------------------
-
-def run_status(run_dir: Path) -> str:
-    result = read_json(run_dir / "result.json", None)
-    return result.get("status", "unknown") if isinstance(result, dict) else ("started" if run_dir.exists() else "pending")
-
 
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None:
@@ -280,7 +284,10 @@ def pump(stream, sink, log, tail: list, on_line=None) -> None:
 
 
 def failure_reason(run_dir: Path, returncode: int, tail: list) -> str:
-    result = read_json(run_dir / "result.json", {}) or {}
+    try:
+        result = read_json(run_dir / "result.json", {}) or {}
+    except UnreadableFile as e:
+        return str(e)
     if result.get("error"):
         return result["error"]
     lines = [l.strip() for l in "".join(tail).splitlines() if l.strip()]
@@ -354,7 +361,7 @@ def command_of(sweep: Sweep, run: PlannedRun, config_path: Path, mode: str) -> l
     """The child's command line: `peftlab train`, or `peftlab eval` of the config's model or of a run."""
     peftlab = [sys.executable, "-m", "peftlab"]
     if run.kind == "train":
-        return peftlab + ["train", str(config_path), "--overwrite" if mode == "retry" else "--resume"]
+        return peftlab + ["train", str(config_path), "--resume" if mode == "resume" else "--overwrite"]
     out = ["--out", str(sweep.folder / run.name), "--overwrite"]
     if not run.of:
         return peftlab + ["eval", str(config_path)] + out
@@ -372,23 +379,22 @@ def save_state(sweep: Sweep, entries: dict) -> None:
                                          "status": run_status(sweep.folder / r.name)} for r in sweep.runs]})
 
 
-def run_sweep(sweep: Sweep, retry_failed: bool = True) -> dict:
+NOTES = {"resume": "", "retry": "  (retrying a failed run)", "rerun": "  (rerun: its folder had other settings)"}
+
+
+def run_sweep(sweep: Sweep, retry_failed: bool = True, rerun_changed: bool = False) -> dict:
     """Run every planned run not yet completed; returns {run name: sweep.json entry}."""
+    with sweep_lock(sweep.folder):
+        return run_locked(sweep, retry_failed, rerun_changed)
+
+
+def run_locked(sweep: Sweep, retry_failed: bool, rerun_changed: bool) -> dict:
+    old_state = read_json(sweep.folder / "sweep.json", {}, fix="delete it: the run folders are kept, and the "
+                          "next sweep run rebuilds it from them") or {}
+    old = {e["name"]: e for e in old_state.get("runs", [])}
+    entries, todo = plan_todo(sweep, old, retry_failed, rerun_changed)
     (sweep.folder / "configs").mkdir(parents=True, exist_ok=True)
     write_text(sweep.folder / "sweep.yaml", sweep.source.read_text(encoding="utf-8"))
-    old = {e["name"]: e for e in (read_json(sweep.folder / "sweep.json", {}) or {}).get("runs", [])}
-    entries: dict[str, dict] = {}
-    todo = []
-    for run in sweep.runs:
-        status = run_status(sweep.folder / run.name)
-        if status == "completed":
-            entries[run.name] = {**old.get(run.name, {}), "name": run.name, "group": run.group, "seed": run.seed,
-                                 "settings": run.settings, "status": "completed"}
-        elif old.get(run.name, {}).get("status") == "failed" and not retry_failed:
-            entries[run.name] = old[run.name]
-        else:
-            todo.append((run, "retry" if status == "failed" or old.get(run.name, {}).get("status") == "failed"
-                         else "resume"))
     skipped = len(sweep.runs) - len(todo)
     print(f"sweep {sweep.name}: {len(sweep.runs)} runs, {skipped} already done or kept, {len(todo)} to run "
           f"-> {sweep.folder}", flush=True)
@@ -397,7 +403,7 @@ def run_sweep(sweep: Sweep, retry_failed: bool = True) -> dict:
     for k, (run, mode) in enumerate(todo):
         progress.start(skipped + k + 1, run.cfg.train.epochs)
         print(f"\n== sweep [{progress.index}/{progress.total}] {run.name}: {describe(run.settings)}"
-              f"{'  (retrying a failed run)' if mode == 'retry' else ''}  "
+              f"{NOTES[mode]}  "
               f"| done {progress.done}, failed {progress.failed}, ETA {fmt_duration(progress.eta())}", flush=True)
         try:
             entry = execute(sweep, run, progress, mode)

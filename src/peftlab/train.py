@@ -23,7 +23,7 @@ from .measure import count_parameters, folder_size_mb, git_hash, library_version
 from .methods import USES_RANK, MethodContext, apply_method, check_method, is_peft
 from .models import load_tokenizer, resolve_model
 from .plots import plot_loss
-from .rundir import read_json, read_yaml, save_model, write_json, write_jsonl, write_yaml
+from .rundir import read_json, save_model, saved_config_diff, write_json, write_jsonl, write_yaml
 from .tasks import TaskEnv, get_task
 from .trainer_callbacks import AdaLoraStep, ExtraSplits, QuietProgress, Recorder
 
@@ -81,12 +81,10 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool) -> 
     if not resume:
         raise UserError(f"{run_dir} already exists (status: {old.get('status', 'unknown')}); "
                         f"pass --resume to continue it, --overwrite to start again, or set run_name=")
-    saved, now = read_yaml(run_dir / "config.yaml") or {}, cfg.to_dict()
-    # keys the saved config lacks were added to peftlab after that run; they do not count
-    diff = [f"{s}.{k}" for s in saved for k in saved[s] if saved[s][k] != now.get(s, {}).get(k, saved[s][k])]
+    diff = saved_config_diff(run_dir, cfg)
     if diff:
-        raise UserError(f"--resume: {run_dir} was run with a different config ({', '.join(diff)}); "
-                        f"use the same config or another run_name")
+        raise UserError(f"--resume: {run_dir} was run with a different config ({'; '.join(diff)}); "
+                        f"use the same config, another run_name, or --overwrite")
     return old if old.get("status") == "completed" else None
 
 
