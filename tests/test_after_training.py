@@ -336,3 +336,18 @@ def test_predict_with_an_untrained_model_takes_the_labels_from_train_file(tiny_l
     assert len(lines) == 8 and set(lines) <= {"neg", "pos"}
     assert cli("predict", f"model={tiny_llama}", rows, "classify_by=likelihood", "--out", tmp_path) == 2
     assert "needs the label set" in capsys.readouterr().err
+
+
+def test_eval_export_never_reuses_the_export_of_older_weights(base_config, tmp_path, capsys):
+    run_dir = tmp_path / "runs" / "r"
+    merged = tmp_path / "runs" / "exports" / "r-merged"
+    assert cli("train", *base_config, "method=lora", "lora_rank=4", "run_name=r", capsys=capsys) == 0
+    assert cli("eval", run_dir, "--export", "merged", capsys=capsys) == 0
+    first = json.loads((merged / "peftlab.json").read_text())["run_finished_at"]
+    assert cli("eval", run_dir, "--export", "merged", "--overwrite", capsys=capsys) == 0  # same weights: reused
+    assert json.loads((merged / "peftlab.json").read_text())["run_finished_at"] == first
+    result = json.loads((run_dir / "result.json").read_text())
+    result["finished_at"] = "2099-01-01T00:00:00+00:00"  # the run trained again
+    (run_dir / "result.json").write_text(json.dumps(result))
+    assert cli("eval", run_dir, "--export", "merged", "--overwrite", capsys=capsys) == 0
+    assert json.loads((merged / "peftlab.json").read_text())["run_finished_at"] == "2099-01-01T00:00:00+00:00"

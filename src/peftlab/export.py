@@ -50,7 +50,8 @@ def describe(session: Session, merged: bool) -> dict:
             "method": result.get("method"), "base_model": cfg.model.model, "merged": merged,
             "labels": result.get("labels"), "pooling": result.get("pooling"),
             "label_words": result.get("label_words"), "auto_class": auto_class_of(base),
-            "best_epoch": result.get("best_epoch"), "metrics_best": result.get("metrics_best")}
+            "best_epoch": result.get("best_epoch"), "metrics_best": result.get("metrics_best"),
+            "run_finished_at": result.get("finished_at")}  # which training of the run this is (see ensure_export)
 
 
 def auto_class_of(model) -> str:
@@ -162,7 +163,7 @@ def ensure_export(run: str, kind: str) -> Path:
         raise UserError(f"--export: '{kind}' is not one of {', '.join(EXPORT_KINDS)}")
     run_dir = Path(run)
     merged = run_dir.parent / "exports" / f"{run_dir.name}-merged"  # apart from run and evaluation folders
-    if not (merged / "peftlab.json").is_file():
+    if not is_export_of(merged, run_dir):
         run_export(run, out=str(merged), merge=True, gguf="" if kind == "merged" else kind, overwrite=True)
     if kind == "merged":
         return merged
@@ -172,3 +173,15 @@ def ensure_export(run: str, kind: str) -> Path:
     if not target.is_file():
         export_gguf(merged, merged, [kind])
     return target
+
+
+def is_export_of(folder: Path, run_dir: Path) -> bool:
+    """Whether `folder` was exported from the run's current training: a run trained again (same name,
+    new weights) must never be evaluated through the export of its previous weights."""
+    from .rundir import read_json
+
+    note = read_json(folder / "peftlab.json", None)
+    result = read_json(run_dir / "result.json", None)
+    return (isinstance(note, dict) and isinstance(result, dict) and note.get("merged", False)
+            and note.get("run_finished_at") is not None and note.get("run_finished_at") == result.get("finished_at"))
+
