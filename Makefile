@@ -25,7 +25,9 @@ LLAMA_TOOLS  := $(VENV)/llama.cpp-tools
 LLAMA_SDIST  := llama_cpp_python-0.3.36
 LLAMA_CMAKE  := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
                 -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF
-$(LLAMACPP): requirements-llamacpp.txt $(STAMP)
+# Order-only on $(STAMP) (after the `|`): a changed requirements.txt reinstalls the stack but does
+# not redo this step (a re-run would not recompile, pip has the wheel, but re-fetches the sdist).
+$(LLAMACPP): requirements-llamacpp.txt | $(STAMP)
 	CMAKE_ARGS="$(LLAMA_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q -r requirements-llamacpp.txt
 	rm -rf $(LLAMA_TOOLS) $(VENV)/llama.cpp-src && mkdir -p $(LLAMA_TOOLS) $(VENV)/llama.cpp-src
 	$(PY) -m pip download -q --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d $(VENV)/llama.cpp-src

@@ -69,12 +69,20 @@ PAIRS = [("The movie was", "great"), ("The movie was", "terrible and long"), ("I
          ("Is it raining? Answer:", "no"), ("2 + 2 =", "4")]
 
 
-def test_tiny_llama_gguf_types_agree_with_transformers(tiny_llama_bpe, tmp_path):
-    files = export_gguf(tiny_llama_bpe, tmp_path, ["f16", "q8_0", "q4_0"])
+@pytest.fixture(scope="module")
+def tiny_gguf(tiny_llama_bpe, tmp_path_factory) -> dict:
+    """f16 / q8_0 / q4_0 files of the tiny llama, exported once for the tests below."""
+    out = tmp_path_factory.mktemp("tiny-gguf")
+    files = export_gguf(tiny_llama_bpe, out, ["f16", "q8_0", "q4_0"])
+    assert not list(out.glob(".*tmp*")) and not list(out.glob(".*intermediate*"))
+    return files
+
+
+def test_tiny_llama_gguf_types_agree_with_transformers(tiny_llama_bpe, tiny_gguf):
+    files = tiny_gguf
     assert sorted(files) == ["f16", "q4_0", "q8_0"] and all(p.is_file() for p in files.values())
     sizes = {k: p.stat().st_size for k, p in files.items()}
     assert sizes["q4_0"] < sizes["q8_0"] < sizes["f16"]
-    assert not list(tmp_path.glob(".*tmp*")) and not list(tmp_path.glob(".*intermediate*"))
     tok, expected = hf_continuation_logprobs(tiny_llama_bpe, PAIRS)
     from peftlab.tasks.choices import encode_option
 
@@ -87,6 +95,44 @@ def test_tiny_llama_gguf_types_agree_with_transformers(tiny_llama_bpe, tmp_path)
             got.append(scorer.continuation(enc["input_ids"], enc["n_target"]))
         assert np.allclose(got, expected, atol=tol), (kind, got, expected)
     assert scorer.evaluated < sum(len(encode_option(tok, p, o, 128, "none")["input_ids"]) for p, o in PAIRS)
+
+
+def test_tiny_llama_f16_greedy_generation_matches_transformers(tiny_llama_bpe, tiny_gguf):
+    """The backend's greedy generator (the eval/predict hook) gives transformers' greedy tokens on f16."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from peftlab.llamacpp_eval import generator
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama_bpe)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_bpe, dtype=torch.float32).eval()
+    prompts = [tok(p)["input_ids"] for p in ("The movie was", "Is it raining? Answer:", "Once upon a time")]
+    cfg = SimpleNamespace(eval=SimpleNamespace(max_new_tokens=8))
+    got = generator(open_llama(tiny_gguf["f16"], n_ctx=256), cfg, stops=[])(prompts, tok)
+    for ids, new in zip(prompts, got):
+        with torch.no_grad():
+            out = model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False, min_new_tokens=8,
+                                 pad_token_id=tok.eos_token_id)
+        assert new == out[0, len(ids):].tolist(), (tok.decode(ids), new)
+
+
+def test_packaged_q4_1_gguf_scores_like_its_dequantized_weights(smollm2_folder):
+    """The GGUF file the smollm2 package ships (Q4_1) loads in the llama.cpp backend and scores the
+    continuations as transformers scores the same weights dequantized (llama.cpp multiplies them
+    against 8-bit-quantized activations, hence the tolerance)."""
+    from peftlab.models import NAMED_MODELS, locate_package_file
+    from peftlab.tasks.choices import encode_option
+
+    tok, expected = hf_continuation_logprobs(smollm2_folder, PAIRS)
+    scorer = LlamaScorer(open_llama(locate_package_file("smollm2-135m", NAMED_MODELS["smollm2-135m"]), n_ctx=256))
+    encoded = [encode_option(tok, p, o, 128, "none") for p, o in PAIRS]
+    got = [scorer.continuation(e["input_ids"], e["n_target"]) for e in encoded]
+    assert all(g < 0 for g in got) and np.allclose(got, expected, atol=0.3), (got, expected)
+    yes, no = scorer.next_token(tok("Is it raining? Answer:")["input_ids"], [tok(" yes")["input_ids"][0],
+                                                                              tok(" no")["input_ids"][0]])
+    assert yes < 0 and no < 0
 
 
 def cola_args(tmp_path, *extra):
@@ -143,3 +189,19 @@ def test_gguf_errors_are_clear(tmp_path, capsys):
     assert "says nothing about the task" in capsys.readouterr().err
     with pytest.raises(UserError, match="cannot load"):
         open_llama(tmp_path / "bare.gguf", 64)
+
+
+def test_gguf_missing_tools_are_clear(tiny_llama_bpe, tmp_path, monkeypatch):
+    """No converter, or no llama-cpp-python: a UserError naming `make setup`, and no file left behind."""
+    import sys
+
+    monkeypatch.setenv("PEFTLAB_LLAMACPP_TOOLS", str(tmp_path / "nowhere"))
+    with pytest.raises(UserError, match="converter is not in .*nowhere.*make setup"):
+        export_gguf(tiny_llama_bpe, tmp_path / "a", ["f16"])
+    monkeypatch.delenv("PEFTLAB_LLAMACPP_TOOLS")
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # `import llama_cpp` raises ImportError
+    with pytest.raises(UserError, match="llama-cpp-python is not installed.*make setup"):
+        export_gguf(tiny_llama_bpe, tmp_path / "b", ["q8_0"])
+    assert not [p for p in (tmp_path / "b").iterdir()]  # the f16 intermediate is gone too
+    with pytest.raises(UserError, match="llama-cpp-python is not installed.*make setup"):
+        open_llama(tmp_path / "x.gguf", 64)

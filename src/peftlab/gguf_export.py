@@ -10,6 +10,7 @@ included; `make setup` builds the library once per machine and copies the conver
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import re
 import subprocess
@@ -80,7 +81,16 @@ def quantize(source: Path, target: Path, kind: str) -> None:
     params.ftype = FTYPES[kind]
     params.nthread = physical_cores()
     tmp = target.with_name(f".{target.name}.tmp")
-    code = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
+    # llama.cpp logs through llama-cpp-python's logger, which prints everything until a Llama(verbose=
+    # False) quiets it: a quantize would print ~300 lines (metadata, every tensor). Warnings and errors
+    # still come through (q4_k_m says which tensors fell back to another type).
+    log = logging.getLogger("llama-cpp-python")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        code = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
+    finally:
+        log.setLevel(level)
     if code != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
         raise UserError(f"GGUF export: llama.cpp could not quantize {source} to {kind} (code {code})")

@@ -38,7 +38,9 @@ def physical_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def open_llama(path: Path, n_ctx: int):
+def open_llama(path: Path, n_ctx: int, n_threads: int | None = None):
+    """n_threads: physical cores by default; fewer when other processes hold cores (llama.cpp's threads
+    spin at barriers, so one that waits for a busy core stalls them all)."""
     try:
         from llama_cpp import Llama
     except ImportError:
@@ -47,8 +49,8 @@ def open_llama(path: Path, n_ctx: int):
     if not path.is_file():
         raise UserError(f"backend llamacpp: GGUF file not found: {path}")
     try:
-        return Llama(model_path=str(path), n_ctx=n_ctx, n_batch=min(512, n_ctx), n_threads=physical_cores(),
-                     logits_all=True, verbose=False)
+        return Llama(model_path=str(path), n_ctx=n_ctx, n_batch=min(512, n_ctx),
+                     n_threads=n_threads or physical_cores(), logits_all=True, verbose=False)
     except (ValueError, RuntimeError) as e:
         raise UserError(f"backend llamacpp: llama.cpp cannot load {path} ({e}); is it a GGUF file of an "
                         f"architecture llama.cpp knows?") from None
