@@ -29,7 +29,10 @@ def gguf_file_of(spec: str) -> Path:
 
 
 def physical_cores() -> int:
-    """llama.cpp runs best on one thread per physical core (hyper-threads share the FMA units)."""
+    """llama.cpp runs best on one thread per physical core (hyper-threads share the FMA units);
+    $PEFTLAB_LLAMACPP_THREADS overrides it (fewer on a machine whose cores other jobs hold)."""
+    if os.environ.get("PEFTLAB_LLAMACPP_THREADS", "").isdigit():
+        return max(1, int(os.environ["PEFTLAB_LLAMACPP_THREADS"]))
     try:
         import psutil
 
