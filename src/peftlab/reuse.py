@@ -75,7 +75,7 @@ def plan_todo(sweep: Sweep, old: dict, retry_failed: bool, rerun_changed: bool) 
         status = run_status(run_dir)
         failed = status == "failed" or old.get(run.name, {}).get("status") == "failed"
         if run.of and (run.of in {r.name for r, _ in todo} or status != "completed"):
-            todo.append((run, "retry"))  # an evaluation of a run that runs again is made again after it
+            todo.append((run, "after"))  # an evaluation of a run that runs again is made again after it
             continue
         # an evaluation of a run holds that run's config (checked on the run itself), not the sweep's plan
         problem = None if failed or run.of else reuse_problem(run_dir, run, status)

@@ -379,7 +379,8 @@ def save_state(sweep: Sweep, entries: dict) -> None:
                                          "status": run_status(sweep.folder / r.name)} for r in sweep.runs]})
 
 
-NOTES = {"resume": "", "retry": "  (retrying a failed run)", "rerun": "  (rerun: its folder had other settings)"}
+NOTES = {"resume": "", "retry": "  (retrying a failed run)", "rerun": "  (rerun: its folder had other settings)",
+         "after": "  (evaluates the run above)"}
 
 
 def run_sweep(sweep: Sweep, retry_failed: bool = True, rerun_changed: bool = False) -> dict:
