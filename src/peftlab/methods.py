@@ -158,20 +158,23 @@ def apply_prompt(model, m, ctx, kind: str):
     elif kind == "p-tuning":
         conf = peft.PromptEncoderConfig(encoder_hidden_size=m.encoder_hidden_size, **common)
     else:
-        check_accepts_cache(model)
+        check_accepts_cache(model, ctx.task_type)
         conf = peft.PrefixTuningConfig(**common)
     return peft.get_peft_model(model, conf)
 
 
-def check_accepts_cache(model: nn.Module) -> None:
-    """Prefix tuning feeds its prefixes as past_key_values; refuse models that take none before training."""
+def check_accepts_cache(model: nn.Module, task_type: str) -> None:
+    """Prefix tuning feeds its prefixes as past_key_values; refuse models that take none before training.
+    The methods suggested instead must work for the task (QA refuses the other prompt methods too)."""
     import inspect
+
+    instead = "lora, dora, ia3 or full" if task_type == "QUESTION_ANS" else "prompt-tuning or p-tuning"
 
     backbone = getattr(model, getattr(model, "base_model_prefix", ""), model)
     if not any("past_key_values" in inspect.signature(m.forward).parameters for m in (model, backbone)):
         raise UserError(f"prefix-tuning: {type(model).__name__}.forward takes no `past_key_values`, through which "
                         f"peft feeds the prefixes (transformers 5 calls it `cache`; peft 0.21 still passes "
-                        f"past_key_values); use prompt-tuning or p-tuning instead")
+                        f"past_key_values); use {instead} instead")
 
 
 METHODS = {
@@ -192,9 +195,28 @@ METHODS = {
 USES_RANK = {"lora", "dora", "rslora", "adalora", "loha", "lokr"}
 
 
+PROMPT_METHODS = ("prompt-tuning", "p-tuning", "prefix-tuning")
+
+
 def check_method(name: str) -> None:
     if name not in METHODS:
         raise UserError(f"method: unknown method '{name}'{closest(name, METHODS)}; available: {', '.join(METHODS)}")
+
+
+def check_method_settings(m) -> None:
+    """The method section's numbers that peft would refuse with a traceback, or take and train nothing
+    (lora_alpha 0 scales the adapter to zero), checked only for the method that uses them."""
+    check_method(m.method)
+    ints = {"lora_rank": 1, "lora_alpha": 1} if m.method in USES_RANK else {}
+    if m.method in PROMPT_METHODS:
+        ints = {"num_virtual_tokens": 1, "encoder_hidden_size": 1}
+    for key, low in ints.items():
+        if getattr(m, key) < low:
+            raise UserError(f"{key}: must be at least {low}, got {getattr(m, key)} (method {m.method})")
+    if m.method in USES_RANK and not 0 <= m.lora_dropout < 1:
+        raise UserError(f"lora_dropout: {m.lora_dropout} must be at least 0 and below 1")
+    if any(int(i) < 0 for i in m.layers_to_transform):
+        raise UserError(f"layers_to_transform: layer indices start at 0, got {list(m.layers_to_transform)}")
 
 
 def apply_method(model: nn.Module, m, ctx: MethodContext) -> nn.Module:

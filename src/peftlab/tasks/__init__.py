@@ -60,6 +60,7 @@ def get_task(name: str, classify_by: str = "head") -> ModuleType:
         raise UserError(f"task: unknown task '{name}'{closest(name, TASKS)}; available: {', '.join(TASKS)}")
     if name == "classification":
         if classify_by not in CLASSIFY_BY:
-            raise UserError(f"classify_by: '{classify_by}' is not one of {', '.join(CLASSIFY_BY)}")
+            raise UserError(f"classify_by: '{classify_by}' is not one of {', '.join(CLASSIFY_BY)}"
+                            f"{closest(classify_by, CLASSIFY_BY)}")
         return CLASSIFY_BY[classify_by]
     return TASKS[name]
