@@ -54,12 +54,18 @@ def parse_targets(model: nn.Module, lora_target: str):
     if lora_target == "all-linear":
         return "all-linear"
     targets = [t.strip() for t in lora_target.split(",") if t.strip()]
-    names = [n for n, _ in model.named_modules()]
-    for t in targets:
-        if not any(n == t or n.endswith("." + t) for n in names):
-            raise UserError(f"lora_target: module '{t}' does not exist in {type(model).__name__}"
-                            f"{closest(t, linear_names(model))}; its linear modules are: {', '.join(linear_names(model))}")
+    check_modules(model, targets, "lora_target")
     return targets
+
+
+def check_modules(model: nn.Module, wanted: list[str], key: str) -> None:
+    """Every name must be a module of the model (or the last parts of one); peft would silently skip
+    an unknown modules_to_save entry."""
+    names = [n for n, _ in model.named_modules()]
+    for t in wanted:
+        if not any(n == t or n.endswith("." + t) for n in names):
+            raise UserError(f"{key}: module '{t}' does not exist in {type(model).__name__}"
+                            f"{closest(t, linear_names(model))}; its linear modules are: {', '.join(linear_names(model))}")
 
 
 def set_trainable(model: nn.Module, prefixes: list[str]) -> None:
@@ -107,6 +113,10 @@ def apply_freeze(model, m, ctx):
 
 def lora_kwargs(model, m) -> dict:
     layers = [int(i) for i in m.layers_to_transform] or None
+    if layers and max(layers) >= len(find_layers(model)[1]):
+        n = len(find_layers(model)[1])
+        raise UserError(f"layers_to_transform: {layers} names a layer past the model's {n} (indices 0 to {n - 1})")
+    check_modules(model, list(m.modules_to_save), "modules_to_save")
     return dict(target_modules=parse_targets(model, m.lora_target), layers_to_transform=layers,
                 modules_to_save=list(m.modules_to_save) or None)
 
@@ -124,10 +134,14 @@ def apply_adalora(model, m, ctx):
 
     # AdaLoRA starts at a higher rank and prunes down to lora_rank on average; it needs the
     # run's total steps for that schedule (the Trainer calls update_and_allocate, see train.py).
+    tinit, tfinal = max(1, ctx.total_steps // 10), max(1, ctx.total_steps // 5)
+    if tinit >= ctx.total_steps - tfinal:  # peft requires steps left for pruning between the two phases
+        raise UserError(f"method adalora: the run has {ctx.total_steps} optimizer steps, too few for AdaLoRA's "
+                        f"schedule ({tinit} warm-up and {tfinal} final steps, pruning in between; at least 3); "
+                        f"raise epochs, lower batch_size or grad_accum, or use lora")
     conf = AdaLoraConfig(task_type=ctx.task_type, init_r=int(m.lora_rank * 1.5), target_r=m.lora_rank,
                          lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout, total_step=ctx.total_steps,
-                         tinit=max(1, ctx.total_steps // 10), tfinal=max(1, ctx.total_steps // 5),
-                         **lora_kwargs(model, m))
+                         tinit=tinit, tfinal=tfinal, **lora_kwargs(model, m))
     return get_peft_model(model, conf)
 
 
@@ -136,6 +150,7 @@ def apply_adapter(model, m, ctx, kind: str):
     import peft
 
     targets = parse_targets(model, m.lora_target)
+    check_modules(model, list(m.modules_to_save), "modules_to_save")
     common = dict(task_type=ctx.task_type, target_modules=targets, modules_to_save=list(m.modules_to_save) or None)
     if kind == "ia3":
         conf = peft.IA3Config(**common)

@@ -103,6 +103,10 @@ def check_settings(cfg: Config) -> None:
     if t.weight_decay < 0 or t.max_grad_norm < 0:
         raise UserError(f"weight_decay ({t.weight_decay}) and max_grad_norm ({t.max_grad_norm}) must be 0 or more")
     check_fraction("warmup_ratio", t.warmup_ratio)
+    if t.run_name and (Path(t.run_name).name != t.run_name or t.run_name in (".", "..")):
+        raise UserError(f"run_name: '{t.run_name}' must be a folder name, not a path; set output_dir for the place")
+    if t.precision == "bf16" and not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+        raise UserError("precision: bf16 needs a GPU that supports it, and none was found; use auto or fp32")
     if cfg.task.max_length < 8:
         raise UserError(f"max_length: {cfg.task.max_length} is too short (at least 8 tokens)")
 
