@@ -225,6 +225,23 @@ def test_check_multiple_choice_counts_tokens_of_the_longest_option(tiny_llama, t
     assert table["train"] == ["2", "13", "23", "23", "23", "1"]
 
 
+@pytest.mark.parametrize("task, name, extra", [
+    ("classification", "train.tsv", ["classify_by=head"]), ("classification", "train.tsv", ["classify_by=generate"]),
+    ("classification", "train.tsv", ["classify_by=likelihood"]), ("ner", "train.conll", []), ("qa", "qa.jsonl", []),
+    ("multiple_choice", "mc.jsonl", ["mc_head=likelihood"]), ("multiple_choice", "mc.jsonl", ["mc_head=classifier"]),
+    ("sft", "sft.jsonl", [])])
+def test_check_works_for_every_task_and_classify_by(task, name, extra, tiny_llama, tmp_path, capsys):
+    from test_bad_input import CLS_TRAIN, MC_ROW, NER_TRAIN, QA_ROW, SFT_ROW, jsonl
+
+    files = {"train.tsv": CLS_TRAIN, "train.conll": NER_TRAIN, "qa.jsonl": jsonl(QA_ROW, {**QA_ROW, "id": "q2"}),
+             "mc.jsonl": jsonl(MC_ROW, MC_ROW), "sft.jsonl": jsonl(SFT_ROW, SFT_ROW)}
+    (tmp_path / name).write_bytes(files[name])
+    code, out, err = cli(["data", "check", f"model={tiny_llama}", f"task={task}", *extra,
+                          f"train_file={tmp_path / name}", f"validation_file={tmp_path / name}"], capsys)
+    assert code == 0, err
+    assert f"OK: the data validates for task {task}" in out
+
+
 @pytest.mark.real
 def test_cola_to_alpaca_4000_rows_and_check(tmp_path, capsys):
     cola = SHARED / "cola" / "in_domain_train.tsv"
