@@ -55,36 +55,37 @@ def cls_with(train: bytes) -> tuple[dict, list]:
     return {"train.tsv": train, "dev.tsv": CLS_DEV}, CLS
 
 
-def one(name: str, content: bytes, args: list) -> tuple[dict, list]:
-    return {name: content}, args
+def setting(name: str, overrides: list, pattern: str) -> tuple:
+    """A bad setting on the valid classification files: refused with exit 2."""
+    return name, CLS_FILES, CLS + overrides, 2, pattern
 
 
 CASES = [
     # -------- settings, refused before any file is read
-    ("unknown optim", CLS_FILES, CLS + ["optim=adamw_torchh"], 2, r"optim: unknown value 'adamw_torchh' \(did you mean 'adamw_torch'\?\); available: adamw_torch, "),
-    ("unknown lr_scheduler", CLS_FILES, CLS + ["lr_scheduler=cosin"], 2, r"lr_scheduler: unknown value 'cosin' \(did you mean 'cosine'\?\); available: linear, cosine"),
-    ("lora_rank 0", CLS_FILES, CLS + ["lora_rank=0"], 2, r"lora_rank: must be at least 1, got 0 \(method lora\)"),
-    ("lora_rank negative", CLS_FILES, CLS + ["lora_rank=-4"], 2, r"lora_rank: must be at least 1, got -4"),
-    ("lora_alpha 0", CLS_FILES, CLS + ["lora_alpha=0"], 2, r"lora_alpha: must be at least 1, got 0"),
-    ("lora_dropout 1.5", CLS_FILES, CLS + ["lora_dropout=1.5"], 2, r"lora_dropout: 1.5 must be at least 0 and below 1"),
-    ("eval_batch_size 0", CLS_FILES, CLS + ["eval_batch_size=0"], 2, r"eval_batch_size: must be at least 1, got 0"),
-    ("max_samples negative", CLS_FILES, CLS + ["max_samples=-5"], 2, r"max_samples: must be 0 \(all\) or more, got -5"),
-    ("max_eval_samples negative", CLS_FILES, CLS + ["max_eval_samples=-1"], 2, r"max_eval_samples: must be 0 \(all\) or more"),
+    setting("unknown optim", ["optim=adamw_torchh"], r"optim: unknown value 'adamw_torchh' \(did you mean 'adamw_torch'\?\); available: adamw_torch, "),
+    setting("unknown lr_scheduler", ["lr_scheduler=cosin"], r"lr_scheduler: unknown value 'cosin' \(did you mean 'cosine'\?\); available: linear, cosine"),
+    setting("lora_rank 0", ["lora_rank=0"], r"lora_rank: must be at least 1, got 0 \(method lora\)"),
+    setting("lora_rank negative", ["lora_rank=-4"], r"lora_rank: must be at least 1, got -4"),
+    setting("lora_alpha 0", ["lora_alpha=0"], r"lora_alpha: must be at least 1, got 0"),
+    setting("lora_dropout 1.5", ["lora_dropout=1.5"], r"lora_dropout: 1.5 must be at least 0 and below 1"),
+    setting("eval_batch_size 0", ["eval_batch_size=0"], r"eval_batch_size: must be at least 1, got 0"),
+    setting("max_samples negative", ["max_samples=-5"], r"max_samples: must be 0 \(all\) or more, got -5"),
+    setting("max_eval_samples negative", ["max_eval_samples=-1"], r"max_eval_samples: must be 0 \(all\) or more"),
     ("max_new_tokens 0", {"sft.jsonl": jsonl(SFT_ROW)}, SFT + ["max_new_tokens=0"], 2, r"max_new_tokens: must be at least 1, got 0"),
-    ("lr negative", CLS_FILES, CLS + ["lr=-1e-3"], 2, r"lr: must be above 0, got -0.001"),
-    ("warmup_ratio 2", CLS_FILES, CLS + ["warmup_ratio=2"], 2, r"warmup_ratio: 2.0 must be at least 0 and below 1"),
+    setting("lr negative", ["lr=-1e-3"], r"lr: must be above 0, got -0.001"),
+    setting("warmup_ratio 2", ["warmup_ratio=2"], r"warmup_ratio: 2.0 must be at least 0 and below 1"),
     ("num_virtual_tokens 0", CLS_FILES, CLS + ["method=prompt-tuning", "num_virtual_tokens=0"], 2,
      r"num_virtual_tokens: must be at least 1, got 0"),
     *([] if HAS_BF16 else [("bf16 without a GPU for it", CLS_FILES, CLS + ["precision=bf16"], 2, r"precision: bf16 needs a GPU")]),
-    ("run_name a path", CLS_FILES, CLS + ["run_name=../elsewhere"], 2, r"run_name: '../elsewhere' must be a folder name"),
-    ("precision fp8", CLS_FILES, CLS + ["precision=fp8"], 2, r"precision: unknown value 'fp8'.*available: auto, fp32, bf16, fp16"),
-    ("max_length 4", CLS_FILES, CLS + ["max_length=4"], 2, r"max_length: 4 is too short"),
-    ("int with text", CLS_FILES, CLS + ["epochs=two"], 2, r"override 'epochs=two': expected int for 'epochs'"),
-    ("misspelled key", CLS_FILES, CLS + ["lora_rnak=8"], 2, r"unknown key 'lora_rnak'.*did you mean 'lora_rank'"),
-    ("misspelled method", CLS_FILES, CLS + ["method=lorra"], 2, r"method: unknown method 'lorra'.*did you mean 'lora'"),
-    ("misspelled task", CLS_FILES, CLS + ["task=classificaton"], 2, r"task: unknown task 'classificaton'.*did you mean 'classification'"),
-    ("misspelled classify_by", CLS_FILES, CLS + ["classify_by=generat"], 2, r"classify_by: 'generat' is not one of .*did you mean 'generate'"),
-    ("misspelled metric", CLS_FILES, CLS + ["metric_for_best=acuracy"], 2, r"metric_for_best: 'acuracy' .*did you mean 'accuracy'"),
+    setting("run_name a path", ["run_name=../elsewhere"], r"run_name: '../elsewhere' must be a folder name"),
+    setting("precision fp8", ["precision=fp8"], r"precision: unknown value 'fp8'.*available: auto, fp32, bf16, fp16"),
+    setting("max_length 4", ["max_length=4"], r"max_length: 4 is too short"),
+    setting("int with text", ["epochs=two"], r"override 'epochs=two': expected int for 'epochs'"),
+    setting("misspelled key", ["lora_rnak=8"], r"unknown key 'lora_rnak'.*did you mean 'lora_rank'"),
+    setting("misspelled method", ["method=lorra"], r"method: unknown method 'lorra'.*did you mean 'lora'"),
+    setting("misspelled task", ["task=classificaton"], r"task: unknown task 'classificaton'.*did you mean 'classification'"),
+    setting("misspelled classify_by", ["classify_by=generat"], r"classify_by: 'generat' is not one of .*did you mean 'generate'"),
+    setting("misspelled metric", ["metric_for_best=acuracy"], r"metric_for_best: 'acuracy' .*did you mean 'accuracy'"),
     ("yaml syntax error", {"c.yaml": b"model: x\nlora_rank: [8\n", **CLS_FILES}, ["train", "{d}/c.yaml"] + CLS[1:], 2,
      r"c.yaml line \d+: invalid YAML"),
     ("yaml misspelled section key", {"c.yaml": b"method:\n  method: lora\n  lora_rnk: 8\n", **CLS_FILES},
@@ -110,7 +111,7 @@ CASES = [
      r"layers_to_transform: \[7\] names a layer past the model's 2"),
     ("modules_to_save unknown", CLS_FILES, CLS + ["modules_to_save=[clasifier]"], 2,
      r"modules_to_save: module 'clasifier' does not exist .*did you mean 'classifier'"),
-    ("freeze_layers too many", CLS_FILES, CLS + ["method=freeze", "freeze_layers=5"], 2, r"freeze_layers: 5 must be between"),
+    setting("freeze_layers too many", ["method=freeze", "freeze_layers=5"], r"freeze_layers: 5 must be between"),
     # -------- classification tables
     ("empty file", *cls_with(b""), 2, r"train.tsv: the file is empty"),
     ("header only", *cls_with(b"sentence\tlabel\n"), 2, r"train.tsv: the file has a header but no data rows"),
@@ -128,10 +129,10 @@ CASES = [
     ("single-class training", *cls_with(b"sentence\tlabel\ngood .\tpos\nfine .\tpos\ngreat .\tpos\n"), 2,
      r"train.tsv: only one label \(pos\) in the training data"),
     ("empty label", *cls_with(CLS_TRAIN + b"good .\t \n"), 2, r"train.tsv: row 14: empty text or label"),
-    ("missing column", CLS_FILES, CLS + ["text_column=review"], 2, r"train.tsv: column 'review' not found.*text_column"),
-    ("missing validation file", CLS_FILES, CLS + ["validation_file={d}/nope.tsv"], 2, r"validation_file: file not found"),
-    ("unknown data_format", CLS_FILES, CLS + ["data_format=xlsx"], 2, r"data_format: 'xlsx' is not one of"),
-    ("unknown encoding", CLS_FILES, CLS + ["encoding=latin-9x"], 2, r"encoding: unknown text encoding 'latin-9x'"),
+    setting("missing column", ["text_column=review"], r"train.tsv: column 'review' not found.*text_column"),
+    setting("missing validation file", ["validation_file={d}/nope.tsv"], r"validation_file: file not found"),
+    setting("unknown data_format", ["data_format=xlsx"], r"data_format: 'xlsx' is not one of"),
+    setting("unknown encoding", ["encoding=latin-9x"], r"encoding: unknown text encoding 'latin-9x'"),
     # -------- JSON shapes and types (classification reads json / jsonl too)
     ("truncated json", {"train.json": b'[{"sentence": "good", "label": "pos"}, {"sent', "dev.tsv": CLS_DEV},
      ["train", "model={bert}", "train_file={d}/train.json", "validation_file={d}/dev.tsv", *RUN], 2,
