@@ -113,8 +113,8 @@ def apply_freeze(model, m, ctx):
 
 def lora_kwargs(model, m) -> dict:
     layers = [int(i) for i in m.layers_to_transform] or None
-    if layers and max(layers) >= len(find_layers(model)[1]):
-        n = len(find_layers(model)[1])
+    n = len(find_layers(model)[1]) if layers else 0
+    if layers and max(layers) >= n:
         raise UserError(f"layers_to_transform: {layers} names a layer past the model's {n} (indices 0 to {n - 1})")
     check_modules(model, list(m.modules_to_save), "modules_to_save")
     return dict(target_modules=parse_targets(model, m.lora_target), layers_to_transform=layers,
@@ -184,7 +184,6 @@ def check_accepts_cache(model: nn.Module, task_type: str) -> None:
     import inspect
 
     instead = "lora, dora, ia3 or full" if task_type == "QUESTION_ANS" else "prompt-tuning or p-tuning"
-
     backbone = getattr(model, getattr(model, "base_model_prefix", ""), model)
     if not any("past_key_values" in inspect.signature(m.forward).parameters for m in (model, backbone)):
         raise UserError(f"prefix-tuning: {type(model).__name__}.forward takes no `past_key_values`, through which "
@@ -208,9 +207,7 @@ METHODS = {
     "prefix-tuning": partial(apply_prompt, kind="prefix-tuning"),
 }
 USES_RANK = {"lora", "dora", "rslora", "adalora", "loha", "lokr"}
-
-
-PROMPT_METHODS = ("prompt-tuning", "p-tuning", "prefix-tuning")
+PROMPT_METHODS = ("prompt-tuning", "p-tuning", "prefix-tuning")  # virtual tokens: num_virtual_tokens applies
 
 
 def check_method(name: str) -> None:
