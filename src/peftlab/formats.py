@@ -172,6 +172,10 @@ def read_json(path: Path, text: str, jsonl: bool, squad: bool = False) -> tuple[
         return read_squad(path, data)
     if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()) and data:
         n = len(next(iter(data.values())))  # columnar: {"sentence": [...], "label": [...]}
+        if any(len(v) != n for v in data.values()):
+            sizes = ", ".join(f"{k}: {len(v)}" for k, v in data.items())
+            raise UserError(f"{path}: columnar JSON whose columns differ in length ({sizes}); every column "
+                            f"needs one value per example")
         data = [{k: v[i] for k, v in data.items()} for i in range(n)]
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise UserError(f"{path}: expected a JSON list of objects (one per example)")
