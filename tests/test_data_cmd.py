@@ -202,6 +202,46 @@ def test_check_reports_bad_data_with_exit_2(tiny_bert, sentiment, tmp_path, caps
     assert code == 2 and re.search(r"dev.tsv: row 3: label 'neutral' never seen in train_file", err), err
 
 
+def test_check_classify_by_generate_counts_labels_not_answer_tokens(tiny_llama, sentiment, capsys):
+    """The encoded labels of classify_by generate are the answer's token ids; the distribution is of labels."""
+    code, out, err = cli(["data", "check", f"model={tiny_llama}", "classify_by=generate",
+                          f"train_file={sentiment['train']}", f"validation_file={sentiment['dev']}"], capsys)
+    assert code == 0, err
+    assert "labels train: neg 48 (50.0%), pos 48 (50.0%)" in out
+    assert "labels validation: neg 16 (50.0%), pos 16 (50.0%)" in out
+
+
+def test_check_multiple_choice_counts_tokens_of_the_longest_option(tiny_llama, tmp_path, capsys):
+    """One sequence per option (prompt + option): an example is as long as its longest, not its option count."""
+    question = " ".join(["the", "movie", "was", "really", "a", "plot"] * 2)  # 12 tokens, the prompt alone
+    rows = [{"question": question, "choices": ["good", "bad", "film"], "answer": 0},
+            {"question": question, "choices": ["good", " ".join(["very"] * 11), "film"], "answer": 0}]
+    data = write(tmp_path / "mc.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    code, out, err = cli(["data", "check", f"model={tiny_llama}", "task=multiple_choice", "prompt_template={question}",
+                          f"train_file={data}", f"validation_file={data}", "max_length=16"], capsys)
+    assert code == 0, err
+    table = {line.split()[0]: line.split()[1:7] for line in out.splitlines() if line.startswith(("train ", "validation "))}
+    # lengths 12 + 1 and 12 + 11: p50 = 1st = 13, p90 = p99 = max = 23; one exceeds 16
+    assert table["train"] == ["2", "13", "23", "23", "23", "1"]
+
+
+@pytest.mark.parametrize("task, name, extra", [
+    ("classification", "train.tsv", ["classify_by=head"]), ("classification", "train.tsv", ["classify_by=generate"]),
+    ("classification", "train.tsv", ["classify_by=likelihood"]), ("ner", "train.conll", []), ("qa", "qa.jsonl", []),
+    ("multiple_choice", "mc.jsonl", ["mc_head=likelihood"]), ("multiple_choice", "mc.jsonl", ["mc_head=classifier"]),
+    ("sft", "sft.jsonl", [])])
+def test_check_works_for_every_task_and_classify_by(task, name, extra, tiny_llama, tmp_path, capsys):
+    from test_bad_input import CLS_TRAIN, MC_ROW, NER_TRAIN, QA_ROW, SFT_ROW, jsonl
+
+    files = {"train.tsv": CLS_TRAIN, "train.conll": NER_TRAIN, "qa.jsonl": jsonl(QA_ROW, {**QA_ROW, "id": "q2"}),
+             "mc.jsonl": jsonl(MC_ROW, MC_ROW), "sft.jsonl": jsonl(SFT_ROW, SFT_ROW)}
+    (tmp_path / name).write_bytes(files[name])
+    code, out, err = cli(["data", "check", f"model={tiny_llama}", f"task={task}", *extra,
+                          f"train_file={tmp_path / name}", f"validation_file={tmp_path / name}"], capsys)
+    assert code == 0, err
+    assert f"OK: the data validates for task {task}" in out
+
+
 @pytest.mark.real
 def test_cola_to_alpaca_4000_rows_and_check(tmp_path, capsys):
     cola = SHARED / "cola" / "in_domain_train.tsv"

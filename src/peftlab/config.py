@@ -239,6 +239,9 @@ def read_yaml_mapping(path: Path) -> dict:
         raise UserError(f"config file not found: {path}")
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), TextLoader)
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        raise UserError(f"{path} line {line}: not UTF-8 text; save the config as UTF-8") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
@@ -255,6 +258,9 @@ def flatten(data: dict, where: str) -> list[tuple[str, dataclasses.Field, object
     out = []
     for key, value in data.items():
         key = str(key)
+        if key in SECTIONS and key not in field_index() and not isinstance(value, dict):  # `model: x` is a key too
+            raise UserError(f"{where}: '{key}' is a section and takes a mapping of its keys, got {value!r}; "
+                            f"e.g. {key}: {{key: value}}, or write the keys flat at the top level")
         if key in SECTIONS and isinstance(value, dict):
             for sub, v in value.items():
                 sec, f = _resolve_key(str(sub), key, f"{where}: {key}.{sub}")

@@ -314,6 +314,20 @@ def label_counts(labels: list, names: list | None) -> Counter | None:
     return Counter(names[l] if names else l for l in labels)
 
 
+def example_length(ids: list) -> int:
+    """Tokens of one encoded example. A multiple-choice (or multi-token likelihood) example holds one
+    sequence per option, each cut to max_length on its own: its length is the longest option's."""
+    return max(map(len, ids)) if ids and isinstance(ids[0], list) else len(ids)
+
+
+def label_ids(task, prepared, split: str, enc) -> list:
+    """The encoded labels that index prepared.labels; a task whose `labels` are an answer's token ids
+    (classify_by generate) names each example's label index through its own label_indices()."""
+    if hasattr(task, "label_indices"):
+        return task.label_indices(prepared, split)
+    return enc["labels"] if "labels" in enc.column_names else []
+
+
 def check(cfg) -> str:
     """Validate cfg's data as `peftlab train` would (no model weights loaded) and summarize it."""
     from .formats import load_splits
@@ -334,12 +348,12 @@ def check(cfg) -> str:
     counts = {}
     for name, examples in prepared.examples.items():
         enc = task.encode(examples, tokenizer, lifted)
-        lengths = [len(ids) for ids in enc["input_ids"]]
+        lengths = [example_length(ids) for ids in enc["input_ids"]]
         p = percentiles(lengths)
         cut = sum(n > limit for n in lengths)
         lines.append(f"{name:<11}{len(examples):>7}{p['p50']:>6}{p['p90']:>6}{p['p99']:>6}{p['max']:>6}"
                      f"  {cut:>4} ({cut / len(lengths):.1%})  {splits[name].source}")
-        counts[name] = label_counts(enc["labels"] if "labels" in enc.column_names else [], names)
+        counts[name] = label_counts(label_ids(task, prepared, name, enc), names)
     if any(counts.values()):
         lines.append("")
         for name, c in counts.items():

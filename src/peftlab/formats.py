@@ -47,43 +47,70 @@ def detect_format(path: Path, data_format: str) -> str:
 
 
 def decode(path: Path, encoding: str) -> str:
-    """File text; undecodable bytes raise a UserError with the line number and the fix."""
+    """File text; undecodable bytes or a NUL raise a UserError with the line number and the fix."""
     raw = path.read_bytes()
+    # a UTF-16 file starts with its byte-order mark; latin-1 would "decode" it into NUL-riddled text
+    likely = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "latin-1"
     try:
-        return raw.decode(encoding).removeprefix("\ufeff")  # MRPC's TSVs start with a byte-order mark
+        text = raw.decode(encoding).removeprefix("\ufeff")  # MRPC's TSVs start with a byte-order mark
     except LookupError:
         raise UserError(f"encoding: unknown text encoding '{encoding}' (for {path})") from None
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
         raise UserError(f"{path}:{line}: bytes that are not valid {encoding} ({raw[e.start:e.start + 4]!r}); "
-                        f"set `encoding:` to the file's encoding, e.g. encoding: latin-1") from None
+                        f"set `encoding:` to the file's encoding, e.g. encoding: {likely}") from None
+    if "\x00" in text:  # valid UTF-8, but no text file holds NUL: UTF-16 without a BOM, or binary data
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise UserError(f"{path}:{line}: a NUL byte (\\x00), which text never holds: is the file UTF-16 "
+                        f"(set `encoding: utf-16`) or not a text file? Remove the byte or convert the file")
+    return text
+
+
+def read_rows(path: Path, text: str, delimiter: str, quoting: int) -> tuple[list, list[int], list[int]]:
+    """Non-blank csv rows with the line each ends on and the line each starts on (they differ when a
+    quoted field holds line ends); a csv error (a field over the size limit) names its line."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    rows, lines, firsts, end = [], [], [], 0
+    try:
+        for row in reader:
+            first, end = end + 1, reader.line_num
+            if row and any(cell.strip() for cell in row):
+                rows.append(row)
+                lines.append(end)
+                firsts.append(first)
+    except csv.Error as e:
+        hint = (f"a field longer than {csv.field_size_limit():,} characters: an unclosed quote, or the wrong "
+                f"`delimiter:`? Fix the row") if "field limit" in str(e) else f"{e}; fix the row"
+        raise UserError(f"{path}:{end + 1}: {hint}") from None
+    return rows, lines, firsts
 
 
 def read_table(path: Path, text: str, delimiter: str, header: str, columns: list) -> tuple[list[dict], list[int]]:
     """csv/tsv text -> records; a row with the wrong number of fields is an error naming the line."""
     quoting = csv.QUOTE_NONE if delimiter != "," else csv.QUOTE_MINIMAL  # GLUE TSVs hold stray quotes
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    rows, lines = [], []
-    for row in reader:
-        if row and any(cell.strip() for cell in row):
-            rows.append(row)
-            lines.append(reader.line_num)
+    rows, lines, firsts = read_rows(path, text, delimiter, quoting)
     if not rows:
         raise UserError(f"{path}: the file is empty")
     use_header = header == "true" or (header == "auto" and not columns)
     names = list(columns) if columns else (rows[0] if use_header else [f"column{i}" for i in range(len(rows[0]))])
     if use_header:
-        rows, lines = rows[1:], lines[1:]
+        rows, lines, firsts = rows[1:], lines[1:], firsts[1:]
     if not rows:
         raise UserError(f"{path}: the file has a header but no data rows")
-    records = []
-    for row, line in zip(rows, lines):
+    for row, line, first in zip(rows, lines, firsts):
         if len(row) != len(names):
-            sep = {"\t": "tab", ",": "comma"}.get(delimiter, repr(delimiter))
-            raise UserError(f"{path}:{line}: {len(row)} fields, expected {len(names)} ({', '.join(names)}) "
-                            f"separated by {sep}; fix the row, or set `delimiter:`/`columns:` to match the file")
-        records.append(dict(zip(names, row)))
-    return records, lines
+            raise_field_count(path, len(row), names, line, first, delimiter)
+    return [dict(zip(names, row)) for row in rows], lines
+
+
+def raise_field_count(path: Path, n: int, names: list, line: int, first: int, delimiter: str):
+    if first < line:  # a quoted field ran over line ends: the quote, not the row's end, is the mistake
+        raise UserError(f"{path}:{first}: a quoted field runs from here to line {line}, so the row has {n} "
+                        f"fields, not {len(names)}: is a quote left open? Close it, or set `delimiter:` if "
+                        f"this is not a comma-separated file")
+    sep = {"\t": "tab", ",": "comma"}.get(delimiter, repr(delimiter))
+    raise UserError(f"{path}:{line}: {n} fields, expected {len(names)} ({', '.join(names)}) separated by "
+                    f"{sep}; fix the row, or set `delimiter:`/`columns:` to match the file")
 
 
 def is_squad(data) -> bool:
@@ -145,6 +172,10 @@ def read_json(path: Path, text: str, jsonl: bool, squad: bool = False) -> tuple[
         return read_squad(path, data)
     if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()) and data:
         n = len(next(iter(data.values())))  # columnar: {"sentence": [...], "label": [...]}
+        if any(len(v) != n for v in data.values()):
+            sizes = ", ".join(f"{k}: {len(v)}" for k, v in data.items())
+            raise UserError(f"{path}: columnar JSON whose columns differ in length ({sizes}); every column "
+                            f"needs one value per example")
         data = [{k: v[i] for k, v in data.items()} for i in range(n)]
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise UserError(f"{path}: expected a JSON list of objects (one per example)")

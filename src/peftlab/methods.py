@@ -54,12 +54,18 @@ def parse_targets(model: nn.Module, lora_target: str):
     if lora_target == "all-linear":
         return "all-linear"
     targets = [t.strip() for t in lora_target.split(",") if t.strip()]
-    names = [n for n, _ in model.named_modules()]
-    for t in targets:
-        if not any(n == t or n.endswith("." + t) for n in names):
-            raise UserError(f"lora_target: module '{t}' does not exist in {type(model).__name__}"
-                            f"{closest(t, linear_names(model))}; its linear modules are: {', '.join(linear_names(model))}")
+    check_modules(model, targets, "lora_target")
     return targets
+
+
+def check_modules(model: nn.Module, wanted: list[str], key: str) -> None:
+    """Every name must be a module of the model (or the last parts of one); peft would silently skip
+    an unknown modules_to_save entry."""
+    names = [n for n, _ in model.named_modules()]
+    for t in wanted:
+        if not any(n == t or n.endswith("." + t) for n in names):
+            raise UserError(f"{key}: module '{t}' does not exist in {type(model).__name__}"
+                            f"{closest(t, linear_names(model))}; its linear modules are: {', '.join(linear_names(model))}")
 
 
 def set_trainable(model: nn.Module, prefixes: list[str]) -> None:
@@ -107,6 +113,10 @@ def apply_freeze(model, m, ctx):
 
 def lora_kwargs(model, m) -> dict:
     layers = [int(i) for i in m.layers_to_transform] or None
+    n = len(find_layers(model)[1]) if layers else 0
+    if layers and max(layers) >= n:
+        raise UserError(f"layers_to_transform: {layers} names a layer past the model's {n} (indices 0 to {n - 1})")
+    check_modules(model, list(m.modules_to_save), "modules_to_save")
     return dict(target_modules=parse_targets(model, m.lora_target), layers_to_transform=layers,
                 modules_to_save=list(m.modules_to_save) or None)
 
@@ -124,10 +134,14 @@ def apply_adalora(model, m, ctx):
 
     # AdaLoRA starts at a higher rank and prunes down to lora_rank on average; it needs the
     # run's total steps for that schedule (the Trainer calls update_and_allocate, see train.py).
+    tinit, tfinal = max(1, ctx.total_steps // 10), max(1, ctx.total_steps // 5)
+    if tinit >= ctx.total_steps - tfinal:  # peft requires steps left for pruning between the two phases
+        raise UserError(f"method adalora: the run has {ctx.total_steps} optimizer steps, too few for AdaLoRA's "
+                        f"schedule ({tinit} warm-up and {tfinal} final steps, pruning in between; at least 3); "
+                        f"raise epochs, lower batch_size or grad_accum, or use lora")
     conf = AdaLoraConfig(task_type=ctx.task_type, init_r=int(m.lora_rank * 1.5), target_r=m.lora_rank,
                          lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout, total_step=ctx.total_steps,
-                         tinit=max(1, ctx.total_steps // 10), tfinal=max(1, ctx.total_steps // 5),
-                         **lora_kwargs(model, m))
+                         tinit=tinit, tfinal=tfinal, **lora_kwargs(model, m))
     return get_peft_model(model, conf)
 
 
@@ -136,6 +150,7 @@ def apply_adapter(model, m, ctx, kind: str):
     import peft
 
     targets = parse_targets(model, m.lora_target)
+    check_modules(model, list(m.modules_to_save), "modules_to_save")
     common = dict(task_type=ctx.task_type, target_modules=targets, modules_to_save=list(m.modules_to_save) or None)
     if kind == "ia3":
         conf = peft.IA3Config(**common)
@@ -158,20 +173,22 @@ def apply_prompt(model, m, ctx, kind: str):
     elif kind == "p-tuning":
         conf = peft.PromptEncoderConfig(encoder_hidden_size=m.encoder_hidden_size, **common)
     else:
-        check_accepts_cache(model)
+        check_accepts_cache(model, ctx.task_type)
         conf = peft.PrefixTuningConfig(**common)
     return peft.get_peft_model(model, conf)
 
 
-def check_accepts_cache(model: nn.Module) -> None:
-    """Prefix tuning feeds its prefixes as past_key_values; refuse models that take none before training."""
+def check_accepts_cache(model: nn.Module, task_type: str) -> None:
+    """Prefix tuning feeds its prefixes as past_key_values; refuse models that take none before training.
+    The methods suggested instead must work for the task (QA refuses the other prompt methods too)."""
     import inspect
 
+    instead = "lora, dora, ia3 or full" if task_type == "QUESTION_ANS" else "prompt-tuning or p-tuning"
     backbone = getattr(model, getattr(model, "base_model_prefix", ""), model)
     if not any("past_key_values" in inspect.signature(m.forward).parameters for m in (model, backbone)):
         raise UserError(f"prefix-tuning: {type(model).__name__}.forward takes no `past_key_values`, through which "
                         f"peft feeds the prefixes (transformers 5 calls it `cache`; peft 0.21 still passes "
-                        f"past_key_values); use prompt-tuning or p-tuning instead")
+                        f"past_key_values); use {instead} instead")
 
 
 METHODS = {
@@ -190,11 +207,28 @@ METHODS = {
     "prefix-tuning": partial(apply_prompt, kind="prefix-tuning"),
 }
 USES_RANK = {"lora", "dora", "rslora", "adalora", "loha", "lokr"}
+PROMPT_METHODS = ("prompt-tuning", "p-tuning", "prefix-tuning")  # virtual tokens: num_virtual_tokens applies
 
 
 def check_method(name: str) -> None:
     if name not in METHODS:
         raise UserError(f"method: unknown method '{name}'{closest(name, METHODS)}; available: {', '.join(METHODS)}")
+
+
+def check_method_settings(m) -> None:
+    """The method section's numbers that peft would refuse with a traceback, or take and train nothing
+    (lora_alpha 0 scales the adapter to zero), checked only for the method that uses them."""
+    check_method(m.method)
+    ints = {"lora_rank": 1, "lora_alpha": 1} if m.method in USES_RANK else {}
+    if m.method in PROMPT_METHODS:
+        ints = {"num_virtual_tokens": 1, "encoder_hidden_size": 1}
+    for key, low in ints.items():
+        if getattr(m, key) < low:
+            raise UserError(f"{key}: must be at least {low}, got {getattr(m, key)} (method {m.method})")
+    if m.method in USES_RANK and not 0 <= m.lora_dropout < 1:
+        raise UserError(f"lora_dropout: {m.lora_dropout} must be at least 0 and below 1")
+    if any(int(i) < 0 for i in m.layers_to_transform):
+        raise UserError(f"layers_to_transform: layer indices start at 0, got {list(m.layers_to_transform)}")
 
 
 def apply_method(model: nn.Module, m, ctx: MethodContext) -> nn.Module:

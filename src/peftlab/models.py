@@ -125,6 +125,9 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as e:
         raise UserError(f"model '{path}': cannot load a tokenizer ({e}). Offline? Use a local folder or a named model.") from None
+    except ValueError as e:  # a folder without tokenizer files: transformers cannot build one
+        raise UserError(f"model '{path}': no tokenizer files (tokenizer.json, or a vocabulary) to build a "
+                        f"tokenizer from; save the tokenizer into that folder with tokenizer.save_pretrained") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     return tok

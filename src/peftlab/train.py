@@ -20,8 +20,8 @@ from .config import Config
 from .errors import UserError, closest
 from .formats import load_splits
 from .measure import count_parameters, folder_size_mb, git_hash, library_versions, peak_memory
-from .methods import USES_RANK, MethodContext, apply_method, check_method, is_peft
-from .models import load_tokenizer, resolve_model
+from .methods import USES_RANK, MethodContext, apply_method, check_method_settings, is_peft
+from .models import DTYPES, load_tokenizer, resolve_model
 from .plots import plot_loss
 from .rundir import read_json, save_model, saved_config_diff, write_json, write_jsonl, write_yaml
 from .tasks import TaskEnv, get_task
@@ -57,13 +57,56 @@ def resolve_metric(cfg: Config, task) -> str:
     return metric
 
 
+def optimizer_names() -> list[str]:
+    from transformers.training_args import OptimizerNames
+
+    return [o.value for o in OptimizerNames]
+
+
+def scheduler_names() -> list[str]:
+    from transformers.trainer_utils import SchedulerType
+
+    return [s.value for s in SchedulerType]
+
+
+def check_choice(key: str, value: str, choices) -> None:
+    if value not in choices:
+        raise UserError(f"{key}: unknown value '{value}'{closest(value, choices)}; available: {', '.join(choices)}")
+
+
+def check_at_least(low: int, section, keys: tuple, what: str = "") -> None:
+    for key in keys:
+        if getattr(section, key) < low:
+            raise UserError(f"{key}: must be {what or f'at least {low}'}, got {getattr(section, key)}")
+
+
+def check_fraction(key: str, value: float) -> None:
+    if not 0 <= value < 1:
+        raise UserError(f"{key}: {value} must be at least 0 and below 1")
+
+
 def check_settings(cfg: Config) -> None:
-    t = cfg.train
-    if t.precision not in PRECISIONS:
-        raise UserError(f"precision: '{t.precision}' is not one of {', '.join(PRECISIONS)}")
-    for key in ("epochs", "batch_size", "grad_accum", "save_steps", "logging_steps"):
-        if getattr(t, key) < 1:
-            raise UserError(f"{key}: must be at least 1, got {getattr(t, key)}")
+    """Every setting transformers or peft would refuse deep inside (or silently misuse), refused by key
+    before any file is read."""
+    t, e, d = cfg.train, cfg.eval, cfg.data
+    check_method_settings(cfg.method)
+    check_choice("precision", t.precision, PRECISIONS)
+    check_choice("dtype", cfg.model.dtype, DTYPES)
+    check_choice("optim", t.optim, optimizer_names())
+    check_choice("lr_scheduler", t.lr_scheduler, scheduler_names())
+    check_at_least(1, t, ("epochs", "batch_size", "grad_accum", "save_steps", "logging_steps"))
+    check_at_least(1, e, ("eval_batch_size", "max_new_tokens"))
+    check_at_least(0, d, ("max_samples", "max_eval_samples"), "0 (all) or more")
+    check_at_least(0, e, ("max_eval_generate", "shots", "early_stopping_patience"), "0 or more")
+    if not t.lr > 0:
+        raise UserError(f"lr: must be above 0, got {t.lr}")
+    if t.weight_decay < 0 or t.max_grad_norm < 0:
+        raise UserError(f"weight_decay ({t.weight_decay}) and max_grad_norm ({t.max_grad_norm}) must be 0 or more")
+    check_fraction("warmup_ratio", t.warmup_ratio)
+    if t.run_name and (Path(t.run_name).name != t.run_name or t.run_name in (".", "..")):
+        raise UserError(f"run_name: '{t.run_name}' must be a folder name, not a path; set output_dir for the place")
+    if t.precision == "bf16" and not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+        raise UserError("precision: bf16 needs a GPU that supports it, and none was found; use auto or fp32")
     if cfg.task.max_length < 8:
         raise UserError(f"max_length: {cfg.task.max_length} is too short (at least 8 tokens)")
 
@@ -160,7 +203,6 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
 
     started = time.time()
     task = get_task(cfg.task.task, cfg.task.classify_by)
-    check_method(cfg.method.method)
     check_settings(cfg)
     metric = resolve_metric(cfg, task)
     run_dir = run_dir_of(cfg)

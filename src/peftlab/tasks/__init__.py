@@ -24,8 +24,10 @@ encoded like the others and scored at every evaluation through the same build_co
 metrics join the epoch's line prefixed with the split name (extra_loss, extra_rougeL).
 Adding a task is a new module and a row in TASKS; the training path does not change.
 `peftlab data check` uses the same hooks: prepare(), then encode() with max_length lifted to count
-untruncated tokens (so encode must not pad to max_length), and the encoded `labels` that index
-`prepared.labels` (ints, or per-token lists with -100 ignored) for the label distribution.
+untruncated tokens (so encode must not pad to max_length; an example of one sequence per option counts
+its longest), and the encoded `labels` that index `prepared.labels` (ints, or per-token lists with
+-100 ignored) for the label distribution; a task whose labels are token ids instead defines
+label_indices(prepared, split) -> list of label indices.
 """
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ def get_task(name: str, classify_by: str = "head") -> ModuleType:
         raise UserError(f"task: unknown task '{name}'{closest(name, TASKS)}; available: {', '.join(TASKS)}")
     if name == "classification":
         if classify_by not in CLASSIFY_BY:
-            raise UserError(f"classify_by: '{classify_by}' is not one of {', '.join(CLASSIFY_BY)}")
+            raise UserError(f"classify_by: '{classify_by}' is not one of {', '.join(CLASSIFY_BY)}"
+                            f"{closest(classify_by, CLASSIFY_BY)}")
         return CLASSIFY_BY[classify_by]
     return TASKS[name]

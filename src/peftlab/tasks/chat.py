@@ -71,6 +71,13 @@ def read_alpaca(rec: dict, where: str) -> Conversation:
     return Conversation(text_of(rec, "system", where, required=False), turns)
 
 
+def check_role(role, where: str) -> None:
+    known = ["system", *USER_ROLES, *ASSISTANT_ROLES]
+    if role not in known:
+        raise UserError(f"{where}: {role!r} is not a known role{closest(str(role), known)}; roles are system, "
+                        f"user (or human) and assistant (or gpt, model); tool and function roles are not supported")
+
+
 def read_messages(rec: dict, where: str, key: str, role_key: str, text_key: str) -> Conversation:
     """sharegpt (conversations: from/value) and openai (messages: role/content) records."""
     messages = rec.get(key)
@@ -83,6 +90,7 @@ def read_messages(rec: dict, where: str, key: str, role_key: str, text_key: str)
         if not isinstance(msg, dict) or role_key not in msg or text_key not in msg:
             raise UserError(f"{at}: expected an object with '{role_key}' and '{text_key}', got {msg!r}")
         role, text = msg[role_key], msg[text_key]
+        check_role(role, f"{at}.{role_key}")
         if not isinstance(text, str):
             raise UserError(f"{at}.{text_key}: must be a string (multimodal content is not supported)")
         if role == "system" and i == 0:

@@ -46,6 +46,18 @@ def check_columns(split: Split, names: list[str]) -> None:
                                                              ", or name the columns with `columns:` if the file has no header"))
 
 
+def check_types(source: str, row: int, rec: dict, data) -> None:
+    """JSON rows can hold anything: texts must be text, a label one value (not a list read as "['neg']")."""
+    for col in (data.text_column, data.text_pair_column):
+        if col and rec.get(col) is not None and not isinstance(rec[col], str):
+            raise UserError(f"{source}: row {row}: column '{col}' must be text, got {type(rec[col]).__name__} "
+                            f"({rec[col]!r}); fix the row or point `text_column:` at the text")
+    label = rec[data.label_column]
+    if not isinstance(label, (str, int, float, bool)):
+        raise UserError(f"{source}: row {row}: label must be text or a number, got {type(label).__name__} "
+                        f"({label!r}); one label per row, fix the row")
+
+
 def read_split(split: Split, data) -> list[tuple[str, str | None, str]]:
     wanted = [(data.text_column, "text_column"), (data.label_column, "label_column")]
     if data.text_pair_column:
@@ -56,6 +68,7 @@ def read_split(split: Split, data) -> list[tuple[str, str | None, str]]:
         text, label = rec.get(data.text_column), rec.get(data.label_column)
         if text is None or label is None or label_key(label) == "":
             raise UserError(f"{split.source}: row {row}: empty text or label; fix or remove the row")
+        check_types(split.source, row, rec, data)
         pair = str(rec.get(data.text_pair_column) or "") if data.text_pair_column else None
         out.append((str(text), pair, label_key(label)))
     return out

@@ -82,6 +82,11 @@ def prepare(splits, cfg) -> Prepared:
     return Prepared(base.labels, words, base.examples, examples, notes)
 
 
+def label_indices(prepared: Prepared, split: str) -> list[int]:
+    """Each example's label index, for `peftlab data check` (the encoded labels are answer tokens)."""
+    return [y for _, _, y in prepared.rows[split]]
+
+
 def build_compute_metrics(prepared: Prepared, split: str, env):
     def compute_metrics(eval_pred):
         generated = sft.generate_split(prepared, split, env)

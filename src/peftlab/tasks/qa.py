@@ -88,6 +88,9 @@ def read_question(rec: dict, where: str) -> Question:
         if not isinstance(text, str) or not text or not isinstance(start, int) or start < 0:
             raise UserError(f"{where}: answers[{j}] needs a non-empty text and an integer answer_start >= 0, "
                             f"got text={text!r}, answer_start={start!r}")
+        if start + len(text) > len(context):
+            raise UserError(f"{where}: answers[{j}]: answer_start={start} puts {text!r} past the end of the "
+                            f"context ({len(context)} characters); fix answer_start")
         if context[start:start + len(text)] != text:
             raise UserError(f"{where}: answers[{j}]: the context at answer_start={start} reads "
                             f"{context[start:start + len(text)]!r}, not the answer {text!r}; fix answer_start")
@@ -190,7 +193,7 @@ def build_model(resolved, prepared: Prepared, cfg, tokenizer):
     method = cfg.method.method
     if method in ("prompt-tuning", "p-tuning"):
         raise UserError(f"method: {method} prepends virtual tokens, so peft's question-answering start/end logits "
-                        f"no longer line up with the input tokens; use lora, dora, ia3, prefix-tuning or full")
+                        f"no longer line up with the input tokens; use lora, dora, ia3 or full")
     model = load_pretrained(AutoModelForQuestionAnswering, resolved, cfg.model.dtype, cfg.model.trust_remote_code,
                             "no question-answering head for this architecture")
     model.config.pad_token_id = tokenizer.pad_token_id
