@@ -130,11 +130,10 @@ def resolve_for(cfg: Config, source: Source) -> ResolvedModel:
 
 def open_session(cfg: Config, source: Source, splits: dict[str, Split], evaluated: list[str]) -> Session:
     """Prepare the splits (with few-shot prompts), encode the evaluated ones and load the model."""
+    from .train import check_settings
+
     task = get_task(cfg.task.task, cfg.task.classify_by)
-    if cfg.eval.shots < 0:
-        raise UserError(f"shots: must be 0 or more, got {cfg.eval.shots}")
-    if cfg.eval.eval_batch_size < 1:
-        raise UserError(f"eval_batch_size: must be at least 1, got {cfg.eval.eval_batch_size}")
+    check_settings(cfg)  # the same refusals as `peftlab train` (eval_batch_size 0, shots < 0, ...)
     backend = pick_backend(cfg)
     if source.result.get("labels") and not cfg.data.label_names:
         cfg.data.label_names = list(source.result["labels"])  # the run's label order, whatever the data shows
