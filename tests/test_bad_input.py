@@ -72,7 +72,7 @@ CASES = [
     setting("max_samples negative", ["max_samples=-5"], r"max_samples: must be 0 \(all\) or more, got -5"),
     setting("max_eval_samples negative", ["max_eval_samples=-1"], r"max_eval_samples: must be 0 \(all\) or more"),
     ("max_new_tokens 0", {"sft.jsonl": jsonl(SFT_ROW)}, SFT + ["max_new_tokens=0"], 2, r"max_new_tokens: must be at least 1, got 0"),
-    setting("lr negative", ["lr=-1e-3"], r"lr: must be above 0, got -0.001"),
+    setting("lr negative", ["lr=-1e-3"], r"lr: must be 0 or more, got -0.001"),
     setting("warmup_ratio 2", ["warmup_ratio=2"], r"warmup_ratio: 2.0 must be at least 0 and below 1"),
     ("num_virtual_tokens 0", CLS_FILES, CLS + ["method=prompt-tuning", "num_virtual_tokens=0"], 2,
      r"num_virtual_tokens: must be at least 1, got 0"),

@@ -191,3 +191,9 @@ def test_data_convert_label_words_keep_their_text():
     assert (data.delimiter, data.text_column, data.columns) == (";", "007", ["on", "off"])
     _, templates = parse_keys(["label_words=0=no,1=yes"])
     assert label_map(templates["label_words"]) == {"0": "no", "1": "yes"}
+
+
+def test_a_wholly_quoted_override_loses_its_quotes_only():
+    cfg = load_config(None, ["header='false'", 'prompt_template="{text} is it {labels}?"', "instruction='yes' or no"])
+    assert cfg.data.header == "false" and cfg.task.prompt_template == "{text} is it {labels}?"
+    assert cfg.task.instruction == "'yes' or no"  # not wholly quoted: the text as typed

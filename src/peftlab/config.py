@@ -280,8 +280,16 @@ def parse_override(text: str) -> tuple[str, str]:
 
 
 def override_value(raw: str, f: dataclasses.Field, where: str):
-    """A string field takes the text exactly as typed (`instruction=Answer: yes`); a list field
-    also reads a YAML flow list (`label_words=[no, yes]`); other types are converted by coerce."""
+    """A string field takes the text exactly as typed (`instruction=Answer: yes`), less the quotes of a
+    wholly quoted value; a list field also reads a YAML flow list (`label_words=[no, yes]`); other
+    types are converted by coerce."""
+    text = raw.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        # a quoted value (`header='false'`, `prompt_template="{text} ?"`): the quotes are YAML's, not the text's
+        try:
+            return yaml.load(text, TextLoader)
+        except yaml.YAMLError:
+            return raw
     if f.type == "list" and raw.strip().startswith("["):
         try:
             return yaml.load(raw, TextLoader)

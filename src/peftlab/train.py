@@ -98,8 +98,8 @@ def check_settings(cfg: Config) -> None:
     check_at_least(1, e, ("eval_batch_size", "max_new_tokens"))
     check_at_least(0, d, ("max_samples", "max_eval_samples"), "0 (all) or more")
     check_at_least(0, e, ("max_eval_generate", "shots", "early_stopping_patience"), "0 or more")
-    if not t.lr > 0:
-        raise UserError(f"lr: must be above 0, got {t.lr}")
+    if not t.lr >= 0:  # 0 is allowed: it trains nothing and leaves epoch 0's scores (a sanity check)
+        raise UserError(f"lr: must be 0 or more, got {t.lr}")
     if t.weight_decay < 0 or t.max_grad_norm < 0:
         raise UserError(f"weight_decay ({t.weight_decay}) and max_grad_norm ({t.max_grad_norm}) must be 0 or more")
     check_fraction("warmup_ratio", t.warmup_ratio)
