@@ -167,6 +167,12 @@ def test_export_and_eval_errors_are_clear(base_config, tiny_llama, tmp_path, cap
     assert "the adapter does not fit model" in capsys.readouterr().err
     import shutil
 
+    assert cli("eval", run_dir, "--out", tmp_path / "e", capsys=capsys) == 0
+    assert cli("eval", tmp_path / "e") == 2 and "holds scores, not weights" in capsys.readouterr().err
+    result = json.loads((run_dir / "result.json").read_text())
+    (run_dir / "result.json").write_text(json.dumps({**result, "status": "interrupted"}))
+    assert cli("eval", run_dir) == 2 and "the run is interrupted" in capsys.readouterr().err
+    (run_dir / "result.json").write_text(json.dumps(result))
     shutil.rmtree(run_dir / "adapter")
     assert cli("eval", run_dir) == 2
     assert "saved no weights" in capsys.readouterr().err

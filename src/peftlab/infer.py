@@ -71,6 +71,12 @@ def read_source(spec: str | None, overrides: list[str]) -> tuple[Config, Source]
     result = read_json(path / "result.json", None)
     if not isinstance(result, dict):
         raise UserError(f"{path / 'result.json'}: cannot be read; the run folder is damaged (train it again)")
+    if result.get("kind") == "eval":
+        raise UserError(f"{path}: an evaluation folder holds scores, not weights; pass the run folder it evaluated "
+                        f"({(result.get('source') or {}).get('folder') or (result.get('source') or {}).get('model')})")
+    if result.get("status") != "completed":
+        raise UserError(f"{path}: the run is {result.get('status', 'unknown')}, so its weights are not its final best; "
+                        f"finish it with `peftlab train {path / 'config.yaml'} --resume`")
     weights = next((path / d for d in ("adapter", "model") if (path / d).is_dir()), None)
     if weights is None:
         raise UserError(f"{path}: no adapter/ or model/ folder (status: {result.get('status', 'unknown')}); "
