@@ -101,14 +101,14 @@ def describe_source(session: Session) -> dict:
     return out
 
 
-def eval_result(session: Session, split: str, scored: Scored, out_dir: Path, started: float) -> dict:
+def eval_result(session: Session, split: str, scored: Scored, out_dir: Path, started: float, metric: str) -> dict:
     cfg = session.cfg
-    metrics = {"epoch": 0, **{k: v for k, v in scored.metrics.items()}}
+    metrics = {"epoch": 0, **scored.metrics}
     n = len(session.encoded[split])
     return {"kind": "eval", "status": "completed", "run_name": out_dir.name, "task": cfg.task.task,
             "model": cfg.model.model, "method": row_label(session), "source": describe_source(session),
             "split": split, "shots": cfg.eval.shots, "shots_shown": session.shots,
-            "metric_for_best": resolve_metric_name(session), "best_epoch": 0, "epochs_run": 0,
+            "metric_for_best": metric, "best_epoch": 0, "epochs_run": 0,
             "metrics_epoch0": metrics, "metrics_best": metrics, "metrics_last": metrics,
             "n_evaluated": n, "eval_wall_s": round(scored.seconds, 3),
             "examples_per_s": round(n / scored.seconds, 3) if scored.seconds else None,
@@ -124,12 +124,6 @@ def model_params(session: Session) -> int | None:
     if session.model is None:
         return None
     return int(sum(p.numel() for p in session.model.parameters()))
-
-
-def resolve_metric_name(session: Session) -> str:
-    from .train import resolve_metric
-
-    return resolve_metric(session.cfg, session.task)
 
 
 def run_eval(spec: str | None, overrides: list[str], split: str = "validation", out: str | None = None,
@@ -149,23 +143,23 @@ def run_eval(spec: str | None, overrides: list[str], split: str = "validation", 
     out_dir = Path(out) if out else default_eval_dir(cfg, source, split)
     if out_dir.exists() and not overwrite:
         raise UserError(f"{out_dir} already exists; pass --overwrite to replace it, or --out another folder")
-    resolve_metric_name_early(cfg)
+    metric = metric_of(cfg)
     splits = load_eval_splits(cfg, split)
     session = open_session(cfg, source, splits, [split])
     print(f"peftlab: evaluating {source.describe(cfg)} on {len(session.encoded[split])} {split} examples "
           f"({session.backend}{f', {cfg.eval.shots}-shot' if cfg.eval.shots else ''})", flush=True)
     scored = score_split(session, split)
-    result = eval_result(session, split, scored, out_dir, started)
+    result = eval_result(session, split, scored, out_dir, started, metric)
     write_eval_folder(session, split, scored, result, out_dir)
     return result, out_dir
 
 
-def resolve_metric_name_early(cfg: Config) -> None:
-    """A wrong metric_for_best fails before anything loads."""
+def metric_of(cfg: Config) -> str:
+    """The task's metric_for_best, resolved before anything loads (a wrong one fails first)."""
     from .tasks import get_task
     from .train import resolve_metric
 
-    resolve_metric(cfg, get_task(cfg.task.task, cfg.task.classify_by))
+    return resolve_metric(cfg, get_task(cfg.task.task, cfg.task.classify_by))
 
 
 def write_eval_folder(session: Session, split: str, scored: Scored, result: dict, out_dir: Path) -> None:
