@@ -235,7 +235,13 @@ def score_split(session: Session, split: str) -> Scored:
 
 def count_tokens(dataset) -> int:
     """Non-padding input tokens of an encoded split (options of multiple-choice rows included)."""
-    total = 0
+    return sum(len(ids) for ids in sequences(dataset))
+
+
+def sequences(dataset):
+    """Every token sequence of an encoded split: one per row, or one per option of multiple-choice rows."""
     for ids in dataset["input_ids"]:
-        total += sum(len(x) for x in ids) if ids and isinstance(ids[0], list) else len(ids)
-    return total
+        if ids and isinstance(ids[0], list):
+            yield from ids
+        else:
+            yield ids

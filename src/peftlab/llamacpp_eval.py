@@ -134,9 +134,10 @@ def score_split_llamacpp(session, split: str):
 
     cfg, prepared, tokenizer = session.cfg, session.prepared, session.tokenizer
     examples = prepared.examples[split]
-    longest = max(len(x) for x in iter_ids(session.encoded[split]))
+    from .infer import sequences
+
+    longest = max(len(x) for x in sequences(session.encoded[split]))
     llm = open_llama(gguf_file_of(cfg.model.model), n_ctx=max(512, longest + cfg.eval.max_new_tokens + 8))
-    session.llm = llm
     if examples and isinstance(examples[0], Choice):
         ids = choices.single_token_ids(examples[0].options, tokenizer) if cfg.task.task == "classification" else None
         norm = cfg.task.length_norm if cfg.task.task == "multiple_choice" else "none"
@@ -159,10 +160,3 @@ def score_split_llamacpp(session, split: str):
                     f"head that a GGUF file does not carry; llama.cpp scores label likelihood, multiple-choice "
                     f"likelihood and generation (classify_by generate, sft)")
 
-
-def iter_ids(dataset):
-    for ids in dataset["input_ids"]:
-        if ids and isinstance(ids[0], list):
-            yield from ids
-        else:
-            yield ids
