@@ -160,6 +160,8 @@ def test_export_and_eval_errors_are_clear(base_config, tiny_llama, tmp_path, cap
     assert cli("train", *base_config, "method=lora", "lora_rank=4", "run_name=r", capsys=capsys) == 0
     assert cli("export", run_dir) == 2  # nothing asked for
     assert "--merge, --adapter-only" in capsys.readouterr().err
+    assert cli("export", run_dir, "--merge", "--adapter-only", "--out", tmp_path / "o") == 2
+    assert "--out names one folder" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert cli("eval", run_dir, "eval_batch_size=0", "--out", tmp_path / "x") == 2
     assert "eval_batch_size" in capsys.readouterr().err and not (tmp_path / "x").exists()
     # an adapter trained on the tiny BERT, evaluated on the tiny llama

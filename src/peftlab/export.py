@@ -129,10 +129,14 @@ def run_export(run: str, out: str = "", merge: bool = False, adapter_only: bool 
 
         check_types(types)
     run_dir = source.folder
-    targets = {"merged": Path(out) if out and not adapter_only else run_dir.with_name(f"{run_dir.name}-merged"),
-               "adapter": Path(out) if out and adapter_only and not (merge or types) else
-               run_dir.with_name(f"{run_dir.name}-saved_model")}
     wanted = (["merged"] if merge or types else []) + (["adapter"] if adapter_only else [])
+    if out and len(wanted) > 1:
+        raise UserError("--out names one folder, but both the merged model and the adapter were asked for; "
+                        "export them with two commands, or drop --out (RUN-merged/, RUN-saved_model/)")
+    targets = {"merged": run_dir.with_name(f"{run_dir.name}-merged"),
+               "adapter": run_dir.with_name(f"{run_dir.name}-saved_model")}
+    if out:
+        targets[wanted[0]] = Path(out)
     for key in wanted:
         if targets[key].exists() and not overwrite:
             raise UserError(f"{targets[key]} already exists; pass --overwrite to replace it, or --out another folder")
