@@ -166,13 +166,15 @@ def test_stopped_sweep_resumes_without_redoing_finished_runs(tmp_path, base_conf
         state = json.loads((folder / "sweep.json").read_text())
         assert [r["status"] for r in state["runs"]] == ["completed", "interrupted"]
         assert json.loads((folder / "second" / "result.json").read_text())["status"] == "interrupted"
-    assert not [p for p in folder.rglob("*") if ".tmp" in p.name]  # nothing half-written
+        assert not [p for p in folder.rglob("*") if ".tmp" in p.name]  # nothing half-written
+    # a SIGKILL may fall inside a write and leave its temporary file; the rerun must tidy it
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "1 already done" in again.stdout and "[2/2] second" in again.stdout
     assert "[1/2] first" not in again.stdout
     assert json.loads((folder / "first" / "result.json").read_text()) == first  # untouched
+    assert not [p for p in folder.rglob("*") if ".tmp" in p.name or ".old" in p.name]
     s = json.loads((folder / "report" / "report.json").read_text())
     assert [g["group"] for g in s["groups"]] == ["first", "second"]
     assert all(r["status"] == "completed" for r in s["runs"])
@@ -448,3 +450,24 @@ def test_corrupt_run_folders_are_listed_not_read_as_empty(tmp_path):
     (tmp_path / "sweep.json").write_text("{")
     with pytest.raises(UserError, match=r"sweep.json: corrupt or cut short.*delete it to report every"):
         summarize(tmp_path)
+
+
+def test_a_killed_writers_leftovers_are_tidied_and_a_moved_aside_folder_is_put_back(tmp_path):
+    from peftlab.rundir import clear_leftovers
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run = tmp_path / "run"
+    (run / f".adapter.tmp-{dead.pid}").mkdir(parents=True)  # killed inside save_model
+    (run / f".adapter.tmp-{dead.pid}" / "adapter_model.safetensors").write_bytes(b"half")
+    (run / f".result.json.tmp-{dead.pid}").write_text('{"sta')  # killed inside write_text
+    (run / f".model.old-{dead.pid}").mkdir()  # killed between replace_folder's two renames
+    (run / f".model.old-{dead.pid}" / "weights").write_text("the only copy")
+    (run / "adapter").mkdir()
+    (run / f".adapter.old-{dead.pid}").mkdir()  # the new adapter is in place: the old one can go
+    (run / f".metrics.jsonl.tmp-{os.getpid()}").write_text("a live writer's")
+    (run / ".hidden-notes").write_text("not ours")
+    done = clear_leftovers(run)
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        [".hidden-notes", f".metrics.jsonl.tmp-{os.getpid()}", "adapter", "model"])
+    assert (run / "model" / "weights").read_text() == "the only copy"
+    assert len(done) == 4 and f"restored model from .model.old-{dead.pid}" in done

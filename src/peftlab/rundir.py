@@ -16,8 +16,12 @@ from .errors import UserError
 def write_text(path: Path, text: str) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C or a full disk mid-write: leave no half file behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: Path, obj) -> None:
@@ -110,6 +114,44 @@ def save_model(model, tokenizer, final: Path) -> None:
     """save_pretrained (adapter for peft models, else the whole model) + tokenizer, atomically."""
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    replace_folder(tmp, final)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        replace_folder(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clear_leftovers(folder: Path) -> list[str]:
+    """Tidy what a SIGKILLed writer left: its temporary files/folders (`.NAME.tmp-PID`) are deleted;
+    a folder it had moved aside to replace (`.NAME.old-PID`) is put back when NAME is missing (the
+    kill fell between the two renames of replace_folder, so the old copy is the only one). Entries of
+    a writer that is still alive are left alone. Returns what was done, for the log."""
+    done = []
+    for entry in sorted(Path(folder).glob(".*.*-*")):
+        stem, _, pid = entry.name.rpartition("-")
+        name, dot, kind = stem[1:].rpartition(".")
+        if not (dot and kind in ("tmp", "old") and pid.isdigit()) or _alive(int(pid)):
+            continue
+        final = entry.with_name(name)
+        if kind == "old" and not final.exists():
+            os.replace(entry, final)
+            done.append(f"restored {final.name} from {entry.name}")
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        done.append(f"removed {entry.name}")
+    return done

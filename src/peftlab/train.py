@@ -23,7 +23,7 @@ from .measure import count_parameters, folder_size_mb, git_hash, library_version
 from .methods import USES_RANK, MethodContext, apply_method, check_method_settings, is_peft
 from .models import DTYPES, load_tokenizer, resolve_model
 from .plots import plot_loss
-from .rundir import read_json, save_model, saved_config_diff, write_json, write_jsonl, write_yaml
+from .rundir import clear_leftovers, read_json, save_model, saved_config_diff, write_json, write_jsonl, write_yaml
 from .tasks import TaskEnv, get_task
 from .trainer_callbacks import AdaLoraStep, ExtraSplits, QuietProgress, Recorder
 
@@ -137,6 +137,8 @@ def create_run_dir(run_dir: Path, cfg: Config, overwrite: bool) -> None:
     if overwrite:
         shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
+    for line in clear_leftovers(run_dir):  # a killed earlier attempt of this run
+        print(f"peftlab: {run_dir.name}: {line} (left by a stopped earlier attempt)", flush=True)
     write_yaml(run_dir / "config.yaml", cfg.to_dict())
 
 
