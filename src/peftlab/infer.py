@@ -183,7 +183,12 @@ def load_adapter(model, folder: Path, cfg: Config):
     saved = PeftConfig.from_pretrained(str(folder))
     base = Path(str(saved.base_model_name_or_path or "")).name
     try:
-        return PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+        model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+        if saved.peft_type == "ADALORA" and not hasattr(model.base_model, "trainable_adapter_name"):
+            # peft 0.21 sets it only for a trainable AdaLoRA, yet its forward reads it whenever a loss is
+            # computed (the orthogonal penalty, as in training's evaluations): a reloaded one crashes
+            model.base_model.trainable_adapter_name = model.active_adapter
+        return model
     except (RuntimeError, ValueError, KeyError) as e:
         raise UserError(f"{folder}: the adapter does not fit model '{cfg.model.model}' (it was trained on "
                         f"'{base or 'unknown'}'): {str(e).splitlines()[0][:300]}; evaluate the run folder with "

@@ -194,21 +194,81 @@ def load_pretrained(auto_class, resolved: ResolvedModel, dtype: str, trust_remot
     becomes one UserError (`wrong_head` says what the head is and what would fix it)."""
     if dtype not in DTYPES:
         raise UserError(f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}")
+
+    def load(**more):
+        try:
+            return auto_class.from_pretrained(resolved.path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
+                                              output_loading_info=True, **kwargs, **more)
+        except OSError as e:
+            raise UserError(f"model '{resolved.spec}': cannot load ({e}). Offline? Use a local folder or a named model.") from None
+        except ValueError as e:
+            raise UserError(f"model '{resolved.spec}': {wrong_head or 'no such head for this architecture'} ({e})") from None
+
+    model, info = load()
+    missing = missing_backbone(model, info)
+    mapping = prefix_mapping(missing, info.get("unexpected_keys", ()))
+    if mapping:  # e.g. LlamaForQuestionAnswering names its backbone `transformer.`, the checkpoint `model.`
+        model, info = load(key_mapping=mapping)
+        missing = missing_backbone(model, info)
+        model.peftlab_key_mapping = mapping  # save_pretrained writes the checkpoint's names back: load_best maps them
+    if missing:
+        raise UserError(f"model '{resolved.spec}': {len(missing)} weights of {type(model).__name__}'s pretrained part are "
+                        f"not in the checkpoint (e.g. {', '.join(sorted(missing)[:3])}), so it would train from random "
+                        f"weights; check that the folder holds this model's weights, or use another architecture")
+    return model
+
+
+def missing_backbone(model, info: dict) -> list[str]:
+    """Checkpoint keys the pretrained part (`base_model_prefix`) lacks. A fresh task head (classifier,
+    score, qa_outputs, an LM head's transform) is expected to be missing; a BERT pooler too (sentence
+    encoders are often saved without one, and it only feeds pooling=cls)."""
+    prefix = f"{model.base_model_prefix}."
+    return [k for k in info.get("missing_keys", ()) if k.startswith(prefix) and ".pooler." not in f".{k}"]
+
+
+def prefix_mapping(missing: list[str], unexpected) -> dict:
+    """{'^model\\.': 'transformer.'} when every missing backbone key is present under another first name."""
+    if not missing:
+        return {}
+    heads = {k.split(".", 1)[0] for k in missing}
+    rests = {k.split(".", 1)[1] for k in missing}
+    found = {k.split(".", 1)[0] for k in unexpected if "." in k and k.split(".", 1)[1] in rests}
+    if len(heads) != 1 or len(found) != 1:
+        return {}
+    have = {k.split(".", 1)[1] for k in unexpected if k.startswith(f"{next(iter(found))}.")}
+    return {f"^{next(iter(found))}\\.": f"{next(iter(heads))}."} if rests <= have else {}
+
+
+def check_causal(model, spec: str, what: str) -> None:
+    """Likelihood scoring and generation need each position to see only earlier tokens. An encoder
+    loaded as a causal LM (BertLMHeadModel without is_decoder) attends both ways, so it reads the
+    answer it is scored on: it would train to a perfect loss and score nonsense, silently. Checked by
+    changing the last token of a short input: no earlier position's logits may move."""
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = (torch.arange(6) % vocab).unsqueeze(0)
+    other = ids.clone()
+    other[0, -1] = (ids[0, -1] + 1) % vocab
+    was_training = model.training
+    model.eval()
     try:
-        return auto_class.from_pretrained(resolved.path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
-                                          **kwargs)
-    except OSError as e:
-        raise UserError(f"model '{resolved.spec}': cannot load ({e}). Offline? Use a local folder or a named model.") from None
-    except ValueError as e:
-        raise UserError(f"model '{resolved.spec}': {wrong_head or 'no such head for this architecture'} ({e})") from None
+        with torch.no_grad():
+            a, b = (model(input_ids=x.to(model.device)).logits[0, :-1].float() for x in (ids, other))
+    finally:
+        model.train(was_training)
+    if not torch.allclose(a, b, atol=1e-4, rtol=1e-3):
+        raise UserError(f"model '{spec}': {type(model).__name__} is not causal (its positions see later tokens), so "
+                        f"{what} would read the answer it is scored on; use a decoder such as smollm2-135m, or "
+                        f"classify_by=head / mc_head=classifier for an encoder")
 
 
-def load_causal_lm(resolved: ResolvedModel, dtype: str, trust_remote_code: bool = False):
+def load_causal_lm(resolved: ResolvedModel, dtype: str, trust_remote_code: bool = False, what: str = "generation"):
     """AutoModelForCausalLM with its own LM head, for the tasks that generate."""
     from transformers import AutoModelForCausalLM
 
-    return load_pretrained(AutoModelForCausalLM, resolved, dtype, trust_remote_code,
-                           "not a causal (decoder) language model, which generation needs; use a decoder such as smollm2-135m")
+    model = load_pretrained(AutoModelForCausalLM, resolved, dtype, trust_remote_code,
+                            f"not a causal (decoder) language model, which {what} needs; use a decoder such as smollm2-135m")
+    check_causal(model, resolved.spec, what)
+    return model
 
 
 def load_with_labels(auto_class, head: str, resolved: ResolvedModel, labels: list[str], dtype: str,

@@ -184,19 +184,43 @@ def build_trainer(cfg: Config, run_dir: Path, model, tokenizer, task, prepared, 
 
 
 def load_best(model, folder: Path) -> None:
-    """Put the best epoch's weights (saved by the Recorder) back into the model."""
+    """Put the best epoch's weights (saved by the Recorder) back into the model, strictly: a key the
+    model lacks, or a trained parameter the file lacks, is an error (a silent partial restore would
+    report the best epoch's score for weights that are not the best epoch's)."""
     from safetensors.torch import load_file
 
     if is_peft(model):
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+        saved = folder / "adapter_model.safetensors"
+        result = set_peft_model_state_dict(model, load_file(saved))
+        prompt = model.active_peft_config.is_prompt_learning
         # prompt-learning adapters are saved as their prompt encoder's output (p-tuning's MLP applied);
         # peft uses them as such only in inference mode, which is all that follows the reload
-        if model.active_peft_config.is_prompt_learning:
+        if prompt:
             model.active_peft_config.inference_mode = True
+        # the prompt is loaded into the prompt encoder apart from load_state_dict, which reports it as unused
+        check_restored(model, saved, result, skip=("prompt_encoder.", "prompt_embeddings") if prompt else ())
     else:
-        model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
+        saved = folder / "model.safetensors"
+        state = load_file(saved)
+        for pattern, name in getattr(model, "peftlab_key_mapping", {}).items():
+            state = {re.sub(pattern, name, k): v for k, v in state.items()}
+        check_restored(model, saved, model.load_state_dict(state, strict=False))
+
+
+def check_restored(model, saved: Path, result, skip: tuple = ()) -> None:
+    """A restore is whole when nothing in the file went unused and every trained parameter came from
+    it. A parameter tied to another (an LM head sharing the embeddings) is saved once, under either
+    name, so a missing name whose tensor is shared with a restored one is not a gap."""
+    tensors = dict(model.named_parameters(remove_duplicate=False))
+    restored = {tensors[k].data_ptr() for k in tensors if k not in set(result.missing_keys)}
+    gaps = [k for k in result.missing_keys if k in tensors and tensors[k].requires_grad
+            and tensors[k].data_ptr() not in restored and not any(s in k for s in skip)]
+    unused = [k for k in result.unexpected_keys if not any(s in k for s in skip)]
+    if unused or gaps:
+        raise RuntimeError(f"{saved}: the best weights do not restore whole (not in the model: "
+                           f"{sorted(unused)[:3]}; trained but not in the file: {gaps[:3]})")
 
 
 def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
@@ -263,7 +287,7 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
         raise
     result = {"status": "completed", **base, **recorder.summary(), **extra,
               **measure_run(trainer, recorder, len(encoded["train"]), weights_dir),
-              "resumed": ckpt is not None, "wall_time_s": round(time.time() - started, 2)}
+              "optimizer_steps": trainer.state.global_step, "resumed": ckpt is not None, "wall_time_s": round(time.time() - started, 2)}
     if main:
         plot_loss(trainer.state.log_history, f"{run_dir.name}", run_dir / "loss.png")
         write_jsonl(run_dir / "train_log.jsonl", [{k: h[k] for k in ("step", "epoch", "loss", "learning_rate")

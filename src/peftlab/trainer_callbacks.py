@@ -61,6 +61,7 @@ class Recorder(TrainerCallback):
     def on_epoch_end(self, args, state, control, **kw):
         self.epoch_wall_s = time.perf_counter() - self.t_epoch
         control.should_save = True  # a resume point at every epoch end, besides every save_steps
+        control.should_log = True  # the steps since the last log: the epoch's train loss covers every step
         return control
 
     def on_log(self, args, state, control, logs=None, **kw):
@@ -80,8 +81,7 @@ class Recorder(TrainerCallback):
         if epoch > 0:
             line["train_time_s"] = round(self.epoch_train_s, 3)
             line["epoch_wall_s"] = round(self.epoch_wall_s, 3)
-            losses = [h["loss"] for h in state.log_history if "loss" in h and epoch - 1 < h.get("epoch", 0) <= epoch]
-            line["train_loss"] = round(sum(losses) / len(losses), 5) if losses else None
+            line["train_loss"] = epoch_train_loss(state.log_history, epoch)
             if self.partial:
                 line["partial_epoch_time"] = True
                 self.partial = False
@@ -157,3 +157,18 @@ class ExtraSplits(TrainerCallback):
                 metrics[f"eval_{name}_eval_time_s"] = round(out.metrics.get(f"{name}_runtime", 0.0), 3)
         finally:
             trainer.compute_metrics = own
+
+
+def epoch_train_loss(history: list[dict], epoch: int) -> float | None:
+    """Mean training loss over the epoch's steps. Each logged loss is the mean over the steps since
+    the previous log, so it is weighted by that step count (a short last interval counts less)."""
+    total = steps = 0.0
+    previous = 0
+    for h in history:
+        if "loss" not in h:
+            continue
+        if epoch - 1 < h.get("epoch", 0) <= epoch:
+            total += h["loss"] * (h["step"] - previous)
+            steps += h["step"] - previous
+        previous = h["step"]
+    return round(total / steps, 5) if steps else None

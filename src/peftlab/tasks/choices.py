@@ -206,9 +206,9 @@ def load_pretrained(auto_cls, resolved, cfg, what: str):
 
 
 def load_likelihood_model(resolved, cfg, option_token_ids=None):
-    from transformers import AutoModelForCausalLM
+    from ..models import load_causal_lm
 
-    model = load_pretrained(AutoModelForCausalLM, resolved, cfg, "likelihood scoring needs a causal LM")
+    model = load_causal_lm(resolved, cfg.model.dtype, cfg.model.trust_remote_code, "likelihood scoring")
     return with_scoring(model, LikelihoodScores, option_token_ids=option_token_ids)
 
 
