@@ -96,24 +96,91 @@ def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def convert_gguf(gguf_path: Path, cache: Path) -> Path:
-    """Dequantize a GGUF file into a cached HF folder (safetensors + tokenizer); reuse it next time."""
-    target = cache / "gguf" / sha256_of(gguf_path)[:32]
-    if (target / "config.json").is_file():
-        return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+def content_key(path: Path, cache: Path) -> str:
+    """The file's SHA-256, hashed once per (path, size, mtime, inode): a later run reads the hash from
+    a small index file instead of reading the whole model again (the GGUF files are 100s of MB)."""
+    st = path.stat()
+    stamp = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()[:32]
+    index = cache / "gguf" / "index" / stamp
+    try:
+        known = index.read_text().strip()
+        if len(known) == 64:
+            return known
+    except OSError:
+        pass
+    digest = sha256_of(path)
+    index.parent.mkdir(parents=True, exist_ok=True)
+    tmp = index.with_name(f".{stamp}.tmp-{os.getpid()}")
+    tmp.write_text(digest)
+    os.replace(tmp, index)
+    return digest
 
-    print(f"peftlab: dequantizing {gguf_path.name} once (cached in {target})", flush=True)
-    folder, name = str(gguf_path.parent), gguf_path.name
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=name, quantization_config=GgufConfig(gguf_file=name, dequantize=True),
-        dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(target)  # atomic: a half-written cache entry is never picked up
+
+MANIFEST = "peftlab-cache.json"  # written last into a finished cache entry: every file and its size
+
+
+def cache_problem(target: Path) -> str:
+    """Why a cache entry cannot be used ('' when it can): no manifest (half-written by an older
+    peftlab, or cut short), a file missing or of another size than written (truncated), or weights
+    whose safetensors header does not parse. A bit flip inside the tensor data is not caught: that
+    would mean re-hashing hundreds of MB on every run."""
+    import json
+
+    from safetensors import safe_open
+
+    try:
+        files = json.loads((target / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"no readable {MANIFEST}"
+    for name, size in files.items():
+        f = target / name
+        if not f.is_file() or f.stat().st_size != size:
+            return f"{name} is missing or not {size} bytes"
+        if name.endswith(".safetensors"):
+            try:
+                with safe_open(str(f), "pt") as st:
+                    st.keys()
+            except Exception as e:  # noqa: BLE001 - any parse failure means: rebuild
+                return f"{name} does not parse ({type(e).__name__})"
+    return ""
+
+
+def convert_gguf(gguf_path: Path, cache: Path) -> Path:
+    """Dequantize a GGUF file into a cached HF folder (safetensors + tokenizer); reuse it next time.
+    One process converts while others wait on a lock, then reuse its result; a damaged entry is
+    rebuilt."""
+    import fcntl
+    import json
+
+    target = cache / "gguf" / content_key(gguf_path, cache)[:32]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(f"{target.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when the process dies
+        if target.exists():
+            problem = cache_problem(target)
+            if not problem:
+                return target
+            print(f"peftlab: the cached conversion {target} is damaged ({problem}); rebuilding it", flush=True)
+            shutil.rmtree(target)
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+        print(f"peftlab: dequantizing {gguf_path.name} once (cached in {target})", flush=True)
+        folder, name = str(gguf_path.parent), gguf_path.name
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, quantization_config=GgufConfig(gguf_file=name, dequantize=True),
+            dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            files = {str(f.relative_to(tmp)): f.stat().st_size for f in sorted(tmp.rglob("*")) if f.is_file()}
+            (tmp / MANIFEST).write_text(json.dumps({"source": str(gguf_path), "files": files}, indent=1))
+            os.replace(tmp, target)  # atomic: a half-written cache entry is never picked up
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return target
 
 
