@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .infer import Session, open_session, read_source
-from .rundir import write_json, write_text, write_yaml
+from .rundir import replace_folder, write_json, write_text, write_yaml
 
 PROMPT_LEARNING = ("prompt-tuning", "p-tuning", "prefix-tuning")
 
@@ -69,8 +69,7 @@ def write_folder(final: Path, fill) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     fill(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    replace_folder(tmp, final)  # the older copy goes only once the new one is in place
 
 
 def write_merged(session: Session, out: Path) -> str:
@@ -106,7 +105,8 @@ def copy_adapter(session: Session, out: Path) -> str:
         shutil.copytree(weights, tmp, dirs_exist_ok=True)
         note = describe(session, merged=weights.name == "model")
         write_json(tmp / "peftlab.json", note)
-        write_text(tmp / "README.md", loader_note(note))
+        if weights.name != "head":  # a head folder's README already says how to put it on its base
+            write_text(tmp / "README.md", loader_note(note))
 
     write_folder(out, fill)
     return f"copied {weights.name}/ of {session.source.folder.name} -> {out}"

@@ -9,7 +9,7 @@ The llama.cpp backend (gguf files) replaces only the model call; see llamacpp_ev
 
 Where the model comes from (`read_source`):
   config   a YAML config and/or key=value: its `model` (named, HF folder, hub id, .gguf), untrained
-  run      a run folder: its config.yaml, its best weights (adapter/ on the base, or model/)
+  run      a run folder: its config.yaml, its best weights (adapter/ or head/ on the base, or model/)
   export   a folder written by `peftlab export --merge` (peftlab.json + config.yaml + the model)
 """
 from __future__ import annotations
@@ -77,7 +77,7 @@ def read_source(spec: str | None, overrides: list[str]) -> tuple[Config, Source]
     if result.get("status") != "completed":
         raise UserError(f"{path}: the run is {result.get('status', 'unknown')}, so its weights are not its final best; "
                         f"finish it with `peftlab train {path / 'config.yaml'} --resume`")
-    weights = next((path / d for d in ("adapter", "model") if (path / d).is_dir()), None)
+    weights = next((path / d for d in ("adapter", "head", "model") if (path / d).is_dir()), None)
     if weights is None:
         raise UserError(f"{path}: no adapter/ or model/ folder (status: {result.get('status', 'unknown')}); "
                         f"the run saved no weights: finish it with `peftlab train {path / 'config.yaml'} --resume`")
@@ -173,6 +173,10 @@ def load_model(session: Session):
     model, _ = session.task.build_model(session.resolved, session.prepared, cfg, session.tokenizer)
     if source.kind == "run" and source.weights.name == "adapter":
         model = load_adapter(model, source.weights, cfg)
+    elif source.kind == "run" and source.weights.name == "head":  # the trained head on its base
+        from .train import load_best
+
+        load_best(model, source.weights)
     model.eval()
     return model
 

@@ -110,17 +110,64 @@ def replace_folder(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def save_model(model, tokenizer, final: Path) -> None:
-    """save_pretrained (adapter for peft models, else the whole model) + tokenizer, atomically."""
+HEAD_FILE, WEIGHTS_NOTE = "head.safetensors", "peftlab_weights.json"
+
+
+def save_model(model, tokenizer, final: Path, note: dict | None = None, head_only: bool = False) -> None:
+    """save_pretrained (adapter for peft models, else the whole model) + tokenizer, atomically.
+    head_only (the head method): only the trained parameters, so 770 trained numbers are not saved as a
+    second copy of the whole model. `note` (whole models and heads): README.md and peftlab.json say how
+    to load the folder without peftlab, pooling included."""
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        model.save_pretrained(tmp)
+        if head_only:
+            save_head(model, tmp)
+        else:
+            model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if note:
+            write_loader_note(tmp, note, head_only)
         replace_folder(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def save_head(model, folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / HEAD_FILE))
+
+
+def write_loader_note(folder: Path, note: dict, head_only: bool) -> None:
+    from safetensors import safe_open
+
+    cls, labels = note["auto_class"], note.get("labels") or []
+    if head_only:
+        with safe_open(str(folder / HEAD_FILE), "pt") as f:
+            tensors = sorted(f.keys())
+        note = {**note, "tensors": tensors}
+        base = note["base_model"]
+        lines = [f"# Trained head of `{note['run']}` (peftlab, method head)", "",
+                 f"`{HEAD_FILE}` holds only the trained parameters ({', '.join(tensors[:4])}"
+                 f"{', ...' if len(tensors) > 4 else ''}); the rest is the base model `{base}`, unchanged.", "",
+                 "Load it without peftlab:", "", "```python", "from safetensors.torch import load_file",
+                 f"from transformers import {cls}", "",
+                 f"model = {cls}.from_pretrained({base!r}" + (f", num_labels={len(labels)}, id2label="
+                                                              f"{dict(enumerate(labels))!r}" if labels else "") + ")",
+                 f"model.load_state_dict(load_file('{HEAD_FILE}'), strict=False)  # the head; the base stays", "```"]
+    else:
+        lines = [f"# Best weights of `{note['run']}` (peftlab, method {note['method']})", "",
+                 f"A whole model: `{cls}.from_pretrained(<this folder>)`."]
+    if note.get("pooling") == "mean":
+        lines += ["", "**Mean pooling.** The classifier was trained on the masked mean of the last hidden states, "
+                      "not the [CLS] pooler that plain transformers uses: call "
+                      "`peftlab.models.apply_pooling(model, 'mean')` before predicting, or the predictions change."]
+    write_json(folder / WEIGHTS_NOTE, note)
+    write_text(folder / "README.md", "\n".join(lines) + "\n")
 
 
 def _alive(pid: int) -> bool:

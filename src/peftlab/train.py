@@ -23,7 +23,7 @@ from .measure import count_parameters, folder_size_mb, git_hash, library_version
 from .methods import USES_RANK, MethodContext, apply_method, check_method_settings, is_peft
 from .models import DTYPES, load_tokenizer, resolve_model
 from .plots import plot_loss
-from .rundir import clear_leftovers, read_json, save_model, saved_config_diff, write_json, write_jsonl, write_yaml
+from .rundir import HEAD_FILE, WEIGHTS_NOTE, clear_leftovers, read_json, save_model, saved_config_diff, write_json, write_jsonl, write_yaml
 from .tasks import TaskEnv, get_task
 from .trainer_callbacks import AdaLoraStep, ExtraSplits, QuietProgress, Recorder
 
@@ -183,6 +183,15 @@ def build_trainer(cfg: Config, run_dir: Path, model, tokenizer, task, prepared, 
     return trainer
 
 
+def weights_note(cfg: Config, resolved, model, notes: dict, prepared) -> dict:
+    """What a run's model/ or head/ folder says about loading it (peftlab_weights.json, README.md)."""
+    from .export import auto_class_of
+
+    return {"run": run_dir_of(cfg).name, "method": cfg.method.method, "base_model": cfg.model.model, "base_path": resolved.path,
+            "auto_class": auto_class_of(model), "pooling": notes.get("pooling"),
+            "labels": list(getattr(prepared, "labels", None) or [])}
+
+
 def load_best(model, folder: Path) -> None:
     """Put the best epoch's weights (saved by the Recorder) back into the model, strictly: a key the
     model lacks, or a trained parameter the file lacks, is an error (a silent partial restore would
@@ -201,6 +210,15 @@ def load_best(model, folder: Path) -> None:
             model.active_peft_config.inference_mode = True
         # the prompt is loaded into the prompt encoder apart from load_state_dict, which reports it as unused
         check_restored(model, saved, result, skip=("prompt_encoder.", "prompt_embeddings") if prompt else ())
+    elif (folder / HEAD_FILE).is_file():  # the head method: its trained parameters, the base is loaded already
+        saved = folder / HEAD_FILE
+        state = load_file(saved)
+        result = model.load_state_dict(state, strict=False)
+        listed = set(read_json(folder / WEIGHTS_NOTE, {}).get("tensors", state))
+        if result.unexpected_keys or listed != set(state):
+            raise RuntimeError(f"{saved}: the head does not fit the model (not in the model: "
+                               f"{sorted(result.unexpected_keys)[:3]}; listed in {WEIGHTS_NOTE} but not in the file: "
+                               f"{sorted(listed - set(state))[:3]})")
     else:
         saved = folder / "model.safetensors"
         state = load_file(saved)
@@ -249,10 +267,12 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     params = count_parameters(model)
 
     main = is_main_process()
-    weights_dir = run_dir / ("adapter" if is_peft(model) else "model")
+    head_only = cfg.method.method == "head" and not is_peft(model)
+    note = None if is_peft(model) else weights_note(cfg, resolved, model, notes, prepared)
+    weights_dir = run_dir / ("adapter" if is_peft(model) else "head" if head_only else "model")
     ckpt = last_checkpoint(run_dir) if resume else None
     recorder = Recorder(run_dir / "metrics.jsonl", metric, cfg.eval.early_stopping_patience, main,
-                        save_best=lambda m: save_model(m, tokenizer, weights_dir), resume_from=ckpt,
+                        save_best=lambda m: save_model(m, tokenizer, weights_dir, note, head_only), resume_from=ckpt,
                         select_last=cfg.method.method == "adalora")
     env = TaskEnv(cfg, tokenizer)
     # splits besides train/validation/test are scored with every validation evaluation (before the Recorder)
@@ -275,26 +295,27 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
         if weights_dir.exists():
             load_best(model, weights_dir)
         extra = finish_predictions(trainer, task, prepared, encoded, run_dir, main, env)
+        result = {"status": "completed", **base, **recorder.summary(), **extra,
+                  **measure_run(trainer, recorder, len(encoded["train"]), weights_dir),
+                  "optimizer_steps": trainer.state.global_step, "resumed": ckpt is not None,
+                  "wall_time_s": round(time.time() - started, 2)}
+        if main:  # result.json last: a run is complete only when everything it promises is on disk
+            plot_loss(trainer.state.log_history, f"{run_dir.name}", run_dir / "loss.png")
+            write_jsonl(run_dir / "train_log.jsonl", [{k: h[k] for k in ("step", "epoch", "loss", "learning_rate")
+                                                       if k in h} for h in trainer.state.log_history if "loss" in h])
+            write_json(run_dir / "result.json", result)
     except KeyboardInterrupt:
         if main:
             write_json(run_dir / "result.json", {"status": "interrupted", **base,
                                                  "error": "interrupted; run again with --resume"})
         raise
-    except Exception as exc:
+    except Exception as exc:  # a full disk included: the reason is recorded, the best weights so far stay
         if main:
             write_json(run_dir / "result.json", {"status": "failed", **base, "error": f"{type(exc).__name__}: {exc}",
                                                  "traceback": traceback.format_exc(limit=8)})
         raise
-    result = {"status": "completed", **base, **recorder.summary(), **extra,
-              **measure_run(trainer, recorder, len(encoded["train"]), weights_dir),
-              "optimizer_steps": trainer.state.global_step, "resumed": ckpt is not None, "wall_time_s": round(time.time() - started, 2)}
-    if main:
-        plot_loss(trainer.state.log_history, f"{run_dir.name}", run_dir / "loss.png")
-        write_jsonl(run_dir / "train_log.jsonl", [{k: h[k] for k in ("step", "epoch", "loss", "learning_rate")
-                                                   if k in h} for h in trainer.state.log_history if "loss" in h])
-        write_json(run_dir / "result.json", result)
-        if not cfg.train.keep_checkpoints:
-            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    if main and not cfg.train.keep_checkpoints:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return result
 
 
