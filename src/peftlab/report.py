@@ -133,6 +133,18 @@ def groups_of(runs: list[Run]) -> list[Group]:
     return [Group(name, rs) for name, rs in order.items()]
 
 
+def validation_note(result: dict) -> str:
+    """What the best-epoch numbers are: scores of the split the epoch was chosen on (so they lean
+    optimistic, as any selection does), plus the task's own caveat (REPORT_NOTE), e.g. QA's threshold."""
+    from .tasks import TASKS
+
+    note = ("Best-epoch scores are the validation split's, the split that chose the epoch, so they lean "
+            "optimistic; a test_file is scored once with the chosen weights (metrics_test in result.json).")
+    task = TASKS.get(result.get("task"))
+    extra = getattr(task, "REPORT_NOTE", "")
+    return f"{note} {extra}" if extra and "null_threshold" in (result.get("metrics_best") or {}) else note
+
+
 def metric_columns(groups: list[Group], metric: str) -> list[str]:
     """The main metric first, then the task's report metrics, then other numeric metrics (up to 6)."""
     from .tasks import TASKS
@@ -213,7 +225,8 @@ def summarize(folder: Path, collected: tuple[dict, list[Run]] | None = None) -> 
     best = best_group(groups, metric)
     mem_kind = groups[0].first.get("peak_memory_kind", "")
     out.update(metric=metric, columns=cols, best=best.name, memory_kind=mem_kind,
-               task=groups[0].first.get("task"), model=groups[0].first.get("model"))
+               task=groups[0].first.get("task"), model=groups[0].first.get("model"),
+               validation_note=validation_note(groups[0].first))
     best_vals = best.values("metrics_best", metric)
     for g in groups:
         r = g.first
@@ -340,7 +353,8 @@ def to_markdown(s: dict) -> str:
                f"best epoch chosen by **{s['metric']}**.")
     out.append("\n".join(f"- {v}" for v in s["verdict"]))
     out.append("## Result at epoch 0 (before any update)\n\n" + markdown_table(*table_rows(s, "metrics_epoch0")))
-    out.append("## Result at best epoch\n\n" + markdown_table(*table_rows(s, "metrics_best")) + "\n\n" + NOISE_NOTE)
+    out.append("## Result at best epoch\n\n" + markdown_table(*table_rows(s, "metrics_best")) + "\n\n" + NOISE_NOTE
+               + "\n\n" + s["validation_note"])
     front = "; ".join(f"{label}: {', '.join(s['pareto'][key])}" for key, label in COSTS)
     out.append(f"Pareto front ({s['metric']} vs cost) — {front}.")
     out += after

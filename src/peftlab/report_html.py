@@ -45,7 +45,7 @@ def write_html(s: dict, runs, out: Path) -> Path:
         parts.append("<ul>" + "".join(f"<li>{html.escape(v).replace('**', '')}</li>" for v in s["verdict"]) + "</ul>")
         parts.append("<h2>Result at epoch 0</h2>" + html_table(*table_rows(s, "metrics_epoch0"), best=s["best"]))
         parts.append("<h2>Result at best epoch</h2>" + html_table(*table_rows(s, "metrics_best"), best=s["best"]))
-        parts.append(f'<p class="note">{html.escape(NOISE_NOTE)}</p>')
+        parts.append(f'<p class="note">{html.escape(NOISE_NOTE)}</p><p class="note">{html.escape(s["validation_note"])}</p>')
         parts.append("<h2>Plots</h2>" + "".join(inline_png(out / name, alt) for name, alt, _ in plots))
     elif not s.get("evaluations"):
         parts.append("<p>No completed runs yet.</p>")

@@ -14,7 +14,8 @@ and these functions; `cfg` is always the whole Config:
       (called once per split evaluated; `env` is a TaskEnv: cfg, tokenizer and the live model, for
       tasks that score by generation or need the current weights)
   write_predictions(path, prepared, split, predictions, env)
-Optional: REPORT_METRICS (the metric columns of the sweep report, in order);
+Optional: REPORT_METRICS (the metric columns of the sweep report, in order); REPORT_NOTE (a caveat the
+report prints under the best-epoch table, e.g. how QA's no-answer threshold was chosen);
 Optional: LABEL_NAMES (the model's label arguments, default ["labels"]; the Trainer passes them to the
 model and hands them to compute_metrics as label_ids, a tuple when several);
 preprocess_logits(logits, labels) -> smaller tensor kept for compute_metrics (saves memory
