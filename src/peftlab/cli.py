@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .child import die_with_parent
 from .errors import UserError
 
 
@@ -245,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(args.overrides) + extra
     if args.command in ("train", "sweep", "data", "eval", "predict", "export"):
         quiet_libraries()
+    die_with_parent()  # a sweep's child: stop when the sweep does
     try:
         return args.func(args)
     except UserError as e:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .child import PARENT_ENV
 from .config import SECTIONS, Config, build_config, read_yaml_mapping, typed_settings
 from .errors import UserError, closest
 from .reuse import plan_todo, run_status, sweep_lock
@@ -225,16 +226,6 @@ def print_plan(sweep: Sweep) -> None:
         print(f"  {i:>3}. {run.name:<{width}}  [{status}]  {what}{describe(run.settings)}")
 
 
-def die_with_parent() -> None:
-    """In the child: get SIGTERM if the sweep process dies (Linux), so no run is left orphaned."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 class Progress:
     """Sweep-level ETA: finished runs' mean duration for the runs to come, epochs for the current one."""
 
@@ -318,7 +309,7 @@ def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str) -> dic
     config_path = sweep.folder / "configs" / f"{run.name}.yaml"
     write_yaml(config_path, run.cfg.to_dict())
     cmd = command_of(sweep, run, config_path, mode)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
     tag = f"[{progress.index}/{progress.total}] {run.name}"
 
     def on_line(line: str) -> None:
@@ -332,8 +323,7 @@ def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str) -> dic
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with open(sweep.folder / "logs" / f"{run.name}.log", "a", encoding="utf-8") as log:
         log.write(f"\n$ {' '.join(cmd)}   # {started}\n")
-        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                 preexec_fn=die_with_parent if sys.platform == "linux" else None)
+        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         tail: list[str] = []
         pumps = [threading.Thread(target=pump, args=(child.stdout, sys.stdout, log, [], on_line), daemon=True),
                  threading.Thread(target=pump, args=(child.stderr, sys.stderr, log, tail), daemon=True)]

@@ -197,10 +197,28 @@ def generate_split(prepared, split: str, env) -> list[dict]:
         texts = [cut_answer(tokenizer.decode(ids, skip_special_tokens=True), stop_texts(template))
                  for ids in env.generate(prompts, tokenizer)]
     else:
-        texts = generate_texts(env.model, tokenizer, prompts, cfg, stop_ids(tokenizer, env.model, template),
-                               stop_texts(template))
+        texts = sharded(prompts, lambda part: generate_texts(env.model, tokenizer, part, cfg,
+                                                             stop_ids(tokenizer, env.model, template),
+                                                             stop_texts(template)))
     return [{"instruction": conv.turns[-1][0], "prompt": tokenizer.decode(ids), "reference": conv.turns[-1][1],
              "generated": text} for conv, ids, text in zip(convs, prompts, texts)]
+
+
+def sharded(items: list, work) -> list:
+    """work(items) under DDP: each rank does every world-th item, the results are gathered back into
+    the items' order on every rank (so each computes the same metrics), instead of every rank
+    generating the whole split. One process: work(items)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return work(items)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    parts = [None] * world
+    dist.all_gather_object(parts, work(items[rank::world]))
+    out = [None] * len(items)
+    for r, part in enumerate(parts):
+        out[r::world] = part
+    return out
 
 
 def build_compute_metrics(prepared: Prepared, split: str, env):
