@@ -361,3 +361,44 @@ def test_eval_export_never_reuses_the_export_of_older_weights(base_config, tmp_p
     (run_dir / "result.json").write_text(json.dumps(result))
     assert cli("eval", run_dir, "--export", "merged", "--overwrite", capsys=capsys) == 0
     assert json.loads((merged / "peftlab.json").read_text())["run_finished_at"] == "2099-01-01T00:00:00+00:00"
+
+
+@pytest.mark.parametrize("method", ["head", "freeze"])
+def test_head_and_whole_model_weights_reload_outside_peftlab_with_their_pooling(method, base_config, tmp_path, capsys):
+    """head/ holds only the trained head (not a second copy of the model), model/ the whole model; each
+    folder's README says how to load it with plain transformers, and doing what it says (mean pooling
+    included) gives the run's own probabilities."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from peftlab.models import apply_pooling
+
+    assert cli("train", *base_config, f"method={method}", "pooling=mean", "freeze_layers=1", "epochs=2", "run_name=r",
+               capsys=capsys) == 0
+    run_dir = tmp_path / "runs" / "r"
+    result = result_of(run_dir)
+    folder = run_dir / ("head" if method == "head" else "model")
+    note = json.loads((folder / "peftlab_weights.json").read_text())
+    readme = (folder / "README.md").read_text()
+    assert note["pooling"] == "mean" and "apply_pooling(model, 'mean')" in readme
+    assert result["adapter_dir"] == folder.name
+    if method == "head":
+        head = load_file(folder / "head.safetensors")
+        assert set(head) == {"classifier.weight", "classifier.bias"} == set(note["tensors"])
+        assert sum(t.numel() for t in head.values()) == result["trainable_params"] == 32 * 2 + 2
+        assert not (folder / "model.safetensors").exists() and f"from_pretrained({note['base_model']!r}" in readme
+        model = AutoModelForSequenceClassification.from_pretrained(note["base_model"], num_labels=2)
+        assert model.load_state_dict(head, strict=False).unexpected_keys == []
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(folder)
+    model.eval()
+    apply_pooling(model, note["pooling"])
+    tok = AutoTokenizer.from_pretrained(folder)
+    preds = read_rows(run_dir / "predictions_validation.jsonl")
+    batch = tok([p["text"] for p in preds], padding=True, truncation=True, max_length=16, return_tensors="pt")
+    with torch.no_grad():
+        probs = torch.softmax(model(**batch).logits, -1).numpy()
+    expected = np.array([[p["probabilities"]["neg"], p["probabilities"]["pos"]] for p in preds])
+    assert np.allclose(probs, expected, atol=1e-4)

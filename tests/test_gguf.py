@@ -205,3 +205,42 @@ def test_gguf_missing_tools_are_clear(tiny_llama_bpe, tmp_path, monkeypatch):
     assert not [p for p in (tmp_path / "b").iterdir()]  # the f16 intermediate is gone too
     with pytest.raises(UserError, match="llama-cpp-python is not installed.*make setup"):
         open_llama(tmp_path / "x.gguf", 64)
+
+
+def test_gguf_conversion_cache_hashes_once_shares_one_conversion_and_rebuilds_a_damaged_entry(
+        tiny_gguf, tmp_path, monkeypatch, capsys):
+    import subprocess
+    import sys
+
+    from peftlab import models
+
+    gguf, cache = Path(tiny_gguf["f16"]), tmp_path / "cache"
+    code = (f"from pathlib import Path; from peftlab.models import convert_gguf; "
+            f"print(convert_gguf(Path({str(gguf)!r}), Path({str(cache)!r})))")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    assert sum("dequantizing" in out for out, _ in outs) == 1  # the second waited on the lock, then reused it
+    target = Path(outs[0][0].strip().splitlines()[-1])
+    assert Path(outs[1][0].strip().splitlines()[-1]) == target and not list(target.parent.glob(".*tmp*"))
+
+    hashed = []  # a later run reads the file's hash from the index: the GGUF is not read again
+    monkeypatch.setattr(models, "sha256_of", lambda path, *a: hashed.append(path) or "0" * 64)
+    assert models.convert_gguf(gguf, cache) == target and hashed == []
+    monkeypatch.undo()
+
+    weights = target / "model.safetensors"
+    good = weights.read_bytes()
+    damage = {"truncated": lambda: weights.write_bytes(good[: len(good) // 2]),
+              "garbage header": lambda: weights.write_bytes(b"\xff" * 8 + good[8:]),
+              "no manifest": lambda: (target / models.MANIFEST).unlink()}
+    reasons = {"truncated": "model.safetensors is missing or not", "garbage header": "model.safetensors does not parse",
+               "no manifest": f"no readable {models.MANIFEST}"}
+    for kind, hurt in damage.items():
+        capsys.readouterr()
+        hurt()
+        assert models.convert_gguf(gguf, cache) == target
+        out = capsys.readouterr().out
+        assert "is damaged" in out and reasons[kind] in out and "dequantizing" in out, kind
+        assert weights.read_bytes() == good and models.cache_problem(target) == ""

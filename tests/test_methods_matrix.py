@@ -1,6 +1,7 @@
 """Every method x head end to end on tiny models: run folder, finite loss, real predictions."""
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,66 @@ def test_early_stopping_stops_when_the_metric_stops_improving(base_config):
     cfg = load_config(None, base_config + ["epochs=5", "lr=0", "early_stopping_patience=1", "metric_for_best=loss"])
     result = run(cfg)
     assert result["epochs_run"] == 1 and result["best_epoch"] == 0
+
+
+def test_llama_question_answering_gets_the_pretrained_backbone_not_a_random_one(tiny_llama):
+    """LlamaForQuestionAnswering names its backbone `transformer.`, a causal-LM checkpoint `model.`:
+    loaded plainly every backbone weight is freshly random (transformers only logs it)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForQuestionAnswering
+
+    from peftlab.models import ResolvedModel, load_pretrained
+
+    model = load_pretrained(AutoModelForQuestionAnswering, ResolvedModel(tiny_llama, tiny_llama, "auto", "folder"),
+                            "float32")
+    saved = load_file(Path(tiny_llama) / "model.safetensors")
+    state = model.state_dict()
+    backbone = [k for k in saved if k.startswith("model.")]
+    assert backbone and all(state["transformer." + k[len("model."):]].equal(saved[k]) for k in backbone)
+
+
+def test_a_checkpoint_missing_backbone_weights_is_refused_before_training(tiny_bert, base_config, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from peftlab.errors import UserError
+
+    broken = tmp_path / "broken-bert"
+    shutil.copytree(tiny_bert, broken)
+    state = load_file(broken / "model.safetensors")
+    save_file({k: v for k, v in state.items() if "layer.1." not in k}, str(broken / "model.safetensors"))
+    cfg = load_config(None, base_config + [f"model={broken}", "method=lora"])
+    with pytest.raises(UserError, match=r"weights of BertForSequenceClassification's pretrained part are not in the "
+                                        r"checkpoint \(e\.g\. bert\.encoder\.layer\.1\..*train from random weights"):
+        run(cfg)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_best_weights_restore_strictly(method, base_config, tmp_path):
+    """A weights file with a key the model lacks, or without a trained parameter, is an error, not a
+    partial restore under strict=False."""
+    from safetensors.torch import load_file, save_file
+
+    from peftlab.train import load_best
+
+    cfg = load_config(None, base_config + [f"method={method}", "lora_rank=4", "run_name=r"])
+    run(cfg)
+    folder = tmp_path / "runs" / "r" / ("adapter" if method == "lora" else "model")
+    name = "adapter_model.safetensors" if method == "lora" else "model.safetensors"
+    state = load_file(folder / name)
+    from peftlab.evaluation import load_eval_splits
+    from peftlab.infer import open_session, read_source
+
+    cfg, source = read_source(str(tmp_path / "runs" / "r"), [])
+    model = open_session(cfg, source, load_eval_splits(cfg, "validation"), ["validation"]).model
+    for n, p in model.named_parameters():  # as in training: what the method trains
+        p.requires_grad = method == "full" or "lora_" in n or "modules_to_save" in n
+    load_best(model, folder)  # the file as written restores whole
+    extra = {**state, "not.in.the.model": state[next(iter(state))].clone()}
+    save_file(extra, str(folder / name))
+    with pytest.raises(RuntimeError, match="do not restore whole.*not.in.the.model"):
+        load_best(model, folder)
+    trained = next(k for k in state if ("lora_A" in k) == (method == "lora") and "embeddings" not in k)
+    save_file({k: v for k, v in state.items() if k != trained}, str(folder / name))
+    with pytest.raises(RuntimeError, match="trained but not in the file"):
+        load_best(model, folder)

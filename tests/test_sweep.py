@@ -471,3 +471,32 @@ def test_a_killed_writers_leftovers_are_tidied_and_a_moved_aside_folder_is_put_b
         [".hidden-notes", f".metrics.jsonl.tmp-{os.getpid()}", "adapter", "model"])
     assert (run / "model" / "weights").read_text() == "the only copy"
     assert len(done) == 4 and f"restored model from .model.old-{dead.pid}" in done
+
+
+def test_a_sweep_child_stops_when_its_sweep_dies_without_a_preexec_fn(tmp_path):
+    """The child arms PR_SET_PDEATHSIG itself at start-up (peftlab.child), so the sweep's Popen needs
+    no preexec_fn (unsafe while its reader threads run). Killing the parent must end the child."""
+    from peftlab.child import PARENT_ENV
+
+    child_code = ("import time; from peftlab.child import die_with_parent; die_with_parent(); "
+                  "print('armed', flush=True); time.sleep(120)")
+    parent_code = (f"import os, subprocess, sys, time; env = {{**os.environ, {PARENT_ENV!r}: str(os.getpid())}}; "
+                   f"c = subprocess.Popen([sys.executable, '-c', {child_code!r}], env=env, stdout=subprocess.PIPE, "
+                   f"text=True); print(c.pid, flush=True); c.stdout.readline(); print('ready', flush=True); "
+                   f"time.sleep(120)")
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True)
+    child_pid = int(parent.stdout.readline())
+    assert parent.stdout.readline().strip() == "ready"
+    parent.kill()
+    parent.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:  # gone, or a zombie nobody reaped yet (in a container PID 1 may never reap it)
+            if Path(f"/proc/{child_pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        except FileNotFoundError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child_pid, signal.SIGKILL)
+        pytest.fail("the child outlived its sweep")
