@@ -101,6 +101,12 @@ CASES = [
      r"model: '.*/no-such-model' is not a folder, a .gguf file or a named model"),
     ("model folder without tokenizer", {"m/config.json": b"{}", **CLS_FILES}, CLS + ["model={d}/m"], 2,
      r"model '.*/m': no tokenizer files .*tokenizer.save_pretrained"),
+    ("named model misspelled", CLS_FILES, CLS + ["model=smollm2"], 2,
+     r"model 'smollm2': not a folder, a .gguf file nor a named model \(did you mean 'smollm2-135m'\?\)"),
+    ("labels mixing numbers and names", {"t.jsonl": jsonl({"sentence": "the good movie", "label": 1},
+                                                           {"sentence": "the bad movie", "label": "neg"}),
+                                         "dev.tsv": CLS_DEV}, CLS + ["train_file={d}/t.jsonl"], 2,
+     r"t.jsonl: column 'label' mixes kinds of labels: row 1 has 1, row 2 has 'neg'"),
     # -------- method / task pairs that cannot work; the suggested methods must themselves work there
     ("prompt-tuning on qa", {"qa.jsonl": jsonl(QA_ROW)}, QA + ["method=prompt-tuning"], 2,
      r"method: prompt-tuning .*use lora, dora, ia3 or full$"),

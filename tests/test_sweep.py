@@ -70,6 +70,7 @@ def test_grid_alone_and_single_seed_names(tmp_path):
     ({"variants": [{"name": "a", "method": "lora"}, {"name": "a", "method": "dora"}]}, "both be named 'a'"),
     ({"grid": {"seed": []}}, "grid key 'seed' has an empty list"),
     ({"base": "missing.yaml"}, "base config 'missing.yaml' not found"),
+    ({"base": {"model": "minilm-l6"}}, r"`base:` is the path of a config file; put settings written here under `config:`"),
 ])
 def test_bad_sweep_files_are_refused(tmp_path, body, message):
     with pytest.raises(UserError, match=message):

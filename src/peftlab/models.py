@@ -191,6 +191,12 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as e:
+        if not Path(path).exists():  # taken for a hub id: name the named models, the likely intent
+            from .errors import closest
+
+            raise UserError(f"model '{path}': not a folder, a .gguf file nor a named model{closest(path, NAMED_MODELS)} "
+                            f"(named: {', '.join(NAMED_MODELS)}), and no copy of it as a hub id could be loaded "
+                            f"({str(e).split('. ')[0][:160]})") from None
         raise UserError(f"model '{path}': cannot load a tokenizer ({e}). Offline? Use a local folder or a named model.") from None
     except ValueError as e:  # a folder without tokenizer files: transformers cannot build one
         raise UserError(f"model '{path}': no tokenizer files (tokenizer.json, or a vocabulary) to build a "

@@ -127,7 +127,10 @@ def load_sweep(path: str | Path, output_dir: str | None = None) -> Sweep:
     check_keys(data, str(path))
     base_layers = []
     if data.get("base"):
-        base_file = find_base(str(data["base"]), path)
+        if not isinstance(data["base"], str):
+            raise UserError(f"{path}: `base:` is the path of a config file; put settings written here under "
+                            f"`config:` instead (e.g. config: {{model: minilm-l6, epochs: 2}})")
+        base_file = find_base(data["base"], path)
         base_layers.append((read_yaml_mapping(base_file), str(base_file)))
     if data.get("config"):
         if not isinstance(data["config"], dict):

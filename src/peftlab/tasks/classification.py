@@ -64,11 +64,19 @@ def read_split(split: Split, data) -> list[tuple[str, str | None, str]]:
         wanted.append((data.text_pair_column, "text_pair_column"))
     check_columns(split, wanted)
     out = []
+    first = {}  # a row of each kind of label value: numbers and names in one column are two label sets
     for rec, row in zip(split.records, split.rows):
         text, label = rec.get(data.text_column), rec.get(data.label_column)
         if text is None or label is None or label_key(label) == "":
             raise UserError(f"{split.source}: row {row}: empty text or label; fix or remove the row")
         check_types(split.source, row, rec, data)
+        kind = "number" if isinstance(label, (int, float)) and not isinstance(label, bool) else type(label).__name__
+        first.setdefault(kind, (row, label))
+        if len(first) > 1:
+            (r1, l1), (r2, l2) = first.values()
+            raise UserError(f"{split.source}: column '{data.label_column}' mixes kinds of labels: row {r1} has "
+                            f"{l1!r}, row {r2} has {l2!r} (1 and \"pos\" would be two different labels); write every "
+                            f"label the same way: names, or numbers (with `label_names:` to name them)")
         pair = str(rec.get(data.text_pair_column) or "") if data.text_pair_column else None
         out.append((str(text), pair, label_key(label)))
     return out
