@@ -9,11 +9,11 @@ import json
 import re
 
 import pytest
-import torch
 
 from peftlab.cli import main
+from peftlab.train import bf16_available
 
-HAS_BF16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()  # there bf16 is valid
+HAS_BF16 = bf16_available()  # a GPU with bf16 or a CPU with AVX512-BF16/AMX: there bf16 is valid
 
 # ---------------------------------------------------------------- small valid files per task
 
@@ -76,7 +76,7 @@ CASES = [
     setting("warmup_ratio 2", ["warmup_ratio=2"], r"warmup_ratio: 2.0 must be at least 0 and below 1"),
     ("num_virtual_tokens 0", CLS_FILES, CLS + ["method=prompt-tuning", "num_virtual_tokens=0"], 2,
      r"num_virtual_tokens: must be at least 1, got 0"),
-    *([] if HAS_BF16 else [("bf16 without a GPU for it", CLS_FILES, CLS + ["precision=bf16"], 2, r"precision: bf16 needs a GPU")]),
+    *([] if HAS_BF16 else [("bf16 without hardware for it", CLS_FILES, CLS + ["precision=bf16"], 2, r"precision: bf16 needs a GPU")]),
     setting("run_name a path", ["run_name=../elsewhere"], r"run_name: '../elsewhere' must be a folder name"),
     setting("precision fp8", ["precision=fp8"], r"precision: unknown value 'fp8'.*available: auto, fp32, bf16, fp16"),
     setting("max_length 4", ["max_length=4"], r"max_length: 4 is too short"),

@@ -143,3 +143,27 @@ def test_best_weights_restore_strictly(method, base_config, tmp_path):
     save_file({k: v for k, v in state.items() if k != trained}, str(folder / name))
     with pytest.raises(RuntimeError, match="trained but not in the file"):
         load_best(model, folder)
+
+
+@pytest.mark.parametrize("fast_bf16", [True, False], ids=["cpu-with-bf16", "cpu-without"])
+def test_bf16_on_cpu_only_where_the_cpu_does_it_in_hardware(fast_bf16, base_config, tmp_path, monkeypatch):
+    """AVX512-BF16/AMX CPUs run bf16 autocast (measured 1.35-1.5x fp32 here); elsewhere bf16 is emulated and
+    many times slower, so it is refused. The flags are detected, never assumed (peftlab.hardware)."""
+    import torch
+
+    from peftlab import hardware
+    from peftlab.errors import UserError
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU decides bf16 by itself")
+    monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda: fast_bf16)
+    cfg = load_config(None, base_config + ["method=lora", "lora_rank=4", "precision=bf16", "run_name=r"])
+    if not fast_bf16:
+        with pytest.raises(UserError, match="bf16 needs a GPU that supports it or a CPU with AVX512-BF16"):
+            run(cfg)
+        assert not (tmp_path / "runs").exists()
+        return
+    result = run(cfg)
+    assert result["status"] == "completed" and math.isfinite(result["metrics_best"]["loss"])
+    lines = [json.loads(l) for l in (tmp_path / "runs" / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert math.isfinite(lines[-1]["train_loss"])

@@ -110,7 +110,7 @@ class TrainConfig:
     lr_scheduler: str = opt("linear", "learning-rate schedule: linear | cosine | constant | ... (alias lr_scheduler_type)")
     max_grad_norm: float = opt(1.0, "gradient clipping norm")
     seed: int = opt(42, "seed for model init, data order, dropout and splits")
-    precision: str = opt("auto", "auto (bf16 on a GPU that has it, else fp32) | fp32 | bf16 | fp16")
+    precision: str = opt("auto", "auto (bf16 on a GPU that has it, else fp32) | fp32 | bf16 (a GPU, or a CPU with AVX512-BF16 / AMX: ~1.45x fp32 training there, see bench/precision.py) | fp16")
     gradient_checkpointing: bool = opt(False, "trade compute for memory")
     logging_steps: int = opt(10, "log the training loss every N optimizer steps")
     save_steps: int = opt(50, "checkpoint every N optimizer steps so --resume can continue mid-epoch (and at each epoch end)")

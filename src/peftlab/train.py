@@ -23,6 +23,7 @@ from .measure import count_parameters, folder_size_mb, git_hash, library_version
 from .methods import USES_RANK, MethodContext, apply_method, check_method_settings, is_peft
 from .models import DTYPES, load_tokenizer, resolve_model
 from .plots import plot_loss
+from .hardware import cpu_info
 from .rundir import HEAD_FILE, WEIGHTS_NOTE, clear_leftovers, read_json, save_model, saved_config_diff, write_json, write_jsonl, write_yaml
 from .tasks import TaskEnv, get_task
 from .trainer_callbacks import AdaLoraStep, ExtraSplits, QuietProgress, Recorder
@@ -105,8 +106,9 @@ def check_settings(cfg: Config) -> None:
     check_fraction("warmup_ratio", t.warmup_ratio)
     if t.run_name and (Path(t.run_name).name != t.run_name or t.run_name in (".", "..")):
         raise UserError(f"run_name: '{t.run_name}' must be a folder name, not a path; set output_dir for the place")
-    if t.precision == "bf16" and not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
-        raise UserError("precision: bf16 needs a GPU that supports it, and none was found; use auto or fp32")
+    if t.precision == "bf16" and not bf16_available():
+        raise UserError("precision: bf16 needs a GPU that supports it or a CPU with AVX512-BF16 / AMX, and this "
+                        "machine has neither (bf16 would run emulated, many times slower); use auto or fp32")
     if cfg.task.max_length < 8:
         raise UserError(f"max_length: {cfg.task.max_length} is too short (at least 8 tokens)")
 
@@ -147,10 +149,20 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     return max(ckpts, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
+def bf16_available() -> bool:
+    """bf16 autocast that runs in hardware: a CUDA GPU with bf16, or a CPU with AVX512-BF16 / AMX."""
+    from .hardware import cpu_has_fast_bf16
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_fast_bf16()
+
+
 def precision_flags(precision: str) -> dict:
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+    cpu = precision == "bf16" and not torch.cuda.is_available()  # transformers' CPU autocast wants use_cpu
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16", **({"use_cpu": True} if cpu else {})}
 
 
 def build_trainer(cfg: Config, run_dir: Path, model, tokenizer, task, prepared, encoded, callbacks, env):
@@ -327,6 +339,8 @@ def measure_run(trainer, recorder, n_train: int, weights_dir: Path) -> dict:
             "adapter_size_mb": folder_size_mb(weights_dir) if weights_dir.exists() else None,
             "world_size": world_size(),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
+            **cpu_info(), "torch_threads": torch.get_num_threads(),
             "versions": library_versions(), "git_hash": git_hash(),
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
