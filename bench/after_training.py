@@ -16,35 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchlib import ROOT, stats
+
+from peftlab.hardware import cpu_info
+
 COLA = ROOT.parent / "shared" / "datasets" / "cola"
 LIKELIHOOD = ROOT / "recipes" / "cola-smollm2-likelihood.yaml"
 GENERATE = ROOT / "recipes" / "cola-smollm2-generate.yaml"
-
-
-def cpu_info() -> dict:
-    info = {"machine": platform.machine(), "python": platform.python_version()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        for line in text.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and "model" not in info:
-                info["model"] = value.strip()
-            if key.strip() == "flags" and "flags" not in info:
-                flags = value.split()
-                info["flags"] = [f for f in flags if f.startswith(("avx", "amx", "fma", "f16c"))]
-        info["logical_cpus"] = text.count("processor\t:")
-    except OSError:
-        pass
-    return info
 
 
 def timed_eval(args: list[str], folder: Path) -> dict:
@@ -60,10 +44,6 @@ def predict_seconds(extra: list[str], rows: int, tmp: Path) -> float:
                           "--out", str(tmp), "--overwrite"], check=True, capture_output=True, text=True, cwd=ROOT)
     line = next(l for l in out.stdout.splitlines() if l.startswith("predicted"))
     return float(line.split(" in ")[1].split(" s ")[0])
-
-
-def stats(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
 
 
 def main() -> int:
@@ -109,7 +89,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "after_training.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"{n} CoLA dev rows, smollm2-135m, median of {args.repeats} (min-max); {result['cpu'].get('model', '?')}",
+    lines = [f"{n} CoLA dev rows, smollm2-135m, median of {args.repeats} (min-max); {result['cpu']['cpu_model']}",
              "", "| job | wall time | rows/s | accuracy |", "|---|---|---|---|"]
     for name, j in jobs.items():
         s = j["seconds"]

@@ -26,11 +26,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "datasets"
-sys.path.insert(0, str(ROOT / "src"))
+from benchlib import ROOT, stats
 
-from peftlab.hardware import cpu_has_fast_bf16, cpu_info  # noqa: E402
+from peftlab.hardware import cpu_has_fast_bf16, cpu_info
+
+SHARED = ROOT.parent / "shared" / "datasets"
 
 JOBS = {
     "sft": lambda rows: ["model=smollm2-135m", "task=sft", "method=lora", "lora_rank=8", "lora_target=q_proj,v_proj",
@@ -76,7 +76,7 @@ def summarize(runs: list[dict]) -> dict:
     for key in ("time_per_epoch_s", "train_tokens_per_s", "peak_memory_mb", "train_loss", "eval_loss", "accuracy"):
         values = [r[key] for r in runs if r.get(key) is not None]
         if values:
-            out[key] = {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
+            out[key] = stats(values)
     out["total_params"] = runs[0]["total_params"]
     return out
 

@@ -50,9 +50,9 @@ MC = ["train", "task=multiple_choice", "model={llama}", "train_file={d}/mc.jsonl
 SFT = ["train", "task=sft", "model={llama}", "train_file={d}/sft.jsonl", "validation_file={d}/sft.jsonl", *RUN]
 
 
-def cls_with(train: bytes) -> tuple[dict, list]:
-    """Classification whose train file is `train` (bytes), dev the valid one."""
-    return {"train.tsv": train, "dev.tsv": CLS_DEV}, CLS
+def cls_with(train: bytes, name: str = "train.tsv") -> tuple[dict, list]:
+    """Classification whose train file `name` holds `train` (bytes), dev the valid one."""
+    return {name: train, "dev.tsv": CLS_DEV}, [a.replace("train.tsv", name) for a in CLS]
 
 
 def setting(name: str, overrides: list, pattern: str) -> tuple:
@@ -103,9 +103,8 @@ CASES = [
      r"model '.*/m': no tokenizer files .*tokenizer.save_pretrained"),
     ("named model misspelled", CLS_FILES, CLS + ["model=smollm2"], 2,
      r"model 'smollm2': not a folder, a .gguf file nor a named model \(did you mean 'smollm2-135m'\?\)"),
-    ("labels mixing numbers and names", {"t.jsonl": jsonl({"sentence": "the good movie", "label": 1},
-                                                           {"sentence": "the bad movie", "label": "neg"}),
-                                         "dev.tsv": CLS_DEV}, CLS + ["train_file={d}/t.jsonl"], 2,
+    ("labels mixing numbers and names", *cls_with(jsonl({"sentence": "the good movie", "label": 1},
+                                                        {"sentence": "the bad movie", "label": "neg"}), "t.jsonl"), 2,
      r"t.jsonl: column 'label' mixes kinds of labels: row 1 has 1, row 2 has 'neg'"),
     # -------- method / task pairs that cannot work; the suggested methods must themselves work there
     ("prompt-tuning on qa", {"qa.jsonl": jsonl(QA_ROW)}, QA + ["method=prompt-tuning"], 2,
@@ -132,8 +131,7 @@ CASES = [
     ("utf-16 file", *cls_with(CLS_TRAIN.decode().encode("utf-16")), 2, r"train.tsv:1: bytes that are not valid utf-8.*encoding"),
     ("NUL bytes", *cls_with(CLS_TRAIN + b"the\x00good\tpos\n"), 2, r"train.tsv:14: a NUL byte.*encoding"),
     ("huge line", *cls_with(CLS_TRAIN + b"x" * 200_000 + b"\tpos\n"), 2, r"train.tsv:14: .*longer than"),
-    ("unclosed csv quote", {"train.csv": b"sentence,label\n\"good movie,pos\nbad,neg\n", "dev.tsv": CLS_DEV},
-     ["train", "model={bert}", "train_file={d}/train.csv", "validation_file={d}/dev.tsv", *RUN], 2, r"train.csv:2: .*quote"),
+    ("unclosed csv quote", *cls_with(b"sentence,label\n\"good movie,pos\nbad,neg\n", "train.csv"), 2, r"train.csv:2: .*quote"),
     ("label unseen in training", {"train.tsv": CLS_TRAIN, "dev.tsv": CLS_DEV + b"meh .\tneutral\n"}, CLS, 2,
      r"dev.tsv: row 4: label 'neutral' never seen in train_file"),
     ("single-class training", *cls_with(b"sentence\tlabel\ngood .\tpos\nfine .\tpos\ngreat .\tpos\n"), 2,
@@ -144,28 +142,19 @@ CASES = [
     setting("unknown data_format", ["data_format=xlsx"], r"data_format: 'xlsx' is not one of"),
     setting("unknown encoding", ["encoding=latin-9x"], r"encoding: unknown text encoding 'latin-9x'"),
     # -------- JSON shapes and types (classification reads json / jsonl too)
-    ("truncated json", {"train.json": b'[{"sentence": "good", "label": "pos"}, {"sent', "dev.tsv": CLS_DEV},
-     ["train", "model={bert}", "train_file={d}/train.json", "validation_file={d}/dev.tsv", *RUN], 2,
+    ("truncated json", *cls_with(b'[{"sentence": "good", "label": "pos"}, {"sent', "train.json"), 2,
      r"train.json:1: not valid JSON"),
-    ("truncated jsonl line", {"train.jsonl": b'{"sentence": "good", "label": "pos"}\n{"sentence": "ba', "dev.tsv": CLS_DEV},
-     ["train", "model={bert}", "train_file={d}/train.jsonl", "validation_file={d}/dev.tsv", *RUN], 2,
+    ("truncated jsonl line", *cls_with(b'{"sentence": "good", "label": "pos"}\n{"sentence": "ba', "train.jsonl"), 2,
      r"train.jsonl:2: not valid JSON"),
-    ("json of scalars", {"train.json": b'{"sentence": "good", "label": "pos"}', "dev.tsv": CLS_DEV},
-     ["train", "model={bert}", "train_file={d}/train.json", "validation_file={d}/dev.tsv", *RUN], 2,
+    ("json of scalars", *cls_with(b'{"sentence": "good", "label": "pos"}', "train.json"), 2,
      r"train.json: expected a JSON list of objects"),
-    ("columnar json of unequal columns", {"train.json": b'{"sentence": ["good", "bad"], "label": ["pos"]}', "dev.tsv": CLS_DEV},
-     ["train", "model={bert}", "train_file={d}/train.json", "validation_file={d}/dev.tsv", *RUN], 2,
+    ("columnar json of unequal columns", *cls_with(b'{"sentence": ["good", "bad"], "label": ["pos"]}', "train.json"), 2,
      r"train.json: columnar JSON whose columns differ in length \(sentence: 2, label: 1\)"),
-    ("jsonl line a list", {"train.jsonl": b'["good", "pos"]\n', "dev.tsv": CLS_DEV},
-     ["train", "model={bert}", "train_file={d}/train.jsonl", "validation_file={d}/dev.tsv", *RUN], 2,
+    ("jsonl line a list", *cls_with(b'["good", "pos"]\n', "train.jsonl"), 2,
      r"train.jsonl:1: expected a JSON object, got list"),
-    ("json label a list", {"train.jsonl": jsonl({"sentence": "good", "label": "pos"}, {"sentence": "bad", "label": ["neg"]}),
-                           "dev.tsv": CLS_DEV},
-     ["train", "model={bert}", "train_file={d}/train.jsonl", "validation_file={d}/dev.tsv", *RUN], 2,
+    ("json label a list", *cls_with(jsonl({"sentence": "good", "label": "pos"}, {"sentence": "bad", "label": ["neg"]}), "train.jsonl"), 2,
      r"train.jsonl: row 2: label must be text or a number, got list"),
-    ("json text a number", {"train.jsonl": jsonl({"sentence": "good", "label": "pos"}, {"sentence": 7, "label": "neg"}),
-                            "dev.tsv": CLS_DEV},
-     ["train", "model={bert}", "train_file={d}/train.jsonl", "validation_file={d}/dev.tsv", *RUN], 2,
+    ("json text a number", *cls_with(jsonl({"sentence": "good", "label": "pos"}, {"sentence": 7, "label": "neg"}), "train.jsonl"), 2,
      r"train.jsonl: row 2: column 'sentence' must be text, got int"),
     # -------- sft
     ("sft unknown chat role", {"sft.jsonl": jsonl({"messages": [{"role": "user", "content": "hi"},

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .infer import Session, open_session, read_source
-from .rundir import replace_folder, write_json, write_text, write_yaml
+from .rundir import MEAN_POOLING_NOTE, replace_folder, write_json, write_text, write_yaml
 
 PROMPT_LEARNING = ("prompt-tuning", "p-tuning", "prefix-tuning")
 
@@ -33,9 +33,7 @@ def loader_note(note: dict) -> str:
     else:
         lines += ["Plain peft: `PeftModel.from_pretrained(<base model>, <this folder>)` on the base named above."]
     if pooling == "mean":
-        lines += ["", "**Mean pooling.** The classifier reads the masked mean of the last hidden states, not the "
-                      "[CLS] pooler (all-MiniLM was trained for mean pooling). Loaded with plain transformers, call "
-                      "`peftlab.models.apply_pooling(model, 'mean')` before predicting, or the predictions change."]
+        lines += ["", MEAN_POOLING_NOTE]
     if note.get("task") == "classification" and note.get("classify_by") in ("likelihood", "generate"):
         lines += ["", f"Labels are predicted by `{note['classify_by']}` scoring of the label words "
                       f"{note.get('label_words')}: a causal LM, the prompts are in config.yaml."]

@@ -12,19 +12,18 @@ FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "
 
 @lru_cache(maxsize=1)
 def cpu_info() -> dict:
-    model, flags = platform.processor() or platform.machine(), set()
+    """The first CPU's model name and the flags of interest it has (Linux /proc/cpuinfo)."""
+    fields = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() == "model name" and model in ("", platform.machine(), platform.processor()):
-                    model = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return {"cpu_model": model, "cpu_flags": [f for f in FLAGS_OF_INTEREST if f in flags],
-            "cpu_count": os.cpu_count()}
+    flags = set(fields.get("flags", "").split())
+    return {"cpu_model": fields.get("model name") or platform.processor() or platform.machine(),
+            "cpu_flags": [f for f in FLAGS_OF_INTEREST if f in flags], "cpu_count": os.cpu_count()}
 
 
 def cpu_has_fast_bf16() -> bool:

@@ -301,15 +301,14 @@ def missing_backbone(model, info: dict) -> list[str]:
 
 def prefix_mapping(missing: list[str], unexpected) -> dict:
     """{'^model\\.': 'transformer.'} when every missing backbone key is present under another first name."""
-    if not missing:
+    want = [k.split(".", 1) for k in missing if "." in k]
+    have = [k.split(".", 1) for k in unexpected if "." in k]
+    rests = {rest for _, rest in want}
+    targets, sources = {first for first, _ in want}, {first for first, rest in have if rest in rests}
+    if len(targets) != 1 or len(sources) != 1:
         return {}
-    heads = {k.split(".", 1)[0] for k in missing}
-    rests = {k.split(".", 1)[1] for k in missing}
-    found = {k.split(".", 1)[0] for k in unexpected if "." in k and k.split(".", 1)[1] in rests}
-    if len(heads) != 1 or len(found) != 1:
-        return {}
-    have = {k.split(".", 1)[1] for k in unexpected if k.startswith(f"{next(iter(found))}.")}
-    return {f"^{next(iter(found))}\\.": f"{next(iter(heads))}."} if rests <= have else {}
+    source, target = sources.pop(), targets.pop()
+    return {f"^{source}\\.": f"{target}."} if rests <= {rest for first, rest in have if first == source} else {}
 
 
 def check_causal(model, spec: str, what: str) -> None:

@@ -121,34 +121,37 @@ def save_model(model, tokenizer, final: Path, note: dict | None = None, head_onl
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        if head_only:
-            save_head(model, tmp)
-        else:
+        tensors = save_head(model, tmp) if head_only else None
+        if not head_only:
             model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if note:
-            write_loader_note(tmp, note, head_only)
+            write_loader_note(tmp, note, tensors)
         replace_folder(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def save_head(model, folder: Path) -> None:
+MEAN_POOLING_NOTE = ("**Mean pooling.** The classifier reads the masked mean of the last hidden states, not the "
+                     "[CLS] pooler that plain transformers uses (all-MiniLM was trained for mean pooling): call "
+                     "`peftlab.models.apply_pooling(model, 'mean')` before predicting, or the predictions change.")
+
+
+def save_head(model, folder: Path) -> list[str]:
+    """The trained parameters alone (HEAD_FILE); returns their names."""
     from safetensors.torch import save_file
 
     tensors = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / HEAD_FILE))
+    return sorted(tensors)
 
 
-def write_loader_note(folder: Path, note: dict, head_only: bool) -> None:
-    from safetensors import safe_open
-
+def write_loader_note(folder: Path, note: dict, tensors: list[str] | None) -> None:
+    """README.md + WEIGHTS_NOTE of a run's weights folder; `tensors`: a head-only folder's parameter names."""
     cls, labels = note["auto_class"], note.get("labels") or []
-    if head_only:
-        with safe_open(str(folder / HEAD_FILE), "pt") as f:
-            tensors = sorted(f.keys())
+    if tensors is not None:
         note = {**note, "tensors": tensors}
         base = note["base_model"]
         lines = [f"# Trained head of `{note['run']}` (peftlab, method head)", "",
@@ -163,9 +166,7 @@ def write_loader_note(folder: Path, note: dict, head_only: bool) -> None:
         lines = [f"# Best weights of `{note['run']}` (peftlab, method {note['method']})", "",
                  f"A whole model: `{cls}.from_pretrained(<this folder>)`."]
     if note.get("pooling") == "mean":
-        lines += ["", "**Mean pooling.** The classifier was trained on the masked mean of the last hidden states, "
-                      "not the [CLS] pooler that plain transformers uses: call "
-                      "`peftlab.models.apply_pooling(model, 'mean')` before predicting, or the predictions change."]
+        lines += ["", MEAN_POOLING_NOTE]
     write_json(folder / WEIGHTS_NOTE, note)
     write_text(folder / "README.md", "\n".join(lines) + "\n")
 

@@ -270,22 +270,33 @@ def decide(prepared: Prepared, split: str, answers: Answers) -> tuple[list[str],
     odd position) is decided with the threshold tuned on the other half."""
     if not prepared.with_null:
         return answers.best, None
-    if split != "validation" and "validation" in prepared.thresholds:
+    if not tunes_on(prepared, split):
         threshold = prepared.thresholds["validation"]
-        return ["" if d > threshold else b for b, d in zip(answers.best, answers.null_diff)], threshold
+        return with_threshold(answers, threshold), threshold
     golds = [q.answers for q in prepared.examples[split]]
     prepared.thresholds[split] = best_threshold(golds, answers.best, answers.null_diff)[1]
     fold = [best_threshold(*([x[i] for i in range(len(golds)) if i % 2 != k]
                              for x in (golds, answers.best, answers.null_diff)))[1] for k in (0, 1)]
-    return (["" if d > fold[i % 2] else b for i, (b, d) in enumerate(zip(answers.best, answers.null_diff))],
-            prepared.thresholds[split])
+    return with_threshold(answers, [fold[i % 2] for i in range(len(golds))]), prepared.thresholds[split]
+
+
+def tunes_on(prepared: Prepared, split: str) -> bool:
+    """Whether the split's own rows tune the threshold: validation, or any split when no validation did."""
+    return split == "validation" or "validation" not in prepared.thresholds
+
+
+def with_threshold(answers: Answers, threshold) -> list[str]:
+    """'' (no answer) where the null score beats the best span by more than the threshold (one value,
+    or one per question), else the span."""
+    per_row = threshold if isinstance(threshold, list) else [threshold] * len(answers.best)
+    return ["" if d > t else b for b, d, t in zip(answers.best, answers.null_diff, per_row)]
 
 
 def build_compute_metrics(prepared: Prepared, split: str, env):
     def compute_metrics(eval_pred):
         questions = prepared.examples[split]
         answers = best_answers(questions, windows_of(prepared, split, env), *logits_of(eval_pred.predictions), env.cfg)
-        tuned_here = split == "validation" or "validation" not in prepared.thresholds
+        tuned_here = tunes_on(prepared, split)
         preds, threshold = decide(prepared, split, answers)
         golds = [q.answers for q in questions]
         metrics = aggregate(golds, preds)
@@ -294,11 +305,9 @@ def build_compute_metrics(prepared: Prepared, split: str, env):
         has = [i for i, q in enumerate(questions) if q.answers]
         metrics["span_f1"] = sum(score(golds[i], answers.best[i])["f1"] for i in has) / max(1, len(has))
         if threshold is not None:  # beside the headline: the plain rule (null when it beats the best span)
-            untuned = ["" if d > 0 else b for b, d in zip(answers.best, answers.null_diff)]
-            metrics.update(null_threshold=threshold, f1_threshold0=aggregate(golds, untuned)["f1"])
+            metrics.update(null_threshold=threshold, f1_threshold0=aggregate(golds, with_threshold(answers, 0.0))["f1"])
             if tuned_here:  # and the official best_f1: the threshold tuned on these very rows, optimistic
-                in_sample = ["" if d > threshold else b for b, d in zip(answers.best, answers.null_diff)]
-                metrics["f1_tuned_in_sample"] = aggregate(golds, in_sample)["f1"]
+                metrics["f1_tuned_in_sample"] = aggregate(golds, with_threshold(answers, threshold))["f1"]
         return metrics
 
     return compute_metrics
