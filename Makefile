@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test bench clean
 
 $(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -46,6 +46,12 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# The speed comparison: plain transformers, LLaMA-Factory and peftlab on the same jobs, one process at
+# a time, medians of 3 -> bench/results/bench.{json,md}. LLaMA-Factory gets its own virtualenv
+# (bench/.venv-llamafactory, ~8 GB, made on first use). E.g. make bench BENCH_ARGS="--skip-llamafactory".
+bench: setup
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,33 +1,103 @@
-"""The precision bench's summary and table, on made-up runs (timings never sit in test asserts: these
-numbers are inputs, and the test checks the arithmetic and layout the bench reports them with)."""
+"""bench/run.py (`make bench`): its parsing of each leg and its table, on a tiny job run for real (tiny
+models, a few rows) and on made-up figures for the arithmetic. Timings never sit in test asserts: the
+numbers here are inputs, and the tests check what the bench reports them with."""
+import json
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from precision import summarize, table  # noqa: E402
+import run as bench  # noqa: E402
+
+CHAT = ("{% for m in messages %}<s> {{ m['content'] }} </s> {% endfor %}"
+        "{% if add_generation_prompt %}<s> {% endif %}")
 
 
-def fake_run(t, tokens, mem, loss):
-    return {"time_per_epoch_s": t, "train_tokens_per_s": tokens, "peak_memory_mb": mem, "train_loss": loss,
-            "eval_loss": loss + 0.1, "accuracy": None, "total_params": 1_000_000, "precision": "x"}
+@pytest.fixture(scope="module")
+def chat_llama(tiny_llama, tmp_path_factory) -> str:
+    """The tiny llama with a chat template (the plain leg renders alpaca rows with it, as users do)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("chat-llama")
+    shutil.copytree(tiny_llama, folder, dirs_exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.chat_template = CHAT
+    tok.save_pretrained(folder)
+    return str(folder)
 
 
-def test_summary_takes_medians_and_the_table_shows_ratios_and_mfu():
-    fp32 = summarize([fake_run(30, 100, 1024, 1.0), fake_run(10, 300, 2048, 1.2), fake_run(20, 200, 1024, 1.1)])
-    bf16 = summarize([fake_run(10, 400, 2048, 1.0), fake_run(12, 380, 2048, 1.0), fake_run(11, 390, 2048, 1.0)])
-    assert fp32["time_per_epoch_s"]["median"] == 20 and (fp32["time_per_epoch_s"]["min"], fp32["time_per_epoch_s"]["max"]) == (10, 30)
-    assert "accuracy" not in fp32  # never measured: no column of zeros
+def test_a_tiny_sft_job_through_the_plain_and_peftlab_legs(chat_llama, tmp_path):
+    rows = [{"instruction": "the movie was", "input": "good" if i % 2 else "", "output": "great film . happy"}
+            for i in range(12)]
+    data = tmp_path / "alpaca.json"
+    data.write_text(json.dumps(rows))
+    job = {**bench.JOB_A, "rows": 12, "n_rows": 12, "batch_size": 4, "model": chat_llama, "data": str(data),
+           "peftlab_model": chat_llama}
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "peftlab").mkdir()
+    plain = bench.leg_plain(job, "sft", tmp_path / "plain")
+    ours = bench.leg_peftlab(bench.peftlab_sft_args(job), tmp_path / "peftlab")
+    for leg in (plain, ours):
+        assert leg["peak_rss_mb"] > 50 and leg["wall_s"] > 0          # the kernel's figure for that child
+        assert 0 < leg["time_to_first_step_s"] < leg["wall_s"]
+        assert leg["train_tokens"] > 12 and leg["train_loss"] > 0
+        assert leg["train_tokens_per_s"] == pytest.approx(leg["train_tokens"] / leg["train_time_s"])
+        assert leg["samples_per_s"] == pytest.approx(12 / leg["train_time_s"])
+    # the same work: both sides train on the same non-padding tokens
+    assert plain["train_tokens"] == ours["train_tokens"]
+    assert ours["lm_loss"].startswith("answer tokens only")
+    summary = bench.summarize([ours, ours])
+    assert summary["train_tokens"]["median"] == ours["train_tokens"] and summary["lm_loss"] == ours["lm_loss"]
+
+
+def test_a_failed_leg_says_which_and_shows_its_log(tmp_path):
+    with pytest.raises(RuntimeError, match=r"(?s)failed \(exit 3\).*boom"):
+        bench.run_process([sys.executable, "-c", "print('boom'); raise SystemExit(3)"], tmp_path / "log.txt")
+
+
+def made_up(**medians):
+    return {k: {"median": v, "min": v * 0.9, "max": v * 1.1, "values": [v]} for k, v in medians.items()}
+
+
+def test_table_and_ratios_for_each_kind_of_job():
+    legs_a = {"plain": made_up(train_tokens_per_s=100, peak_rss_mb=4096, train_loss=1.5, wall_s=60),
+              "llamafactory": made_up(train_tokens_per_s=80, peak_rss_mb=3072, train_loss=1.5, wall_s=70),
+              "peftlab": {**made_up(train_tokens_per_s=200, peak_rss_mb=2048, train_loss=1.501, wall_s=40),
+                          "precision": "bf16"}}
+    legs_c = {"generate + parse": made_up(seconds=100, accuracy=0.0, mcc=0.0, unparsed=500, peak_rss_mb=1000),
+              "label scoring": made_up(seconds=10, accuracy=0.6, mcc=0.1, peak_rss_mb=900)}
+    legs_d = {"one at a time (users' predict.py)": made_up(seconds=60, accuracy=0.5, peak_rss_mb=900),
+              "peftlab predict, label scoring": made_up(seconds=3, accuracy=0.6, peak_rss_mb=900)}
+    legs_e = {"peftlab sweep, 6 runs": made_up(gap_s=2.5, gap_max_s=3.1, spawn_s=0.2, wall_s=90, peak_rss_mb=500)}
     result = {"date": "2026-12-02", "cpu": {"cpu_model": "Test CPU", "cpu_count": 2, "cpu_flags": ["avx512_bf16"]},
-              "repeats": 3, "rows": {"cls": 10}, "peak_gflops": {"fp32": 100.0, "bf16": 300.0},
-              "jobs": {"cls": {"fp32": fp32, "bf16": bf16}},
-              "ratios": {"cls": {"tokens_per_s": 390 / 200, "peak_memory": 2.0}}}
-    md = table(result)
-    lines = md.splitlines()
-    assert "Test CPU (2 cores; avx512_bf16)" in lines[0] and "bf16 300 GFLOP/s" in lines[0]
-    fp32_row = next(l for l in lines if l.startswith("| cls (10 rows) | fp32"))
-    assert "20.0 (10.0-30.0) s" in fp32_row and "1.00 GiB" in fp32_row
-    assert fp32_row.endswith(f"| {100 * 6 * 1_000_000 * 200 / 100e9:.1f}% |")  # 6 N tokens/s against the peak
-    assert "bf16 trains **1.95x** the tokens/s of fp32, peak RSS 2.00x" in md
-    assert fp32["train_loss"]["median"] == pytest.approx(1.1)
+              "torch_threads": 2, "repeats": 3, "peak_gflops": {"fp32": 100.0, "bf16": 300.0}, "jobs": {}}
+    for job, legs in {"a": legs_a, "c": legs_c, "d": legs_d, "e": legs_e}.items():
+        result["jobs"][job] = {"title": f"job {job}", "params": 1_000_000, "legs": legs,
+                               "ratios": bench.ratios(job, legs), "notes": ["a note"]}
+    md = bench.table(result)
+    assert "Test CPU (2 cores; avx512_bf16)" in md and "bf16 300 GFLOP/s" in md and "Median of 3" in md
+    assert "peftlab vs plain: **2.00x** train tokens/s, 0.50x peak RSS, train loss +0.0010" in md
+    assert "peftlab vs llamafactory: **2.50x** train tokens/s, 0.67x peak RSS" in md
+    row = next(l for l in md.splitlines() if l.startswith("| peftlab |"))
+    assert "2.00 (1.80-2.20) GiB" in row
+    assert row.endswith(f"| {100 * 6 * 1_000_000 * 200 / 300e9:.1f}% |")  # a bf16 leg against the bf16 peak
+    assert "label scoring vs generate + parse: **10.0x** faster, accuracy 0.600 vs 0.000" in md
+    assert "peftlab predict, label scoring vs one at a time: **20.0x** faster" in md
+    assert "median **2.50 s** from one run's end" in md
+    header = next(l for l in md.splitlines() if l.startswith("| leg | wall | median gap"))
+    assert header.count("|") == 7  # the gaps job has its own columns, no MFU
+    assert md.count("- a note") == 4
+
+
+def test_the_table_is_rebuilt_from_a_saved_result(tmp_path):
+    legs = {"plain": made_up(train_tokens_per_s=100, peak_rss_mb=4096, train_loss=1.5),
+            "peftlab": made_up(train_tokens_per_s=150, peak_rss_mb=4096, train_loss=1.5)}
+    saved = {"date": "d", "cpu": {"cpu_model": "C", "cpu_count": 2, "cpu_flags": []}, "torch_threads": 2,
+             "repeats": 3, "peak_gflops": {"fp32": 100.0}, "jobs": {"b": {"title": "t", "params": 10, "legs": legs}}}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(saved))
+    assert bench.main(["--table", str(path)]) == 0
+    assert "peftlab vs plain: **1.50x**" in (tmp_path / "bench.md").read_text()

@@ -147,7 +147,7 @@ def test_best_weights_restore_strictly(method, base_config, tmp_path):
 
 @pytest.mark.parametrize("fast_bf16", [True, False], ids=["cpu-with-bf16", "cpu-without"])
 def test_bf16_on_cpu_only_where_the_cpu_does_it_in_hardware(fast_bf16, base_config, tmp_path, monkeypatch):
-    """AVX512-BF16/AMX CPUs run bf16 autocast (bench/precision.py: ~1.45x fp32 here); elsewhere it is emulated and
+    """AVX512-BF16/AMX CPUs run bf16 autocast (bench/run.py: ~1.5-1.9x fp32 here); elsewhere it is emulated and
     many times slower, so it is refused. The flags are detected, never assumed (peftlab.hardware)."""
     import torch
 

@@ -362,3 +362,22 @@ def test_head_method_trains_a_head_tied_to_the_embeddings(tiny_llama, tok):
     apply_method(model, config("method=head").method, MethodContext("CAUSAL_LM", 1, tiny_llama))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable == ["model.embed_tokens.weight"]  # the tied lm_head, listed under its first name
+
+
+@pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
+def test_bf16_lora_sft_with_frozen_bf16_weights_trains_and_generates(packing, tiny_llama, instructions, tmp_path,
+                                                                    monkeypatch):
+    """precision bf16 + LoRA: the answer-token loss, the frozen weights kept in bf16 (train.frozen_bf16) and
+    generation outside autocast together, through a whole run (bf16 allowed as on an AVX512-BF16 CPU)."""
+    from peftlab import hardware
+
+    monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda: True)
+    cfg = load_config(None, [f"model={tiny_llama}", "task=sft", f"train_file={instructions['train']}",
+                             f"validation_file={instructions['dev']}", f"output_dir={tmp_path}", "method=lora",
+                             "max_samples=8", "max_eval_samples=4", "epochs=1", "max_length=24", "max_new_tokens=2",
+                             "lora_rank=4", "lr=1e-3", "precision=bf16", f"packing={packing}", "run_name=r"])
+    result = run(cfg)
+    assert result["status"] == "completed" and result["precision"] == "bf16"
+    assert result["frozen_weights_bf16"] == 15 and result["lm_loss"].startswith("answer tokens only")  # 2 x 7 + the untied head
+    assert math.isfinite(result["metrics_best"]["loss"]) and result["time_to_first_step_s"] > 0
+    assert len(lines_of(tmp_path / "r" / "predictions_validation.jsonl")) == 4

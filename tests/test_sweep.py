@@ -114,6 +114,11 @@ def test_sweep_goes_on_after_a_failure_and_report_matches_run_folders(tmp_path, 
         ("head", "completed"), ("lora-r4", "completed"), ("broken", "failed")]
     assert "lora_target" in state["runs"][2]["error"] and "nonexistent" in state["runs"][2]["error"]
     assert "Result at best epoch" in out and "report.html" in out
+    # each run after the first was started ahead (imports done while the previous run worked) and told to go
+    # only after the previous one had finished
+    lines = [json.loads((folder / n / "result.json").read_text()).get("timeline") for n in ("head", "lora-r4")]
+    assert "warm_started" not in lines[0] and lines[1]["warm_started"] < lines[0]["finished"]
+    assert lines[1]["process_started"] >= lines[0]["finished"] - 0.5 and lines[1]["first_step"] > lines[1]["process_started"]
 
     s = json.loads((folder / "report" / "report.json").read_text())
     for group in s["groups"]:
@@ -321,7 +326,7 @@ def executed(monkeypatch):
 
     calls = []
 
-    def fake_execute(sweep, run, progress, mode):
+    def fake_execute(sweep, run, progress, mode, *warm_start):
         calls.append((run.name, mode))
         return {"name": run.name, "group": run.group, "seed": run.seed, "settings": run.settings,
                 "status": "completed"}
@@ -501,3 +506,18 @@ def test_a_sweep_child_stops_when_its_sweep_dies_without_a_preexec_fn(tmp_path):
     else:
         os.kill(child_pid, signal.SIGKILL)
         pytest.fail("the child outlived its sweep")
+
+
+def test_a_warm_started_child_that_is_not_needed_ends_having_written_nothing(tmp_path, base_config):
+    from peftlab.child import WarmStart
+
+    train = [sys.executable, "-m", "peftlab", "train", *base_config]
+    warm = WarmStart()
+    warm.start(train + ["run_name=ahead"], dict(os.environ))
+    proc = warm.proc
+    time.sleep(1)
+    assert proc.poll() is None  # waiting for its turn
+    assert warm.take(train + ["run_name=other"]) is None
+    assert proc.returncode == 0 and warm.proc is None
+    out_dir = Path(dict(kv.split("=", 1) for kv in base_config)["output_dir"])
+    assert not (out_dir / "ahead").exists()

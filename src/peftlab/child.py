@@ -24,3 +24,79 @@ def die_with_parent() -> None:
         return
     if os.getppid() != int(parent):
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+# ---------------------------------------------------------------- warm start
+# A sweep starts its next run's process while the current one works: that process imports torch,
+# transformers and peftlab (3-4 s of a run's start here) and then waits, idle, for a line on stdin.
+# "go" runs it; end of input (the sweep needs another command, or stopped) ends it having done nothing.
+# It is started when the current run starts, so its imports overlap the current run's own loading,
+# never its training steps. bench/run.py job (e) measures the gap it closes.
+WARM_ENV = "PEFTLAB_WAIT_FOR_GO"
+HEAVY = {"train": ("peftlab.train",), "eval": ("peftlab.evaluation", "peftlab.train")}
+
+
+def wait_for_go(command: str) -> bool:
+    """In a warm-started child (cli.main): import what `command` needs, then wait. True: go on."""
+    if not os.environ.pop(WARM_ENV, ""):
+        return True
+    import importlib
+
+    for module in HEAVY.get(command, ()):
+        importlib.import_module(module)
+    import transformers
+
+    transformers.Trainer  # noqa: B018  (lazy: importing it loads accelerate, peft's Trainer hooks, ...)
+    if sys.stdin.readline().strip() != "go":
+        return False
+    import time
+
+    import peftlab  # result.json's timeline counts from "go"; the start ahead is noted beside it
+
+    peftlab.WARM_STARTED, peftlab.PROCESS_STARTED = peftlab.PROCESS_STARTED, time.time()
+    return True
+
+
+class WarmStart:
+    """The sweep's side: at most one process started ahead, for one exact command line."""
+
+    def __init__(self):
+        self.proc, self.cmd = None, None
+
+    def start(self, cmd: list[str], env: dict) -> None:
+        import subprocess
+
+        self.discard()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env={**env, WARM_ENV: "1"})
+        self.cmd = cmd
+
+    def take(self, cmd: list[str]):
+        """The started process for cmd, told to go; None when there is none for this command."""
+        proc, same = self.proc, self.cmd == cmd
+        if proc is not None and same and proc.poll() is None:
+            self.proc = None
+            try:
+                proc.stdin.write(b"go\n")
+                proc.stdin.close()
+                return proc
+            except OSError:  # it died while waiting: start afresh
+                proc.wait()
+                return None
+        self.discard()
+        return None
+
+    def discard(self) -> None:
+        """End the waiting process (end of input: it exits having written nothing)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=30)
+        except Exception:  # noqa: BLE001  (a stuck import must not hang the sweep)
+            proc.kill()
+            proc.wait()

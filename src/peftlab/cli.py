@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .child import die_with_parent
+from .child import die_with_parent, wait_for_go
 from .errors import UserError
 
 
@@ -248,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         quiet_libraries()
     die_with_parent()  # a sweep's child: stop when the sweep does
     try:
+        if not wait_for_go(args.command):  # a sweep's warm-started child the sweep did not need
+            return 0
         return args.func(args)
     except UserError as e:
         print(f"peftlab: error: {e}", file=sys.stderr)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .child import PARENT_ENV
+from .child import PARENT_ENV, WarmStart
 from .config import SECTIONS, Config, build_config, read_yaml_mapping, typed_settings
 from .errors import UserError, closest
 from .reuse import plan_todo, run_status, sweep_lock
@@ -306,12 +306,18 @@ def stop_child(child: subprocess.Popen) -> None:
             continue
 
 
-def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str) -> dict:
-    """One run in a child process; returns its sweep.json entry."""
-    run_dir = sweep.folder / run.name
+def child_command(sweep: Sweep, run: PlannedRun, mode: str) -> list[str]:
     config_path = sweep.folder / "configs" / f"{run.name}.yaml"
     write_yaml(config_path, run.cfg.to_dict())
-    cmd = command_of(sweep, run, config_path, mode)
+    return command_of(sweep, run, config_path, mode)
+
+
+def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str, warm: WarmStart,
+            next_up: tuple | None = None) -> dict:
+    """One run in a child process (started ahead by `warm` when it was the one planned next), and
+    the next planned run's process started ahead; returns this run's sweep.json entry."""
+    run_dir = sweep.folder / run.name
+    cmd = child_command(sweep, run, mode)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
     tag = f"[{progress.index}/{progress.total}] {run.name}"
 
@@ -326,7 +332,9 @@ def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str) -> dic
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with open(sweep.folder / "logs" / f"{run.name}.log", "a", encoding="utf-8") as log:
         log.write(f"\n$ {' '.join(cmd)}   # {started}\n")
-        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        child = warm.take(cmd) or subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        if next_up is not None:
+            warm.start(child_command(sweep, *next_up), env)
         tail: list[str] = []
         pumps = [threading.Thread(target=pump, args=(child.stdout, sys.stdout, log, [], on_line), daemon=True),
                  threading.Thread(target=pump, args=(child.stderr, sys.stderr, log, tail), daemon=True)]
@@ -394,13 +402,21 @@ def run_locked(sweep: Sweep, retry_failed: bool, rerun_changed: bool) -> dict:
           f"-> {sweep.folder}", flush=True)
     save_state(sweep, entries)
     progress = Progress(len(sweep.runs), skipped)
+    warm = WarmStart()
+    try:
+        return run_todo(sweep, todo, entries, progress, skipped, warm)
+    finally:
+        warm.discard()
+
+
+def run_todo(sweep: Sweep, todo: list, entries: dict, progress: Progress, skipped: int, warm: WarmStart) -> dict:
     for k, (run, mode) in enumerate(todo):
         progress.start(skipped + k + 1, run.cfg.train.epochs)
         print(f"\n== sweep [{progress.index}/{progress.total}] {run.name}: {describe(run.settings)}"
               f"{NOTES[mode]}  "
               f"| done {progress.done}, failed {progress.failed}, ETA {fmt_duration(progress.eta())}", flush=True)
         try:
-            entry = execute(sweep, run, progress, mode)
+            entry = execute(sweep, run, progress, mode, warm, todo[k + 1] if k + 1 < len(todo) else None)
         except KeyboardInterrupt:
             entries[run.name] = {"name": run.name, "group": run.group, "seed": run.seed, "settings": run.settings,
                                  "status": "interrupted"}

@@ -165,8 +165,71 @@ def precision_flags(precision: str) -> dict:
     return {"bf16": precision == "bf16", "fp16": precision == "fp16", **({"use_cpu": True} if cpu else {})}
 
 
+def trainer_class(cfg: Config, task, model):
+    """The Trainer, or for a causal-LM loss with train.chunked_loss on a model where it is exact, one that
+    computes the loss from the answer tokens only (peftlab.loss). Returns (class, how the loss is computed)."""
+    from transformers import Trainer
+
+    from .loss import answer_loss, supports
+
+    if not getattr(task, "LM_LOSS", False):
+        return Trainer, None
+    why_not = supports(model) if cfg.train.chunked_loss else "chunked_loss: false"
+    if why_not:
+        return Trainer, f"the model's own, over every position ({why_not})"
+
+    class AnswerLossTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            out = answer_loss(model, inputs, num_items_in_batch)
+            return (out["loss"], out) if return_outputs else out["loss"]
+
+    return AnswerLossTrainer, "answer tokens only, vocabulary in chunks"
+
+
+# methods whose base weights enter only through the linear layers' products (DoRA also takes the
+# weight's norm, AdaLoRA / LoHa / LoKr combine it otherwise: there bf16 storage would change numbers)
+FROZEN_BF16_METHODS = ("lora", "rslora")
+
+
+def frozen_linears_to_bf16(model) -> int:
+    """Under bf16 autocast every linear layer computes with a bf16 copy of its weight, made at each
+    forward and kept for the backward. An adapter method never changes the base weights, so keep the
+    frozen ones in bf16 to begin with: the same products (autocast would round them the same way), a
+    third of their memory (one bf16 tensor instead of fp32 + a bf16 copy). Weights shared with an
+    embedding (a tied LM head) stay as they are: the embedding output would change. Outside autocast
+    (generation) hooks round the layer's input to bf16, as autocast would, and return the output in the
+    input's dtype. Returns how many weights."""
+    tied = {p.data_ptr() for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    count = 0
+    for module in model.modules():
+        if type(module) is not torch.nn.Linear or module.weight.requires_grad or module.weight.dtype != torch.float32:
+            continue
+        if module.weight.data_ptr() in tied:
+            continue
+        module.weight.data = module.weight.data.to(torch.bfloat16)
+        module.register_forward_pre_hook(_input_to_weight_dtype)
+        module.register_forward_hook(_output_to_input_dtype)
+        count += 1
+    return count
+
+
+def _input_to_weight_dtype(module, args):
+    """Outside autocast: the product in bf16, as autocast would make it; the output back in the input's
+    dtype (next hook), so the layers around see what they would without the cast weights."""
+    x = args[0]
+    module.peftlab_out_dtype = None
+    if x.dtype != module.weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        module.peftlab_out_dtype = x.dtype
+        return (x.to(module.weight.dtype), *args[1:])
+    return None
+
+
+def _output_to_input_dtype(module, args, out):
+    return None if module.peftlab_out_dtype is None else out.to(module.peftlab_out_dtype)
+
+
 def build_trainer(cfg: Config, run_dir: Path, model, tokenizer, task, prepared, encoded, callbacks, env):
-    from transformers import PrinterCallback, ProgressCallback, Trainer, TrainingArguments
+    from transformers import PrinterCallback, ProgressCallback, TrainingArguments
 
     t, e = cfg.train, cfg.eval
     args = TrainingArguments(
@@ -177,14 +240,17 @@ def build_trainer(cfg: Config, run_dir: Path, model, tokenizer, task, prepared, 
         seed=t.seed, data_seed=t.seed, eval_strategy="epoch", save_strategy="steps", save_steps=t.save_steps,
         save_total_limit=1, logging_steps=t.logging_steps, report_to="none",
         gradient_checkpointing=t.gradient_checkpointing, include_num_input_tokens_seen="non_padding",
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         ddp_backend="gloo" if world_size() > 1 and not torch.cuda.is_available() else None, dataloader_num_workers=0,
         label_names=list(getattr(task, "LABEL_NAMES", ["labels"])), log_level="warning", disable_tqdm=False,
         **precision_flags(t.precision))
-    trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded["validation"],
+    cls, lm_loss = trainer_class(cfg, task, model)
+    trainer = cls(model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded["validation"],
                       data_collator=task.build_collator(tokenizer, cfg), processing_class=tokenizer,
                       compute_metrics=task.build_compute_metrics(prepared, "validation", env), callbacks=callbacks,
                       preprocess_logits_for_metrics=getattr(task, "preprocess_logits", None))
     env.trainer = trainer
+    trainer.peftlab_lm_loss = lm_loss
     # A per-example mean loss (classification heads) must not be rescaled by token counts across
     # devices nor exempted from the division by gradient-accumulation steps; the Trainer does
     # both for any model whose forward takes **kwargs, which is meant for summed LM losses.
@@ -277,6 +343,8 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     ctx = MethodContext(task.TASK_TYPE, total_steps(len(encoded["train"]), cfg.train), resolved.path)
     model = apply_method(model, cfg.method, ctx)
     params = count_parameters(model)
+    if cfg.train.frozen_bf16 and cfg.method.method in FROZEN_BF16_METHODS and precision_flags(cfg.train.precision)["bf16"]:
+        notes["frozen_weights_bf16"] = frozen_linears_to_bf16(model)
 
     main = is_main_process()
     head_only = cfg.method.method == "head" and not is_peft(model)
@@ -292,6 +360,8 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     callbacks = [ExtraSplits(env, more, lambda s: task.build_compute_metrics(prepared, s, env))] if more else []
     callbacks += [recorder] + ([AdaLoraStep()] if cfg.method.method == "adalora" else [])
     trainer = build_trainer(cfg, run_dir, model, tokenizer, task, prepared, encoded, callbacks, env)
+    if trainer.peftlab_lm_loss:
+        notes["lm_loss"] = trainer.peftlab_lm_loss
     create_run_dir(run_dir, cfg, overwrite)  # the first write to disk
     base = describe_run(cfg, run_dir, metric, params, notes, prepared, encoded)
     if main:
@@ -335,7 +405,7 @@ def measure_run(trainer, recorder, n_train: int, weights_dir: Path) -> dict:
     """Throughput, memory, sizes and provenance of a finished run."""
     return {"train_tokens_per_s": recorder.rate(trainer.state.num_input_tokens_seen),
             "train_samples_per_s": recorder.rate(n_train * recorder.epochs_trained()),
-            **peak_memory(), "adapter_dir": weights_dir.name,
+            **peak_memory(), "adapter_dir": weights_dir.name, **timeline(recorder),
             "adapter_size_mb": folder_size_mb(weights_dir) if weights_dir.exists() else None,
             "world_size": world_size(),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
@@ -343,6 +413,19 @@ def measure_run(trainer, recorder, n_train: int, weights_dir: Path) -> dict:
             **cpu_info(), "torch_threads": torch.get_num_threads(),
             "versions": library_versions(), "git_hash": git_hash(),
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def timeline(recorder) -> dict:
+    """When this process started (a sweep's warm-started child: when it was told to go), began its first
+    optimizer step and finished (unix seconds): what a sweep's gaps between runs are measured from
+    (bench/run.py job e)."""
+    import peftlab
+
+    started, first = peftlab.PROCESS_STARTED, recorder.first_step_at
+    warm = {"warm_started": round(peftlab.WARM_STARTED, 3)} if peftlab.WARM_STARTED else {}
+    return {"timeline": {"process_started": round(started, 3), **warm, "first_step": first and round(first, 3),
+                         "finished": round(time.time(), 3)},
+            "time_to_first_step_s": first and round(first - started, 2)}
 
 
 def describe_run(cfg: Config, run_dir: Path, metric: str, params: dict, notes: dict, prepared, encoded) -> dict:

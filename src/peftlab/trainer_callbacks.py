@@ -33,6 +33,7 @@ class Recorder(TrainerCallback):
         for line in self.lines:
             self._update_best(line[metric])
         self.epoch_train_s, self.t_step, self.t_epoch, self.partial = 0.0, None, None, False
+        self.first_step_at = None  # wall clock (unix seconds) when this process began its first optimizer step
 
     def _update_best(self, value) -> bool:
         if self.select_last or is_better(self.metric, value, self.best):
@@ -54,6 +55,8 @@ class Recorder(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kw):
         self.t_step = time.perf_counter()
+        if self.first_step_at is None:
+            self.first_step_at = time.time()
 
     def on_step_end(self, args, state, control, **kw):
         self.epoch_train_s += time.perf_counter() - self.t_step

@@ -18,7 +18,7 @@ from . import classification, sft
 from .chat import Conversation
 
 TASK_TYPE = sft.TASK_TYPE
-TOKEN_LEVEL_LOSS = sft.TOKEN_LEVEL_LOSS
+TOKEN_LEVEL_LOSS, LM_LOSS = sft.TOKEN_LEVEL_LOSS, sft.LM_LOSS
 DEFAULT_METRIC = "accuracy"
 METRICS = classification.METRICS
 DEFAULT_INSTRUCTION = "Classify the text. Answer with one of: {choices}."

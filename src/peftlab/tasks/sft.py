@@ -24,6 +24,7 @@ from .chat import Conversation, check_template, read_conversations, render, reso
 
 TASK_TYPE = "CAUSAL_LM"
 TOKEN_LEVEL_LOSS = True  # the model returns a token-level LM loss; the Trainer normalises it by token counts
+LM_LOSS = True  # next-token loss over `labels`: peftlab.loss computes it from the answer tokens (train.chunked_loss)
 DEFAULT_METRIC = "rougeL"
 METRICS = ("rougeL", "rouge1", "rouge2", "bleu4", "bleu4_corpus", "exact_match", "loss")
 PROMPT_METHODS = ("prompt-tuning", "p-tuning", "prefix-tuning")
