@@ -199,13 +199,13 @@ def job_legs(name: str, scratch: Path, args) -> dict:
         legs = {"generate + parse": lambda d: leg_eval(GENERATE, n + ["extra_eval_file=", "max_eval_generate=0"], d),
                 "label scoring": lambda d: leg_eval(LIKELIHOOD, n, d)}
         if bf16:
-            legs["label scoring, precision=bf16"] = lambda d: leg_eval(LIKELIHOOD, n + ["precision=bf16"], d)
+            legs["label scoring precision=bf16"] = lambda d: leg_eval(LIKELIHOOD, n + ["precision=bf16"], d)
         return legs
     if name == "d":
         rows = args.predict_rows
         return {"one at a time (users' predict.py)": lambda d: leg_predict_one_by_one(rows, d),
-                "peftlab predict, generate + parse": lambda d: leg_predict(GENERATE, rows, d),
-                "peftlab predict, label scoring": lambda d: leg_predict(LIKELIHOOD, rows, d)}
+                "peftlab predict: generate + parse": lambda d: leg_predict(GENERATE, rows, d),
+                "peftlab predict: label scoring": lambda d: leg_predict(LIKELIHOOD, rows, d)}
     if name == "e":
         return {"peftlab sweep, 6 runs": leg_sweep_gaps}
     raise SystemExit(f"bench/run.py: no job {name!r}; jobs are a, b, c, d, e")

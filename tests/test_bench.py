@@ -70,7 +70,7 @@ def test_table_and_ratios_for_each_kind_of_job():
     legs_c = {"generate + parse": made_up(seconds=100, accuracy=0.0, mcc=0.0, unparsed=500, peak_rss_mb=1000),
               "label scoring": made_up(seconds=10, accuracy=0.6, mcc=0.1, peak_rss_mb=900)}
     legs_d = {"one at a time (users' predict.py)": made_up(seconds=60, accuracy=0.5, peak_rss_mb=900),
-              "peftlab predict, label scoring": made_up(seconds=3, accuracy=0.6, peak_rss_mb=900)}
+              "peftlab predict: label scoring": made_up(seconds=3, accuracy=0.6, peak_rss_mb=900)}
     legs_e = {"peftlab sweep, 6 runs": made_up(gap_s=2.5, gap_max_s=3.1, spawn_s=0.2, wall_s=90, peak_rss_mb=500)}
     result = {"date": "2026-12-02", "cpu": {"cpu_model": "Test CPU", "cpu_count": 2, "cpu_flags": ["avx512_bf16"]},
               "torch_threads": 2, "repeats": 3, "peak_gflops": {"fp32": 100.0, "bf16": 300.0}, "jobs": {}}
