@@ -207,7 +207,8 @@ def job_legs(name: str, scratch: Path, args) -> dict:
                 "peftlab predict: generate + parse": lambda d: leg_predict(GENERATE, rows, d),
                 "peftlab predict: label scoring": lambda d: leg_predict(LIKELIHOOD, rows, d)}
     if name == "e":
-        return {"peftlab sweep, 6 runs": leg_sweep_gaps}
+        return {"peftlab sweep": leg_sweep_gaps,
+                "peftlab sweep without start ahead": lambda d: leg_sweep_gaps(d, warm=False)}
     raise SystemExit(f"bench/run.py: no job {name!r}; jobs are a, b, c, d, e")
 
 
@@ -273,12 +274,13 @@ variants:
 """
 
 
-def leg_sweep_gaps(scratch: Path) -> dict:
+def leg_sweep_gaps(scratch: Path, warm: bool = True) -> dict:
     """A 6-run sweep; per pair of consecutive runs, the seconds from the one's end (result.json written)
     to the next one's first optimizer step, and the part of it before the next process started."""
     sweep = scratch / "sweep.yaml"
     sweep.write_text(SWEEP_E.format(recipe=ROOT / "recipes" / "sst2-minilm-lora.yaml", out=scratch / "runs"))
-    proc = run_process([PY, "-m", "peftlab", "sweep", str(sweep)], scratch / "log.txt")
+    proc = run_process([PY, "-m", "peftlab", "sweep", str(sweep)], scratch / "log.txt",
+                       env={} if warm else {"PEFTLAB_WAIT_FOR_GO": "off"})
     order = json.loads((scratch / "runs" / "bench-gaps" / "sweep.json").read_text())["runs"]
     lines = [json.loads((scratch / "runs" / "bench-gaps" / r["name"] / "result.json").read_text())["timeline"]
              for r in order]

@@ -38,7 +38,7 @@ HEAVY = {"train": ("peftlab.train",), "eval": ("peftlab.evaluation", "peftlab.tr
 
 def wait_for_go(command: str) -> bool:
     """In a warm-started child (cli.main): import what `command` needs, then wait. True: go on."""
-    if not os.environ.pop(WARM_ENV, ""):
+    if os.environ.pop(WARM_ENV, "") != "1":
         return True
     import importlib
 
@@ -67,6 +67,8 @@ class WarmStart:
         import subprocess
 
         self.discard()
+        if env.get(WARM_ENV) == "off":  # PEFTLAB_WAIT_FOR_GO=off for the sweep: no start ahead (bench/run.py job e)
+            return
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env={**env, WARM_ENV: "1"})
         self.cmd = cmd

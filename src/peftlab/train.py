@@ -385,6 +385,7 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
             plot_loss(trainer.state.log_history, f"{run_dir.name}", run_dir / "loss.png")
             write_jsonl(run_dir / "train_log.jsonl", [{k: h[k] for k in ("step", "epoch", "loss", "learning_rate")
                                                        if k in h} for h in trainer.state.log_history if "loss" in h])
+            result["timeline"]["finished"] = round(time.time(), 3)  # the run's end: its last file is written now
             write_json(run_dir / "result.json", result)
     except KeyboardInterrupt:
         if main:
