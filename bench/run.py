@@ -280,7 +280,7 @@ def leg_sweep_gaps(scratch: Path, warm: bool = True) -> dict:
     sweep = scratch / "sweep.yaml"
     sweep.write_text(SWEEP_E.format(recipe=ROOT / "recipes" / "sst2-minilm-lora.yaml", out=scratch / "runs"))
     proc = run_process([PY, "-m", "peftlab", "sweep", str(sweep)], scratch / "log.txt",
-                       env={} if warm else {"PEFTLAB_WAIT_FOR_GO": "off"})
+                       env={} if warm else {"PEFTLAB_START_AHEAD": "0"})
     order = json.loads((scratch / "runs" / "bench-gaps" / "sweep.json").read_text())["runs"]
     lines = [json.loads((scratch / "runs" / "bench-gaps" / r["name"] / "result.json").read_text())["timeline"]
              for r in order]

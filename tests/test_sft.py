@@ -365,10 +365,10 @@ def test_head_method_trains_a_head_tied_to_the_embeddings(tiny_llama, tok):
 
 
 @pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
-def test_bf16_lora_sft_with_frozen_bf16_weights_trains_and_generates(packing, tiny_llama, instructions, tmp_path,
+def test_bf16_lora_sft_trains_and_generates(packing, tiny_llama, instructions, tmp_path,
                                                                     monkeypatch):
-    """precision bf16 + LoRA: the answer-token loss, the frozen weights kept in bf16 (train.frozen_bf16) and
-    generation outside autocast together, through a whole run (bf16 allowed as on an AVX512-BF16 CPU)."""
+    """precision bf16 + LoRA: the answer-token loss under autocast and generation, through a whole run
+    (bf16 allowed as on an AVX512-BF16 CPU)."""
     from peftlab import hardware
 
     monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda: True)
@@ -378,6 +378,6 @@ def test_bf16_lora_sft_with_frozen_bf16_weights_trains_and_generates(packing, ti
                              "lora_rank=4", "lr=1e-3", "precision=bf16", f"packing={packing}", "run_name=r"])
     result = run(cfg)
     assert result["status"] == "completed" and result["precision"] == "bf16"
-    assert result["frozen_weights_bf16"] == 15 and result["lm_loss"].startswith("answer tokens only")  # 2 x 7 + the untied head
+    assert result["lm_loss"].startswith("answer tokens only")
     assert math.isfinite(result["metrics_best"]["loss"]) and result["time_to_first_step_s"] > 0
     assert len(lines_of(tmp_path / "r" / "predictions_validation.jsonl")) == 4

@@ -28,11 +28,12 @@ def die_with_parent() -> None:
 
 # ---------------------------------------------------------------- warm start
 # A sweep starts its next run's process while the current one works: that process imports torch,
-# transformers and peftlab (3-4 s of a run's start here) and then waits, idle, for a line on stdin.
+# transformers and peftlab (most of the ~6 s a minilm run takes to its first step here) and then waits, idle, for a line on stdin.
 # "go" runs it; end of input (the sweep needs another command, or stopped) ends it having done nothing.
 # It is started when the current run starts, so its imports overlap the current run's own loading,
 # never its training steps. bench/run.py job (e) measures the gap it closes.
 WARM_ENV = "PEFTLAB_WAIT_FOR_GO"
+START_AHEAD_ENV = "PEFTLAB_START_AHEAD"  # "0" in a sweep's environment: start each run only at its turn
 HEAVY = {"train": ("peftlab.train",), "eval": ("peftlab.evaluation", "peftlab.train")}
 
 
@@ -67,7 +68,7 @@ class WarmStart:
         import subprocess
 
         self.discard()
-        if env.get(WARM_ENV) == "off":  # PEFTLAB_WAIT_FOR_GO=off for the sweep: no start ahead (bench/run.py job e)
+        if env.get(START_AHEAD_ENV) == "0":  # bench/run.py job e compares
             return
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env={**env, WARM_ENV: "1"})

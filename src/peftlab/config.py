@@ -113,7 +113,6 @@ class TrainConfig:
     precision: str = opt("auto", "auto (bf16 on a GPU that has it, else fp32) | fp32 | bf16 (a GPU, or a CPU with AVX512-BF16 / AMX: ~1.5-1.9x fp32 training there, see bench/run.py) | fp16")
     gradient_checkpointing: bool = opt(False, "trade compute for memory")
     group_by_length: bool = opt(False, "batch rows of similar length together (less padding; batches are then drawn in length-sorted groups, not uniformly)")
-    frozen_bf16: bool = opt(True, "precision bf16 with lora / rslora: keep the frozen linear weights in bf16, as autocast computes with them anyway (same products, less memory)")
     chunked_loss: bool = opt(True, "sft / generate: compute the LM loss from the answer tokens' hidden states, a vocabulary chunk at a time, instead of logits at every position (same loss; faster, less memory; see bench/run.py)")
     logging_steps: int = opt(10, "log the training loss every N optimizer steps")
     save_steps: int = opt(50, "checkpoint every N optimizer steps so --resume can continue mid-epoch (and at each epoch end)")

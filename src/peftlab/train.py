@@ -186,48 +186,6 @@ def trainer_class(cfg: Config, task, model):
     return AnswerLossTrainer, "answer tokens only, vocabulary in chunks"
 
 
-# methods whose base weights enter only through the linear layers' products (DoRA also takes the
-# weight's norm, AdaLoRA / LoHa / LoKr combine it otherwise: there bf16 storage would change numbers)
-FROZEN_BF16_METHODS = ("lora", "rslora")
-
-
-def frozen_linears_to_bf16(model) -> int:
-    """Under bf16 autocast every linear layer computes with a bf16 copy of its weight, made at each
-    forward and kept for the backward. An adapter method never changes the base weights, so keep the
-    frozen ones in bf16 to begin with: the same products (autocast would round them the same way), a
-    third of their memory (one bf16 tensor instead of fp32 + a bf16 copy). Weights shared with an
-    embedding (a tied LM head) stay as they are: the embedding output would change. Outside autocast
-    (generation) hooks round the layer's input to bf16, as autocast would, and return the output in the
-    input's dtype. Returns how many weights."""
-    tied = {p.data_ptr() for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
-    count = 0
-    for module in model.modules():
-        if type(module) is not torch.nn.Linear or module.weight.requires_grad or module.weight.dtype != torch.float32:
-            continue
-        if module.weight.data_ptr() in tied:
-            continue
-        module.weight.data = module.weight.data.to(torch.bfloat16)
-        module.register_forward_pre_hook(_input_to_weight_dtype)
-        module.register_forward_hook(_output_to_input_dtype)
-        count += 1
-    return count
-
-
-def _input_to_weight_dtype(module, args):
-    """Outside autocast: the product in bf16, as autocast would make it; the output back in the input's
-    dtype (next hook), so the layers around see what they would without the cast weights."""
-    x = args[0]
-    module.peftlab_out_dtype = None
-    if x.dtype != module.weight.dtype and not torch.is_autocast_enabled(x.device.type):
-        module.peftlab_out_dtype = x.dtype
-        return (x.to(module.weight.dtype), *args[1:])
-    return None
-
-
-def _output_to_input_dtype(module, args, out):
-    return None if module.peftlab_out_dtype is None else out.to(module.peftlab_out_dtype)
-
-
 def build_trainer(cfg: Config, run_dir: Path, model, tokenizer, task, prepared, encoded, callbacks, env):
     from transformers import PrinterCallback, ProgressCallback, TrainingArguments
 
@@ -343,8 +301,6 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     ctx = MethodContext(task.TASK_TYPE, total_steps(len(encoded["train"]), cfg.train), resolved.path)
     model = apply_method(model, cfg.method, ctx)
     params = count_parameters(model)
-    if cfg.train.frozen_bf16 and cfg.method.method in FROZEN_BF16_METHODS and precision_flags(cfg.train.precision)["bf16"]:
-        notes["frozen_weights_bf16"] = frozen_linears_to_bf16(model)
 
     main = is_main_process()
     head_only = cfg.method.method == "head" and not is_peft(model)
