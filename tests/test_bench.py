@@ -85,7 +85,7 @@ def test_table_and_ratios_for_each_kind_of_job():
     assert "2.00 (1.80-2.20) GiB" in row
     assert row.endswith(f"| {100 * 6 * 1_000_000 * 200 / 300e9:.1f}% |")  # a bf16 leg against the bf16 peak
     assert "label scoring vs generate + parse: **10.0x** faster, accuracy 0.600 vs 0.000" in md
-    assert "peftlab predict, label scoring vs one at a time: **20.0x** faster" in md
+    assert "peftlab predict: label scoring vs one at a time: **20.0x** faster" in md
     assert "median **2.50 s** from one run's end" in md
     header = next(l for l in md.splitlines() if l.startswith("| leg | wall | median gap"))
     assert header.count("|") == 7  # the gaps job has its own columns, no MFU

@@ -28,7 +28,8 @@ def die_with_parent() -> None:
 
 # ---------------------------------------------------------------- warm start
 # A sweep starts its next run's process while the current one works: that process imports torch,
-# transformers and peftlab (most of the ~6 s a minilm run takes to its first step here) and then waits, idle, for a line on stdin.
+# transformers and peftlab (most of the ~7 s a minilm run takes to its first step here) and then
+# waits, idle, for a line on stdin.
 # "go" runs it; end of input (the sweep needs another command, or stopped) ends it having done nothing.
 # It is started when the current run starts, so its imports overlap the current run's own loading,
 # never its training steps. bench/run.py job (e) measures the gap it closes.
