@@ -88,10 +88,9 @@ def read_peftlab_run(run: Path, proc: dict) -> dict:
     r = json.loads((run / "result.json").read_text())
     last = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][-1]
     train_s = sum(x for x in r["epoch_times_s"] if x)
-    tokens = round(r["train_tokens_per_s"] * train_s)
-    return {**proc, **train_figures(r["timeline"]["first_step"], proc["started"], tokens, train_s,
+    return {**proc, **train_figures(r["timeline"]["first_step"], proc["started"], r["train_tokens"], train_s,
                                     r["n_train"] * r["epochs_run"], last.get("train_loss")),
-            "precision": r.get("precision"), "lm_loss": r.get("lm_loss")}
+            "precision": r.get("precision"), "lm_loss": r.get("lm_loss"), "total_params": r["total_params"]}
 
 
 def leg_plain(job: dict, kind: str, scratch: Path) -> dict:
@@ -101,10 +100,9 @@ def leg_plain(job: dict, kind: str, scratch: Path) -> dict:
     return read_bench_timing(scratch / "timing.json", proc, job["n_rows"])
 
 
-def leg_llamafactory(job: dict, scratch: Path, overrides: dict | None = None) -> dict:
+def leg_llamafactory(job: dict, scratch: Path) -> dict:
     spec = scratch / "job.json"
-    spec.write_text(json.dumps({**job, "default_system": SMOL_SYSTEM, "scratch": str(scratch / "out"),
-                                "overrides": overrides or {}}))
+    spec.write_text(json.dumps({**job, "default_system": SMOL_SYSTEM, "scratch": str(scratch / "out")}))
     proc = run_process([str(LF_VENV / "bin" / "python"), str(LEGS / "llamafactory_train.py"), str(spec),
                         str(scratch / "timing.json")], scratch / "log.txt",
                        env={"DISABLE_VERSION_CHECK": "1", "PYTHONPATH": str(LEGS)})  # no peftlab there
@@ -152,16 +150,11 @@ def first_rows_sst2(n: int, folder: Path) -> Path:
     return out
 
 
-def smollm2_folder() -> str:
+def model_folder(name: str) -> str:
+    """A named model's local folder (smollm2-135m: its dequantized GGUF in peftlab's cache), for the other legs."""
     from peftlab.models import resolve_model
 
-    return resolve_model("smollm2-135m", "").path
-
-
-def minilm_folder() -> str:
-    from peftlab.models import resolve_model
-
-    return resolve_model("minilm-l6", "").path
+    return resolve_model(name, "").path
 
 
 def levers_a(bf16: bool) -> dict[str, list[str]]:
@@ -177,7 +170,7 @@ def job_legs(name: str, scratch: Path, args) -> dict:
     """name -> a function(scratch folder) -> figures, for one job."""
     bf16 = cpu_has_fast_bf16()
     if name == "a":
-        job = {**JOB_A, "rows": args.sft_rows, "n_rows": args.sft_rows, "model": smollm2_folder(),
+        job = {**JOB_A, "rows": args.sft_rows, "n_rows": args.sft_rows, "model": model_folder("smollm2-135m"),
                "data": str(first_rows_alpaca(args.sft_rows, scratch))}
         legs = {"plain": lambda d: leg_plain(job, "sft", d)}
         if not args.skip_llamafactory:
@@ -187,7 +180,7 @@ def job_legs(name: str, scratch: Path, args) -> dict:
             legs[leg] = lambda d, extra=extra: leg_peftlab(base + extra, d)
         return legs
     if name == "b":
-        job = {**JOB_B, "rows": args.cls_rows, "n_rows": args.cls_rows, "model": minilm_folder(),
+        job = {**JOB_B, "rows": args.cls_rows, "n_rows": args.cls_rows, "model": model_folder("minilm-l6"),
                "data": str(first_rows_sst2(args.cls_rows, scratch))}
         base = peftlab_cls_args(job)
         legs = {"plain": lambda d: leg_plain(job, "cls", d), "peftlab": lambda d: leg_peftlab(base, d)}
@@ -249,7 +242,7 @@ def leg_predict_one_by_one(rows: int, scratch: Path) -> dict:
 
     recipe = yaml.safe_load(GENERATE.read_text())
     spec = scratch / "job.json"
-    spec.write_text(json.dumps({"model": smollm2_folder(), "data": str(COLA_DEV), "rows": rows,
+    spec.write_text(json.dumps({"model": model_folder("smollm2-135m"), "data": str(COLA_DEV), "rows": rows,
                                 "instruction": recipe["task"]["instruction"], "label_words": recipe["task"]["label_words"],
                                 "max_new_tokens": recipe["eval"]["max_new_tokens"], "result": str(scratch / "result.txt")}))
     proc = run_process([PY, str(LEGS / "predict_one_by_one.py"), str(spec), str(scratch / "out.json")],
@@ -296,7 +289,7 @@ SEQS, RANKS = (128, 256, 512, 1024), (4, 8, 16, 32, 64)
 def run_scaling(scratch: Path, out: Path) -> dict:
     """Time and peak memory against sequence length (LoRA r=8 and full fine-tuning) and LoRA rank (at 256
     tokens, full fine-tuning beside it): one process per point, median of 3 steps after a warm-up."""
-    model = smollm2_folder()
+    model = model_folder("smollm2-135m")
     points = [(seq, "lora", 8) for seq in SEQS] + [(seq, "full", 0) for seq in SEQS] + \
              [(256, "lora", r) for r in RANKS if r != 8]
     rows = []
@@ -379,7 +372,7 @@ SUMMARY_KEYS = sorted({c[1] for cols in COLUMNS.values() for c in cols} | {"trai
 
 def summarize(runs: list[dict]) -> dict:
     out = {k: stats([r[k] for r in runs]) for k in SUMMARY_KEYS if all(r.get(k) is not None for r in runs)}
-    for k in ("precision", "lm_loss"):
+    for k in ("precision", "lm_loss", "total_params"):
         if runs[0].get(k):
             out[k] = runs[0][k]
     return out
@@ -398,7 +391,7 @@ def median(s: dict, key: str) -> float | None:
 
 
 def mfu(s: dict, params: int, peak_gflops: float | None) -> str:
-    if not peak_gflops or "train_tokens_per_s" not in s:
+    if not peak_gflops or not params or "train_tokens_per_s" not in s:
         return "-"
     return f"{100 * 6 * params * s['train_tokens_per_s']['median'] / (peak_gflops * 1e9):.1f}%"
 
@@ -467,7 +460,6 @@ TITLES = {"a": "SFT, smollm2-135m, LoRA r=8 q_proj/v_proj, alpaca_en_demo first 
           "c": "an untuned LLM classifier (smollm2-135m) on {eval_rows} CoLA dev rows: generate + parse vs label scoring",
           "d": "{predict_rows} CoLA dev rows predicted by smollm2-135m: one at a time vs peftlab predict (batched)",
           "e": "a sweep of 6 short minilm-l6 runs (64 rows, 1 epoch each): the gaps between runs"}
-PARAMS = {"a": 134_515_008, "b": 22_713_216, "c": 134_515_008, "d": 134_515_008, "e": 22_713_216}  # total parameters (result.json's total_params), for MFU
 
 
 def ensure_llamafactory_venv() -> None:
@@ -529,7 +521,9 @@ def main(argv=None) -> int:
             legs = {k: v for k, v in legs.items() if k in args.legs.split(",")}
         print(f"bench: job ({job}): {', '.join(legs)}", flush=True)
         measured = measure(legs, args.repeats, scratch, job)
-        entry = {"title": TITLES[job].format(**vars(args)), "params": PARAMS[job], "legs": measured,
+        # MFU's parameter count: the peftlab leg's model (result.json total_params), the same for every leg
+        params = next((s["total_params"] for s in measured.values() if "total_params" in s), None)
+        entry = {"title": TITLES[job].format(**vars(args)), "params": params, "legs": measured,
                  "ratios": ratios(job, measured), "notes": []}
         if job == "a" and args.skip_llamafactory:
             entry["notes"].append("the LLaMA-Factory leg was skipped (--skip-llamafactory)")

@@ -7,7 +7,7 @@ LLaMA-Factory's virtualenv (bench/.venv-llamafactory, made by bench/run.py).
 LLaMA-Factory's defaults stay, except what makes it the same job: the data (registered from the
 shared alpaca demo file), template smollm2 with the model's own default system prompt (LLaMA-Factory's
 ends in a '.' the model's does not, which would add tokens), cutoff, batch size, epochs, learning rate,
-LoRA rank/alpha/dropout/targets, seed. JOB.json may add `overrides` (e.g. disable_gradient_checkpointing)."""
+LoRA rank/alpha/dropout/targets, seed."""
 from __future__ import annotations
 
 import json
@@ -33,7 +33,7 @@ def main() -> int:
             "output_dir": str(scratch / "out"), "overwrite_output_dir": True, "per_device_train_batch_size": job["batch_size"],
             "num_train_epochs": 1.0, "learning_rate": job["lr"], "seed": job["seed"], "logging_steps": 10,
             "save_strategy": "no", "report_to": "none", "disable_tqdm": True, "plot_loss": False,
-            "include_num_input_tokens_seen": "non_padding", **job.get("overrides", {})}
+            "include_num_input_tokens_seen": "non_padding"}
     from llamafactory.train.tuner import run_exp
 
     run_exp(args, callbacks=[BenchTiming(out)])

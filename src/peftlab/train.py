@@ -360,7 +360,8 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
 
 def measure_run(trainer, recorder, n_train: int, weights_dir: Path) -> dict:
     """Throughput, memory, sizes and provenance of a finished run."""
-    return {"train_tokens_per_s": recorder.rate(trainer.state.num_input_tokens_seen),
+    return {"train_tokens": trainer.state.num_input_tokens_seen,
+            "train_tokens_per_s": recorder.rate(trainer.state.num_input_tokens_seen),
             "train_samples_per_s": recorder.rate(n_train * recorder.epochs_trained()),
             **peak_memory(), "adapter_dir": weights_dir.name, **timeline(recorder),
             "adapter_size_mb": folder_size_mb(weights_dir) if weights_dir.exists() else None,
@@ -373,15 +374,14 @@ def measure_run(trainer, recorder, n_train: int, weights_dir: Path) -> dict:
 
 
 def timeline(recorder) -> dict:
-    """When this process started (a sweep's warm-started child: when it was told to go), began its first
-    optimizer step and finished (unix seconds): what a sweep's gaps between runs are measured from
-    (bench/run.py job e)."""
+    """When this process started (a sweep's warm-started child: when it was told to go) and began its first
+    optimizer step (unix seconds); run() adds when it finished, as it writes result.json: what a sweep's
+    gaps between runs are measured from (bench/run.py job e)."""
     import peftlab
 
     started, first = peftlab.PROCESS_STARTED, recorder.first_step_at
     warm = {"warm_started": round(peftlab.WARM_STARTED, 3)} if peftlab.WARM_STARTED else {}
-    return {"timeline": {"process_started": round(started, 3), **warm, "first_step": first and round(first, 3),
-                         "finished": round(time.time(), 3)},
+    return {"timeline": {"process_started": round(started, 3), **warm, "first_step": first and round(first, 3)},
             "time_to_first_step_s": first and round(first - started, 2)}
 
 
