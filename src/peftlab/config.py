@@ -17,11 +17,12 @@ import yaml
 from .errors import UserError, closest
 
 
-def opt(default, help: str, item: str = "str"):
-    """A config field with a default and a one-line help text; `item` is the type of a list's items."""
+def opt(default, help: str, item: str = "str", files: bool = False):
+    """A config field with a default and a one-line help text; `item` is the type of a list's items;
+    `files`: one file, or a list of files each with its own settings (train_file, see mixing.py)."""
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={"help": help, "item": item})
-    return field(default=default, metadata={"help": help})
+    return field(default=default, metadata={"help": help, "files": files})
 
 
 @dataclass
@@ -35,7 +36,9 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    train_file: str = opt("", "training data: .csv/.tsv/.txt, .json, .jsonl, or a folder saved with datasets.save_to_disk; pkg:<module>/<path> names a file inside an installed package")
+    train_file: str = opt("", "training data: .csv/.tsv/.txt, .json, .jsonl, or a folder saved with datasets.save_to_disk; pkg:<module>/<path> names a file inside an installed package. Several files mix (see mix): a list [a.json, b.csv] or a,b; an item may be a mapping {file: b.csv, max_samples: 500, text_column: text, ...} with its own reading and column keys (its columns are renamed to the top-level names)", files=True)
+    mix: str = opt("concat", "several train_file entries: concat (every row of each, in order) | interleave (draw file by file, seeded, until the first file runs out: LLaMA-Factory's interleave_under) | interleave_over (until every file has run out, the others repeating); alias mix_strategy")
+    mix_ratios: list = opt([], "mix interleave*: the chance of drawing from each train_file entry, in order (normalized, e.g. [0.8, 0.2]); empty = take turns; alias interleave_probs", item="float")
     validation_file: str = opt("", "evaluation data (same formats); empty = split off validation_ratio of train")
     test_file: str = opt("", "optional held-out data, evaluated once with the best adapter at the end")
     data_format: str = opt("auto", "auto (by extension; a folder is a saved HF dataset; .conll/.iob2/.iob are conll; .json in SQuAD's nested layout reads as squad) | csv | tsv | json | jsonl | hf | conll (token ... tag per line, blank line between sentences) | squad")
@@ -141,7 +144,7 @@ ALIASES = {
     "learning_rate": "lr", "num_train_epochs": "epochs", "per_device_train_batch_size": "batch_size",
     "per_device_eval_batch_size": "eval_batch_size", "gradient_accumulation_steps": "grad_accum",
     "model_name_or_path": "model", "lr_scheduler_type": "lr_scheduler", "dataset": "train_file",
-    "max_seq_length": "max_length",
+    "max_seq_length": "max_length", "mix_strategy": "mix", "interleave_probs": "mix_ratios",
 }
 
 
@@ -182,7 +185,45 @@ def coerce(value, f: dataclasses.Field, where: str):
     """Convert a YAML/CLI value to the field's declared type, or raise UserError naming `where`."""
     if f.type == "list":
         return [coerce_scalar(v, f.metadata["item"], f"{f.name} item", where) for v in list_items(value)]
+    if f.metadata.get("files"):
+        return coerce_files(value, f.name, where)
     return coerce_scalar(value, f.type, f.name, where)
+
+
+def coerce_files(value, name: str, where: str):
+    """train_file: '' | one path | [path or {file: path, <per-file key>: value, ...}, ...]. Text with commas
+    is a list (LLaMA-Factory's `dataset: a,b`) unless the whole text names an existing file; a list of
+    one plain path is that path. Per-file keys are typed like the top-level ones."""
+    from .mixing import FILE_KEYS
+
+    if value is None or isinstance(value, str):
+        text = "" if value is None else value.strip()
+        if "," not in text or Path(text).expanduser().exists():
+            return text
+        value = list_items(text)
+    if not isinstance(value, (list, tuple)):
+        return coerce_scalar(value, "str", name, where)
+    if not value:
+        raise UserError(f"{where}: '{name}' is an empty list; give at least one file")
+    index, items = field_index(), []
+    for i, item in enumerate(value, 1):
+        at = f"{where}: {name}[{i}]"
+        if not isinstance(item, dict):
+            items.append(coerce_scalar(item, "str", f"{name}[{i}]", where))
+            continue
+        if "file" not in item:
+            raise UserError(f"{at}: a mapping needs `file:` (the path), e.g. {{file: data/extra.json, max_samples: 500}}")
+        entry = {"file": coerce_scalar(item["file"], "str", "file", at)}
+        for key, v in item.items():
+            key = str(key)
+            if key == "file":
+                continue
+            if key not in FILE_KEYS:
+                raise UserError(f"{at}: '{key}' cannot be set per file{closest(key, FILE_KEYS)}; per-file keys: "
+                                f"{', '.join(FILE_KEYS)}")
+            entry[key] = coerce(v, index[key][1], at)
+        items.append(entry)
+    return items[0] if len(items) == 1 and isinstance(items[0], str) else items
 
 
 def list_items(value) -> list:
@@ -292,7 +333,7 @@ def override_value(raw: str, f: dataclasses.Field, where: str):
             return yaml.load(text, TextLoader)
         except yaml.YAMLError:
             return raw
-    if f.type == "list" and raw.strip().startswith("["):
+    if (f.type == "list" or f.metadata.get("files")) and raw.strip().startswith("["):
         try:
             return yaml.load(raw, TextLoader)
         except yaml.YAMLError as e:

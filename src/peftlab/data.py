@@ -331,6 +331,7 @@ def label_ids(task, prepared, split: str, enc) -> list:
 def check(cfg) -> str:
     """Validate cfg's data as `peftlab train` would (no model weights loaded) and summarize it."""
     from .formats import load_splits
+    from .mixing import record_mix
     from .models import load_tokenizer, resolve_model
     from .tasks import get_task
 
@@ -361,6 +362,10 @@ def check(cfg) -> str:
             lines.append(f"labels {name}: " + ", ".join(f"{k} {v} ({v / total:.1%})" for k, v in
                                                           (sorted(c.items(), key=lambda kv: str(kv[0]))
                                                            if not names else [(l, c[l]) for l in names])))
+    for part in record_mix(splits["train"]) or []:
+        val = f", {part['validation']} to validation" if part["validation"] else ""
+        lines.append(f"mix {cfg.data.mix}: {part['file']}: {part['rows_kept']} of {part['rows_read']} rows kept{val}, "
+                     f"{part['rows_used']} rows in training")
     for key, value in getattr(prepared, "notes", {}).items():
         lines.append(f"note {key}: {value}")
     lines += ["", f"OK: the data validates for task {cfg.task.task} (tokens counted with {cfg.model.model}'s "

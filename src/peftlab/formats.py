@@ -8,7 +8,7 @@ import csv
 import io
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
@@ -24,6 +24,7 @@ class Split:
     source: str          # file the records came from (for messages)
     rows: list[int]      # 1-based line/row number in that file of each record
     group: str = ""      # column whose rows belong together (SQuAD: title), what split_by: auto keeps together
+    parts: list = field(default_factory=list)  # mixed training data: what each file gave (mixing.load_mixed)
 
 
 def label_key(value) -> str:
@@ -274,7 +275,7 @@ def sample(split: Split, n: int, seed: int) -> Split:
     if n <= 0 or n >= len(split.records):
         return split
     keep = sorted(random.Random(seed).sample(range(len(split.records)), n))
-    return Split([split.records[i] for i in keep], split.source, [split.rows[i] for i in keep])
+    return Split([split.records[i] for i in keep], split.source, [split.rows[i] for i in keep], parts=split.parts)
 
 
 def split_groups(split: Split, by: str) -> list[list[int]]:
@@ -312,12 +313,19 @@ def load_splits(data, seed: int) -> dict[str, Split]:
     """train / validation (/ test, / extra) splits from a DataConfig: files, seeded split, max_samples."""
     if not data.train_file:
         raise UserError("train_file: not set; give the training data file, e.g. train_file: data/train.tsv")
+    from .mixing import check_mix, load_mixed
+
+    check_mix(data)
     read = lambda p, key: read_records(p, key, data.data_format, data.encoding, data.delimiter,
                                        data.header, data.columns)
-    train = read(data.train_file, "train_file")
-    if data.validation_file:
+    if isinstance(data.train_file, list):  # several files, mixed
+        train, validation = load_mixed(data, seed, read_records, split_off, sample)
+        validation = read(data.validation_file, "validation_file") if data.validation_file else validation
+    elif data.validation_file:
+        train = read(data.train_file, "train_file")
         validation = read(data.validation_file, "validation_file")
     else:
+        train = read(data.train_file, "train_file")
         by = train.group if data.split_by == "auto" else data.split_by
         train, validation = split_off(train, data.validation_ratio, seed, by)
     splits = {"train": sample(train, data.max_samples, seed),

@@ -20,6 +20,7 @@ from .config import Config
 from .errors import UserError, closest
 from .formats import load_splits
 from .measure import count_parameters, folder_size_mb, git_hash, library_versions, peak_memory
+from .mixing import record_mix
 from .methods import USES_RANK, MethodContext, apply_method, check_method_settings, is_peft
 from .models import DTYPES, load_tokenizer, resolve_model
 from .plots import plot_loss
@@ -318,6 +319,8 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     trainer = build_trainer(cfg, run_dir, model, tokenizer, task, prepared, encoded, callbacks, env)
     if trainer.peftlab_lm_loss:
         notes["lm_loss"] = trainer.peftlab_lm_loss
+    if mix := record_mix(splits["train"]):  # several training files: what each gave
+        notes["train_files"] = mix
     create_run_dir(run_dir, cfg, overwrite)  # the first write to disk
     base = describe_run(cfg, run_dir, metric, params, notes, prepared, encoded)
     if main:

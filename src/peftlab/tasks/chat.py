@@ -30,19 +30,24 @@ class Conversation:
 
 def detect_format(split: Split, sft_format: str) -> str:
     """The layout of a file: named in the config, or told from its first record's keys."""
+    return detect_record(split.records[0], f"{split.source}: row {split.rows[0]}", sft_format)
+
+
+def detect_record(keys: dict, where: str, sft_format: str) -> str:
+    """The layout of one record: named in the config, or told from its keys (so mixed training files
+    of different layouts each read as what they are)."""
     if sft_format != "auto":
         if sft_format not in SFT_FORMATS:
             raise UserError(f"sft_format: '{sft_format}' is not one of {', '.join(SFT_FORMATS)}"
                             f"{closest(sft_format, SFT_FORMATS)}")
         return sft_format
-    keys = split.records[0]
     if "conversations" in keys:
         return "sharegpt"
     if "messages" in keys:
         return "openai"
     if "instruction" in keys and "output" in keys:
         return "alpaca"
-    raise UserError(f"{split.source}: row {split.rows[0]}: cannot tell the instruction format from the keys "
+    raise UserError(f"{where}: cannot tell the instruction format from the keys "
                     f"({', '.join(map(str, keys))}); alpaca needs `instruction` and `output`, sharegpt "
                     f"`conversations`, openai `messages`; rename the keys or set `sft_format:`")
 
@@ -111,11 +116,16 @@ def read_messages(rec: dict, where: str, key: str, role_key: str, text_key: str)
 
 
 def read_conversations(split: Split, sft_format: str) -> list[Conversation]:
-    """Every record of a file as a Conversation; errors name the file, row and key."""
+    """Every record of a file as a Conversation; errors name the file, row and key. Each file keeps one
+    layout (told from its first record); mixed training files are told apart record by record."""
+    from ..mixing import MIXED_SOURCE
+
     fmt = detect_format(split, sft_format)
     out = []
     for rec, row in zip(split.records, split.rows):
         where = f"{split.source}: row {row}"
+        if split.source == MIXED_SOURCE:
+            fmt = detect_record(rec, where, sft_format)
         if fmt == "alpaca":
             out.append(read_alpaca(rec, where))
         elif fmt == "sharegpt":
