@@ -88,6 +88,14 @@ def test_validation_split_off_each_file(two_files):
     train = {(r.file, int(r)) for r in splits["train"].rows}
     assert len(val) == 13 and not val & train
     assert {f for f, _ in val} == {a, b}
+    # an auxiliary file that gives no validation rows: validation is then the first file's alone, the
+    # same rows as when that file is trained on by itself
+    cfg = load_config(None, [f"train_file=[{a}, {{file: {b}, text_column: text, label_column: sentiment, "
+                             f"validation_ratio: 0}}]", "validation_ratio=0.5"])
+    mixed_val = load_splits(cfg.data, cfg.train.seed)["validation"].records
+    alone = load_splits(load_config(None, [f"train_file={a}", "validation_ratio=0.5"]).data, 42)
+    assert mixed_val == alone["validation"].records
+    assert [p["validation"] for p in record_mix(load_splits(cfg.data, 42)["train"])] == [10, 0]
 
 
 def test_interleave_under_over_and_ratios(two_files):
@@ -164,3 +172,22 @@ def test_train_records_the_files(base_config, sentiment, tmp_path):
     check = subprocess.run([sys.executable, "-m", "peftlab", "data", "check", *args], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr[-2000:]
     assert "8 of 10 rows" in check.stdout and extra in check.stdout
+
+
+def test_on_bad_lines_skip_counts_what_it_left_out(tmp_path, capsys):
+    """GLUE QQP's own file has a row with 5 fields: error by default (naming the line and the way out),
+    or left out, counted and listed with on_bad_lines: skip."""
+    from peftlab.cli import main
+
+    f = write(tmp_path / "qqp.tsv", "1\tq a\tq b 0\n2\tq c\tq d\t1\n3\tq e\tq f\t0\n4\tq g\tq h\t1\n")
+    keys = ["header=false", "columns=id,question1,question2,is_duplicate", "text_column=question1",
+            "text_pair_column=question2", "label_column=is_duplicate", f"validation_file={f}"]
+    with pytest.raises(UserError, match=r"qqp.tsv:1: 3 fields, expected 4 .*on_bad_lines: skip"):
+        load_splits(load_config(None, [f"train_file={f}", *keys]).data, 42)
+    splits = load_splits(load_config(None, [f"train_file={f}", *keys, "on_bad_lines=skip"]).data, 42)
+    assert [r["id"] for r in splits["train"].records] == ["2", "3", "4"]
+    assert splits["train"].skipped == [{"file": f, "line": 1, "reason": "3 fields, expected 4 (id, question1, "
+                                        "question2, is_duplicate) separated by tab"}]  # once, though read for both splits
+    out = tmp_path / "out.jsonl"
+    assert main(["data", "convert", f, str(out), "on_bad_lines=skip", *keys[:2]]) == 0
+    assert "skipped 1 bad row" in capsys.readouterr().out and len(out.read_text().splitlines()) == 3

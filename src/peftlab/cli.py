@@ -31,23 +31,40 @@ def cmd_train(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .report import write_report
-    from .sweep import load_sweep, print_plan, run_sweep
+    from .study import Study, write_study_report
+    from .sweep import load_sweep, print_plan
 
-    sweep = load_sweep(args.sweep, args.output_dir)
+    planned = load_sweep(args.sweep, args.output_dir)
+    sweeps = planned.sweeps if isinstance(planned, Study) else [planned]
     if args.dry_run:
-        print_plan(sweep)
+        for sweep in sweeps:
+            print_plan(sweep)
         return 0
+    failed, reports = False, []
+    for sweep in sweeps:
+        code, markdown = run_one_sweep(sweep, args)
+        if code == 130:
+            return code
+        failed, reports = failed or code != 0, reports + [markdown]
+    if isinstance(planned, Study):
+        print(f"study {planned.name}: {len(sweeps)} sweeps; report: {write_study_report(planned, reports)}")
+    return 1 if failed else 0
+
+
+def run_one_sweep(sweep, args) -> tuple[int, str]:
+    from .report import write_report
+    from .sweep import run_sweep
+
     try:
         entries = run_sweep(sweep, retry_failed=not args.keep_failed, rerun_changed=args.rerun_changed)
     except KeyboardInterrupt:
         print("\npeftlab: sweep interrupted; finished runs are kept. Run the same command again to continue.",
               file=sys.stderr)
-        return 130
+        return 130, ""
     markdown, html = write_report(sweep.folder)
     print("\n" + markdown)
     print(f"report: {html}  (also report.md, report.csv, report.json and PNGs in {html.parent})")
-    return 1 if any(e.get("status") == "failed" for e in entries.values()) else 0
+    return (1 if any(e.get("status") == "failed" for e in entries.values()) else 0), markdown
 
 
 def cmd_report(args) -> int:
@@ -206,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("sweep", help="run many configurations from a sweep file and report them side by side",
                        description="Each run is its own `peftlab train` process; rerun to continue an interrupted sweep.")
-    p.add_argument("sweep", help="sweep YAML (base config + variants and/or grid)")
+    p.add_argument("sweep", help="sweep YAML (base config + variants and/or grid), or a study YAML (`parts:`, several sweeps of one design)")
     p.add_argument("--dry-run", action="store_true", help="list the runs (and their status) without running them")
     p.add_argument("--output-dir", help="put the sweep folder here instead of the file's output_dir")
     p.add_argument("--keep-failed", action="store_true", help="do not retry runs that failed before")

@@ -45,6 +45,7 @@ class DataConfig:
     header: str = opt("auto", "csv/tsv first row is a header: auto | true | false")
     columns: list = opt([], "column names for a file without header, in order, e.g. [source, label, mark, sentence]")
     delimiter: str = opt("", "field separator; empty = ',' for csv, tab for tsv (financial_phrasebank uses '@')")
+    on_bad_lines: str = opt("error", "csv/tsv rows with the wrong number of fields: error (stop, naming the line) | skip (leave them out; result.json `skipped_rows` and `peftlab data check` list them), as pandas names it")
     encoding: str = opt("utf-8", "text encoding of csv/tsv/json files (financial_phrasebank is latin-1)")
     text_column: str = opt("sentence", "column with the text")
     text_pair_column: str = opt("", "second text column for sentence-pair tasks (MRPC, QQP, RTE); empty = single sentences")

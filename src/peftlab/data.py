@@ -27,8 +27,8 @@ BY_SUFFIX = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", "
              ".iob": "conll", ".iob2": "conll", ".bio": "conll"}
 DEDUPE = ("none", "exact", "normalized")
 # DataConfig keys that say how to read the input file and which columns the templates default to
-READ_KEYS = ("data_format", "header", "columns", "delimiter", "encoding", "text_column", "text_pair_column",
-             "label_column")
+READ_KEYS = ("data_format", "header", "columns", "delimiter", "encoding", "on_bad_lines", "text_column",
+             "text_pair_column", "label_column")
 TEMPLATE_KEYS = {
     "instruction": "alpaca: instruction template; {column} is replaced by that column's value ({{ }} for braces)",
     "input": "alpaca: input template, e.g. 'Question 1: {question1}\\nQuestion 2: {question2}' (\\n: new line); "
@@ -107,7 +107,7 @@ def label_map(value) -> dict[str, str]:
 def read_input(path: str | Path, data) -> Split:
     """The input file, read by the training path's readers (CoNLL files included)."""
     return read_records(Path(path).expanduser(), "input file", data.data_format, data.encoding, data.delimiter,
-                        data.header, data.columns)
+                        data.header, data.columns, data.on_bad_lines)
 
 
 # ---- alpaca templates --------------------------------------------------------------------------
@@ -276,7 +276,7 @@ def convert(src: str, dst: str, to: str = "", pairs: list[str] = (), max_rows: i
     if templates and shape != "alpaca":
         raise UserError(f"{', '.join(templates)}: templates apply only with --to alpaca")
     split = read_input(src, data)
-    report = [f"read {len(split.records)} rows from {split.source}"]
+    report = [f"read {len(split.records)} rows from {split.source}"] + skipped_lines(split.skipped)
     if shape == "alpaca":
         split = Split(to_alpaca(split, data, templates), split.source, split.rows)
     split, dropped = dedupe(split, dedupe_mode, list(dedupe_on))
@@ -293,6 +293,15 @@ def convert(src: str, dst: str, to: str = "", pairs: list[str] = (), max_rows: i
 
 
 # ---- check -------------------------------------------------------------------------------------
+
+def skipped_lines(skipped: list, show: int = 3) -> list[str]:
+    """What on_bad_lines: skip left out: the count and the first few rows with their reason."""
+    if not skipped:
+        return []
+    lines = [f"skipped {len(skipped)} bad row{'s' * (len(skipped) != 1)} (on_bad_lines: skip):"]
+    lines += [f"  {s['file']}:{s['line']}: {s['reason']}" for s in skipped[:show]]
+    return lines + ([f"  ... and {len(skipped) - show} more"] if len(skipped) > show else [])
+
 
 def percentiles(lengths: list[int]) -> dict[str, int]:
     """Nearest-rank percentiles: p90 = the smallest length that at least 90% of examples do not exceed."""
@@ -362,6 +371,7 @@ def check(cfg) -> str:
             lines.append(f"labels {name}: " + ", ".join(f"{k} {v} ({v / total:.1%})" for k, v in
                                                           (sorted(c.items(), key=lambda kv: str(kv[0]))
                                                            if not names else [(l, c[l]) for l in names])))
+    lines += skipped_lines(splits["train"].skipped)
     for part in record_mix(splits["train"]) or []:
         val = f", {part['validation']} to validation" if part["validation"] else ""
         lines.append(f"mix {cfg.data.mix}: {part['file']}: {part['rows_kept']} of {part['rows_read']} rows kept{val}, "

@@ -25,6 +25,7 @@ class Split:
     rows: list[int]      # 1-based line/row number in that file of each record
     group: str = ""      # column whose rows belong together (SQuAD: title), what split_by: auto keeps together
     parts: list = field(default_factory=list)  # mixed training data: what each file gave (mixing.load_mixed)
+    skipped: list = field(default_factory=list)  # on_bad_lines: skip: [{file, line, reason}] of rows left out
 
 
 def label_key(value) -> str:
@@ -86,8 +87,10 @@ def read_rows(path: Path, text: str, delimiter: str, quoting: int) -> tuple[list
     return rows, lines, firsts
 
 
-def read_table(path: Path, text: str, delimiter: str, header: str, columns: list) -> tuple[list[dict], list[int]]:
-    """csv/tsv text -> records; a row with the wrong number of fields is an error naming the line."""
+def read_table(path: Path, text: str, delimiter: str, header: str, columns: list,
+               skipped: list | None = None) -> tuple[list[dict], list[int]]:
+    """csv/tsv text -> records; a row with the wrong number of fields is an error naming the line, or,
+    given a `skipped` list (on_bad_lines: skip), left out and noted there."""
     quoting = csv.QUOTE_NONE if delimiter != "," else csv.QUOTE_MINIMAL  # GLUE TSVs hold stray quotes
     rows, lines, firsts = read_rows(path, text, delimiter, quoting)
     if not rows:
@@ -98,20 +101,27 @@ def read_table(path: Path, text: str, delimiter: str, header: str, columns: list
         rows, lines, firsts = rows[1:], lines[1:], firsts[1:]
     if not rows:
         raise UserError(f"{path}: the file has a header but no data rows")
+    records, kept = [], []
     for row, line, first in zip(rows, lines, firsts):
         if len(row) != len(names):
-            raise_field_count(path, len(row), names, line, first, delimiter)
-    return [dict(zip(names, row)) for row in rows], lines
+            message = field_count_message(path, len(row), names, line, first, delimiter)
+            if skipped is None:
+                raise UserError(message + ", or set `on_bad_lines: skip` to leave such rows out (counted)")
+            skipped.append({"file": str(path), "line": first, "reason": message.split(": ", 1)[1].split(";")[0]})
+            continue
+        records.append(dict(zip(names, row)))
+        kept.append(line)
+    return records, kept
 
 
-def raise_field_count(path: Path, n: int, names: list, line: int, first: int, delimiter: str):
+def field_count_message(path: Path, n: int, names: list, line: int, first: int, delimiter: str) -> str:
     if first < line:  # a quoted field ran over line ends: the quote, not the row's end, is the mistake
-        raise UserError(f"{path}:{first}: a quoted field runs from here to line {line}, so the row has {n} "
-                        f"fields, not {len(names)}: is a quote left open? Close it, or set `delimiter:` if "
-                        f"this is not a comma-separated file")
+        return (f"{path}:{first}: a quoted field runs from here to line {line}, so the row has {n} "
+                f"fields, not {len(names)}: is a quote left open? Close it, or set `delimiter:` if "
+                f"this is not a comma-separated file")
     sep = {"\t": "tab", ",": "comma"}.get(delimiter, repr(delimiter))
-    raise UserError(f"{path}:{line}: {n} fields, expected {len(names)} ({', '.join(names)}) separated by "
-                    f"{sep}; fix the row, or set `delimiter:`/`columns:` to match the file")
+    return (f"{path}:{line}: {n} fields, expected {len(names)} ({', '.join(names)}) separated by "
+            f"{sep}; fix the row, or set `delimiter:`/`columns:` to match the file")
 
 
 def is_squad(data) -> bool:
@@ -245,7 +255,7 @@ def package_path(path: str, key: str) -> Path:
 
 
 def read_records(path: str | Path, key: str, data_format: str = "auto", encoding: str = "utf-8",
-                 delimiter: str = "", header: str = "auto", columns: list = ()) -> Split:
+                 delimiter: str = "", header: str = "auto", columns: list = (), on_bad_lines: str = "error") -> Split:
     """Read one data file (named by config key `key` in messages) into plain records."""
     path = package_path(path, key) if str(path).startswith("pkg:") else Path(path).expanduser()
     if not path.exists():
@@ -253,6 +263,9 @@ def read_records(path: str | Path, key: str, data_format: str = "auto", encoding
     fmt = detect_format(path, data_format)
     if header not in ("auto", "true", "false"):
         raise UserError(f"header: '{header}' is not one of auto, true, false")
+    if on_bad_lines not in ("error", "skip"):
+        raise UserError(f"on_bad_lines: '{on_bad_lines}' is not error or skip")
+    skipped = [] if on_bad_lines == "skip" else None
     if fmt == "hf":
         records, lines = read_hf(path)
     else:
@@ -261,13 +274,13 @@ def read_records(path: str | Path, key: str, data_format: str = "auto", encoding
             records, lines = read_conll(path, text)
         elif fmt in ("csv", "tsv"):
             sep = delimiter or ("\t" if fmt == "tsv" else ",")
-            records, lines = read_table(path, text, sep, header, list(columns))
+            records, lines = read_table(path, text, sep, header, list(columns), skipped)
         else:
             records, lines = read_json(path, text, jsonl=fmt == "jsonl", squad=fmt == "squad")
     if not records:
         raise UserError(f"{path}: the file is empty ({key})")
     squad_rows = "title" in records[0] and "context" in records[0]  # SQuAD layout, nested or flat
-    return Split(records, str(path), lines, "title" if squad_rows else "")
+    return Split(records, str(path), lines, "title" if squad_rows else "", skipped=skipped or [])
 
 
 def sample(split: Split, n: int, seed: int) -> Split:
@@ -275,7 +288,8 @@ def sample(split: Split, n: int, seed: int) -> Split:
     if n <= 0 or n >= len(split.records):
         return split
     keep = sorted(random.Random(seed).sample(range(len(split.records)), n))
-    return Split([split.records[i] for i in keep], split.source, [split.rows[i] for i in keep], parts=split.parts)
+    return Split([split.records[i] for i in keep], split.source, [split.rows[i] for i in keep], parts=split.parts,
+                 skipped=split.skipped)
 
 
 def split_groups(split: Split, by: str) -> list[list[int]]:
@@ -316,10 +330,12 @@ def load_splits(data, seed: int) -> dict[str, Split]:
     from .mixing import check_mix, load_mixed
 
     check_mix(data)
-    read = lambda p, key: read_records(p, key, data.data_format, data.encoding, data.delimiter,
-                                       data.header, data.columns)
+    read = lambda p, key: keep_skipped(read_records(p, key, data.data_format, data.encoding, data.delimiter,
+                                                    data.header, data.columns, data.on_bad_lines))
+    skipped = []
+    keep_skipped = lambda split: skipped.extend(split.skipped) or split  # noqa: E731
     if isinstance(data.train_file, list):  # several files, mixed
-        train, validation = load_mixed(data, seed, read_records, split_off, sample)
+        train, validation = load_mixed(data, seed, lambda *a, **k: keep_skipped(read_records(*a, **k)), split_off, sample)
         validation = read(data.validation_file, "validation_file") if data.validation_file else validation
     elif data.validation_file:
         train = read(data.train_file, "train_file")
@@ -334,4 +350,6 @@ def load_splits(data, seed: int) -> dict[str, Split]:
         splits["test"] = sample(read(data.test_file, "test_file"), data.max_eval_samples, seed)
     if data.extra_eval_file:
         splits["extra"] = sample(read(data.extra_eval_file, "extra_eval_file"), data.max_eval_samples, seed)
+    # every file's left-out rows, recorded with the run (once, if a file is read for two splits)
+    splits["train"].skipped = list({(s["file"], s["line"]): s for s in skipped}.values())
     return splits

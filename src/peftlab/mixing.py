@@ -3,7 +3,8 @@
 Each file is read with its own reading keys (data_format, header, columns, delimiter, encoding) where
 it sets them, its columns are renamed to the top-level column names where it names its own, it gives
 validation rows of its own when validation is split off train (so no row is on both sides, however
-the files are mixed), and it is capped by its own max_samples. Then the files are mixed:
+the files are mixed; its own validation_ratio, 0 for none, e.g. for an auxiliary set), and it is
+capped by its own max_samples. Then the files are mixed:
 
 - concat: every row of each file, in list order (the Trainer shuffles them);
 - interleave: one row at a time from a file drawn with mix_ratios (or in turn), seeded, until the
@@ -21,10 +22,10 @@ from collections import Counter
 
 from .errors import UserError, closest
 
-READ_KEYS = ("data_format", "header", "columns", "delimiter", "encoding")
+READ_KEYS = ("data_format", "header", "columns", "delimiter", "encoding", "on_bad_lines")
 COLUMN_KEYS = ("text_column", "text_pair_column", "label_column", "tokens_column", "tags_column",
                "question_column", "option_columns", "answer_column", "context_column")
-FILE_KEYS = READ_KEYS + COLUMN_KEYS + ("max_samples",)
+FILE_KEYS = READ_KEYS + COLUMN_KEYS + ("max_samples", "validation_ratio")
 MIXES = {"concat": "concat", "interleave": "first_exhausted", "interleave_under": "first_exhausted",
          "interleave_over": "all_exhausted"}
 MIXED_SOURCE = "mixed train_file"
@@ -119,9 +120,10 @@ def load_mixed(data, seed: int, read, split_off, sample):
             raise UserError(f"{key}: {split.source} is listed twice; to draw more of it, give mix: interleave "
                             f"with mix_ratios, or cap the other files with max_samples")
         n_read, n_val = len(split.records), 0
-        if not data.validation_file:
+        ratio = entry.get("validation_ratio", data.validation_ratio)
+        if not data.validation_file and ratio > 0:  # a file's own 0: all its rows train (an auxiliary set)
             by = split.group if data.split_by == "auto" else data.split_by
-            split, val = split_off(split, data.validation_ratio, seed, by)
+            split, val = split_off(split, ratio, seed, by)
             held_out.append(val)
             n_val = len(val.records)
         split = sample(split, entry.get("max_samples", 0), seed)

@@ -120,31 +120,49 @@ def find_base(base: str, sweep_file: Path) -> Path:
     raise UserError(f"{sweep_file}: base config '{base}' not found next to the sweep file nor in {Path.cwd()}")
 
 
-def load_sweep(path: str | Path, output_dir: str | None = None) -> Sweep:
-    """Read a sweep file and expand it into planned runs; every run's config is validated here."""
+def load_sweep(path: str | Path, output_dir: str | None = None):
+    """Read a sweep file and expand it into planned runs; every run's config is validated here. A file
+    with `parts:` is a study (study.py): several sweeps of one design, returned as a Study."""
     path = Path(path)
     data = read_yaml_mapping(path)
+    if "parts" in data:
+        from .study import load_study
+
+        return load_study(path, data, output_dir)
     check_keys(data, str(path))
-    base_layers = []
+    return sweep_from(data, path, output_dir)
+
+
+def config_layers(data: dict, path: Path, where: str) -> list[tuple[dict, str]]:
+    """A sweep mapping's `base:` file and `config:` overrides, as config layers."""
+    layers = []
     if data.get("base"):
         if not isinstance(data["base"], str):
-            raise UserError(f"{path}: `base:` is the path of a config file; put settings written here under "
+            raise UserError(f"{where}: `base:` is the path of a config file; put settings written here under "
                             f"`config:` instead (e.g. config: {{model: minilm-l6, epochs: 2}})")
         base_file = find_base(data["base"], path)
-        base_layers.append((read_yaml_mapping(base_file), str(base_file)))
+        layers.append((read_yaml_mapping(base_file), str(base_file)))
     if data.get("config"):
         if not isinstance(data["config"], dict):
-            raise UserError(f"{path}: `config:` must be a mapping of config keys")
-        base_layers.append((data["config"], f"{path}: config"))
+            raise UserError(f"{where}: `config:` must be a mapping of config keys")
+        layers.append((data["config"], f"{where}: config"))
+    return layers
+
+
+def sweep_from(data: dict, path: Path, output_dir: str | None = None, pre_layers: list = (),
+               where: str = "") -> Sweep:
+    """The planned runs of one sweep mapping; `pre_layers` (a study's shared settings) come first."""
+    where = where or str(path)
+    base_layers = list(pre_layers) + config_layers(data, path, where)
     variants = data.get("variants") or [{}]
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
-        raise UserError(f"{path}: `variants:` must be a list of mappings, e.g. - {{method: lora, lora_rank: 8}}")
-    points = grid_points(data.get("grid"), str(path))
+        raise UserError(f"{where}: `variants:` must be a list of mappings, e.g. - {{method: lora, lora_rank: 8}}")
+    points = grid_points(data.get("grid"), where)
     # settings typed by their fields (lr: 5.0e-4 -> 0.0005), so names and sweep.json show numbers as
     # numbers and a string key's `no` as "no"
-    typed_points = [typed_settings(p, f"{path}: grid") for p in points]
+    typed_points = [typed_settings(p, f"{where}: grid") for p in points]
     typed_variants = [typed_settings(flat_settings({k: v for k, v in variant.items() if k not in ("name", *EVAL_KEYS)}),
-                                     f"{path}: variants[{i}]") for i, variant in enumerate(variants)]
+                                     f"{where}: variants[{i}]") for i, variant in enumerate(variants)]
     seed_varies = (len({p.get("seed") for p in typed_points}) > 1
                    or len({v.get("seed") for v in typed_variants}) > 1)
 
@@ -155,23 +173,23 @@ def load_sweep(path: str | Path, output_dir: str | None = None) -> Sweep:
     for i, variant in enumerate(variants):
         variant = dict(variant)
         given = variant.pop("name", None)
-        kind, of, export = read_eval_keys(variant, f"{path}: variants[{i}]")
+        kind, of, export = read_eval_keys(variant, f"{where}: variants[{i}]")
         for key in ("output_dir", "run_name"):
             if key in flat_settings(variant):
-                raise UserError(f"{path}: variants[{i}]: '{key}' is set by the sweep; remove it")
+                raise UserError(f"{where}: variants[{i}]: '{key}' is set by the sweep; remove it")
         for point, typed_point in zip(points, typed_points):
-            where = f"{path}: variants[{i}]" + (f" x grid {point}" if point else "")
+            at = f"{where}: variants[{i}]" + (f" x grid {point}" if point else "")
             settings = {**typed_variants[i], **typed_point}
-            cfg = build_config(base_layers + [(variant, f"{path}: variants[{i}]"), (point, f"{path}: grid")])
+            cfg = build_config(base_layers + [(variant, f"{where}: variants[{i}]"), (point, f"{where}: grid")])
             group_settings = {k: v for k, v in settings.items() if k != "seed"}
             group = slug(given) if given else name_of(group_settings)
             run_name = f"{group}-s{cfg.train.seed}" if seed_varies else group
             if run_name in seen:
-                raise UserError(f"{where}: two runs would both be named '{run_name}' (also variants[{seen[run_name]}]); "
+                raise UserError(f"{at}: two runs would both be named '{run_name}' (also variants[{seen[run_name]}]); "
                                 f"give the variants distinct `name:`s")
             seen[run_name] = i
             cfg.train.output_dir, cfg.train.run_name = str(folder), run_name
-            target = evaluated_run(of, cfg.train.seed, seed_varies, sweep.runs, where)
+            target = evaluated_run(of, cfg.train.seed, seed_varies, sweep.runs, at)
             sweep.runs.append(PlannedRun(run_name, group, settings, cfg, cfg.train.seed, kind, target, export))
     return sweep
 

@@ -9,6 +9,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import time
 import traceback
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ from .config import Config
 from .errors import UserError, closest
 from .formats import load_splits
 from .measure import count_parameters, folder_size_mb, git_hash, library_versions, peak_memory
+from .data import skipped_lines
 from .mixing import record_mix
 from .methods import USES_RANK, MethodContext, apply_method, check_method_settings, is_peft
 from .models import DTYPES, load_tokenizer, resolve_model
@@ -321,6 +323,9 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
         notes["lm_loss"] = trainer.peftlab_lm_loss
     if mix := record_mix(splits["train"]):  # several training files: what each gave
         notes["train_files"] = mix
+    if skipped := splits["train"].skipped:  # on_bad_lines: skip
+        notes["skipped_rows"] = {"count": len(skipped), "first": skipped[:20]}
+        print("peftlab: " + "\npeftlab: ".join(skipped_lines(skipped)), file=sys.stderr, flush=True)
     create_run_dir(run_dir, cfg, overwrite)  # the first write to disk
     base = describe_run(cfg, run_dir, metric, params, notes, prepared, encoded)
     if main:

@@ -1,0 +1,74 @@
+"""A study: several sweeps of one design in one file, e.g. the same methods on three tasks.
+
+    name: encoder-three-tasks
+    description: "..."
+    config: {epochs: 2}              # shared by every part (a part's own base and config win)
+    variants: [...]                  # the parts' default variants (a part may list its own)
+    parts:
+      - {name: sst2, base: ../sst2-minilm-lora.yaml, config: {max_samples: 1000}}
+      - {name: squad2, base: ../squad2-minilm-lora.yaml, variants: [...]}
+
+Each part is an ordinary sweep in <output_dir>/<study>/<part>/ (its own sweep.json, logs, resume and
+report): a report compares the methods of one task by that task's metric, so a study across tasks is
+one table per task, gathered in <output_dir>/<study>/report.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError, closest
+from .rundir import write_text
+
+STUDY_KEYS = ("name", "description", "output_dir", "base", "config", "variants", "grid", "parts")
+PART_KEYS = ("name", "description", "base", "config", "variants", "grid")
+
+
+@dataclass
+class Study:
+    name: str
+    source: Path
+    folder: Path
+    description: str = ""
+    sweeps: list = field(default_factory=list)
+
+
+def load_study(path: Path, data: dict, output_dir: str | None = None) -> Study:
+    """Every part planned (and every run's config validated) before anything runs."""
+    from .sweep import config_layers, slug, sweep_from
+
+    for key in data:
+        if key not in STUDY_KEYS:
+            raise UserError(f"{path}: unknown study key '{key}'{closest(str(key), STUDY_KEYS)}; a study file has "
+                            f"{', '.join(STUDY_KEYS)}")
+    parts = data["parts"]
+    if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) for p in parts):
+        raise UserError(f"{path}: `parts:` must be a list of sweep mappings, e.g. - {{name: sst2, base: sst2.yaml}}")
+    name = slug(data.get("name") or path.stem)
+    study = Study(name, path, Path(output_dir or data.get("output_dir") or "runs") / name,
+                  str(data.get("description") or ""))
+    shared = config_layers(data, path, str(path))
+    seen = set()
+    for i, part in enumerate(parts):
+        where = f"{path}: parts[{i}]"
+        for key in part:
+            if key not in PART_KEYS:
+                raise UserError(f"{where}: unknown key '{key}'{closest(str(key), PART_KEYS)}; a part has "
+                                f"{', '.join(PART_KEYS)}")
+        if not part.get("name"):
+            raise UserError(f"{where}: a part needs a `name:` (its folder in {study.folder})")
+        if slug(part["name"]) in seen:
+            raise UserError(f"{where}: two parts are named '{part['name']}'")
+        seen.add(slug(part["name"]))
+        merged = {"variants": data.get("variants"), "grid": data.get("grid"), **part}
+        study.sweeps.append(sweep_from(merged, path, str(study.folder), shared, f"{where} ({part['name']})"))
+    return study
+
+
+def write_study_report(study: Study, parts_markdown: list[str]) -> Path:
+    """<study>/report.md: the study's description, then each part's report."""
+    head = [f"# Study {study.name}", "", study.description, ""] if study.description else [f"# Study {study.name}", ""]
+    body = [f"## {sweep.name}\n\n{md}" for sweep, md in zip(study.sweeps, parts_markdown)]
+    out = study.folder / "report.md"
+    write_text(out, "\n".join(head) + "\n" + "\n\n".join(body))
+    return out
