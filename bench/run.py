@@ -201,7 +201,8 @@ def job_legs(name: str, scratch: Path, args) -> dict:
                 "peftlab predict: label scoring": lambda d: leg_predict(LIKELIHOOD, rows, d)}
     if name == "e":
         return {"peftlab sweep": leg_sweep_gaps,
-                "peftlab sweep without start ahead": lambda d: leg_sweep_gaps(d, warm=False)}
+                "peftlab sweep, runs exit the usual way": lambda d: leg_sweep_gaps(d, {"PEFTLAB_FAST_EXIT": "0"}),
+                "peftlab sweep without start ahead": lambda d: leg_sweep_gaps(d, {"PEFTLAB_START_AHEAD": "0"})}
     raise SystemExit(f"bench/run.py: no job {name!r}; jobs are a, b, c, d, e")
 
 
@@ -267,13 +268,14 @@ variants:
 """
 
 
-def leg_sweep_gaps(scratch: Path, warm: bool = True) -> dict:
+def leg_sweep_gaps(scratch: Path, env: dict | None = None) -> dict:
     """A 6-run sweep; per pair of consecutive runs, the seconds from the one's end (result.json written)
-    to the next one's first optimizer step, and the part of it before the next process started."""
+    to the next one's first optimizer step, and the part of it before the next process started. `env`
+    turns a lever off: PEFTLAB_START_AHEAD=0 (each run's process started at its turn), PEFTLAB_FAST_EXIT=0
+    (each run's process goes through the interpreter's teardown)."""
     sweep = scratch / "sweep.yaml"
     sweep.write_text(SWEEP_E.format(recipe=ROOT / "recipes" / "sst2-minilm-lora.yaml", out=scratch / "runs"))
-    proc = run_process([PY, "-m", "peftlab", "sweep", str(sweep)], scratch / "log.txt",
-                       env={} if warm else {"PEFTLAB_START_AHEAD": "0"})
+    proc = run_process([PY, "-m", "peftlab", "sweep", str(sweep)], scratch / "log.txt", env=env or {})
     order = json.loads((scratch / "runs" / "bench-gaps" / "sweep.json").read_text())["runs"]
     lines = [json.loads((scratch / "runs" / "bench-gaps" / r["name"] / "result.json").read_text())["timeline"]
              for r in order]

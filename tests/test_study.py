@@ -76,3 +76,7 @@ def test_study_runs_every_part_and_gathers_the_reports(study_file, tmp_path, cap
     # run again: every run is done, nothing retrains, the reports are written again
     assert main(["sweep", str(study_file)]) == 0
     assert "0 to run" in capsys.readouterr().out
+    # the study folder alone (copied elsewhere, say) gives the same report
+    (folder / "report.md").unlink()
+    assert main(["report", str(folder)]) == 0
+    assert (folder / "report.md").read_text() == report and "## pairs" in capsys.readouterr().out

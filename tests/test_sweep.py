@@ -521,3 +521,18 @@ def test_a_warm_started_child_that_is_not_needed_ends_having_written_nothing(tmp
     assert proc.returncode == 0 and warm.proc is None
     out_dir = Path(dict(kv.split("=", 1) for kv in base_config)["output_dir"])
     assert not (out_dir / "ahead").exists()
+
+
+@pytest.mark.parametrize("fast", ["1", "0"])
+def test_a_sweep_child_leaves_without_the_interpreter_teardown(fast):
+    """`python -m peftlab` in a sweep skips the interpreter's teardown (atexit handlers never run),
+    keeps its exit code and what it printed; PEFTLAB_FAST_EXIT=0 (and any non-sweep use) exits the usual way."""
+    from peftlab.child import FAST_EXIT_ENV, PARENT_ENV
+
+    code = ("import atexit, sys; from peftlab.child import die_with_parent, leave; die_with_parent(); "
+            "atexit.register(lambda: print('teardown ran')); print('work done'); sys.stdout.write('unflushed'); leave(3)")
+    for in_sweep in (True, False):
+        env = {**os.environ, FAST_EXIT_ENV: fast, **({PARENT_ENV: str(os.getpid())} if in_sweep else {})}
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert done.returncode == 3 and done.stdout.startswith("work done\nunflushed")
+        assert ("teardown ran" in done.stdout) == (not in_sweep or fast == "0")

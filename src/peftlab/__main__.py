@@ -1,3 +1,4 @@
+from .child import leave
 from .cli import main
 
-raise SystemExit(main())
+leave(main())

@@ -83,7 +83,12 @@ def cmd_report(args) -> int:
         return 0
     if len(args.folders) != 1:
         raise UserError("report: give one sweep folder, or two to compare them side by side")
-    markdown, html = write_report(Path(args.folders[0]))
+    if (Path(args.folders[0]) / "study.json").is_file():  # a study: one report per part, gathered
+        from .study import report_study
+
+        markdown, html = report_study(Path(args.folders[0]))
+    else:
+        markdown, html = write_report(Path(args.folders[0]))
     print(markdown)
     print(f"report: {html}")
     return 0
