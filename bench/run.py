@@ -183,9 +183,12 @@ def job_legs(name: str, scratch: Path, args) -> dict:
         job = {**JOB_B, "rows": args.cls_rows, "n_rows": args.cls_rows, "model": model_folder("minilm-l6"),
                "data": str(first_rows_sst2(args.cls_rows, scratch))}
         base = peftlab_cls_args(job)
-        legs = {"plain": lambda d: leg_plain(job, "cls", d), "peftlab": lambda d: leg_peftlab(base, d)}
+        legs = {"plain": lambda d: leg_plain(job, "cls", d), "peftlab": lambda d: leg_peftlab(base, d),
+                "peftlab group_by_length=true": lambda d: leg_peftlab(base + ["group_by_length=true"], d)}
         if bf16:
             legs["peftlab precision=bf16"] = lambda d: leg_peftlab(base + ["precision=bf16"], d)
+            legs["peftlab precision=bf16 group_by_length=true"] = lambda d: leg_peftlab(
+                base + ["precision=bf16", "group_by_length=true"], d)
         return legs
     if name == "c":
         n = [f"max_eval_samples={args.eval_rows}"]
