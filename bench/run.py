@@ -395,6 +395,20 @@ def median(s: dict, key: str) -> float | None:
     return s[key]["median"] if key in s else None
 
 
+JOB_MODEL = {"a": "smollm2-135m", "b": "minilm-l6"}
+
+
+def matmul_params(name: str | None) -> int | None:
+    """MFU's parameter count: the model's parameters less its embedding tables (a lookup is no matmul;
+    Kaplan et al.'s 6 N per token counts non-embedding N). Tied to the embeddings, SmolLM2's LM head
+    is left out too: with the answer-token loss it runs on the answers only."""
+    if not name:
+        return None
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(model_folder(name)).num_parameters(exclude_embeddings=True)
+
+
 def mfu(s: dict, params: int, peak_gflops: float | None) -> str:
     if not peak_gflops or not params or "train_tokens_per_s" not in s:
         return "-"
@@ -416,7 +430,8 @@ def table(result: dict) -> str:
         for leg, s in j["legs"].items():
             cells = [leg] + [fmt(s.get(key), d, scale, unit) for _, key, d, scale, unit in cols]
             if train:
-                cells.append(mfu(s, j["params"], peak.get("bf16" if s.get("precision") == "bf16" else "fp32")))
+                job_peak = j.get("peak_gflops") or peak  # a job measured in a run of its own: that run's peak
+                cells.append(mfu(s, j["params"], job_peak.get("bf16" if s.get("precision") == "bf16" else "fp32")))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         lines += [f"- {text}" for text in j.get("ratios", []) + j.get("notes", [])]
@@ -526,8 +541,7 @@ def main(argv=None) -> int:
             legs = {k: v for k, v in legs.items() if k in args.legs.split(",")}
         print(f"bench: job ({job}): {', '.join(legs)}", flush=True)
         measured = measure(legs, args.repeats, scratch, job)
-        # MFU's parameter count: the peftlab leg's model (result.json total_params), the same for every leg
-        params = next((s["total_params"] for s in measured.values() if "total_params" in s), None)
+        params = matmul_params(JOB_MODEL.get(job))
         entry = {"title": TITLES[job].format(**vars(args)), "params": params, "legs": measured,
                  "ratios": ratios(job, measured), "notes": []}
         if job == "a" and args.skip_llamafactory:
