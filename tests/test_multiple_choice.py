@@ -268,3 +268,24 @@ def test_sciq_smollm2_zero_shot_then_lora(tmp_path):
     zero = result["metrics_epoch0"]
     assert zero["accuracy"] > 0.4 and zero["map@3"] > 0.6  # 4 options: chance is 0.25 / 0.46
     assert result["epochs_run"] == 1 and np.isfinite(result["metrics_last"]["loss"])
+
+
+@pytest.mark.parametrize("kind", ["bert", "llama"])
+def test_an_option_longer_than_max_length_is_cut_not_an_error(tmp_path, kind):
+    """The classifier head encodes (prompt, option) pairs: an option that alone overflows max_length
+    used to make the tokenizer raise ("Sequence to truncate too short") mid-run; now both are cut."""
+    from transformers import AutoTokenizer
+
+    from conftest import make_tokenizer
+    from peftlab.tasks.choices import Choice, encode_choices
+
+    make_tokenizer(tmp_path, kind)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    long_option = " ".join(FILL * 5)  # 60 words
+    examples = [Choice(prompt="the movie was good .", options=["good", long_option], answer=0, labels=["A", "B"])]
+    row = encode_choices(examples, tok, 16, pairs=True)[0]
+    assert [len(ids) for ids in row["input_ids"]] == [len(tok("the movie was good .", " good")["input_ids"]), 16]
+    # a prompt too long next to a short option still gives way alone, its option kept whole
+    short = encode_choices([Choice(prompt=" ".join(FILL * 3), options=["good"], answer=0, labels=["A"])], tok, 16,
+                           pairs=True)[0]
+    assert len(short["input_ids"][0]) == 16 and "good" in tok.decode(short["input_ids"][0]).split()[-2:]

@@ -68,6 +68,16 @@ def encode_option(tokenizer, prompt: str, option: str, max_length: int, norm: st
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "n_target": len(cont), "score_div": div}
 
 
+def encode_pair(tokenizer, prompt: str, option: str, max_len: int):
+    """(prompt, option) as a text pair: the prompt gives way when too long (only_first), unless the
+    option alone leaves it no room; then both are cut (longest_first) instead of the tokenizer
+    raising (a science-exam option can run to 150 tokens)."""
+    n_option = len(tokenizer(" " + option, add_special_tokens=False)["input_ids"])
+    room = max_len - n_option - tokenizer.num_special_tokens_to_add(pair=True)
+    how = "only_first" if room >= 1 else "longest_first"
+    return tokenizer(prompt, " " + option, truncation=how, max_length=max_len)
+
+
 def encode_choices(examples: list[Choice], tokenizer, max_len: int, pairs: bool, norm: str = "none"):
     """One row per example holding one sequence per option, options padded to the split's maximum
     with empty sequences (n_target 0) that the model scores as impossible. `pairs`: encode
@@ -79,7 +89,7 @@ def encode_choices(examples: list[Choice], tokenizer, max_len: int, pairs: bool,
     rows = []
     for c in examples:
         if pairs:
-            per = [tokenizer(c.prompt, " " + option, truncation="only_first", max_length=max_len) for option in c.options]
+            per = [encode_pair(tokenizer, c.prompt, option, max_len) for option in c.options]
             per = [{k: e[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in e}
                    | {"n_target": 1, "score_div": 1.0} for e in per]
         else:
