@@ -96,6 +96,9 @@ def test_validation_split_off_each_file(two_files):
     alone = load_splits(load_config(None, [f"train_file={a}", "validation_ratio=0.5"]).data, 42)
     assert mixed_val == alone["validation"].records
     assert [p["validation"] for p in record_mix(load_splits(cfg.data, 42)["train"])] == [10, 0]
+    none = load_config(None, [f"train_file=[{{file: {a}, validation_ratio: 0}}, {{file: {b}, validation_ratio: 0}}]"])
+    with pytest.raises(UserError, match="every entry has validation_ratio 0"):
+        load_splits(none.data, 42)
 
 
 def test_interleave_under_over_and_ratios(two_files):

@@ -1,6 +1,7 @@
 """Training data from several files: `train_file: [a.json, {file: b.csv, max_samples: 500, ...}]`.
 
-Each file is read with its own reading keys (data_format, header, columns, delimiter, encoding) where
+Each file is read with its own reading keys (data_format, header, columns, delimiter, encoding,
+on_bad_lines) where
 it sets them, its columns are renamed to the top-level column names where it names its own, it gives
 validation rows of its own when validation is split off train (so no row is on both sides, however
 the files are mixed; its own validation_ratio, 0 for none, e.g. for an auxiliary set), and it is
@@ -133,6 +134,9 @@ def load_mixed(data, seed: int, read, split_off, sample):
     train = Split([parts[f].records[r] for f, r in order], MIXED_SOURCE, [parts[f].rows[r] for f, r in order])
     train.parts = report
     validation = None
+    if not data.validation_file and not held_out:
+        raise UserError("train_file: every entry has validation_ratio 0, so no validation rows are left; give a "
+                        "validation_file, or let one entry keep a validation_ratio above 0")
     if held_out:
         validation = Split([r for v in held_out for r in v.records], MIXED_SOURCE, [r for v in held_out for r in v.rows])
     return train, validation
