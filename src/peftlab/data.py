@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from .errors import UserError, closest
-from .formats import Split, label_key, read_records, sample
+from .formats import Split, label_key, read_records, sample, skipped_lines
 
 OUT_FORMATS = ("alpaca", "json", "jsonl", "csv", "tsv", "conll")
 BY_SUFFIX = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".conll": "conll",
@@ -293,15 +293,6 @@ def convert(src: str, dst: str, to: str = "", pairs: list[str] = (), max_rows: i
 
 
 # ---- check -------------------------------------------------------------------------------------
-
-def skipped_lines(skipped: list, show: int = 3) -> list[str]:
-    """What on_bad_lines: skip left out: the count and the first few rows with their reason."""
-    if not skipped:
-        return []
-    lines = [f"skipped {len(skipped)} bad row{'s' * (len(skipped) != 1)} (on_bad_lines: skip):"]
-    lines += [f"  {s['file']}:{s['line']}: {s['reason']}" for s in skipped[:show]]
-    return lines + ([f"  ... and {len(skipped) - show} more"] if len(skipped) > show else [])
-
 
 def percentiles(lengths: list[int]) -> dict[str, int]:
     """Nearest-rank percentiles: p90 = the smallest length that at least 90% of examples do not exceed."""

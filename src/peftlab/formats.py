@@ -283,6 +283,15 @@ def read_records(path: str | Path, key: str, data_format: str = "auto", encoding
     return Split(records, str(path), lines, "title" if squad_rows else "", skipped=skipped or [])
 
 
+def skipped_lines(skipped: list, show: int = 3) -> list[str]:
+    """What on_bad_lines: skip left out: the count and the first few rows with their reason."""
+    if not skipped:
+        return []
+    lines = [f"skipped {len(skipped)} bad row{'s' * (len(skipped) != 1)} (on_bad_lines: skip):"]
+    lines += [f"  {s['file']}:{s['line']}: {s['reason']}" for s in skipped[:show]]
+    return lines + ([f"  ... and {len(skipped) - show} more"] if len(skipped) > show else [])
+
+
 def sample(split: Split, n: int, seed: int) -> Split:
     """At most n records, a seeded random sample kept in file order; n <= 0 keeps all."""
     if n <= 0 or n >= len(split.records):
@@ -330,12 +339,17 @@ def load_splits(data, seed: int) -> dict[str, Split]:
     from .mixing import check_mix, load_mixed
 
     check_mix(data)
-    read = lambda p, key: keep_skipped(read_records(p, key, data.data_format, data.encoding, data.delimiter,
-                                                    data.header, data.columns, data.on_bad_lines))
-    skipped = []
-    keep_skipped = lambda split: skipped.extend(split.skipped) or split  # noqa: E731
+    skipped = []  # every file's left-out rows (on_bad_lines: skip)
+
+    def read_file(*args, **kwargs) -> Split:
+        split = read_records(*args, **kwargs)
+        skipped.extend(split.skipped)
+        return split
+
+    read = lambda p, key: read_file(p, key, data.data_format, data.encoding, data.delimiter, data.header,  # noqa: E731
+                                    data.columns, data.on_bad_lines)
     if isinstance(data.train_file, list):  # several files, mixed
-        train, validation = load_mixed(data, seed, lambda *a, **k: keep_skipped(read_records(*a, **k)), split_off, sample)
+        train, validation = load_mixed(data, seed, read_file, split_off, sample)
         validation = read(data.validation_file, "validation_file") if data.validation_file else validation
     elif data.validation_file:
         train = read(data.train_file, "train_file")

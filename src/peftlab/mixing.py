@@ -110,7 +110,7 @@ def read_entry(entry: dict, data, key: str, read):
 
 
 def load_mixed(data, seed: int, read, split_off, sample):
-    """(train, validation or None): every train_file entry read, split, capped and mixed."""
+    """(train, validation; None with a validation_file): every train_file entry read, split, capped and mixed."""
     from .formats import Split
 
     parts, held_out, report = [], [], []
@@ -131,15 +131,14 @@ def load_mixed(data, seed: int, read, split_off, sample):
         parts.append(split)
         report.append({"file": split.source, "rows_read": n_read, "validation": n_val, "rows_kept": len(split.records)})
     order = mix_order([len(p.records) for p in parts], data.mix, data.mix_ratios, seed)
-    train = Split([parts[f].records[r] for f, r in order], MIXED_SOURCE, [parts[f].rows[r] for f, r in order])
-    train.parts = report
-    validation = None
-    if not data.validation_file and not held_out:
+    train = Split([parts[f].records[r] for f, r in order], MIXED_SOURCE, [parts[f].rows[r] for f, r in order],
+                  parts=report)
+    if data.validation_file:
+        return train, None
+    if not held_out:
         raise UserError("train_file: every entry has validation_ratio 0, so no validation rows are left; give a "
                         "validation_file, or let one entry keep a validation_ratio above 0")
-    if held_out:
-        validation = Split([r for v in held_out for r in v.records], MIXED_SOURCE, [r for v in held_out for r in v.rows])
-    return train, validation
+    return train, Split([r for v in held_out for r in v.records], MIXED_SOURCE, [r for v in held_out for r in v.rows])
 
 
 def mix_order(sizes: list[int], mix: str, ratios: list[float], seed: int) -> list[tuple[int, int]]:
@@ -158,8 +157,7 @@ def mix_order(sizes: list[int], mix: str, ratios: list[float], seed: int) -> lis
 def record_mix(train) -> list[dict] | None:
     """What each training file gave to the final training split (after the global max_samples): the
     run's result.json `train_files`. None for one file."""
-    report = getattr(train, "parts", None)
-    if not report:
+    if not train.parts:
         return None
     used = Counter(row.file for row in train.rows)
-    return [{**part, "rows_used": used.get(part["file"], 0)} for part in report]
+    return [{**part, "rows_used": used.get(part["file"], 0)} for part in train.parts]

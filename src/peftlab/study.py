@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError, closest
+from .errors import UserError
 from .rundir import write_text
 
 STUDY_KEYS = ("name", "description", "output_dir", "base", "config", "variants", "grid", "parts")
@@ -35,12 +35,9 @@ class Study:
 
 def load_study(path: Path, data: dict, output_dir: str | None = None) -> Study:
     """Every part planned (and every run's config validated) before anything runs."""
-    from .sweep import config_layers, slug, sweep_from
+    from .sweep import check_keys, config_layers, slug, sweep_from
 
-    for key in data:
-        if key not in STUDY_KEYS:
-            raise UserError(f"{path}: unknown study key '{key}'{closest(str(key), STUDY_KEYS)}; a study file has "
-                            f"{', '.join(STUDY_KEYS)}")
+    check_keys(data, str(path), STUDY_KEYS, "study key", "a study file")
     parts = data["parts"]
     if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) for p in parts):
         raise UserError(f"{path}: `parts:` must be a list of sweep mappings, e.g. - {{name: sst2, base: sst2.yaml}}")
@@ -51,10 +48,7 @@ def load_study(path: Path, data: dict, output_dir: str | None = None) -> Study:
     seen = set()
     for i, part in enumerate(parts):
         where = f"{path}: parts[{i}]"
-        for key in part:
-            if key not in PART_KEYS:
-                raise UserError(f"{where}: unknown key '{key}'{closest(str(key), PART_KEYS)}; a part has "
-                                f"{', '.join(PART_KEYS)}")
+        check_keys(part, where, PART_KEYS, "key", "a part")
         if not part.get("name"):
             raise UserError(f"{where}: a part needs a `name:` (its folder in {study.folder})")
         if slug(part["name"]) in seen:

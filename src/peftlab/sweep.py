@@ -92,11 +92,12 @@ def flat_settings(data: dict) -> dict:
     return out
 
 
-def check_keys(data: dict, where: str) -> None:
+def check_keys(data: dict, where: str, keys: tuple = SWEEP_KEYS, what: str = "sweep key",
+               holder: str = "a sweep file") -> None:
     for key in data:
-        if key not in SWEEP_KEYS:
-            raise UserError(f"{where}: unknown sweep key '{key}'{closest(str(key), SWEEP_KEYS)}; a sweep file has "
-                            f"{', '.join(SWEEP_KEYS)} (config keys go under `config:`, `variants:` or `grid:`)")
+        if key not in keys:
+            raise UserError(f"{where}: unknown {what} '{key}'{closest(str(key), keys)}; {holder} has "
+                            f"{', '.join(keys)} (config keys go under `config:`, `variants:` or `grid:`)")
 
 
 def grid_points(grid, where: str) -> list[dict]:

@@ -19,9 +19,8 @@ import torch
 
 from .config import Config
 from .errors import UserError, closest
-from .formats import load_splits
+from .formats import load_splits, skipped_lines
 from .measure import count_parameters, folder_size_mb, git_hash, library_versions, peak_memory
-from .data import skipped_lines
 from .mixing import record_mix
 from .methods import USES_RANK, MethodContext, apply_method, check_method_settings, is_peft
 from .models import DTYPES, load_tokenizer, resolve_model
