@@ -52,11 +52,15 @@ def cmd_sweep(args) -> int:
 
 
 def run_one_sweep(sweep, args) -> tuple[int, str]:
+    from .backends import Backend, check_backend
     from .report import write_report
     from .sweep import run_sweep
 
+    backend = check_backend(Backend(args.backend, args.workers, args.gpus_per_run, args.cpus_per_run,
+                                    args.ray_address, args.max_retries))
     try:
-        entries = run_sweep(sweep, retry_failed=not args.keep_failed, rerun_changed=args.rerun_changed)
+        entries = run_sweep(sweep, retry_failed=not args.keep_failed, rerun_changed=args.rerun_changed,
+                            backend=backend)
     except KeyboardInterrupt:
         print("\npeftlab: sweep interrupted; finished runs are kept. Run the same command again to continue.",
               file=sys.stderr)
@@ -235,6 +239,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerun-changed", action="store_true",
                    help="run again from scratch the run folders whose saved config differs from the sweep's "
                         "(or cannot be read); without it such folders stop the sweep before anything runs")
+    p.add_argument("--backend", default="sequential", help="sequential (one run after another, the default) | pool "
+                   "(--workers runs at once on this machine) | ray (each run a Ray task, local or on a cluster)")
+    p.add_argument("--workers", type=int, default=1, help="runs at once (pool, and ray on a local instance); "
+                   "alone it means --backend pool")
+    p.add_argument("--gpus-per-run", type=int, default=0, help="GPUs each run gets (CUDA_VISIBLE_DEVICES); more "
+                   "than 1 runs it under torchrun, one process per GPU")
+    p.add_argument("--cpus-per-run", type=int, default=0, help="threads (and Ray CPUs) per run; 0 = this "
+                   "machine's cores / --workers")
+    p.add_argument("--ray-address", default="", help="join a running Ray cluster (auto | HOST:PORT) instead of "
+                   "starting a local one; run folders must be on storage every node sees")
+    p.add_argument("--max-retries", type=int, default=2, help="ray: times a run whose worker died is started "
+                   "again (it resumes from its last checkpoint)")
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("report", help="tables, CSV/JSON and an HTML report of a sweep folder (two: compare)")
     p.add_argument("folders", nargs="+", help="a sweep folder, or two sweep folders to compare")

@@ -18,7 +18,7 @@ from .config import Config
 from .errors import UserError
 from .formats import load_splits
 from .infer import Scored, Session, Source, open_session, read_source, score_split
-from .measure import folder_size_mb, git_hash, library_versions, peak_memory
+from .measure import folder_size_mb, git_hash, weights_size_mb, library_versions, peak_memory
 from .rundir import write_json, write_jsonl, write_yaml
 
 EVAL_SPLITS = ("validation", "test", "extra")
@@ -82,7 +82,7 @@ def size_on_disk(session: Session) -> dict:
     base_path = Path(session.resolved.path)
     base = folder_size_mb(base_path) if base_path.is_dir() else None
     if source.kind == "run" and source.weights.name == "adapter":
-        adapter = folder_size_mb(source.weights)
+        adapter = weights_size_mb(source.weights)
         return {"size_on_disk_mb": None if base is None else round(base + adapter, 3), "adapter_size_mb": adapter,
                 "base_size_mb": base}
     return {"size_on_disk_mb": base}

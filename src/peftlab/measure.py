@@ -34,6 +34,16 @@ def folder_size_mb(path: Path) -> float:
     return round(sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20, 3)
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def weights_size_mb(path: Path) -> float:
+    """The weight files of a saved adapter or head, without the tokenizer saved beside them (Gemma's
+    tokenizer.json alone is 33 MB, ten times a LoRA adapter on it)."""
+    return round(sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file() and f.suffix in WEIGHT_SUFFIXES)
+                 / 2**20, 3)
+
+
 def library_versions() -> dict:
     out = {"python": sys.version.split()[0]}
     for name in ("peftlab", "torch", "transformers", "peft", "accelerate", "datasets", "scikit-learn"):

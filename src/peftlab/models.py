@@ -360,7 +360,10 @@ def load_pretrained(auto_class, resolved: ResolvedModel, dtype: str, trust_remot
         except OSError as e:
             raise UserError(f"model '{resolved.spec}': cannot load ({e}). Offline? Use a local folder or a named model.") from None
         except ValueError as e:
-            raise UserError(f"model '{resolved.spec}': {wrong_head or 'no such head for this architecture'} ({e})") from None
+            # transformers' message lists every architecture that has the head: its first sentence is enough
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"model '{resolved.spec}': {wrong_head or 'no such head for this architecture'} "
+                            f"({first[:300]})") from None
 
     model, info = load()
     missing = missing_backbone(model, info)

@@ -335,7 +335,6 @@ def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str, warm: 
             next_up: tuple | None = None) -> dict:
     """One run in a child process (started ahead by `warm` when it was the one planned next), and
     the next planned run's process started ahead; returns this run's sweep.json entry."""
-    run_dir = sweep.folder / run.name
     cmd = child_command(sweep, run, mode)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
     tag = f"[{progress.index}/{progress.total}] {run.name}"
@@ -367,13 +366,19 @@ def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str, warm: 
         finally:
             for t in pumps:
                 t.join(timeout=5)
+    return entry_of(sweep, run, returncode, tail, started)
+
+
+def entry_of(sweep: Sweep, run: PlannedRun, returncode: int, tail: list, started: str) -> dict:
+    """A finished run's sweep.json entry, from its exit code and its folder (every backend)."""
+    run_dir = sweep.folder / run.name
     status = run_status(run_dir)
     entry = {"name": run.name, "group": run.group, "seed": run.seed, "settings": run.settings,
              "status": "completed" if returncode == 0 and status == "completed" else "failed",
              "returncode": returncode, "started_at": started,
              "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    if entry["status"] == "failed":
-        entry["error"] = failure_reason(run_dir, returncode, tail)
+    if entry["status"] == "failed":  # no exit code: the process never ran (a backend's own error, in the tail)
+        entry["error"] = failure_reason(run_dir, returncode, tail) if returncode is not None else "".join(tail)
     return entry
 
 
@@ -403,13 +408,14 @@ NOTES = {"resume": "", "retry": "  (retrying a failed run)", "rerun": "  (rerun:
          "after": "  (evaluates the run above)"}
 
 
-def run_sweep(sweep: Sweep, retry_failed: bool = True, rerun_changed: bool = False) -> dict:
-    """Run every planned run not yet completed; returns {run name: sweep.json entry}."""
+def run_sweep(sweep: Sweep, retry_failed: bool = True, rerun_changed: bool = False, backend=None) -> dict:
+    """Run every planned run not yet completed (one after another, or side by side on `backend`, a
+    backends.Backend); returns {run name: sweep.json entry}."""
     with sweep_lock(sweep.folder):
-        return run_locked(sweep, retry_failed, rerun_changed)
+        return run_locked(sweep, retry_failed, rerun_changed, backend)
 
 
-def run_locked(sweep: Sweep, retry_failed: bool, rerun_changed: bool) -> dict:
+def run_locked(sweep: Sweep, retry_failed: bool, rerun_changed: bool, backend=None) -> dict:
     old_state = read_json(sweep.folder / "sweep.json", {}, fix="delete it: the run folders are kept, and the "
                           "next sweep run rebuilds it from them") or {}
     old = {e["name"]: e for e in old_state.get("runs", [])}
@@ -421,6 +427,11 @@ def run_locked(sweep: Sweep, retry_failed: bool, rerun_changed: bool) -> dict:
           f"-> {sweep.folder}", flush=True)
     save_state(sweep, entries)
     progress = Progress(len(sweep.runs), skipped)
+    if backend is not None and backend.kind != "sequential" and todo:
+        from .backends import run_parallel
+
+        progress.index = skipped
+        return run_parallel(sweep, todo, entries, progress, backend, lambda e: save_state(sweep, e))
     warm = WarmStart()
     try:
         return run_todo(sweep, todo, entries, progress, skipped, warm)

@@ -20,7 +20,7 @@ import torch
 from .config import Config
 from .errors import UserError, closest
 from .formats import load_splits, skipped_lines
-from .measure import count_parameters, folder_size_mb, git_hash, library_versions, peak_memory
+from .measure import count_parameters, git_hash, library_versions, peak_memory, weights_size_mb
 from .mixing import record_mix
 from .methods import USES_RANK, MethodContext, apply_method, check_method_settings, is_peft
 from .models import DTYPES, load_tokenizer, resolve_model
@@ -371,7 +371,7 @@ def measure_run(trainer, recorder, n_train: int, weights_dir: Path) -> dict:
             "train_tokens_per_s": recorder.rate(trainer.state.num_input_tokens_seen),
             "train_samples_per_s": recorder.rate(n_train * recorder.epochs_trained()),
             **peak_memory(), "adapter_dir": weights_dir.name, **timeline(recorder),
-            "adapter_size_mb": folder_size_mb(weights_dir) if weights_dir.exists() else None,
+            "adapter_size_mb": weights_size_mb(weights_dir) if weights_dir.exists() else None,
             "world_size": world_size(),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
             "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",

@@ -1,0 +1,145 @@
+"""A sweep's runs side by side: `--workers N` (a local pool) and `--backend ray` (each run a Ray task on
+a local 2-worker Ray instance) give the report the sequential sweep gives; an evaluation of another
+run waits for it; a run whose Ray worker is killed is retried and resumes from its checkpoint."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from peftlab.cli import main
+from peftlab.report_evals import HEADER_COSTS
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT / "src")}
+
+
+def sweep_file(tmp_path: Path, base_config: list, name: str, variants: list, **config) -> Path:
+    cfg = dict(kv.split("=", 1) for kv in base_config)
+    cfg.pop("output_dir")
+    cfg.update({"epochs": 2, **config})
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "output_dir": str(tmp_path / "sweeps"), "config": cfg,
+                                    "variants": variants}, sort_keys=False))
+    return path
+
+
+VARIANTS = [{"name": "head", "method": "head", "lr": 5e-2}, {"name": "lora-r4", "method": "lora", "lora_rank": 4, "lr": 3e-2},
+            {"name": "lora-r4-again", "of": "lora-r4"}]  # an evaluation of the run above: must wait for it
+
+
+def groups(folder: Path) -> dict:
+    report = json.loads((folder / "report" / "report.json").read_text())
+    return {g["group"]: g for g in report["groups"]}
+
+
+def same_report(a: Path, b: Path) -> None:
+    """Every number the tables show, except time and memory (another process layout measures those)."""
+    ga, gb = groups(a), groups(b)
+    assert list(ga) == list(gb)
+    for name, g in ga.items():
+        h = gb[name]
+        assert (g["trainable_params"], g.get("best_epoch")) == (h["trainable_params"], h.get("best_epoch"))
+        for phase in ("metrics_epoch0", "metrics_best"):
+            assert set(g[phase]) == set(h[phase])
+            for col, stat in g[phase].items():
+                # one thread per run side by side, two in sequence: float sums may differ in the last bits
+                assert stat["mean"] == pytest.approx(h[phase][col]["mean"], rel=1e-4, abs=1e-6), (name, phase, col)
+    # the after-training table (the evaluation of lora-r4): its metric cells, not its costs
+    ea, eb = (json.loads((f / "report" / "report.json").read_text())["evaluations"] for f in (a, b))
+    costs = len(HEADER_COSTS)
+    assert ea["header"] == eb["header"] and [r[:-costs] for r in ea["rows"]] == [r[:-costs] for r in eb["rows"]]
+    assert len(ea["rows"]) == 3
+
+
+def run_cli(args: list, timeout: int = 600) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "peftlab", *args], capture_output=True, text=True, env=ENV,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def test_pool_and_ray_give_the_sequential_report(tmp_path, base_config, capsys):
+    seq = sweep_file(tmp_path, base_config, "seq", VARIANTS)
+    assert main(["sweep", str(seq)]) == 0
+    capsys.readouterr()
+
+    pool = sweep_file(tmp_path, base_config, "pool", VARIANTS)
+    out = run_cli(["sweep", str(pool), "--workers", "2"]).stdout
+    assert "pool backend, up to 2 runs at once, 1 threads each" in out
+    assert "[head] " in out and "[lora-r4] " in out  # each run's lines, named
+    same_report(tmp_path / "sweeps" / "seq", tmp_path / "sweeps" / "pool")
+
+    ray_sweep = sweep_file(tmp_path, base_config, "ray", VARIANTS)
+    out = run_cli(["sweep", str(ray_sweep), "--backend", "ray", "--workers", "2"]).stdout
+    assert "ray backend, up to 2 runs at once" in out
+    folder = tmp_path / "sweeps" / "ray"
+    same_report(tmp_path / "sweeps" / "seq", folder)
+    state = json.loads((folder / "sweep.json").read_text())
+    assert [r["status"] for r in state["runs"]] == ["completed"] * 3
+    # the two training runs ran side by side, each with one of the two threads; the evaluation after its run
+    results = {n: json.loads((folder / n / "result.json").read_text()) for n in ("head", "lora-r4")}
+    assert {r["torch_threads"] for r in results.values()} == {1}
+    (a0, a1), (b0, b1) = [(r["timeline"]["process_started"], r["timeline"]["finished"]) for r in results.values()]
+    assert a0 < b1 and b0 < a1
+    entries = {r["name"]: r for r in state["runs"]}
+    assert entries["lora-r4-again"]["started_at"] >= entries["lora-r4"]["finished_at"]
+    assert (folder / "logs" / "lora-r4.log").read_text().count("epoch 2:") == 1
+    assert not list(folder.glob(".probe-*")) and not list((folder / "logs").glob("*.attempt"))
+
+    # rerun: nothing to do, the same report
+    again = run_cli(["sweep", str(ray_sweep), "--backend", "ray", "--workers", "2"]).stdout
+    assert "3 already done or kept, 0 to run" in again
+
+
+def test_a_run_whose_ray_worker_is_killed_resumes_from_its_checkpoint(tmp_path, base_config):
+    path = sweep_file(tmp_path, base_config, "killed", [{"name": "long", "method": "full"}],
+                      epochs=40, save_steps=2)
+    folder = tmp_path / "sweeps" / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "peftlab", "sweep", str(path), "--backend", "ray", "--workers", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    run_dir, killed = folder / "long", None
+    deadline = time.time() + 300
+    while time.time() < deadline and killed is None:
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        if list(run_dir.glob("checkpoints/checkpoint-*/trainer_state.json")):
+            for p in psutil.process_iter(["cmdline"]):
+                cmd = " ".join(p.info["cmdline"] or [])
+                if "peftlab" in cmd and " train " in cmd and str(folder) in cmd:
+                    # the tiny run takes seconds: hold it while its Ray worker dies (a node lost mid-run);
+                    # the run then gets its parent-death signal as it is let go
+                    p.suspend()
+                    killed = p.parent()
+                    killed.send_signal(signal.SIGKILL)
+                    killed.wait(timeout=30)
+                    p.resume()
+                    break
+        time.sleep(0.02)
+    assert killed is not None, "no checkpoint was written in time"
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, out[-3000:]
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "completed" and result["resumed"] is True
+    assert "resuming from its last checkpoint" in (folder / "logs" / "long.log").read_text() + out
+    assert json.loads((folder / "sweep.json").read_text())["runs"][0]["status"] == "completed"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ray-address", "auto"], "--ray-address joins a Ray cluster: add --backend ray"),
+    (["--backend", "dask"], "--backend: 'dask' is not one of sequential, pool, ray"),
+    (["--workers", "0"], "--workers: 0 must be 1 or more"),
+    (["--workers", "2", "--gpus-per-run", "1"], "needs 2 GPUs; this machine has 0"),
+])
+def test_bad_backend_options_are_refused_before_anything_runs(tmp_path, base_config, capsys, args, message):
+    path = sweep_file(tmp_path, base_config, "bad", VARIANTS[:1])
+    assert main(["sweep", str(path), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "sweeps" / "bad").exists()
