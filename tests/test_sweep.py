@@ -271,6 +271,52 @@ def test_compare_two_sweeps(tmp_path, capsys):
     assert (tmp_path / "cmp.md").read_text() == compare(a, b)
 
 
+def test_report_epochs_table_reads_each_runs_metrics_per_epoch(tmp_path):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    fake_sweep(folder, {"lora": [(0.5, 0.8, 10, 1500, 70), (0.5, 0.9, 10, 1500, 70)], "head": [(0.4, 0.6, 2, 900, 20)]})
+    for name, accs in (("lora-s1", [0.5, 0.7, 0.8]), ("lora-s2", [0.5, 0.75, 0.9]), ("head-s1", [0.4, 0.6])):
+        (folder / name / "metrics.jsonl").write_text("".join(
+            json.dumps({"epoch": e, "accuracy": a, "loss": 1.0}) + "\n" for e, a in enumerate(accs)))
+    state = json.loads((folder / "sweep.json").read_text())
+    (folder / "sweep.json").write_text(json.dumps({**state, "report_epochs": [1, 2]}))
+    md, _ = write_report(folder)
+    table = md.split("## accuracy after epochs 1, 2")[1].split("\n\n")[1]
+    assert "| method | epoch 0 | epoch 1 | epoch 2 |" in table
+    assert "| lora | 0.500 ± 0.000 | 0.725 ± 0.035 | 0.850 ± 0.071 |" in table
+    assert "| head | 0.400 | 0.600 | - |" in table  # head stopped after epoch 1: no number made up for epoch 2
+
+
+@pytest.mark.parametrize("value", ["[0, 5]", "[one]", "5", "[]"])
+def test_report_epochs_must_be_epoch_numbers(tmp_path, value):
+    path = tmp_path / "s.yaml"
+    path.write_text(f"variants:\n  - {{method: lora}}\nreport_epochs: {value}\n")
+    with pytest.raises(UserError, match="`report_epochs:` must be a list of epoch numbers"):
+        load_sweep(path)
+
+
+def test_compare_shows_the_untuned_rows_both_sweeps_have(tmp_path, capsys):
+    """Two model families: each sweep's zero-shot evaluation (no training) is a row of the comparison too."""
+    folders = []
+    for name, zero, tuned in (("smollm2", 0.61, 0.80), ("gemma3", 0.55, 0.86)):
+        folder = tmp_path / name
+        folder.mkdir()
+        fake_sweep(folder, {"lora": [(0.5, tuned, 10, 1500, 70)]})
+        run = folder / "zero-shot"
+        run.mkdir()
+        (run / "result.json").write_text(json.dumps({
+            "status": "completed", "kind": "eval", "task": "classification", "metric_for_best": "accuracy",
+            "method": "none", "trainable_params": 0, "trainable_pct": 0, "total_params": 1000, "eval_wall_s": 4.5,
+            "metrics_best": {"accuracy": zero}, "source": {"kind": "base", "model": name}}))
+        state = json.loads((folder / "sweep.json").read_text())
+        state["runs"].insert(0, {"name": "zero-shot", "group": "zero-shot", "seed": 1, "status": "completed"})
+        (folder / "sweep.json").write_text(json.dumps(state))
+        folders.append(folder)
+    out = compare(*folders)
+    assert "| lora-s1 |" not in out and "| lora | 0.800 | 0.860 | +0.060 |" in out
+    assert "| zero-shot (eval) | 0.610 | 0.550 | -0.060 | - | 4.5 s | 4.5 s |" in out
+
+
 def test_report_of_a_missing_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "no such folder" in capsys.readouterr().err

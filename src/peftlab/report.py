@@ -46,6 +46,15 @@ class Run:
     train_log: list = field(default_factory=list)    # train_log.jsonl: training loss per logging step
 
 
+def mean_std(vals: list[float]) -> tuple[float | None, float | None, int]:
+    """Mean, sample std (None for one value) and count; (None, None, 0) for none."""
+    if not vals:
+        return None, None, 0
+    mean = sum(vals) / len(vals)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
+    return mean, std, len(vals)
+
+
 @dataclass
 class Group:
     name: str
@@ -62,12 +71,7 @@ class Group:
         return out
 
     def stat(self, phase: str, key: str) -> tuple[float | None, float | None, int]:
-        vals = self.values(phase, key)
-        if not vals:
-            return None, None, 0
-        mean = sum(vals) / len(vals)
-        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
-        return mean, std, len(vals)
+        return mean_std(self.values(phase, key))
 
     @property
     def first(self) -> dict:
@@ -243,6 +247,13 @@ def summarize(folder: Path, collected: tuple[dict, list[Run]] | None = None) -> 
         p = welch_p(vals, best_vals) if g is not best else None
         row["vs_best"] = {"diff": None if g is best or mean is None else mean - best_mean, "p_unadjusted": p}
         out["groups"].append(row)
+    epochs = [int(e) for e in state.get("report_epochs") or []]
+    if epochs:  # the metric after chosen epochs (e.g. 1 / 5 / 10), from each run's metrics.jsonl
+        out["report_epochs"] = epochs
+        for g, row in zip(groups, out["groups"]):
+            row["at_epochs"] = {str(e): dict(zip(("mean", "std", "n"), mean_std(
+                [h[metric] for r in g.runs for h in r.history if h.get("epoch") == e
+                 and isinstance(h.get(metric), (int, float))]))) for e in [0] + epochs}
     adjusted = holm([r["vs_best"]["p_unadjusted"] for r in out["groups"]])
     for row, p in zip(out["groups"], adjusted):
         row["vs_best"].update(p=p, beyond_noise=p is not None and p < ALPHA)
@@ -328,6 +339,16 @@ def table_rows(s: dict, phase: str) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def epochs_table(s: dict) -> str:
+    """'## accuracy after epochs 1, 5, 10': the users' "after 1 / 5 / 10 epochs" columns; '-' where a run
+    did not reach that epoch (early stopping, or fewer epochs)."""
+    epochs = [0] + s["report_epochs"]
+    header = ["method"] + [f"epoch {e}" for e in epochs]
+    rows = [[r["group"]] + [fmt_stat(**r["at_epochs"][str(e)], digits=3) for e in epochs] for r in s["groups"]]
+    return (f"## {s['metric']} after epochs {', '.join(map(str, s['report_epochs']))}\n\n"
+            + markdown_table(header, rows))
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -355,6 +376,8 @@ def to_markdown(s: dict) -> str:
     out.append("## Result at epoch 0 (before any update)\n\n" + markdown_table(*table_rows(s, "metrics_epoch0")))
     out.append("## Result at best epoch\n\n" + markdown_table(*table_rows(s, "metrics_best")) + "\n\n" + NOISE_NOTE
                + "\n\n" + s["validation_note"])
+    if s.get("report_epochs"):
+        out.append(epochs_table(s))
     front = "; ".join(f"{label}: {', '.join(s['pareto'][key])}" for key, label in COSTS)
     out.append(f"Pareto front ({s['metric']} vs cost) — {front}.")
     out += after
@@ -400,6 +423,28 @@ def write_report(folder: Path) -> tuple[str, Path]:
 
 # -- two sweeps side by side ------------------------------------------------------------------
 
+def evaluation_pairs(sa: dict, sb: dict, metric: str, trained: set) -> list[list[str]]:
+    """The evaluation-only rows (zero-shot, few-shot, exports) the two sweeps share by name, e.g. each
+    family's untuned model: their metric and wall time, in the comparison's columns."""
+    def rows_of(s: dict) -> dict:
+        ev = s.get("evaluations") or {}
+        if metric not in ev.get("header", []):
+            return {}
+        i, wall = ev["header"].index(metric), ev["header"].index("wall time")
+        return {r[0]: (r[i], r[wall]) for r in ev["rows"] if r[0] not in trained}
+
+    ra, rb = rows_of(sa), rows_of(sb)
+    out = []
+    for name in [n for n in ra if n in rb]:
+        (va, wa), (vb, wb) = ra[name], rb[name]
+        try:
+            diff = f"{float(vb) - float(va):+.3f}"
+        except ValueError:
+            diff = "-"
+        out.append([f"{name} (eval)", va, vb, diff, "-", wa, wb, "-", "-"])
+    return out
+
+
 def compare(a: Path, b: Path) -> str:
     """Markdown: each group's best metric, time and memory in sweep A and B, and the difference."""
     sa, sb = summarize(a), summarize(b)
@@ -424,8 +469,10 @@ def compare(a: Path, b: Path) -> str:
         m = lambda r: f"{r['peak_memory_mb']['mean'] / 1024:.2f} GiB" if r and r["peak_memory_mb"]["mean"] else "-"  # noqa: E731
         rows.append([name, cell(x, metric), cell(y, metric), diff, fmt_p(p) if x and y else "-",
                      t(x), t(y), m(x), m(y)])
+    rows += evaluation_pairs(sa, sb, metric, set(names))
     title = (f"# {na} ({sa['model']}) vs {nb} ({sb['model']}) — {sa['task']}, best epoch by {metric}\n\n"
              f"A = {a}, B = {b}. p: Welch's t-test of the method's seeds in A against those in B, "
              f"Holm-adjusted over the methods of this table; n/a: no test was possible (fewer than 2 seeds on a "
-             f"side, or no spread on either side).\n\n")
+             f"side, or no spread on either side). Rows marked (eval) are evaluations without training (their "
+             f"time columns: the scoring's wall time).\n\n")
     return title + markdown_table(header, rows) + "\n"

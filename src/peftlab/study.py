@@ -20,8 +20,8 @@ from pathlib import Path
 from .errors import UserError
 from .rundir import write_text
 
-STUDY_KEYS = ("name", "description", "output_dir", "base", "config", "variants", "grid", "parts")
-PART_KEYS = ("name", "description", "base", "config", "variants", "grid")
+STUDY_KEYS = ("name", "description", "output_dir", "base", "config", "variants", "grid", "report_epochs", "parts")
+PART_KEYS = ("name", "description", "base", "config", "variants", "grid", "report_epochs")
 
 
 @dataclass
@@ -54,7 +54,8 @@ def load_study(path: Path, data: dict, output_dir: str | None = None) -> Study:
         if slug(part["name"]) in seen:
             raise UserError(f"{where}: two parts are named '{part['name']}'")
         seen.add(slug(part["name"]))
-        merged = {"variants": data.get("variants"), "grid": data.get("grid"), **part}
+        merged = {"variants": data.get("variants"), "grid": data.get("grid"),
+                  "report_epochs": data.get("report_epochs"), **part}
         study.sweeps.append(sweep_from(merged, path, str(study.folder), shared, f"{where} ({part['name']})"))
     return study
 

@@ -38,7 +38,7 @@ from .errors import UserError, closest
 from .reuse import plan_todo, run_status, sweep_lock
 from .rundir import UnreadableFile, read_json, write_json, write_text, write_yaml
 
-SWEEP_KEYS = ("name", "output_dir", "base", "config", "variants", "grid", "description")
+SWEEP_KEYS = ("name", "output_dir", "base", "config", "variants", "grid", "description", "report_epochs")
 # How a setting shows in a run name: lora_rank=8 -> r8, seed=1 -> s1, lr=5e-4 -> lr0.0005.
 SHORT = {"lora_rank": "r", "lora_r": "r", "seed": "s", "lr": "lr", "learning_rate": "lr", "epochs": "ep",
          "num_virtual_tokens": "vt", "freeze_layers": "last", "batch_size": "bs", "max_samples": "n"}
@@ -63,6 +63,7 @@ class Sweep:
     folder: Path
     runs: list[PlannedRun] = field(default_factory=list)
     description: str = ""
+    report_epochs: list = field(default_factory=list)  # the report's extra table: the metric after these epochs
 
 
 def slug(value) -> str:
@@ -169,7 +170,8 @@ def sweep_from(data: dict, path: Path, output_dir: str | None = None, pre_layers
 
     name = slug(data.get("name") or path.stem)
     folder = Path(output_dir or data.get("output_dir") or "runs") / name
-    sweep = Sweep(name, path, folder, description=str(data.get("description") or ""))
+    sweep = Sweep(name, path, folder, description=str(data.get("description") or ""),
+                  report_epochs=report_epochs_of(data.get("report_epochs"), where))
     seen: dict[str, int] = {}
     for i, variant in enumerate(variants):
         variant = dict(variant)
@@ -193,6 +195,19 @@ def sweep_from(data: dict, path: Path, output_dir: str | None = None, pre_layers
             target = evaluated_run(of, cfg.train.seed, seed_varies, sweep.runs, at)
             sweep.runs.append(PlannedRun(run_name, group, settings, cfg, cfg.train.seed, kind, target, export))
     return sweep
+
+
+def report_epochs_of(value, where: str) -> list[int]:
+    """The epochs of the report's extra table; sweep files keep scalars as their text (config.py), so
+    each item is read as a whole number here."""
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else []
+    epochs = [int(e) for e in items if re.fullmatch(r"\s*\d+\s*", str(e))]
+    if not items or len(epochs) != len(items) or min(epochs) < 1:
+        raise UserError(f"{where}: `report_epochs:` must be a list of epoch numbers (1 or more), e.g. [1, 5, 10]; "
+                        f"got {value!r}")
+    return sorted(set(epochs))
 
 
 EVAL_KEYS = ("kind", "of", "export")  # variant keys that make a row an evaluation, not a training run
@@ -400,6 +415,7 @@ def command_of(sweep: Sweep, run: PlannedRun, config_path: Path, mode: str) -> l
 def save_state(sweep: Sweep, entries: dict) -> None:
     write_json(sweep.folder / "sweep.json", {
         "name": sweep.name, "source": str(sweep.source), "description": sweep.description,
+        **({"report_epochs": sweep.report_epochs} if sweep.report_epochs else {}),
         "runs": [entries.get(r.name) or {"name": r.name, "group": r.group, "seed": r.seed, "settings": r.settings,
                                          "status": run_status(sweep.folder / r.name)} for r in sweep.runs]})
 
