@@ -143,3 +143,31 @@ def test_bad_backend_options_are_refused_before_anything_runs(tmp_path, base_con
     assert main(["sweep", str(path), *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "sweeps" / "bad").exists()
+
+
+NODE = "ab" * 28  # a node id as Ray writes them (28 bytes, hex)
+
+
+def test_a_node_that_cannot_see_the_sweep_folder_is_refused_by_name(tmp_path):
+    """The driver checks, for every node, that the probe file the node wrote is where the driver sees the
+    folder: a node writing to its own local disk (no shared storage) is refused with the fix."""
+    from types import SimpleNamespace
+
+    from peftlab.backends import RayLauncher
+    from peftlab.errors import UserError
+
+    class Remote:  # stands in for ray.remote(ray_probe): the "node" writes nowhere the driver can see
+        def options(self, **kw):
+            return self
+
+        def remote(self, folder):
+            return ("", NODE)
+
+    fake_ray = SimpleNamespace(remote=lambda f: Remote(), get=lambda refs: refs,
+                               nodes=lambda: [{"NodeID": NODE, "Alive": True}])
+    launcher = RayLauncher.__new__(RayLauncher)
+    launcher.ray = fake_ray
+    (tmp_path / "sweep").mkdir()
+    with pytest.raises(UserError, match=r"node abababababab cannot write the sweep folder .*sweep where this "
+                                        r"machine sees it; put output_dir on storage every node mounts"):
+        launcher.check_storage(tmp_path / "sweep")

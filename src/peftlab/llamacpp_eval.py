@@ -41,6 +41,27 @@ def physical_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# Architectures whose multi-token decode crashes (SIGSEGV) in the llama.cpp that llama-cpp-python 0.3.36
+# vendors, on this project's CPU build: gemma3 (measured 2026-12-03 on the packaged Q4_K_M file and on a
+# peftlab q8_0 export: any n_ubatch above 1 crashes in llama_decode; 1 gives the same logits with and
+# without prefix reuse). They are run one token per micro-batch: slower, and it works.
+ONE_TOKEN_ARCHS = ("gemma3",)
+
+
+def gguf_architecture(path: Path) -> str:
+    try:
+        from gguf import GGUFReader
+
+        field = GGUFReader(str(path)).fields.get("general.architecture")
+        return field.contents() if field is not None else ""
+    except Exception:  # noqa: BLE001 - unreadable here: llama.cpp's own load says what is wrong
+        return ""
+
+
+def one_token_batches(path: Path) -> dict:
+    return {"n_ubatch": 1} if gguf_architecture(path) in ONE_TOKEN_ARCHS else {}
+
+
 def open_llama(path: Path, n_ctx: int, n_threads: int | None = None):
     """n_threads: physical cores by default; fewer when other processes hold cores (llama.cpp's threads
     spin at barriers, so one that waits for a busy core stalls them all)."""
@@ -52,7 +73,7 @@ def open_llama(path: Path, n_ctx: int, n_threads: int | None = None):
     if not path.is_file():
         raise UserError(f"backend llamacpp: GGUF file not found: {path}")
     try:
-        return Llama(model_path=str(path), n_ctx=n_ctx, n_batch=min(512, n_ctx),
+        return Llama(model_path=str(path), n_ctx=n_ctx, n_batch=min(512, n_ctx), **one_token_batches(path),
                      n_threads=n_threads or physical_cores(), logits_all=True, verbose=False)
     except (ValueError, RuntimeError) as e:
         raise UserError(f"backend llamacpp: llama.cpp cannot load {path} ({e}); is it a GGUF file of an "

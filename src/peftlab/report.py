@@ -455,6 +455,8 @@ def compare(a: Path, b: Path) -> str:
         raise UserError(f"{a} picks best epochs by {metric}, {b} by {sb['metric']}; compare sweeps of one task")
     ga, gb = {r["group"]: r for r in sa["groups"]}, {r["group"]: r for r in sb["groups"]}
     na, nb = sa["sweep"], sb["sweep"]
+    if na == nb:  # the same sweep run twice (e.g. two backends, two machines): name the columns A and B
+        na, nb = "A", "B"
     header = ["method", f"{metric} {na}", f"{metric} {nb}", "Δ (B − A)", "p", f"time/epoch {na}",
               f"time/epoch {nb}", f"peak mem {na}", f"peak mem {nb}"]
     rows = []
