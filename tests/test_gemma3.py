@@ -120,3 +120,23 @@ def test_gemma3_tasks_without_a_head_are_refused_clearly(tmp_path, gemma3, monke
     with pytest.raises(UserError, match=rf"model 'gemma3-270m': no {head} head for this architecture "
                                         r"\(Unrecognized configuration class .*Gemma3TextConfig.*\)$"):
         tiny(tmp_path, recipe, "max_samples=2000")  # enough rows to see every entity type of the dev file
+
+
+@pytest.mark.real
+def test_gemma3_gguf_runs_through_llama_cpp_and_agrees_with_transformers(tmp_path, gemma3, monkeypatch):
+    """The packaged Q4_K_M file through llama.cpp scores CoLA like its dequantized weights in transformers
+    (on a CPU with AMX llama.cpp's repacked weights are off: with them its decode crashed here)."""
+    from peftlab.evaluation import run_eval
+    from peftlab.hardware import cpu_has_amx
+    from peftlab.llamacpp_eval import extra_buffer_types
+
+    monkeypatch.chdir(ROOT)
+    assert extra_buffer_types() is (not cpu_has_amx())
+    probs = {}
+    for backend in ("llamacpp", "transformers"):
+        run_eval(str(ROOT / "recipes" / "cola-smollm2-likelihood.yaml"),
+                 ["model=gemma3-270m", "max_eval_samples=6", f"backend={backend}"], out=str(tmp_path / backend))
+        probs[backend] = [json.loads(l)["probabilities"]["1"]
+                          for l in (tmp_path / backend / "predictions_validation.jsonl").read_text().splitlines()]
+    assert len(probs["llamacpp"]) == 6
+    assert probs["llamacpp"] == pytest.approx(probs["transformers"], abs=0.05)  # Q4_K_M vs its dequantized weights

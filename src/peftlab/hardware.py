@@ -7,7 +7,7 @@ import os
 import platform
 from functools import lru_cache
 
-FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "fma")
+FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile", "avx512_vnni", "fma")
 
 
 @lru_cache(maxsize=1)
@@ -29,3 +29,8 @@ def cpu_info() -> dict:
 def cpu_has_fast_bf16() -> bool:
     """bf16 matmul in hardware: AVX512-BF16 or AMX-BF16."""
     return bool({"avx512_bf16", "amx_bf16"} & set(cpu_info()["cpu_flags"]))
+
+
+def cpu_has_amx() -> bool:
+    """Intel AMX tiles (Sapphire Rapids and later)."""
+    return "amx_tile" in cpu_info()["cpu_flags"]

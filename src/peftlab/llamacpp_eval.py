@@ -41,40 +41,51 @@ def physical_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-# Architectures whose multi-token decode crashes (SIGSEGV) in the llama.cpp that llama-cpp-python 0.3.36
-# vendors, on this project's CPU build: gemma3 (measured 2026-12-03 on the packaged Q4_K_M file and on a
-# peftlab q8_0 export: any n_ubatch above 1 crashes in llama_decode; 1 gives the same logits with and
-# without prefix reuse). They are run one token per micro-batch: slower, and it works.
-ONE_TOKEN_ARCHS = ("gemma3",)
+def extra_buffer_types() -> bool:
+    """Whether llama.cpp may repack quantized weights into its extra buffer types (AMX, CPU_REPACK).
+    Not on CPUs with AMX: there the llama.cpp that llama-cpp-python 0.3.36 vendors, built for the
+    machine, crashes (SIGSEGV) in the first multi-token llama_decode of every quantized file tried
+    (SmolLM2 Q4_1, Gemma 3 Q4_K_M, peftlab's q8_0 exports; measured 2026-12-03 on an Intel Xeon with
+    AMX-INT8), and runs with them off. Machines without AMX (the AMD EPYC of earlier sessions) keep
+    the repacked kernels. llama.cpp's CLI calls this --no-repack."""
+    from .hardware import cpu_has_amx
+
+    return not cpu_has_amx()
 
 
-def gguf_architecture(path: Path) -> str:
+def llama_with(use_extra_bufts: bool, **kwargs):
+    """llama_cpp.Llama with llama_model_params.use_extra_bufts set: Llama() has no argument for it and
+    builds its params from llama_model_default_params(), so that function is wrapped for the call."""
+    import llama_cpp.llama_cpp as lib
+    from llama_cpp import Llama
+
+    default = lib.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = use_extra_bufts
+        return p
+
+    lib.llama_model_default_params = params
     try:
-        from gguf import GGUFReader
-
-        field = GGUFReader(str(path)).fields.get("general.architecture")
-        return field.contents() if field is not None else ""
-    except Exception:  # noqa: BLE001 - unreadable here: llama.cpp's own load says what is wrong
-        return ""
-
-
-def one_token_batches(path: Path) -> dict:
-    return {"n_ubatch": 1} if gguf_architecture(path) in ONE_TOKEN_ARCHS else {}
+        return Llama(**kwargs)
+    finally:
+        lib.llama_model_default_params = default
 
 
 def open_llama(path: Path, n_ctx: int, n_threads: int | None = None):
     """n_threads: physical cores by default; fewer when other processes hold cores (llama.cpp's threads
     spin at barriers, so one that waits for a busy core stalls them all)."""
     try:
-        from llama_cpp import Llama
+        import llama_cpp  # noqa: F401
     except ImportError:
         raise UserError("backend llamacpp: llama-cpp-python is not installed; `make setup` builds it once "
                         "(or: pip install llama-cpp-python==0.3.36)") from None
     if not path.is_file():
         raise UserError(f"backend llamacpp: GGUF file not found: {path}")
     try:
-        return Llama(model_path=str(path), n_ctx=n_ctx, n_batch=min(512, n_ctx), **one_token_batches(path),
-                     n_threads=n_threads or physical_cores(), logits_all=True, verbose=False)
+        return llama_with(extra_buffer_types(), model_path=str(path), n_ctx=n_ctx, n_batch=min(512, n_ctx),
+                          n_threads=n_threads or physical_cores(), logits_all=True, verbose=False)
     except (ValueError, RuntimeError) as e:
         raise UserError(f"backend llamacpp: llama.cpp cannot load {path} ({e}); is it a GGUF file of an "
                         f"architecture llama.cpp knows?") from None
