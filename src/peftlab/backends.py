@@ -147,7 +147,6 @@ def run_parallel(sweep, todo: list, entries: dict, progress, backend: Backend, s
     from .sweep import child_command, describe, entry_of, fmt_duration
 
     pending = list(todo)
-    names = {run.name for run, _ in todo}
     running: dict[Future, tuple] = {}
     launcher = RayLauncher(sweep, backend) if backend.kind == "ray" else PoolLauncher(sweep, backend)
     print(f"sweep {sweep.name}: {backend.kind} backend, up to {launcher.slots} runs at once, "
@@ -156,12 +155,12 @@ def run_parallel(sweep, todo: list, entries: dict, progress, backend: Backend, s
     last_status = 0.0
     try:
         while pending or running:
-            busy = {running[f][0].of for f in running} | {r.name for r, _ in pending} | {running[f][0].name for f in running}
+            unfinished = {r.name for r, _ in pending} | {r.name for r, _, _ in running.values()}
             for item in list(pending):
                 run, mode = item
                 if len(running) >= launcher.slots:
                     break
-                if run.of and run.of in names and run.of in busy - {run.name}:
+                if run.of in unfinished:
                     continue  # evaluates a run of this sweep that has not finished yet
                 pending.remove(item)
                 cmd = child_command(sweep, run, mode)
@@ -169,7 +168,7 @@ def run_parallel(sweep, todo: list, entries: dict, progress, backend: Backend, s
                 progress.index += 1
                 print(f"== sweep [{progress.index}/{progress.total}] start {run.name}: {describe(run.settings)}",
                       flush=True)
-                running[launcher.submit(run, cmd, mode)] = (run, started, time.time())
+                running[launcher.submit(run, cmd)] = (run, started, time.time())
             done, _ = wait(list(running), timeout=15, return_when=FIRST_COMPLETED)
             for future in done:
                 run, started, t0 = running.pop(future)
@@ -242,7 +241,7 @@ class PoolLauncher:
         self.free = [",".join(gpus[i * k:(i + 1) * k]) for i in range(backend.workers)] if k else []
         self.held: dict[Future, str] = {}
 
-    def submit(self, run, cmd: list[str], mode: str) -> Future:
+    def submit(self, run, cmd: list[str]) -> Future:
         from .child import PARENT_ENV
 
         env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid()), **thread_env(self.backend.threads())}
@@ -355,7 +354,7 @@ class RayLauncher:
                                 f"or pass --output-dir")
             seen.unlink(missing_ok=True)
 
-    def submit(self, run, cmd: list[str], mode: str) -> Future:
+    def submit(self, run, cmd: list[str]) -> Future:
         args = cmd[3:]  # after `python -m peftlab`: each node runs its own Python
         resume = [a if a != "--overwrite" else "--resume" for a in args] if run.kind == "train" else args
         log = self.sweep.folder.resolve() / "logs" / f"{run.name}.log"
