@@ -29,10 +29,12 @@ def study_file(tmp_path, base_config, sentiment):
     base = tmp_path / "pairs.yaml"
     base.write_text(f"train_file: {pairs}\nvalidation_file: \"\"\nvalidation_ratio: 0.25\ntext_column: a\ntext_pair_column: b\n"
                     f"label_column: y\nepochs: 2\n")
+    # the data are each part's (the study's config: goes over a part's base file, so it holds what all share)
+    single = {k: config.pop(k) for k in ("train_file", "validation_file")}
     return write_study(tmp_path / "study.yaml", name="tiny-study", output_dir=str(tmp_path / "out"),
                        description="two tasks, two methods", config=config,
                        variants=[{"name": "full", "method": "full", "lr": 1e-3}, {"method": "lora", "lora_rank": 4}],
-                       parts=[{"name": "single"},
+                       parts=[{"name": "single", "config": single},
                               {"name": "pairs", "base": "pairs.yaml", "variants": [{"method": "lora", "lora_rank": 8}]}])
 
 
@@ -43,9 +45,13 @@ def test_study_plans_parts_with_shared_and_own_settings(study_file, tmp_path):
     assert [r.name for r in single.runs] == ["full", "lora-r4"] and [r.name for r in pairs.runs] == ["lora-r8"]
     assert single.folder == tmp_path / "out" / "tiny-study" / "single"
     cfg = pairs.runs[0].cfg
-    # shared config first, then the part's base file: the part's own settings win
-    assert (cfg.data.text_pair_column, cfg.train.epochs, cfg.data.validation_file) == ("b", 2, "")
+    # the part's base file, then the study's config: over it (pairs.yaml says epochs 2, the study 1), then
+    # the part's own config: over both
+    assert (cfg.data.text_pair_column, cfg.train.epochs, cfg.data.validation_file) == ("b", 1, "")
     assert single.runs[0].cfg.train.epochs == 1 and single.runs[0].cfg.train.lr == 1e-3
+    own = load_sweep(write_study(tmp_path / "own.yaml", config={"epochs": 1}, parts=[
+        {"name": "p", "base": "pairs.yaml", "config": {"epochs": 4}, "variants": [{"method": "lora"}]}])).sweeps[0]
+    assert own.runs[0].cfg.train.epochs == 4
 
 
 @pytest.mark.parametrize("body, message", [

@@ -41,7 +41,7 @@ def weights_size_mb(path: Path) -> float:
     """The weight files of a saved adapter or head, without the tokenizer saved beside them (Gemma's
     tokenizer.json alone is 33 MB, ten times a LoRA adapter on it)."""
     return round(sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file() and f.suffix in WEIGHT_SUFFIXES)
-                 / 2**20, 3)
+                 / 2**20, 6)  # a head of 66 weights is 0.0003 MB, not 0
 
 
 def library_versions() -> dict:

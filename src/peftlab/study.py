@@ -44,7 +44,11 @@ def load_study(path: Path, data: dict, output_dir: str | None = None) -> Study:
     name = slug(data.get("name") or path.stem)
     study = Study(name, path, Path(output_dir or data.get("output_dir") or "runs") / name,
                   str(data.get("description") or ""))
-    shared = config_layers(data, path, str(path))
+    # The study's base file goes under each part's base file, the study's `config:` over it (as a sweep's
+    # config: is over its base), and the part's own config: over both. (A part's base file used to win
+    # over the study's config:, which silently changed studies: a recipe's epochs, LoRA targets or
+    # metric_for_best replaced the ones the study file asked for.)
+    shared_base, shared_config = config_layers(data, path, str(path), split=True)
     seen = set()
     for i, part in enumerate(parts):
         where = f"{path}: parts[{i}]"
@@ -56,7 +60,8 @@ def load_study(path: Path, data: dict, output_dir: str | None = None) -> Study:
         seen.add(slug(part["name"]))
         merged = {"variants": data.get("variants"), "grid": data.get("grid"),
                   "report_epochs": data.get("report_epochs"), **part}
-        study.sweeps.append(sweep_from(merged, path, str(study.folder), shared, f"{where} ({part['name']})"))
+        study.sweeps.append(sweep_from(merged, path, str(study.folder), shared_base, f"{where} ({part['name']})",
+                                       shared_config))
     return study
 
 

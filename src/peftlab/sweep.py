@@ -135,8 +135,9 @@ def load_sweep(path: str | Path, output_dir: str | None = None):
     return sweep_from(data, path, output_dir)
 
 
-def config_layers(data: dict, path: Path, where: str) -> list[tuple[dict, str]]:
-    """A sweep mapping's `base:` file and `config:` overrides, as config layers."""
+def config_layers(data: dict, path: Path, where: str, between: list = (), split: bool = False):
+    """A sweep mapping's `base:` file and `config:` overrides, as config layers (`between`: layers that go
+    over the base and under the config; split=True: (base layers, config layers))."""
     layers = []
     if data.get("base"):
         if not isinstance(data["base"], str):
@@ -148,14 +149,18 @@ def config_layers(data: dict, path: Path, where: str) -> list[tuple[dict, str]]:
         if not isinstance(data["config"], dict):
             raise UserError(f"{where}: `config:` must be a mapping of config keys")
         layers.append((data["config"], f"{where}: config"))
-    return layers
+    n_base = 1 if data.get("base") else 0
+    if split:
+        return layers[:n_base], layers[n_base:]
+    return layers[:n_base] + list(between) + layers[n_base:]
 
 
 def sweep_from(data: dict, path: Path, output_dir: str | None = None, pre_layers: list = (),
-               where: str = "") -> Sweep:
-    """The planned runs of one sweep mapping; `pre_layers` (a study's shared settings) come first."""
+               where: str = "", between: list = ()) -> Sweep:
+    """The planned runs of one sweep mapping; `pre_layers` (a study's base file) come first, `between`
+    (a study's config:) over this mapping's base file and under its config:."""
     where = where or str(path)
-    base_layers = list(pre_layers) + config_layers(data, path, where)
+    base_layers = list(pre_layers) + config_layers(data, path, where, between)
     variants = data.get("variants") or [{}]
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
         raise UserError(f"{where}: `variants:` must be a list of mappings, e.g. - {{method: lora, lora_rank: 8}}")
