@@ -95,45 +95,45 @@ def thread_env(threads: int) -> dict:
     return {v: str(threads) for v in THREAD_VARS}  # torch takes its intra-op thread count from OMP_NUM_THREADS
 
 
+class Discard:
+    """A sink for sweep.pump's raw copy: the console gets the prefixed lines instead."""
+
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
 def run_child(cmd: list[str], env: dict, log_path: Path, tag: str, sink=None) -> tuple[int, list[str]]:
-    """Start one run's process, copy its output (each line prefixed with the run's name) to `sink` and
-    whole to its log; returns (exit code, the last lines of its stderr). Used by both backends."""
+    """Start one run's process, copy its output whole to its log and, each finished line prefixed
+    with the run's name, to `sink` (progress bars and their cursor codes left out); returns (exit code,
+    the last lines of its stderr). Used by both backends."""
+    from .sweep import pump, stop_child
+
     sink = sink or sys.stdout
     lock = threading.Lock()
+
+    def on_line(line: str) -> None:
+        line = ANSI.sub("", line)
+        if line.strip() and not re.search(r"\d+%\|", line):
+            with lock:
+                sink.write(f"[{tag}] {line}\n")
+                sink.flush()
+
     tail: list[str] = []
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"\n$ {' '.join(cmd)}   # {datetime.now(timezone.utc).isoformat(timespec='seconds')}\n")
         log.flush()
         child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-
-        def pump(stream, keep: bool) -> None:
-            buffer = ""
-            while chunk := os.read(stream.fileno(), 4096):
-                text = chunk.decode("utf-8", errors="replace")
-                with lock:
-                    log.write(text)
-                    log.flush()
-                if keep:
-                    tail.append(text)
-                    del tail[:-50]
-                *lines, buffer = re.split(r"[\r\n]", buffer + text)
-                for line in lines:  # progress bars redraw with \r: only finished lines go to the console
-                    line = ANSI.sub("", line)
-                    if line.strip() and not re.search(r"\d+%\|", line):
-                        with lock:
-                            sink.write(f"[{tag}] {line}\n")
-                            sink.flush()
-
-        pumps = [threading.Thread(target=pump, args=(child.stdout, False), daemon=True),
-                 threading.Thread(target=pump, args=(child.stderr, True), daemon=True)]
+        pumps = [threading.Thread(target=pump, args=(child.stdout, Discard(), log, [], on_line), daemon=True),
+                 threading.Thread(target=pump, args=(child.stderr, Discard(), log, tail, on_line), daemon=True)]
         for t in pumps:
             t.start()
         try:
             code = child.wait()
         except BaseException:  # the sweep stops (Ctrl-C, a cancelled Ray task): the run saves its state first
-            from .sweep import stop_child
-
             stop_child(child)
             raise
         for t in pumps:
@@ -144,7 +144,7 @@ def run_child(cmd: list[str], env: dict, log_path: Path, tag: str, sink=None) ->
 def run_parallel(sweep, todo: list, entries: dict, progress, backend: Backend, save) -> dict:
     """Run `todo` ([(PlannedRun, mode)]) `backend.workers` at a time; each finished run's entry goes
     into `entries` and sweep.json (`save`) as soon as it ends."""
-    from .sweep import child_command, describe, entry_of, fmt_duration
+    from .sweep import child_command, describe, entry_of, fmt_duration, interrupted_entry
 
     pending = list(todo)
     running: dict[Future, tuple] = {}
@@ -194,8 +194,7 @@ def run_parallel(sweep, todo: list, entries: dict, progress, backend: Backend, s
                       flush=True)
     except KeyboardInterrupt:
         for run, _, _ in running.values():
-            entries[run.name] = {"name": run.name, "group": run.group, "seed": run.seed, "settings": run.settings,
-                                 "status": "interrupted"}
+            entries[run.name] = interrupted_entry(run)
         save(entries)
         launcher.stop()
         raise
@@ -242,9 +241,9 @@ class PoolLauncher:
         self.held: dict[Future, str] = {}
 
     def submit(self, run, cmd: list[str]) -> Future:
-        from .child import PARENT_ENV
+        from .child import child_env
 
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid()), **thread_env(self.backend.threads())}
+        env = child_env(**thread_env(self.backend.threads()))
         devices = self.free.pop(0) if self.free else None
         if devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = devices
@@ -279,7 +278,7 @@ def ray_run(args: list[str], resume_args: list[str], log_path: str, tag: str, gp
     """The body of a run's Ray task, on whichever node Ray picked: the same `python -m peftlab ...`
     process as the sequential sweep (the node's own Python). A marker file beside the log tells a
     retry (its worker died mid-run) from the first attempt; a retry resumes from the last checkpoint."""
-    from .child import PARENT_ENV
+    from .child import child_env
 
     marker = Path(log_path).with_suffix(".attempt")
     marker.parent.mkdir(parents=True, exist_ok=True)
@@ -289,8 +288,7 @@ def ray_run(args: list[str], resume_args: list[str], log_path: str, tag: str, gp
         args = resume_args
         print(f"[{tag}] attempt {attempt}: the previous one's worker died; resuming from its last checkpoint",
               flush=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid()), **thread_env(threads)}
-    code, tail = run_child(under_torchrun(args, gpus), env, Path(log_path), tag)
+    code, tail = run_child(under_torchrun(args, gpus), child_env(**thread_env(threads)), Path(log_path), tag)
     marker.unlink(missing_ok=True)
     return code, tail
 
@@ -322,9 +320,9 @@ class RayLauncher:
                 ray.init(num_cpus=backend.threads() * backend.workers, num_gpus=gpus, include_dashboard=False,
                          log_to_driver=True, logging_level="WARNING", runtime_env=self.runtime_env())
         self.check_storage(sweep.folder)
-        cpus = sum(n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive"))
-        self.slots = max(1, min(backend.workers if not backend.ray_address else 10**6,
-                                int(cpus // backend.threads()) or 1))
+        # as many runs as the cluster's CPUs hold (on a local instance: --workers, which sized it)
+        fit = int(sum(n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")) // backend.threads())
+        self.slots = max(1, fit if backend.ray_address else min(backend.workers, fit))
         self.task = ray.remote(ray_run)
         self.refs: dict[Future, object] = {}
 

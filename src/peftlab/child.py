@@ -10,6 +10,12 @@ FAST_EXIT_ENV = "PEFTLAB_FAST_EXIT"  # "0" in a sweep's environment: its childre
 is_sweep_child = False
 
 
+def child_env(**extra: str) -> dict:
+    """The environment of a sweep's run process (every backend): unbuffered output, and the pid of the
+    process it must not outlive (die_with_parent)."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid()), **extra}
+
+
 def die_with_parent() -> None:
     """Called by a sweep's child at start-up (cli.main), not as Popen's preexec_fn: code run between
     fork and exec is unsafe while the sweep's reader threads run (a ctypes dlopen there can deadlock).

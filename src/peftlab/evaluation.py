@@ -18,7 +18,7 @@ from .config import Config
 from .errors import UserError
 from .formats import load_splits
 from .infer import Scored, Session, Source, open_session, read_source, score_split
-from .measure import folder_size_mb, git_hash, weights_size_mb, library_versions, peak_memory
+from .measure import folder_size_mb, git_hash, library_versions, peak_memory, weights_size_mb
 from .rundir import write_json, write_jsonl, write_yaml
 
 EVAL_SPLITS = ("validation", "test", "extra")

@@ -30,18 +30,19 @@ def peak_memory() -> dict:
     return {"peak_memory_mb": round(rss_kib / 1024, 1), "peak_memory_kind": "process_peak_rss"}
 
 
-def folder_size_mb(path: Path) -> float:
-    return round(sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20, 3)
-
-
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def folder_size_mb(path: Path, suffixes: tuple = (), digits: int = 3) -> float:
+    """Every file under `path` (only those ending in `suffixes` when given), in MiB."""
+    return round(sum(f.stat().st_size for f in Path(path).rglob("*")
+                     if f.is_file() and (not suffixes or f.suffix in suffixes)) / 2**20, digits)
 
 
 def weights_size_mb(path: Path) -> float:
     """The weight files of a saved adapter or head, without the tokenizer saved beside them (Gemma's
     tokenizer.json alone is 33 MB, ten times a LoRA adapter on it)."""
-    return round(sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file() and f.suffix in WEIGHT_SUFFIXES)
-                 / 2**20, 6)  # a head of 66 weights is 0.0003 MB, not 0
+    return folder_size_mb(path, WEIGHT_SUFFIXES, digits=6)  # a head of 66 weights is 0.0003 MB, not 0
 
 
 def library_versions() -> dict:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .child import PARENT_ENV, WarmStart
+from .child import WarmStart, child_env
 from .config import SECTIONS, Config, build_config, read_yaml_mapping, typed_settings
 from .errors import UserError, closest
 from .reuse import plan_todo, run_status, sweep_lock
@@ -356,7 +356,7 @@ def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str, warm: 
     """One run in a child process (started ahead by `warm` when it was the one planned next), and
     the next planned run's process started ahead; returns this run's sweep.json entry."""
     cmd = child_command(sweep, run, mode)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
+    env = child_env()
     tag = f"[{progress.index}/{progress.total}] {run.name}"
 
     def on_line(line: str) -> None:
@@ -417,6 +417,10 @@ def command_of(sweep: Sweep, run: PlannedRun, config_path: Path, mode: str) -> l
         str(c) for c in changed] + export + out
 
 
+def interrupted_entry(run: PlannedRun) -> dict:
+    return {"name": run.name, "group": run.group, "seed": run.seed, "settings": run.settings, "status": "interrupted"}
+
+
 def save_state(sweep: Sweep, entries: dict) -> None:
     write_json(sweep.folder / "sweep.json", {
         "name": sweep.name, "source": str(sweep.source), "description": sweep.description,
@@ -469,8 +473,7 @@ def run_todo(sweep: Sweep, todo: list, entries: dict, progress: Progress, skippe
         try:
             entry = execute(sweep, run, progress, mode, warm, todo[k + 1] if k + 1 < len(todo) else None)
         except KeyboardInterrupt:
-            entries[run.name] = {"name": run.name, "group": run.group, "seed": run.seed, "settings": run.settings,
-                                 "status": "interrupted"}
+            entries[run.name] = interrupted_entry(run)
             save_state(sweep, entries)
             raise
         entries[run.name] = entry
