@@ -39,12 +39,19 @@ $(LLAMACPP): requirements-llamacpp.txt | $(STAMP)
 
 setup: $(STAMP) $(LLAMACPP)
 
+# The dashboard's browser tests: Debian's Chromium and its WebDriver (~300 MB, once per machine).
+CHROMIUM := /usr/bin/chromedriver
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver \
+	  || ($(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
+
 # The main job: full / head / LoRA r=4,8,16 / DoRA r=8 on SST-2, then the comparison table and an
 # HTML report. Rerun: finished runs are skipped and the report is printed again.
 demo: setup
 	$(VENV)/bin/peftlab sweep recipes/sweeps/demo-sst2-minilm.yaml
 
-test: setup
+test: setup $(CHROMIUM)
 	$(PY) -m pytest -q tests
 
 # The speed comparison: plain transformers, LLaMA-Factory and peftlab on the same jobs, one process at

@@ -176,6 +176,21 @@ def cmd_methods(args) -> int:
     return 0
 
 
+def cmd_ui(args) -> int:
+    from pathlib import Path
+
+    from .ui.serve import serve
+
+    root = Path(args.runs_dir)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such folder; pass the folder that holds your sweeps (default: runs), "
+                        f"e.g. `peftlab ui runs` after `make demo`")
+    for extra in args.allow_root:
+        if not Path(extra).is_dir():
+            raise UserError(f"--allow-root {extra}: no such folder")
+    return serve(root, args.host, args.port, [Path(a) for a in args.allow_root])
+
+
 def cmd_data_convert(args) -> int:
     from .data import convert
 
@@ -258,6 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
     add_after_training_parsers(sub)
     add_data_parser(sub)
+    p = sub.add_parser("ui", help="a local web dashboard: browse, compare, watch and launch runs")
+    p.add_argument("runs_dir", nargs="?", default="runs", help="the folder of sweeps and runs (default: runs)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 = any free port)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                   "only; another address lets others on the network launch runs, and prints a warning)")
+    p.add_argument("--allow-root", action="append", default=[], metavar="DIR",
+                   help="a folder a pasted sweep file may name files in (besides RUNS_DIR and the recipes); "
+                        "repeatable, e.g. --allow-root ../shared/datasets")
+    p.set_defaults(func=cmd_ui)
     sub.add_parser("models", help="list the named models").set_defaults(func=cmd_models)
     sub.add_parser("methods", help="list the tuning methods").set_defaults(func=cmd_methods)
     return parser

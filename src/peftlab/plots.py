@@ -83,31 +83,38 @@ def plot_metric_per_epoch(runs, metric: str, path: Path) -> None:
     save(fig, path)
 
 
-def plot_pareto(summary: dict, costs, path: Path) -> None:
-    """The best-epoch metric against each cost; the Pareto front is joined by a line."""
-    metric, rows = summary["metric"], summary["groups"]
-    color = colors_for([r["group"] for r in rows])
-    fig, axes = plt.subplots(1, len(costs), figsize=(4.2 * len(costs), 3.8), dpi=110)
-    for ax, (key, label) in zip(axes, costs):
-        front = set(summary["pareto"][key])
-        pts = []
-        for r in rows:
-            cost = r[key]["mean"] if isinstance(r[key], dict) else r[key]
-            m = r["metrics_best"][metric]
-            if cost is None or m["mean"] is None:
-                continue
-            on = r["group"] in front
-            ax.errorbar(cost, m["mean"], yerr=m["std"] or 0, fmt="o", ms=7 if on else 5, capsize=3,
-                        color=color[r["group"]], mec="black" if on else "none")
-            ax.annotate(r["group"], (cost, m["mean"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
-            if on:
-                pts.append((cost, m["mean"]))
-        if len(pts) > 1:
-            ax.plot(*zip(*sorted(pts)), "--", color="black", lw=0.8, label="Pareto front")
-            ax.legend(fontsize=7)
-        if key == "trainable_params":
-            ax.set_xscale("log")
-        ax.set_xlabel(label)
-        ax.set_ylabel(f"{metric} (best epoch)")
-        ax.grid(alpha=0.3)
+def plot_pareto(summary: dict, costs, path: Path, metric: str | None = None) -> None:
+    """A best-epoch metric (default: the one epochs were chosen by) against each cost; the Pareto front
+    is joined by a line."""
+    fig, axes = plt.subplots(1, len(costs), figsize=(4.2 * len(costs), 3.8), dpi=110, squeeze=False)
+    for ax, (key, label) in zip(axes[0], costs):
+        pareto_axes(ax, summary, metric or summary["metric"], key, label)
     save(fig, path)
+
+
+def pareto_axes(ax, summary: dict, metric: str, key: str, label: str) -> None:
+    from .report import front_of
+
+    rows = summary["groups"]
+    color = colors_for([r["group"] for r in rows])
+    front = {rows[i]["group"] for i in front_of(rows, key, metric)}
+    pts = []
+    for r in rows:
+        cost = r[key]["mean"] if isinstance(r[key], dict) else r[key]
+        m = r["metrics_best"][metric]
+        if cost is None or m["mean"] is None:
+            continue
+        on = r["group"] in front
+        ax.errorbar(cost, m["mean"], yerr=m["std"] or 0, fmt="o", ms=7 if on else 5, capsize=3,
+                    color=color[r["group"]], mec="black" if on else "none")
+        ax.annotate(r["group"], (cost, m["mean"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        if on:
+            pts.append((cost, m["mean"]))
+    if len(pts) > 1:
+        ax.plot(*zip(*sorted(pts)), "--", color="black", lw=0.8, label="Pareto front")
+        ax.legend(fontsize=7)
+    if key == "trainable_params":
+        ax.set_xscale("log")
+    ax.set_xlabel(label)
+    ax.set_ylabel(f"{metric} (best epoch)")
+    ax.grid(alpha=0.3)

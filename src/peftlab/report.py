@@ -342,11 +342,14 @@ def table_rows(s: dict, phase: str) -> tuple[list[str], list[list[str]]]:
 def epochs_table(s: dict) -> str:
     """'## accuracy after epochs 1, 5, 10': the users' "after 1 / 5 / 10 epochs" columns; '-' where a run
     did not reach that epoch (early stopping, or fewer epochs)."""
+    return (f"## {s['metric']} after epochs {', '.join(map(str, s['report_epochs']))}\n\n"
+            + markdown_table(*epochs_rows(s)))
+
+
+def epochs_rows(s: dict) -> tuple[list[str], list[list[str]]]:
     epochs = [0] + s["report_epochs"]
     header = ["method"] + [f"epoch {e}" for e in epochs]
-    rows = [[r["group"]] + [fmt_stat(**r["at_epochs"][str(e)], digits=3) for e in epochs] for r in s["groups"]]
-    return (f"## {s['metric']} after epochs {', '.join(map(str, s['report_epochs']))}\n\n"
-            + markdown_table(header, rows))
+    return header, [[r["group"]] + [fmt_stat(**r["at_epochs"][str(e)], digits=3) for e in epochs] for r in s["groups"]]
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

@@ -307,6 +307,7 @@ def pump(stream, sink, log, tail: list, on_line=None) -> None:
         sink.write(text)
         sink.flush()
         log.write(text)
+        log.flush()  # `peftlab ui` shows the log's tail while the run runs
         tail.append(text)
         del tail[:-50]
         buffer += text

@@ -28,7 +28,7 @@ from .plots import plot_loss
 from .hardware import cpu_info
 from .rundir import HEAD_FILE, WEIGHTS_NOTE, clear_leftovers, read_json, save_model, saved_config_diff, write_json, write_jsonl, write_yaml
 from .tasks import TaskEnv, get_task
-from .trainer_callbacks import AdaLoraStep, ExtraSplits, QuietProgress, Recorder
+from .trainer_callbacks import AdaLoraStep, ExtraSplits, QuietProgress, Recorder, loss_line
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -346,8 +346,7 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
                   "wall_time_s": round(time.time() - started, 2)}
         if main:  # result.json last: a run is complete only when everything it promises is on disk
             plot_loss(trainer.state.log_history, f"{run_dir.name}", run_dir / "loss.png")
-            write_jsonl(run_dir / "train_log.jsonl", [{k: h[k] for k in ("step", "epoch", "loss", "learning_rate")
-                                                       if k in h} for h in trainer.state.log_history if "loss" in h])
+            write_jsonl(run_dir / "train_log.jsonl", [loss_line(h) for h in trainer.state.log_history if "loss" in h])
             result["timeline"]["finished"] = round(time.time(), 3)  # the run's end: its last file is written now
             write_json(run_dir / "result.json", result)
     except KeyboardInterrupt:

@@ -20,6 +20,11 @@ from .rundir import read_jsonl, write_jsonl
 SKIP_KEYS = {"runtime", "samples_per_second", "steps_per_second", "epoch", "model_preparation_time"}
 
 
+def loss_line(h: dict) -> dict:
+    """One train_log.jsonl line (the run's end rewrites the file from the Trainer's whole log history)."""
+    return {k: h[k] for k in ("step", "epoch", "loss", "learning_rate") if k in h}
+
+
 class Recorder(TrainerCallback):
     def __init__(self, path: Path, metric: str, patience: int, is_main: bool, save_best, resume_from: Path | None,
                  select_last: bool = False):
@@ -33,6 +38,7 @@ class Recorder(TrainerCallback):
         for line in self.lines:
             self._update_best(line[metric])
         self.epoch_train_s, self.t_step, self.t_epoch, self.partial = 0.0, None, None, False
+        self.loss_log: list[dict] = []
         self.first_step_at = None  # wall clock (unix seconds) when this process began its first optimizer step
 
     def _update_best(self, value) -> bool:
@@ -49,6 +55,8 @@ class Recorder(TrainerCallback):
     def on_train_begin(self, args, state, control, **kw):
         per_epoch = max(1, state.max_steps // max(1, int(args.num_train_epochs)))
         self.partial = state.global_step % per_epoch != 0  # resumed in the middle of an epoch
+        self.loss_log = [loss_line(h) for h in state.log_history if "loss" in h]  # a resumed run's steps so far
+
 
     def on_epoch_begin(self, args, state, control, **kw):
         self.epoch_train_s, self.t_epoch = 0.0, time.perf_counter()
@@ -72,6 +80,9 @@ class Recorder(TrainerCallback):
         if loss is not None and not math.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss} at step {state.global_step}; "
                                      f"lower the learning rate or use fp32")
+        if loss is not None and self.is_main:  # the loss so far, for `peftlab ui` to draw while the run runs
+            self.loss_log.append(loss_line({**logs, "step": state.global_step, "epoch": state.epoch}))
+            write_jsonl(self.path.parent / "train_log.jsonl", self.loss_log)
 
     # -- evaluation
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):

@@ -1,0 +1,219 @@
+"""Starting, stopping and resuming sweeps from the dashboard. A launch is the same `peftlab sweep FILE
+--output-dir RUNS_DIR` process as from a terminal (never a shell string), started only after the file
+was loaded and every run's config validated as the CLI does; a pasted file may name files only inside
+the allowed roots (RUNS_DIR, the recipes folder, and each --allow-root)."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..errors import UserError
+from ..rundir import write_text
+from .folders import live_pid, rel_of
+
+# config keys that name files or folders the run reads or writes
+PATH_KEYS = ("model", "cache_dir", "train_file", "validation_file", "test_file", "extra_eval_file")
+
+
+def recipes_dir() -> Path:
+    """The shipped recipes (a source checkout or an editable install: <repo>/recipes)."""
+    return Path(__file__).resolve().parents[3] / "recipes"
+
+
+def shipped_recipes() -> dict[str, Path]:
+    """{'sweeps/demo-sst2-minilm.yaml': path, ..., 'studies/...': path, 'sst2-minilm-lora.yaml': path}"""
+    root = recipes_dir()
+    out = {}
+    for pattern in ("sweeps/*.yaml", "studies/*.yaml", "*.yaml"):
+        for p in sorted(root.glob(pattern)):
+            out[p.relative_to(root).as_posix()] = p
+    return out
+
+
+def is_under(path: Path, roots: list[Path]) -> bool:
+    path = path.resolve()
+    return any(path == r or r in path.parents for r in roots)
+
+
+def named_paths(cfg) -> list[tuple[str, str]]:
+    """(key, path) for every file or folder a run's config names (pkg: paths and named models left out:
+    they are inside installed packages)."""
+    from ..models import NAMED_MODELS
+
+    out = []
+    for section in cfg.to_dict().values():
+        for key, value in section.items():
+            if key not in PATH_KEYS:
+                continue
+            for item in value if isinstance(value, list) else [value]:
+                text = item.get("file", "") if isinstance(item, dict) else str(item or "")
+                if not text or text.startswith("pkg:") or (key == "model" and text in NAMED_MODELS):
+                    continue
+                out.append((key, text))
+    return out
+
+
+def check_roots(planned, roots: list[Path], source: Path) -> None:
+    """UserError naming the first file outside the allowed roots (base files included)."""
+    from ..study import Study
+
+    sweeps = planned.sweeps if isinstance(planned, Study) else [planned]
+    for sweep in sweeps:
+        for run in sweep.runs:
+            for key, text in named_paths(run.cfg):
+                if not is_under(Path(text), roots):
+                    raise UserError(f"{source.name}: run {run.name}: {key} '{text}' is outside the folders this "
+                                    f"dashboard may read ({', '.join(map(str, roots))}); start it with "
+                                    f"`peftlab ui --allow-root {Path(text).resolve().parent}` to allow it")
+
+
+BASE_LINE = re.compile(r"^(\s*(?:-\s+)?base:\s*)(['\"]?)([^'\"#\n]+?)\2(\s*(?:#.*)?)$", re.M)
+
+
+def absolute_bases(text: str, near: Path) -> str:
+    """A pasted file's relative `base:` paths read as if the file sat in `near` (recipes/sweeps/), so a
+    shipped recipe pasted and edited still finds its base file; the rest of the text is kept as written."""
+    def fix(m):
+        value = m.group(3).strip()
+        if Path(value).is_absolute():
+            return m.group(0)
+        return f"{m.group(1)}{(near / value).resolve()}{m.group(4)}"
+
+    return BASE_LINE.sub(fix, text)
+
+
+def bases_of(path: Path) -> list[Path]:
+    from ..config import TextLoader
+
+    data = yaml.load(path.read_text(encoding="utf-8"), TextLoader) or {}
+    found = [data.get("base")] + [p.get("base") for p in data.get("parts") or [] if isinstance(p, dict)]
+    return [Path(b) for b in found if isinstance(b, str) and b]
+
+
+@dataclass
+class Job:
+    id: str
+    command: list[str]
+    folder: str            # the sweep (or study) folder, relative to RUNS_DIR
+    log: Path
+    proc: subprocess.Popen
+    started: float = field(default_factory=time.time)
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+
+class Jobs:
+    """The processes this dashboard started (in memory: the folders stay the truth; a sweep started
+    elsewhere is watched, stopped and resumed through its folder alike)."""
+
+    def __init__(self, root: Path, allow: list[Path]):
+        self.root = root.resolve()
+        self.roots = [self.root, recipes_dir().resolve()] + [Path(a).resolve() for a in allow]
+        self.jobs: dict[str, Job] = {}
+
+    def validate(self, path: Path, trusted: bool):
+        """The planned sweep or study, validated as `peftlab sweep` does; UserError otherwise."""
+        from ..sweep import load_sweep
+
+        if not trusted:
+            for base in bases_of(path):
+                if not is_under(base, self.roots):
+                    raise UserError(f"{path.name}: base '{base}' is outside the folders this dashboard may read; "
+                                    f"start it with `peftlab ui --allow-root {base.resolve().parent}`")
+        planned = load_sweep(path, str(self.root))
+        if not trusted:
+            check_roots(planned, self.roots, path)
+        return planned
+
+    def folder_of(self, planned) -> str:
+        return rel_of(self.root, Path(planned.folder))
+
+    def launch_recipe(self, name: str) -> Job:
+        recipes = shipped_recipes()
+        if name not in recipes:
+            raise UserError(f"recipe '{name}': not a shipped recipe (choose one of the list)")
+        path = recipes[name]
+        if not name.startswith(("sweeps/", "studies/")):  # a single-run config: a one-run sweep over it
+            return self.launch_text(yaml.safe_dump({"name": path.stem, "base": str(path)}), trusted=True)
+        return self.start(path, self.validate(path, trusted=True))
+
+    def launch_text(self, text: str, trusted: bool = False) -> Job:
+        """A pasted sweep/study file: written to RUNS_DIR/.ui/launches/, validated, then started; when it
+        does not validate the file is removed again and the error is the CLI's."""
+        if not text.strip():
+            raise UserError("the YAML field is empty: paste a sweep file (base: + variants:) or pick a recipe")
+        launches = self.root / ".ui" / "launches"
+        launches.mkdir(parents=True, exist_ok=True)
+        path = launches / f"launch-{time.strftime('%Y%m%d-%H%M%S')}-{len(self.jobs)}.yaml"
+        write_text(path, absolute_bases(text, recipes_dir() / "sweeps"))
+        try:
+            planned = self.validate(path, trusted)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return self.start(path, planned)
+
+    def start(self, path: Path, planned) -> Job:
+        folder = self.folder_of(planned)
+        if live_pid(self.root / folder) is not None or any(j.running and j.folder == folder for j in self.jobs.values()):
+            raise UserError(f"{folder}: a sweep is already running on this folder; stop it first")
+        command = [sys.executable, "-m", "peftlab", "sweep", str(path), "--output-dir", str(self.root)]
+        job_id = f"job{len(self.jobs) + 1}"
+        log = self.root / ".ui" / "jobs" / f"{job_id}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(log, "ab") as fh:
+            # its own session: stop sends SIGINT to the sweep and its run, as Ctrl-C in a terminal does
+            proc = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, start_new_session=True)
+        job = self.jobs[job_id] = Job(job_id, command, folder, log, proc)
+        return job
+
+    def job_for(self, folder: str) -> Job | None:
+        found = [j for j in self.jobs.values() if j.folder == folder or folder.startswith(j.folder + "/")
+                 or j.folder.startswith(folder + "/")]
+        return found[-1] if found else None
+
+    def stop(self, folder: str, parts: list[Path]) -> str:
+        """SIGINT to the sweep's process group (ours) or to the sweep process holding the folder's lock
+        (one started elsewhere: it passes the interrupt on to its run after a grace period)."""
+        job = self.job_for(folder)
+        if job and job.running:
+            os.killpg(job.proc.pid, signal.SIGINT)
+            return f"stopping {folder} (the current run saves its state)"
+        for part in parts:
+            pid = live_pid(part)
+            if pid:
+                os.kill(pid, signal.SIGINT)
+                return f"stopping {folder} (pid {pid}; the current run saves its state)"
+        raise UserError(f"{folder}: no sweep is running there")
+
+    def resume(self, folder: str, source: str | None) -> Job:
+        """The sweep again from its file: finished runs are kept, the interrupted one resumes."""
+        if not source:
+            raise UserError(f"{folder}: sweep.json does not name the sweep file it was made from")
+        path = Path(source)
+        if not path.is_file():
+            raise UserError(f"{folder}: its sweep file {source} is gone; run `peftlab sweep FILE` with it again")
+        trusted = is_under(path, [recipes_dir().resolve()])
+        planned = self.validate(path, trusted)
+        made = self.folder_of(planned)
+        if made != folder and not folder.startswith(made + "/"):
+            raise UserError(f"{folder}: its sweep file {source} now writes to {made}; run it from a terminal "
+                            f"with the --output-dir it was made with")
+        return self.start(path, planned)
+
+    def log_tail(self, job: Job, n: int = 20) -> list[str]:
+        from .folders import tail
+
+        return tail(job.log, n)

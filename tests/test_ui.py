@@ -1,0 +1,275 @@
+"""`peftlab ui` driven in headless Chromium (Debian's chromium + chromium-driver, installed by `make
+test`) against a real runs folder made by a tiny sweep: the list shows the runs, the compare page's
+tables are the report's, predictions show their errors, a sweep launched from the form shows live
+progress (pushed, the page is not reloaded), stops with its run's state saved and resumes to the end;
+paths outside the runs folder are refused."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from peftlab.cli import main
+from peftlab.rundir import read_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+def tiny_config(tiny_bert: str, sentiment: dict, **extra) -> dict:
+    return {"model": tiny_bert, "train_file": sentiment["train"], "validation_file": sentiment["dev"],
+            "epochs": 2, "batch_size": 16, "lr": 5e-3, "max_length": 16, "logging_steps": 2, "save_steps": 3, **extra}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_bert, sentiment) -> Path:
+    """RUNS_DIR with one finished sweep: head and LoRA r=4, two seeds each (so the tables have ± and p)."""
+    root = tmp_path_factory.mktemp("ui") / "runs"
+    sweep = root.parent / "methods.yaml"
+    sweep.write_text(yaml.safe_dump({"name": "methods", "config": tiny_config(tiny_bert, sentiment),
+                                     "variants": [{"name": "head", "method": "head", "lr": 5e-2},
+                                                  {"name": "lora-r4", "method": "lora", "lora_rank": 4, "lr": 3e-2}],
+                                     "grid": {"seed": [1, 2]}}))
+    assert main(["sweep", str(sweep), "--output-dir", str(root)]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(runs, tiny_bert, sentiment):
+    """`peftlab ui RUNS --port 0`, allowed to read the tiny model and data folders."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "peftlab", "ui", str(runs), "--port", "0",
+                             "--allow-root", tiny_bert, "--allow-root", str(Path(sentiment["train"]).parent)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    line = proc.stdout.readline()
+    match = re.search(r"http://localhost:(\d+)/", line)
+    assert match, line
+    yield f"http://localhost:{match.group(1)}", int(match.group(1))
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    assert Path(CHROMIUM).exists() and Path(DRIVER).exists(), "Chromium is missing: `make test` installs it (apt)"
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def wait_for(check, timeout: float = 120, what: str = ""):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def text(browser, css: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return browser.find_element(By.CSS_SELECTOR, css).text
+
+
+def table_cells(browser, css: str) -> list[list[str]]:
+    from selenium.webdriver.common.by import By
+
+    table = browser.find_element(By.CSS_SELECTOR, css)
+    return [[c.text for c in tr.find_elements(By.CSS_SELECTOR, "th, td")] for tr in table.find_elements(By.TAG_NAME, "tr")]
+
+
+def markdown_tables(md: str) -> dict[str, list[list[str]]]:
+    """{section title: rows (header first)} of a report.md."""
+    out, title = {}, None
+    for line in md.splitlines():
+        if line.startswith("## "):
+            title = line[3:]
+        elif line.startswith("|") and not line.startswith("|---") and title:
+            out.setdefault(title, []).append([c.strip() for c in line.strip("|").split("|")])
+    return out
+
+
+def test_list_shows_every_run_and_filters(server, browser, runs):
+    from selenium.webdriver.common.by import By
+
+    url, _ = server
+    browser.get(url + "/")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr")
+    names = {r.get_attribute("data-id") for r in rows}
+    assert names == {f"methods/{n}" for n in ("head-s1", "head-s2", "lora-r4-s1", "lora-r4-s2")}
+    result = json.loads((runs / "methods" / "lora-r4-s1" / "result.json").read_text())
+    row = browser.find_element(By.CSS_SELECTOR, 'tr[data-id="methods/lora-r4-s1"]')
+    cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[3] == "completed" and cells[6] == "lora" and cells[7] == "accuracy"
+    assert cells[8] == f"{result['metrics_best']['accuracy']:.4f}"
+    browser.find_element(By.ID, "filter").send_keys("lora")
+    assert text(browser, "#shown-count") == "2 of 4 shown"
+    # sorting by the best metric puts the rows in its order
+    browser.find_element(By.ID, "filter").clear()
+    browser.find_element(By.ID, "filter").send_keys(" ")
+    browser.find_element(By.XPATH, "//table[@id='runs']//th[text()='best']").click()
+    shown = [float(r.find_elements(By.TAG_NAME, "td")[8].text) for r in browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr")]
+    assert shown == sorted(shown)
+
+
+def test_compare_page_tables_are_the_reports(server, browser, runs):
+    from selenium.webdriver.common.by import By
+
+    url, _ = server
+    browser.get(url + "/")
+    for box in browser.find_elements(By.CSS_SELECTOR, "#runs tbody input[type=checkbox]"):
+        box.click()
+    browser.find_element(By.ID, "compare-button").click()
+    wait_for(lambda: "/compare" in browser.current_url, 30, "the compare page")
+    report = markdown_tables((runs / "methods" / "report" / "report.md").read_text())
+    assert table_cells(browser, "#table-0") == report["Result at epoch 0 (before any update)"]
+    assert table_cells(browser, "#table-1") == report["Result at best epoch"]
+    assert any("±" in c for row in table_cells(browser, "#table-1") for c in row)  # two seeds: mean ± std
+    # the Pareto plot of another metric against another cost, and the CSV export, answer
+    img = browser.find_element(By.ID, "pareto")
+    assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) > 100
+    csv_href = browser.find_element(By.ID, "csv").get_attribute("href")
+    browser.get(csv_href.replace("compare.csv", "compare.md"))
+    assert "Result at best epoch" in browser.page_source
+
+
+def test_predictions_show_errors_and_confusion(server, browser, runs):
+    from selenium.webdriver.common.by import By
+
+    url, _ = server
+    lines = read_jsonl(runs / "methods" / "head-s1" / "predictions_validation.jsonl")
+    wrong = [r for r in lines if r["label"] != r["prediction"]]
+    browser.get(url + "/predictions/methods/head-s1?file=predictions_validation.jsonl&errors=1")
+    assert int(text(browser, "#n-wrong")) == len(wrong) and int(text(browser, "#n-total")) == len(lines)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#predictions tbody tr")) == len(wrong)
+    matrix = table_cells(browser, "#confusion")
+    counts = [[int(c) for c in row[1:]] for row in matrix[1:]]
+    assert sum(map(sum, counts)) == len(lines)
+    off_diagonal = sum(c for i, row in enumerate(counts) for j, c in enumerate(row) if i != j)
+    assert off_diagonal == len(wrong)
+
+
+def test_launch_watch_stop_and_resume(server, browser, runs, tiny_bert, sentiment):
+    from selenium.webdriver.common.by import By
+
+    url, _ = server
+    sweep = {"name": "launched", "config": tiny_config(tiny_bert, sentiment, method="lora", lora_rank=4, lr=3e-2),
+             "variants": [{"name": "quick", "epochs": 1}, {"name": "long", "epochs": 60}]}
+    browser.get(url + "/launch")
+    browser.execute_script("document.getElementById('yaml').value = arguments[0]", yaml.safe_dump(sweep))
+    browser.find_element(By.ID, "source-yaml").click()
+    browser.find_element(By.ID, "launch").click()
+    wait_for(lambda: browser.current_url.endswith("/sweep/launched"), 60, "the sweep page")
+    loaded = browser.find_element(By.TAG_NAME, "body").get_attribute("data-loaded")
+
+    # live: the first run finishes and the second one runs, with its loss so far drawn, without a reload
+    wait_for(lambda: text(browser, "#current") == "long" and text(browser, "#state") == "running", 180, "run 'long'")
+    wait_for(lambda: int(browser.find_element(By.CSS_SELECTOR, "#loss polyline").get_attribute("data-n") or 0) >= 2
+             if browser.find_elements(By.CSS_SELECTOR, "#loss polyline") else False, 120, "the loss curve")
+    assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == loaded
+    assert int(browser.find_element(By.TAG_NAME, "body").get_attribute("data-updates")) > 2
+    assert "/ 60" in text(browser, "#epoch") and text(browser, "#log")
+    quick = json.loads((runs / "launched" / "quick" / "result.json").read_text())
+    assert quick["status"] == "completed"
+
+    browser.find_element(By.ID, "stop").click()
+    wait_for(lambda: text(browser, "#state") == "not running", 120, "the sweep to stop")
+    long = json.loads((runs / "launched" / "long" / "result.json").read_text())
+    assert long["status"] == "interrupted"
+    assert json.loads((runs / "launched" / "sweep.json").read_text())["runs"][1]["status"] == "interrupted"
+
+    browser.find_element(By.ID, "resume").click()
+    wait_for(lambda: text(browser, "#state") == "finished", 300, "the resumed sweep to finish")
+    long = json.loads((runs / "launched" / "long" / "result.json").read_text())
+    assert long["status"] == "completed" and long["resumed"] is True and long["epochs_run"] == 60
+    assert quick == json.loads((runs / "launched" / "quick" / "result.json").read_text())  # kept, not redone
+
+
+def test_a_bad_pasted_file_gives_the_clis_message_and_writes_nothing(server, browser, runs, tmp_path, capsys,
+                                                                     tiny_bert, sentiment):
+    from selenium.webdriver.common.by import By
+
+    url, _ = server
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "bad", "config": tiny_config(tiny_bert, sentiment, lora_rnak=4)}))
+    assert main(["sweep", str(bad), "--dry-run"]) == 2
+    cli_message = capsys.readouterr().err.strip().removeprefix("peftlab: error: ")
+    before = sorted(p.name for p in runs.iterdir())
+    launches = sorted((runs / ".ui" / "launches").glob("*"))  # earlier launches' files (resume runs them again)
+    browser.get(url + "/launch")
+    browser.execute_script("document.getElementById('yaml').value = arguments[0]", bad.read_text())
+    browser.find_element(By.ID, "source-yaml").click()
+    browser.find_element(By.ID, "launch").click()
+    shown = wait_for(lambda: browser.find_elements(By.ID, "error"), 30, "the error")[0].text
+    assert shown.split(": ", 1)[1] == cli_message.split(": ", 1)[1]  # the same message (file names differ)
+    assert "lora_rnak" in shown and "lora_rank" in shown
+    assert sorted(p.name for p in runs.iterdir()) == before and sorted((runs / ".ui" / "launches").glob("*")) == launches
+
+    # a file outside the allowed roots is refused before anything runs
+    outside = tmp_path / "elsewhere.tsv"
+    shutil.copy(sentiment["train"], outside)
+    browser.get(url + "/launch")
+    sneaky = {"name": "sneaky", "config": tiny_config(tiny_bert, sentiment, train_file=str(outside))}
+    browser.execute_script("document.getElementById('yaml').value = arguments[0]", yaml.safe_dump(sneaky))
+    browser.find_element(By.ID, "source-yaml").click()
+    browser.find_element(By.ID, "launch").click()
+    shown = wait_for(lambda: browser.find_elements(By.ID, "error"), 30, "the error")[0].text
+    assert str(outside) in shown and "--allow-root" in shown
+    assert not (runs / "sneaky").exists()
+
+
+def raw_get(port: int, path: str, host: str = "localhost") -> tuple[int, bytes]:
+    """A request with the path exactly as written (a browser would normalize ../ away)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.putrequest("GET", path, skip_host=True)
+    conn.putheader("Host", f"{host}:{port}")
+    conn.endheaders()
+    resp = conn.getresponse()
+    return resp.status, resp.read()
+
+
+def test_paths_outside_the_runs_folder_are_refused(server, runs, tmp_path):
+    url, port = server
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not show")
+    (runs / "methods" / "head-s1" / "link.txt").symlink_to(secret)
+    rel = os.path.relpath(secret, runs / "methods")
+    for path in (f"/file/../../{rel}", f"/file/methods/{rel}", f"/file/methods/..%2F..%2F{rel}",
+                 "/file/methods/head-s1/link.txt", f"/file/{secret}", "/run/..%2F..%2F", "/predictions/methods/../..",
+                 f"/predictions/methods/head-s1?file=../../{rel}", "/sweep/..%2F"):
+        status, body = raw_get(port, path)
+        assert status == 404 and b"do not show" not in body, path
+    assert raw_get(port, "/file/methods/head-s1/result.json")[0] == 200
+    assert raw_get(port, "/", host="attacker.example")[0] == 400  # DNS rebinding: only localhost names
+    # a POST without the page's token (another site's form) starts nothing
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("POST", "/launch", body="source=recipe&recipe=sweeps/demo-sst2-minilm.yaml",
+                 headers={"Content-Type": "application/x-www-form-urlencoded", "Host": f"localhost:{port}"})
+    resp = conn.getresponse()
+    assert resp.status == 400 and b"stale" in resp.read()
+    assert not (runs / "demo-sst2-minilm").exists()
+
+
+def test_ui_command_errors(tmp_path, capsys):
+    assert main(["ui", str(tmp_path / "missing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert main(["ui", str(tmp_path), "--allow-root", str(tmp_path / "nope")]) == 2
+    assert "--allow-root" in capsys.readouterr().err
