@@ -6,6 +6,7 @@ import base64
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -113,6 +114,13 @@ def test_sweep_goes_on_after_a_failure_and_report_matches_run_folders(tmp_path, 
     assert [(r["name"], r["status"]) for r in state["runs"]] == [
         ("head", "completed"), ("lora-r4", "completed"), ("broken", "failed")]
     assert "lora_target" in state["runs"][2]["error"] and "nonexistent" in state["runs"][2]["error"]
+    for name in ("head", "lora-r4"):  # the logs hold what the console showed, without redraws or cursor codes
+        log = (folder / "logs" / f"{name}.log").read_bytes().decode()
+        bars = [l for l in log.splitlines() if re.fullmatch(r"\s*\d+%\|.*(it/s|s/it)\]", l)]  # lines that are a bar alone
+        assert "\x1b" not in log and "\r" not in log and "epoch 2:" in log
+        # one line per bar, in its last state: epoch 0's evaluation, the training, the predictions (the
+        # evaluations nested in the training bar were cleared when they closed)
+        assert len(bars) == 3 and all(l.startswith("100%|") for l in bars), log
     assert "Result at best epoch" in out and "report.html" in out
     # each run after the first was started ahead (imports done while the previous run worked) and told to go
     # only after the previous one had finished

@@ -33,9 +33,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import UserError
+from .terminal import ANSI
 
 BACKENDS = ("sequential", "pool", "ray")
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # tqdm's cursor moves (nested bars leave `ESC[A` behind)
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -106,9 +106,9 @@ class Discard:
 
 
 def run_child(cmd: list[str], env: dict, log_path: Path, tag: str, sink=None) -> tuple[int, list[str]]:
-    """Start one run's process, copy its output whole to its log and, each finished line prefixed
-    with the run's name, to `sink` (progress bars and their cursor codes left out); returns (exit code,
-    the last lines of its stderr). Used by both backends."""
+    """Start one run's process, copy its output to its log (as sweep.pump writes it: the lines left on a
+    screen) and, each finished line prefixed with the run's name, to `sink` (progress bars and their
+    cursor codes left out); returns (exit code, the last lines of its stderr). Used by both backends."""
     from .sweep import pump, stop_child
 
     sink = sink or sys.stdout

@@ -20,6 +20,7 @@ before running anything, or reruns it with --rerun-changed). `.lock` keeps a sec
 """
 from __future__ import annotations
 
+import codecs
 import itertools
 import os
 import re
@@ -37,6 +38,7 @@ from .config import SECTIONS, Config, build_config, read_yaml_mapping, typed_set
 from .errors import UserError, closest
 from .reuse import plan_todo, run_status, sweep_lock
 from .rundir import UnreadableFile, read_json, write_json, write_text, write_yaml
+from .terminal import ScreenLines
 
 SWEEP_KEYS = ("name", "output_dir", "base", "config", "variants", "grid", "description", "report_epochs")
 # How a setting shows in a run name: lora_rank=8 -> r8, seed=1 -> s1, lr=5e-4 -> lr0.0005.
@@ -297,19 +299,24 @@ class Progress:
 
 
 def pump(stream, sink, log, tail: list, on_line=None) -> None:
-    """Copy a child's output to our console and its log, keep the tail (for failure reasons)."""
+    """Copy a child's output to our console as it comes and to its log as the lines it leaves on a
+    screen (terminal.ScreenLines: a progress bar once, in its last state, no control codes); keep
+    the tail (for failure reasons)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character cut by a chunk's end
+    screen = ScreenLines()
     buffer = ""
     while True:
         chunk = os.read(stream.fileno(), 4096)
+        text = decoder.decode(chunk, final=not chunk)
+        if text:
+            sink.write(text)
+            sink.flush()
+            tail.append(text)
+            del tail[:-50]
+        log.write(screen.feed(text) + ("" if chunk else screen.finish()))
+        log.flush()  # `peftlab ui` shows the log's tail while the run runs
         if not chunk:
             break
-        text = chunk.decode("utf-8", errors="replace")
-        sink.write(text)
-        sink.flush()
-        log.write(text)
-        log.flush()  # `peftlab ui` shows the log's tail while the run runs
-        tail.append(text)
-        del tail[:-50]
         buffer += text
         *lines, buffer = re.split(r"[\r\n]", buffer)
         for line in lines:
