@@ -15,8 +15,8 @@ import psutil
 from ..report import Run, collect, mean_std
 from ..report_evals import is_eval
 from ..rundir import UnreadableFile, read_json, read_jsonl, read_text
+from ..terminal import ScreenLines
 
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 MAX_DEPTH = 4  # RUNS_DIR/study/part/run: deeper folders are not searched
 
 
@@ -223,13 +223,9 @@ def read_predictions(run_dir: Path, name: str, errors_only: bool, labels, limit:
 # -- a sweep's progress ---------------------------------------------------------------------------
 
 def clean_log(text: str) -> list[str]:
-    """A log as a terminal would have left it: ANSI codes removed, each \\r redraw kept at its last state."""
-    lines = []
-    for line in ANSI.sub("", text).split("\n"):
-        line = line.rstrip("\r").split("\r")[-1]
-        if line.strip():
-            lines.append(line)
-    return lines
+    """A log as a terminal would have left it (a dashboard job's log holds the sweep's raw console)."""
+    screen = ScreenLines()
+    return [line for line in (screen.feed(text) + screen.finish()).splitlines() if line.strip()]
 
 
 def tail(path: Path, n: int = 30, max_bytes: int = 65536) -> list[str]:
