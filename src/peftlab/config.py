@@ -121,6 +121,7 @@ class TrainConfig:
     logging_steps: int = opt(10, "log the training loss every N optimizer steps")
     save_steps: int = opt(50, "checkpoint every N optimizer steps so --resume can continue mid-epoch (and at each epoch end)")
     keep_checkpoints: bool = opt(False, "keep the resume checkpoints after a finished run")
+    report_to: str = opt("none", "also send the Trainer's logs and peftlab's epoch-0 / best-epoch metrics to: none | tensorboard (event files in <run folder>/tensorboard) | mlflow (needs the mlflow package; MLFLOW_TRACKING_URI, else a file store <run folder>/mlruns)")
 
 
 @dataclass
@@ -382,9 +383,10 @@ def default_of(f: dataclasses.Field):
     return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
-# Where a run lives, not what it computes: its folder was found from them, and a moved or copied
-# sweep folder holds the same runs.
-LOCATION_KEYS = {("train", "output_dir"), ("train", "run_name")}
+# Where a run lives and where else it reports, not what it computes: its folder was found from them,
+# a moved or copied sweep folder holds the same runs, and a finished run is not a different run
+# because its logs would now also go to TensorBoard.
+NOT_COMPARED = {("train", "output_dir"), ("train", "run_name"), ("train", "report_to")}
 
 
 def config_diff(saved: dict, cfg: Config) -> list[str]:
@@ -395,7 +397,7 @@ def config_diff(saved: dict, cfg: Config) -> list[str]:
         old_sec = saved.get(sec) if isinstance(saved.get(sec), dict) else {}
         for f in dataclasses.fields(cls):
             new = now[sec][f.name]
-            if (sec, f.name) in LOCATION_KEYS:
+            if (sec, f.name) in NOT_COMPARED:
                 continue
             if f.name not in old_sec:
                 # A key the saved config lacks was added to peftlab after that run, which therefore ran

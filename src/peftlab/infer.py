@@ -208,7 +208,9 @@ def build_eval_trainer(session: Session):
     split = next(iter(session.encoded))
     encoded = {"train": session.encoded[split], "validation": session.encoded[split]}
     folder = Path(tempfile.mkdtemp(prefix="peftlab-eval-"))  # the Trainer wants an output_dir; nothing lands there
-    trainer = build_trainer(session.cfg, folder, session.model, session.tokenizer, session.task, session.prepared,
+    # predict() logs nothing, and a run's report_to must not ask an evaluation for the tracker's package
+    quiet = dataclasses.replace(session.cfg, train=dataclasses.replace(session.cfg.train, report_to="none"))
+    trainer = build_trainer(quiet, folder, session.model, session.tokenizer, session.task, session.prepared,
                             encoded, [], session.env)
     shutil.rmtree(folder, ignore_errors=True)  # predict() never writes to it
     return trainer

@@ -5,6 +5,7 @@ modules) happens before the run folder is created, so bad input leaves nothing b
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
@@ -12,6 +13,7 @@ import shutil
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,9 +30,10 @@ from .plots import plot_loss
 from .hardware import cpu_info
 from .rundir import HEAD_FILE, WEIGHTS_NOTE, clear_leftovers, read_json, save_model, saved_config_diff, write_json, write_jsonl, write_yaml
 from .tasks import TaskEnv, get_task
-from .trainer_callbacks import AdaLoraStep, ExtraSplits, QuietProgress, Recorder, loss_line
+from .trainer_callbacks import AdaLoraStep, ExtraSplits, QuietProgress, Recorder, TrackerSummary, loss_line
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+REPORT_TO = ("none", "tensorboard", "mlflow")
 
 
 def is_main_process() -> bool:
@@ -97,6 +100,7 @@ def check_settings(cfg: Config) -> None:
     check_choice("dtype", cfg.model.dtype, DTYPES)
     check_choice("optim", t.optim, optimizer_names())
     check_choice("lr_scheduler", t.lr_scheduler, scheduler_names())
+    check_choice("report_to", t.report_to, REPORT_TO)
     check_at_least(1, t, ("epochs", "batch_size", "grad_accum", "save_steps", "logging_steps"))
     check_at_least(1, e, ("eval_batch_size", "max_new_tokens"))
     check_at_least(0, d, ("max_samples", "max_eval_samples"), "0 (all) or more")
@@ -113,6 +117,56 @@ def check_settings(cfg: Config) -> None:
                         "machine has neither (bf16 would run emulated, many times slower); use auto or fp32")
     if cfg.task.max_length < 8:
         raise UserError(f"max_length: {cfg.task.max_length} is too short (at least 8 tokens)")
+
+
+def check_tracker_installed(report_to: str) -> None:
+    """The package a report_to integration needs, asked for before anything is read or written (the
+    Trainer would fail only once the model is built, with a message about PyTorch versions)."""
+    if report_to == "mlflow":
+        if importlib.util.find_spec("mlflow") is None:
+            raise UserError("report_to: mlflow needs the mlflow package (pip install mlflow-skinny), which is not "
+                            "installed; or use report_to: tensorboard or none")
+        if os.environ.get("DISABLE_MLFLOW_INTEGRATION", "").upper() == "TRUE":
+            raise UserError("report_to: mlflow, but DISABLE_MLFLOW_INTEGRATION=TRUE turns transformers' MLflow "
+                            "integration off; unset it or use report_to: none")
+    if report_to == "tensorboard" and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+        raise UserError("report_to: tensorboard needs the tensorboard package (pip install tensorboard; "
+                        "requirements.txt pins it), which is not installed; or use report_to: none")
+
+
+@contextmanager
+def tracker_env(report_to: str, run_dir: Path):
+    """Where the report_to integration writes, told the way transformers reads it: TensorBoard in
+    <run folder>/tensorboard (TENSORBOARD_LOGGING_DIR, read when the Trainer is built; transformers
+    5 has no logging_dir argument), MLflow in MLFLOW_TRACKING_URI if the user set one, else a file
+    store <run folder>/mlruns (read when its run starts, not ./mlruns). MLflow 3 keeps the file store
+    only on request (MLFLOW_ALLOW_FILE_STORE; its sqlite default needs SQLAlchemy, which
+    mlflow-skinny lacks), so peftlab's default asks for it. Set for this run only: one process can
+    run several (tests)."""
+    values = {}
+    if report_to == "tensorboard":
+        values["TENSORBOARD_LOGGING_DIR"] = str((run_dir / "tensorboard").resolve())
+    if report_to == "mlflow" and not os.environ.get("MLFLOW_TRACKING_URI"):
+        values["MLFLOW_TRACKING_URI"] = (run_dir / "mlruns").resolve().as_uri()
+        values["MLFLOW_ALLOW_FILE_STORE"] = os.environ.get("MLFLOW_ALLOW_FILE_STORE") or "true"
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def add_tracker_summary(trainer, recorder) -> None:
+    """TrackerSummary first among the callbacks, before the integrations (see there); add_callback
+    would put it last."""
+    if trainer.args.report_to:
+        handler = trainer.callback_handler
+        handler.callbacks.insert(0, TrackerSummary(recorder, handler.callbacks))
 
 
 def total_steps(n_train: int, t) -> int:
@@ -198,7 +252,7 @@ def build_trainer(cfg: Config, run_dir: Path, model, tokenizer, task, prepared, 
         gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, optim=t.optim, weight_decay=t.weight_decay,
         warmup_steps=t.warmup_ratio, lr_scheduler_type=t.lr_scheduler, max_grad_norm=t.max_grad_norm,
         seed=t.seed, data_seed=t.seed, eval_strategy="epoch", save_strategy="steps", save_steps=t.save_steps,
-        save_total_limit=1, logging_steps=t.logging_steps, report_to="none",
+        save_total_limit=1, logging_steps=t.logging_steps, report_to=t.report_to, run_name=run_dir.name,
         gradient_checkpointing=t.gradient_checkpointing, include_num_input_tokens_seen="non_padding",
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         ddp_backend="gloo" if world_size() > 1 and not torch.cuda.is_available() else None, dataloader_num_workers=0,
@@ -281,11 +335,18 @@ def check_restored(model, saved: Path, result, skip: tuple = ()) -> None:
 
 def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     """Train and evaluate one configuration; returns the result dict also written to result.json."""
+    with tracker_env(cfg.train.report_to, run_dir_of(cfg)):
+        return train_run(cfg, resume, overwrite)
+
+
+def train_run(cfg: Config, resume: bool, overwrite: bool) -> dict:
+    """run() within the report_to integration's environment."""
     from transformers import set_seed
 
     started = time.time()
     task = get_task(cfg.task.task, cfg.task.classify_by)
     check_settings(cfg)
+    check_tracker_installed(cfg.train.report_to)
     metric = resolve_metric(cfg, task)
     run_dir = run_dir_of(cfg)
     finished = check_run_dir(run_dir, cfg, resume, overwrite)
@@ -318,6 +379,7 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     callbacks = [ExtraSplits(env, more, lambda s: task.build_compute_metrics(prepared, s, env))] if more else []
     callbacks += [recorder] + ([AdaLoraStep()] if cfg.method.method == "adalora" else [])
     trainer = build_trainer(cfg, run_dir, model, tokenizer, task, prepared, encoded, callbacks, env)
+    add_tracker_summary(trainer, recorder)
     if trainer.peftlab_lm_loss:
         notes["lm_loss"] = trainer.peftlab_lm_loss
     if mix := record_mix(splits["train"]):  # several training files: what each gave

@@ -133,6 +133,41 @@ class Recorder(TrainerCallback):
                 "time_per_epoch_s": round(sum(full) / len(full), 3) if full else None}
 
 
+class TrackerSummary(TrainerCallback):
+    """peftlab's own numbers for the report_to integration: the metrics at epoch 0 and at the best epoch
+    (Recorder.summary, as in result.json) as peftlab/epoch0/<key> and peftlab/best/<key>, and
+    peftlab/best_epoch, sent when training ends. TensorBoard gets each at its evaluation's step, through
+    the Trainer's own writer; MLflow through its callback's on_log (at the last step). It must stand
+    before the integrations among the callbacks (train.add_tracker_summary): their on_train_end closes
+    the TensorBoard writer and ends the MLflow run."""
+
+    def __init__(self, recorder: Recorder, callbacks: list):
+        self.recorder, self.callbacks = recorder, callbacks
+
+    def on_train_end(self, args, state, control, **kw):
+        from transformers.integrations import MLflowCallback, TensorBoardCallback
+
+        if not state.is_world_process_zero:
+            return
+        summary = self.recorder.summary()
+        scalars = [(f"peftlab/{phase}/{k}", v, line["step"]) for phase, line in
+                   (("epoch0", summary["metrics_epoch0"]), ("best", summary["metrics_best"])) if line
+                   for k, v in line.items() if k not in ("epoch", "step") and is_number(v)]
+        if summary["metrics_best"]:
+            scalars.append(("peftlab/best_epoch", summary["best_epoch"], summary["metrics_best"]["step"]))
+        for callback in self.callbacks:
+            if isinstance(callback, TensorBoardCallback) and callback.tb_writer is not None:
+                for tag, value, step in scalars:
+                    callback.tb_writer.add_scalar(tag, value, step)
+                callback.tb_writer.flush()
+            elif isinstance(callback, MLflowCallback):
+                callback.on_log(args, state, control, logs={tag: value for tag, value, _ in scalars})
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class QuietProgress(ProgressCallback):
     """The progress bars, without printing every log dict under them (Recorder prints per epoch)."""
 
