@@ -74,9 +74,15 @@ def browser():
 
 
 def wait_for(check, timeout: float = 120, what: str = ""):
+    """check() until it is true; a page still loading (element not there yet, or replaced) is retried."""
+    from selenium.common.exceptions import WebDriverException
+
     end = time.time() + timeout
     while time.time() < end:
-        value = check()
+        try:
+            value = check()
+        except WebDriverException:
+            value = None
         if value:
             return value
         time.sleep(0.3)
@@ -172,12 +178,12 @@ def test_launch_watch_stop_and_resume(server, browser, runs, tiny_bert, sentimen
 
     url, _ = server
     sweep = {"name": "launched", "config": tiny_config(tiny_bert, sentiment, method="lora", lora_rank=4, lr=3e-2),
-             "variants": [{"name": "quick", "epochs": 1}, {"name": "long", "epochs": 60}]}
+             "variants": [{"name": "quick", "epochs": 1}, {"name": "long", "epochs": 120}]}
     browser.get(url + "/launch")
     browser.execute_script("document.getElementById('yaml').value = arguments[0]", yaml.safe_dump(sweep))
     browser.find_element(By.ID, "source-yaml").click()
     browser.find_element(By.ID, "launch").click()
-    wait_for(lambda: browser.current_url.endswith("/sweep/launched"), 60, "the sweep page")
+    wait_for(lambda: browser.current_url.endswith("/sweep/launched") and text(browser, "#state"), 60, "the sweep page")
     loaded = browser.find_element(By.TAG_NAME, "body").get_attribute("data-loaded")
 
     # live: the first run finishes and the second one runs, with its loss so far drawn, without a reload
@@ -186,7 +192,7 @@ def test_launch_watch_stop_and_resume(server, browser, runs, tiny_bert, sentimen
              if browser.find_elements(By.CSS_SELECTOR, "#loss polyline") else False, 120, "the loss curve")
     assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == loaded
     assert int(browser.find_element(By.TAG_NAME, "body").get_attribute("data-updates")) > 2
-    assert "/ 60" in text(browser, "#epoch") and text(browser, "#log")
+    assert wait_for(lambda: "/ 120" in text(browser, "#epoch") and text(browser, "#log"), 30, "epoch and log")
     quick = json.loads((runs / "launched" / "quick" / "result.json").read_text())
     assert quick["status"] == "completed"
 
@@ -199,7 +205,7 @@ def test_launch_watch_stop_and_resume(server, browser, runs, tiny_bert, sentimen
     browser.find_element(By.ID, "resume").click()
     wait_for(lambda: text(browser, "#state") == "finished", 300, "the resumed sweep to finish")
     long = json.loads((runs / "launched" / "long" / "result.json").read_text())
-    assert long["status"] == "completed" and long["resumed"] is True and long["epochs_run"] == 60
+    assert long["status"] == "completed" and long["resumed"] is True and long["epochs_run"] == 120
     assert quick == json.loads((runs / "launched" / "quick" / "result.json").read_text())  # kept, not redone
 
 
