@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import UserError
-from ..report import COSTS, Run, summarize
+from ..report import Run, summarize
 from ..report_evals import is_eval
 from ..rundir import read_json
 from .folders import run_at
@@ -34,7 +34,3 @@ def comparison(root: Path, ids: list[str]) -> tuple[dict, list[Run]]:
                         f"compare runs of one task")
     state = {"name": "comparison", "description": f"{len(runs)} runs", **({"report_epochs": epochs} if epochs else {})}
     return summarize(Path(root), (state, runs)), runs
-
-
-def cost_names() -> dict:
-    return dict(COSTS)

@@ -14,7 +14,7 @@ import psutil
 
 from ..report import Run, collect, mean_std
 from ..report_evals import is_eval
-from ..rundir import UnreadableFile, read_json, read_jsonl, read_text
+from ..rundir import UnreadableFile, read_json, read_jsonl
 from ..terminal import ScreenLines
 
 MAX_DEPTH = 4  # RUNS_DIR/study/part/run: deeper folders are not searched
@@ -331,12 +331,6 @@ def sweep_source(root: Path, rel: str) -> str | None:
     folders = sweep_folders(root, rel)
     state = read_json(folders[0].path / "sweep.json", {}) or {}
     return state.get("source")
-
-
-def file_text(path: Path, limit: int = 2_000_000) -> str | None:
-    if path.stat().st_size > limit:
-        return None
-    return read_text(path, fix="")
 
 
 def listing(run_dir: Path) -> list[dict]:
