@@ -363,6 +363,9 @@ def failed_lines(s: dict) -> list[str]:
             if r["status"] != "completed"]
 
 
+PHASES = (("Result at epoch 0 (before any update)", "metrics_epoch0"), ("Result at best epoch", "metrics_best"))
+
+
 def to_markdown(s: dict) -> str:
     out = [f"# Sweep {s['sweep']}"]
     if s.get("description"):
@@ -376,8 +379,9 @@ def to_markdown(s: dict) -> str:
     out.append(f"Task **{s['task']}**, model **{s['model']}**; {n_done} of {len(s['runs'])} runs completed; "
                f"best epoch chosen by **{s['metric']}**.")
     out.append("\n".join(f"- {v}" for v in s["verdict"]))
-    out.append("## Result at epoch 0 (before any update)\n\n" + markdown_table(*table_rows(s, "metrics_epoch0")))
-    out.append("## Result at best epoch\n\n" + markdown_table(*table_rows(s, "metrics_best")) + "\n\n" + NOISE_NOTE
+    (epoch0, phase0), (best, phase_best) = PHASES
+    out.append(f"## {epoch0}\n\n" + markdown_table(*table_rows(s, phase0)))
+    out.append(f"## {best}\n\n" + markdown_table(*table_rows(s, phase_best)) + "\n\n" + NOISE_NOTE
                + "\n\n" + s["validation_note"])
     if s.get("report_epochs"):
         out.append(epochs_table(s))

@@ -9,6 +9,7 @@ import secrets
 import tempfile
 import threading
 from pathlib import Path
+from urllib.parse import urlencode
 
 from anyio import to_thread
 from starlette.applications import Starlette
@@ -22,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from ..errors import UserError
-from ..report import COSTS, epochs_rows, table_rows, to_csv, to_markdown
+from ..report import COSTS, PHASES, epochs_rows, table_rows, to_csv, to_markdown
 from ..rundir import UnreadableFile, read_text
 from . import folders as F
 from .compare import comparison
@@ -107,15 +108,13 @@ def create_app(root: Path, allow: list[Path] = (), hosts: list[str] = ("127.0.0.
     async def compare(request: Request):
         ids = ids_of(request)
         s, runs = await to_thread.run_sync(comparison, root, ids)
-        tables = [(title, *table_rows(s, phase)) for title, phase in
-                  (("Result at epoch 0 (before any update)", "metrics_epoch0"), ("Result at best epoch", "metrics_best"))
-                  ] if s["groups"] else []
+        tables = [(title, *table_rows(s, phase)) for title, phase in PHASES] if s["groups"] else []
         metric = request.query_params.get("metric") or s.get("metric")
         cost = request.query_params.get("cost") or "peak_memory_mb"
         if s["groups"] and (metric not in s["columns"] or cost not in dict(COSTS)):
             raise UserError(f"metric '{metric}' or cost '{cost}' is not one of this comparison's "
                             f"({', '.join(s['columns'])}; {', '.join(dict(COSTS))})")
-        query = "&".join(f"run={i}" for i in ids)
+        query = urlencode([("run", i) for i in ids])
         return page(request, "compare.html", s=s, tables=tables, ids=ids, query=query, metric=metric, cost=cost,
                     costs=COSTS,
                     epochs=epochs_rows(s) if s.get("report_epochs") and s["groups"] else None)

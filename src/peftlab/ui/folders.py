@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from ..report import Run, collect, mean_std
+from ..report import Run, collect, mean_std, read_run
 from ..report_evals import is_eval
 from ..rundir import UnreadableFile, read_json, read_jsonl
 from ..terminal import ScreenLines
@@ -28,9 +28,8 @@ def inside(root: Path, rel: str) -> Path:
     """root/rel resolved (symlinks too); Refused unless it stays inside root. `rel` comes from a URL."""
     if "\x00" in rel or rel.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", rel):
         raise Refused(rel)
-    root = root.resolve()
     path = (root / rel).resolve()
-    if path != root and root not in path.parents:
+    if not path.is_relative_to(root.resolve()):
         raise Refused(rel)
     return path
 
@@ -129,20 +128,18 @@ def live_pid(folder: Path) -> int | None:
 
 
 def run_at(root: Path, rel: str) -> tuple[Folder, Run]:
-    """The run folder root/rel, read as the report reads it (its sweep.json entry when it has one)."""
+    """The run folder root/rel, read as the report reads it (with its sweep.json entry when it has one:
+    group, seed, settings, a failure's reason); only this run's files are read."""
     path = inside(root, rel)
     if not is_run_folder(path):
         raise Refused(rel)
     parent = path.parent
     folder = Folder(rel_of(root, parent) if parent != root.resolve() else ".", parent,
                     (parent / "sweep.json").is_file())
-    state, runs = read_folder(folder)
-    for r in runs:
-        if r.name == path.name:
-            return folder, r
-    from ..report import read_run
-
-    return folder, read_run(path, {"name": path.name})
+    state = read_json(parent / "sweep.json", None) if folder.is_sweep else None
+    entries = state.get("runs", []) if isinstance(state, dict) else []
+    entry = next((e for e in entries if e.get("name") == path.name), {"name": path.name})
+    return folder, read_run(path, entry)
 
 
 # -- predictions ----------------------------------------------------------------------------------
@@ -276,29 +273,27 @@ def progress(root: Path, rel: str) -> dict:
             status = result.get("status") or e.get("status", "pending")
             row = {"id": f"{f.rel}/{e['name']}", "name": e["name"], "part": f.rel, "status": status,
                    "epoch": max((h.get("epoch", 0) for h in history), default=None),
-                   "epochs_planned": None, "duration_s": seconds_between(e.get("started_at"), e.get("finished_at")),
+                   "duration_s": seconds_between(e.get("started_at"), e.get("finished_at")),
                    "error": e.get("error") or result.get("error")}
             if status == "running":
                 current = (f, e["name"], run_dir)
             runs.append(row)
-    out = {"parts": parts, "live": live, "runs": runs, "current": None, "loss": [], "log": [], "eta_s": None,
-           "done": sum(r["status"] == "completed" for r in runs), "total": len(runs), "time": time.time()}
+    out = {**starting(), "parts": parts, "live": live, "runs": runs,
+           "done": sum(r["status"] == "completed" for r in runs), "total": len(runs)}
     if current:
         f, name, run_dir = current
         out["current"] = name
         out["loss"] = [[h["epoch"], h["loss"]] for h in read_jsonl(run_dir / "train_log.jsonl")
                        if isinstance(h.get("loss"), (int, float)) and "epoch" in h]
         out["log"] = tail(f.path / "logs" / f"{name}.log")
-        cfg_epochs = planned_epochs(run_dir)
-        row = next(r for r in runs if r["part"] == f.rel and r["name"] == name)
-        row["epochs_planned"] = cfg_epochs
         out["epoch"] = f"{out['loss'][-1][0]:.2f}" if out["loss"] else "0"
-        out["epochs_planned"] = cfg_epochs
+        out["epochs_planned"] = planned_epochs(run_dir)
     out["eta_s"] = eta(out)
     return out
 
 
 def starting() -> dict:
+    """The progress of a sweep with no runs yet (also what progress() fills in)."""
     return {"parts": [], "live": False, "runs": [], "current": None, "loss": [], "log": [], "eta_s": None,
             "done": 0, "total": 0, "time": time.time()}
 

@@ -10,17 +10,20 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from ..errors import UserError
 from ..rundir import write_text
-from .folders import live_pid, rel_of
+from .folders import live_pid, rel_of, tail
 
-# config keys that name files or folders the run reads or writes
-PATH_KEYS = ("model", "cache_dir", "train_file", "validation_file", "test_file", "extra_eval_file")
+
+def names_a_path(key: str) -> bool:
+    """A config key naming a file or folder the run reads or writes: `model` and every *_file / *_dir key
+    (told by name, so a key added later is checked too)."""
+    return key == "model" or key.endswith(("_file", "_dir"))
 
 
 def recipes_dir() -> Path:
@@ -40,7 +43,7 @@ def shipped_recipes() -> dict[str, Path]:
 
 def is_under(path: Path, roots: list[Path]) -> bool:
     path = path.resolve()
-    return any(path == r or r in path.parents for r in roots)
+    return any(path.is_relative_to(r) for r in roots)
 
 
 def named_paths(cfg) -> list[tuple[str, str]]:
@@ -51,7 +54,7 @@ def named_paths(cfg) -> list[tuple[str, str]]:
     out = []
     for section in cfg.to_dict().values():
         for key, value in section.items():
-            if key not in PATH_KEYS:
+            if not names_a_path(key):
                 continue
             for item in value if isinstance(value, list) else [value]:
                 text = item.get("file", "") if isinstance(item, dict) else str(item or "")
@@ -101,11 +104,9 @@ def bases_of(path: Path) -> list[Path]:
 @dataclass
 class Job:
     id: str
-    command: list[str]
     folder: str            # the sweep (or study) folder, relative to RUNS_DIR
-    log: Path
+    log: Path              # the sweep process's console
     proc: subprocess.Popen
-    started: float = field(default_factory=time.time)
 
     @property
     def running(self) -> bool:
@@ -176,7 +177,7 @@ class Jobs:
             # its own session: stop sends SIGINT to the sweep and its run, as Ctrl-C in a terminal does
             proc = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, start_new_session=True)
-        job = self.jobs[job_id] = Job(job_id, command, folder, log, proc)
+        job = self.jobs[job_id] = Job(job_id, folder, log, proc)
         return job
 
     def job_for(self, folder: str) -> Job | None:
@@ -184,18 +185,18 @@ class Jobs:
                  or j.folder.startswith(folder + "/")]
         return found[-1] if found else None
 
-    def stop(self, folder: str, parts: list[Path]) -> str:
+    def stop(self, folder: str, parts: list[Path]) -> None:
         """SIGINT to the sweep's process group (ours) or to the sweep process holding the folder's lock
         (one started elsewhere: it passes the interrupt on to its run after a grace period)."""
         job = self.job_for(folder)
         if job and job.running:
             os.killpg(job.proc.pid, signal.SIGINT)
-            return f"stopping {folder} (the current run saves its state)"
+            return
         for part in parts:
             pid = live_pid(part)
             if pid:
                 os.kill(pid, signal.SIGINT)
-                return f"stopping {folder} (pid {pid}; the current run saves its state)"
+                return
         raise UserError(f"{folder}: no sweep is running there")
 
     def resume(self, folder: str, source: str | None) -> Job:
@@ -214,6 +215,4 @@ class Jobs:
         return self.start(path, planned)
 
     def log_tail(self, job: Job, n: int = 20) -> list[str]:
-        from .folders import tail
-
         return tail(job.log, n)
