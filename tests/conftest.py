@@ -17,13 +17,14 @@ FILL = ["the", "movie", "was", "really", "a", "plot", "and", "acting", "film", "
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
-def make_tokenizer(folder: Path, kind: str):
-    """Word-level tokenizer over the fixture vocabulary: BERT-style ([CLS] x [SEP]) or llama-style."""
+def make_tokenizer(folder: Path, kind: str, extra: tuple = ()):
+    """Word-level tokenizer over the fixture vocabulary (and `extra` words): BERT-style ([CLS] x [SEP])
+    or llama-style."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"] if kind == "bert" else ["<pad>", "<unk>", "<s>", "</s>"]
-    vocab = {t: i for i, t in enumerate(specials + POS + NEG + FILL + [".", ","])}
+    vocab = {t: i for i, t in enumerate(specials + POS + NEG + FILL + [".", ","] + list(extra))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token=specials[1]))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     if kind == "bert":
@@ -38,12 +39,12 @@ def make_tokenizer(folder: Path, kind: str):
     return len(vocab)
 
 
-def save_tiny_model(folder: Path, kind: str) -> str:
+def save_tiny_model(folder: Path, kind: str, extra: tuple = ()) -> str:
     """A 2-layer, hidden-32 random model of the given family, saved with its tokenizer."""
     import torch
     from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
 
-    vocab = make_tokenizer(folder, kind)
+    vocab = make_tokenizer(folder, kind, extra)
     size = dict(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                 intermediate_size=64, max_position_embeddings=128, pad_token_id=0)
     torch.manual_seed(0)

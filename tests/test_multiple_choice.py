@@ -289,3 +289,126 @@ def test_an_option_longer_than_max_length_is_cut_not_an_error(tmp_path, kind):
     short = encode_choices([Choice(prompt=" ".join(FILL * 3), options=["good"], answer=0, labels=["A"])], tok, 16,
                            pairs=True)[0]
     assert len(short["input_ids"][0]) == 16 and "good" in tok.decode(short["input_ids"][0]).split()[-2:]
+
+
+# ---------------------------------------------------------------- mc_head: generate (SFT on the letter)
+
+LETTER_WORDS = ("A", "B", "C", "Answer", "with", "letter", "of", "right", "option", "(", ")", ":")
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_letters(tmp_path_factory) -> str:
+    """The tiny llama with the option letters (and the default instruction's words) in its vocabulary."""
+    from conftest import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-llama-letters"), "llama", LETTER_WORDS)
+
+
+def test_generate_head_shows_lettered_options_and_trains_on_the_letter(tmp_path):
+    from peftlab.tasks import get_task, mc_generate
+
+    train = polarity_questions(tmp_path / "t.jsonl", 6, 0)
+    cfg = load_config(None, ["task=multiple_choice", "mc_head=generate", f"train_file={train}", f"validation_file={train}"])
+    task = get_task("multiple_choice", "head", "generate")
+    assert task is mc_generate
+    prepared = task.prepare(load_splits(cfg.data, cfg.train.seed), cfg)
+    scored = multiple_choice.prepare(load_splits(cfg.data, cfg.train.seed), cfg)  # the other heads' reading
+    questions = prepared.examples["train"].questions
+    assert [(c.options, c.answer) for c in questions] == [(c.options, c.answer) for c in scored.examples["train"]]
+    (user, answer), = prepared.examples["train"][0].turns
+    c = questions[0]
+    options = "\n".join(f"{l}. {o}" for l, o in zip(c.labels, c.options))
+    assert user == f"{c.meta['question']}\n\n{options}\n\nAnswer with the letter of the right option (A, B, C)."
+    assert answer == c.labels[c.answer] and prepared.notes["mc_head"] == "generate"
+    own = task.prepare(load_splits(cfg.data, 1), load_config(None, [
+        "task=multiple_choice", "mc_head=generate", f"train_file={train}", "prompt_template=Q {question} [{letters}]"]))
+    assert own.examples["train"][0].turns[0][0].startswith("Q ") and own.examples["train"][0].turns[0][0].endswith("[A, B, C]")
+
+
+@pytest.mark.parametrize("text, index", [
+    ("B", 1), (" (C) because", 2), ("Answer: A.", 0), ("Because B", 1),  # not the B of "Because"
+    ("C or A", 2), ("the answer is bad", 1), ("bad, or good", 1),      # the earliest label, else option text
+    ("Bad", 1), ("b", None), ("none of them", None), ("", None), ("D", None),
+    ("awful plot", 2), ("badly", None),                              # option texts as whole words only
+])
+def test_generate_head_parses_the_first_label_or_option_text(text, index):
+    from peftlab.tasks import mc_generate
+
+    choice = multiple_choice.Choice("?", ["good", "bad", "plot"], 0, ["A", "B", "C"])
+    assert mc_generate.parse(text, choice) == index
+
+
+def test_generate_head_refuses_labels_sharing_a_first_token(tiny_llama, tmp_path, capsys):
+    """ARC-style labels 1-4 are one unknown token for the tiny tokenizer: the ranking could not tell them apart."""
+    rows = [{"question": "the movie was good", "choices": {"text": ["good", "bad"], "label": ["1", "2"]}, "answerKey": "1"}] * 4
+    data = write_jsonl(tmp_path / "arc.jsonl", rows)
+    code = main(["data", "check", f"model={tiny_llama}", "task=multiple_choice", "mc_head=generate",
+                 f"train_file={data}", f"validation_file={data}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "option labels '1' and '2' begin with the same token ('<unk>')" in err, err
+    code = main(["train", "task=multiple_choice", "mc_head=generate", f"model={tiny_llama}", f"train_file={data}",
+                 f"output_dir={tmp_path / 'runs'}"])
+    assert code == 2 and "begin with the same token" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_generate_head_is_refused_by_the_llamacpp_backend():
+    from peftlab.infer import pick_backend
+
+    for head, why in (("generate", "first-token probabilities"), ("classifier", "no GGUF form")):
+        cfg = load_config(None, ["task=multiple_choice", f"mc_head={head}", "model=/x/model.gguf"])
+        with pytest.raises(UserError, match=f"backend llamacpp: multiple choice: .*{why}.*use mc_head: likelihood"):
+            pick_backend(cfg)
+
+
+def sentiment_letters(path, n, seed, negative: int = 2):
+    """Three options; the right letter is A for a question with a positive word, C (`negative`) for a
+    negative one: learnable by a tiny model, and not one letter for every question."""
+    rng, rows = random.Random(seed), []
+    for i in range(n):
+        words = rng.sample(FILL, 3) + [rng.choice(POS if i % 2 else NEG)]
+        rng.shuffle(words)
+        rows.append({"question": " ".join(words), "choices": rng.sample(FILL, 3), "answer": 0 if i % 2 else negative})
+    return write_jsonl(path, rows)
+
+
+@pytest.mark.parametrize("method", ["full", "prompt-tuning"])
+def test_generate_head_end_to_end_ranking_and_parsed_answers_agree_with_predictions(
+        method, tiny_llama_letters, tmp_path, capsys):
+    # prompt tuning (4 virtual tokens before a frozen random model) is asked less: A for every question
+    negative = 0 if method == "prompt-tuning" else 2
+    train, dev = (sentiment_letters(tmp_path / f"{n}.jsonl", rows, seed, negative) for n, rows, seed in (("t", 48, 0), ("d", 12, 1)))
+    code = main(["train", "task=multiple_choice", "mc_head=generate", f"model={tiny_llama_letters}", f"method={method}",
+                 f"train_file={train}", f"validation_file={dev}", f"output_dir={tmp_path / 'runs'}", "epochs=12",
+                 "batch_size=8", "lr=0.3" if method == "prompt-tuning" else "lr=5e-3", "max_length=48",
+                 "max_new_tokens=2", "num_virtual_tokens=4", "map_k=2", "run_name=r"])
+    assert code == 0, capsys.readouterr().err
+    run_dir = tmp_path / "runs" / "r"
+    result = json.loads((run_dir / "result.json").read_text())
+    lines = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == list(range(13)) and result["metric_for_best"] == "map@3"
+    best = result["metrics_best"]
+    assert lines[0]["accuracy"] <= 0.5  # the random model prefers B; one letter for all is at most half right
+    assert best["accuracy"] == 1.0  # the right letter ranked first: the ranking reads the trained position
+    if method == "full":  # and generated; 4 virtual tokens before a frozen random model tilt the letters only
+        assert best["generated_accuracy"] == 1.0 and best["unparsed"] == 0
+    preds = [json.loads(l) for l in (run_dir / "predictions_validation.jsonl").read_text().splitlines()]
+    assert len(preds) == 12 and all(p["top_k"][0] == p["prediction"] and len(p["top_k"]) == 2 for p in preds)
+    assert all(abs(sum(p["probabilities"].values()) - 1) < 1e-4 for p in preds)
+    assert np.mean([p["prediction"] == p["answer"] for p in preds]) == best["accuracy"]
+    assert np.mean([p["generated_prediction"] == p["answer"] for p in preds]) == best["generated_accuracy"]
+    # ranking and generation read the same position: a greedy first token that is a letter is the
+    # most likely token of all, so the most likely letter too (virtual tokens before the row included)
+    started = [p for p in preds if p["generated"].split()[:1] and p["generated"].split()[0] in "ABC"]
+    assert all(p["generated"].split()[0] == p["prediction"] for p in started) and (started or method != "full")
+
+
+def test_generate_head_data_check_counts_the_answer_letters(tiny_llama_letters, tmp_path, capsys):
+    data = polarity_questions(tmp_path / "t.jsonl", 12, 0)
+    answers = [multiple_choice.letters(3)[json.loads(l)["answer"]] for l in Path(data).read_text().splitlines()]
+    code = main(["data", "check", f"model={tiny_llama_letters}", "task=multiple_choice", "mc_head=generate",
+                 f"train_file={data}", f"validation_file={data}"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    want = ", ".join(f"{l} {answers.count(l)} ({answers.count(l) / 12:.1%})" for l in "ABC" if l in answers)
+    assert f"labels train: {want}" in out

@@ -5,7 +5,7 @@ import pytest
 
 from peftlab.config import load_config
 from peftlab.formats import load_splits
-from peftlab.tasks import get_task
+from peftlab.tasks import task_of
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -20,7 +20,7 @@ def test_recipe_loads_and_its_data_validates(path, monkeypatch):
     monkeypatch.chdir(ROOT)  # recipes name data relative to the project root, as `make demo` runs them
     cfg = load_config(path)
     splits = load_splits(cfg.data, cfg.train.seed)
-    prepared = get_task(cfg.task.task, cfg.task.classify_by).prepare(splits, cfg)
+    prepared = task_of(cfg).prepare(splits, cfg)
     labels = getattr(prepared, "labels", None)  # multiple choice and sft have none
     assert labels is None or len(labels) >= 2
     assert set(prepared.examples) >= {"train", "validation"}
@@ -44,7 +44,7 @@ def test_sweep_recipe_dry_runs(path, monkeypatch, capsys, tmp_path):
     assert len(sweep.runs) >= 3 and len({r.name for r in sweep.runs}) == len(sweep.runs)
     first = sweep.runs[0].cfg
     splits = load_splits(first.data, first.train.seed)  # the data every run reads is there and valid
-    assert get_task(first.task.task, first.task.classify_by).prepare(splits, first).examples["train"]
+    assert task_of(first).prepare(splits, first).examples["train"]
     assert main(["sweep", str(path), "--dry-run", "--output-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert all(f"{r.name} " in out for r in sweep.runs)
@@ -81,7 +81,7 @@ def test_study_dry_runs_and_every_data_setup_validates(path, monkeypatch, capsys
             setups.setdefault(repr((d, t.task, t.classify_by, t.mc_head)), run.cfg)
     for cfg in setups.values():
         splits = load_splits(cfg.data, cfg.train.seed)
-        prepared = get_task(cfg.task.task, cfg.task.classify_by).prepare(splits, cfg)
+        prepared = task_of(cfg).prepare(splits, cfg)
         assert prepared.examples["train"] and prepared.examples["validation"]
     assert main(["sweep", str(path), "--dry-run", "--output-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out

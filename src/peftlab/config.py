@@ -78,8 +78,8 @@ class TaskConfig:
     train_on_prompt: bool = opt(False, "sft / generate: also train on the prompt tokens (default: loss on the answers only)")
     packing: bool = opt(False, "sft / generate: flatten each batch into one row without padding (attention stays within each example)")
     instruction: str = opt("", "classify_by=generate: the instruction before each text; {choices} becomes the label words (empty = 'Classify the text. Answer with one of: {choices}.')")
-    prompt_template: str = opt("", "likelihood / multiple-choice prompt with {text} {text_pair} {labels} (classification) or {question} {context} {options}; empty = the task's default")
-    mc_head: str = opt("likelihood", "multiple choice: likelihood (causal LM log-likelihood of each option) | classifier (learnt score per question+option; encoders use *ForMultipleChoice)")
+    prompt_template: str = opt("", "likelihood / multiple-choice prompt with {text} {text_pair} {labels} (classification) or {question} {context} {options} {letters} (multiple choice); empty = the task's default")
+    mc_head: str = opt("likelihood", "multiple choice: likelihood (causal LM log-likelihood of each option) | classifier (learnt score per question+option; encoders use *ForMultipleChoice) | generate (causal LM: SFT on the right option's letter; ranked by the letters' first-token probabilities, and the generated answer parsed: generated_accuracy, unparsed)")
     length_norm: str = opt("tokens", "likelihood scoring: divide an option's log-likelihood by its tokens | chars | none")
     map_k: int = opt(3, "multiple choice: k of the MAP@k metric and of the ranked options written per question")
 

@@ -333,9 +333,9 @@ def check(cfg) -> str:
     from .formats import load_splits
     from .mixing import record_mix
     from .models import load_tokenizer, resolve_model
-    from .tasks import get_task
+    from .tasks import task_of
 
-    task = get_task(cfg.task.task, cfg.task.classify_by)
+    task = task_of(cfg)
     splits = load_splits(cfg.data, cfg.train.seed)
     prepared = task.prepare(splits, cfg)
     tokenizer = load_tokenizer(resolve_model(cfg.model.model, cfg.model.cache_dir).path, cfg.model.trust_remote_code)

@@ -156,10 +156,10 @@ def run_eval(spec: str | None, overrides: list[str], split: str = "validation", 
 
 def metric_of(cfg: Config) -> str:
     """The task's metric_for_best, resolved before anything loads (a wrong one fails first)."""
-    from .tasks import get_task
+    from .tasks import task_of
     from .train import resolve_metric
 
-    return resolve_metric(cfg, get_task(cfg.task.task, cfg.task.classify_by))
+    return resolve_metric(cfg, task_of(cfg))
 
 
 def write_eval_folder(session: Session, split: str, scored: Scored, result: dict, out_dir: Path) -> None:

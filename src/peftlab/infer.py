@@ -26,7 +26,7 @@ from .formats import Split
 from .models import ResolvedModel, load_tokenizer, resolve_model
 from .rundir import read_json
 from .shots import apply_shots
-from .tasks import TaskEnv, get_task
+from .tasks import TaskEnv, task_of
 from .trainer_callbacks import SKIP_KEYS
 
 BACKENDS = ("auto", "transformers", "llamacpp")
@@ -90,10 +90,15 @@ def pick_backend(cfg: Config) -> str:
     if backend not in BACKENDS:
         raise UserError(f"backend: '{backend}' is not one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        return "llamacpp" if cfg.model.model.endswith(".gguf") else "transformers"
-    if backend == "llamacpp" and not cfg.model.model.endswith(".gguf") and cfg.model.model not in gguf_named():
+        backend = "llamacpp" if cfg.model.model.endswith(".gguf") else "transformers"
+    elif backend == "llamacpp" and not cfg.model.model.endswith(".gguf") and cfg.model.model not in gguf_named():
         raise UserError(f"backend: llamacpp runs .gguf files; model '{cfg.model.model}' is not one (export one "
                         f"with `peftlab export RUN --gguf q8_0`)")
+    if backend == "llamacpp" and cfg.task.task == "multiple_choice" and cfg.task.mc_head != "likelihood":
+        why = ("a trained classifier head has no GGUF form" if cfg.task.mc_head == "classifier" else
+               "mc_head generate ranks the options by the answer's first-token probabilities, which the llama.cpp "
+               "backend does not return")
+        raise UserError(f"backend llamacpp: multiple choice: {why}; use mc_head: likelihood, or backend: transformers")
     return backend
 
 
@@ -138,7 +143,7 @@ def open_session(cfg: Config, source: Source, splits: dict[str, Split], evaluate
     """Prepare the splits (with few-shot prompts), encode the evaluated ones and load the model."""
     from .train import check_settings
 
-    task = get_task(cfg.task.task, cfg.task.classify_by)
+    task = task_of(cfg)
     check_settings(cfg)  # the same refusals as `peftlab train` (eval_batch_size 0, shots < 0, ...)
     backend = pick_backend(cfg)
     if source.result.get("labels") and not cfg.data.label_names:

@@ -173,9 +173,6 @@ def score_split_llamacpp(session, split: str):
     if examples and isinstance(examples[0], Choice):
         ids = choices.single_token_ids(examples[0].options, tokenizer) if cfg.task.task == "classification" else None
         norm = cfg.task.length_norm if cfg.task.task == "multiple_choice" else "none"
-        if cfg.task.task == "multiple_choice" and cfg.task.mc_head != "likelihood":
-            raise UserError("backend llamacpp: multiple choice by a trained classifier head has no GGUF form; "
-                            "use mc_head: likelihood")
         scores = choice_scores(LlamaScorer(llm), examples, tokenizer, cfg, ids, norm)
         labels = np.array([c.answer for c in examples])
         compute = session.task.build_compute_metrics(prepared, split, session.env)

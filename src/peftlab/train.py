@@ -29,7 +29,7 @@ from .models import DTYPES, load_tokenizer, resolve_model
 from .plots import plot_loss
 from .hardware import cpu_info
 from .rundir import HEAD_FILE, WEIGHTS_NOTE, clear_leftovers, read_json, save_model, saved_config_diff, write_json, write_jsonl, write_yaml
-from .tasks import TaskEnv, get_task
+from .tasks import TaskEnv, task_of
 from .trainer_callbacks import AdaLoraStep, ExtraSplits, QuietProgress, Recorder, TrackerSummary, loss_line
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -344,7 +344,7 @@ def train_run(cfg: Config, resume: bool, overwrite: bool) -> dict:
     from transformers import set_seed
 
     started = time.time()
-    task = get_task(cfg.task.task, cfg.task.classify_by)
+    task = task_of(cfg)
     check_settings(cfg)
     check_tracker_installed(cfg.train.report_to)
     metric = resolve_metric(cfg, task)

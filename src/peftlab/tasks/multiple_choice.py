@@ -11,7 +11,8 @@ answer_column:
 The answer may be an option label (A, or ARC's 1), a 0-based index, or the option's text.
 
 Heads (mc_head): likelihood (a causal LM's log-likelihood of each option after the prompt) or
-classifier (a learnt score per (question, option) sequence); see choices.py. Metrics: accuracy and
+classifier (a learnt score per (question, option) sequence), see choices.py; or generate (SFT on the
+right option's letter, mc_generate.py), which reads the questions through this module. Metrics: accuracy and
 MAP@k (map_k, Kaggle's MAP@3 by default); the predictions file ranks the top k options per question.
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ TASK_TYPE = "SEQ_CLS"  # peft: keeps a `score`/`classifier` head trainable; opti
 TOKEN_LEVEL_LOSS = False  # cross-entropy over options: a mean per question
 DEFAULT_METRIC = "map@3"
 METRICS = ("accuracy", *(f"map@{k}" for k in range(1, 9)), "loss")
-HEADS = ("likelihood", "classifier")
+HEADS = ("likelihood", "classifier", "generate")
 MAX_OPTIONS = 8
 DEFAULT_TEMPLATE = "Question: {question}\nAnswer:"
 CONTEXT_TEMPLATE = "{context}\nQuestion: {question}\nAnswer:"
@@ -145,11 +146,13 @@ def answer_index(answer, texts: list[str], labels: list[str], where: str, field_
                     f"(nor a 0-based index 0-{len(texts) - 1} or an option's text); fix the row")
 
 
-def read_split(split: Split, cfg, notes: dict) -> list[Choice]:
+def read_split(split: Split, cfg, notes: dict, templates=(DEFAULT_TEMPLATE, CONTEXT_TEMPLATE)) -> list[Choice]:
+    """The split's questions; the prompt is prompt_template, else templates[1] with a context column, else
+    templates[0], filled with {question} {context} {options} ("A. text" lines) and {letters} ("A, B, C")."""
     data = cfg.data
     layout = detect_layout(list(split.records[0]), data)
     check_layout(layout, split)
-    template = cfg.task.prompt_template or (CONTEXT_TEMPLATE if data.context_column else DEFAULT_TEMPLATE)
+    template = cfg.task.prompt_template or templates[1 if data.context_column else 0]
     out = []
     for rec, row in zip(split.records, split.rows):
         where = f"{split.source}: row {row}"
@@ -164,13 +167,15 @@ def read_split(split: Split, cfg, notes: dict) -> list[Choice]:
             raise UserError(f"{where}: {len(keep)} non-empty options; multiple choice needs 2 to {MAX_OPTIONS}")
         context = str(rec.get(data.context_column) or "") if data.context_column else ""
         fields = {"question": question.strip(), "context": context.strip(),
-                  "options": "\n".join(f"{labels[i]}. {texts[i].strip()}" for i in keep)}
+                  "options": "\n".join(f"{labels[i]}. {texts[i].strip()}" for i in keep),
+                  "letters": ", ".join(labels[i] for i in keep)}
         out.append(Choice(choices.fill_template(template, fields, "multiple_choice"), [texts[i].strip() for i in keep],
                           keep.index(gold), [labels[i] for i in keep], {"question": question.strip()}))
     return out
 
 
-def prepare(splits: dict[str, Split], cfg) -> Prepared:
+def check_settings(cfg) -> None:
+    """The settings every head shares, checked before anything is read."""
     task = cfg.task
     if task.mc_head not in HEADS:
         raise UserError(f"mc_head: '{task.mc_head}' is not one of {', '.join(HEADS)}")
@@ -181,6 +186,11 @@ def prepare(splits: dict[str, Split], cfg) -> Prepared:
     best = cfg.eval.metric_for_best
     if best.startswith("map@") and best not in ("map@3", f"map@{task.map_k}"):
         raise UserError(f"metric_for_best: '{best}' is not computed; set map_k={best[4:]} or pick map@{task.map_k}")
+
+
+def prepare(splits: dict[str, Split], cfg) -> Prepared:
+    task = cfg.task
+    check_settings(cfg)
     notes = {"mc_head": task.mc_head, "map_k": task.map_k, "empty_options_dropped": 0}
     if task.mc_head == "likelihood":
         notes["length_norm"] = task.length_norm

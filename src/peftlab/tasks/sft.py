@@ -153,8 +153,11 @@ def stop_ids(tokenizer, model, template: str) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def generate_texts(model, tokenizer, prompts: list[list[int]], cfg, stops: list[int], stop_text: tuple) -> list[str]:
-    """Answers to tokenized prompts: batched, left-padded, cut at the first stop text."""
+def generate_texts(model, tokenizer, prompts: list[list[int]], cfg, stops: list[int], stop_text: tuple,
+                   first_token_ids: list[int] | None = None) -> list:
+    """Answers to tokenized prompts: batched, left-padded, cut at the first stop text. With
+    `first_token_ids`, each answer is (text, log-probabilities of those tokens as the answer's first
+    token), read from the model's raw next-token distribution after the prompt in the same pass."""
     import torch
 
     from tqdm.auto import tqdm
@@ -168,11 +171,17 @@ def generate_texts(model, tokenizer, prompts: list[list[int]], cfg, stops: list[
         batch = tokenizer.pad({"input_ids": prompts[i:i + cfg.eval.eval_batch_size]}, padding_side="left",
                               return_tensors="pt").to(device)
         with torch.no_grad():
-            seqs = model.generate(**batch, max_new_tokens=cfg.eval.max_new_tokens, do_sample=cfg.eval.do_sample,
-                                  eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, use_cache=True)
-        out += [cut_answer(text, stop_text) for text in
-                tokenizer.batch_decode(seqs[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)]
-        bar.update(len(seqs))
+            gen = model.generate(**batch, max_new_tokens=cfg.eval.max_new_tokens, do_sample=cfg.eval.do_sample,
+                                 eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, use_cache=True,
+                                 return_dict_in_generate=True, output_logits=first_token_ids is not None)
+        texts = [cut_answer(text, stop_text) for text in
+                 tokenizer.batch_decode(gen.sequences[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)]
+        if first_token_ids is None:
+            out += texts
+        else:
+            logp = torch.log_softmax(gen.logits[0].float(), -1)[:, first_token_ids]
+            out += list(zip(texts, logp.tolist()))
+        bar.update(len(texts))
     bar.close()
     model.train(training)
     return out
@@ -184,8 +193,9 @@ def cut_answer(text: str, stop_text: tuple) -> str:
     return text.strip()
 
 
-def generate_split(prepared, split: str, env) -> list[dict]:
-    """Generate answers for the split's first max_eval_generate examples: rows of prompt, reference, generated."""
+def generate_split(prepared, split: str, env, first_token_ids: list[int] | None = None) -> list[dict]:
+    """Generate answers for the split's first max_eval_generate examples: rows of prompt, reference,
+    generated (and `first_logprobs` of `first_token_ids`, see generate_texts)."""
     cfg, tokenizer = env.cfg, env.tokenizer
     convs = prepared.examples[split][:cfg.eval.max_eval_generate or None]
     template = resolve_template(cfg.task.template, tokenizer)
@@ -195,14 +205,19 @@ def generate_split(prepared, split: str, env) -> list[dict]:
         ids = [t for p, r in pairs[:-1] for t in p + r] + pairs[-1][0]
         prompts.append(ids[-cfg.task.max_length:])
     if env.generate is not None:  # another backend (llama.cpp): token ids in, answer ids out
+        assert first_token_ids is None, "llama.cpp returns no first-token probabilities (refused by pick_backend)"
         texts = [cut_answer(tokenizer.decode(ids, skip_special_tokens=True), stop_texts(template))
                  for ids in env.generate(prompts, tokenizer)]
     else:
         texts = sharded(prompts, lambda part: generate_texts(env.model, tokenizer, part, cfg,
                                                              stop_ids(tokenizer, env.model, template),
-                                                             stop_texts(template)))
-    return [{"instruction": conv.turns[-1][0], "prompt": tokenizer.decode(ids), "reference": conv.turns[-1][1],
-             "generated": text} for conv, ids, text in zip(convs, prompts, texts)]
+                                                             stop_texts(template), first_token_ids))
+    rows = []
+    for conv, ids, answer in zip(convs, prompts, texts):
+        text, logp = answer if first_token_ids is not None else (answer, None)
+        rows.append({"instruction": conv.turns[-1][0], "prompt": tokenizer.decode(ids), "reference": conv.turns[-1][1],
+                     "generated": text, **({"first_logprobs": logp} if logp is not None else {})})
+    return rows
 
 
 def sharded(items: list, work) -> list:
