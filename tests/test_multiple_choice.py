@@ -401,6 +401,11 @@ def test_generate_head_end_to_end_ranking_and_parsed_answers_agree_with_predicti
     # most likely token of all, so the most likely letter too (virtual tokens before the row included)
     started = [p for p in preds if p["generated"].split()[:1] and p["generated"].split()[0] in "ABC"]
     assert all(p["generated"].split()[0] == p["prediction"] for p in started) and (started or method != "full")
+    if method == "full":  # `peftlab predict` on the questions without answers: the same letters, in order
+        unanswered = write_jsonl(tmp_path / "in.jsonl", [{k: v for k, v in json.loads(l).items() if k != "answer"}
+                                                         for l in Path(dev).read_text().splitlines()])
+        assert main(["predict", str(run_dir), unanswered, "--name", "exam", "--out", str(tmp_path / "out")]) == 0
+        assert (tmp_path / "out" / "result_exam.txt").read_text().split() == [p["prediction"] for p in preds]
 
 
 def test_generate_head_data_check_counts_the_answer_letters(tiny_llama_letters, tmp_path, capsys):

@@ -126,6 +126,7 @@ def test_list_shows_every_run_and_filters(server, browser, runs):
     cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
     assert cells[3] == "completed" and cells[6] == "lora" and cells[7] == "accuracy"
     assert cells[8] == f"{result['metrics_best']['accuracy']:.4f}"
+    assert result["peak_memory_kind"] == "process_peak_rss" and cells[11] == f"{result['peak_memory_mb']:.0f} RSS"
     browser.find_element(By.ID, "filter").send_keys("lora")
     assert text(browser, "#shown-count") == "2 of 4 shown"
     # sorting by the best metric puts the rows in its order

@@ -87,6 +87,10 @@ def num(value):
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+# peak_memory_kind (measure.py) as the list shows it: a process's RSS and a GPU's allocations are not one scale
+MEMORY_KINDS = {"process_peak_rss": "RSS", "cuda_max_allocated": "CUDA"}
+
+
 def run_row(folder: Folder, run: Run) -> dict:
     """One line of the browse table."""
     r = run.result or {}
@@ -98,7 +102,7 @@ def run_row(folder: Folder, run: Run) -> dict:
             "method": ("eval" if is_eval(r) else r.get("method", "")) if r else run.settings.get("method", ""),
             "metric": metric or "", "best": num(best), "best_epoch": r.get("best_epoch"),
             "time_per_epoch_s": num(r.get("time_per_epoch_s")), "peak_memory_mb": num(r.get("peak_memory_mb")),
-            "trainable_params": num(r.get("trainable_params"))}
+            "memory_kind": MEMORY_KINDS.get(r.get("peak_memory_kind"), ""), "trainable_params": num(r.get("trainable_params"))}
 
 
 def all_runs(root: Path) -> tuple[list[dict], list[dict]]:
