@@ -280,3 +280,26 @@ def test_ui_command_errors(tmp_path, capsys):
     assert "no such folder" in capsys.readouterr().err
     assert main(["ui", str(tmp_path), "--allow-root", str(tmp_path / "nope")]) == 2
     assert "--allow-root" in capsys.readouterr().err
+
+
+def test_jobs_are_remembered_across_dashboard_restarts(tmp_path):
+    """A job file per launch: a new dashboard on the folder shows the earlier jobs and their logs, and a
+    new launch gets a new number and its own log (it used to continue job1.log of the last dashboard)."""
+    from types import SimpleNamespace
+
+    from peftlab.ui.jobs import Jobs
+
+    gone = tmp_path / "gone.yaml"  # the sweep process exits at once: its file is missing
+    first = Jobs(tmp_path, [])
+    job = first.start(gone, SimpleNamespace(folder=str(tmp_path / "s")))
+    assert job.proc.wait(timeout=120) == 2 and job.returncode == 2 and not job.running
+    assert "gone.yaml" in (tmp_path / ".ui" / "jobs" / "job1.log").read_text()
+    again = Jobs(tmp_path, [])
+    seen = again.jobs["job1"]
+    assert (seen.folder, seen.pid, seen.log) == ("s", job.pid, job.log) and not seen.running and seen.returncode is None
+    assert again.job_for("s") is seen and any("gone.yaml" in line for line in again.log_tail(seen))
+    second = again.start(gone, SimpleNamespace(folder=str(tmp_path / "t")))
+    second.proc.wait(timeout=120)
+    assert second.id == "job2" and second.log.name == "job2.log" and job.log.read_text().count("gone.yaml") == 1
+    (tmp_path / ".ui" / "jobs" / "job3.json").write_text('{"folder": "u", "pi')  # cut short: skipped, not fatal
+    assert sorted(Jobs(tmp_path, []).jobs) == ["job1", "job2"]

@@ -195,7 +195,7 @@ def create_app(root: Path, allow: list[Path] = (), hosts: list[str] = ("127.0.0.
                 job = jobs.job_for(rel)
                 p["job_running"] = bool(job and job.running)
                 p["job_log"] = jobs.log_tail(job) if job else []
-                p["job_exit"] = job.proc.returncode if job and not job.running else None
+                p["job_exit"] = job.returncode if job and not job.running else None
                 body = json.dumps({k: v for k, v in p.items() if k != "time"})
                 if body != last:
                     last, quiet = body, 0

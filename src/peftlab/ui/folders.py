@@ -122,13 +122,18 @@ def live_pid(folder: Path) -> int | None:
     """The pid of the `peftlab sweep` holding folder/.lock, if that process is alive (its pid is in the
     file; the lock itself is not tested, that could race with a sweep starting)."""
     text = (folder / ".lock").read_text(encoding="utf-8").strip() if (folder / ".lock").is_file() else ""
-    if not text.isdigit():
-        return None
+    return int(text) if text.isdigit() and is_sweep_process(int(text)) else None
+
+
+def is_sweep_process(pid: int) -> bool:
+    """Whether pid is a live `peftlab sweep` process (a recycled pid of another program is not)."""
     try:
-        cmd = " ".join(psutil.Process(int(text)).cmdline())
+        proc = psutil.Process(pid)
+        cmd = " ".join(proc.cmdline())
+        alive = proc.status() != psutil.STATUS_ZOMBIE
     except (psutil.Error, OSError):
-        return None
-    return int(text) if "peftlab" in cmd and "sweep" in cmd else None
+        return False
+    return alive and "peftlab" in cmd and "sweep" in cmd
 
 
 def run_at(root: Path, rel: str) -> tuple[Folder, Run]:

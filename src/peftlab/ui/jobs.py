@@ -16,8 +16,8 @@ from pathlib import Path
 import yaml
 
 from ..errors import UserError
-from ..rundir import write_text
-from .folders import live_pid, rel_of, tail
+from ..rundir import UnreadableFile, read_json, write_json, write_text
+from .folders import is_sweep_process, live_pid, rel_of, tail
 
 
 def names_a_path(key: str) -> bool:
@@ -39,6 +39,12 @@ def shipped_recipes() -> dict[str, Path]:
         for p in sorted(root.glob(pattern)):
             out[p.relative_to(root).as_posix()] = p
     return out
+
+
+def job_number(name: str) -> int:
+    """jobN -> N (0 for another name)."""
+    digits = name[3:] if name.startswith("job") else ""
+    return int(digits) if digits.isdigit() else 0
 
 
 def is_under(path: Path, roots: list[Path]) -> bool:
@@ -106,21 +112,37 @@ class Job:
     id: str
     folder: str            # the sweep (or study) folder, relative to RUNS_DIR
     log: Path              # the sweep process's console
-    proc: subprocess.Popen
+    pid: int
+    proc: subprocess.Popen | None = None  # None: started by an earlier dashboard (known from its job file)
 
     @property
     def running(self) -> bool:
-        return self.proc.poll() is None
+        return self.proc.poll() is None if self.proc else is_sweep_process(self.pid)
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code; None while running, or when an earlier dashboard started it."""
+        return self.proc.poll() if self.proc else None
 
 
 class Jobs:
-    """The processes this dashboard started (in memory: the folders stay the truth; a sweep started
-    elsewhere is watched, stopped and resumed through its folder alike)."""
+    """The processes dashboards started, one file each in RUNS_DIR/.ui/jobs/ (jobN.json beside its
+    console log jobN.log), so a restarted dashboard shows them, their logs and whether they still run;
+    the folders stay the truth: a sweep started elsewhere is watched, stopped and resumed through its
+    folder alike."""
 
     def __init__(self, root: Path, allow: list[Path]):
         self.root = root.resolve()
         self.roots = [self.root, recipes_dir().resolve()] + [Path(a).resolve() for a in allow]
+        self.folder = self.root / ".ui" / "jobs"
         self.jobs: dict[str, Job] = {}
+        for path in sorted(self.folder.glob("job*.json"), key=lambda p: job_number(p.stem)):
+            try:
+                note = read_json(path, None)
+            except UnreadableFile:  # a job file cut short: that job is not shown, the others are
+                continue
+            if isinstance(note, dict) and {"folder", "pid"} <= set(note) and str(note["pid"]).isdigit():
+                self.jobs[path.stem] = Job(path.stem, str(note["folder"]), path.with_suffix(".log"), int(note["pid"]))
 
     def validate(self, path: Path, trusted: bool):
         """The planned sweep or study, validated as `peftlab sweep` does; UserError otherwise."""
@@ -169,15 +191,18 @@ class Jobs:
         if live_pid(self.root / folder) is not None or any(j.running and j.folder == folder for j in self.jobs.values()):
             raise UserError(f"{folder}: a sweep is already running on this folder; stop it first")
         command = [sys.executable, "-m", "peftlab", "sweep", str(path), "--output-dir", str(self.root)]
-        job_id = f"job{len(self.jobs) + 1}"
-        log = self.root / ".ui" / "jobs" / f"{job_id}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        number = max([job_number(j) for j in self.jobs] + [job_number(p.stem) for p in self.folder.glob("job*.*")] + [0])
+        job_id = f"job{number + 1}"
+        log = self.folder / f"{job_id}.log"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        with open(log, "ab") as fh:
+        with open(log, "xb") as fh:  # a new file: never another job's log continued
             # its own session: stop sends SIGINT to the sweep and its run, as Ctrl-C in a terminal does
             proc = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, start_new_session=True)
-        job = self.jobs[job_id] = Job(job_id, folder, log, proc)
+        write_json(self.folder / f"{job_id}.json", {"folder": folder, "pid": proc.pid, "command": command,
+                                                     "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        job = self.jobs[job_id] = Job(job_id, folder, log, proc.pid, proc)
         return job
 
     def job_for(self, folder: str) -> Job | None:
@@ -190,7 +215,7 @@ class Jobs:
         (one started elsewhere: it passes the interrupt on to its run after a grace period)."""
         job = self.job_for(folder)
         if job and job.running:
-            os.killpg(job.proc.pid, signal.SIGINT)
+            os.killpg(job.pid, signal.SIGINT)  # its own session: the group id is its pid
             return
         for part in parts:
             pid = live_pid(part)
