@@ -35,7 +35,6 @@ TASK_TYPE = sft.TASK_TYPE
 TOKEN_LEVEL_LOSS, LM_LOSS = sft.TOKEN_LEVEL_LOSS, sft.LM_LOSS
 DEFAULT_METRIC = multiple_choice.DEFAULT_METRIC
 METRICS = (*multiple_choice.METRICS[:-1], "generated_accuracy", "loss")
-REPORT_METRICS = ("map@3", "accuracy", "generated_accuracy", "unparsed")
 DEFAULT_TEMPLATE = "{question}\n\n{options}\n\nAnswer with the letter of the right option ({letters})."
 CONTEXT_TEMPLATE = "{context}\n\n" + DEFAULT_TEMPLATE
 
