@@ -244,3 +244,22 @@ def test_gguf_conversion_cache_hashes_once_shares_one_conversion_and_rebuilds_a_
         out = capsys.readouterr().out
         assert "is damaged" in out and reasons[kind] in out and "dequantizing" in out, kind
         assert weights.read_bytes() == good and models.cache_problem(target) == ""
+
+
+def test_multiple_choice_by_generation_through_llamacpp_agrees_with_transformers(tiny_llama_bpe, tiny_gguf, tmp_path):
+    """mc_head generate on f16 through llama.cpp: the same greedy answers, the same letter ranking (the
+    first-token log-probabilities from the generation's own logits) as transformers on the fp32 weights."""
+    from test_multiple_choice import polarity_questions
+
+    data = polarity_questions(tmp_path / "q.jsonl", 12, 0)
+    args = ["task=multiple_choice", "mc_head=generate", f"train_file={data}", f"validation_file={data}",
+            "max_new_tokens=3", "max_length=96"]
+    assert main(["eval", f"model={tiny_llama_bpe}", *args, "--out", str(tmp_path / "hf")]) == 0
+    assert main(["eval", f"model={tiny_gguf['f16']}", *args,
+                 "--out", str(tmp_path / "cpp")]) == 0
+    rows = {k: [json.loads(l) for l in (tmp_path / k / "predictions_validation.jsonl").open()] for k in ("hf", "cpp")}
+    assert [r["generated"] for r in rows["cpp"]] == [r["generated"] for r in rows["hf"]]
+    for a, b in zip(rows["hf"], rows["cpp"]):
+        assert np.allclose(list(a["probabilities"].values()), list(b["probabilities"].values()), atol=0.01)
+    cpp = json.loads((tmp_path / "cpp" / "result.json").read_text())
+    assert cpp["source"]["backend"] == "llamacpp" and set(cpp["metrics_best"]) >= {"map@3", "generated_accuracy"}

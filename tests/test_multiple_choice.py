@@ -352,13 +352,13 @@ def test_generate_head_refuses_labels_sharing_a_first_token(tiny_llama, tmp_path
     assert not (tmp_path / "runs").exists()
 
 
-def test_generate_head_is_refused_by_the_llamacpp_backend():
+def test_a_classifier_head_is_refused_by_the_llamacpp_backend():
     from peftlab.infer import pick_backend
 
-    for head, why in (("generate", "first-token probabilities"), ("classifier", "no GGUF form")):
-        cfg = load_config(None, ["task=multiple_choice", f"mc_head={head}", "model=/x/model.gguf"])
-        with pytest.raises(UserError, match=f"backend llamacpp: multiple choice: .*{why}.*use mc_head: likelihood"):
-            pick_backend(cfg)
+    cfg = load_config(None, ["task=multiple_choice", "mc_head=classifier", "model=/x/model.gguf"])
+    with pytest.raises(UserError, match="backend llamacpp: multiple choice by a trained classifier head: .*no GGUF form"):
+        pick_backend(cfg)
+    assert pick_backend(load_config(None, ["task=multiple_choice", "mc_head=generate", "model=/x/model.gguf"])) == "llamacpp"
 
 
 def sentiment_letters(path, n, seed, negative: int = 2):

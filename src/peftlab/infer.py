@@ -94,11 +94,9 @@ def pick_backend(cfg: Config) -> str:
     elif backend == "llamacpp" and not cfg.model.model.endswith(".gguf") and cfg.model.model not in gguf_named():
         raise UserError(f"backend: llamacpp runs .gguf files; model '{cfg.model.model}' is not one (export one "
                         f"with `peftlab export RUN --gguf q8_0`)")
-    if backend == "llamacpp" and cfg.task.task == "multiple_choice" and cfg.task.mc_head != "likelihood":
-        why = ("a trained classifier head has no GGUF form" if cfg.task.mc_head == "classifier" else
-               "mc_head generate ranks the options by the answer's first-token probabilities, which the llama.cpp "
-               "backend does not return")
-        raise UserError(f"backend llamacpp: multiple choice: {why}; use mc_head: likelihood, or backend: transformers")
+    if backend == "llamacpp" and cfg.task.task == "multiple_choice" and cfg.task.mc_head == "classifier":
+        raise UserError("backend llamacpp: multiple choice by a trained classifier head: the head has no GGUF form; "
+                        "use mc_head: likelihood or generate, or backend: transformers")
     return backend
 
 

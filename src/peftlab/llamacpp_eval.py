@@ -145,8 +145,12 @@ def choice_scores(scorer: LlamaScorer, examples: list[Choice], tokenizer, cfg, s
 
 
 def generator(llm, cfg, stops: list[int]):
-    """A batch-of-prompts -> answers function for sft.generate_split: greedy, up to max_new_tokens."""
-    def generate(prompts: list[list[int]], tokenizer) -> list[list[int]]:
+    """A batch-of-prompts -> answers function for sft.generate_split: greedy, up to max_new_tokens.
+    With first_token_ids, each answer is (ids, log-probabilities of those tokens as its first token),
+    read from the logits the generation computed at the prompt's last position."""
+    scorer = LlamaScorer(llm)
+
+    def generate(prompts: list[list[int]], tokenizer, first_token_ids: list[int] | None = None) -> list:
         answers = []
         for ids in prompts:
             new = []
@@ -154,7 +158,10 @@ def generator(llm, cfg, stops: list[int]):
                 if token in stops or len(new) >= cfg.eval.max_new_tokens:
                     break
                 new.append(token)
-            answers.append(new)
+            if first_token_ids is None:
+                answers.append(new)
+            else:  # the prompt's last row of logits (logits_all) is still held after generating
+                answers.append((new, scorer.logprobs_at(len(ids) - 1)[first_token_ids].tolist()))
         return answers
 
     return generate
@@ -177,7 +184,7 @@ def score_split_llamacpp(session, split: str):
         labels = np.array([c.answer for c in examples])
         compute = session.task.build_compute_metrics(prepared, split, session.env)
         return compute(EvalPrediction(predictions=scores, label_ids=labels)), scores
-    if cfg.task.task in ("sft",) or cfg.task.classify_by == "generate":
+    if cfg.task.task == "sft" or cfg.task.classify_by == "generate" or cfg.task.mc_head == "generate":
         from .tasks.sft import stop_ids
         from .tasks.chat import resolve_template
 
@@ -187,5 +194,5 @@ def score_split_llamacpp(session, split: str):
         return compute(None), None
     raise UserError(f"backend llamacpp: task {cfg.task.task} (classify_by {cfg.task.classify_by}) needs a trained "
                     f"head that a GGUF file does not carry; llama.cpp scores label likelihood, multiple-choice "
-                    f"likelihood and generation (classify_by generate, sft)")
+                    f"likelihood and generation (classify_by generate, mc_head generate, sft)")
 

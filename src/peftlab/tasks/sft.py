@@ -205,9 +205,9 @@ def generate_split(prepared, split: str, env, first_token_ids: list[int] | None 
         ids = [t for p, r in pairs[:-1] for t in p + r] + pairs[-1][0]
         prompts.append(ids[-cfg.task.max_length:])
     if env.generate is not None:  # another backend (llama.cpp): token ids in, answer ids out
-        assert first_token_ids is None, "llama.cpp returns no first-token probabilities (refused by pick_backend)"
-        texts = [cut_answer(tokenizer.decode(ids, skip_special_tokens=True), stop_texts(template))
-                 for ids in env.generate(prompts, tokenizer)]
+        decode = lambda ids: cut_answer(tokenizer.decode(ids, skip_special_tokens=True), stop_texts(template))
+        answers = env.generate(prompts, tokenizer, first_token_ids)
+        texts = [decode(a) for a in answers] if first_token_ids is None else [(decode(a), lp) for a, lp in answers]
     else:
         texts = sharded(prompts, lambda part: generate_texts(env.model, tokenizer, part, cfg,
                                                              stop_ids(tokenizer, env.model, template),
