@@ -417,3 +417,14 @@ def test_generate_head_data_check_counts_the_answer_letters(tiny_llama_letters, 
     assert code == 0, out
     want = ", ".join(f"{l} {answers.count(l)} ({answers.count(l) / 12:.1%})" for l in "ABC" if l in answers)
     assert f"labels train: {want}" in out
+
+
+def test_generate_head_few_shot_eval_shows_solved_questions_as_earlier_turns(tiny_llama_letters, tmp_path):
+    train, dev = polarity_questions(tmp_path / "t.jsonl", 12, 0), polarity_questions(tmp_path / "d.jsonl", 4, 1)
+    assert main(["eval", f"model={tiny_llama_letters}", "task=multiple_choice", "mc_head=generate", "shots=2",
+                 f"train_file={train}", f"validation_file={dev}", "max_new_tokens=2", "max_length=200",
+                 "--out", str(tmp_path / "ev")]) == 0
+    result = json.loads((tmp_path / "ev" / "result.json").read_text())
+    shown = result["shots_shown"]
+    assert len(shown) == 2 and all(s["answer"] in "ABC" and "\nA. " in s["prompt"] for s in shown)
+    assert len((tmp_path / "ev" / "predictions_validation.jsonl").read_text().splitlines()) == 4

@@ -133,7 +133,7 @@ class EvalConfig:
     max_new_tokens: int = opt(64, "generation: most new tokens per answer")
     do_sample: bool = opt(False, "generation: sample instead of greedy decoding")
     max_eval_generate: int = opt(0, "generation: answer only the first N examples of each evaluated split (the loss still uses all); 0 = all")
-    shots: int = opt(0, "peftlab eval / predict: few-shot examples put before each prompt (LLM ways: classify_by generate / likelihood, multiple_choice likelihood, sft), drawn with the seed from train_file, never from the evaluated rows")
+    shots: int = opt(0, "peftlab eval / predict: few-shot examples put before each prompt (LLM ways: classify_by generate / likelihood, multiple_choice likelihood / generate, sft), drawn with the seed from train_file, never from the evaluated rows")
     backend: str = opt("auto", "peftlab eval / predict: transformers | llamacpp (real quantized inference of a .gguf file through llama.cpp) | auto (llamacpp for a .gguf path, else transformers)")
 
 

@@ -2,10 +2,10 @@
 
 k solved examples are drawn with the seed from the training split and put before every evaluated
 prompt. Two shapes of prepared example exist, and each keeps its own prompt format:
-  Choice        (classify_by likelihood, multiple_choice): the demonstrations are the task's own
-                filled prompt followed by the right option, as the scorer would see a right answer;
-  Conversation  (classify_by generate, sft): the demonstrations become earlier chat turns, so the
-                chat template renders them exactly as it renders the evaluated turn.
+  Choice        (classify_by likelihood, multiple_choice likelihood): the demonstrations are the task's
+                own filled prompt followed by the right option, as the scorer would see a right answer;
+  Conversation  (classify_by generate, mc_head generate, sft): the demonstrations become earlier chat
+                turns, so the chat template renders them exactly as it renders the evaluated turn.
 A training example whose prompt equals an evaluated one is never drawn: a shot must not give the
 answer away (the users' train and dev files sometimes share rows).
 """
@@ -56,7 +56,7 @@ def apply_shots(examples: dict[str, list], k: int, seed: int, splits: list[str])
     first = next(iter(examples["train"]), None)
     if not isinstance(first, (Choice, Conversation)):
         raise UserError("shots: few-shot prompts need an LLM prompt: classification with classify_by generate or "
-                        "likelihood, multiple_choice with mc_head likelihood, or sft; this task has a trained head")
+                        "likelihood, multiple_choice with mc_head likelihood or generate, or sft; this task has a trained head")
     evaluated = [e for s in splits for e in examples[s]]
     shots = draw_shots(examples["train"], evaluated, k, seed)
     for split in splits:
