@@ -26,16 +26,16 @@ from test_multiple_choice import polarity_questions
 from test_ner import tagged
 from test_qa import qa_rows
 
-CAUSAL_WAYS = {"cls-likelihood", "cls-generate", "mc-likelihood", "sft"}
+CAUSAL_WAYS = {"cls-likelihood", "cls-generate", "mc-likelihood", "mc-generate", "sft"}
 LIKELIHOOD_WAYS = {"cls-likelihood", "mc-likelihood"}
-WAYS = ["cls-head", "cls-likelihood", "cls-generate", "ner", "qa", "mc-likelihood", "mc-classifier", "sft"]
+WAYS = ["cls-head", "cls-likelihood", "cls-generate", "ner", "qa", "mc-likelihood", "mc-classifier", "mc-generate", "sft"]
 
 
 def refusal(model: str, way: str, method: str) -> str | None:
     """The reason a cell is refused (a pattern of its message), in the order the checks run; None = it trains."""
     if method == "head" and way in LIKELIHOOD_WAYS:
         return "trains only a task head, and likelihood scoring has none"
-    if way.startswith("mc-") and method in PROMPT_METHODS:
+    if way in ("mc-likelihood", "mc-classifier") and method in PROMPT_METHODS:  # generate's rows are 2-D
         return "prepends virtual tokens to 2-D inputs"
     if model == "bert" and way in CAUSAL_WAYS:  # BertLMHeadModel attends both ways: it would read the answer
         return "is not causal"
@@ -73,9 +73,11 @@ def matrix_data(tmp_path_factory):
             "ner": ["task=ner"] + files(conll), "qa": ["task=qa", "split_by="] + files(qa),
             "mc-likelihood": ["task=multiple_choice", "map_k=2"] + files(mc),
             "mc-classifier": ["task=multiple_choice", "map_k=2", "mc_head=classifier"] + files(mc),
+            "mc-generate": ["task=multiple_choice", "map_k=2", "mc_head=generate", "max_new_tokens=2"] + files(mc),
             "sft": ["task=sft", "max_new_tokens=3", f"train_file={root / 'str.json'}",
                     f"validation_file={root / 'sdv.json'}"]}
-    models = {"bert": save_tiny_model(root / "bert", "bert"), "llama": save_tiny_model(root / "llama", "llama")}
+    letters = ("A", "B", "C")  # the option labels of mc-generate, known to both tokenizers
+    models = {"bert": save_tiny_model(root / "bert", "bert", letters), "llama": save_tiny_model(root / "llama", "llama", letters)}
     return models, ways
 
 
