@@ -303,3 +303,17 @@ def test_jobs_are_remembered_across_dashboard_restarts(tmp_path):
     assert second.id == "job2" and second.log.name == "job2.log" and job.log.read_text().count("gone.yaml") == 1
     (tmp_path / ".ui" / "jobs" / "job3.json").write_text('{"folder": "u", "pi')  # cut short: skipped, not fatal
     assert sorted(Jobs(tmp_path, []).jobs) == ["job1", "job2"]
+    # a live sweep is that job's only if it is the process that job started: its pid and its start time
+    import psutil
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "peftlab", "sweep"])
+    try:
+        created = psutil.Process(live.pid).create_time()
+        for name, when in (("job4", created), ("job5", created - 100)):  # job5: an older process that had the pid
+            (tmp_path / ".ui" / "jobs" / f"{name}.json").write_text(json.dumps({"folder": name, "pid": live.pid,
+                                                                                "created": when}))
+        later = Jobs(tmp_path, [])
+        assert later.jobs["job4"].running and not later.jobs["job5"].running
+    finally:
+        live.kill()
+        live.wait()

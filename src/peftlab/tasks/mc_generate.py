@@ -8,12 +8,13 @@ of the split's first max_eval_generate questions and reads two things from that 
   ranking      the log-probability of each option's label as the answer's first token (the model's
                raw next-token distribution after the prompt) ranks all options, so accuracy and MAP@k
                are those of the other heads, comparable row for row;
-  generation   the generated text parsed for a label (the earliest option label standing alone, else
-               the earliest option text quoted whole): `generated_accuracy`, with answers naming no
-               option counted wrong and reported as `unparsed` — the number a generate-and-parse
-               evaluation gives, 0 for an untuned model that answers in words.
+  generation   the generated text parsed for a label (see parse()): `generated_accuracy`, with answers
+               naming no option counted wrong and reported as `unparsed` — the number a
+               generate-and-parse evaluation gives, 0 for an untuned model that answers in words.
 Every label's first answer token must differ (checked when a split is encoded, so `peftlab data check`
 and training refuse it before anything runs), or the ranking could not tell the options apart.
+Through llama.cpp (a .gguf model) the same pass runs there: greedy tokens, and the prompt's last
+logits for the ranking.
 """
 from __future__ import annotations
 
@@ -96,9 +97,9 @@ def label_indices(prepared: Prepared, split: str) -> list[str]:
 
 
 def parse(text: str, choice: Choice) -> int | None:
-    """The option an answer names: the earliest option label standing alone, case kept ("B", "(B)", "B.",
-    "Answer: B"; not the B of "Because", nor the article "a" for A), else the earliest option text found as whole words (case, punctuation and
-    spacing aside; the longer option on a tie)."""
+    """The option an answer names: the earliest option label standing alone, case kept ("B", "(B)",
+    "B.", "Answer: B"; not the B of "Because", nor the article "a" for A), else the earliest option
+    text found as whole words (case, punctuation and spacing aside; the longer option on a tie)."""
     found = []
     for i, label in enumerate(choice.labels):
         m = re.search(rf"(?<![A-Za-z0-9]){re.escape(label)}(?![A-Za-z0-9])", text)

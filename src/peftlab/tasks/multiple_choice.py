@@ -12,8 +12,9 @@ The answer may be an option label (A, or ARC's 1), a 0-based index, or the optio
 
 Heads (mc_head): likelihood (a causal LM's log-likelihood of each option after the prompt) or
 classifier (a learnt score per (question, option) sequence), see choices.py; or generate (SFT on the
-right option's letter, mc_generate.py), which reads the questions through this module. Metrics: accuracy and
-MAP@k (map_k, Kaggle's MAP@3 by default); the predictions file ranks the top k options per question.
+right option's letter, mc_generate.py, which reads the questions through this module). Metrics:
+accuracy and MAP@k (map_k, Kaggle's MAP@3 by default); the predictions file ranks the top k options
+per question.
 """
 from __future__ import annotations
 

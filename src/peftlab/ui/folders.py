@@ -125,15 +125,24 @@ def live_pid(folder: Path) -> int | None:
     return int(text) if text.isdigit() and is_sweep_process(int(text)) else None
 
 
-def is_sweep_process(pid: int) -> bool:
-    """Whether pid is a live `peftlab sweep` process (a recycled pid of another program is not)."""
+def is_sweep_process(pid: int, created: float | None = None) -> bool:
+    """Whether pid is a live `peftlab sweep` process (a recycled pid of another program is not; with
+    `created`, its start time must be that one: a later sweep that got the same pid is not it either)."""
     try:
         proc = psutil.Process(pid)
         cmd = " ".join(proc.cmdline())
         alive = proc.status() != psutil.STATUS_ZOMBIE
+        same = created is None or abs(proc.create_time() - created) < 0.5
     except (psutil.Error, OSError):
         return False
-    return alive and "peftlab" in cmd and "sweep" in cmd
+    return alive and same and "peftlab" in cmd and "sweep" in cmd
+
+
+def started_at(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, OSError):
+        return None
 
 
 def run_at(root: Path, rel: str) -> tuple[Folder, Run]:

@@ -17,7 +17,7 @@ import yaml
 
 from ..errors import UserError
 from ..rundir import UnreadableFile, read_json, write_json, write_text
-from .folders import is_sweep_process, live_pid, rel_of, tail
+from .folders import is_sweep_process, live_pid, rel_of, started_at, tail
 
 
 def names_a_path(key: str) -> bool:
@@ -113,11 +113,12 @@ class Job:
     folder: str            # the sweep (or study) folder, relative to RUNS_DIR
     log: Path              # the sweep process's console
     pid: int
+    created: float | None = None          # the process's start time (a pid alone may be reused)
     proc: subprocess.Popen | None = None  # None: started by an earlier dashboard (known from its job file)
 
     @property
     def running(self) -> bool:
-        return self.proc.poll() is None if self.proc else is_sweep_process(self.pid)
+        return self.proc.poll() is None if self.proc else is_sweep_process(self.pid, self.created)
 
     @property
     def returncode(self) -> int | None:
@@ -141,8 +142,9 @@ class Jobs:
                 note = read_json(path, None)
             except UnreadableFile:  # a job file cut short: that job is not shown, the others are
                 continue
-            if isinstance(note, dict) and {"folder", "pid"} <= set(note) and str(note["pid"]).isdigit():
-                self.jobs[path.stem] = Job(path.stem, str(note["folder"]), path.with_suffix(".log"), int(note["pid"]))
+            if isinstance(note, dict) and {"folder", "pid", "created"} <= set(note) and str(note["pid"]).isdigit():
+                self.jobs[path.stem] = Job(path.stem, str(note["folder"]), path.with_suffix(".log"), int(note["pid"]),
+                                           float(note["created"] or 0))
 
     def validate(self, path: Path, trusted: bool):
         """The planned sweep or study, validated as `peftlab sweep` does; UserError otherwise."""
@@ -200,9 +202,10 @@ class Jobs:
             # its own session: stop sends SIGINT to the sweep and its run, as Ctrl-C in a terminal does
             proc = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, start_new_session=True)
-        write_json(self.folder / f"{job_id}.json", {"folder": folder, "pid": proc.pid, "command": command,
-                                                     "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        job = self.jobs[job_id] = Job(job_id, folder, log, proc.pid, proc)
+        created = started_at(proc.pid)
+        write_json(self.folder / f"{job_id}.json", {"folder": folder, "pid": proc.pid, "created": created,
+                                                     "command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        job = self.jobs[job_id] = Job(job_id, folder, log, proc.pid, created, proc)
         return job
 
     def job_for(self, folder: str) -> Job | None:
