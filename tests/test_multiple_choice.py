@@ -388,7 +388,7 @@ def test_generate_head_end_to_end_ranking_and_parsed_answers_agree_with_predicti
     lines = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [l["epoch"] for l in lines] == list(range(13)) and result["metric_for_best"] == "map@3"
     best = result["metrics_best"]
-    assert lines[0]["accuracy"] <= 0.5  # the random model prefers B; one letter for all is at most half right
+    assert lines[0]["accuracy"] <= 0.5  # the untrained model prefers B (accuracy 0 on either set)
     assert best["accuracy"] == 1.0  # the right letter ranked first: the ranking reads the trained position
     if method == "full":  # and generated; 4 virtual tokens before a frozen random model tilt the letters only
         assert best["generated_accuracy"] == 1.0 and best["unparsed"] == 0
@@ -428,3 +428,15 @@ def test_generate_head_few_shot_eval_shows_solved_questions_as_earlier_turns(tin
     shown = result["shots_shown"]
     assert len(shown) == 2 and all(s["answer"] in "ABC" and "\nA. " in s["prompt"] for s in shown)
     assert len((tmp_path / "ev" / "predictions_validation.jsonl").read_text().splitlines()) == 4
+    # the evaluated conversations: the two solved questions first, then the question, its gold kept
+    from peftlab.shots import apply_shots
+    from peftlab.tasks import mc_generate
+
+    cfg = load_config(None, ["task=multiple_choice", "mc_head=generate", f"train_file={train}", f"validation_file={dev}"])
+    prepared = mc_generate.prepare(load_splits(cfg.data, cfg.train.seed), cfg)
+    plain = [conv.turns[0] for conv in prepared.examples["validation"]]
+    apply_shots(prepared.examples, 2, cfg.train.seed, ["validation"])
+    convs = prepared.examples["validation"]
+    assert [c.turns[-1] for c in convs] == plain and all(len(c.turns) == 3 for c in convs)
+    assert [t[1] for t in convs[0].turns[:2]] == [s["answer"] for s in shown]  # the same draw as the eval's
+    assert len(convs.questions) == 4  # the questions stay beside their conversations
