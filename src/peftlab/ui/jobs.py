@@ -194,8 +194,8 @@ class Jobs:
             raise UserError(f"{folder}: a sweep is already running on this folder; stop it first")
         command = [sys.executable, "-m", "peftlab", "sweep", str(path), "--output-dir", str(self.root)]
         self.folder.mkdir(parents=True, exist_ok=True)
-        number = max([job_number(j) for j in self.jobs] + [job_number(p.stem) for p in self.folder.glob("job*.*")] + [0])
-        job_id = f"job{number + 1}"
+        # every job this or an earlier dashboard started has its files there (a log without a job file too)
+        job_id = f"job{max((job_number(p.stem) for p in self.folder.glob('job*.*')), default=0) + 1}"
         log = self.folder / f"{job_id}.log"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(log, "xb") as fh:  # a new file: never another job's log continued
