@@ -85,9 +85,10 @@ def main() -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from peftlab.gguf_export import export_gguf, gguf_path, quantize
-    from peftlab.llamacpp_eval import LlamaScorer, open_llama, physical_cores
-    from peftlab.models import NAMED_MODELS, locate_package_file, resolve_model
+    from peftlab.export.gguf import export_gguf, gguf_path, quantize
+    from peftlab.inference.llamacpp import LlamaScorer, open_llama
+    from peftlab.hardware import physical_cores
+    from peftlab.models.loading import NAMED_MODELS, locate_package_file, resolve_model
 
     folder = resolve_model("smollm2-135m").path
     out = Path(tempfile.mkdtemp(prefix="peftlab-gguf-bench-"))

@@ -152,7 +152,7 @@ def first_rows_sst2(n: int, folder: Path) -> Path:
 
 def model_folder(name: str) -> str:
     """A named model's local folder (smollm2-135m: its dequantized GGUF in peftlab's cache), for the other legs."""
-    from peftlab.models import resolve_model
+    from peftlab.models.loading import resolve_model
 
     return resolve_model(name, "").path
 

@@ -7,8 +7,8 @@ import pytest
 
 from conftest import FILL, NEG, POS
 from peftlab.cli import main
-from peftlab.predict import line_of
-from peftlab.shots import apply_shots
+from peftlab.inference.predict import line_of
+from peftlab.tasks.shots import apply_shots
 from peftlab.tasks.chat import Conversation
 from peftlab.tasks.choices import Choice
 
@@ -118,7 +118,7 @@ def test_mean_pooling_survives_the_merge_with_plain_transformers(base_config, se
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from peftlab.models import apply_pooling
+    from peftlab.models.loading import apply_pooling
 
     assert cli("train", *base_config, "method=lora", "pooling=mean", "lora_rank=4", "epochs=2", "run_name=r",
                capsys=capsys) == 0
@@ -378,7 +378,7 @@ def test_head_and_whole_model_weights_reload_outside_peftlab_with_their_pooling(
     from safetensors.torch import load_file
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from peftlab.models import apply_pooling
+    from peftlab.models.loading import apply_pooling
 
     assert cli("train", *base_config, f"method={method}", "pooling=mean", "freeze_layers=1", "epochs=2", "run_name=r",
                capsys=capsys) == 0

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from peftlab.cli import main
-from peftlab.report_evals import HEADER_COSTS
+from peftlab.report.evals import HEADER_COSTS
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT / "src")}
@@ -153,7 +153,7 @@ def test_a_node_that_cannot_see_the_sweep_folder_is_refused_by_name(tmp_path):
     folder: a node writing to its own local disk (no shared storage) is refused with the fix."""
     from types import SimpleNamespace
 
-    from peftlab.backends import RayLauncher
+    from peftlab.sweep.backends import RayLauncher
     from peftlab.errors import UserError
 
     class Remote:  # stands in for ray.remote(ray_probe): the "node" writes nowhere the driver can see

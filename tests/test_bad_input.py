@@ -11,7 +11,7 @@ import re
 import pytest
 
 from peftlab.cli import main
-from peftlab.train import bf16_available
+from peftlab.training.train import bf16_available
 
 HAS_BF16 = bf16_available()  # a GPU with bf16 or a CPU with AVX512-BF16/AMX: there bf16 is valid
 

@@ -81,8 +81,8 @@ def test_resume_refuses_a_run_folder_it_cannot_check(base_config, tmp_path, caps
     pass the --resume config check and resume a run made with other settings)."""
     import re
 
-    from peftlab.config import load_config
-    from peftlab.rundir import write_yaml
+    from peftlab.config.settings import load_config
+    from peftlab.runs.rundir import write_yaml
 
     argv = base_config + ["run_name=x", "label_words=[no, yes]"]
     run = tmp_path / "runs" / "x"

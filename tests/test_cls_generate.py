@@ -4,11 +4,12 @@ import json
 import pytest
 from sklearn.metrics import accuracy_score, matthews_corrcoef
 
-from peftlab.config import load_config
+from peftlab.config.settings import load_config
 from peftlab.errors import UserError
-from peftlab.formats import load_splits
-from peftlab.metrics import compute_classification
-from peftlab.tasks import cls_generate, get_task
+from peftlab.data.splits import load_splits
+from peftlab.tasks.metrics import compute_classification
+from peftlab.tasks import cls_generate
+from peftlab.tasks.registry import get_task
 
 WORDS = [["unacceptable", "no"], ["acceptable", "yes", "ok"]]
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from peftlab.cli import main
-from peftlab.config import load_config
+from peftlab.config.settings import load_config
 from peftlab.errors import UserError
-from peftlab.formats import load_splits
-from peftlab.metrics import compute_classification
-from peftlab.models import load_tokenizer, resolve_model
-from peftlab.tasks import get_task
-from peftlab.train import run
+from peftlab.data.splits import load_splits
+from peftlab.tasks.metrics import compute_classification
+from peftlab.models.loading import load_tokenizer, resolve_model
+from peftlab.tasks.registry import get_task
+from peftlab.training.train import run
 
 COLA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cola"
 

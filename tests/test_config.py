@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from peftlab.config import SECTIONS, help_text, load_config
+from peftlab.config.settings import SECTIONS, help_text, load_config
 from peftlab.errors import UserError
 
 
@@ -148,8 +148,8 @@ def test_empty_values_are_empty_and_null_is_text(tmp_path):
 
 def test_saved_config_round_trips_exactly(tmp_path):
     """config.yaml as a run folder writes it reads back to the same Config (what --resume compares)."""
-    from peftlab.config import TextLoader, config_diff
-    from peftlab.rundir import write_yaml
+    from peftlab.config.settings import TextLoader, config_diff
+    from peftlab.runs.rundir import write_yaml
 
     path = tmp_path / "traps.yaml"
     path.write_text(TRAPS_YAML)
@@ -165,7 +165,7 @@ def test_saved_config_round_trips_exactly(tmp_path):
 def test_config_diff_names_keys_and_treats_absent_keys_by_default():
     import yaml
 
-    from peftlab.config import TextLoader, config_diff
+    from peftlab.config.settings import TextLoader, config_diff
 
     cfg = load_config(None, ["lr=1e-3", "label_words=[no, yes]"])
     saved = yaml.load(yaml.safe_dump(cfg.to_dict()), TextLoader)
@@ -183,7 +183,7 @@ def test_config_diff_names_keys_and_treats_absent_keys_by_default():
 
 
 def test_data_convert_label_words_keep_their_text():
-    from peftlab.data import label_map, parse_keys
+    from peftlab.data.convert import label_map, parse_keys
 
     _, templates = parse_keys(["label_words={0: no, 1: yes}", "delimiter=;", "text_column=007"])
     assert label_map(templates["label_words"]) == {"0": "no", "1": "yes"}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from peftlab.config import load_config
-from peftlab.train import run
+from peftlab.config.settings import load_config
+from peftlab.training.train import run
 
 
 def leftovers(folder: Path) -> list[str]:

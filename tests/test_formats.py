@@ -3,8 +3,9 @@ import json
 import pytest
 
 from peftlab.errors import UserError
-from peftlab.formats import load_splits, read_records, sample, split_off
-from peftlab.config import DataConfig
+from peftlab.data.splits import load_splits
+from peftlab.data.formats import read_records, sample, split_off
+from peftlab.config.settings import DataConfig
 
 
 def test_tsv_with_header_and_headerless_with_columns(tmp_path):

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from peftlab.config import load_config
+from peftlab.config.settings import load_config
 from peftlab.errors import UserError
-from peftlab.models import NAMED_MODELS, NamedModel, content_key, locate_package_file, package_dir, resolve_model
-from peftlab.train import run
+from peftlab.models.loading import (NAMED_MODELS, NamedModel, content_key, locate_package_file, package_dir,
+    resolve_model)
+from peftlab.training.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets"
@@ -126,9 +127,9 @@ def test_gemma3_tasks_without_a_head_are_refused_clearly(tmp_path, gemma3, monke
 def test_gemma3_gguf_runs_through_llama_cpp_and_agrees_with_transformers(tmp_path, gemma3, monkeypatch):
     """The packaged Q4_K_M file through llama.cpp scores CoLA like its dequantized weights in transformers
     (on a CPU with AMX llama.cpp's repacked weights are off: with them its decode crashed here)."""
-    from peftlab.evaluation import run_eval
+    from peftlab.inference.evaluation import run_eval
     from peftlab.hardware import cpu_has_amx
-    from peftlab.llamacpp_eval import extra_buffer_types
+    from peftlab.inference.llamacpp import extra_buffer_types
 
     monkeypatch.chdir(ROOT)
     assert extra_buffer_types() is (not cpu_has_amx())

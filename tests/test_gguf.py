@@ -10,15 +10,15 @@ import pytest
 from conftest import SHARED
 from peftlab.cli import main
 from peftlab.errors import UserError
-from peftlab.gguf_export import export_gguf
-from peftlab.llamacpp_eval import LlamaScorer, open_llama
+from peftlab.export.gguf import export_gguf
+from peftlab.inference.llamacpp import LlamaScorer, open_llama
 
 COLA = SHARED / "cola"
 
 
 @pytest.fixture(scope="module")
 def smollm2_folder() -> str:
-    from peftlab.models import resolve_model
+    from peftlab.models.loading import resolve_model
 
     return resolve_model("smollm2-135m").path  # dequantized once and cached
 
@@ -104,7 +104,7 @@ def test_tiny_llama_f16_greedy_generation_matches_transformers(tiny_llama_bpe, t
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from peftlab.llamacpp_eval import generator
+    from peftlab.inference.llamacpp import generator
 
     tok = AutoTokenizer.from_pretrained(tiny_llama_bpe)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_bpe, dtype=torch.float32).eval()
@@ -122,7 +122,7 @@ def test_packaged_q4_1_gguf_scores_like_its_dequantized_weights(smollm2_folder):
     """The GGUF file the smollm2 package ships (Q4_1) loads in the llama.cpp backend and scores the
     continuations as transformers scores the same weights dequantized (llama.cpp multiplies them
     against 8-bit-quantized activations, hence the tolerance)."""
-    from peftlab.models import NAMED_MODELS, locate_package_file
+    from peftlab.models.loading import NAMED_MODELS, locate_package_file
     from peftlab.tasks.choices import encode_option
 
     tok, expected = hf_continuation_logprobs(smollm2_folder, PAIRS)
@@ -212,10 +212,10 @@ def test_gguf_conversion_cache_hashes_once_shares_one_conversion_and_rebuilds_a_
     import subprocess
     import sys
 
-    from peftlab import models
+    from peftlab.models import loading as models
 
     gguf, cache = Path(tiny_gguf["f16"]), tmp_path / "cache"
-    code = (f"from pathlib import Path; from peftlab.models import convert_gguf; "
+    code = (f"from pathlib import Path; from peftlab.models.loading import convert_gguf; "
             f"print(convert_gguf(Path({str(gguf)!r}), Path({str(cache)!r})))")
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]

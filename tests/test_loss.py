@@ -1,4 +1,4 @@
-"""The chunked answer-token loss (peftlab.loss) equals the model's own causal-LM loss, gradients included,
+"""The chunked answer-token loss (peftlab.training.loss) equals the model's own causal-LM loss, gradients included,
 for LoRA and full fine-tuning, padded and packed batches, fp32 and bf16 autocast; and it is refused
 where it could not be equal (prompt-learning methods)."""
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peftlab.loss import answer_loss, chunked_linear_cross_entropy, supports
+from peftlab.training.loss import answer_loss, chunked_linear_cross_entropy, supports
 
 
 def batch(packed: bool):

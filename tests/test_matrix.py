@@ -17,11 +17,11 @@ import pytest
 
 from conftest import FILL, NEG, POS, save_tiny_model, sentence
 from peftlab.cli import main
-from peftlab.config import load_config
+from peftlab.config.settings import load_config
 from peftlab.errors import UserError
-from peftlab.methods import METHODS, PROMPT_METHODS
-from peftlab.report import BOOKKEEPING
-from peftlab.train import run
+from peftlab.models.methods import METHODS, PROMPT_METHODS
+from peftlab.report.tables import BOOKKEEPING
+from peftlab.training.train import run
 from test_multiple_choice import polarity_questions
 from test_ner import tagged
 from test_qa import qa_rows

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from peftlab.config import load_config
-from peftlab.methods import METHODS
-from peftlab.train import run
+from peftlab.config.settings import load_config
+from peftlab.models.methods import METHODS
+from peftlab.training.train import run
 
 LLAMA_METHODS = ["full", "head", "freeze", "lora", "dora", "ia3", "prompt-tuning", "p-tuning"]
 
@@ -91,7 +91,7 @@ def test_llama_question_answering_gets_the_pretrained_backbone_not_a_random_one(
     from safetensors.torch import load_file
     from transformers import AutoModelForQuestionAnswering
 
-    from peftlab.models import ResolvedModel, load_pretrained
+    from peftlab.models.loading import ResolvedModel, load_pretrained
 
     model = load_pretrained(AutoModelForQuestionAnswering, ResolvedModel(tiny_llama, tiny_llama, "auto", "folder"),
                             "float32")
@@ -123,15 +123,15 @@ def test_best_weights_restore_strictly(method, base_config, tmp_path):
     partial restore under strict=False."""
     from safetensors.torch import load_file, save_file
 
-    from peftlab.train import load_best
+    from peftlab.training.train import load_best
 
     cfg = load_config(None, base_config + [f"method={method}", "lora_rank=4", "run_name=r"])
     run(cfg)
     folder = tmp_path / "runs" / "r" / ("adapter" if method == "lora" else "model")
     name = "adapter_model.safetensors" if method == "lora" else "model.safetensors"
     state = load_file(folder / name)
-    from peftlab.evaluation import load_eval_splits
-    from peftlab.infer import open_session, read_source
+    from peftlab.inference.session import load_eval_splits
+    from peftlab.inference.session import open_session, read_source
 
     cfg, source = read_source(str(tmp_path / "runs" / "r"), [])
     model = open_session(cfg, source, load_eval_splits(cfg, "validation"), ["validation"]).model

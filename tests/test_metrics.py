@@ -1,7 +1,7 @@
 import pytest
 from sklearn.metrics import f1_score
 
-from peftlab.metrics import compute_classification, is_better
+from peftlab.tasks.metrics import compute_classification, is_better
 
 
 def test_binary_by_hand():

@@ -6,10 +6,10 @@ import sys
 import pytest
 import yaml
 
-from peftlab.config import TextLoader, config_diff, load_config
+from peftlab.config.settings import TextLoader, config_diff, load_config
 from peftlab.errors import UserError
-from peftlab.formats import load_splits
-from peftlab.mixing import record_mix
+from peftlab.data.splits import load_splits
+from peftlab.data.mixing import record_mix
 
 
 def write(path, text):
@@ -142,7 +142,7 @@ def test_bad_per_file_columns_and_rows_name_the_file(two_files, tmp_path):
     # a bad row in the second file: the task's message names that file and its row
     c = write(tmp_path / "c.jsonl", json.dumps({"text": "fine", "sentiment": "pos"}) + "\n"
               + json.dumps({"text": "dull", "sentiment": ""}) + "\n")
-    from peftlab.tasks import get_task
+    from peftlab.tasks.registry import get_task
 
     cfg, splits = mixed(a, c, dev)
     with pytest.raises(UserError, match=rf"row 2 of {c}: empty text or label"):

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from peftlab.cli import main
-from peftlab.config import load_config
+from peftlab.config.settings import load_config
 from peftlab.errors import UserError
-from peftlab.formats import load_splits
-from peftlab.metrics import compute_ranking
+from peftlab.data.splits import load_splits
+from peftlab.tasks.metrics import compute_ranking
 from peftlab.tasks import multiple_choice
-from peftlab.train import run
+from peftlab.training.train import run
 
 from conftest import FILL, NEG, POS
 
@@ -158,7 +158,7 @@ def test_likelihood_score_is_the_sum_of_option_token_log_probs(tiny_llama):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from peftlab.models import load_tokenizer, resolve_model
+    from peftlab.models.loading import load_tokenizer, resolve_model
     from peftlab.tasks.choices import Choice, collate, encode_choices, load_likelihood_model
 
     tok = load_tokenizer(tiny_llama)
@@ -305,7 +305,8 @@ def tiny_llama_letters(tmp_path_factory) -> str:
 
 
 def test_generate_head_shows_lettered_options_and_trains_on_the_letter(tmp_path):
-    from peftlab.tasks import get_task, mc_generate
+    from peftlab.tasks.registry import get_task
+    from peftlab.tasks import mc_generate
 
     train = polarity_questions(tmp_path / "t.jsonl", 6, 0)
     cfg = load_config(None, ["task=multiple_choice", "mc_head=generate", f"train_file={train}", f"validation_file={train}"])
@@ -353,7 +354,7 @@ def test_generate_head_refuses_labels_sharing_a_first_token(tiny_llama, tmp_path
 
 
 def test_a_classifier_head_is_refused_by_the_llamacpp_backend():
-    from peftlab.infer import pick_backend
+    from peftlab.inference.session import pick_backend
 
     cfg = load_config(None, ["task=multiple_choice", "mc_head=classifier", "model=/x/model.gguf"])
     with pytest.raises(UserError, match="backend llamacpp: multiple choice by a trained classifier head: .*no GGUF form"):
@@ -429,7 +430,7 @@ def test_generate_head_few_shot_eval_shows_solved_questions_as_earlier_turns(tin
     assert len(shown) == 2 and all(s["answer"] in "ABC" and "\nA. " in s["prompt"] for s in shown)
     assert len((tmp_path / "ev" / "predictions_validation.jsonl").read_text().splitlines()) == 4
     # the evaluated conversations: the two solved questions first, then the question, its gold kept
-    from peftlab.shots import apply_shots
+    from peftlab.tasks.shots import apply_shots
     from peftlab.tasks import mc_generate
 
     cfg = load_config(None, ["task=multiple_choice", "mc_head=generate", f"train_file={train}", f"validation_file={dev}"])

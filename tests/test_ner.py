@@ -7,18 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from conftest import FILL, NEG, POS, SHARED
-from peftlab.config import load_config
+from peftlab.config.settings import load_config
 from peftlab.errors import UserError
-from peftlab.formats import load_splits, read_records
-from peftlab.methods import METHODS
-from peftlab.models import load_tokenizer, resolve_model
+from peftlab.data.splits import load_splits
+from peftlab.data.formats import read_records
+from peftlab.models.methods import METHODS
+from peftlab.models.loading import load_tokenizer, resolve_model
 from peftlab.tasks import ner
-from peftlab.train import run
+from peftlab.training.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
 JNLPBA = SHARED / "jnlpba"

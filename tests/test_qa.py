@@ -1,6 +1,5 @@
 """Extractive QA: SQuAD readers and checks, windows, answer selection, official SQuAD scoring, end to end."""
 import json
-import math
 import random
 from pathlib import Path
 
@@ -8,12 +7,13 @@ import numpy as np
 import pytest
 
 from conftest import FILL, NEG, POS, SHARED
-from peftlab.config import load_config
+from peftlab.config.settings import load_config
 from peftlab.errors import UserError
-from peftlab.formats import load_splits, read_records
-from peftlab.squad_metrics import aggregate, best_threshold, normalize_answer, score
-from peftlab.tasks import TaskEnv, qa
-from peftlab.train import run
+from peftlab.data.splits import load_splits
+from peftlab.data.formats import read_records
+from peftlab.tasks.squad_metrics import aggregate, best_threshold, normalize_answer, score
+from peftlab.tasks import qa
+from peftlab.training.train import run
 
 SQUAD = SHARED / "squad"
 V2_HALF = SQUAD / "squad_v2_cs224n_dev_half" / "dev-v2.0.json"
@@ -119,7 +119,7 @@ def test_validation_split_keeps_articles_apart():
 
 @pytest.fixture(scope="module")
 def minilm_tokenizer():
-    from peftlab.models import load_tokenizer, resolve_model
+    from peftlab.models.loading import load_tokenizer, resolve_model
 
     return load_tokenizer(resolve_model("minilm-l6").path)
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from peftlab.config import load_config
-from peftlab.models import NAMED_MODELS, resolve_model
-from peftlab.train import run
+from peftlab.config.settings import load_config
+from peftlab.models.loading import NAMED_MODELS, resolve_model
+from peftlab.training.train import run
 
 SST2 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "sst2"
 pytestmark = pytest.mark.real

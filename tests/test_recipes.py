@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from peftlab.config import load_config
-from peftlab.formats import load_splits
-from peftlab.tasks import task_of
+from peftlab.config.settings import load_config
+from peftlab.data.splits import load_splits
+from peftlab.tasks.registry import task_of
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -37,7 +37,7 @@ def test_there_are_sweeps():
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
 def test_sweep_recipe_dry_runs(path, monkeypatch, capsys, tmp_path):
     from peftlab.cli import main
-    from peftlab.sweep import load_sweep
+    from peftlab.sweep.load import load_sweep
 
     monkeypatch.chdir(ROOT)
     sweep = load_sweep(path, output_dir=str(tmp_path))
@@ -65,8 +65,8 @@ def test_study_dry_runs_and_every_data_setup_validates(path, monkeypatch, capsys
     prepares for its task (a study's parts differ in task and data; its variants may too: the
     auxiliary-data rows of chat-llm-retention mix two files)."""
     from peftlab.cli import main
-    from peftlab.study import Study
-    from peftlab.sweep import load_sweep
+    from peftlab.sweep.study import Study
+    from peftlab.sweep.load import load_sweep
 
     monkeypatch.chdir(ROOT)
     study = load_sweep(path, output_dir=str(tmp_path))  # a study across tasks, or one sweep

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from peftlab.config import load_config
-from peftlab.train import run
+from peftlab.config.settings import load_config
+from peftlab.training.train import run
 
 TIMING = {"eval_time_s", "train_time_s", "epoch_wall_s", "partial_epoch_time"}
 
@@ -35,7 +35,7 @@ def test_same_seed_same_metrics(base_config, tmp_path):
 
 KILLER = textwrap.dedent("""
     import os, signal, sys
-    from peftlab import trainer_callbacks
+    from peftlab.training import callbacks as trainer_callbacks
     step_end = trainer_callbacks.Recorder.on_step_end
     def on_step_end(self, args, state, control, **kw):
         step_end(self, args, state, control, **kw)

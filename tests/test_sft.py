@@ -9,13 +9,13 @@ import sacrebleu
 from rouge_score import rouge_scorer
 
 from conftest import FILL, NEG, POS, SHARED
-from peftlab.config import load_config
+from peftlab.config.settings import load_config
 from peftlab.errors import UserError
-from peftlab.formats import Split, read_records
-from peftlab.methods import METHODS
-from peftlab.metrics import compute_generation
+from peftlab.data.formats import Split, read_records
+from peftlab.models.methods import METHODS
+from peftlab.tasks.metrics import compute_generation
 from peftlab.tasks import chat, sft
-from peftlab.train import run
+from peftlab.training.train import run
 
 CHATML_JINJA = ("{% for m in messages %}{{'<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n'}}"
                 "{% endfor %}{% if add_generation_prompt %}{{'<|im_start|>assistant\n'}}{% endif %}")
@@ -188,7 +188,7 @@ def test_truncation_keeps_the_prompt_end_and_is_counted(tok):
 def test_packing_gives_the_same_loss_as_padding(tiny_llama, tok):
     import torch
 
-    from peftlab.models import resolve_model
+    from peftlab.models.loading import resolve_model
 
     cfg = config(f"model={tiny_llama}", "max_length=32")
     convs = [chat.Conversation("", [("good movie", "fine .")]), chat.Conversation("", [("the plot was bad", "sad")])]
@@ -204,7 +204,7 @@ def test_packing_gives_the_same_loss_as_padding(tiny_llama, tok):
 
 
 def test_batched_left_padded_generation_equals_one_by_one(tiny_llama, tok):
-    from peftlab.models import resolve_model
+    from peftlab.models.loading import resolve_model
 
     cfg = config(f"model={tiny_llama}", "max_new_tokens=5", "eval_batch_size=3")
     model, _ = sft.build_model(resolve_model(tiny_llama), None, cfg, tok)
@@ -354,7 +354,7 @@ def test_smollm2_lora_sft_on_cola_rows(tmp_path):
 def test_head_method_trains_a_head_tied_to_the_embeddings(tiny_llama, tok):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from peftlab.methods import MethodContext, apply_method
+    from peftlab.models.methods import MethodContext, apply_method
 
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                          intermediate_size=64, tie_word_embeddings=True))

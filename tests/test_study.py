@@ -8,9 +8,9 @@ import yaml
 
 from peftlab.cli import main
 from peftlab.errors import UserError
-from peftlab.report import summarize
-from peftlab.study import Study
-from peftlab.sweep import load_sweep
+from peftlab.report.tables import summarize
+from peftlab.sweep.study import Study
+from peftlab.sweep.load import load_sweep
 
 
 def write_study(path, **body):

@@ -20,8 +20,9 @@ from scipy import stats
 
 from peftlab.cli import main
 from peftlab.errors import UserError
-from peftlab.report import compare, pareto_front, summarize, write_report
-from peftlab.sweep import load_sweep
+from peftlab.report.tables import compare, pareto_front, summarize
+from peftlab.report.write import write_report
+from peftlab.sweep.load import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -361,7 +362,7 @@ def test_sweep_refuses_values_that_cannot_be_what_the_key_means(tmp_path):
 
 def fake_done_sweep(tmp_path, lr="1e-4") -> tuple[Path, Path]:
     """A sweep of two runs whose folders look completed, written with the config the sweep plans."""
-    from peftlab.rundir import write_yaml
+    from peftlab.runs.rundir import write_yaml
 
     path = write_sweep(tmp_path / "s.yaml", name="reuse", output_dir=str(tmp_path / "out"), config={"lr": lr},
                        variants=[{"name": "a", "method": "lora"}, {"name": "b", "method": "full"}])
@@ -376,7 +377,7 @@ def fake_done_sweep(tmp_path, lr="1e-4") -> tuple[Path, Path]:
 @pytest.fixture
 def executed(monkeypatch):
     """Replace the child process: record (run, mode) and mark the run completed."""
-    import peftlab.sweep as sweep_mod
+    import peftlab.sweep.runner as sweep_mod
 
     calls = []
 
@@ -390,7 +391,7 @@ def executed(monkeypatch):
 
 
 def test_rerun_skips_only_runs_with_the_same_config(tmp_path, executed):
-    from peftlab.sweep import run_sweep
+    from peftlab.sweep.runner import run_sweep
 
     path, folder = fake_done_sweep(tmp_path)
     run_sweep(load_sweep(path))
@@ -423,7 +424,7 @@ def test_sweep_cli_stops_with_exit_2_on_changed_runs(tmp_path, executed, capsys)
     ("no config", r"a: config.yaml is missing"),
 ])
 def test_unreadable_run_folders_stop_the_sweep(tmp_path, executed, damage, message):
-    from peftlab.sweep import run_sweep
+    from peftlab.sweep.runner import run_sweep
 
     path, folder = fake_done_sweep(tmp_path)
     if damage == "no config":
@@ -439,7 +440,8 @@ def test_unreadable_run_folders_stop_the_sweep(tmp_path, executed, damage, messa
 
 
 def test_two_sweeps_on_one_folder(tmp_path, executed):
-    from peftlab.sweep import run_sweep, sweep_lock
+    from peftlab.sweep.runner import run_sweep
+    from peftlab.sweep.plan import sweep_lock
 
     path, folder = fake_done_sweep(tmp_path)
     with sweep_lock(folder):
@@ -467,7 +469,7 @@ def test_second_sweep_process_is_refused(tmp_path):
 # -- p-values: Holm across a table, never one that no test computed ------------------------------
 
 def test_holm_correction_can_remove_a_mark(tmp_path):
-    from peftlab.report import holm
+    from peftlab.report.tables import holm
 
     assert holm([0.01, None, 0.04, 0.03]) == pytest.approx([0.03, None, 0.06, 0.06])
     best = [0.90, 0.91, 0.92]
@@ -513,7 +515,7 @@ def test_corrupt_run_folders_are_listed_not_read_as_empty(tmp_path):
 
 
 def test_a_killed_writers_leftovers_are_tidied_and_a_moved_aside_folder_is_put_back(tmp_path):
-    from peftlab.rundir import clear_leftovers
+    from peftlab.runs.rundir import clear_leftovers
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     run = tmp_path / "run"
@@ -534,11 +536,11 @@ def test_a_killed_writers_leftovers_are_tidied_and_a_moved_aside_folder_is_put_b
 
 
 def test_a_sweep_child_stops_when_its_sweep_dies_without_a_preexec_fn(tmp_path):
-    """The child arms PR_SET_PDEATHSIG itself at start-up (peftlab.child), so the sweep's Popen needs
+    """The child arms PR_SET_PDEATHSIG itself at start-up (peftlab.sweep.child), so the sweep's Popen needs
     no preexec_fn (unsafe while its reader threads run). Killing the parent must end the child."""
-    from peftlab.child import PARENT_ENV
+    from peftlab.sweep.child import PARENT_ENV
 
-    child_code = ("import time; from peftlab.child import die_with_parent; die_with_parent(); "
+    child_code = ("import time; from peftlab.sweep.child import die_with_parent; die_with_parent(); "
                   "print('armed', flush=True); time.sleep(120)")
     parent_code = (f"import os, subprocess, sys, time; env = {{**os.environ, {PARENT_ENV!r}: str(os.getpid())}}; "
                    f"c = subprocess.Popen([sys.executable, '-c', {child_code!r}], env=env, stdout=subprocess.PIPE, "
@@ -563,7 +565,7 @@ def test_a_sweep_child_stops_when_its_sweep_dies_without_a_preexec_fn(tmp_path):
 
 
 def test_a_warm_started_child_that_is_not_needed_ends_having_written_nothing(tmp_path, base_config):
-    from peftlab.child import WarmStart
+    from peftlab.sweep.child import WarmStart
 
     train = [sys.executable, "-m", "peftlab", "train", *base_config]
     warm = WarmStart()
@@ -581,9 +583,9 @@ def test_a_warm_started_child_that_is_not_needed_ends_having_written_nothing(tmp
 def test_a_sweep_child_leaves_without_the_interpreter_teardown(fast):
     """`python -m peftlab` in a sweep skips the interpreter's teardown (atexit handlers never run),
     keeps its exit code and what it printed; PEFTLAB_FAST_EXIT=0 (and any non-sweep use) exits the usual way."""
-    from peftlab.child import FAST_EXIT_ENV, PARENT_ENV
+    from peftlab.sweep.child import FAST_EXIT_ENV, PARENT_ENV
 
-    code = ("import atexit, sys; from peftlab.child import die_with_parent, leave; die_with_parent(); "
+    code = ("import atexit, sys; from peftlab.sweep.child import die_with_parent, leave; die_with_parent(); "
             "atexit.register(lambda: print('teardown ran')); print('work done'); sys.stdout.write('unflushed'); leave(3)")
     for in_sweep in (True, False):
         env = {**os.environ, FAST_EXIT_ENV: fast, **({PARENT_ENV: str(os.getpid())} if in_sweep else {})}

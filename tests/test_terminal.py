@@ -7,8 +7,8 @@ import io
 import pytest
 from tqdm import tqdm
 
-from peftlab import sweep
-from peftlab.terminal import ScreenLines
+from peftlab.sweep import process as sweep
+from peftlab.sweep.terminal import ScreenLines
 
 BAR = "|##########| 4/4 [00:02<00:00, 2.00it/s]"
 STREAM = ("peftlab: run: 10 of 100 parameters trainable\n"

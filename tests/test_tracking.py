@@ -9,8 +9,8 @@ import os
 import pytest
 
 from peftlab.cli import main
-from peftlab.config import config_diff, load_config
-from peftlab.train import run
+from peftlab.config.settings import config_diff, load_config
+from peftlab.training.train import run
 
 HAS_MLFLOW = importlib.util.find_spec("mlflow") is not None
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from peftlab.cli import main
-from peftlab.rundir import read_jsonl
+from peftlab.runs.rundir import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"

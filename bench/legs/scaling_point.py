@@ -24,7 +24,7 @@ def main() -> int:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from peftlab.loss import answer_loss
+    from peftlab.training.loss import answer_loss
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(args.model)

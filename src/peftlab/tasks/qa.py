@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 from scipy.special import softmax
 
-from ..errors import UserError
-from ..formats import Split
-from ..models import load_pretrained
-from ..rundir import write_jsonl
-from ..squad_metrics import aggregate, best_threshold, score
+from peftlab.errors import UserError
+from peftlab.data.formats import Split
+from peftlab.models.loading import load_pretrained
+from peftlab.runs.rundir import write_jsonl
+from peftlab.tasks.squad_metrics import aggregate, best_threshold, score
 
 TASK_TYPE = "QUESTION_ANS"
 TOKEN_LEVEL_LOSS = False  # the QA head's loss is a mean over windows

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import UserError
-from ..metrics import compute_generation
-from ..models import load_causal_lm
-from ..rundir import write_jsonl
-from .chat import Conversation, check_template, read_conversations, render, resolve_template, stop_texts
+from peftlab.errors import UserError
+from peftlab.tasks.metrics import compute_generation
+from peftlab.models.loading import load_causal_lm
+from peftlab.runs.rundir import write_jsonl
+from peftlab.tasks.chat import Conversation, check_template, read_conversations, render, resolve_template, stop_texts
 
 TASK_TYPE = "CAUSAL_LM"
 TOKEN_LEVEL_LOSS = True  # the model returns a token-level LM loss; the Trainer normalises it by token counts

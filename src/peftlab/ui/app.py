@@ -22,12 +22,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from ..errors import UserError
-from ..report import COSTS, PHASES, epochs_rows, table_rows, to_csv, to_markdown
-from ..rundir import UnreadableFile, read_text
-from . import folders as F
-from .compare import comparison
-from .jobs import Jobs, shipped_recipes
+from peftlab.errors import UserError
+from peftlab.report.tables import COSTS, PHASES, epochs_rows, table_rows, to_csv, to_markdown
+from peftlab.runs.rundir import UnreadableFile, read_text
+from peftlab.ui import folders as F
+from peftlab.ui.compare import comparison
+from peftlab.ui.jobs import Jobs, shipped_recipes
 
 HERE = Path(__file__).parent
 PLOT_LOCK = threading.Lock()  # pyplot is not thread-safe; plots are drawn one at a time
@@ -137,7 +137,7 @@ def create_app(root: Path, allow: list[Path] = (), hosts: list[str] = ("127.0.0.
 
     @guarded
     async def plot(request: Request):
-        from ..plots import plot_metric_per_epoch, plot_pareto, plot_sweep_losses
+        from peftlab.report.plots import plot_metric_per_epoch, plot_pareto, plot_sweep_losses
 
         kind = request.path_params["kind"]
         s, runs = await to_thread.run_sync(comparison, root, ids_of(request))

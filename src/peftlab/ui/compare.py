@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import UserError
-from ..report import Run, summarize
-from ..report_evals import is_eval
-from ..rundir import read_json
-from .folders import run_at
+from peftlab.errors import UserError
+from peftlab.report.tables import Run, summarize
+from peftlab.report.evals import is_eval
+from peftlab.runs.rundir import read_json
+from peftlab.ui.folders import run_at
 
 
 def chosen_runs(root: Path, ids: list[str]) -> tuple[list[Run], list[int]]:

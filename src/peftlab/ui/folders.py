@@ -12,10 +12,10 @@ from pathlib import Path
 
 import psutil
 
-from ..report import Run, collect, mean_std, read_run
-from ..report_evals import is_eval
-from ..rundir import UnreadableFile, read_json, read_jsonl
-from ..terminal import ScreenLines
+from peftlab.report.tables import Run, collect, mean_std, read_run
+from peftlab.report.evals import is_eval
+from peftlab.runs.rundir import UnreadableFile, read_json, read_jsonl
+from peftlab.sweep.terminal import ScreenLines
 
 MAX_DEPTH = 4  # RUNS_DIR/study/part/run: deeper folders are not searched
 
@@ -87,7 +87,7 @@ def num(value):
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-# peak_memory_kind (measure.py) as the list shows it: a process's RSS and a GPU's allocations are not one scale
+# peak_memory_kind (runs/measure.py) as the list shows it: a process's RSS and a GPU's allocations are not one scale
 MEMORY_KINDS = {"process_peak_rss": "RSS", "cuda_max_allocated": "CUDA"}
 
 
@@ -317,7 +317,7 @@ def starting() -> dict:
 
 
 def planned_epochs(run_dir: Path) -> int | None:
-    from ..rundir import read_yaml
+    from peftlab.runs.rundir import read_yaml
 
     try:
         cfg = read_yaml(run_dir / "config.yaml") or {}

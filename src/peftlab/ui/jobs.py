@@ -15,9 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import UserError
-from ..rundir import UnreadableFile, read_json, write_json, write_text
-from .folders import is_sweep_process, live_pid, rel_of, started_at, tail
+from peftlab.errors import UserError
+from peftlab.runs.rundir import UnreadableFile, read_json, write_json, write_text
+from peftlab.ui.folders import is_sweep_process, live_pid, rel_of, started_at, tail
 
 
 def names_a_path(key: str) -> bool:
@@ -55,7 +55,7 @@ def is_under(path: Path, roots: list[Path]) -> bool:
 def named_paths(cfg) -> list[tuple[str, str]]:
     """(key, path) for every file or folder a run's config names (pkg: paths and named models left out:
     they are inside installed packages)."""
-    from ..models import NAMED_MODELS
+    from peftlab.models.loading import NAMED_MODELS
 
     out = []
     for section in cfg.to_dict().values():
@@ -72,7 +72,7 @@ def named_paths(cfg) -> list[tuple[str, str]]:
 
 def check_roots(planned, roots: list[Path], source: Path) -> None:
     """UserError naming the first file outside the allowed roots (base files included)."""
-    from ..study import Study
+    from peftlab.sweep.study import Study
 
     sweeps = planned.sweeps if isinstance(planned, Study) else [planned]
     for sweep in sweeps:
@@ -100,7 +100,7 @@ def absolute_bases(text: str, near: Path) -> str:
 
 
 def bases_of(path: Path) -> list[Path]:
-    from ..config import TextLoader
+    from peftlab.config.settings import TextLoader
 
     data = yaml.load(path.read_text(encoding="utf-8"), TextLoader) or {}
     found = [data.get("base")] + [p.get("base") for p in data.get("parts") or [] if isinstance(p, dict)]
@@ -148,7 +148,7 @@ class Jobs:
 
     def validate(self, path: Path, trusted: bool):
         """The planned sweep or study, validated as `peftlab sweep` does; UserError otherwise."""
-        from ..sweep import load_sweep
+        from peftlab.sweep.load import load_sweep
 
         if not trusted:
             for base in bases_of(path):

@@ -11,7 +11,7 @@ LOCAL = ("127.0.0.1", "localhost", "::1")
 def serve(root: Path, host: str, port: int, allow: list[Path]) -> int:
     import uvicorn
 
-    from .app import create_app
+    from peftlab.ui.app import create_app
 
     if host not in LOCAL:
         print(f"peftlab ui: WARNING: listening on {host}: anyone who can reach this address can read the runs "

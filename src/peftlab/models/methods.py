@@ -1,0 +1,243 @@
+"""Tuning methods, one table. PEFT methods are thin functions over the `peft` library;
+`full`, `head` and `freeze` are requires_grad rules. Task heads are always trained (and saved
+with the adapter through peft's modules_to_save)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from torch import nn
+
+from peftlab.errors import UserError, closest
+
+
+@dataclass
+class MethodContext:
+    task_type: str          # peft task type, e.g. "SEQ_CLS"
+    total_steps: int        # optimizer steps in the whole run (AdaLoRA's schedule needs it)
+    model_path: str         # for prompt-tuning's text initialisation (tokenizer)
+
+
+# ---------------------------------------------------------------- structure helpers
+
+def find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The transformer block list: the longest ModuleList of identical blocks."""
+    best = ("", None)
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) and len({type(m) for m in mod}) == 1:
+            if best[1] is None or len(mod) > len(best[1]):
+                best = (name, mod)
+    if best[1] is None:
+        raise UserError(f"freeze: cannot find the transformer layers of {type(model).__name__}")
+    return best
+
+
+def head_names(model: nn.Module) -> list[str]:
+    """Top-level modules outside the backbone: the task head (classifier, score, qa_outputs...)."""
+    backbone = getattr(model, "base_model_prefix", "")
+    return [name for name, _ in model.named_children() if name != backbone]
+
+
+def linear_names(model: nn.Module) -> list[str]:
+    """Distinct last name parts of the model's Linear/Conv1D modules (what lora_target can name)."""
+    names = set()
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Linear) or type(mod).__name__ == "Conv1D":
+            names.add(name.rsplit(".", 1)[-1])
+    return sorted(names)
+
+
+def parse_targets(model: nn.Module, lora_target: str):
+    """None (peft's per-architecture default), 'all-linear', or a checked list of module names."""
+    if lora_target in ("", "auto"):
+        return None
+    if lora_target == "all-linear":
+        return "all-linear"
+    targets = [t.strip() for t in lora_target.split(",") if t.strip()]
+    check_modules(model, targets, "lora_target")
+    return targets
+
+
+def check_modules(model: nn.Module, wanted: list[str], key: str) -> None:
+    """Every name must be a module of the model (or the last parts of one); peft would silently skip
+    an unknown modules_to_save entry."""
+    names = [n for n, _ in model.named_modules()]
+    for t in wanted:
+        if not any(n == t or n.endswith("." + t) for n in names):
+            raise UserError(f"{key}: module '{t}' does not exist in {type(model).__name__}"
+                            f"{closest(t, linear_names(model))}; its linear modules are: {', '.join(linear_names(model))}")
+
+
+def set_trainable(model: nn.Module, prefixes: list[str]) -> None:
+    """Freeze everything, then unfreeze parameters whose name starts with one of the prefixes."""
+    for name, p in model.named_parameters():
+        p.requires_grad = any(name == pre or name.startswith(pre + ".") for pre in prefixes)
+
+
+# ---------------------------------------------------------------- methods
+
+def apply_full(model, m, ctx):
+    for p in model.parameters():
+        p.requires_grad = True
+    return model
+
+
+def apply_head(model, m, ctx):
+    set_trainable(model, head_names(model))
+    for name in head_names(model):  # a head tied to the input embeddings (SmolLM2's lm_head) is named after those
+        for p in getattr(model, name).parameters():
+            p.requires_grad = True
+    return model
+
+
+def apply_freeze(model, m, ctx):
+    """Train the last N layers (first N for negative N), optionally only named sub-modules, plus the head."""
+    prefix, layers = find_layers(model)
+    n = m.freeze_layers
+    if n == 0 or abs(n) > len(layers):
+        raise UserError(f"freeze_layers: {n} must be between -{len(layers)} and {len(layers)} (not 0); "
+                        f"the model has {len(layers)} layers")
+    chosen = range(len(layers) - n, len(layers)) if n > 0 else range(0, -n)
+    prefixes = [f"{prefix}.{i}" for i in chosen]
+    parts = [s.strip() for s in m.freeze_modules.split(",") if s.strip()]
+    if parts:
+        subs = [f"{pre}.{name}" for pre in prefixes for name, _ in layers[0].named_modules()
+                if name and any(part in name.split(".") or name.endswith(part) for part in parts)]
+        if not subs:
+            inside = sorted({name for name, _ in layers[0].named_modules() if name})
+            raise UserError(f"freeze_modules: none of {parts} is inside a layer; layer modules are: {', '.join(inside)}")
+        prefixes = subs
+    set_trainable(model, prefixes + head_names(model) + list(m.modules_to_save))
+    return model
+
+
+def lora_kwargs(model, m) -> dict:
+    layers = [int(i) for i in m.layers_to_transform] or None
+    n = len(find_layers(model)[1]) if layers else 0
+    if layers and max(layers) >= n:
+        raise UserError(f"layers_to_transform: {layers} names a layer past the model's {n} (indices 0 to {n - 1})")
+    check_modules(model, list(m.modules_to_save), "modules_to_save")
+    return dict(target_modules=parse_targets(model, m.lora_target), layers_to_transform=layers,
+                modules_to_save=list(m.modules_to_save) or None)
+
+
+def apply_lora(model, m, ctx, **extra):
+    from peft import LoraConfig, get_peft_model
+
+    conf = LoraConfig(task_type=ctx.task_type, r=m.lora_rank, lora_alpha=m.lora_alpha,
+                      lora_dropout=m.lora_dropout, **lora_kwargs(model, m), **extra)
+    return get_peft_model(model, conf)
+
+
+def apply_adalora(model, m, ctx):
+    from peft import AdaLoraConfig, get_peft_model
+
+    # AdaLoRA starts at a higher rank and prunes down to lora_rank on average; it needs the
+    # run's total steps for that schedule (the Trainer calls update_and_allocate, see train.py).
+    tinit, tfinal = max(1, ctx.total_steps // 10), max(1, ctx.total_steps // 5)
+    if tinit >= ctx.total_steps - tfinal:  # peft requires steps left for pruning between the two phases
+        raise UserError(f"method adalora: the run has {ctx.total_steps} optimizer steps, too few for AdaLoRA's "
+                        f"schedule ({tinit} warm-up and {tfinal} final steps, pruning in between; at least 3); "
+                        f"raise epochs, lower batch_size or grad_accum, or use lora")
+    conf = AdaLoraConfig(task_type=ctx.task_type, init_r=int(m.lora_rank * 1.5), target_r=m.lora_rank,
+                         lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout, total_step=ctx.total_steps,
+                         tinit=tinit, tfinal=tfinal, **lora_kwargs(model, m))
+    return get_peft_model(model, conf)
+
+
+def apply_adapter(model, m, ctx, kind: str):
+    """IA3 / LoHa / LoKr: same target rules as LoRA."""
+    import peft
+
+    targets = parse_targets(model, m.lora_target)
+    check_modules(model, list(m.modules_to_save), "modules_to_save")
+    common = dict(task_type=ctx.task_type, target_modules=targets, modules_to_save=list(m.modules_to_save) or None)
+    if kind == "ia3":
+        conf = peft.IA3Config(**common)
+    elif kind == "loha":
+        conf = peft.LoHaConfig(r=m.lora_rank, alpha=m.lora_alpha, module_dropout=m.lora_dropout, **common)
+    else:
+        conf = peft.LoKrConfig(r=m.lora_rank, alpha=m.lora_alpha, module_dropout=m.lora_dropout, **common)
+    return peft.get_peft_model(model, conf)
+
+
+def apply_prompt(model, m, ctx, kind: str):
+    """Prompt tuning / P-tuning / prefix tuning: virtual tokens, backbone frozen, head trained."""
+    import peft
+
+    common = dict(task_type=ctx.task_type, num_virtual_tokens=m.num_virtual_tokens)
+    if kind == "prompt-tuning":
+        text = dict(prompt_tuning_init="TEXT", prompt_tuning_init_text=m.prompt_init_text,
+                    tokenizer_name_or_path=ctx.model_path) if m.prompt_init_text else {}
+        conf = peft.PromptTuningConfig(**common, **text)
+    elif kind == "p-tuning":
+        conf = peft.PromptEncoderConfig(encoder_hidden_size=m.encoder_hidden_size, **common)
+    else:
+        check_accepts_cache(model, ctx.task_type)
+        conf = peft.PrefixTuningConfig(**common)
+    return peft.get_peft_model(model, conf)
+
+
+def check_accepts_cache(model: nn.Module, task_type: str) -> None:
+    """Prefix tuning feeds its prefixes as past_key_values; refuse models that take none before training.
+    The methods suggested instead must work for the task (QA refuses the other prompt methods too)."""
+    import inspect
+
+    instead = "lora, dora, ia3 or full" if task_type == "QUESTION_ANS" else "prompt-tuning or p-tuning"
+    backbone = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    if not any("past_key_values" in inspect.signature(m.forward).parameters for m in (model, backbone)):
+        raise UserError(f"prefix-tuning: {type(model).__name__}.forward takes no `past_key_values`, through which "
+                        f"peft feeds the prefixes (transformers 5 calls it `cache`; peft 0.21 still passes "
+                        f"past_key_values); use {instead} instead")
+
+
+METHODS = {
+    "full": apply_full,
+    "head": apply_head,
+    "freeze": apply_freeze,
+    "lora": apply_lora,
+    "dora": partial(apply_lora, use_dora=True),
+    "rslora": partial(apply_lora, use_rslora=True),
+    "adalora": apply_adalora,
+    "ia3": partial(apply_adapter, kind="ia3"),
+    "loha": partial(apply_adapter, kind="loha"),
+    "lokr": partial(apply_adapter, kind="lokr"),
+    "prompt-tuning": partial(apply_prompt, kind="prompt-tuning"),
+    "p-tuning": partial(apply_prompt, kind="p-tuning"),
+    "prefix-tuning": partial(apply_prompt, kind="prefix-tuning"),
+}
+USES_RANK = {"lora", "dora", "rslora", "adalora", "loha", "lokr"}
+PROMPT_METHODS = ("prompt-tuning", "p-tuning", "prefix-tuning")  # virtual tokens: num_virtual_tokens applies
+
+
+def check_method(name: str) -> None:
+    if name not in METHODS:
+        raise UserError(f"method: unknown method '{name}'{closest(name, METHODS)}; available: {', '.join(METHODS)}")
+
+
+def check_method_settings(m) -> None:
+    """The method section's numbers that peft would refuse with a traceback, or take and train nothing
+    (lora_alpha 0 scales the adapter to zero), checked only for the method that uses them."""
+    check_method(m.method)
+    ints = {"lora_rank": 1, "lora_alpha": 1} if m.method in USES_RANK else {}
+    if m.method in PROMPT_METHODS:
+        ints = {"num_virtual_tokens": 1, "encoder_hidden_size": 1}
+    for key, low in ints.items():
+        if getattr(m, key) < low:
+            raise UserError(f"{key}: must be at least {low}, got {getattr(m, key)} (method {m.method})")
+    if m.method in USES_RANK and not 0 <= m.lora_dropout < 1:
+        raise UserError(f"lora_dropout: {m.lora_dropout} must be at least 0 and below 1")
+    if any(int(i) < 0 for i in m.layers_to_transform):
+        raise UserError(f"layers_to_transform: layer indices start at 0, got {list(m.layers_to_transform)}")
+
+
+def apply_method(model: nn.Module, m, ctx: MethodContext) -> nn.Module:
+    """Apply config section `method` to the model; returns the (possibly peft-wrapped) model."""
+    check_method(m.method)
+    return METHODS[m.method](model, m, ctx)
+
+
+def is_peft(model) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)

@@ -1,0 +1,6 @@
+"""Reports: pure functions over run folders. Tables (epoch 0, best epoch, costs, seeds as mean ± std),
+the significance tests, evaluation rows, plots, the HTML page, a study's gathered report, and the
+one-run summary printed after `peftlab train`.
+
+Layer 10. May import: sweep and every layer below it.
+"""

@@ -1,0 +1,96 @@
+"""Plots written next to results (matplotlib, no display)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from peftlab.training.plots import save
+
+
+def colors_for(names: list[str]) -> dict:
+    """One colour per group, stable across the sweep's plots."""
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    return {n: cmap(i % cmap.N) for i, n in enumerate(names)}
+
+
+def plot_sweep_losses(runs, path: Path) -> None:
+    """Training loss of every run against epochs (runs with other batch sizes stay comparable)."""
+    groups = list(dict.fromkeys(r.group for r in runs))
+    color = colors_for(groups)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    labelled = set()
+    for r in runs:
+        pts = [(h["epoch"], h["loss"]) for h in r.train_log if "loss" in h and "epoch" in h]
+        if not pts:  # older run folders: the per-epoch mean from metrics.jsonl
+            pts = [(h["epoch"], h["train_loss"]) for h in r.history if h.get("train_loss") is not None]
+        if pts:
+            ax.plot(*zip(*pts), lw=1.1, color=color[r.group], alpha=0.85,
+                    label=None if r.group in labelled else r.group)
+            labelled.add(r.group)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax.set_title("training loss, all runs", fontsize=10)
+    ax.grid(alpha=0.3)
+    if labelled:
+        ax.legend(fontsize=7, ncol=2)
+    save(fig, path)
+
+
+def plot_metric_per_epoch(runs, metric: str, path: Path) -> None:
+    groups = list(dict.fromkeys(r.group for r in runs))
+    color = colors_for(groups)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    labelled = set()
+    for r in runs:
+        pts = [(h["epoch"], h[metric]) for h in r.history if isinstance(h.get(metric), (int, float))]
+        if pts:
+            ax.plot(*zip(*pts), "o-", lw=1.1, ms=3, color=color[r.group], alpha=0.85,
+                    label=None if r.group in labelled else r.group)
+            labelled.add(r.group)
+    ax.set_xlabel("epoch (0 = before training)")
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_title(f"validation {metric} per epoch", fontsize=10)
+    ax.grid(alpha=0.3)
+    if labelled:
+        ax.legend(fontsize=7, ncol=2)
+    save(fig, path)
+
+
+def plot_pareto(summary: dict, costs, path: Path, metric: str | None = None) -> None:
+    """A best-epoch metric (default: the one epochs were chosen by) against each cost; the Pareto front
+    is joined by a line."""
+    fig, axes = plt.subplots(1, len(costs), figsize=(4.2 * len(costs), 3.8), dpi=110, squeeze=False)
+    for ax, (key, label) in zip(axes[0], costs):
+        pareto_axes(ax, summary, metric or summary["metric"], key, label)
+    save(fig, path)
+
+
+def pareto_axes(ax, summary: dict, metric: str, key: str, label: str) -> None:
+    from peftlab.report.tables import front_of
+
+    rows = summary["groups"]
+    color = colors_for([r["group"] for r in rows])
+    front = {rows[i]["group"] for i in front_of(rows, key, metric)}
+    pts = []
+    for r in rows:
+        cost = r[key]["mean"] if isinstance(r[key], dict) else r[key]
+        m = r["metrics_best"][metric]
+        if cost is None or m["mean"] is None:
+            continue
+        on = r["group"] in front
+        ax.errorbar(cost, m["mean"], yerr=m["std"] or 0, fmt="o", ms=7 if on else 5, capsize=3,
+                    color=color[r["group"]], mec="black" if on else "none")
+        ax.annotate(r["group"], (cost, m["mean"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        if on:
+            pts.append((cost, m["mean"]))
+    if len(pts) > 1:
+        ax.plot(*zip(*sorted(pts)), "--", color="black", lw=0.8, label="Pareto front")
+        ax.legend(fontsize=7)
+    if key == "trainable_params":
+        ax.set_xscale("log")
+    ax.set_xlabel(label)
+    ax.set_ylabel(f"{metric} (best epoch)")
+    ax.grid(alpha=0.3)

@@ -1,0 +1,471 @@
+"""`peftlab report SWEEP_DIR [OTHER_SWEEP_DIR]`: the comparison table users used to type by hand.
+
+A pure function of the run folders (result.json, metrics.jsonl, train_log.jsonl) and of the sweep's
+sweep.json (plan, groups, failures); nothing is re-measured. Runs that differ only in their seed
+form a group, reported as mean ± std; a Welch t-test over the seeds, Holm-adjusted over the groups
+of a table, says which groups differ from the best by more than seed noise. A run folder whose
+files cannot be read is listed as unreadable, never read as empty. Writes report/{report.md, .csv,
+.json, .html, *.png}.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from peftlab.errors import UserError
+from peftlab.tasks.metrics import LOWER_IS_BETTER
+from peftlab.report.evals import evaluation_rows, is_eval
+from peftlab.runs.rundir import UnreadableFile, read_json, read_jsonl
+from peftlab.report.significance import fmt_p, holm, welch_p
+
+BOOKKEEPING = {"epoch", "step", "loss", "eval_time_s", "unparsed", "train_time_s", "epoch_wall_s", "train_loss",
+               "partial_epoch_time"}
+ALPHA = 0.05  # significance level of the seed-noise test
+NOISE_RULE = (f"Welch's t-test of a method's seeds against the best method's, p-values Holm-adjusted over "
+              f"the methods compared in the table, p < {ALPHA}; p n/a: no test was possible (fewer than 2 seeds "
+              f"on a side, or the same value for every seed on both sides); with one seed per method no "
+              f"difference can be told apart from seed noise")
+NOISE_NOTE = f"✱ = differs from the best by more than seed noise ({NOISE_RULE})."
+# A completed result.json without these is cut short or hand-edited: the report cannot show it.
+RESULT_KEYS = ("metric_for_best", "method", "trainable_params", "trainable_pct", "total_params", "metrics_best")
+
+
+@dataclass
+class Run:
+    name: str
+    group: str
+    seed: int | None
+    status: str
+    settings: dict = field(default_factory=dict)
+    error: str | None = None
+    result: dict | None = None
+    history: list = field(default_factory=list)      # metrics.jsonl: one line per evaluation
+    train_log: list = field(default_factory=list)    # train_log.jsonl: training loss per logging step
+
+
+def mean_std(vals: list[float]) -> tuple[float | None, float | None, int]:
+    """Mean, sample std (None for one value) and count; (None, None, 0) for none."""
+    if not vals:
+        return None, None, 0
+    mean = sum(vals) / len(vals)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
+    return mean, std, len(vals)
+
+
+@dataclass
+class Group:
+    name: str
+    runs: list[Run]
+
+    def values(self, phase: str, key: str) -> list[float]:
+        """One number per seed: a metric at 'metrics_epoch0'/'metrics_best', or a result field."""
+        out = []
+        for r in self.runs:
+            src = r.result.get(phase) or {} if phase else r.result
+            v = src.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                out.append(float(v))
+        return out
+
+    def stat(self, phase: str, key: str) -> tuple[float | None, float | None, int]:
+        return mean_std(self.values(phase, key))
+
+    @property
+    def first(self) -> dict:
+        return self.runs[0].result
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+def collect(folder: Path) -> tuple[dict, list[Run]]:
+    """The sweep's runs in plan order (or, for a plain folder of run folders, every run in it)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such folder; pass a sweep folder (it holds sweep.json) or a folder of runs")
+    state = read_json(folder / "sweep.json", None, fix="delete it to report every */result.json of the folder "
+                      "instead, or rerun the sweep to write it again")
+    if isinstance(state, dict):
+        entries = state.get("runs", [])
+    else:
+        state = {"name": folder.name}
+        entries = [{"name": p.parent.name} for p in sorted(folder.glob("*/result.json"))]
+    runs = [read_run(folder / e["name"], e) for e in entries]
+    if not runs:
+        raise UserError(f"{folder}: no runs found (no sweep.json and no */result.json)")
+    return state, runs
+
+
+def read_result(run_dir: Path, listed: str) -> tuple[dict | None, str | None]:
+    """(result.json, None), or (None, why the report cannot use it); UnreadableFile when corrupt."""
+    path = run_dir / "result.json"
+    result = read_json(path, None)
+    if result is None:
+        return None, (f"{path} is missing although sweep.json lists the run as completed; run the sweep "
+                      f"again to redo it" if listed == "completed" else None)
+    if not isinstance(result, dict):
+        raise UnreadableFile(f"{path}: not a JSON object")
+    missing = [k for k in RESULT_KEYS if k not in result]
+    if result.get("status") == "completed" and missing:
+        raise UnreadableFile(f"{path}: says completed but lacks {', '.join(missing)} (cut short or edited)")
+    return result, None
+
+
+def read_run(run_dir: Path, entry: dict) -> Run:
+    """One run folder; a file that cannot be read makes the run 'unreadable' with the reason."""
+    name, group, settings = entry["name"], entry.get("group", entry["name"]), entry.get("settings", {})
+    try:
+        result, absent = read_result(run_dir, entry.get("status", "pending"))
+        history, train_log = read_jsonl(run_dir / "metrics.jsonl"), read_jsonl(run_dir / "train_log.jsonl")
+    except UnreadableFile as e:
+        return Run(name, group, entry.get("seed"), "unreadable", settings, str(e))
+    if absent:
+        return Run(name, group, entry.get("seed"), "missing", settings, absent)
+    status = (result or {}).get("status") or entry.get("status", "pending")
+    error = entry.get("error") if entry.get("status") == "failed" else None
+    return Run(name, group, entry.get("seed"), status, settings, error or (result or {}).get("error"), result,
+               history, train_log)
+
+
+def groups_of(runs: list[Run]) -> list[Group]:
+    order: dict[str, list[Run]] = {}
+    for r in runs:
+        if r.status == "completed" and r.result and not is_eval(r.result):  # evaluations: their own table
+            order.setdefault(r.group, []).append(r)
+    return [Group(name, rs) for name, rs in order.items()]
+
+
+def validation_note(result: dict) -> str:
+    """What the best-epoch numbers are: scores of the split the epoch was chosen on (so they lean
+    optimistic, as any selection does), plus the task's own caveat (REPORT_NOTE), e.g. QA's threshold."""
+    from peftlab.tasks.registry import TASKS
+
+    note = ("Best-epoch scores are the validation split's, the split that chose the epoch, so they lean "
+            "optimistic; a test_file is scored once with the chosen weights (metrics_test in result.json).")
+    task = TASKS.get(result.get("task"))
+    extra = getattr(task, "REPORT_NOTE", "")
+    return f"{note} {extra}" if extra and "null_threshold" in (result.get("metrics_best") or {}) else note
+
+
+def metric_columns(groups: list[Group], metric: str) -> list[str]:
+    """The main metric first, then the task's report metrics, then other numeric metrics (up to 6)."""
+    from peftlab.tasks.registry import TASKS
+
+    task = TASKS.get(groups[0].first.get("task"))
+    preferred = list(getattr(task, "REPORT_METRICS", ()))
+    seen = [k for g in groups for k, v in (g.first.get("metrics_best") or {}).items()
+            if isinstance(v, (int, float)) and k not in BOOKKEEPING]
+    cols = [metric] + [k for k in preferred if k in seen] + ([] if preferred else seen)
+    main = list(dict.fromkeys(c for c in cols if c in seen or c == metric))
+    main = [c for c in main if not c.startswith("extra_")][:6]
+    # a second evaluation set (extra_eval_file): its scores, e.g. extra_accuracy, as more columns
+    extra = [k for k in dict.fromkeys(seen) if k.startswith("extra_") and k[6:] not in BOOKKEEPING
+             and k[6:] in [metric] + preferred][:4]
+    if not extra:
+        extra = [k for k in dict.fromkeys(seen) if k.startswith("extra_") and k[6:] not in BOOKKEEPING][:4]
+    return main + extra
+
+
+# -- statistics ---------------------------------------------------------------------------------
+
+def higher_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER
+
+
+def best_group(groups: list[Group], metric: str) -> Group:
+    sign = 1 if higher_is_better(metric) else -1
+
+    def score(g: Group) -> float:
+        mean = g.stat("metrics_best", metric)[0]
+        return -math.inf if mean is None else sign * mean
+
+    return max(groups, key=score)
+
+
+def pareto_front(points: list[tuple[float, float]], higher: bool) -> list[int]:
+    """Indices of points (cost, metric) that no other point beats on both (lower cost, better metric)."""
+    front = []
+    for i, (c, m) in enumerate(points):
+        dominated = any((c2 <= c and (m2 >= m if higher else m2 <= m)) and (c2 < c or m2 != m)
+                        for j, (c2, m2) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return front
+
+
+COSTS = (("trainable_params", "trainable parameters"), ("peak_memory_mb", "peak memory (MiB)"),
+         ("time_per_epoch_s", "time per epoch (s)"))
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+def fmt_stat(mean, std, n, digits=4) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{mean:.{digits}f}"
+
+
+def fmt_params(n: float | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{int(n):,}"
+
+
+def summarize(folder: Path, collected: tuple[dict, list[Run]] | None = None) -> dict:
+    """Everything the report shows, as plain data (also written as report.json)."""
+    state, runs = collected or collect(folder)
+    groups = groups_of(runs)
+    out = {"sweep": state.get("name", Path(folder).name), "folder": str(folder),
+           "description": state.get("description", ""), "noise_rule": NOISE_RULE,
+           "runs": [{"name": r.name, "group": r.group, "seed": r.seed, "status": r.status, "error": r.error,
+                     "settings": r.settings} for r in runs], "groups": [],
+           "evaluations": evaluation_rows(runs)}
+    if not groups:
+        return out
+    metric = groups[0].first["metric_for_best"]
+    cols = metric_columns(groups, metric)
+    best = best_group(groups, metric)
+    mem_kind = groups[0].first.get("peak_memory_kind", "")
+    out.update(metric=metric, columns=cols, best=best.name, memory_kind=mem_kind,
+               task=groups[0].first.get("task"), model=groups[0].first.get("model"),
+               validation_note=validation_note(groups[0].first))
+    best_vals = best.values("metrics_best", metric)
+    for g in groups:
+        r = g.first
+        row = {"group": g.name, "method": r["method"], "seeds": len(g.runs),
+               "settings": next((x.settings for x in g.runs), {}),
+               "trainable_params": r["trainable_params"], "trainable_pct": r["trainable_pct"],
+               "total_params": r["total_params"], "run_names": [x.name for x in g.runs]}
+        for key in ("time_per_epoch_s", "peak_memory_mb", "adapter_size_mb", "best_epoch", "train_tokens_per_s"):
+            row[key] = dict(zip(("mean", "std", "n"), g.stat("", key)))
+        for phase in ("metrics_epoch0", "metrics_best"):
+            row[phase] = {c: dict(zip(("mean", "std", "n"), g.stat(phase, c))) for c in cols}
+        row["values"] = vals = g.values("metrics_best", metric)  # one per seed, for tests against it
+        mean, best_mean = row["metrics_best"][metric]["mean"], best.stat("metrics_best", metric)[0]
+        p = welch_p(vals, best_vals) if g is not best else None
+        row["vs_best"] = {"diff": None if g is best or mean is None else mean - best_mean, "p_unadjusted": p}
+        out["groups"].append(row)
+    epochs = [int(e) for e in state.get("report_epochs") or []]
+    if epochs:  # the metric after chosen epochs (e.g. 1 / 5 / 10), from each run's metrics.jsonl
+        out["report_epochs"] = epochs
+        for g, row in zip(groups, out["groups"]):
+            row["at_epochs"] = {str(e): dict(zip(("mean", "std", "n"), mean_std(
+                [h[metric] for r in g.runs for h in r.history if h.get("epoch") == e
+                 and isinstance(h.get(metric), (int, float))]))) for e in [0] + epochs}
+    adjusted = holm([r["vs_best"]["p_unadjusted"] for r in out["groups"]])
+    for row, p in zip(out["groups"], adjusted):
+        row["vs_best"].update(p=p, beyond_noise=p is not None and p < ALPHA)
+    out["pareto"] = {key: [out["groups"][i]["group"] for i in front_of(out["groups"], key, metric)]
+                     for key, _ in COSTS}
+    out["verdict"] = verdict(out)
+    return out
+
+
+def front_of(rows: list[dict], cost_key: str, metric: str) -> list[int]:
+    idx, pts = [], []
+    for i, row in enumerate(rows):
+        cost = row[cost_key]["mean"] if isinstance(row[cost_key], dict) else row[cost_key]
+        m = row["metrics_best"][metric]["mean"]
+        if cost is not None and m is not None:
+            idx.append(i)
+            pts.append((cost, m))
+    return [idx[j] for j in pareto_front(pts, higher_is_better(metric))]
+
+
+TOLERANCE = 0.02  # with one seed per method: how far below the best still counts as "as good"
+
+
+def verdict(s: dict) -> list[str]:
+    """Plain sentences answering 'which method should I use here?': the best, the ones as good as it
+    (within seed noise, or within TOLERANCE with one seed each), and the cheapest of those per cost."""
+    metric, rows = s["metric"], s["groups"]
+    best = next(r for r in rows if r["group"] == s["best"])
+    show = lambda r: fmt_stat(**r["metrics_best"][metric], digits=3)  # noqa: E731
+    lines = [f"Best {metric} at the best epoch: **{best['group']}** ({show(best)})."]
+    if any(r["seeds"] > 1 for r in rows):
+        close = [r for r in rows if r is best or not r["vs_best"]["beyond_noise"]]
+        rule = "not distinguishable from it by seed noise"
+    else:
+        close = [r for r in rows if r is best or abs(r["vs_best"]["diff"] or 0) <= TOLERANCE]
+        rule = (f"within {TOLERANCE} of it (one seed each, so differences this small may be noise: "
+                f"a `grid: {{seed: [1, 2, 3]}}` sweep tells)")
+    others = [f"{r['group']} ({show(r)})" for r in close if r is not best]
+    if others:
+        lines.append(f"{rule[0].upper() + rule[1:]}: {', '.join(others)}.")
+    for key, label in (("trainable_params", "fewest trainable parameters"), ("peak_memory_mb", "lowest peak memory"),
+                       ("time_per_epoch_s", "fastest epochs")):
+        cost = lambda r: (r[key]["mean"] if isinstance(r[key], dict) else r[key]) or math.inf  # noqa: E731
+        pick = min(close, key=cost)
+        if pick is not best:
+            ratio = cost(best) / cost(pick) if cost(pick) else math.inf
+            lines.append(f"Among those, {label}: **{pick['group']}** ({show(pick)} {metric}; "
+                         f"{best['group']} takes {ratio:.1f}x that).")
+    cheapest = min(rows, key=lambda r: (r["time_per_epoch_s"]["mean"] or math.inf))
+    if cheapest not in close:
+        lines.append(f"The fastest, **{cheapest['group']}**, gives up "
+                     f"{abs(cheapest['vs_best']['diff']):.3f} {metric} against {best['group']}.")
+    return lines
+
+
+def table_rows(s: dict, phase: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of one table in the users' layout ('result at epoch 0' / 'at best epoch')."""
+    mem = "peak GPU mem" if s.get("memory_kind", "").startswith("cuda") else "peak RSS"
+    header = ["method", "seeds", "time/epoch", mem, "trainable", "%", "adapter"] + s["columns"]
+    if phase == "metrics_best":
+        header += ["best epoch", f"Δ {s['metric']} vs best"]
+    rows = []
+    # with one seed everywhere no row can have a test: the note says so once, not "p n/a" on every row
+    tested = any(r["seeds"] > 1 for r in s["groups"])
+    for r in s["groups"]:
+        t, m, a = r["time_per_epoch_s"], r["peak_memory_mb"], r["adapter_size_mb"]
+        row = [r["group"], str(r["seeds"]), fmt_stat(t["mean"], t["std"], t["n"], 1) + " s" if t["mean"] else "-",
+               fmt_stat(m["mean"] / 1024, None, 1, 2) + " GiB" if m["mean"] else "-",
+               fmt_params(r["trainable_params"]), f"{r['trainable_pct']:.{2 if r['trainable_pct'] >= 0.1 else 3}f}",
+               f"{a['mean']:.1f} MB" if a["mean"] is not None else "-"]
+        row += [fmt_stat(**r[phase][c], digits=3) for c in s["columns"]]
+        if phase == "metrics_best":
+            b = r["best_epoch"]
+            row.append(fmt_stat(b["mean"], None, b["n"], 1 if b["std"] else 0) if b["mean"] is not None else "-")
+            vs = r["vs_best"]
+            if vs["diff"] is None:
+                row.append("best")
+            else:
+                mark = " ✱" if vs["beyond_noise"] else ""
+                pval = f" (p={fmt_p(vs['p'])})" if tested else ""
+                row.append(f"{vs['diff']:+.3f}{pval}{mark}")
+        rows.append(row)
+    return header, rows
+
+
+def epochs_table(s: dict) -> str:
+    """'## accuracy after epochs 1, 5, 10': the users' "after 1 / 5 / 10 epochs" columns; '-' where a run
+    did not reach that epoch (early stopping, or fewer epochs)."""
+    return (f"## {s['metric']} after epochs {', '.join(map(str, s['report_epochs']))}\n\n"
+            + markdown_table(*epochs_rows(s)))
+
+
+def epochs_rows(s: dict) -> tuple[list[str], list[list[str]]]:
+    epochs = [0] + s["report_epochs"]
+    header = ["method"] + [f"epoch {e}" for e in epochs]
+    return header, [[r["group"]] + [fmt_stat(**r["at_epochs"][str(e)], digits=3) for e in epochs] for r in s["groups"]]
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def failed_lines(s: dict) -> list[str]:
+    return [f"- {r['name']}: **{r['status']}** — {r['error'] or 'no result'}" for r in s["runs"]
+            if r["status"] != "completed"]
+
+
+PHASES = (("Result at epoch 0 (before any update)", "metrics_epoch0"), ("Result at best epoch", "metrics_best"))
+
+
+def to_markdown(s: dict) -> str:
+    out = [f"# Sweep {s['sweep']}"]
+    if s.get("description"):
+        out.append(s["description"])
+    evals = s.get("evaluations")
+    after = ["## Zero-shot, few-shot, tuned, merged and quantized\n\n" + markdown_table(evals["header"], evals["rows"])
+             + "\n\n" + evals["note"]] if evals else []
+    if not s["groups"]:
+        return "\n\n".join(out + (after or ["No completed runs yet."]) + failed_lines(s)) + "\n"
+    n_done = sum(r["status"] == "completed" for r in s["runs"])
+    out.append(f"Task **{s['task']}**, model **{s['model']}**; {n_done} of {len(s['runs'])} runs completed; "
+               f"best epoch chosen by **{s['metric']}**.")
+    out.append("\n".join(f"- {v}" for v in s["verdict"]))
+    (epoch0, phase0), (best, phase_best) = PHASES
+    out.append(f"## {epoch0}\n\n" + markdown_table(*table_rows(s, phase0)))
+    out.append(f"## {best}\n\n" + markdown_table(*table_rows(s, phase_best)) + "\n\n" + NOISE_NOTE
+               + "\n\n" + s["validation_note"])
+    if s.get("report_epochs"):
+        out.append(epochs_table(s))
+    front = "; ".join(f"{label}: {', '.join(s['pareto'][key])}" for key, label in COSTS)
+    out.append(f"Pareto front ({s['metric']} vs cost) — {front}.")
+    out += after
+    failed = failed_lines(s)
+    if failed:
+        out.append("## Runs not completed\n\n" + "\n".join(failed))
+    return "\n\n".join(out) + "\n"
+
+
+def to_csv(s: dict) -> str:
+    """One row per group: numbers unformatted, mean and std side by side."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    stat_keys = ["time_per_epoch_s", "peak_memory_mb", "adapter_size_mb", "best_epoch"]
+    metric_keys = [(p, c) for p in ("metrics_epoch0", "metrics_best") for c in s.get("columns", [])]
+    w.writerow(["group", "method", "seeds", "trainable_params", "trainable_pct"]
+               + [f"{k}_{x}" for k in stat_keys for x in ("mean", "std")]
+               + [f"{p.removeprefix('metrics_')}_{c}_{x}" for p, c in metric_keys for x in ("mean", "std")]
+               + ["diff_vs_best", "p_vs_best", "p_vs_best_unadjusted", "beyond_noise"])
+    for r in s["groups"]:
+        w.writerow([r["group"], r["method"], r["seeds"], r["trainable_params"], r["trainable_pct"]]
+                   + [r[k][x] for k in stat_keys for x in ("mean", "std")]
+                   + [r[p][c][x] for p, c in metric_keys for x in ("mean", "std")]
+                   + [r["vs_best"][k] for k in ("diff", "p", "p_unadjusted", "beyond_noise")])
+    return buf.getvalue()
+
+
+# -- two sweeps side by side ------------------------------------------------------------------
+
+def evaluation_pairs(sa: dict, sb: dict, metric: str, trained: set) -> list[list[str]]:
+    """The evaluation-only rows (zero-shot, few-shot, exports) the two sweeps share by name, e.g. each
+    family's untuned model: their metric and wall time, in the comparison's columns."""
+    def rows_of(s: dict) -> dict:
+        ev = s.get("evaluations") or {}
+        if metric not in ev.get("header", []):
+            return {}
+        i, wall = ev["header"].index(metric), ev["header"].index("wall time")
+        return {r[0]: (r[i], r[wall]) for r in ev["rows"] if r[0] not in trained}
+
+    ra, rb = rows_of(sa), rows_of(sb)
+    out = []
+    for name in [n for n in ra if n in rb]:
+        (va, wa), (vb, wb) = ra[name], rb[name]
+        try:
+            diff = f"{float(vb) - float(va):+.3f}"
+        except ValueError:
+            diff = "-"
+        out.append([f"{name} (eval)", va, vb, diff, "-", wa, wb, "-", "-"])
+    return out
+
+
+def compare(a: Path, b: Path) -> str:
+    """Markdown: each group's best metric, time and memory in sweep A and B, and the difference."""
+    sa, sb = summarize(a), summarize(b)
+    if not sa["groups"] or not sb["groups"]:
+        raise UserError(f"{a if not sa['groups'] else b}: no completed runs to compare")
+    metric = sa["metric"]
+    if sb["metric"] != metric:
+        raise UserError(f"{a} picks best epochs by {metric}, {b} by {sb['metric']}; compare sweeps of one task")
+    ga, gb = {r["group"]: r for r in sa["groups"]}, {r["group"]: r for r in sb["groups"]}
+    na, nb = sa["sweep"], sb["sweep"]
+    if na == nb:  # the same sweep run twice (e.g. two backends, two machines): name the columns A and B
+        na, nb = "A", "B"
+    header = ["method", f"{metric} {na}", f"{metric} {nb}", "Δ (B − A)", "p", f"time/epoch {na}",
+              f"time/epoch {nb}", f"peak mem {na}", f"peak mem {nb}"]
+    rows = []
+    names = list(dict.fromkeys(list(ga) + list(gb)))
+    ps = holm([welch_p(ga[n]["values"], gb[n]["values"]) if n in ga and n in gb else None for n in names])
+    for name, p in zip(names, ps):
+        x, y = ga.get(name), gb.get(name)
+        cell = lambda r, k: fmt_stat(**r["metrics_best"][k], digits=3) if r else "-"  # noqa: E731
+        mx, my = (r["metrics_best"][metric]["mean"] if r else None for r in (x, y))
+        diff = f"{my - mx:+.3f}" if mx is not None and my is not None else "-"
+        t = lambda r: f"{r['time_per_epoch_s']['mean']:.1f} s" if r and r["time_per_epoch_s"]["mean"] else "-"  # noqa: E731
+        m = lambda r: f"{r['peak_memory_mb']['mean'] / 1024:.2f} GiB" if r and r["peak_memory_mb"]["mean"] else "-"  # noqa: E731
+        rows.append([name, cell(x, metric), cell(y, metric), diff, fmt_p(p) if x and y else "-",
+                     t(x), t(y), m(x), m(y)])
+    rows += evaluation_pairs(sa, sb, metric, set(names))
+    title = (f"# {na} ({sa['model']}) vs {nb} ({sb['model']}) — {sa['task']}, best epoch by {metric}\n\n"
+             f"A = {a}, B = {b}. p: Welch's t-test of the method's seeds in A against those in B, "
+             f"Holm-adjusted over the methods of this table; n/a: no test was possible (fewer than 2 seeds on a "
+             f"side, or no spread on either side). Rows marked (eval) are evaluations without training (their "
+             f"time columns: the scoring's wall time).\n\n")
+    return title + markdown_table(header, rows) + "\n"

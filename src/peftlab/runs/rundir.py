@@ -1,0 +1,219 @@
+"""The run folder, the unit of truth. Every file is written atomically (temporary file + rename),
+so a reader never sees half a file and a killed run never leaves a broken one."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+from peftlab.config.settings import TextLoader, config_diff
+from peftlab.errors import UserError
+import fcntl
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+from peftlab.errors import UserError
+
+
+def write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C or a full disk mid-write: leave no half file behind
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def write_yaml(path: Path, obj) -> None:
+    write_text(path, yaml.safe_dump(obj, sort_keys=False))
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    write_text(path, "".join(json.dumps(r, default=str, ensure_ascii=False) + "\n" for r in rows))
+
+
+class UnreadableFile(UserError):
+    """A run-folder file that exists but cannot be read. Never read it as empty: an empty config
+    would pass the --resume check and an empty result would make a report row of defaults."""
+
+
+FIX = "run again with --overwrite (a sweep: --rerun-changed), or delete the run folder"
+
+
+def read_text(path: Path, fix: str) -> str | None:
+    """The file's text; None when it does not exist (missing is not the same as corrupt)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UnreadableFile(f"{path}: cannot be read ({e}); {fix}") from None
+
+
+def read_json(path: Path, default=None, fix: str = FIX):
+    """Parsed JSON; `default` only when the file does not exist; UnreadableFile when it is corrupt."""
+    text = read_text(path, fix)
+    if text is None:
+        return default
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UnreadableFile(f"{path}: corrupt or cut short (line {e.lineno}: {e.msg}); {fix}") from None
+
+
+def read_yaml(path: Path, loader=yaml.SafeLoader, fix: str = FIX):
+    """Parsed YAML; None when the file does not exist; UnreadableFile when it is corrupt."""
+    text = read_text(path, fix)
+    if text is None:
+        return None
+    try:
+        return yaml.load(text, loader)
+    except yaml.YAMLError as e:
+        raise UnreadableFile(f"{path}: corrupt or cut short ({getattr(e, 'problem', e)}); {fix}") from None
+
+
+def read_jsonl(path: Path, fix: str = FIX) -> list[dict]:
+    """One dict per non-empty line; [] when the file does not exist; UnreadableFile naming a bad line."""
+    text = read_text(path, fix)
+    rows = []
+    for n, line in enumerate((text or "").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise UnreadableFile(f"{path}: line {n} is corrupt or cut short ({e.msg}); {fix}") from None
+    return rows
+
+
+def saved_config_diff(run_dir: Path, cfg) -> list[str]:
+    """How the run folder's config.yaml differs from cfg ('section.key: old -> new'); a missing or
+    corrupt config.yaml is an error: without it nobody can tell what the folder's numbers mean."""
+    saved = read_yaml(run_dir / "config.yaml", TextLoader)
+    if saved is None:
+        raise UserError(f"{run_dir}: config.yaml is missing, so it cannot be checked that the folder was run "
+                        f"with this config; {FIX}")
+    if not isinstance(saved, dict):
+        raise UnreadableFile(f"{run_dir / 'config.yaml'}: not a mapping of sections; {FIX}")
+    return config_diff(saved, cfg)
+
+
+def replace_folder(tmp: Path, final: Path) -> None:
+    """Move a fully written folder into place, replacing an older one."""
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+HEAD_FILE, WEIGHTS_NOTE = "head.safetensors", "peftlab_weights.json"
+
+
+def save_model(model, tokenizer, final: Path, note: dict | None = None, head_only: bool = False) -> None:
+    """save_pretrained (adapter for peft models, else the whole model) + tokenizer, atomically.
+    head_only (the head method): only the trained parameters, so 770 trained numbers are not saved as a
+    second copy of the whole model. `note` (whole models and heads): README.md and peftlab.json say how
+    to load the folder without peftlab, pooling included."""
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tensors = save_head(model, tmp) if head_only else None
+        if not head_only:
+            model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if note:
+            write_loader_note(tmp, note, tensors)
+        replace_folder(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+MEAN_POOLING_NOTE = ("**Mean pooling.** The classifier reads the masked mean of the last hidden states, not the "
+                     "[CLS] pooler that plain transformers uses (all-MiniLM was trained for mean pooling): call "
+                     "`peftlab.models.apply_pooling(model, 'mean')` before predicting, or the predictions change.")
+
+
+def save_head(model, folder: Path) -> list[str]:
+    """The trained parameters alone (HEAD_FILE); returns their names."""
+    from safetensors.torch import save_file
+
+    tensors = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / HEAD_FILE))
+    return sorted(tensors)
+
+
+def write_loader_note(folder: Path, note: dict, tensors: list[str] | None) -> None:
+    """README.md + WEIGHTS_NOTE of a run's weights folder; `tensors`: a head-only folder's parameter names."""
+    cls, labels = note["auto_class"], note.get("labels") or []
+    if tensors is not None:
+        note = {**note, "tensors": tensors}
+        base = note["base_model"]
+        lines = [f"# Trained head of `{note['run']}` (peftlab, method head)", "",
+                 f"`{HEAD_FILE}` holds only the trained parameters ({', '.join(tensors[:4])}"
+                 f"{', ...' if len(tensors) > 4 else ''}); the rest is the base model `{base}`, unchanged.", "",
+                 "Load it without peftlab:", "", "```python", "from safetensors.torch import load_file",
+                 f"from transformers import {cls}", "",
+                 f"model = {cls}.from_pretrained({base!r}" + (f", num_labels={len(labels)}, id2label="
+                                                              f"{dict(enumerate(labels))!r}" if labels else "") + ")",
+                 f"model.load_state_dict(load_file('{HEAD_FILE}'), strict=False)  # the head; the base stays", "```"]
+    else:
+        lines = [f"# Best weights of `{note['run']}` (peftlab, method {note['method']})", "",
+                 f"A whole model: `{cls}.from_pretrained(<this folder>)`."]
+    if note.get("pooling") == "mean":
+        lines += ["", MEAN_POOLING_NOTE]
+    write_json(folder / WEIGHTS_NOTE, note)
+    write_text(folder / "README.md", "\n".join(lines) + "\n")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clear_leftovers(folder: Path) -> list[str]:
+    """Tidy what a SIGKILLed writer left: its temporary files/folders (`.NAME.tmp-PID`) are deleted;
+    a folder it had moved aside to replace (`.NAME.old-PID`) is put back when NAME is missing (the
+    kill fell between the two renames of replace_folder, so the old copy is the only one). Entries of
+    a writer that is still alive are left alone. Returns what was done, for the log."""
+    done = []
+    for entry in sorted(Path(folder).glob(".*.*-*")):
+        stem, _, pid = entry.name.rpartition("-")
+        name, dot, kind = stem[1:].rpartition(".")
+        if not (dot and kind in ("tmp", "old") and pid.isdigit()) or _alive(int(pid)):
+            continue
+        final = entry.with_name(name)
+        if kind == "old" and not final.exists():
+            os.replace(entry, final)
+            done.append(f"restored {final.name} from {entry.name}")
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        done.append(f"removed {entry.name}")
+    return done
+
+
+def run_status(run_dir: Path) -> str:
+    try:
+        result = read_json(run_dir / "result.json", None)
+    except UnreadableFile:
+        return "unreadable"
+    return result.get("status", "unknown") if isinstance(result, dict) else ("started" if run_dir.exists() else "pending")

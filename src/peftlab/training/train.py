@@ -1,0 +1,479 @@
+"""`peftlab train`: config -> data + model + method -> transformers.Trainer -> run folder.
+
+Reads top to bottom: everything that can fail on bad input (data, labels, model, method, target
+modules) happens before the run folder is created, so bad input leaves nothing behind.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import re
+import shutil
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from peftlab.config.settings import Config
+from peftlab.errors import UserError, closest
+from peftlab.data.splits import load_splits
+from peftlab.data.formats import skipped_lines
+from peftlab.runs.measure import count_parameters, git_hash, library_versions, peak_memory, weights_size_mb
+from peftlab.data.mixing import record_mix
+from peftlab.models.methods import USES_RANK, MethodContext, apply_method, check_method_settings, is_peft
+from peftlab.models.loading import DTYPES, load_tokenizer, resolve_model
+from peftlab.training.plots import plot_loss
+from peftlab.hardware import cpu_info
+from peftlab.runs.rundir import (HEAD_FILE, WEIGHTS_NOTE, clear_leftovers, read_json, save_model, saved_config_diff,
+    write_json, write_jsonl, write_yaml)
+from peftlab.tasks.registry import TaskEnv, task_of
+from peftlab.training.callbacks import AdaLoraStep, ExtraSplits, QuietProgress, Recorder, TrackerSummary, loss_line
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+REPORT_TO = ("none", "tensorboard", "mlflow")
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def default_run_name(cfg: Config) -> str:
+    model = Path(cfg.model.model).stem if ("/" in cfg.model.model or cfg.model.model.endswith(".gguf")) else cfg.model.model
+    rank = f"-r{cfg.method.lora_rank}" if cfg.method.method in USES_RANK else ""
+    name = f"{cfg.task.task}-{model}-{cfg.method.method}{rank}-s{cfg.train.seed}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def run_dir_of(cfg: Config) -> Path:
+    return Path(cfg.train.output_dir) / (cfg.train.run_name or default_run_name(cfg))
+
+
+def resolve_metric(cfg: Config, task) -> str:
+    metric = task.DEFAULT_METRIC if cfg.eval.metric_for_best == "auto" else cfg.eval.metric_for_best
+    if metric not in task.METRICS:
+        raise UserError(f"metric_for_best: '{metric}' is not a {cfg.task.task} metric{closest(metric, task.METRICS)}; "
+                        f"choose from {', '.join(task.METRICS)}")
+    return metric
+
+
+def optimizer_names() -> list[str]:
+    from transformers.training_args import OptimizerNames
+
+    return [o.value for o in OptimizerNames]
+
+
+def scheduler_names() -> list[str]:
+    from transformers.trainer_utils import SchedulerType
+
+    return [s.value for s in SchedulerType]
+
+
+def check_choice(key: str, value: str, choices) -> None:
+    if value not in choices:
+        raise UserError(f"{key}: unknown value '{value}'{closest(value, choices)}; available: {', '.join(choices)}")
+
+
+def check_at_least(low: int, section, keys: tuple, what: str = "") -> None:
+    for key in keys:
+        if getattr(section, key) < low:
+            raise UserError(f"{key}: must be {what or f'at least {low}'}, got {getattr(section, key)}")
+
+
+def check_fraction(key: str, value: float) -> None:
+    if not 0 <= value < 1:
+        raise UserError(f"{key}: {value} must be at least 0 and below 1")
+
+
+def check_settings(cfg: Config) -> None:
+    """Every setting transformers or peft would refuse deep inside (or silently misuse), refused by key
+    before any file is read."""
+    t, e, d = cfg.train, cfg.eval, cfg.data
+    check_method_settings(cfg.method)
+    check_choice("precision", t.precision, PRECISIONS)
+    check_choice("dtype", cfg.model.dtype, DTYPES)
+    check_choice("optim", t.optim, optimizer_names())
+    check_choice("lr_scheduler", t.lr_scheduler, scheduler_names())
+    check_choice("report_to", t.report_to, REPORT_TO)
+    check_at_least(1, t, ("epochs", "batch_size", "grad_accum", "save_steps", "logging_steps"))
+    check_at_least(1, e, ("eval_batch_size", "max_new_tokens"))
+    check_at_least(0, d, ("max_samples", "max_eval_samples"), "0 (all) or more")
+    check_at_least(0, e, ("max_eval_generate", "shots", "early_stopping_patience"), "0 or more")
+    if not t.lr >= 0:  # 0 is allowed: it trains nothing and leaves epoch 0's scores (a sanity check)
+        raise UserError(f"lr: must be 0 or more, got {t.lr}")
+    if t.weight_decay < 0 or t.max_grad_norm < 0:
+        raise UserError(f"weight_decay ({t.weight_decay}) and max_grad_norm ({t.max_grad_norm}) must be 0 or more")
+    check_fraction("warmup_ratio", t.warmup_ratio)
+    if t.run_name and (Path(t.run_name).name != t.run_name or t.run_name in (".", "..")):
+        raise UserError(f"run_name: '{t.run_name}' must be a folder name, not a path; set output_dir for the place")
+    if t.precision == "bf16" and not bf16_available():
+        raise UserError("precision: bf16 needs a GPU that supports it or a CPU with AVX512-BF16 / AMX, and this "
+                        "machine has neither (bf16 would run emulated, many times slower); use auto or fp32")
+    if cfg.task.max_length < 8:
+        raise UserError(f"max_length: {cfg.task.max_length} is too short (at least 8 tokens)")
+
+
+def check_tracker_installed(report_to: str) -> None:
+    """The package a report_to integration needs, asked for before anything is read or written (the
+    Trainer would fail only once the model is built, with a message about PyTorch versions)."""
+    if report_to == "mlflow":
+        if importlib.util.find_spec("mlflow") is None:
+            raise UserError("report_to: mlflow needs the mlflow package (pip install mlflow-skinny), which is not "
+                            "installed; or use report_to: tensorboard or none")
+        if os.environ.get("DISABLE_MLFLOW_INTEGRATION", "").upper() == "TRUE":
+            raise UserError("report_to: mlflow, but DISABLE_MLFLOW_INTEGRATION=TRUE turns transformers' MLflow "
+                            "integration off; unset it or use report_to: none")
+    if report_to == "tensorboard" and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+        raise UserError("report_to: tensorboard needs the tensorboard package (pip install tensorboard; "
+                        "requirements.txt pins it), which is not installed; or use report_to: none")
+
+
+@contextmanager
+def tracker_env(report_to: str, run_dir: Path):
+    """Where the report_to integration writes, told the way transformers reads it: TensorBoard in
+    <run folder>/tensorboard (TENSORBOARD_LOGGING_DIR, read when the Trainer is built; transformers
+    5 has no logging_dir argument), MLflow in MLFLOW_TRACKING_URI if the user set one, else a file
+    store <run folder>/mlruns (read when its run starts, not ./mlruns). MLflow 3 keeps the file store
+    only on request (MLFLOW_ALLOW_FILE_STORE; its sqlite default needs SQLAlchemy, which
+    mlflow-skinny lacks), so peftlab's default asks for it. Set for this run only: one process can
+    run several (tests)."""
+    values = {}
+    if report_to == "tensorboard":
+        values["TENSORBOARD_LOGGING_DIR"] = str((run_dir / "tensorboard").resolve())
+    if report_to == "mlflow" and not os.environ.get("MLFLOW_TRACKING_URI"):
+        values["MLFLOW_TRACKING_URI"] = (run_dir / "mlruns").resolve().as_uri()
+        values["MLFLOW_ALLOW_FILE_STORE"] = os.environ.get("MLFLOW_ALLOW_FILE_STORE") or "true"
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def add_tracker_summary(trainer, recorder) -> None:
+    """TrackerSummary first among the callbacks, before the integrations (see there); add_callback
+    would put it last."""
+    if trainer.args.report_to:
+        handler = trainer.callback_handler
+        handler.callbacks.insert(0, TrackerSummary(recorder, handler.callbacks))
+
+
+def total_steps(n_train: int, t) -> int:
+    per_epoch = math.ceil(math.ceil(n_train / (t.batch_size * world_size())) / t.grad_accum)
+    return max(1, per_epoch * t.epochs)
+
+
+def check_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool) -> dict | None:
+    """Refuse to clobber an existing run folder; returns its result when --resume finds it complete."""
+    if not run_dir.exists() or overwrite:
+        return None
+    old = read_json(run_dir / "result.json", {}) or {}
+    if not resume:
+        raise UserError(f"{run_dir} already exists (status: {old.get('status', 'unknown')}); "
+                        f"pass --resume to continue it, --overwrite to start again, or set run_name=")
+    diff = saved_config_diff(run_dir, cfg)
+    if diff:
+        raise UserError(f"--resume: {run_dir} was run with a different config ({'; '.join(diff)}); "
+                        f"use the same config, another run_name, or --overwrite")
+    return old if old.get("status") == "completed" else None
+
+
+def create_run_dir(run_dir: Path, cfg: Config, overwrite: bool) -> None:
+    if not is_main_process():
+        return
+    if overwrite:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for line in clear_leftovers(run_dir):  # a killed earlier attempt of this run
+        print(f"peftlab: {run_dir.name}: {line} (left by a stopped earlier attempt)", flush=True)
+    write_yaml(run_dir / "config.yaml", cfg.to_dict())
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = [p for p in (run_dir / "checkpoints").glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return max(ckpts, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def bf16_available() -> bool:
+    """bf16 autocast that runs in hardware: a CUDA GPU with bf16, or a CPU with AVX512-BF16 / AMX."""
+    from peftlab.hardware import cpu_has_fast_bf16
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_fast_bf16()
+
+
+def precision_flags(precision: str) -> dict:
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    cpu = precision == "bf16" and not torch.cuda.is_available()  # transformers' CPU autocast wants use_cpu
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16", **({"use_cpu": True} if cpu else {})}
+
+
+def trainer_class(cfg: Config, task, model):
+    """The Trainer, or for a causal-LM loss with train.chunked_loss on a model where it is exact, one that
+    computes the loss from the answer tokens only (peftlab.loss). Returns (class, how the loss is computed)."""
+    from transformers import Trainer
+
+    from peftlab.training.loss import answer_loss, supports
+
+    if not getattr(task, "LM_LOSS", False):
+        return Trainer, None
+    why_not = supports(model) if cfg.train.chunked_loss else "chunked_loss: false"
+    if why_not:
+        return Trainer, f"the model's own, over every position ({why_not})"
+
+    class AnswerLossTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            out = answer_loss(model, inputs, num_items_in_batch)
+            return (out["loss"], out) if return_outputs else out["loss"]
+
+    return AnswerLossTrainer, "answer tokens only, vocabulary in chunks"
+
+
+def build_trainer(cfg: Config, run_dir: Path, model, tokenizer, task, prepared, encoded, callbacks, env):
+    from transformers import PrinterCallback, ProgressCallback, TrainingArguments
+
+    t, e = cfg.train, cfg.eval
+    args = TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"), num_train_epochs=t.epochs,
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=e.eval_batch_size,
+        gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, optim=t.optim, weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio, lr_scheduler_type=t.lr_scheduler, max_grad_norm=t.max_grad_norm,
+        seed=t.seed, data_seed=t.seed, eval_strategy="epoch", save_strategy="steps", save_steps=t.save_steps,
+        save_total_limit=1, logging_steps=t.logging_steps, report_to=t.report_to, run_name=run_dir.name,
+        gradient_checkpointing=t.gradient_checkpointing, include_num_input_tokens_seen="non_padding",
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        ddp_backend="gloo" if world_size() > 1 and not torch.cuda.is_available() else None, dataloader_num_workers=0,
+        label_names=list(getattr(task, "LABEL_NAMES", ["labels"])), log_level="warning", disable_tqdm=False,
+        **precision_flags(t.precision))
+    cls, lm_loss = trainer_class(cfg, task, model)
+    trainer = cls(model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded["validation"],
+                      data_collator=task.build_collator(tokenizer, cfg), processing_class=tokenizer,
+                      compute_metrics=task.build_compute_metrics(prepared, "validation", env), callbacks=callbacks,
+                      preprocess_logits_for_metrics=getattr(task, "preprocess_logits", None))
+    env.trainer = trainer
+    trainer.peftlab_lm_loss = lm_loss
+    # A per-example mean loss (classification heads) must not be rescaled by token counts across
+    # devices nor exempted from the division by gradient-accumulation steps; the Trainer does
+    # both for any model whose forward takes **kwargs, which is meant for summed LM losses.
+    trainer.model_accepts_loss_kwargs = task.TOKEN_LEVEL_LOSS
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(QuietProgress)
+    return trainer
+
+
+def weights_note(cfg: Config, resolved, model, notes: dict, prepared) -> dict:
+    """What a run's model/ or head/ folder says about loading it (peftlab_weights.json, README.md)."""
+    from peftlab.models.loading import auto_class_of
+
+    return {"run": run_dir_of(cfg).name, "method": cfg.method.method, "base_model": cfg.model.model, "base_path": resolved.path,
+            "auto_class": auto_class_of(model), "pooling": notes.get("pooling"),
+            "labels": list(getattr(prepared, "labels", None) or [])}
+
+
+def load_best(model, folder: Path) -> None:
+    """Put the best epoch's weights (saved by the Recorder) back into the model, strictly: a key the
+    model lacks, or a trained parameter the file lacks, is an error (a silent partial restore would
+    report the best epoch's score for weights that are not the best epoch's)."""
+    from safetensors.torch import load_file
+
+    if is_peft(model):
+        from peft import set_peft_model_state_dict
+
+        saved = folder / "adapter_model.safetensors"
+        result = set_peft_model_state_dict(model, load_file(saved))
+        prompt = model.active_peft_config.is_prompt_learning
+        # prompt-learning adapters are saved as their prompt encoder's output (p-tuning's MLP applied);
+        # peft uses them as such only in inference mode, which is all that follows the reload
+        if prompt:
+            model.active_peft_config.inference_mode = True
+        # the prompt is loaded into the prompt encoder apart from load_state_dict, which reports it as unused
+        check_restored(model, saved, result, skip=("prompt_encoder.", "prompt_embeddings") if prompt else ())
+    elif (folder / HEAD_FILE).is_file():  # the head method: its trained parameters, the base is loaded already
+        saved = folder / HEAD_FILE
+        state = load_file(saved)
+        result = model.load_state_dict(state, strict=False)
+        listed = set(read_json(folder / WEIGHTS_NOTE, {}).get("tensors", state))
+        if result.unexpected_keys or listed != set(state):
+            raise RuntimeError(f"{saved}: the head does not fit the model (not in the model: "
+                               f"{sorted(result.unexpected_keys)[:3]}; listed in {WEIGHTS_NOTE} but not in the file: "
+                               f"{sorted(listed - set(state))[:3]})")
+    else:
+        saved = folder / "model.safetensors"
+        state = load_file(saved)
+        for pattern, name in getattr(model, "peftlab_key_mapping", {}).items():
+            state = {re.sub(pattern, name, k): v for k, v in state.items()}
+        check_restored(model, saved, model.load_state_dict(state, strict=False))
+
+
+def check_restored(model, saved: Path, result, skip: tuple = ()) -> None:
+    """A restore is whole when nothing in the file went unused and every trained parameter came from
+    it. A parameter tied to another (an LM head sharing the embeddings) is saved once, under either
+    name, so a missing name whose tensor is shared with a restored one is not a gap."""
+    tensors = dict(model.named_parameters(remove_duplicate=False))
+    restored = {tensors[k].data_ptr() for k in tensors if k not in set(result.missing_keys)}
+    gaps = [k for k in result.missing_keys if k in tensors and tensors[k].requires_grad
+            and tensors[k].data_ptr() not in restored and not any(s in k for s in skip)]
+    unused = [k for k in result.unexpected_keys if not any(s in k for s in skip)]
+    if unused or gaps:
+        raise RuntimeError(f"{saved}: the best weights do not restore whole (not in the model: "
+                           f"{sorted(unused)[:3]}; trained but not in the file: {gaps[:3]})")
+
+
+def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train and evaluate one configuration; returns the result dict also written to result.json."""
+    with tracker_env(cfg.train.report_to, run_dir_of(cfg)):
+        return train_run(cfg, resume, overwrite)
+
+
+def train_run(cfg: Config, resume: bool, overwrite: bool) -> dict:
+    """run() within the report_to integration's environment."""
+    from transformers import set_seed
+
+    started = time.time()
+    task = task_of(cfg)
+    check_settings(cfg)
+    check_tracker_installed(cfg.train.report_to)
+    metric = resolve_metric(cfg, task)
+    run_dir = run_dir_of(cfg)
+    finished = check_run_dir(run_dir, cfg, resume, overwrite)
+    if finished:
+        print(f"peftlab: {run_dir} is already complete; nothing to do", flush=True)
+        return finished
+    splits = load_splits(cfg.data, cfg.train.seed)
+    resolved = resolve_model(cfg.model.model, cfg.model.cache_dir)
+    tokenizer = load_tokenizer(resolved.path, cfg.model.trust_remote_code)
+    prepared = task.prepare(splits, cfg)
+    encoded = {name: task.encode(ex, tokenizer, cfg) for name, ex in prepared.examples.items()}
+    set_seed(cfg.train.seed)
+    model, notes = task.build_model(resolved, prepared, cfg, tokenizer)
+    set_seed(cfg.train.seed)
+    ctx = MethodContext(task.TASK_TYPE, total_steps(len(encoded["train"]), cfg.train), resolved.path)
+    model = apply_method(model, cfg.method, ctx)
+    params = count_parameters(model)
+
+    main = is_main_process()
+    head_only = cfg.method.method == "head" and not is_peft(model)
+    note = None if is_peft(model) else weights_note(cfg, resolved, model, notes, prepared)
+    weights_dir = run_dir / ("adapter" if is_peft(model) else "head" if head_only else "model")
+    ckpt = last_checkpoint(run_dir) if resume else None
+    recorder = Recorder(run_dir / "metrics.jsonl", metric, cfg.eval.early_stopping_patience, main,
+                        save_best=lambda m: save_model(m, tokenizer, weights_dir, note, head_only), resume_from=ckpt,
+                        select_last=cfg.method.method == "adalora")
+    env = TaskEnv(cfg, tokenizer)
+    # splits besides train/validation/test are scored with every validation evaluation (before the Recorder)
+    more = {s: d for s, d in encoded.items() if s not in ("train", "validation", "test")}
+    callbacks = [ExtraSplits(env, more, lambda s: task.build_compute_metrics(prepared, s, env))] if more else []
+    callbacks += [recorder] + ([AdaLoraStep()] if cfg.method.method == "adalora" else [])
+    trainer = build_trainer(cfg, run_dir, model, tokenizer, task, prepared, encoded, callbacks, env)
+    add_tracker_summary(trainer, recorder)
+    if trainer.peftlab_lm_loss:
+        notes["lm_loss"] = trainer.peftlab_lm_loss
+    if mix := record_mix(splits["train"]):  # several training files: what each gave
+        notes["train_files"] = mix
+    if skipped := splits["train"].skipped:  # on_bad_lines: skip
+        notes["skipped_rows"] = {"count": len(skipped), "first": skipped[:20]}
+        print("peftlab: " + "\npeftlab: ".join(skipped_lines(skipped)), file=sys.stderr, flush=True)
+    create_run_dir(run_dir, cfg, overwrite)  # the first write to disk
+    base = describe_run(cfg, run_dir, metric, params, notes, prepared, encoded)
+    if main:
+        write_json(run_dir / "result.json", {"status": "running", **base})
+        print(f"peftlab: {run_dir.name}: {params['trainable_params']:,} of {params['total_params']:,} parameters "
+              f"trainable ({params['trainable_pct']:.2f}%), {len(encoded['train'])} train / "
+              f"{len(encoded['validation'])} validation examples", flush=True)
+    try:
+        if cfg.eval.eval_at_start and not recorder.has_epoch(0):
+            trainer.evaluate()
+        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+        trainer.accelerator.wait_for_everyone()  # rank 0 has written the best weights
+        if weights_dir.exists():
+            load_best(model, weights_dir)
+        extra = finish_predictions(trainer, task, prepared, encoded, run_dir, main, env)
+        result = {"status": "completed", **base, **recorder.summary(), **extra,
+                  **measure_run(trainer, recorder, len(encoded["train"]), weights_dir),
+                  "optimizer_steps": trainer.state.global_step, "resumed": ckpt is not None,
+                  "wall_time_s": round(time.time() - started, 2)}
+        if main:  # result.json last: a run is complete only when everything it promises is on disk
+            plot_loss(trainer.state.log_history, f"{run_dir.name}", run_dir / "loss.png")
+            write_jsonl(run_dir / "train_log.jsonl", [loss_line(h) for h in trainer.state.log_history if "loss" in h])
+            result["timeline"]["finished"] = round(time.time(), 3)  # the run's end: its last file is written now
+            write_json(run_dir / "result.json", result)
+    except KeyboardInterrupt:
+        if main:
+            write_json(run_dir / "result.json", {"status": "interrupted", **base,
+                                                 "error": "interrupted; run again with --resume"})
+        raise
+    except Exception as exc:  # a full disk included: the reason is recorded, the best weights so far stay
+        if main:
+            write_json(run_dir / "result.json", {"status": "failed", **base, "error": f"{type(exc).__name__}: {exc}",
+                                                 "traceback": traceback.format_exc(limit=8)})
+        raise
+    if main and not cfg.train.keep_checkpoints:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return result
+
+
+def measure_run(trainer, recorder, n_train: int, weights_dir: Path) -> dict:
+    """Throughput, memory, sizes and provenance of a finished run."""
+    return {"train_tokens": trainer.state.num_input_tokens_seen,
+            "train_tokens_per_s": recorder.rate(trainer.state.num_input_tokens_seen),
+            "train_samples_per_s": recorder.rate(n_train * recorder.epochs_trained()),
+            **peak_memory(), "adapter_dir": weights_dir.name, **timeline(recorder),
+            "adapter_size_mb": weights_size_mb(weights_dir) if weights_dir.exists() else None,
+            "world_size": world_size(),
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
+            **cpu_info(), "torch_threads": torch.get_num_threads(),
+            "versions": library_versions(), "git_hash": git_hash(),
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def timeline(recorder) -> dict:
+    """When this process started (a sweep's warm-started child: when it was told to go) and began its first
+    optimizer step (unix seconds); run() adds when it finished, as it writes result.json: what a sweep's
+    gaps between runs are measured from (bench/run.py job e)."""
+    import peftlab
+
+    started, first = peftlab.PROCESS_STARTED, recorder.first_step_at
+    warm = {"warm_started": round(peftlab.WARM_STARTED, 3)} if peftlab.WARM_STARTED else {}
+    return {"timeline": {"process_started": round(started, 3), **warm, "first_step": first and round(first, 3)},
+            "time_to_first_step_s": first and round(first - started, 2)}
+
+
+def describe_run(cfg: Config, run_dir: Path, metric: str, params: dict, notes: dict, prepared, encoded) -> dict:
+    """The result.json fields known before training starts."""
+    rule = "last epoch (AdaLoRA prunes ranks until the end)" if cfg.method.method == "adalora" else (
+        "min" if metric == "loss" else "max")
+    return {"run_name": run_dir.name, "task": cfg.task.task, "model": cfg.model.model, "method": cfg.method.method,
+            "metric_for_best": metric, "best_epoch_rule": rule, **params, **notes,
+            "labels": getattr(prepared, "labels", None), **getattr(prepared, "notes", {}),
+            "n_train": len(encoded["train"]), "n_validation": len(encoded["validation"]),
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def finish_predictions(trainer, task, prepared, encoded, run_dir: Path, main: bool, env) -> dict:
+    """With the best weights loaded: write the predictions of every split but train; score the test split."""
+    extra = {}
+    for split in [s for s in encoded if s != "train"]:
+        trainer.compute_metrics = task.build_compute_metrics(prepared, split, env)
+        out = trainer.predict(encoded[split], metric_key_prefix=split)
+        if main:
+            task.write_predictions(run_dir / f"predictions_{split}.jsonl", prepared, split, out.predictions, env)
+        if split == "test":
+            extra["metrics_test"] = {k[5:]: v for k, v in out.metrics.items() if k.startswith("test_")}
+    return extra
