@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from peftlab.config.settings import COLUMN_KEYS, READ_KEYS
 from peftlab.errors import UserError, closest
 
 MIXES = {"concat": "concat", "interleave": "first_exhausted", "interleave_under": "first_exhausted",
