@@ -7,6 +7,7 @@ import sys
 
 from peftlab.sweep.child import die_with_parent, wait_for_go
 from peftlab.errors import UserError
+from peftlab.runs import layout
 
 
 def config_of(args):
@@ -91,7 +92,7 @@ def cmd_report(args) -> int:
         return 0
     if len(args.folders) != 1:
         raise UserError("report: give one sweep folder, or two to compare them side by side")
-    if (Path(args.folders[0]) / "study.json").is_file():  # a study: one report per part, gathered
+    if (Path(args.folders[0]) / layout.STUDY_STATE).is_file():  # a study: one report per part, gathered
         from peftlab.report.study import report_study
 
         markdown, html = report_study(Path(args.folders[0]))

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from peftlab.errors import UserError
+from peftlab.runs import layout
 
 FTYPES = {"f16": 1, "bf16": 32, "q8_0": 7, "q4_0": 2, "q4_k_m": 15}  # llama.cpp's llama_ftype values
 CONVERTED = ("f16", "bf16")  # written by the converter itself; the rest are quantized from f16
@@ -30,7 +31,7 @@ def check_types(types: list[str]) -> None:
 
 
 def gguf_path(folder: Path, kind: str) -> Path:
-    return Path(folder) / f"model-{kind}.gguf"
+    return Path(folder) / layout.gguf_file(kind)
 
 
 def tools_dir() -> Path:
@@ -44,7 +45,7 @@ def tools_dir() -> Path:
 def convert(hf_dir: Path, target: Path, outtype: str) -> None:
     """convert_hf_to_gguf.py HF_DIR --outtype f16|bf16, into a temporary name renamed when complete."""
     tools = tools_dir()
-    tmp = target.with_name(f".{target.name}.tmp")
+    tmp = layout.temporary(target)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tools / "gguf-py"), str(tools)]), "NO_LOCAL_GGUF": ""}
     cmd = [sys.executable, str(tools / "convert_hf_to_gguf.py"), str(hf_dir), "--outfile", str(tmp),
            "--outtype", outtype]
@@ -80,7 +81,7 @@ def quantize(source: Path, target: Path, kind: str) -> None:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = FTYPES[kind]
     params.nthread = physical_cores()
-    tmp = target.with_name(f".{target.name}.tmp")
+    tmp = layout.temporary(target)
     # llama.cpp logs through llama-cpp-python's logger, which prints everything until a Llama(verbose=
     # False) quiets it: a quantize would print ~300 lines (metadata, every tensor). Warnings and errors
     # still come through (q4_k_m says which tensors fell back to another type).
@@ -111,7 +112,7 @@ def export_gguf(hf_dir: Path, out_dir: Path, types: list[str]) -> dict[str, Path
         convert(hf_dir, files[kind], kind)
     quantized = [t for t in types if t not in CONVERTED]
     if quantized:
-        f16 = files.get("f16") or out_dir / ".model-f16.intermediate.gguf"
+        f16 = files.get("f16") or layout.temporary(gguf_path(out_dir, "f16"))  # kept only if asked for
         if "f16" not in files:
             convert(hf_dir, f16, "f16")
         try:

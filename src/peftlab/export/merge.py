@@ -17,7 +17,8 @@ from pathlib import Path
 
 from peftlab.errors import UserError
 from peftlab.inference.session import Session, open_session, read_source
-from peftlab.runs.rundir import MEAN_POOLING_NOTE, replace_folder, write_json, write_text, write_yaml
+from peftlab.runs import layout
+from peftlab.runs.rundir import MEAN_POOLING_NOTE, read_result, write_folder, write_json, write_text, write_yaml
 from peftlab.models.loading import auto_class_of
 
 PROMPT_LEARNING = ("prompt-tuning", "p-tuning", "prefix-tuning")
@@ -53,15 +54,6 @@ def describe(session: Session, merged: bool) -> dict:
             "run_finished_at": result.get("finished_at")}  # which training of the run this is (see ensure_export)
 
 
-def write_folder(final: Path, fill) -> None:
-    """fill(tmp) writes the folder's files; the folder appears under its name only when complete."""
-    tmp = final.with_name(f".{final.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    fill(tmp)
-    replace_folder(tmp, final)  # the older copy goes only once the new one is in place
-
-
 def write_merged(session: Session, out: Path) -> str:
     """The merged model (or, for prompt learning, the adapter) + tokenizer + peftlab.json + config.yaml."""
     from peftlab.models.methods import is_peft
@@ -77,9 +69,9 @@ def write_merged(session: Session, out: Path) -> str:
     def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)
         session.tokenizer.save_pretrained(tmp)
-        write_json(tmp / "peftlab.json", note)
-        write_yaml(tmp / "config.yaml", cfg)
-        write_text(tmp / "README.md", loader_note(note))
+        write_json(tmp / layout.EXPORT_NOTE, note)
+        write_yaml(tmp / layout.CONFIG, cfg)
+        write_text(tmp / layout.LOADER_README, loader_note(note))
 
     write_folder(out, fill)
     if merged:
@@ -93,10 +85,10 @@ def copy_adapter(session: Session, out: Path) -> str:
 
     def fill(tmp: Path) -> None:
         shutil.copytree(weights, tmp, dirs_exist_ok=True)
-        note = describe(session, merged=weights.name == "model")
-        write_json(tmp / "peftlab.json", note)
-        if weights.name != "head":  # a head folder's README already says how to put it on its base
-            write_text(tmp / "README.md", loader_note(note))
+        note = describe(session, merged=weights.name == layout.MODEL)
+        write_json(tmp / layout.EXPORT_NOTE, note)
+        if weights.name != layout.HEAD:  # a head folder's README already says how to put it on its base
+            write_text(tmp / layout.LOADER_README, loader_note(note))
 
     write_folder(out, fill)
     return f"copied {weights.name}/ of {session.source.folder.name} -> {out}"
@@ -123,8 +115,8 @@ def run_export(run: str, out: str = "", merge: bool = False, adapter_only: bool 
     if out and len(wanted) > 1:
         raise UserError("--out names one folder, but both the merged model and the adapter were asked for; "
                         "export them with two commands, or drop --out (RUN-merged/, RUN-saved_model/)")
-    targets = {"merged": run_dir.with_name(f"{run_dir.name}-merged"),
-               "adapter": run_dir.with_name(f"{run_dir.name}-saved_model")}
+    targets = {"merged": run_dir.with_name(layout.merged_export(run_dir.name)),
+               "adapter": run_dir.with_name(layout.adapter_export(run_dir.name))}
     if out:
         targets[wanted[0]] = Path(out)
     for key in wanted:
@@ -156,7 +148,7 @@ def ensure_export(run: str, kind: str) -> Path:
     if kind not in EXPORT_KINDS:
         raise UserError(f"--export: '{kind}' is not one of {', '.join(EXPORT_KINDS)}")
     run_dir = Path(run)
-    merged = run_dir.parent / "exports" / f"{run_dir.name}-merged"  # apart from run and evaluation folders
+    merged = run_dir.parent / layout.EXPORTS / layout.merged_export(run_dir.name)  # apart from run and evaluation folders
     if not is_export_of(merged, run_dir):
         run_export(run, out=str(merged), merge=True, gguf="" if kind == "merged" else kind, overwrite=True)
     if kind == "merged":
@@ -174,8 +166,8 @@ def is_export_of(folder: Path, run_dir: Path) -> bool:
     new weights) must never be evaluated through the export of its previous weights."""
     from peftlab.runs.rundir import read_json
 
-    note = read_json(folder / "peftlab.json", None)
-    result = read_json(run_dir / "result.json", None)
+    note = read_json(folder / layout.EXPORT_NOTE, None)
+    result = read_result(run_dir)
     return (isinstance(note, dict) and isinstance(result, dict) and note.get("merged", False)
             and note.get("run_finished_at") is not None and note.get("run_finished_at") == result.get("finished_at"))
 

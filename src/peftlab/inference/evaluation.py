@@ -9,7 +9,6 @@ data, the model and the weights have loaded, and every file is written atomicall
 """
 from __future__ import annotations
 
-import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +17,8 @@ from peftlab.config.settings import Config
 from peftlab.errors import UserError
 from peftlab.inference.session import Scored, Session, Source, open_session, read_source, score_split
 from peftlab.runs.measure import folder_size_mb, git_hash, library_versions, peak_memory, weights_size_mb
-from peftlab.runs.rundir import write_json, write_jsonl, write_yaml
+from peftlab.runs import layout
+from peftlab.runs.rundir import write_folder, write_jsonl, write_result, write_yaml
 from peftlab.inference.session import load_eval_splits
 
 
@@ -36,7 +36,7 @@ def row_label(session: Session) -> str:
     """How the row shows in a report when it is not part of a sweep."""
     cfg, source = session.cfg, session.source
     if source.kind == "run":
-        return f"{source.result.get('method', 'run')} (adapter)" if source.weights.name == "adapter" else \
+        return f"{source.result.get('method', 'run')} (adapter)" if source.weights.name == layout.ADAPTER else \
             str(source.result.get("method", "run"))
     if session.backend == "llamacpp" or cfg.model.model.endswith(".gguf"):
         from peftlab.inference.llamacpp import gguf_file_of
@@ -59,7 +59,7 @@ def size_on_disk(session: Session) -> dict:
         return {"size_on_disk_mb": round(sum(f.stat().st_size for f in files) / 2**20, 3)}
     base_path = Path(session.resolved.path)
     base = folder_size_mb(base_path) if base_path.is_dir() else None
-    if source.kind == "run" and source.weights.name == "adapter":
+    if source.kind == "run" and source.weights.name == layout.ADAPTER:
         adapter = weights_size_mb(source.weights)
         return {"size_on_disk_mb": None if base is None else round(base + adapter, 3), "adapter_size_mb": adapter,
                 "base_size_mb": base}
@@ -135,16 +135,14 @@ def metric_of(cfg: Config) -> str:
 
 def write_eval_folder(session: Session, split: str, scored: Scored, result: dict, out_dir: Path) -> None:
     """Every file into a temporary folder first, then one rename: no half-written evaluation folder."""
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write_yaml(tmp / "config.yaml", session.cfg.to_dict())
-    write_jsonl(tmp / "metrics.jsonl", [result["metrics_epoch0"]])
-    session.task.write_predictions(tmp / f"predictions_{split}.jsonl", session.prepared, split, scored.predictions,
-                                   session.env)
-    write_json(tmp / "result.json", result)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    def fill(tmp: Path) -> None:
+        write_yaml(tmp / layout.CONFIG, session.cfg.to_dict())
+        write_jsonl(tmp / layout.METRICS, [result["metrics_epoch0"]])
+        session.task.write_predictions(tmp / layout.predictions_file(split), session.prepared, split,
+                                       scored.predictions, session.env)
+        write_result(tmp, result)
+
+    write_folder(out_dir, fill)
 
 
 def format_eval_summary(result: dict) -> str:

@@ -18,6 +18,7 @@ from peftlab.data.splits import load_splits
 from peftlab.inference.session import open_session, read_source, score_split
 from peftlab.tasks.metrics import compute_classification
 from peftlab.runs.rundir import read_jsonl, write_jsonl, write_text
+from peftlab.runs import layout
 
 SPLIT = "predict"
 GOLD_KEYS = ("label", "tags", "answers", "answer", "reference")  # the placeholders' echo in task rows
@@ -78,7 +79,7 @@ def run_predict(spec: str, input_path: str, overrides: list[str], limit: int = 0
     cfg.eval.max_eval_generate = 0  # every row gets its answer
     name = name or Path(input_path).stem
     out_dir = Path(out or ".")
-    result_txt, result_jsonl = out_dir / f"result_{name}.txt", out_dir / f"predictions_{name}.jsonl"
+    result_txt, result_jsonl = out_dir / layout.predict_answers(name), out_dir / layout.predictions_file(name)
     if not overwrite and (result_txt.exists() or result_jsonl.exists()):
         raise UserError(f"{result_txt} already exists; pass --overwrite or another --name")
     gold = read_answers(answers) if answers else None

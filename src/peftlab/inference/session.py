@@ -30,6 +30,8 @@ from peftlab.tasks.registry import TaskEnv, task_of
 from peftlab.training.callbacks import SKIP_KEYS
 from peftlab.data.splits import load_splits
 from peftlab.inference.tokens import count_tokens
+from peftlab.runs import layout
+from peftlab.runs.rundir import read_result
 
 BACKENDS = ("auto", "transformers", "llamacpp")
 
@@ -57,33 +59,33 @@ def read_source(spec: str | None, overrides: list[str]) -> tuple[Config, Source]
     if path.suffix == ".gguf":
         if not path.is_file():
             raise UserError(f"{path}: GGUF file not found")
-        note = path.parent / "peftlab.json"
+        note = path.parent / layout.EXPORT_NOTE
         if not note.is_file():
             raise UserError(f"{path}: a bare GGUF file says nothing about the task; give a config instead "
                             f"(`peftlab eval my.yaml model={path}`), or export it with `peftlab export` so that "
                             f"peftlab.json and config.yaml sit beside it")
-        return load_config(path.parent / "config.yaml", [f"model={path}", *overrides]), Source("export", path.parent)
+        return load_config(path.parent / layout.CONFIG, [f"model={path}", *overrides]), Source("export", path.parent)
     if not path.is_dir():
         raise UserError(f"{path}: not a run folder, an export folder, a .gguf file nor a YAML config")
-    if (path / "peftlab.json").is_file():
-        return load_config(path / "config.yaml", [f"model={path}", *overrides]), Source("export", path)
-    if not (path / "result.json").is_file() or not (path / "config.yaml").is_file():
+    if (path / layout.EXPORT_NOTE).is_file():
+        return load_config(path / layout.CONFIG, [f"model={path}", *overrides]), Source("export", path)
+    if not (path / layout.RESULT).is_file() or not (path / layout.CONFIG).is_file():
         raise UserError(f"{path}: no result.json and config.yaml; pass a run folder written by `peftlab train`, a "
                         f"folder written by `peftlab export`, or a YAML config")
-    result = read_json(path / "result.json", None)
+    result = read_result(path)
     if not isinstance(result, dict):
-        raise UserError(f"{path / 'result.json'}: cannot be read; the run folder is damaged (train it again)")
+        raise UserError(f"{path / layout.RESULT}: cannot be read; the run folder is damaged (train it again)")
     if result.get("kind") == "eval":
         raise UserError(f"{path}: an evaluation folder holds scores, not weights; pass the run folder it evaluated "
                         f"({(result.get('source') or {}).get('folder') or (result.get('source') or {}).get('model')})")
     if result.get("status") != "completed":
         raise UserError(f"{path}: the run is {result.get('status', 'unknown')}, so its weights are not its final best; "
-                        f"finish it with `peftlab train {path / 'config.yaml'} --resume`")
-    weights = next((path / d for d in ("adapter", "head", "model") if (path / d).is_dir()), None)
+                        f"finish it with `peftlab train {path / layout.CONFIG} --resume`")
+    weights = next((path / d for d in layout.WEIGHT_DIRS if (path / d).is_dir()), None)
     if weights is None:
         raise UserError(f"{path}: no adapter/ or model/ folder (status: {result.get('status', 'unknown')}); "
-                        f"the run saved no weights: finish it with `peftlab train {path / 'config.yaml'} --resume`")
-    cfg = load_config(path / "config.yaml", overrides)
+                        f"the run saved no weights: finish it with `peftlab train {path / layout.CONFIG} --resume`")
+    cfg = load_config(path / layout.CONFIG, overrides)
     return cfg, Source("run", path, weights, result)
 
 
@@ -128,13 +130,13 @@ class Session:
 def resolve_for(cfg: Config, source: Source) -> ResolvedModel:
     """The model folder to load: a run's model/ keeps the pooling the run used (from result.json)."""
     resolved = resolve_model(cfg.model.model, cfg.model.cache_dir) if cfg.model.model else None
-    if source.kind == "run" and source.weights.name == "model":
+    if source.kind == "run" and source.weights.name == layout.MODEL:
         pooling = source.result.get("pooling") or (resolved.pooling if resolved else "auto")
         return ResolvedModel(cfg.model.model, str(source.weights), pooling, "folder")
     if resolved is None:
         raise UserError("model: not set; name a model (e.g. model=smollm2-135m), a folder or a .gguf file")
     if source.kind == "export":
-        note = read_json(source.folder / "peftlab.json", {}) or {}
+        note = read_json(source.folder / layout.EXPORT_NOTE, {}) or {}
         return dataclasses.replace(resolved, pooling=note.get("pooling") or resolved.pooling)
     return resolved
 
@@ -166,7 +168,7 @@ def gguf_tokenizer_folder(cfg: Config) -> str:
     """The HF tokenizer of a .gguf model: prompts are tokenized by the same tokenizer on both backends."""
     spec = cfg.model.model
     folder = Path(spec).parent
-    note = read_json(folder / "peftlab.json", None) if spec.endswith(".gguf") else None
+    note = read_json(folder / layout.EXPORT_NOTE, None) if spec.endswith(".gguf") else None
     if isinstance(note, dict) and (folder / "tokenizer_config.json").is_file():
         return str(folder)  # an export folder: its tokenizer sits beside the gguf files
     return resolve_model(spec, cfg.model.cache_dir).path  # dequantized once and cached, tokenizer included
@@ -176,9 +178,9 @@ def load_model(session: Session):
     """The task's model on the resolved weights; a run's adapter is put on it with plain peft."""
     cfg, source = session.cfg, session.source
     model, _ = session.task.build_model(session.resolved, session.prepared, cfg, session.tokenizer)
-    if source.kind == "run" and source.weights.name == "adapter":
+    if source.kind == "run" and source.weights.name == layout.ADAPTER:
         model = load_adapter(model, source.weights, cfg)
-    elif source.kind == "run" and source.weights.name == "head":  # the trained head on its base
+    elif source.kind == "run" and source.weights.name == layout.HEAD:  # the trained head on its base
         from peftlab.training.train import load_best
 
         load_best(model, source.weights)

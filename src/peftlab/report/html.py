@@ -9,6 +9,7 @@ from pathlib import Path
 from peftlab.report.plots import plot_metric_per_epoch, plot_pareto, plot_sweep_losses
 from peftlab.report.tables import COSTS, NOISE_NOTE, failed_lines, table_rows
 from peftlab.runs.rundir import write_text
+from peftlab.runs import layout
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -59,6 +60,6 @@ def write_html(s: dict, runs, out: Path) -> Path:
             f"<li>{html.escape(line[2:]).replace('**', '')}</li>" for line in failed) + "</ul>")
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>peftlab sweep {html.escape(s['sweep'])}</title>"
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
-    path = out / "report.html"
+    path = out / layout.REPORT_HTML
     write_text(path, page)
     return path

@@ -6,6 +6,7 @@ from pathlib import Path
 from peftlab.errors import UserError
 from peftlab.runs.rundir import write_text
 from peftlab.sweep.study import Study
+from peftlab.runs import layout
 
 
 def write_study_report(study: Study, parts_markdown: list[str]) -> Path:
@@ -13,7 +14,7 @@ def write_study_report(study: Study, parts_markdown: list[str]) -> Path:
     parts, so `peftlab report <study folder>` can write it again from the folders alone."""
     from peftlab.runs.rundir import write_json
 
-    write_json(study.folder / "study.json", {"name": study.name, "description": study.description,
+    write_json(study.folder / layout.STUDY_STATE, {"name": study.name, "description": study.description,
                                              "source": str(study.source), "parts": [s.name for s in study.sweeps]})
     return gather(study.folder, study.name, study.description, [s.name for s in study.sweeps], parts_markdown)
 
@@ -21,7 +22,7 @@ def write_study_report(study: Study, parts_markdown: list[str]) -> Path:
 def gather(folder: Path, name: str, description: str, parts: list[str], parts_markdown: list[str]) -> Path:
     head = [f"# Study {name}", "", description, ""] if description else [f"# Study {name}", ""]
     body = [f"## {part}\n\n{md}" for part, md in zip(parts, parts_markdown)]
-    out = folder / "report.md"
+    out = folder / layout.REPORT_MD
     write_text(out, "\n".join(head) + "\n" + "\n\n".join(body))
     return out
 
@@ -31,7 +32,7 @@ def report_study(folder: Path) -> tuple[str, Path]:
     from peftlab.report.write import write_report
     from peftlab.runs.rundir import read_json
 
-    state = read_json(folder / "study.json", {}) or {}
+    state = read_json(folder / layout.STUDY_STATE, {}) or {}
     parts = [p for p in state.get("parts", []) if (folder / p).is_dir()]
     if not parts:
         raise UserError(f"{folder}/study.json names no part folder that exists; rerun the study's sweep")

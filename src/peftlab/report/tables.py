@@ -20,6 +20,7 @@ from peftlab.tasks.metrics import LOWER_IS_BETTER
 from peftlab.report.evals import evaluation_rows, is_eval
 from peftlab.runs.rundir import UnreadableFile, read_json, read_jsonl
 from peftlab.report.significance import fmt_p, holm, welch_p
+from peftlab.runs import layout, rundir
 
 BOOKKEEPING = {"epoch", "step", "loss", "eval_time_s", "unparsed", "train_time_s", "epoch_wall_s", "train_loss",
                "partial_epoch_time"}
@@ -30,7 +31,6 @@ NOISE_RULE = (f"Welch's t-test of a method's seeds against the best method's, p-
               f"difference can be told apart from seed noise")
 NOISE_NOTE = f"✱ = differs from the best by more than seed noise ({NOISE_RULE})."
 # A completed result.json without these is cut short or hand-edited: the report cannot show it.
-RESULT_KEYS = ("metric_for_best", "method", "trainable_params", "trainable_pct", "total_params", "metrics_best")
 
 
 @dataclass
@@ -85,7 +85,7 @@ def collect(folder: Path) -> tuple[dict, list[Run]]:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder; pass a sweep folder (it holds sweep.json) or a folder of runs")
-    state = read_json(folder / "sweep.json", None, fix="delete it to report every */result.json of the folder "
+    state = read_json(folder / layout.SWEEP_STATE, None, fix="delete it to report every */result.json of the folder "
                       "instead, or rerun the sweep to write it again")
     if isinstance(state, dict):
         entries = state.get("runs", [])
@@ -100,15 +100,14 @@ def collect(folder: Path) -> tuple[dict, list[Run]]:
 
 def read_result(run_dir: Path, listed: str) -> tuple[dict | None, str | None]:
     """(result.json, None), or (None, why the report cannot use it); UnreadableFile when corrupt."""
-    path = run_dir / "result.json"
-    result = read_json(path, None)
+    path = run_dir / layout.RESULT
+    result = rundir.read_result(run_dir)
     if result is None:
         return None, (f"{path} is missing although sweep.json lists the run as completed; run the sweep "
                       f"again to redo it" if listed == "completed" else None)
     if not isinstance(result, dict):
         raise UnreadableFile(f"{path}: not a JSON object")
-    missing = [k for k in RESULT_KEYS if k not in result]
-    if result.get("status") == "completed" and missing:
+    if missing := layout.missing_keys(result):
         raise UnreadableFile(f"{path}: says completed but lacks {', '.join(missing)} (cut short or edited)")
     return result, None
 
@@ -118,7 +117,7 @@ def read_run(run_dir: Path, entry: dict) -> Run:
     name, group, settings = entry["name"], entry.get("group", entry["name"]), entry.get("settings", {})
     try:
         result, absent = read_result(run_dir, entry.get("status", "pending"))
-        history, train_log = read_jsonl(run_dir / "metrics.jsonl"), read_jsonl(run_dir / "train_log.jsonl")
+        history, train_log = read_jsonl(run_dir / layout.METRICS), read_jsonl(run_dir / layout.TRAIN_LOG)
     except UnreadableFile as e:
         return Run(name, group, entry.get("seed"), "unreadable", settings, str(e))
     if absent:

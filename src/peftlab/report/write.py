@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from peftlab.runs.rundir import write_json, write_text
 from peftlab.report.tables import collect, summarize, to_csv, to_markdown
+from peftlab.runs import layout
 
 
 def write_report(folder: Path) -> tuple[str, Path]:
@@ -12,11 +13,11 @@ def write_report(folder: Path) -> tuple[str, Path]:
 
     state, runs = collect(folder)
     s = summarize(folder, (state, runs))
-    out = Path(folder) / "report"
+    out = Path(folder) / layout.REPORT
     out.mkdir(exist_ok=True)
     md = to_markdown(s)
-    write_text(out / "report.md", md)
-    write_text(out / "report.csv", to_csv(s))
-    write_json(out / "report.json", s)
+    write_text(out / layout.REPORT_MD, md)
+    write_text(out / layout.REPORT_CSV, to_csv(s))
+    write_json(out / layout.REPORT_JSON, s)
     html = write_html(s, runs, out)
     return md, html

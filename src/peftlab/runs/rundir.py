@@ -2,6 +2,7 @@
 so a reader never sees half a file and a killed run never leaves a broken one."""
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -11,17 +12,13 @@ import yaml
 
 from peftlab.config.settings import TextLoader, config_diff
 from peftlab.errors import UserError
-import fcntl
-import os
-from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING
-from peftlab.errors import UserError
+from peftlab.runs import layout
+from peftlab.runs.layout import Result
 
 
 def write_text(path: Path, text: str) -> None:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = layout.temporary(path)
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
@@ -95,28 +92,58 @@ def read_jsonl(path: Path, fix: str = FIX) -> list[dict]:
     return rows
 
 
+def write_result(folder: Path, result: Result) -> None:
+    """result.json, atomically; a finished run writes it last (a run is complete only when everything it
+    promises is on disk)."""
+    write_json(Path(folder) / layout.RESULT, result)
+
+
+def read_result(folder: Path, default=None, fix: str = FIX) -> Result | None:
+    """result.json as written; `default` when it does not exist; a file that exists but cannot be read
+    raises UnreadableFile (never read as empty)."""
+    return read_json(Path(folder) / layout.RESULT, default, fix=fix)
+
+
 def saved_config_diff(run_dir: Path, cfg) -> list[str]:
     """How the run folder's config.yaml differs from cfg ('section.key: old -> new'); a missing or
     corrupt config.yaml is an error: without it nobody can tell what the folder's numbers mean."""
-    saved = read_yaml(run_dir / "config.yaml", TextLoader)
+    saved = read_yaml(run_dir / layout.CONFIG, TextLoader)
     if saved is None:
         raise UserError(f"{run_dir}: config.yaml is missing, so it cannot be checked that the folder was run "
                         f"with this config; {FIX}")
     if not isinstance(saved, dict):
-        raise UnreadableFile(f"{run_dir / 'config.yaml'}: not a mapping of sections; {FIX}")
+        raise UnreadableFile(f"{run_dir / layout.CONFIG}: not a mapping of sections; {FIX}")
     return config_diff(saved, cfg)
 
 
 def replace_folder(tmp: Path, final: Path) -> None:
     """Move a fully written folder into place, replacing an older one."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    old = layout.temporary(final, layout.OLD)
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
 
 
-HEAD_FILE, WEIGHTS_NOTE = "head.safetensors", "peftlab_weights.json"
+def write_folder(final: Path, fill) -> None:
+    """The one atomic folder writer: fill(tmp) writes every file into layout.temporary(final), which
+    becomes `final` in one rename (an older `final` goes only once the new one is in place); on any
+    error, Ctrl-C included, the temporary folder is removed. A SIGKILL leaves it for clear_leftovers."""
+    final = Path(final)
+    if final.parent.is_dir():
+        clear_leftovers(final.parent, final.name)  # an earlier, killed writer of the same folder
+    tmp = layout.temporary(final)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        fill(tmp)
+        replace_folder(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+HEAD_FILE, WEIGHTS_NOTE = layout.HEAD_WEIGHTS, layout.WEIGHTS_NOTE
 
 
 def save_model(model, tokenizer, final: Path, note: dict | None = None, head_only: bool = False) -> None:
@@ -124,19 +151,15 @@ def save_model(model, tokenizer, final: Path, note: dict | None = None, head_onl
     head_only (the head method): only the trained parameters, so 770 trained numbers are not saved as a
     second copy of the whole model. `note` (whole models and heads): README.md and peftlab.json say how
     to load the folder without peftlab, pooling included."""
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    def fill(tmp: Path) -> None:
         tensors = save_head(model, tmp) if head_only else None
         if not head_only:
             model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if note:
             write_loader_note(tmp, note, tensors)
-        replace_folder(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_folder(final, fill)
 
 
 MEAN_POOLING_NOTE = ("**Mean pooling.** The classifier reads the masked mean of the last hidden states, not the "
@@ -174,7 +197,7 @@ def write_loader_note(folder: Path, note: dict, tensors: list[str] | None) -> No
     if note.get("pooling") == "mean":
         lines += ["", MEAN_POOLING_NOTE]
     write_json(folder / WEIGHTS_NOTE, note)
-    write_text(folder / "README.md", "\n".join(lines) + "\n")
+    write_text(folder / layout.LOADER_README, "\n".join(lines) + "\n")
 
 
 def _alive(pid: int) -> bool:
@@ -187,19 +210,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def clear_leftovers(folder: Path) -> list[str]:
-    """Tidy what a SIGKILLed writer left: its temporary files/folders (`.NAME.tmp-PID`) are deleted;
-    a folder it had moved aside to replace (`.NAME.old-PID`) is put back when NAME is missing (the
-    kill fell between the two renames of replace_folder, so the old copy is the only one). Entries of
-    a writer that is still alive are left alone. Returns what was done, for the log."""
+def clear_leftovers(folder: Path, name: str = "") -> list[str]:
+    """Tidy what a SIGKILLed writer left (names from layout.temporary): its temporary files and folders
+    (`.NAME.tmp-PID`) are deleted; a folder it had moved aside to replace (`.NAME.old-PID`) is put back
+    when NAME is missing (the kill fell between the two renames of replace_folder, so the old copy is
+    the only one). Entries of a writer that is still alive are left alone; with `name`, only those of
+    that file or folder. Returns what was done."""
     done = []
-    for entry in sorted(Path(folder).glob(".*.*-*")):
-        stem, _, pid = entry.name.rpartition("-")
-        name, dot, kind = stem[1:].rpartition(".")
-        if not (dot and kind in ("tmp", "old") and pid.isdigit()) or _alive(int(pid)):
+    for entry in sorted(Path(folder).glob(f".{glob.escape(name)}*" if name else ".*")):
+        parsed = layout.parse_temporary(entry.name)
+        if parsed is None or (name and parsed[0] != name) or _alive(parsed[2]):
             continue
-        final = entry.with_name(name)
-        if kind == "old" and not final.exists():
+        final = entry.with_name(parsed[0])
+        if parsed[1] == layout.OLD and not final.exists():
             os.replace(entry, final)
             done.append(f"restored {final.name} from {entry.name}")
             continue
@@ -213,7 +236,7 @@ def clear_leftovers(folder: Path) -> list[str]:
 
 def run_status(run_dir: Path) -> str:
     try:
-        result = read_json(run_dir / "result.json", None)
+        result = read_result(run_dir)
     except UnreadableFile:
         return "unreadable"
     return result.get("status", "unknown") if isinstance(result, dict) else ("started" if run_dir.exists() else "pending")

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from peftlab.errors import UserError
 from peftlab.sweep.terminal import ANSI
+from peftlab.runs import layout
 
 BACKENDS = ("sequential", "pool", "ray")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -216,7 +217,7 @@ def epoch_state(run_dir: Path, epochs: int, kind: str) -> str:
     """'name (epoch 1/3)' from the run folder's metrics.jsonl (epoch 0 is its first line), which every
     backend can read: on Ray the folder is on storage every node shares."""
     try:
-        lines = (run_dir / "metrics.jsonl").read_text().count("\n")
+        lines = (run_dir / layout.METRICS).read_text().count("\n")
     except OSError:
         lines = 0
     return f"{run_dir.name} (eval)" if kind != "train" else f"{run_dir.name} (epoch {max(0, lines - 1)}/{epochs})"
@@ -250,7 +251,7 @@ class PoolLauncher:
         if devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = devices
         cmd = under_torchrun(cmd[3:], self.backend.gpus_per_run)
-        future = self.pool.submit(run_child, cmd, env, self.sweep.folder / "logs" / f"{run.name}.log", run.name)
+        future = self.pool.submit(run_child, cmd, env, self.sweep.folder / layout.LOGS / layout.run_log(run.name), run.name)
         if devices is not None:
             self.held[future] = devices
         return future
@@ -357,7 +358,7 @@ class RayLauncher:
     def submit(self, run, cmd: list[str]) -> Future:
         args = cmd[3:]  # after `python -m peftlab`: each node runs its own Python
         resume = [a if a != "--overwrite" else "--resume" for a in args] if run.kind == "train" else args
-        log = self.sweep.folder.resolve() / "logs" / f"{run.name}.log"
+        log = self.sweep.folder.resolve() / layout.LOGS / layout.run_log(run.name)
         marker = log.with_suffix(".attempt")
         marker.unlink(missing_ok=True)
         ref = self.task.options(num_cpus=self.backend.threads(), num_gpus=self.backend.gpus_per_run,

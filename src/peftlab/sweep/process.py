@@ -11,9 +11,11 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from peftlab.runs.rundir import run_status
-from peftlab.runs.rundir import UnreadableFile, read_json, write_yaml
+from peftlab.runs.rundir import UnreadableFile, write_yaml
 from peftlab.sweep.terminal import ScreenLines
 from peftlab.sweep.plan import EVAL_KEYS, PlannedRun, Sweep, flat_settings
+from peftlab.runs import layout
+from peftlab.runs.rundir import read_result
 
 
 def pump(stream, sink, log, tail: list, on_line=None) -> None:
@@ -44,7 +46,7 @@ def pump(stream, sink, log, tail: list, on_line=None) -> None:
 
 def failure_reason(run_dir: Path, returncode: int, tail: list) -> str:
     try:
-        result = read_json(run_dir / "result.json", {}) or {}
+        result = read_result(run_dir, {}) or {}
     except UnreadableFile as e:
         return str(e)
     if result.get("error"):
@@ -72,7 +74,7 @@ def stop_child(child: subprocess.Popen) -> None:
 
 
 def child_command(sweep: Sweep, run: PlannedRun, mode: str) -> list[str]:
-    config_path = sweep.folder / "configs" / f"{run.name}.yaml"
+    config_path = sweep.folder / layout.CONFIGS / layout.run_config(run.name)
     write_yaml(config_path, run.cfg.to_dict())
     return command_of(sweep, run, config_path, mode)
 

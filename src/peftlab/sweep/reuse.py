@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from peftlab.errors import UserError
-from peftlab.runs.rundir import read_json, run_status, saved_config_diff
+from peftlab.runs import layout
+from peftlab.runs.rundir import run_status, saved_config_diff
+from peftlab.runs.rundir import read_result
 
 if TYPE_CHECKING:
     from peftlab.sweep.plan import PlannedRun, Sweep
@@ -25,7 +27,7 @@ def sweep_lock(folder: Path):
     would run the same runs twice and overwrite each other's files. The kernel drops the lock
     when its process dies, so a stale .lock file never blocks."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+", encoding="utf-8") as fh:
+    with open(folder / layout.SWEEP_LOCK, "a+", encoding="utf-8") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -49,7 +51,7 @@ def reuse_problem(run_dir: Path, run: PlannedRun, status: str) -> str | None:
         return None
     try:
         if status == "unreadable":
-            read_json(run_dir / "result.json")  # raises, with the file and the reason
+            read_result(run_dir)  # raises, with the file and the reason
         diff = saved_config_diff(run_dir, run.cfg)
     except UserError as e:
         return str(e)

@@ -14,6 +14,7 @@ from peftlab.runs.rundir import read_json, write_json, write_text
 from peftlab.sweep.plan import PlannedRun, Sweep, describe
 from peftlab.sweep.progress import Progress, fmt_duration
 from peftlab.sweep.process import child_command, entry_of, interrupted_entry, pump, stop_child
+from peftlab.runs import layout
 
 
 def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str, warm: WarmStart,
@@ -31,9 +32,9 @@ def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str, warm: 
             print(f"  sweep {tag}: epoch {epoch}/{run.cfg.train.epochs} done, "
                   f"sweep ETA {fmt_duration(progress.eta(epoch))}", flush=True)
 
-    (sweep.folder / "logs").mkdir(exist_ok=True)
+    (sweep.folder / layout.LOGS).mkdir(exist_ok=True)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with open(sweep.folder / "logs" / f"{run.name}.log", "a", encoding="utf-8") as log:
+    with open(sweep.folder / layout.LOGS / layout.run_log(run.name), "a", encoding="utf-8") as log:
         log.write(f"\n$ {' '.join(cmd)}   # {started}\n")
         child = warm.take(cmd) or subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         if next_up is not None:
@@ -55,7 +56,7 @@ def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str, warm: 
 
 
 def save_state(sweep: Sweep, entries: dict) -> None:
-    write_json(sweep.folder / "sweep.json", {
+    write_json(sweep.folder / layout.SWEEP_STATE, {
         "name": sweep.name, "source": str(sweep.source), "description": sweep.description,
         **({"report_epochs": sweep.report_epochs} if sweep.report_epochs else {}),
         "runs": [entries.get(r.name) or {"name": r.name, "group": r.group, "seed": r.seed, "settings": r.settings,
@@ -74,12 +75,12 @@ def run_sweep(sweep: Sweep, retry_failed: bool = True, rerun_changed: bool = Fal
 
 
 def run_locked(sweep: Sweep, retry_failed: bool, rerun_changed: bool, backend=None) -> dict:
-    old_state = read_json(sweep.folder / "sweep.json", {}, fix="delete it: the run folders are kept, and the "
+    old_state = read_json(sweep.folder / layout.SWEEP_STATE, {}, fix="delete it: the run folders are kept, and the "
                           "next sweep run rebuilds it from them") or {}
     old = {e["name"]: e for e in old_state.get("runs", [])}
     entries, todo = plan_todo(sweep, old, retry_failed, rerun_changed)
-    (sweep.folder / "configs").mkdir(parents=True, exist_ok=True)
-    write_text(sweep.folder / "sweep.yaml", sweep.source.read_text(encoding="utf-8"))
+    (sweep.folder / layout.CONFIGS).mkdir(parents=True, exist_ok=True)
+    write_text(sweep.folder / layout.SWEEP_COPY, sweep.source.read_text(encoding="utf-8"))
     skipped = len(sweep.runs) - len(todo)
     print(f"sweep {sweep.name}: {len(sweep.runs)} runs, {skipped} already done or kept, {len(todo)} to run "
           f"-> {sweep.folder}", flush=True)

@@ -16,6 +16,7 @@ from transformers import ProgressCallback, TrainerCallback
 
 from peftlab.tasks.metrics import is_better
 from peftlab.runs.rundir import read_jsonl, write_jsonl
+from peftlab.runs import layout
 
 SKIP_KEYS = {"runtime", "samples_per_second", "steps_per_second", "epoch", "model_preparation_time"}
 
@@ -82,7 +83,7 @@ class Recorder(TrainerCallback):
                                      f"lower the learning rate or use fp32")
         if loss is not None and self.is_main:  # the loss so far, for `peftlab ui` to draw while the run runs
             self.loss_log.append(loss_line({**logs, "step": state.global_step, "epoch": state.epoch}))
-            write_jsonl(self.path.parent / "train_log.jsonl", self.loss_log)
+            write_jsonl(self.path.parent / layout.TRAIN_LOG, self.loss_log)
 
     # -- evaluation
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):

@@ -3,6 +3,12 @@ figure writer shared with the report's plots."""
 from __future__ import annotations
 
 from pathlib import Path
+
+import matplotlib
+
+from peftlab.runs import layout
+
+matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 
@@ -24,8 +30,9 @@ def plot_loss(log_history: list[dict], title: str, path: Path) -> None:
 
 
 def save(fig, path: Path) -> None:
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
+    """Write a figure atomically (the run folder's rule: temporary name, then one rename)."""
+    tmp = layout.temporary(path)
     fig.tight_layout()
-    fig.savefig(tmp)
+    fig.savefig(tmp, format="png")
     plt.close(fig)
     tmp.replace(path)

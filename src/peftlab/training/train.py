@@ -30,9 +30,11 @@ from peftlab.models.loading import DTYPES, load_tokenizer, resolve_model
 from peftlab.training.plots import plot_loss
 from peftlab.hardware import cpu_info
 from peftlab.runs.rundir import (HEAD_FILE, WEIGHTS_NOTE, clear_leftovers, read_json, save_model, saved_config_diff,
-    write_json, write_jsonl, write_yaml)
+    write_jsonl, write_yaml)
 from peftlab.tasks.registry import TaskEnv, task_of
 from peftlab.training.callbacks import AdaLoraStep, ExtraSplits, QuietProgress, Recorder, TrackerSummary, loss_line
+from peftlab.runs import layout
+from peftlab.runs.rundir import read_result, write_result
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 REPORT_TO = ("none", "tensorboard", "mlflow")
@@ -147,9 +149,9 @@ def tracker_env(report_to: str, run_dir: Path):
     run several (tests)."""
     values = {}
     if report_to == "tensorboard":
-        values["TENSORBOARD_LOGGING_DIR"] = str((run_dir / "tensorboard").resolve())
+        values["TENSORBOARD_LOGGING_DIR"] = str((run_dir / layout.TENSORBOARD).resolve())
     if report_to == "mlflow" and not os.environ.get("MLFLOW_TRACKING_URI"):
-        values["MLFLOW_TRACKING_URI"] = (run_dir / "mlruns").resolve().as_uri()
+        values["MLFLOW_TRACKING_URI"] = (run_dir / layout.MLRUNS).resolve().as_uri()
         values["MLFLOW_ALLOW_FILE_STORE"] = os.environ.get("MLFLOW_ALLOW_FILE_STORE") or "true"
     before = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
@@ -180,7 +182,7 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool) -> 
     """Refuse to clobber an existing run folder; returns its result when --resume finds it complete."""
     if not run_dir.exists() or overwrite:
         return None
-    old = read_json(run_dir / "result.json", {}) or {}
+    old = read_result(run_dir, {}) or {}
     if not resume:
         raise UserError(f"{run_dir} already exists (status: {old.get('status', 'unknown')}); "
                         f"pass --resume to continue it, --overwrite to start again, or set run_name=")
@@ -199,11 +201,11 @@ def create_run_dir(run_dir: Path, cfg: Config, overwrite: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     for line in clear_leftovers(run_dir):  # a killed earlier attempt of this run
         print(f"peftlab: {run_dir.name}: {line} (left by a stopped earlier attempt)", flush=True)
-    write_yaml(run_dir / "config.yaml", cfg.to_dict())
+    write_yaml(run_dir / layout.CONFIG, cfg.to_dict())
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = [p for p in (run_dir / "checkpoints").glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    ckpts = [p for p in (run_dir / layout.CHECKPOINTS).glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
     return max(ckpts, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
@@ -249,7 +251,7 @@ def build_trainer(cfg: Config, run_dir: Path, model, tokenizer, task, prepared, 
 
     t, e = cfg.train, cfg.eval
     args = TrainingArguments(
-        output_dir=str(run_dir / "checkpoints"), num_train_epochs=t.epochs,
+        output_dir=str(run_dir / layout.CHECKPOINTS), num_train_epochs=t.epochs,
         per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=e.eval_batch_size,
         gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, optim=t.optim, weight_decay=t.weight_decay,
         warmup_steps=t.warmup_ratio, lr_scheduler_type=t.lr_scheduler, max_grad_norm=t.max_grad_norm,
@@ -370,9 +372,9 @@ def train_run(cfg: Config, resume: bool, overwrite: bool) -> dict:
     main = is_main_process()
     head_only = cfg.method.method == "head" and not is_peft(model)
     note = None if is_peft(model) else weights_note(cfg, resolved, model, notes, prepared)
-    weights_dir = run_dir / ("adapter" if is_peft(model) else "head" if head_only else "model")
+    weights_dir = run_dir / (layout.ADAPTER if is_peft(model) else layout.HEAD if head_only else layout.MODEL)
     ckpt = last_checkpoint(run_dir) if resume else None
-    recorder = Recorder(run_dir / "metrics.jsonl", metric, cfg.eval.early_stopping_patience, main,
+    recorder = Recorder(run_dir / layout.METRICS, metric, cfg.eval.early_stopping_patience, main,
                         save_best=lambda m: save_model(m, tokenizer, weights_dir, note, head_only), resume_from=ckpt,
                         select_last=cfg.method.method == "adalora")
     env = TaskEnv(cfg, tokenizer)
@@ -392,7 +394,7 @@ def train_run(cfg: Config, resume: bool, overwrite: bool) -> dict:
     create_run_dir(run_dir, cfg, overwrite)  # the first write to disk
     base = describe_run(cfg, run_dir, metric, params, notes, prepared, encoded)
     if main:
-        write_json(run_dir / "result.json", {"status": "running", **base})
+        write_result(run_dir, {"status": "running", **base})
         print(f"peftlab: {run_dir.name}: {params['trainable_params']:,} of {params['total_params']:,} parameters "
               f"trainable ({params['trainable_pct']:.2f}%), {len(encoded['train'])} train / "
               f"{len(encoded['validation'])} validation examples", flush=True)
@@ -409,22 +411,22 @@ def train_run(cfg: Config, resume: bool, overwrite: bool) -> dict:
                   "optimizer_steps": trainer.state.global_step, "resumed": ckpt is not None,
                   "wall_time_s": round(time.time() - started, 2)}
         if main:  # result.json last: a run is complete only when everything it promises is on disk
-            plot_loss(trainer.state.log_history, f"{run_dir.name}", run_dir / "loss.png")
-            write_jsonl(run_dir / "train_log.jsonl", [loss_line(h) for h in trainer.state.log_history if "loss" in h])
+            plot_loss(trainer.state.log_history, f"{run_dir.name}", run_dir / layout.LOSS_PLOT)
+            write_jsonl(run_dir / layout.TRAIN_LOG, [loss_line(h) for h in trainer.state.log_history if "loss" in h])
             result["timeline"]["finished"] = round(time.time(), 3)  # the run's end: its last file is written now
-            write_json(run_dir / "result.json", result)
+            write_result(run_dir, result)
     except KeyboardInterrupt:
         if main:
-            write_json(run_dir / "result.json", {"status": "interrupted", **base,
+            write_result(run_dir, {"status": "interrupted", **base,
                                                  "error": "interrupted; run again with --resume"})
         raise
     except Exception as exc:  # a full disk included: the reason is recorded, the best weights so far stay
         if main:
-            write_json(run_dir / "result.json", {"status": "failed", **base, "error": f"{type(exc).__name__}: {exc}",
+            write_result(run_dir, {"status": "failed", **base, "error": f"{type(exc).__name__}: {exc}",
                                                  "traceback": traceback.format_exc(limit=8)})
         raise
     if main and not cfg.train.keep_checkpoints:
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        shutil.rmtree(run_dir / layout.CHECKPOINTS, ignore_errors=True)
     return result
 
 
@@ -473,7 +475,7 @@ def finish_predictions(trainer, task, prepared, encoded, run_dir: Path, main: bo
         trainer.compute_metrics = task.build_compute_metrics(prepared, split, env)
         out = trainer.predict(encoded[split], metric_key_prefix=split)
         if main:
-            task.write_predictions(run_dir / f"predictions_{split}.jsonl", prepared, split, out.predictions, env)
+            task.write_predictions(run_dir / layout.predictions_file(split), prepared, split, out.predictions, env)
         if split == "test":
             extra["metrics_test"] = {k[5:]: v for k, v in out.metrics.items() if k.startswith("test_")}
     return extra

@@ -28,6 +28,7 @@ from peftlab.runs.rundir import UnreadableFile, read_text
 from peftlab.ui import folders as F
 from peftlab.ui.compare import comparison
 from peftlab.ui.jobs import Jobs, shipped_recipes
+from peftlab.runs import layout
 
 HERE = Path(__file__).parent
 PLOT_LOCK = threading.Lock()  # pyplot is not thread-safe; plots are drawn one at a time
@@ -82,7 +83,7 @@ def create_app(root: Path, allow: list[Path] = (), hosts: list[str] = ("127.0.0.
         rel = request.path_params["rel"]
         folder, run = await to_thread.run_sync(F.run_at, root, rel)
         path = F.inside(root, rel)
-        config = read_text(path / "config.yaml", fix="") or ""
+        config = read_text(path / layout.CONFIG, fix="") or ""
         result = run.result or {}
         keys = list(dict.fromkeys(k for h in run.history for k in h if k not in ("epoch", "step")))
         return page(request, "run.html", rel=rel, folder=folder, run=run, result=result, config=config,

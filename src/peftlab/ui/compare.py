@@ -10,6 +10,7 @@ from peftlab.report.tables import Run, summarize
 from peftlab.report.evals import is_eval
 from peftlab.runs.rundir import read_json
 from peftlab.ui.folders import run_at
+from peftlab.runs import layout
 
 
 def chosen_runs(root: Path, ids: list[str]) -> tuple[list[Run], list[int]]:
@@ -17,7 +18,7 @@ def chosen_runs(root: Path, ids: list[str]) -> tuple[list[Run], list[int]]:
     picked = [run_at(root, i) for i in dict.fromkeys(ids)]
     folders = {f.rel: f for f, _ in picked}
     epochs = sorted({int(e) for f in folders.values()
-                     for e in (read_json(f.path / "sweep.json", {}) or {}).get("report_epochs") or []})
+                     for e in (read_json(f.path / layout.SWEEP_STATE, {}) or {}).get("report_epochs") or []})
     # across sweeps a group is named sweep/group: lora-r8 of two sweeps are two rows, not one group of seeds
     several = len(folders) > 1
     return [replace(r, group=f"{f.rel}/{r.group}") if several else r for f, r in picked], epochs

@@ -16,6 +16,8 @@ from peftlab.report.tables import Run, collect, mean_std, read_run
 from peftlab.report.evals import is_eval
 from peftlab.runs.rundir import UnreadableFile, read_json, read_jsonl
 from peftlab.sweep.terminal import ScreenLines
+from peftlab.runs import layout
+from peftlab.runs.rundir import read_result
 
 MAX_DEPTH = 4  # RUNS_DIR/study/part/run: deeper folders are not searched
 
@@ -47,7 +49,7 @@ class Folder:
 
 
 def is_run_folder(path: Path) -> bool:
-    return (path / "result.json").is_file() or (path / "config.yaml").is_file()
+    return (path / layout.RESULT).is_file() or (path / layout.CONFIG).is_file()
 
 
 def find_folders(root: Path) -> list[Folder]:
@@ -57,14 +59,14 @@ def find_folders(root: Path) -> list[Folder]:
     out = []
 
     def walk(path: Path, depth: int) -> None:
-        if (path / "sweep.json").is_file():
+        if (path / layout.SWEEP_STATE).is_file():
             out.append(Folder(rel_of(root, path), path, True))
             return
         try:
             children = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
         except OSError:
             return
-        if any((c / "result.json").is_file() for c in children):
+        if any((c / layout.RESULT).is_file() for c in children):
             out.append(Folder(rel_of(root, path) if path != root else ".", path, False))
         if depth < MAX_DEPTH:
             for c in children:
@@ -121,7 +123,8 @@ def all_runs(root: Path) -> tuple[list[dict], list[dict]]:
 def live_pid(folder: Path) -> int | None:
     """The pid of the `peftlab sweep` holding folder/.lock, if that process is alive (its pid is in the
     file; the lock itself is not tested, that could race with a sweep starting)."""
-    text = (folder / ".lock").read_text(encoding="utf-8").strip() if (folder / ".lock").is_file() else ""
+    lock = folder / layout.SWEEP_LOCK
+    text = lock.read_text(encoding="utf-8").strip() if lock.is_file() else ""
     return int(text) if text.isdigit() and is_sweep_process(int(text)) else None
 
 
@@ -153,8 +156,8 @@ def run_at(root: Path, rel: str) -> tuple[Folder, Run]:
         raise Refused(rel)
     parent = path.parent
     folder = Folder(rel_of(root, parent) if parent != root.resolve() else ".", parent,
-                    (parent / "sweep.json").is_file())
-    state = read_json(parent / "sweep.json", None) if folder.is_sweep else None
+                    (parent / layout.SWEEP_STATE).is_file())
+    state = read_json(parent / layout.SWEEP_STATE, None) if folder.is_sweep else None
     entries = state.get("runs", []) if isinstance(state, dict) else []
     entry = next((e for e in entries if e.get("name") == path.name), {"name": path.name})
     return folder, read_run(path, entry)
@@ -256,7 +259,7 @@ def tail(path: Path, n: int = 30, max_bytes: int = 65536) -> list[str]:
 def sweep_folders(root: Path, rel: str) -> list[Folder]:
     """A sweep folder, or a study folder's parts (each its own sweep folder)."""
     path = inside(root, rel)
-    if (path / "sweep.json").is_file():
+    if (path / layout.SWEEP_STATE).is_file():
         return [Folder(rel, path, True)]
     parts = [f for f in find_folders(path) if f.is_sweep]
     if not parts:
@@ -278,14 +281,14 @@ def progress(root: Path, rel: str) -> dict:
     progress with its loss so far and log tail, an ETA from the runs finished so far."""
     parts, runs, current, live = [], [], None, False
     for f in sweep_folders(root, rel):
-        state = read_json(f.path / "sweep.json", {}) or {}
+        state = read_json(f.path / layout.SWEEP_STATE, {}) or {}
         live = live or live_pid(f.path) is not None
         parts.append(f.rel)
         for e in state.get("runs", []):
             run_dir = f.path / e["name"]
             try:
-                result = read_json(run_dir / "result.json", None) or {}
-                history = read_jsonl(run_dir / "metrics.jsonl")
+                result = read_result(run_dir) or {}
+                history = read_jsonl(run_dir / layout.METRICS)
             except UnreadableFile:
                 result, history = {"status": "unreadable"}, []
             status = result.get("status") or e.get("status", "pending")
@@ -301,9 +304,9 @@ def progress(root: Path, rel: str) -> dict:
     if current:
         f, name, run_dir = current
         out["current"] = name
-        out["loss"] = [[h["epoch"], h["loss"]] for h in read_jsonl(run_dir / "train_log.jsonl")
+        out["loss"] = [[h["epoch"], h["loss"]] for h in read_jsonl(run_dir / layout.TRAIN_LOG)
                        if isinstance(h.get("loss"), (int, float)) and "epoch" in h]
-        out["log"] = tail(f.path / "logs" / f"{name}.log")
+        out["log"] = tail(f.path / layout.LOGS / layout.run_log(name))
         out["epoch"] = f"{out['loss'][-1][0]:.2f}" if out["loss"] else "0"
         out["epochs_planned"] = planned_epochs(run_dir)
     out["eta_s"] = eta(out)
@@ -320,7 +323,7 @@ def planned_epochs(run_dir: Path) -> int | None:
     from peftlab.runs.rundir import read_yaml
 
     try:
-        cfg = read_yaml(run_dir / "config.yaml") or {}
+        cfg = read_yaml(run_dir / layout.CONFIG) or {}
     except UnreadableFile:
         return None
     return num((cfg.get("train") or {}).get("epochs"))
@@ -342,7 +345,7 @@ def eta(p: dict) -> float | None:
 def sweep_source(root: Path, rel: str) -> str | None:
     """The sweep file the folder was made from (sweep.json's source), to resume it."""
     folders = sweep_folders(root, rel)
-    state = read_json(folders[0].path / "sweep.json", {}) or {}
+    state = read_json(folders[0].path / layout.SWEEP_STATE, {}) or {}
     return state.get("source")
 
 
