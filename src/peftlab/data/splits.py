@@ -1,0 +1,49 @@
+"""The splits a run trains and evaluates on: files read (one or several, mixed), a validation split
+split off with the seed where no file gives it, max_samples applied."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from peftlab.data.formats import Split, read_records, sample, split_off
+from peftlab.errors import UserError
+
+
+def load_splits(data, seed: int) -> dict[str, Split]:
+    """train / validation (/ test, / extra) splits from a DataConfig: files, seeded split, max_samples."""
+    if not data.train_file:
+        raise UserError("train_file: not set; give the training data file, e.g. train_file: data/train.tsv")
+    from peftlab.data.mixing import check_mix, load_mixed
+
+    check_mix(data)
+    skipped = []  # every file's left-out rows (on_bad_lines: skip)
+
+    def read_file(*args, **kwargs) -> Split:
+        split = read_records(*args, **kwargs)
+        skipped.extend(split.skipped)
+        return split
+
+    read = lambda p, key: read_file(p, key, data.data_format, data.encoding, data.delimiter, data.header,  # noqa: E731
+                                    data.columns, data.on_bad_lines)
+    if isinstance(data.train_file, list):  # several files, mixed
+        train, validation = load_mixed(data, seed, read_file, split_off, sample)
+        validation = read(data.validation_file, "validation_file") if data.validation_file else validation
+    elif data.validation_file:
+        train = read(data.train_file, "train_file")
+        validation = read(data.validation_file, "validation_file")
+    else:
+        train = read(data.train_file, "train_file")
+        by = train.group if data.split_by == "auto" else data.split_by
+        train, validation = split_off(train, data.validation_ratio, seed, by)
+    splits = {"train": sample(train, data.max_samples, seed),
+              "validation": sample(validation, data.max_eval_samples, seed)}
+    if data.test_file:
+        splits["test"] = sample(read(data.test_file, "test_file"), data.max_eval_samples, seed)
+    if data.extra_eval_file:
+        splits["extra"] = sample(read(data.extra_eval_file, "extra_eval_file"), data.max_eval_samples, seed)
+    # every file's left-out rows, recorded with the run (once, if a file is read for two splits)
+    splits["train"].skipped = list({(s["file"], s["line"]): s for s in skipped}.values())
+    return splits
