@@ -1,0 +1,172 @@
+"""The run folder contract: every file name of a run, evaluation, export and sweep folder, written once
+here, and the typed shape of result.json, read and written here alone.
+
+A run folder (`peftlab train`) and an evaluation folder (`peftlab eval`, the same shape with one
+evaluation as "epoch 0") are what every later step reads: the report, reuse by a sweep, export, the
+dashboard. Code names a file through this module (`run_dir / layout.RESULT`), so a renamed file is one
+change and the README's table of the run folder is checked against RUN_FILES (tests/test_layout.py).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, TypedDict
+
+# -- a run or evaluation folder -------------------------------------------------------------------------
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+RESULT = "result.json"
+TRAIN_LOG = "train_log.jsonl"
+LOSS_PLOT = "loss.png"
+CHECKPOINTS = "checkpoints"  # the Trainer's, for --resume; deleted at the end unless keep_checkpoints
+TENSORBOARD = "tensorboard"
+MLRUNS = "mlruns"
+ADAPTER, HEAD, MODEL = "adapter", "head", "model"  # the best weights: one of the three
+WEIGHT_DIRS = (ADAPTER, HEAD, MODEL)
+
+
+def predictions_file(split: str) -> str:
+    """Per-example predictions of one split (validation, test, extra, or a `peftlab predict` name)."""
+    return f"predictions_{split}.jsonl"
+
+
+# -- inside a weights folder (head/, model/) or an export ------------------------------------------------
+HEAD_WEIGHTS = "head.safetensors"  # the head method's trained parameters alone
+WEIGHTS_NOTE = "peftlab_weights.json"  # how to load head/ or model/ with plain transformers
+LOADER_README = "README.md"
+EXPORT_NOTE = "peftlab.json"  # a `peftlab export` folder: what it was exported from, merged or not
+
+
+def merged_export(run_name: str) -> str:
+    """`peftlab export RUN --merge`'s folder, beside the run (a sweep's rows: under EXPORTS)."""
+    return f"{run_name}-merged"
+
+
+def adapter_export(run_name: str) -> str:
+    """`peftlab export RUN --adapter-only`'s folder, beside the run."""
+    return f"{run_name}-saved_model"
+
+
+def gguf_file(kind: str) -> str:
+    """A GGUF file of an export folder (f16, bf16, q8_0, q4_0, q4_k_m)."""
+    return f"model-{kind}.gguf"
+
+# -- a sweep folder (`peftlab sweep`) and a study folder -------------------------------------------------
+SWEEP_STATE = "sweep.json"  # the plan and each run's status
+SWEEP_COPY = "sweep.yaml"  # the sweep file as it was run
+SWEEP_LOCK = ".lock"
+LOGS, CONFIGS, EXPORTS, REPORT = "logs", "configs", "exports", "report"
+STUDY_STATE = "study.json"
+SWEEP_FOLDERS = (LOGS, CONFIGS, EXPORTS, REPORT)  # the sweep's own folders beside its run folders
+
+
+def run_log(run_name: str) -> str:
+    """A sweep run's console output, under LOGS."""
+    return f"{run_name}.log"
+
+
+def run_config(run_name: str) -> str:
+    """The config a sweep hands its run, under CONFIGS."""
+    return f"{run_name}.yaml"
+
+
+# -- a report folder (REPORT of a sweep, or a study's report.md) ------------------------------------------
+REPORT_MD, REPORT_CSV, REPORT_JSON, REPORT_HTML = "report.md", "report.csv", "report.json", "report.html"
+PLOT_LOSSES, PLOT_METRIC, PLOT_PARETO = "loss_curves.png", "metric_per_epoch.png", "pareto.png"
+
+
+def predict_answers(name: str) -> str:
+    """`peftlab predict`: one answer per line, as the users' result_QQP.txt."""
+    return f"result_{name}.txt"
+
+
+# -- atomic writes: one temporary naming rule, known to runs.rundir.clear_leftovers --------------------------
+TMP, OLD = "tmp", "old"
+
+
+def temporary(final: Path, kind: str = TMP, pid: int | None = None) -> Path:
+    """Where a file or folder is built before its one rename into `final` (kind tmp), or where the older
+    copy waits while it is replaced (kind old): `.NAME.KIND-PID`, hidden, and owned by one process so two
+    writers never share one and a cleaner can tell a dead writer's leftovers from a live one's."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.{kind}-{os.getpid() if pid is None else pid}")
+
+
+def parse_temporary(name: str) -> tuple[str, str, int] | None:
+    """(final name, kind, pid) of a name made by temporary(); None for any other name."""
+    if not name.startswith("."):
+        return None
+    stem, _, pid = name.rpartition("-")
+    final, dot, kind = stem[1:].rpartition(".")
+    if not (dot and final and kind in (TMP, OLD) and pid.isdigit()):
+        return None
+    return final, kind, int(pid)
+
+
+# -- result.json -----------------------------------------------------------------------------------------
+class Result(TypedDict, total=False):
+    """result.json of a run (kind absent) or an evaluation (kind "eval"). The report, reuse and the
+    dashboard rely on these keys; a run writes more (timeline, throughput, precision, notes ...)."""
+    status: str  # running | completed | failed | interrupted
+    kind: str  # "eval" for an evaluation folder
+    run_name: str
+    task: str
+    model: str
+    method: str | None
+    metric_for_best: str
+    best_epoch: int | None
+    epochs_run: int
+    metrics_epoch0: dict[str, Any] | None
+    metrics_best: dict[str, Any] | None
+    metrics_last: dict[str, Any] | None
+    metrics_test: dict[str, Any]
+    time_per_epoch_s: float | None
+    trainable_params: int
+    trainable_pct: float
+    total_params: int | None
+    peak_memory_mb: float
+    adapter_size_mb: float | None
+    labels: list[str] | None
+    versions: dict[str, str]
+    git_hash: str | None
+    finished_at: str
+    error: str
+
+
+STATUSES = ("running", "completed", "failed", "interrupted")
+# what a completed result must hold for a report row: one that lacks any was cut short or edited
+COMPLETED_KEYS = ("metric_for_best", "method", "trainable_params", "trainable_pct", "total_params", "metrics_best")
+
+
+def missing_keys(result: Result) -> list[str]:
+    """The COMPLETED_KEYS a completed result lacks."""
+    return [k for k in COMPLETED_KEYS if k not in result] if result.get("status") == "completed" else []
+
+
+# -- the README's table of the run folder, checked against this module by tests/test_layout.py -----------
+RUN_FILES = (
+    (f"`{CONFIG}`", "the fully resolved config"),
+    (f"`{METRICS}`", "one line per evaluation, epoch 0 (before any update) first: loss, accuracy, precision, "
+     "recall, F1 (binary on label 1 for two classes, else macro), macro P/R/F1, MCC, train loss, train time of "
+     "the epoch"),
+    (f"`{RESULT}`", "status (`running`/`completed`/`failed`/`interrupted`), best epoch, metrics at epoch 0 / "
+     "best / last (and test), time per epoch, train tokens/s and samples/s, peak memory (CUDA max allocated on "
+     "a GPU, process peak RSS on CPU), trainable/total params and %, adapter size, labels, library versions, "
+     "git hash"),
+    (f"`{ADAPTER}/`, `{HEAD}/` or `{MODEL}/`", "the best epoch's weights + tokenizer: a peft adapter "
+     f"(`save_pretrained`), the trained head alone (`head` method: `{HEAD_WEIGHTS}` on the base it names), or "
+     f"the whole model; `{HEAD}/` and `{MODEL}/` carry a {LOADER_README} and `{WEIGHTS_NOTE}` saying how to "
+     "load them with plain transformers, pooling included"),
+    (f"`{predictions_file('validation')}`", "per example, from the best weights: for classification text, gold "
+     "label, predicted label and probabilities (each task writes its own: tags per word, answer spans, "
+     f"generated text, ranked options); `{predictions_file('extra')}` for `extra_eval_file`"),
+    (f"`{LOSS_PLOT}`", "training and evaluation loss curves"),
+    (f"`{TRAIN_LOG}`", "training loss and learning rate per logging step (the sweep report's loss curves)"),
+    (f"`{TENSORBOARD}/`, `{MLRUNS}/`", "with `report_to: tensorboard` / `mlflow` only: the tracker's copy of "
+     "the logs (below)"),
+)
+
+
+def run_files_table() -> str:
+    """RUN_FILES as the README's markdown table."""
+    return "\n".join(["| file | content |", "|---|---|"] + [f"| {name} | {what} |" for name, what in RUN_FILES])
