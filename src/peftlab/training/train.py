@@ -25,7 +25,7 @@ from peftlab.data.splits import load_splits
 from peftlab.data.formats import skipped_lines
 from peftlab.runs.measure import count_parameters, git_hash, library_versions, peak_memory, weights_size_mb
 from peftlab.data.mixing import record_mix
-from peftlab.models.methods import USES_RANK, MethodContext, apply_method, check_method_settings, is_peft
+from peftlab.models.methods import MethodContext, apply_method, check_method_settings, is_peft, method_of
 from peftlab.models.loading import DTYPES, load_tokenizer, resolve_model
 from peftlab.training.plots import plot_loss
 from peftlab.hardware import cpu_info
@@ -48,7 +48,7 @@ def world_size() -> int:
 
 def default_run_name(cfg: Config) -> str:
     model = Path(cfg.model.model).stem if ("/" in cfg.model.model or cfg.model.model.endswith(".gguf")) else cfg.model.model
-    rank = f"-r{cfg.method.lora_rank}" if cfg.method.method in USES_RANK else ""
+    rank = f"-r{cfg.method.lora_rank}" if method_of(cfg.method.method).uses_rank else ""
     name = f"{cfg.task.task}-{model}-{cfg.method.method}{rank}-s{cfg.train.seed}"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
@@ -368,18 +368,19 @@ def train_run(cfg: Config, resume: bool, overwrite: bool) -> dict:
     params = count_parameters(model)
 
     main = is_main_process()
-    head_only = cfg.method.method == "head" and not is_peft(model)
+    method = method_of(cfg.method.method)
+    head_only = method.head_only and not is_peft(model)
     note = None if is_peft(model) else weights_note(cfg, resolved, model, notes, prepared)
     weights_dir = run_dir / ("adapter" if is_peft(model) else "head" if head_only else "model")
     ckpt = last_checkpoint(run_dir) if resume else None
     recorder = Recorder(run_dir / "metrics.jsonl", metric, cfg.eval.early_stopping_patience, main,
                         save_best=lambda m: save_model(m, tokenizer, weights_dir, note, head_only), resume_from=ckpt,
-                        select_last=cfg.method.method == "adalora")
+                        select_last=method.prunes_ranks)
     env = TaskEnv(cfg, tokenizer)
     # splits besides train/validation/test are scored with every validation evaluation (before the Recorder)
     more = {s: d for s, d in encoded.items() if s not in ("train", "validation", "test")}
     callbacks = [ExtraSplits(env, more, lambda s: task.build_compute_metrics(prepared, s, env))] if more else []
-    callbacks += [recorder] + ([AdaLoraStep()] if cfg.method.method == "adalora" else [])
+    callbacks += [recorder] + ([AdaLoraStep()] if method.prunes_ranks else [])
     trainer = build_trainer(cfg, run_dir, model, tokenizer, task, prepared, encoded, callbacks, env)
     add_tracker_summary(trainer, recorder)
     if trainer.peftlab_lm_loss:
@@ -457,7 +458,7 @@ def timeline(recorder) -> dict:
 
 def describe_run(cfg: Config, run_dir: Path, metric: str, params: dict, notes: dict, prepared, encoded) -> dict:
     """The result.json fields known before training starts."""
-    rule = "last epoch (AdaLoRA prunes ranks until the end)" if cfg.method.method == "adalora" else (
+    rule = "last epoch (AdaLoRA prunes ranks until the end)" if method_of(cfg.method.method).prunes_ranks else (
         "min" if metric == "loss" else "max")
     return {"run_name": run_dir.name, "task": cfg.task.task, "model": cfg.model.model, "method": cfg.method.method,
             "metric_for_best": metric, "best_epoch_rule": rule, **params, **notes,
