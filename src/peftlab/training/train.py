@@ -31,7 +31,8 @@ from peftlab.training.plots import plot_loss
 from peftlab.hardware import cpu_info
 from peftlab.runs.rundir import (HEAD_FILE, WEIGHTS_NOTE, clear_leftovers, read_json, save_model, saved_config_diff,
     write_json, write_jsonl, write_yaml)
-from peftlab.tasks.registry import TaskEnv, task_of
+from peftlab.tasks.contract import TaskEnv, read_hook
+from peftlab.tasks.registry import task_of
 from peftlab.training.callbacks import AdaLoraStep, ExtraSplits, QuietProgress, Recorder, TrackerSummary, loss_line
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -230,7 +231,7 @@ def trainer_class(cfg: Config, task, model):
 
     from peftlab.training.loss import answer_loss, supports
 
-    if not getattr(task, "LM_LOSS", False):
+    if not read_hook(task, "LM_LOSS"):
         return Trainer, None
     why_not = supports(model) if cfg.train.chunked_loss else "chunked_loss: false"
     if why_not:
@@ -258,13 +259,13 @@ def build_trainer(cfg: Config, run_dir: Path, model, tokenizer, task, prepared, 
         gradient_checkpointing=t.gradient_checkpointing, include_num_input_tokens_seen="non_padding",
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         ddp_backend="gloo" if world_size() > 1 and not torch.cuda.is_available() else None, dataloader_num_workers=0,
-        label_names=list(getattr(task, "LABEL_NAMES", ["labels"])), log_level="warning", disable_tqdm=False,
+        label_names=list(read_hook(task, "LABEL_NAMES")), log_level="warning", disable_tqdm=False,
         **precision_flags(t.precision))
     cls, lm_loss = trainer_class(cfg, task, model)
     trainer = cls(model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded["validation"],
                       data_collator=task.build_collator(tokenizer, cfg), processing_class=tokenizer,
                       compute_metrics=task.build_compute_metrics(prepared, "validation", env), callbacks=callbacks,
-                      preprocess_logits_for_metrics=getattr(task, "preprocess_logits", None))
+                      preprocess_logits_for_metrics=read_hook(task, "preprocess_logits"))
     env.trainer = trainer
     trainer.peftlab_lm_loss = lm_loss
     # A per-example mean loss (classification heads) must not be rescaled by token counts across
