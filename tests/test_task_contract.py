@@ -23,8 +23,7 @@ READERS = ("training", "inference", "export", "sweep", "report", "ui", "cli.py")
 
 
 def registered() -> list[ModuleType]:
-    modules = [*registry.TASKS.values(), *registry.CLASSIFY_BY.values(), registry.mc_generate]
-    return list(dict.fromkeys(modules))
+    return list(dict.fromkeys(registry.WAYS.values()))
 
 
 def constants_of(protocol) -> dict[str, object]:
