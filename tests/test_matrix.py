@@ -19,7 +19,7 @@ from conftest import FILL, NEG, POS, save_tiny_model, sentence
 from peftlab.cli import main
 from peftlab.config.settings import load_config
 from peftlab.errors import UserError
-from peftlab.models.methods import METHODS, PROMPT_METHODS
+from peftlab.models.methods import METHODS
 from peftlab.report.tables import BOOKKEEPING
 from peftlab.training.train import run
 from test_multiple_choice import polarity_questions
@@ -35,13 +35,13 @@ def refusal(model: str, way: str, method: str) -> str | None:
     """The reason a cell is refused (a pattern of its message), in the order the checks run; None = it trains."""
     if method == "head" and way in LIKELIHOOD_WAYS:
         return "trains only a task head, and likelihood scoring has none"
-    if way in ("mc-likelihood", "mc-classifier") and method in PROMPT_METHODS:  # generate's rows are 2-D
+    if way in ("mc-likelihood", "mc-classifier") and METHODS[method].prompt:  # generate's rows are 2-D
         return "prepends virtual tokens to 2-D inputs"
     if model == "bert" and way in CAUSAL_WAYS:  # BertLMHeadModel attends both ways: it would read the answer
         return "is not causal"
     if method == "prefix-tuning":  # transformers 5 models take `cache`, not the past_key_values peft feeds
         return "takes no `past_key_values`"
-    if way == "qa" and method in PROMPT_METHODS:
+    if way == "qa" and METHODS[method].prompt:
         return "start/end logits no longer line up"
     return None
 

@@ -9,7 +9,6 @@ print rows, label distribution and token-length percentiles (from the task's own
 """
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import json

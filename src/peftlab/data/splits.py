@@ -2,12 +2,6 @@
 split off with the seed where no file gives it, max_samples applied."""
 from __future__ import annotations
 
-import csv
-import io
-import json
-import random
-from dataclasses import dataclass, field
-from pathlib import Path
 from peftlab.data.formats import Split, read_records, sample, split_off
 from peftlab.errors import UserError
 

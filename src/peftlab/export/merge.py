@@ -20,8 +20,7 @@ from peftlab.inference.session import Session, open_session, read_source
 from peftlab.runs import layout
 from peftlab.runs.rundir import MEAN_POOLING_NOTE, read_result, write_folder, write_json, write_text, write_yaml
 from peftlab.models.loading import auto_class_of
-
-PROMPT_LEARNING = ("prompt-tuning", "p-tuning", "prefix-tuning")
+from peftlab.models.methods import is_peft, method_of
 
 
 def loader_note(note: dict) -> str:
@@ -56,10 +55,8 @@ def describe(session: Session, merged: bool) -> dict:
 
 def write_merged(session: Session, out: Path) -> str:
     """The merged model (or, for prompt learning, the adapter) + tokenizer + peftlab.json + config.yaml."""
-    from peftlab.models.methods import is_peft
-
     model, method = session.model, session.source.result.get("method")
-    merged = not (is_peft(model) and method in PROMPT_LEARNING)
+    merged = not is_peft(model) or method_of(method).can_merge
     if is_peft(model) and merged:
         model = model.merge_and_unload()
     note = describe(session, merged)
@@ -103,7 +100,7 @@ def run_export(run: str, out: str = "", merge: bool = False, adapter_only: bool 
     if source.kind != "run":
         raise UserError(f"export: {run} is not a run folder (one written by `peftlab train`, with result.json)")
     types = [t.strip().lower() for t in gguf.split(",") if t.strip()]
-    if types and source.result.get("method") in PROMPT_LEARNING:
+    if types and not method_of(source.result.get("method")).can_merge:
         raise UserError(f"--gguf: a {source.result['method']} run has no merged weights to convert (its virtual "
                         f"tokens are inputs); GGUF export needs a weight method such as lora or full")
     if types:

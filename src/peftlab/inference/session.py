@@ -26,7 +26,8 @@ from peftlab.data.formats import Split
 from peftlab.models.loading import ResolvedModel, load_tokenizer, resolve_model
 from peftlab.runs.rundir import read_json
 from peftlab.tasks.shots import apply_shots
-from peftlab.tasks.registry import TaskEnv, task_of
+from peftlab.tasks.contract import TaskEnv
+from peftlab.tasks.registry import task_of
 from peftlab.training.callbacks import SKIP_KEYS
 from peftlab.data.splits import load_splits
 from peftlab.inference.tokens import count_tokens

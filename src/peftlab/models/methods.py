@@ -1,10 +1,13 @@
 """Tuning methods, one table. PEFT methods are thin functions over the `peft` library;
 `full`, `head` and `freeze` are requires_grad rules. Task heads are always trained (and saved
-with the adapter through peft's modules_to_save)."""
+with the adapter through peft's modules_to_save). Each row also says what the rest of peftlab must
+know about its method (which settings apply, whether it has virtual tokens, what export can do with
+it), so a new method is one row and no code elsewhere compares method names."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import Callable
 
 from torch import nn
 
@@ -191,23 +194,60 @@ def check_accepts_cache(model: nn.Module, task_type: str) -> None:
                         f"past_key_values); use {instead} instead")
 
 
-METHODS = {
-    "full": apply_full,
-    "head": apply_head,
-    "freeze": apply_freeze,
-    "lora": apply_lora,
-    "dora": partial(apply_lora, use_dora=True),
-    "rslora": partial(apply_lora, use_rslora=True),
-    "adalora": apply_adalora,
-    "ia3": partial(apply_adapter, kind="ia3"),
-    "loha": partial(apply_adapter, kind="loha"),
-    "lokr": partial(apply_adapter, kind="lokr"),
-    "prompt-tuning": partial(apply_prompt, kind="prompt-tuning"),
-    "p-tuning": partial(apply_prompt, kind="p-tuning"),
-    "prefix-tuning": partial(apply_prompt, kind="prefix-tuning"),
-}
-USES_RANK = {"lora", "dora", "rslora", "adalora", "loha", "lokr"}
-PROMPT_METHODS = ("prompt-tuning", "p-tuning", "prefix-tuning")  # virtual tokens: num_virtual_tokens applies
+@dataclass(frozen=True)
+class Method:
+    """A tuning method: how to apply it, and what it implies for the run, the tasks and export.
+
+    uses_rank        lora_rank, lora_alpha and lora_dropout apply (and the run's name says -r<rank>)
+    prompt           virtual tokens instead of weights: num_virtual_tokens applies, nothing to merge
+    prepends_tokens  peft puts the virtual tokens before the input, so per-token outputs shift by
+                     num_virtual_tokens (prefix tuning feeds its tokens as past_key_values instead)
+    head_only        trains the task head alone: saved alone; ways without a head refuse it
+    prunes_ranks     AdaLoRA: ranks are re-allocated after every optimizer step until the end, so the
+                     Trainer asks for that each step and the last epoch's weights are the ones kept
+    """
+    name: str
+    apply: Callable  # (model, method settings, MethodContext) -> the model to train
+    uses_rank: bool = False
+    prompt: bool = False
+    prepends_tokens: bool = False
+    head_only: bool = False
+    prunes_ranks: bool = False
+
+    @property
+    def can_merge(self) -> bool:
+        """Whether export can fold the method into the base weights (and so convert them to GGUF): a prompt
+        method's virtual tokens are inputs, not weights."""
+        return not self.prompt
+
+
+def refuse_unknown(model, m, ctx):
+    """The apply of a name no row has: what the user typed, refused with the closest names."""
+    check_method(m.method)
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("full", apply_full),
+    Method("head", apply_head, head_only=True),
+    Method("freeze", apply_freeze),
+    Method("lora", apply_lora, uses_rank=True),
+    Method("dora", partial(apply_lora, use_dora=True), uses_rank=True),
+    Method("rslora", partial(apply_lora, use_rslora=True), uses_rank=True),
+    Method("adalora", apply_adalora, uses_rank=True, prunes_ranks=True),
+    Method("ia3", partial(apply_adapter, kind="ia3")),
+    Method("loha", partial(apply_adapter, kind="loha"), uses_rank=True),
+    Method("lokr", partial(apply_adapter, kind="lokr"), uses_rank=True),
+    Method("prompt-tuning", partial(apply_prompt, kind="prompt-tuning"), prompt=True, prepends_tokens=True),
+    Method("p-tuning", partial(apply_prompt, kind="p-tuning"), prompt=True, prepends_tokens=True),
+    Method("prefix-tuning", partial(apply_prompt, kind="prefix-tuning"), prompt=True),
+)}
+
+
+def method_of(name: str) -> Method:
+    """The row of a method name. A name no row has gets a row with no capabilities, not an error: what
+    only asks what a method implies (a run's name, a task's checks, export) may run before the name is
+    checked, and check_method refuses it, with its suggestions, where the method is checked or applied."""
+    return METHODS.get(name) or Method(name, refuse_unknown)
 
 
 def check_method(name: str) -> None:
@@ -219,13 +259,14 @@ def check_method_settings(m) -> None:
     """The method section's numbers that peft would refuse with a traceback, or take and train nothing
     (lora_alpha 0 scales the adapter to zero), checked only for the method that uses them."""
     check_method(m.method)
-    ints = {"lora_rank": 1, "lora_alpha": 1} if m.method in USES_RANK else {}
-    if m.method in PROMPT_METHODS:
+    method = METHODS[m.method]
+    ints = {"lora_rank": 1, "lora_alpha": 1} if method.uses_rank else {}
+    if method.prompt:
         ints = {"num_virtual_tokens": 1, "encoder_hidden_size": 1}
     for key, low in ints.items():
         if getattr(m, key) < low:
             raise UserError(f"{key}: must be at least {low}, got {getattr(m, key)} (method {m.method})")
-    if m.method in USES_RANK and not 0 <= m.lora_dropout < 1:
+    if method.uses_rank and not 0 <= m.lora_dropout < 1:
         raise UserError(f"lora_dropout: {m.lora_dropout} must be at least 0 and below 1")
     if any(int(i) < 0 for i in m.layers_to_transform):
         raise UserError(f"layers_to_transform: layer indices start at 0, got {list(m.layers_to_transform)}")
@@ -234,7 +275,7 @@ def check_method_settings(m) -> None:
 def apply_method(model: nn.Module, m, ctx: MethodContext) -> nn.Module:
     """Apply config section `method` to the model; returns the (possibly peft-wrapped) model."""
     check_method(m.method)
-    return METHODS[m.method](model, m, ctx)
+    return METHODS[m.method].apply(model, m, ctx)
 
 
 def is_peft(model) -> bool:

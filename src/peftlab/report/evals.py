@@ -34,6 +34,7 @@ def what_of(result: dict) -> str:
 
 def evaluation_rows(runs) -> dict | None:
     """Header and rows of the after-training table, or None when no evaluation folder is there."""
+    from peftlab.tasks.contract import read_hook
     from peftlab.tasks.registry import TASKS
 
     evals = [r for r in runs if r.status == "completed" and is_eval(r.result)]
@@ -42,7 +43,7 @@ def evaluation_rows(runs) -> dict | None:
     trained = [r for r in runs if r.status == "completed" and r.result and not is_eval(r.result)]
     first = evals[0].result
     task = TASKS.get(first.get("task"))
-    cols = eval_columns(evals, first.get("metric_for_best", ""), tuple(getattr(task, "REPORT_METRICS", ())))
+    cols = eval_columns(evals, first.get("metric_for_best", ""), tuple(read_hook(task, "REPORT_METRICS")))
     header = ["row", "model", "split", "n"] + cols + HEADER_COSTS
     rows = []
     for r in trained + evals:

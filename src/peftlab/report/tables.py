@@ -139,21 +139,23 @@ def groups_of(runs: list[Run]) -> list[Group]:
 def validation_note(result: dict) -> str:
     """What the best-epoch numbers are: scores of the split the epoch was chosen on (so they lean
     optimistic, as any selection does), plus the task's own caveat (REPORT_NOTE), e.g. QA's threshold."""
+    from peftlab.tasks.contract import read_hook
     from peftlab.tasks.registry import TASKS
 
     note = ("Best-epoch scores are the validation split's, the split that chose the epoch, so they lean "
             "optimistic; a test_file is scored once with the chosen weights (metrics_test in result.json).")
     task = TASKS.get(result.get("task"))
-    extra = getattr(task, "REPORT_NOTE", "")
+    extra = read_hook(task, "REPORT_NOTE")
     return f"{note} {extra}" if extra and "null_threshold" in (result.get("metrics_best") or {}) else note
 
 
 def metric_columns(groups: list[Group], metric: str) -> list[str]:
     """The main metric first, then the task's report metrics, then other numeric metrics (up to 6)."""
+    from peftlab.tasks.contract import read_hook
     from peftlab.tasks.registry import TASKS
 
     task = TASKS.get(groups[0].first.get("task"))
-    preferred = list(getattr(task, "REPORT_METRICS", ()))
+    preferred = list(read_hook(task, "REPORT_METRICS"))
     seen = [k for g in groups for k, v in (g.first.get("metrics_best") or {}).items()
             if isinstance(v, (int, float)) and k not in BOOKKEEPING]
     cols = [metric] + [k for k in preferred if k in seen] + ([] if preferred else seen)

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from peftlab.errors import UserError
+from peftlab.models.methods import method_of
 
 NORMS = ("none", "tokens", "chars")
-PROMPT_METHODS = ("prompt-tuning", "p-tuning", "prefix-tuning")
 
 
 @dataclass
@@ -133,10 +133,10 @@ def collate(tokenizer):
 def check_method(cfg, three_d: bool, head: bool) -> None:
     """Methods that cannot work here, refused before the run starts."""
     method = cfg.method.method
-    if method == "head" and not head:
+    if method_of(method).head_only and not head:
         raise UserError("method: 'head' trains only a task head, and likelihood scoring has none; "
                         "use lora (or another adapter), freeze or full")
-    if method in PROMPT_METHODS and three_d:
+    if method_of(method).prompt and three_d:
         raise UserError(f"method: '{method}' prepends virtual tokens to 2-D inputs, but each example here is "
                         f"one sequence per option; use lora (or another adapter), freeze or full")
 

@@ -18,6 +18,7 @@ import numpy as np
 from peftlab.errors import UserError
 from peftlab.data.formats import Split, detect_format
 from peftlab.models.loading import load_for_token_classification
+from peftlab.models.methods import method_of
 from peftlab.runs.rundir import write_jsonl
 
 TASK_TYPE = "TOKEN_CLS"
@@ -25,7 +26,6 @@ TOKEN_LEVEL_LOSS = False  # the head's loss is a mean over the batch's labelled 
 DEFAULT_METRIC = "f1"
 METRICS = ("f1", "precision", "recall", "f1_strict", "precision_strict", "recall_strict", "f1_macro", "accuracy",
            "loss")
-PROMPT_METHODS = ("prompt-tuning", "p-tuning")  # peft puts virtual tokens before the input
 IGNORE = -100
 
 
@@ -199,7 +199,7 @@ def build_collator(tokenizer, cfg):
     from transformers import DataCollatorForTokenClassification
 
     collate = DataCollatorForTokenClassification(tokenizer)
-    if cfg.method.method not in PROMPT_METHODS:
+    if not method_of(cfg.method.method).prepends_tokens:
         return collate
     n = cfg.method.num_virtual_tokens
 

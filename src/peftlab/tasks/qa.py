@@ -21,6 +21,7 @@ from scipy.special import softmax
 from peftlab.errors import UserError
 from peftlab.data.formats import Split
 from peftlab.models.loading import load_pretrained
+from peftlab.models.methods import method_of
 from peftlab.runs.rundir import write_jsonl
 from peftlab.tasks.squad_metrics import aggregate, best_threshold, score
 
@@ -195,7 +196,7 @@ def build_model(resolved, prepared: Prepared, cfg, tokenizer):
     from transformers import AutoModelForQuestionAnswering
 
     method = cfg.method.method
-    if method in ("prompt-tuning", "p-tuning"):
+    if method_of(method).prepends_tokens:
         raise UserError(f"method: {method} prepends virtual tokens, so peft's question-answering start/end logits "
                         f"no longer line up with the input tokens; use lora, dora, ia3 or full")
     model = load_pretrained(AutoModelForQuestionAnswering, resolved, cfg.model.dtype, cfg.model.trust_remote_code,

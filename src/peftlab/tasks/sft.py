@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from peftlab.errors import UserError
+from peftlab.models.methods import method_of
 from peftlab.tasks.metrics import compute_generation
 from peftlab.models.loading import load_causal_lm
 from peftlab.runs.rundir import write_jsonl
@@ -27,7 +28,6 @@ TOKEN_LEVEL_LOSS = True  # the model returns a token-level LM loss; the Trainer 
 LM_LOSS = True  # next-token loss over `labels`: peftlab.loss computes it from the answer tokens (train.chunked_loss)
 DEFAULT_METRIC = "rougeL"
 METRICS = ("rougeL", "rouge1", "rouge2", "bleu4", "bleu4_corpus", "exact_match", "loss")
-PROMPT_METHODS = ("prompt-tuning", "p-tuning", "prefix-tuning")
 
 
 class Examples(list):
@@ -50,7 +50,7 @@ def check_settings(cfg) -> None:
     check_template(cfg.task.template)
     if cfg.eval.max_new_tokens < 1:
         raise UserError(f"max_new_tokens: must be at least 1, got {cfg.eval.max_new_tokens}")
-    if cfg.task.packing and cfg.method.method in PROMPT_METHODS:
+    if cfg.task.packing and method_of(cfg.method.method).prompt:
         raise UserError(f"packing: not with {cfg.method.method} (its virtual tokens go before each row, and a "
                         f"packed row holds several examples); set packing: false")
 

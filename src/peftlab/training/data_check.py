@@ -40,8 +40,10 @@ def example_length(ids: list) -> int:
 def label_ids(task, prepared, split: str, enc) -> list:
     """The encoded labels that index prepared.labels; a task whose `labels` are an answer's token ids
     (classify_by generate) names each example's label index through its own label_indices()."""
-    if hasattr(task, "label_indices"):
-        return task.label_indices(prepared, split)
+    from peftlab.tasks.contract import read_hook
+
+    if label_indices := read_hook(task, "label_indices"):
+        return label_indices(prepared, split)
     return enc["labels"] if "labels" in enc.column_names else []
 
 

@@ -25,13 +25,14 @@ from peftlab.data.splits import load_splits
 from peftlab.data.formats import skipped_lines
 from peftlab.runs.measure import count_parameters, git_hash, library_versions, peak_memory, weights_size_mb
 from peftlab.data.mixing import record_mix
-from peftlab.models.methods import USES_RANK, MethodContext, apply_method, check_method_settings, is_peft
+from peftlab.models.methods import MethodContext, apply_method, check_method_settings, is_peft, method_of
 from peftlab.models.loading import DTYPES, load_tokenizer, resolve_model
 from peftlab.training.plots import plot_loss
 from peftlab.hardware import cpu_info
 from peftlab.runs.rundir import (HEAD_FILE, WEIGHTS_NOTE, clear_leftovers, read_json, save_model, saved_config_diff,
     write_jsonl, write_yaml)
-from peftlab.tasks.registry import TaskEnv, task_of
+from peftlab.tasks.contract import TaskEnv, read_hook
+from peftlab.tasks.registry import task_of
 from peftlab.training.callbacks import AdaLoraStep, ExtraSplits, QuietProgress, Recorder, TrackerSummary, loss_line
 from peftlab.runs import layout
 from peftlab.runs.rundir import read_result, write_result
@@ -50,7 +51,7 @@ def world_size() -> int:
 
 def default_run_name(cfg: Config) -> str:
     model = Path(cfg.model.model).stem if ("/" in cfg.model.model or cfg.model.model.endswith(".gguf")) else cfg.model.model
-    rank = f"-r{cfg.method.lora_rank}" if cfg.method.method in USES_RANK else ""
+    rank = f"-r{cfg.method.lora_rank}" if method_of(cfg.method.method).uses_rank else ""
     name = f"{cfg.task.task}-{model}-{cfg.method.method}{rank}-s{cfg.train.seed}"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
@@ -232,7 +233,7 @@ def trainer_class(cfg: Config, task, model):
 
     from peftlab.training.loss import answer_loss, supports
 
-    if not getattr(task, "LM_LOSS", False):
+    if not read_hook(task, "LM_LOSS"):
         return Trainer, None
     why_not = supports(model) if cfg.train.chunked_loss else "chunked_loss: false"
     if why_not:
@@ -260,13 +261,13 @@ def build_trainer(cfg: Config, run_dir: Path, model, tokenizer, task, prepared, 
         gradient_checkpointing=t.gradient_checkpointing, include_num_input_tokens_seen="non_padding",
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         ddp_backend="gloo" if world_size() > 1 and not torch.cuda.is_available() else None, dataloader_num_workers=0,
-        label_names=list(getattr(task, "LABEL_NAMES", ["labels"])), log_level="warning", disable_tqdm=False,
+        label_names=list(read_hook(task, "LABEL_NAMES")), log_level="warning", disable_tqdm=False,
         **precision_flags(t.precision))
     cls, lm_loss = trainer_class(cfg, task, model)
     trainer = cls(model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded["validation"],
                       data_collator=task.build_collator(tokenizer, cfg), processing_class=tokenizer,
                       compute_metrics=task.build_compute_metrics(prepared, "validation", env), callbacks=callbacks,
-                      preprocess_logits_for_metrics=getattr(task, "preprocess_logits", None))
+                      preprocess_logits_for_metrics=read_hook(task, "preprocess_logits"))
     env.trainer = trainer
     trainer.peftlab_lm_loss = lm_loss
     # A per-example mean loss (classification heads) must not be rescaled by token counts across
@@ -370,18 +371,19 @@ def train_run(cfg: Config, resume: bool, overwrite: bool) -> dict:
     params = count_parameters(model)
 
     main = is_main_process()
-    head_only = cfg.method.method == "head" and not is_peft(model)
+    method = method_of(cfg.method.method)
+    head_only = method.head_only and not is_peft(model)
     note = None if is_peft(model) else weights_note(cfg, resolved, model, notes, prepared)
     weights_dir = run_dir / (layout.ADAPTER if is_peft(model) else layout.HEAD if head_only else layout.MODEL)
     ckpt = last_checkpoint(run_dir) if resume else None
     recorder = Recorder(run_dir / layout.METRICS, metric, cfg.eval.early_stopping_patience, main,
                         save_best=lambda m: save_model(m, tokenizer, weights_dir, note, head_only), resume_from=ckpt,
-                        select_last=cfg.method.method == "adalora")
+                        select_last=method.prunes_ranks)
     env = TaskEnv(cfg, tokenizer)
     # splits besides train/validation/test are scored with every validation evaluation (before the Recorder)
     more = {s: d for s, d in encoded.items() if s not in ("train", "validation", "test")}
     callbacks = [ExtraSplits(env, more, lambda s: task.build_compute_metrics(prepared, s, env))] if more else []
-    callbacks += [recorder] + ([AdaLoraStep()] if cfg.method.method == "adalora" else [])
+    callbacks += [recorder] + ([AdaLoraStep()] if method.prunes_ranks else [])
     trainer = build_trainer(cfg, run_dir, model, tokenizer, task, prepared, encoded, callbacks, env)
     add_tracker_summary(trainer, recorder)
     if trainer.peftlab_lm_loss:
@@ -459,7 +461,7 @@ def timeline(recorder) -> dict:
 
 def describe_run(cfg: Config, run_dir: Path, metric: str, params: dict, notes: dict, prepared, encoded) -> dict:
     """The result.json fields known before training starts."""
-    rule = "last epoch (AdaLoRA prunes ranks until the end)" if cfg.method.method == "adalora" else (
+    rule = "last epoch (AdaLoRA prunes ranks until the end)" if method_of(cfg.method.method).prunes_ranks else (
         "min" if metric == "loss" else "max")
     return {"run_name": run_dir.name, "task": cfg.task.task, "model": cfg.model.model, "method": cfg.method.method,
             "metric_for_best": metric, "best_epoch_rule": rule, **params, **notes,
