@@ -151,6 +151,7 @@ def run_parallel(sweep, todo: list, entries: dict, progress, backend: Backend, s
     pending = list(todo)
     running: dict[Future, tuple] = {}
     launcher = RayLauncher(sweep, backend) if backend.kind == "ray" else PoolLauncher(sweep, backend)
+    progress.slots = launcher.slots
     print(f"sweep {sweep.name}: {backend.kind} backend, up to {launcher.slots} runs at once, "
           f"{backend.threads()} threads{f', {backend.gpus_per_run} GPU(s)' if backend.gpus_per_run else ''} each",
           flush=True)
@@ -167,7 +168,7 @@ def run_parallel(sweep, todo: list, entries: dict, progress, backend: Backend, s
                 pending.remove(item)
                 cmd = child_command(sweep, run, mode)
                 started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                progress.index += 1
+                progress.start(run.name, run.cfg.train.epochs)
                 print(f"== sweep [{progress.index}/{progress.total}] start {run.name}: {describe(run.settings)}",
                       flush=True)
                 running[launcher.submit(run, cmd)] = (run, started, time.time())
@@ -181,19 +182,21 @@ def run_parallel(sweep, todo: list, entries: dict, progress, backend: Backend, s
                     code, tail = None, [task_error(e)]
                 entry = entry_of(sweep, run, code, tail, started)
                 entries[run.name] = entry
-                progress.durations.append(time.time() - t0)
-                progress.done += entry["status"] == "completed"
-                progress.failed += entry["status"] != "completed"
+                progress.finish(run.name, entry["status"] == "completed")
                 word = "done" if entry["status"] == "completed" else f"FAILED: {entry.get('error', '')}"
                 print(f"== sweep: {run.name} {word}", flush=True)
                 save(entries)
             if running and (done or time.time() - last_status > 60):
                 last_status = time.time()
-                print("== sweep: running " + ", ".join(epoch_state(sweep.folder / r.name, r.cfg.train.epochs, r.kind)
-                                                       for r, _, _ in running.values())
+                states = []
+                for r, _, _ in running.values():
+                    done_epochs = epochs_done(sweep.folder / r.name) if r.kind == "train" else 0
+                    progress.epoch(r.name, done_epochs)
+                    states.append(f"{r.name} (eval)" if r.kind != "train" else
+                                  f"{r.name} (epoch {done_epochs}/{r.cfg.train.epochs})")
+                print("== sweep: running " + ", ".join(states)
                       + f" | done {progress.done}/{progress.total}, failed {progress.failed}, "
-                        f"ETA {fmt_duration(parallel_eta(progress, running, launcher.slots, len(pending)))}",
-                      flush=True)
+                        f"ETA {fmt_duration(progress.eta())}", flush=True)
     except KeyboardInterrupt:
         for run, _, _ in running.values():
             entries[run.name] = interrupted_entry(run)
@@ -212,22 +215,14 @@ def task_error(e: Exception) -> str:
     return f"{type(cause).__name__}: {lines[-1][:400] if lines else ''}"
 
 
-def epoch_state(run_dir: Path, epochs: int, kind: str) -> str:
-    """'name (epoch 1/3)' from the run folder's metrics.jsonl (epoch 0 is its first line), which every
-    backend can read: on Ray the folder is on storage every node shares."""
+def epochs_done(run_dir: Path) -> int:
+    """The epochs a run has finished, from its folder's metrics.jsonl (epoch 0 is its first line), which
+    every backend can read: on Ray the folder is on storage every node shares."""
     try:
         lines = (run_dir / "metrics.jsonl").read_text().count("\n")
     except OSError:
         lines = 0
-    return f"{run_dir.name} (eval)" if kind != "train" else f"{run_dir.name} (epoch {max(0, lines - 1)}/{epochs})"
-
-
-def parallel_eta(progress, running: dict, slots: int, waiting: int) -> float | None:
-    if not progress.durations:
-        return None
-    mean = sum(progress.durations) / len(progress.durations)
-    left = [max(0.0, mean - (time.time() - t0)) for _, _, t0 in running.values()]
-    return (sum(left) + waiting * mean) / max(1, slots)
+    return max(0, lines - 1)
 
 
 class PoolLauncher:

@@ -28,8 +28,9 @@ def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str, warm: 
         m = re.match(r"epoch (\d+):", line)
         if m and int(m.group(1)) > 0:
             epoch = int(m.group(1))
+            progress.epoch(run.name, epoch)
             print(f"  sweep {tag}: epoch {epoch}/{run.cfg.train.epochs} done, "
-                  f"sweep ETA {fmt_duration(progress.eta(epoch))}", flush=True)
+                  f"sweep ETA {fmt_duration(progress.eta())}", flush=True)
 
     (sweep.folder / "logs").mkdir(exist_ok=True)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -88,18 +89,17 @@ def run_locked(sweep: Sweep, retry_failed: bool, rerun_changed: bool, backend=No
     if backend is not None and backend.kind != "sequential" and todo:
         from peftlab.sweep.backends import run_parallel
 
-        progress.index = skipped
         return run_parallel(sweep, todo, entries, progress, backend, lambda e: save_state(sweep, e))
     warm = WarmStart()
     try:
-        return run_todo(sweep, todo, entries, progress, skipped, warm)
+        return run_todo(sweep, todo, entries, progress, warm)
     finally:
         warm.discard()
 
 
-def run_todo(sweep: Sweep, todo: list, entries: dict, progress: Progress, skipped: int, warm: WarmStart) -> dict:
+def run_todo(sweep: Sweep, todo: list, entries: dict, progress: Progress, warm: WarmStart) -> dict:
     for k, (run, mode) in enumerate(todo):
-        progress.start(skipped + k + 1, run.cfg.train.epochs)
+        progress.start(run.name, run.cfg.train.epochs)
         print(f"\n== sweep [{progress.index}/{progress.total}] {run.name}: {describe(run.settings)}"
               f"{NOTES[mode]}  "
               f"| done {progress.done}, failed {progress.failed}, ETA {fmt_duration(progress.eta())}", flush=True)
@@ -110,7 +110,7 @@ def run_todo(sweep: Sweep, todo: list, entries: dict, progress: Progress, skippe
             save_state(sweep, entries)
             raise
         entries[run.name] = entry
-        progress.finish(entry["status"] == "completed")
+        progress.finish(run.name, entry["status"] == "completed")
         if entry["status"] == "failed":
             print(f"== sweep: {run.name} FAILED: {entry['error']} (the sweep goes on)", flush=True)
         save_state(sweep, entries)
