@@ -1,6 +1,8 @@
 """The sweep's one ETA rule (sweep/progress.py) on a fake clock: with one slot it gives the numbers the
 sequential sweep printed before the backends shared it, with several and no epoch known the parallel
-sweep's; the record the console, sweep.json and the dashboard read. No process, no torch."""
+sweep's; the record the console, sweep.json and the dashboard read. The one loop (runner.run_todo)
+with its launchers' child processes replaced: the console lines each backend printed before they
+shared it, an evaluation after its run, Ctrl-C. No process, no torch."""
 from __future__ import annotations
 
 import random
@@ -143,3 +145,136 @@ def test_the_dashboard_counts_a_record_down_from_when_it_was_written():
     assert eta_now(record, 5200.0) == 0.0
     assert eta_now({**record, "eta_s": None}, 5030.0) is None
     assert eta_now(None, 5030.0) is None and eta_now({"eta_s": "soon"}) is None  # an older or foreign sweep.json
+
+
+# -- the one loop (runner.run_todo) with the child processes replaced -----------------------------
+
+def planned(tmp_path):
+    """Two training runs and an evaluation of the first, planned by hand (only the run's epochs of its
+    config are read when the child processes are replaced)."""
+    from types import SimpleNamespace
+
+    from peftlab.sweep.plan import PlannedRun, Sweep
+
+    source = tmp_path / "s.yaml"
+    source.write_text("name: loop\n")
+    cfg = SimpleNamespace(train=SimpleNamespace(epochs=2))
+    runs = [PlannedRun("a", "a", {"method": "lora"}, cfg, 1), PlannedRun("b", "b", {"method": "full"}, cfg, 1),
+            PlannedRun("a-again", "a-again", {}, cfg, 1, kind="eval", of="a")]
+    return Sweep("loop", source, tmp_path / "out" / "loop", runs)
+
+
+def entry(run, status="completed", error=None) -> dict:
+    return {"name": run.name, "group": run.group, "seed": run.seed, "settings": run.settings, "status": status,
+            **({"error": error} if error else {})}
+
+
+def sweep_lines(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("== sweep")]
+
+
+def test_the_sequential_sweep_runs_in_the_foreground_and_starts_the_next_run_ahead(tmp_path, monkeypatch, capsys):
+    import json
+
+    import peftlab.sweep.runner as runner
+
+    calls = []
+
+    def fake_execute(sweep, run, progress, mode, warm, next_up):
+        calls.append((run.name, mode, next_up and next_up[0].name, progress.index, list(progress.running)))
+        return entry(run, "failed", "boom") if run.name == "b" else entry(run)
+
+    monkeypatch.setattr(runner, "execute", fake_execute)
+    sweep = planned(tmp_path)
+    entries = runner.run_sweep(sweep)
+    assert calls == [("a", "resume", "b", 1, ["a"]), ("b", "resume", "a-again", 2, ["b"]),
+                     ("a-again", "after", None, 3, ["a-again"])]
+    lines = sweep_lines(capsys.readouterr().out)
+    assert lines[0] == "== sweep [1/3] a: method=lora  | done 0, failed 0, ETA ?"
+    assert lines[1].startswith("== sweep [2/3] b: method=full  | done 1, failed 0, ETA ")
+    assert lines[2] == "== sweep: b FAILED: boom (the sweep goes on)"
+    assert lines[3].startswith("== sweep [3/3] a-again: (base config)  (evaluates the run above)  | done 1, "
+                               "failed 1, ETA ")
+    assert len(lines) == 4
+    state = json.loads((sweep.folder / "sweep.json").read_text())
+    assert [r["status"] for r in state["runs"]] == ["completed", "failed", "completed"] == [
+        entries[n]["status"] for n in ("a", "b", "a-again")]
+
+
+def test_ctrl_c_saves_the_run_in_progress_as_interrupted(tmp_path, monkeypatch):
+    import json
+
+    import peftlab.sweep.runner as runner
+
+    def fake_execute(sweep, run, progress, mode, warm, next_up):
+        if run.name == "b":
+            raise KeyboardInterrupt
+        return entry(run)
+
+    monkeypatch.setattr(runner, "execute", fake_execute)
+    sweep = planned(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_sweep(sweep)
+    state = json.loads((sweep.folder / "sweep.json").read_text())
+    assert [r["status"] for r in state["runs"]] == ["completed", "interrupted", "pending"]
+
+
+class SideBySide:
+    """A launcher of two slots whose runs end in the order they started, one per wait of the loop."""
+
+    def __new__(cls, sweep):
+        from concurrent.futures import Future
+
+        from peftlab.sweep.backends import Launcher
+
+        class Fake(Launcher):
+            slots = 2
+
+            def __init__(self):
+                super().__init__(sweep)
+                self.futures, self.may_end, self.closed = [], 1, False
+
+            def submit(self, run, mode, upcoming):
+                future = Future()
+                self.futures.append(future)
+                self.advance()
+                return future
+
+            def advance(self):
+                for f in self.futures[:self.may_end]:
+                    if not f.done():
+                        f.set_result(None)
+
+            def outcome(self, future, run, started):
+                self.may_end += 1
+                self.advance()
+                return entry(run, "failed", "out of memory") if run.name == "b" else entry(run)
+
+            def close(self):
+                self.closed = True
+
+        return Fake()
+
+
+def test_side_by_side_runs_share_the_loop(tmp_path, capsys):
+    import re
+
+    from peftlab.sweep.progress import Progress
+    from peftlab.sweep.runner import run_todo
+
+    sweep = planned(tmp_path)
+    launcher = SideBySide(sweep)
+    (sweep.folder / "a").mkdir(parents=True)
+    (sweep.folder / "a" / "metrics.jsonl").write_text("{}\n{}\n")  # epoch 0 and epoch 1
+    todo = [(r, "resume") for r in sweep.runs[:2]] + [(sweep.runs[2], "after")]
+    progress = Progress(3, 0)
+    entries = run_todo(sweep, todo, {}, progress, launcher)
+    lines = sweep_lines(capsys.readouterr().out)
+    assert lines[:2] == ["== sweep [1/3] start a: method=lora", "== sweep [2/3] start b: method=full"]
+    assert lines[2] == "== sweep: a done"  # the evaluation of a starts only now
+    assert re.fullmatch(r"== sweep: running b \(epoch 0/2\) \| done 1/3, failed 0, ETA \d+ s", lines[3])
+    assert lines[4:6] == ["== sweep [3/3] start a-again: (base config)", "== sweep: b FAILED: out of memory"]
+    assert re.fullmatch(r"== sweep: running a-again \(eval\) \| done 1/3, failed 1, ETA \d+ s", lines[6])
+    assert lines[7:] == ["== sweep: a-again done"]
+    assert [entries[n]["status"] for n in ("a", "b", "a-again")] == ["completed", "failed", "completed"]
+    assert launcher.closed and progress.slots == 2 and not progress.running

@@ -1,19 +1,35 @@
-"""Running a sweep's planned runs: one after another here, or side by side on a backend
-(sweep/backends.py); sweep.json saved after every run."""
+"""Running a sweep's planned runs: one scheduling loop (run_todo) for every backend, driving a launcher
+(backends.Launcher): the sequential one here, or a pool or Ray launcher (backends.py) that runs them side
+by side. The loop picks the next run (an evaluation of another run only after that run), announces it,
+keeps Progress (progress.py: one ETA rule for 1..N slots), writes sweep.json after every run and saves
+the runs in progress as interrupted on Ctrl-C.
+
+The sequential sweep is the loop with a launcher of one slot that runs its run in the foreground,
+not a pool of one worker thread: its process's output then goes to the console byte for byte
+(progress bars redrawn in place, no name prefix), Ctrl-C lands in the wait for that process, which
+is given time to save its state and then an interrupt of its own (process.stop_child; a pool thread
+would not see the interrupt), and the next planned run's process is started ahead while this one runs
+(child.WarmStart). Its submit() returns once the run has ended, with a finished Future, so the loop
+is the same code for both.
+"""
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
 import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from datetime import datetime, timezone
+from pathlib import Path
+
+from peftlab.runs.rundir import read_json, run_status, write_json, write_text
+from peftlab.sweep.backends import Launcher, side_by_side
 from peftlab.sweep.child import WarmStart, child_env
-from peftlab.runs.rundir import run_status
-from peftlab.sweep.reuse import plan_todo, sweep_lock
-from peftlab.runs.rundir import read_json, write_json, write_text
 from peftlab.sweep.plan import PlannedRun, Sweep, describe
-from peftlab.sweep.progress import Progress, fmt_duration
 from peftlab.sweep.process import child_command, entry_of, interrupted_entry, pump, stop_child
+from peftlab.sweep.progress import Progress, fmt_duration
+from peftlab.sweep.reuse import plan_todo, sweep_lock
 
 
 def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str, warm: WarmStart,
@@ -55,6 +71,29 @@ def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str, warm: 
     return entry_of(sweep, run, returncode, tail, started)
 
 
+class SequentialLauncher(Launcher):
+    """One run at a time, in the loop's own thread (see the module docstring). `execute` is looked up
+    in this module at each run, so a test can replace it."""
+
+    slots = 1
+    foreground = True
+
+    def __init__(self, sweep: Sweep, progress: Progress):
+        super().__init__(sweep)
+        self.progress, self.warm = progress, WarmStart()
+
+    def submit(self, run: PlannedRun, mode: str, upcoming: tuple | None) -> Future:
+        ended: Future = Future()
+        ended.set_result(execute(self.sweep, run, self.progress, mode, self.warm, upcoming))
+        return ended
+
+    def outcome(self, future: Future, run: PlannedRun, started: str) -> dict:
+        return future.result()  # execute made the entry
+
+    def close(self) -> None:
+        self.warm.discard()
+
+
 def save_state(sweep: Sweep, entries: dict) -> None:
     write_json(sweep.folder / "sweep.json", {
         "name": sweep.name, "source": str(sweep.source), "description": sweep.description,
@@ -85,33 +124,101 @@ def run_locked(sweep: Sweep, retry_failed: bool, rerun_changed: bool, backend=No
     print(f"sweep {sweep.name}: {len(sweep.runs)} runs, {skipped} already done or kept, {len(todo)} to run "
           f"-> {sweep.folder}", flush=True)
     save_state(sweep, entries)
+    if not todo:
+        return entries  # no backend started (a Ray instance takes seconds) for nothing to run
     progress = Progress(len(sweep.runs), skipped)
-    if backend is not None and backend.kind != "sequential" and todo:
-        from peftlab.sweep.backends import run_parallel
+    if backend is None or backend.kind == "sequential":
+        launcher = SequentialLauncher(sweep, progress)
+    else:
+        launcher = side_by_side(sweep, backend)
+    return run_todo(sweep, todo, entries, progress, launcher)
 
-        return run_parallel(sweep, todo, entries, progress, backend, lambda e: save_state(sweep, e))
-    warm = WarmStart()
+
+def run_todo(sweep: Sweep, todo: list, entries: dict, progress: Progress, launcher: Launcher) -> dict:
+    """Run `todo` ([(PlannedRun, mode)]) `launcher.slots` at a time; each finished run's entry goes into
+    `entries` and sweep.json as soon as it ends. On Ctrl-C the runs in progress are saved as interrupted
+    (the same command resumes them) and the interrupt goes on up."""
+    progress.slots = launcher.slots
+    pending = list(todo)
+    active: dict[str, tuple] = {}  # run name -> (run, started): submitted (a foreground run: being submitted)
+    handles: dict[Future, str] = {}
+    last_status = 0.0
     try:
-        return run_todo(sweep, todo, entries, progress, warm)
+        while pending or active:
+            unfinished = {r.name for r, _ in pending} | set(active)
+            for item in list(pending):
+                run, mode = item
+                if len(active) >= launcher.slots:
+                    break
+                if run.of in unfinished:
+                    continue  # evaluates a run of this sweep that has not finished yet
+                pending.remove(item)
+                progress.start(run.name, run.cfg.train.epochs)
+                announce(run, mode, progress, launcher.foreground)
+                active[run.name] = (run, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                handles[launcher.submit(run, mode, pending[0] if pending else None)] = run.name
+            done, _ = wait(list(handles), timeout=15, return_when=FIRST_COMPLETED)
+            for future in done:
+                run, started = active.pop(handles.pop(future))
+                launcher.release(future)
+                entry = entries[run.name] = launcher.outcome(future, run, started)
+                progress.finish(run.name, entry["status"] == "completed")
+                ended(run, entry, launcher.foreground)
+                save_state(sweep, entries)
+            if not launcher.foreground and active and (done or time.time() - last_status > 60):
+                last_status = time.time()
+                print(status_line(sweep, [r for r, _ in active.values()], progress), flush=True)
+    except KeyboardInterrupt:
+        for run, _ in active.values():
+            entries[run.name] = interrupted_entry(run)
+            progress.interrupted(run.name)
+        save_state(sweep, entries)
+        launcher.stop()
+        raise
     finally:
-        warm.discard()
+        launcher.close()
+    return entries
 
 
-def run_todo(sweep: Sweep, todo: list, entries: dict, progress: Progress, warm: WarmStart) -> dict:
-    for k, (run, mode) in enumerate(todo):
-        progress.start(run.name, run.cfg.train.epochs)
+def announce(run: PlannedRun, mode: str, progress: Progress, foreground: bool) -> None:
+    """A run's first line: in the foreground, the sweep's state above the run's own output; side by side,
+    where its lines start among the other runs' (the state is in status_line)."""
+    if foreground:
         print(f"\n== sweep [{progress.index}/{progress.total}] {run.name}: {describe(run.settings)}"
               f"{NOTES[mode]}  "
               f"| done {progress.done}, failed {progress.failed}, ETA {fmt_duration(progress.eta())}", flush=True)
-        try:
-            entry = execute(sweep, run, progress, mode, warm, todo[k + 1] if k + 1 < len(todo) else None)
-        except KeyboardInterrupt:
-            entries[run.name] = interrupted_entry(run)
-            save_state(sweep, entries)
-            raise
-        entries[run.name] = entry
-        progress.finish(run.name, entry["status"] == "completed")
-        if entry["status"] == "failed":
-            print(f"== sweep: {run.name} FAILED: {entry['error']} (the sweep goes on)", flush=True)
-        save_state(sweep, entries)
-    return entries
+    else:
+        print(f"== sweep [{progress.index}/{progress.total}] start {run.name}: {describe(run.settings)}",
+              flush=True)
+
+
+def ended(run: PlannedRun, entry: dict, foreground: bool) -> None:
+    """A run's last line: in the foreground only a failure (its own output showed the rest)."""
+    failed = entry["status"] != "completed"
+    if not foreground:
+        word = f"FAILED: {entry.get('error', '')}" if failed else "done"
+        print(f"== sweep: {run.name} {word}", flush=True)
+    elif failed:
+        print(f"== sweep: {run.name} FAILED: {entry['error']} (the sweep goes on)", flush=True)
+
+
+def status_line(sweep: Sweep, running: list, progress: Progress) -> str:
+    """Side by side: the runs in progress with their epochs (from their folders, which every backend
+    can read, on Ray through the storage every node shares) and the sweep's state."""
+    states = []
+    for run in running:
+        done_epochs = epochs_done(sweep.folder / run.name) if run.kind == "train" else 0
+        progress.epoch(run.name, done_epochs)
+        states.append(f"{run.name} (epoch {done_epochs}/{run.cfg.train.epochs})" if run.kind == "train"
+                      else f"{run.name} (eval)")
+    return (f"== sweep: running {', '.join(states)} | done {progress.done}/{progress.total}, "
+            f"failed {progress.failed}, ETA {fmt_duration(progress.eta())}")
+
+
+def epochs_done(run_dir: Path) -> int:
+    """The epochs a run has finished, from its folder's metrics.jsonl (epoch 0 is its first line)."""
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().count("\n")
+    except OSError:
+        lines = 0
+    return max(0, lines - 1)
