@@ -178,10 +178,11 @@ def test_the_sequential_sweep_runs_in_the_foreground_and_starts_the_next_run_ahe
 
     import peftlab.sweep.runner as runner
 
-    calls = []
+    calls, published = [], []
 
     def fake_execute(sweep, run, progress, mode, warm, next_up):
         calls.append((run.name, mode, next_up and next_up[0].name, progress.index, list(progress.running)))
+        published.append(json.loads((sweep.folder / "sweep.json").read_text())["progress"])
         return entry(run, "failed", "boom") if run.name == "b" else entry(run)
 
     monkeypatch.setattr(runner, "execute", fake_execute)
@@ -199,6 +200,12 @@ def test_the_sequential_sweep_runs_in_the_foreground_and_starts_the_next_run_ahe
     state = json.loads((sweep.folder / "sweep.json").read_text())
     assert [r["status"] for r in state["runs"]] == ["completed", "failed", "completed"] == [
         entries[n]["status"] for n in ("a", "b", "a-again")]
+    # the record each header line printed, in sweep.json while its run ran; at the end, nothing left
+    assert [(r["running"], r["done"], r["failed"]) for r in published] == [(["a"], 0, 0), (["b"], 1, 0),
+                                                                           (["a-again"], 1, 1)]
+    assert published[0]["eta_s"] is None and published[1]["eta_s"] is not None
+    assert {k: v for k, v in state["progress"].items() if k != "at"} == {
+        "done": 2, "failed": 1, "running": [], "total": 3, "eta_s": 0.0}
 
 
 def test_ctrl_c_saves_the_run_in_progress_as_interrupted(tmp_path, monkeypatch):
@@ -217,6 +224,7 @@ def test_ctrl_c_saves_the_run_in_progress_as_interrupted(tmp_path, monkeypatch):
         runner.run_sweep(sweep)
     state = json.loads((sweep.folder / "sweep.json").read_text())
     assert [r["status"] for r in state["runs"]] == ["completed", "interrupted", "pending"]
+    assert state["progress"]["running"] == [] and state["progress"]["done"] == 1
 
 
 class SideBySide:
@@ -278,3 +286,21 @@ def test_side_by_side_runs_share_the_loop(tmp_path, capsys):
     assert lines[7:] == ["== sweep: a-again done"]
     assert [entries[n]["status"] for n in ("a", "b", "a-again")] == ["completed", "failed", "completed"]
     assert launcher.closed and progress.slots == 2 and not progress.running
+
+
+def test_the_dashboard_shows_the_eta_the_running_sweep_wrote(tmp_path, monkeypatch):
+    import json
+    import time
+
+    from peftlab.ui import folders
+
+    sweep = tmp_path / "runs" / "s"
+    sweep.mkdir(parents=True)
+    record = {"done": 1, "failed": 0, "running": ["b"], "total": 3, "eta_s": 500.0, "at": time.time() - 100}
+    (sweep / "sweep.json").write_text(json.dumps({"name": "s", "runs": [
+        {"name": "a", "status": "completed"}, {"name": "b", "status": "running"}], "progress": record}))
+    monkeypatch.setattr(folders, "live_pid", lambda folder: 4242)
+    p = folders.progress(tmp_path / "runs", "s")
+    assert p["live"] and 399 <= p["eta_s"] <= 400.5 and (p["done"], p["total"]) == (1, 2)
+    monkeypatch.setattr(folders, "live_pid", lambda folder: None)  # stopped: its record is no ETA
+    assert folders.progress(tmp_path / "runs", "s")["eta_s"] is None

@@ -1,7 +1,7 @@
 """A sweep's progress: one record (runs done, failed, running, total, ETA) and one ETA rule, for every
 backend. The console lines print the record, sweep.json holds it under `progress` (rewritten when a
-run starts or ends and when a running run finishes an epoch), and the dashboard reads it there,
-rather than each of the three estimating on its own.
+run starts or ends, and as epochs end: at a sequential run's epoch line, with each side-by-side status
+line), and the dashboard reads it there, rather than each of the three estimating on its own.
 
 The ETA rule, for `slots` runs at once (1: the sequential sweep): a running run that has finished an
 epoch goes on at its own pace (elapsed / epochs done x its epochs); one that has not, and each run still

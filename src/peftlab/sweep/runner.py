@@ -2,7 +2,8 @@
 (backends.Launcher): the sequential one here, or a pool or Ray launcher (backends.py) that runs them side
 by side. The loop picks the next run (an evaluation of another run only after that run), announces it,
 keeps Progress (progress.py: one ETA rule for 1..N slots), writes sweep.json after every run and saves
-the runs in progress as interrupted on Ctrl-C.
+the runs in progress as interrupted on Ctrl-C. The progress record (done, failed, running, total, eta_s)
+is what the console lines print and what sweep.json holds under `progress` for the dashboard.
 
 The sequential sweep is the loop with a launcher of one slot that runs its run in the foreground,
 not a pool of one worker thread: its process's output then goes to the console byte for byte
@@ -45,8 +46,13 @@ def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str, warm: 
         if m and int(m.group(1)) > 0:
             epoch = int(m.group(1))
             progress.epoch(run.name, epoch)
+            record = progress.record()
             print(f"  sweep {tag}: epoch {epoch}/{run.cfg.train.epochs} done, "
-                  f"sweep ETA {fmt_duration(progress.eta())}", flush=True)
+                  f"sweep ETA {fmt_duration(record['eta_s'])}", flush=True)
+            try:
+                progress.publish(record)
+            except Exception:  # noqa: BLE001 - this thread copies the run's output: it must go on (the
+                pass  # sweep's next save of sweep.json, after the run, reports a file system that fails)
 
     (sweep.folder / "logs").mkdir(exist_ok=True)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -94,12 +100,18 @@ class SequentialLauncher(Launcher):
         self.warm.discard()
 
 
-def save_state(sweep: Sweep, entries: dict) -> None:
-    write_json(sweep.folder / "sweep.json", {
-        "name": sweep.name, "source": str(sweep.source), "description": sweep.description,
-        **({"report_epochs": sweep.report_epochs} if sweep.report_epochs else {}),
-        "runs": [entries.get(r.name) or {"name": r.name, "group": r.group, "seed": r.seed, "settings": r.settings,
-                                         "status": run_status(sweep.folder / r.name)} for r in sweep.runs]})
+SAVING = threading.Lock()  # sweep.json is also written by the thread reading a sequential run's output
+
+
+def save_state(sweep: Sweep, entries: dict, record: dict) -> None:
+    """sweep.json: the plan, each run's entry (or its folder's status), and the progress record."""
+    with SAVING:
+        write_json(sweep.folder / "sweep.json", {
+            "name": sweep.name, "source": str(sweep.source), "description": sweep.description,
+            **({"report_epochs": sweep.report_epochs} if sweep.report_epochs else {}),
+            "runs": [entries.get(r.name) or {"name": r.name, "group": r.group, "seed": r.seed, "settings": r.settings,
+                                             "status": run_status(sweep.folder / r.name)} for r in sweep.runs],
+            "progress": record})
 
 
 NOTES = {"resume": "", "retry": "  (retrying a failed run)", "rerun": "  (rerun: its folder had other settings)",
@@ -123,10 +135,10 @@ def run_locked(sweep: Sweep, retry_failed: bool, rerun_changed: bool, backend=No
     skipped = len(sweep.runs) - len(todo)
     print(f"sweep {sweep.name}: {len(sweep.runs)} runs, {skipped} already done or kept, {len(todo)} to run "
           f"-> {sweep.folder}", flush=True)
-    save_state(sweep, entries)
+    progress = Progress(len(sweep.runs), skipped)
+    save_state(sweep, entries, progress.record())
     if not todo:
         return entries  # no backend started (a Ray instance takes seconds) for nothing to run
-    progress = Progress(len(sweep.runs), skipped)
     if backend is None or backend.kind == "sequential":
         launcher = SequentialLauncher(sweep, progress)
     else:
@@ -139,6 +151,7 @@ def run_todo(sweep: Sweep, todo: list, entries: dict, progress: Progress, launch
     `entries` and sweep.json as soon as it ends. On Ctrl-C the runs in progress are saved as interrupted
     (the same command resumes them) and the interrupt goes on up."""
     progress.slots = launcher.slots
+    progress.publish = lambda record: save_state(sweep, entries, record)
     pending = list(todo)
     active: dict[str, tuple] = {}  # run name -> (run, started): submitted (a foreground run: being submitted)
     handles: dict[Future, str] = {}
@@ -154,7 +167,7 @@ def run_todo(sweep: Sweep, todo: list, entries: dict, progress: Progress, launch
                     continue  # evaluates a run of this sweep that has not finished yet
                 pending.remove(item)
                 progress.start(run.name, run.cfg.train.epochs)
-                announce(run, mode, progress, launcher.foreground)
+                announce(run, mode, progress, progress.changed(), launcher.foreground)
                 active[run.name] = (run, datetime.now(timezone.utc).isoformat(timespec="seconds"))
                 handles[launcher.submit(run, mode, pending[0] if pending else None)] = run.name
             done, _ = wait(list(handles), timeout=15, return_when=FIRST_COMPLETED)
@@ -164,7 +177,7 @@ def run_todo(sweep: Sweep, todo: list, entries: dict, progress: Progress, launch
                 entry = entries[run.name] = launcher.outcome(future, run, started)
                 progress.finish(run.name, entry["status"] == "completed")
                 ended(run, entry, launcher.foreground)
-                save_state(sweep, entries)
+                save_state(sweep, entries, progress.record())
             if not launcher.foreground and active and (done or time.time() - last_status > 60):
                 last_status = time.time()
                 print(status_line(sweep, [r for r, _ in active.values()], progress), flush=True)
@@ -172,7 +185,7 @@ def run_todo(sweep: Sweep, todo: list, entries: dict, progress: Progress, launch
         for run, _ in active.values():
             entries[run.name] = interrupted_entry(run)
             progress.interrupted(run.name)
-        save_state(sweep, entries)
+        save_state(sweep, entries, progress.record())
         launcher.stop()
         raise
     finally:
@@ -180,13 +193,13 @@ def run_todo(sweep: Sweep, todo: list, entries: dict, progress: Progress, launch
     return entries
 
 
-def announce(run: PlannedRun, mode: str, progress: Progress, foreground: bool) -> None:
+def announce(run: PlannedRun, mode: str, progress: Progress, record: dict, foreground: bool) -> None:
     """A run's first line: in the foreground, the sweep's state above the run's own output; side by side,
     where its lines start among the other runs' (the state is in status_line)."""
     if foreground:
-        print(f"\n== sweep [{progress.index}/{progress.total}] {run.name}: {describe(run.settings)}"
+        print(f"\n== sweep [{progress.index}/{record['total']}] {run.name}: {describe(run.settings)}"
               f"{NOTES[mode]}  "
-              f"| done {progress.done}, failed {progress.failed}, ETA {fmt_duration(progress.eta())}", flush=True)
+              f"| done {record['done']}, failed {record['failed']}, ETA {fmt_duration(record['eta_s'])}", flush=True)
     else:
         print(f"== sweep [{progress.index}/{progress.total}] start {run.name}: {describe(run.settings)}",
               flush=True)
@@ -204,15 +217,16 @@ def ended(run: PlannedRun, entry: dict, foreground: bool) -> None:
 
 def status_line(sweep: Sweep, running: list, progress: Progress) -> str:
     """Side by side: the runs in progress with their epochs (from their folders, which every backend
-    can read, on Ray through the storage every node shares) and the sweep's state."""
+    can read, on Ray through the storage every node shares) and the sweep's state, published."""
     states = []
     for run in running:
         done_epochs = epochs_done(sweep.folder / run.name) if run.kind == "train" else 0
         progress.epoch(run.name, done_epochs)
         states.append(f"{run.name} (epoch {done_epochs}/{run.cfg.train.epochs})" if run.kind == "train"
                       else f"{run.name} (eval)")
-    return (f"== sweep: running {', '.join(states)} | done {progress.done}/{progress.total}, "
-            f"failed {progress.failed}, ETA {fmt_duration(progress.eta())}")
+    record = progress.changed()
+    return (f"== sweep: running {', '.join(states)} | done {record['done']}/{record['total']}, "
+            f"failed {record['failed']}, ETA {fmt_duration(record['eta_s'])}")
 
 
 def epochs_done(run_dir: Path) -> int:
