@@ -441,7 +441,7 @@ def test_unreadable_run_folders_stop_the_sweep(tmp_path, executed, damage, messa
 
 def test_two_sweeps_on_one_folder(tmp_path, executed):
     from peftlab.sweep.runner import run_sweep
-    from peftlab.sweep.plan import sweep_lock
+    from peftlab.sweep.reuse import sweep_lock
 
     path, folder = fake_done_sweep(tmp_path)
     with sweep_lock(folder):

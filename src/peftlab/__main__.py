@@ -1,4 +1,4 @@
-from peftlab.sweep.child import leave
 from peftlab.cli import main
+from peftlab.sweep.child import leave
 
 leave(main())

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import time
 import sys
+import time
 
-from peftlab.sweep.child import die_with_parent, wait_for_go
 from peftlab.errors import UserError
 from peftlab.runs import layout
+from peftlab.sweep.child import die_with_parent, wait_for_go
 
 
 def config_of(args):
@@ -33,10 +33,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from peftlab.sweep.study import Study
     from peftlab.report.study import write_study_report
     from peftlab.sweep.load import load_sweep
     from peftlab.sweep.plan import print_plan
+    from peftlab.sweep.study import Study
 
     planned = load_sweep(args.sweep, args.output_dir)
     sweeps = planned.sweeps if isinstance(planned, Study) else [planned]
@@ -56,8 +56,8 @@ def cmd_sweep(args) -> int:
 
 
 def run_one_sweep(sweep, args) -> tuple[int, str]:
-    from peftlab.sweep.backends import Backend, check_backend
     from peftlab.report.write import write_report
+    from peftlab.sweep.backends import Backend, check_backend
     from peftlab.sweep.runner import run_sweep
 
     backend = check_backend(Backend(args.backend, args.workers, args.gpus_per_run, args.cpus_per_run,

@@ -16,7 +16,6 @@ import yaml
 
 from peftlab.errors import UserError, closest
 
-
 # Keys a train_file entry of a mixed list may set for itself (data/mixing.py reads them)
 
 READ_KEYS = ("data_format", "header", "columns", "delimiter", "encoding", "on_bad_lines")

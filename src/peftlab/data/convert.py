@@ -18,8 +18,8 @@ import unicodedata
 from collections import Counter
 from pathlib import Path
 
-from peftlab.errors import UserError, closest
 from peftlab.data.formats import Split, label_key, read_records, sample, skipped_lines
+from peftlab.errors import UserError, closest
 
 OUT_FORMATS = ("alpaca", "json", "jsonl", "csv", "tsv", "conll")
 BY_SUFFIX = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".conll": "conll",

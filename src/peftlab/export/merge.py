@@ -17,10 +17,17 @@ from pathlib import Path
 
 from peftlab.errors import UserError
 from peftlab.inference.session import Session, open_session, read_source
-from peftlab.runs import layout
-from peftlab.runs.rundir import MEAN_POOLING_NOTE, read_result, write_folder, write_json, write_text, write_yaml
 from peftlab.models.loading import auto_class_of
 from peftlab.models.methods import is_peft, method_of
+from peftlab.runs import layout
+from peftlab.runs.rundir import (
+    MEAN_POOLING_NOTE,
+    read_result,
+    write_folder,
+    write_json,
+    write_text,
+    write_yaml,
+)
 
 
 def loader_note(note: dict) -> str:

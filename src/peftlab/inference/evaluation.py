@@ -15,11 +15,24 @@ from pathlib import Path
 
 from peftlab.config.settings import Config
 from peftlab.errors import UserError
-from peftlab.inference.session import Scored, Session, Source, open_session, read_source, score_split
-from peftlab.runs.measure import folder_size_mb, git_hash, library_versions, peak_memory, weights_size_mb
+from peftlab.inference.session import (
+    Scored,
+    Session,
+    Source,
+    load_eval_splits,
+    open_session,
+    read_source,
+    score_split,
+)
 from peftlab.runs import layout
+from peftlab.runs.measure import (
+    folder_size_mb,
+    git_hash,
+    library_versions,
+    peak_memory,
+    weights_size_mb,
+)
 from peftlab.runs.rundir import write_folder, write_jsonl, write_result, write_yaml
-from peftlab.inference.session import load_eval_splits
 
 
 def default_eval_dir(cfg: Config, source: Source, split: str) -> Path:

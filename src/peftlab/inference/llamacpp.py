@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from peftlab.errors import UserError
+from peftlab.hardware import physical_cores
 from peftlab.tasks import choices
 from peftlab.tasks.choices import Choice
-from peftlab.hardware import physical_cores
 
 
 def gguf_file_of(spec: str) -> Path:
@@ -172,8 +172,8 @@ def score_split_llamacpp(session, split: str):
         compute = session.task.build_compute_metrics(prepared, split, session.env)
         return compute(EvalPrediction(predictions=scores, label_ids=labels)), scores
     if cfg.task.task == "sft" or cfg.task.classify_by == "generate" or cfg.task.mc_head == "generate":
-        from peftlab.tasks.sft import stop_ids
         from peftlab.tasks.chat import resolve_template
+        from peftlab.tasks.sft import stop_ids
 
         template = resolve_template(cfg.task.template, tokenizer)
         session.env.generate = generator(llm, cfg, stop_ids(tokenizer, None, template))

@@ -12,13 +12,13 @@ import json
 from pathlib import Path
 
 from peftlab.config.settings import Config
-from peftlab.errors import UserError
 from peftlab.data.formats import Split, label_key, read_records
 from peftlab.data.splits import load_splits
+from peftlab.errors import UserError
 from peftlab.inference.session import open_session, read_source, score_split
-from peftlab.tasks.metrics import compute_classification
-from peftlab.runs.rundir import read_jsonl, write_jsonl, write_text
 from peftlab.runs import layout
+from peftlab.runs.rundir import read_jsonl, write_jsonl, write_text
+from peftlab.tasks.metrics import compute_classification
 
 SPLIT = "predict"
 GOLD_KEYS = ("label", "tags", "answers", "answer", "reference")  # the placeholders' echo in task rows

@@ -21,18 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from peftlab.config.settings import Config, load_config
-from peftlab.errors import UserError
 from peftlab.data.formats import Split
+from peftlab.data.splits import load_splits
+from peftlab.errors import UserError
+from peftlab.inference.tokens import count_tokens
 from peftlab.models.loading import ResolvedModel, load_tokenizer, resolve_model
-from peftlab.runs.rundir import read_json
-from peftlab.tasks.shots import apply_shots
+from peftlab.runs import layout
+from peftlab.runs.rundir import read_json, read_result
 from peftlab.tasks.contract import TaskEnv
 from peftlab.tasks.registry import task_of
+from peftlab.tasks.shots import apply_shots
 from peftlab.training.callbacks import SKIP_KEYS
-from peftlab.data.splits import load_splits
-from peftlab.inference.tokens import count_tokens
-from peftlab.runs import layout
-from peftlab.runs.rundir import read_result
 
 BACKENDS = ("auto", "transformers", "llamacpp")
 

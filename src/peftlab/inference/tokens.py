@@ -3,7 +3,6 @@ the llama.cpp backend must fit."""
 from __future__ import annotations
 
 
-
 def count_tokens(dataset) -> int:
     """Non-padding input tokens of an encoded split (options of multiple-choice rows included)."""
     return sum(len(ids) for ids in sequences(dataset))

@@ -283,7 +283,7 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
                             f"(named: {', '.join(NAMED_MODELS)}), and no copy of it as a hub id could be loaded "
                             f"({str(e).split('. ')[0][:160]})") from None
         raise UserError(f"model '{path}': cannot load a tokenizer ({e}). Offline? Use a local folder or a named model.") from None
-    except ValueError as e:  # a folder without tokenizer files: transformers cannot build one
+    except ValueError:  # a folder without tokenizer files: transformers cannot build one
         raise UserError(f"model '{path}': no tokenizer files (tokenizer.json, or a vocabulary) to build a "
                         f"tokenizer from; save the tokenizer into that folder with tokenizer.save_pretrained") from None
     if tok.pad_token is None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from peftlab.report.plots import plot_metric_per_epoch, plot_pareto, plot_sweep_losses
 from peftlab.report.tables import COSTS, NOISE_NOTE, failed_lines, table_rows
-from peftlab.runs.rundir import write_text
 from peftlab.runs import layout
+from peftlab.runs.rundir import write_text
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}

@@ -3,10 +3,11 @@ the parts."""
 from __future__ import annotations
 
 from pathlib import Path
+
 from peftlab.errors import UserError
+from peftlab.runs import layout
 from peftlab.runs.rundir import write_text
 from peftlab.sweep.study import Study
-from peftlab.runs import layout
 
 
 def write_study_report(study: Study, parts_markdown: list[str]) -> Path:

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from peftlab.errors import UserError
-from peftlab.tasks.metrics import LOWER_IS_BETTER
 from peftlab.report.evals import evaluation_rows, is_eval
-from peftlab.runs.rundir import UnreadableFile, read_json, read_jsonl
 from peftlab.report.significance import fmt_p, holm, welch_p
 from peftlab.runs import layout, rundir
+from peftlab.runs.rundir import UnreadableFile, read_json, read_jsonl
+from peftlab.tasks.metrics import LOWER_IS_BETTER
 
 BOOKKEEPING = {"epoch", "step", "loss", "eval_time_s", "unparsed", "train_time_s", "epoch_wall_s", "train_loss",
                "partial_epoch_time"}

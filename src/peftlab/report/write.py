@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from peftlab.runs.rundir import write_json, write_text
+
 from peftlab.report.tables import collect, summarize, to_csv, to_markdown
 from peftlab.runs import layout
+from peftlab.runs.rundir import write_json, write_text
 
 
 def write_report(folder: Path) -> tuple[str, Path]:

@@ -3,7 +3,9 @@ machine or a cluster (`--backend ray`).
 
 Every run is still the `peftlab train` / `peftlab eval` process the sequential sweep starts, with the
 same command line, so run folders, sweep.json, resume, failure records and the report do not depend
-on the backend. What changes is who starts the process and where:
+on the backend. The loop that schedules them is the sequential sweep's too (runner.run_todo: which run
+next, an evaluation after its run, sweep.json, the progress record and its ETA, Ctrl-C); a backend is
+a Launcher it drives. What changes is who starts the process and where:
 
 - pool: a thread per running run starts it here; at most `workers` at once.
 - ray: each run is a Ray task (`num_cpus`, `num_gpus` = --gpus-per-run) whose body starts the same
@@ -26,15 +28,14 @@ import re
 import subprocess
 import sys
 import threading
-import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from peftlab.errors import UserError
-from peftlab.sweep.terminal import ANSI
 from peftlab.runs import layout
+from peftlab.sweep.terminal import ANSI
 
 BACKENDS = ("sequential", "pool", "ray")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -142,68 +143,50 @@ def run_child(cmd: list[str], env: dict, log_path: Path, tag: str, sink=None) ->
     return code, tail
 
 
-def run_parallel(sweep, todo: list, entries: dict, progress, backend: Backend, save) -> dict:
-    """Run `todo` ([(PlannedRun, mode)]) `backend.workers` at a time; each finished run's entry goes
-    into `entries` and sweep.json (`save`) as soon as it ends."""
-    from peftlab.sweep.process import child_command, entry_of, interrupted_entry
-    from peftlab.sweep.plan import describe
-    from peftlab.sweep.progress import fmt_duration
+class Launcher:
+    """What the sweep's one scheduling loop (runner.run_todo) drives, whatever the backend: `slots` runs
+    at once; submit() starts a run and returns a Future, outcome() turns a finished one into its
+    sweep.json entry; release() frees what the run held; stop() after Ctrl-C; close() at the end.
+    `foreground`: the run's output goes to the console as it is (the sequential launcher, runner.py)
+    rather than line by line with the run's name, so the loop announces runs as the sequential sweep
+    always did. `upcoming` is the run the loop starts next if nothing else is started first: the
+    sequential launcher starts its process ahead."""
 
-    pending = list(todo)
-    running: dict[Future, tuple] = {}
+    slots = 1
+    foreground = False
+
+    def __init__(self, sweep):
+        self.sweep = sweep
+
+    def submit(self, run, mode: str, upcoming: tuple | None) -> Future:
+        raise NotImplementedError
+
+    def outcome(self, future: Future, run, started: str) -> dict:
+        from peftlab.sweep.process import entry_of
+
+        try:
+            code, tail = future.result()
+        except Exception as e:  # noqa: BLE001 - a task Ray gave up on: the run failed, the sweep goes on
+            code, tail = None, [task_error(e)]
+        return entry_of(self.sweep, run, code, tail, started)
+
+    def release(self, future: Future) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def side_by_side(sweep, backend: Backend) -> Launcher:
+    """The pool or Ray launcher for `backend`, announced with how many runs it runs at once."""
     launcher = RayLauncher(sweep, backend) if backend.kind == "ray" else PoolLauncher(sweep, backend)
     print(f"sweep {sweep.name}: {backend.kind} backend, up to {launcher.slots} runs at once, "
           f"{backend.threads()} threads{f', {backend.gpus_per_run} GPU(s)' if backend.gpus_per_run else ''} each",
           flush=True)
-    last_status = 0.0
-    try:
-        while pending or running:
-            unfinished = {r.name for r, _ in pending} | {r.name for r, _, _ in running.values()}
-            for item in list(pending):
-                run, mode = item
-                if len(running) >= launcher.slots:
-                    break
-                if run.of in unfinished:
-                    continue  # evaluates a run of this sweep that has not finished yet
-                pending.remove(item)
-                cmd = child_command(sweep, run, mode)
-                started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                progress.index += 1
-                print(f"== sweep [{progress.index}/{progress.total}] start {run.name}: {describe(run.settings)}",
-                      flush=True)
-                running[launcher.submit(run, cmd)] = (run, started, time.time())
-            done, _ = wait(list(running), timeout=15, return_when=FIRST_COMPLETED)
-            for future in done:
-                run, started, t0 = running.pop(future)
-                launcher.release(future)
-                try:
-                    code, tail = future.result()
-                except Exception as e:  # noqa: BLE001 - a task Ray gave up on: the run failed, the sweep goes on
-                    code, tail = None, [task_error(e)]
-                entry = entry_of(sweep, run, code, tail, started)
-                entries[run.name] = entry
-                progress.durations.append(time.time() - t0)
-                progress.done += entry["status"] == "completed"
-                progress.failed += entry["status"] != "completed"
-                word = "done" if entry["status"] == "completed" else f"FAILED: {entry.get('error', '')}"
-                print(f"== sweep: {run.name} {word}", flush=True)
-                save(entries)
-            if running and (done or time.time() - last_status > 60):
-                last_status = time.time()
-                print("== sweep: running " + ", ".join(epoch_state(sweep.folder / r.name, r.cfg.train.epochs, r.kind)
-                                                       for r, _, _ in running.values())
-                      + f" | done {progress.done}/{progress.total}, failed {progress.failed}, "
-                        f"ETA {fmt_duration(parallel_eta(progress, running, launcher.slots, len(pending)))}",
-                      flush=True)
-    except KeyboardInterrupt:
-        for run, _, _ in running.values():
-            entries[run.name] = interrupted_entry(run)
-        save(entries)
-        launcher.stop()
-        raise
-    finally:
-        launcher.close()
-    return entries
+    return launcher
 
 
 def task_error(e: Exception) -> str:
@@ -213,39 +196,24 @@ def task_error(e: Exception) -> str:
     return f"{type(cause).__name__}: {lines[-1][:400] if lines else ''}"
 
 
-def epoch_state(run_dir: Path, epochs: int, kind: str) -> str:
-    """'name (epoch 1/3)' from the run folder's metrics.jsonl (epoch 0 is its first line), which every
-    backend can read: on Ray the folder is on storage every node shares."""
-    try:
-        lines = (run_dir / layout.METRICS).read_text().count("\n")
-    except OSError:
-        lines = 0
-    return f"{run_dir.name} (eval)" if kind != "train" else f"{run_dir.name} (epoch {max(0, lines - 1)}/{epochs})"
-
-
-def parallel_eta(progress, running: dict, slots: int, waiting: int) -> float | None:
-    if not progress.durations:
-        return None
-    mean = sum(progress.durations) / len(progress.durations)
-    left = [max(0.0, mean - (time.time() - t0)) for _, _, t0 in running.values()]
-    return (sum(left) + waiting * mean) / max(1, slots)
-
-
-class PoolLauncher:
+class PoolLauncher(Launcher):
     """Threads here; each starts its run's process with its slice of threads and, with --gpus-per-run,
     its own CUDA_VISIBLE_DEVICES."""
 
     def __init__(self, sweep, backend: Backend):
-        self.sweep, self.backend, self.slots = sweep, backend, backend.workers
+        super().__init__(sweep)
+        self.backend, self.slots = backend, backend.workers
         self.pool = ThreadPoolExecutor(max_workers=backend.workers)
         gpus = cuda_devices() if backend.gpus_per_run else []
         k = backend.gpus_per_run
         self.free = [",".join(gpus[i * k:(i + 1) * k]) for i in range(backend.workers)] if k else []
         self.held: dict[Future, str] = {}
 
-    def submit(self, run, cmd: list[str]) -> Future:
+    def submit(self, run, mode: str, upcoming: tuple | None = None) -> Future:
         from peftlab.sweep.child import child_env
+        from peftlab.sweep.process import child_command
 
+        cmd = child_command(self.sweep, run, mode)
         env = child_env(**thread_env(self.backend.threads()))
         devices = self.free.pop(0) if self.free else None
         if devices is not None:
@@ -309,10 +277,11 @@ def ray_probe(folder: str) -> tuple[str, str]:
     return "", node
 
 
-class RayLauncher:
+class RayLauncher(Launcher):
     def __init__(self, sweep, backend: Backend):
+        super().__init__(sweep)
         ray = import_ray()
-        self.ray, self.backend, self.sweep = ray, backend, sweep
+        self.ray, self.backend = ray, backend
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if not ray.is_initialized():
             if backend.ray_address:
@@ -355,8 +324,10 @@ class RayLauncher:
                                 f"or pass --output-dir")
             seen.unlink(missing_ok=True)
 
-    def submit(self, run, cmd: list[str]) -> Future:
-        args = cmd[3:]  # after `python -m peftlab`: each node runs its own Python
+    def submit(self, run, mode: str, upcoming: tuple | None = None) -> Future:
+        from peftlab.sweep.process import child_command
+
+        args = child_command(self.sweep, run, mode)[3:]  # after `python -m peftlab`: each node runs its own Python
         resume = [a if a != "--overwrite" else "--resume" for a in args] if run.kind == "train" else args
         log = self.sweep.folder.resolve() / layout.LOGS / layout.run_log(run.name)
         marker = log.with_suffix(".attempt")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 from peftlab.config.settings import read_yaml_mapping
 from peftlab.sweep.plan import check_keys, sweep_from
 

@@ -25,7 +25,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from peftlab.config.settings import SECTIONS, Config, build_config, read_yaml_mapping, typed_settings
+from peftlab.config.settings import (
+    SECTIONS,
+    Config,
+    build_config,
+    read_yaml_mapping,
+    typed_settings,
+)
 from peftlab.errors import UserError, closest
 from peftlab.runs.rundir import run_status
 

@@ -10,12 +10,11 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from peftlab.runs.rundir import run_status
-from peftlab.runs.rundir import UnreadableFile, write_yaml
-from peftlab.sweep.terminal import ScreenLines
-from peftlab.sweep.plan import EVAL_KEYS, PlannedRun, Sweep, flat_settings
+
 from peftlab.runs import layout
-from peftlab.runs.rundir import read_result
+from peftlab.runs.rundir import UnreadableFile, read_result, run_status, write_yaml
+from peftlab.sweep.plan import EVAL_KEYS, PlannedRun, Sweep, flat_settings
+from peftlab.sweep.terminal import ScreenLines
 
 
 def pump(stream, sink, log, tail: list, on_line=None) -> None:

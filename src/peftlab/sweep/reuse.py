@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING
 
 from peftlab.errors import UserError
 from peftlab.runs import layout
-from peftlab.runs.rundir import run_status, saved_config_diff
-from peftlab.runs.rundir import read_result
+from peftlab.runs.rundir import read_result, run_status, saved_config_diff
 
 if TYPE_CHECKING:
     from peftlab.sweep.plan import PlannedRun, Sweep

@@ -1,20 +1,43 @@
-"""Running a sweep's planned runs: one after another here, or side by side on a backend
-(sweep/backends.py); sweep.json saved after every run."""
+"""Running a sweep's planned runs: one scheduling loop (run_todo) for every backend, driving a launcher
+(backends.Launcher): the sequential one here, or a pool or Ray launcher (backends.py) that runs them side
+by side. The loop picks the next run (an evaluation of another run only after that run), announces it,
+keeps Progress (progress.py: one ETA rule for 1..N slots), writes sweep.json after every run and saves
+the runs in progress as interrupted on Ctrl-C. The progress record (done, failed, running, total, eta_s)
+is what the console lines print and what sweep.json holds under `progress` for the dashboard.
+
+The sequential sweep is the loop with a launcher of one slot that runs its run in the foreground,
+not a pool of one worker thread: its process's output then goes to the console byte for byte
+(progress bars redrawn in place, no name prefix), Ctrl-C lands in the wait for that process, which
+is given time to save its state and then an interrupt of its own (process.stop_child; a pool thread
+would not see the interrupt), and the next planned run's process is started ahead while this one runs
+(child.WarmStart). Its submit() returns once the run has ended, with a finished Future, so the loop
+is the same code for both.
+"""
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
 import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from datetime import datetime, timezone
-from peftlab.sweep.child import WarmStart, child_env
-from peftlab.runs.rundir import run_status
-from peftlab.sweep.reuse import plan_todo, sweep_lock
-from peftlab.runs.rundir import read_json, write_json, write_text
-from peftlab.sweep.plan import PlannedRun, Sweep, describe
-from peftlab.sweep.progress import Progress, fmt_duration
-from peftlab.sweep.process import child_command, entry_of, interrupted_entry, pump, stop_child
+from pathlib import Path
+
 from peftlab.runs import layout
+from peftlab.runs.rundir import clear_leftovers, read_json, run_status, write_json, write_text
+from peftlab.sweep.backends import Launcher, side_by_side
+from peftlab.sweep.child import WarmStart, child_env
+from peftlab.sweep.plan import PlannedRun, Sweep, describe
+from peftlab.sweep.process import (
+    child_command,
+    entry_of,
+    interrupted_entry,
+    pump,
+    stop_child,
+)
+from peftlab.sweep.progress import Progress, fmt_duration
+from peftlab.sweep.reuse import plan_todo, sweep_lock
 
 
 def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str, warm: WarmStart,
@@ -29,8 +52,14 @@ def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str, warm: 
         m = re.match(r"epoch (\d+):", line)
         if m and int(m.group(1)) > 0:
             epoch = int(m.group(1))
+            progress.epoch(run.name, epoch)
+            record = progress.record()
             print(f"  sweep {tag}: epoch {epoch}/{run.cfg.train.epochs} done, "
-                  f"sweep ETA {fmt_duration(progress.eta(epoch))}", flush=True)
+                  f"sweep ETA {fmt_duration(record['eta_s'])}", flush=True)
+            try:
+                progress.publish(record)
+            except Exception:  # noqa: BLE001 - this thread copies the run's output: it must go on (the
+                pass  # sweep's next save of sweep.json, after the run, reports a file system that fails)
 
     (sweep.folder / layout.LOGS).mkdir(exist_ok=True)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -55,12 +84,41 @@ def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str, warm: 
     return entry_of(sweep, run, returncode, tail, started)
 
 
-def save_state(sweep: Sweep, entries: dict) -> None:
-    write_json(sweep.folder / layout.SWEEP_STATE, {
-        "name": sweep.name, "source": str(sweep.source), "description": sweep.description,
-        **({"report_epochs": sweep.report_epochs} if sweep.report_epochs else {}),
-        "runs": [entries.get(r.name) or {"name": r.name, "group": r.group, "seed": r.seed, "settings": r.settings,
-                                         "status": run_status(sweep.folder / r.name)} for r in sweep.runs]})
+class SequentialLauncher(Launcher):
+    """One run at a time, in the loop's own thread (see the module docstring). `execute` is looked up
+    in this module at each run, so a test can replace it."""
+
+    slots = 1
+    foreground = True
+
+    def __init__(self, sweep: Sweep, progress: Progress):
+        super().__init__(sweep)
+        self.progress, self.warm = progress, WarmStart()
+
+    def submit(self, run: PlannedRun, mode: str, upcoming: tuple | None) -> Future:
+        ended: Future = Future()
+        ended.set_result(execute(self.sweep, run, self.progress, mode, self.warm, upcoming))
+        return ended
+
+    def outcome(self, future: Future, run: PlannedRun, started: str) -> dict:
+        return future.result()  # execute made the entry
+
+    def close(self) -> None:
+        self.warm.discard()
+
+
+SAVING = threading.Lock()  # sweep.json is also written by the thread reading a sequential run's output
+
+
+def save_state(sweep: Sweep, entries: dict, record: dict) -> None:
+    """sweep.json: the plan, each run's entry (or its folder's status), and the progress record."""
+    with SAVING:
+        write_json(sweep.folder / layout.SWEEP_STATE, {
+            "name": sweep.name, "source": str(sweep.source), "description": sweep.description,
+            **({"report_epochs": sweep.report_epochs} if sweep.report_epochs else {}),
+            "runs": [entries.get(r.name) or {"name": r.name, "group": r.group, "seed": r.seed, "settings": r.settings,
+                                             "status": run_status(sweep.folder / r.name)} for r in sweep.runs],
+            "progress": record})
 
 
 NOTES = {"resume": "", "retry": "  (retrying a failed run)", "rerun": "  (rerun: its folder had other settings)",
@@ -75,6 +133,9 @@ def run_sweep(sweep: Sweep, retry_failed: bool = True, rerun_changed: bool = Fal
 
 
 def run_locked(sweep: Sweep, retry_failed: bool, rerun_changed: bool, backend=None) -> dict:
+    for folder in (sweep.folder, sweep.folder / layout.EXPORTS):  # a killed sweep's half-written files
+        for line in clear_leftovers(folder) if folder.is_dir() else []:
+            print(f"sweep {sweep.name}: {line} (left by a killed process)", flush=True)
     old_state = read_json(sweep.folder / layout.SWEEP_STATE, {}, fix="delete it: the run folders are kept, and the "
                           "next sweep run rebuilds it from them") or {}
     old = {e["name"]: e for e in old_state.get("runs", [])}
@@ -84,35 +145,104 @@ def run_locked(sweep: Sweep, retry_failed: bool, rerun_changed: bool, backend=No
     skipped = len(sweep.runs) - len(todo)
     print(f"sweep {sweep.name}: {len(sweep.runs)} runs, {skipped} already done or kept, {len(todo)} to run "
           f"-> {sweep.folder}", flush=True)
-    save_state(sweep, entries)
     progress = Progress(len(sweep.runs), skipped)
-    if backend is not None and backend.kind != "sequential" and todo:
-        from peftlab.sweep.backends import run_parallel
+    save_state(sweep, entries, progress.record())
+    if not todo:
+        return entries  # no backend started (a Ray instance takes seconds) for nothing to run
+    if backend is None or backend.kind == "sequential":
+        launcher = SequentialLauncher(sweep, progress)
+    else:
+        launcher = side_by_side(sweep, backend)
+    return run_todo(sweep, todo, entries, progress, launcher)
 
-        progress.index = skipped
-        return run_parallel(sweep, todo, entries, progress, backend, lambda e: save_state(sweep, e))
-    warm = WarmStart()
+
+def run_todo(sweep: Sweep, todo: list, entries: dict, progress: Progress, launcher: Launcher) -> dict:
+    """Run `todo` ([(PlannedRun, mode)]) `launcher.slots` at a time; each finished run's entry goes into
+    `entries` and sweep.json as soon as it ends. On Ctrl-C the runs in progress are saved as interrupted
+    (the same command resumes them) and the interrupt goes on up."""
+    progress.slots = launcher.slots
+    progress.publish = lambda record: save_state(sweep, entries, record)
+    pending = list(todo)
+    active: dict[str, tuple] = {}  # run name -> (run, started): submitted (a foreground run: being submitted)
+    handles: dict[Future, str] = {}
+    last_status = 0.0
     try:
-        return run_todo(sweep, todo, entries, progress, skipped, warm)
-    finally:
-        warm.discard()
-
-
-def run_todo(sweep: Sweep, todo: list, entries: dict, progress: Progress, skipped: int, warm: WarmStart) -> dict:
-    for k, (run, mode) in enumerate(todo):
-        progress.start(skipped + k + 1, run.cfg.train.epochs)
-        print(f"\n== sweep [{progress.index}/{progress.total}] {run.name}: {describe(run.settings)}"
-              f"{NOTES[mode]}  "
-              f"| done {progress.done}, failed {progress.failed}, ETA {fmt_duration(progress.eta())}", flush=True)
-        try:
-            entry = execute(sweep, run, progress, mode, warm, todo[k + 1] if k + 1 < len(todo) else None)
-        except KeyboardInterrupt:
+        while pending or active:
+            unfinished = {r.name for r, _ in pending} | set(active)
+            for item in list(pending):
+                run, mode = item
+                if len(active) >= launcher.slots:
+                    break
+                if run.of in unfinished:
+                    continue  # evaluates a run of this sweep that has not finished yet
+                pending.remove(item)
+                progress.start(run.name, run.cfg.train.epochs)
+                announce(run, mode, progress, progress.changed(), launcher.foreground)
+                active[run.name] = (run, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                handles[launcher.submit(run, mode, pending[0] if pending else None)] = run.name
+            done, _ = wait(list(handles), timeout=15, return_when=FIRST_COMPLETED)
+            for future in done:
+                run, started = active.pop(handles.pop(future))
+                launcher.release(future)
+                entry = entries[run.name] = launcher.outcome(future, run, started)
+                progress.finish(run.name, entry["status"] == "completed")
+                ended(run, entry, launcher.foreground)
+                save_state(sweep, entries, progress.record())
+            if not launcher.foreground and active and (done or time.time() - last_status > 60):
+                last_status = time.time()
+                print(status_line(sweep, [r for r, _ in active.values()], progress), flush=True)
+    except KeyboardInterrupt:
+        for run, _ in active.values():
             entries[run.name] = interrupted_entry(run)
-            save_state(sweep, entries)
-            raise
-        entries[run.name] = entry
-        progress.finish(entry["status"] == "completed")
-        if entry["status"] == "failed":
-            print(f"== sweep: {run.name} FAILED: {entry['error']} (the sweep goes on)", flush=True)
-        save_state(sweep, entries)
+            progress.interrupted(run.name)
+        save_state(sweep, entries, progress.record())
+        launcher.stop()
+        raise
+    finally:
+        launcher.close()
     return entries
+
+
+def announce(run: PlannedRun, mode: str, progress: Progress, record: dict, foreground: bool) -> None:
+    """A run's first line: in the foreground, the sweep's state above the run's own output; side by side,
+    where its lines start among the other runs' (the state is in status_line)."""
+    if foreground:
+        print(f"\n== sweep [{progress.index}/{record['total']}] {run.name}: {describe(run.settings)}"
+              f"{NOTES[mode]}  "
+              f"| done {record['done']}, failed {record['failed']}, ETA {fmt_duration(record['eta_s'])}", flush=True)
+    else:
+        print(f"== sweep [{progress.index}/{progress.total}] start {run.name}: {describe(run.settings)}",
+              flush=True)
+
+
+def ended(run: PlannedRun, entry: dict, foreground: bool) -> None:
+    """A run's last line: in the foreground only a failure (its own output showed the rest)."""
+    failed = entry["status"] != "completed"
+    if not foreground:
+        word = f"FAILED: {entry.get('error', '')}" if failed else "done"
+        print(f"== sweep: {run.name} {word}", flush=True)
+    elif failed:
+        print(f"== sweep: {run.name} FAILED: {entry['error']} (the sweep goes on)", flush=True)
+
+
+def status_line(sweep: Sweep, running: list, progress: Progress) -> str:
+    """Side by side: the runs in progress with their epochs (from their folders, which every backend
+    can read, on Ray through the storage every node shares) and the sweep's state, published."""
+    states = []
+    for run in running:
+        done_epochs = epochs_done(sweep.folder / run.name) if run.kind == "train" else 0
+        progress.epoch(run.name, done_epochs)
+        states.append(f"{run.name} (epoch {done_epochs}/{run.cfg.train.epochs})" if run.kind == "train"
+                      else f"{run.name} (eval)")
+    record = progress.changed()
+    return (f"== sweep: running {', '.join(states)} | done {record['done']}/{record['total']}, "
+            f"failed {record['failed']}, ETA {fmt_duration(record['eta_s'])}")
+
+
+def epochs_done(run_dir: Path) -> int:
+    """The epochs a run has finished, from its folder's metrics.jsonl (epoch 0 is its first line)."""
+    try:
+        lines = (run_dir / layout.METRICS).read_text().count("\n")
+    except OSError:
+        lines = 0
+    return max(0, lines - 1)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from peftlab.errors import UserError, closest
 from peftlab.data.formats import Split
+from peftlab.errors import UserError, closest
 
 SFT_FORMATS = ("auto", "alpaca", "sharegpt", "openai")
 USER_ROLES = {"human": "user", "user": "user"}

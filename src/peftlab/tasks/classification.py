@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from peftlab.errors import UserError
 from peftlab.data.formats import Split, label_key
-from peftlab.tasks.metrics import compute_classification
+from peftlab.errors import UserError
 from peftlab.models.loading import load_for_classification
 from peftlab.runs.rundir import write_jsonl
+from peftlab.tasks.metrics import compute_classification
 
 TASK_TYPE = "SEQ_CLS"
 # The head's loss is already a mean over examples: the Trainer must divide it by the

@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass, field
 
 from peftlab.errors import UserError
-from peftlab.tasks.metrics import compute_classification
 from peftlab.runs.rundir import write_jsonl
 from peftlab.tasks import classification, sft
 from peftlab.tasks.chat import Conversation
+from peftlab.tasks.metrics import compute_classification
 
 TASK_TYPE = sft.TASK_TYPE
 TOKEN_LEVEL_LOSS, LM_LOSS = sft.TOKEN_LEVEL_LOSS, sft.LM_LOSS

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from peftlab.errors import UserError
 from peftlab.data.formats import Split
+from peftlab.errors import UserError
 from peftlab.tasks import choices, classification
 from peftlab.tasks.choices import Choice
 

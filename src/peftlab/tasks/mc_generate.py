@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from peftlab.errors import UserError
-from peftlab.tasks.metrics import compute_ranking, rank_options
 from peftlab.runs.rundir import write_jsonl
 from peftlab.tasks import choices, multiple_choice, sft
 from peftlab.tasks.chat import Conversation, resolve_template
-from peftlab.tasks.cls_generate import normalize
 from peftlab.tasks.choices import Choice
+from peftlab.tasks.cls_generate import normalize
+from peftlab.tasks.metrics import compute_ranking, rank_options
 
 TASK_TYPE = sft.TASK_TYPE
 TOKEN_LEVEL_LOSS, LM_LOSS = sft.TOKEN_LEVEL_LOSS, sft.LM_LOSS

@@ -4,7 +4,11 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from sklearn.metrics import accuracy_score, matthews_corrcoef, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    matthews_corrcoef,
+    precision_recall_fscore_support,
+)
 
 # Metrics where lower is better; every other metric is maximised when picking the best epoch.
 LOWER_IS_BETTER = {"loss"}

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from peftlab.errors import UserError
 from peftlab.data.formats import Split
-from peftlab.tasks.metrics import compute_ranking, rank_options
+from peftlab.errors import UserError
 from peftlab.runs.rundir import write_jsonl
 from peftlab.tasks import choices
 from peftlab.tasks.choices import Choice
+from peftlab.tasks.metrics import compute_ranking, rank_options
 
 TASK_TYPE = "SEQ_CLS"  # peft: keeps a `score`/`classifier` head trainable; option scores are class logits
 TOKEN_LEVEL_LOSS = False  # cross-entropy over options: a mean per question

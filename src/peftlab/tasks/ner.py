@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from peftlab.errors import UserError
 from peftlab.data.formats import Split, detect_format
+from peftlab.errors import UserError
 from peftlab.models.loading import load_for_token_classification
 from peftlab.models.methods import method_of
 from peftlab.runs.rundir import write_jsonl
@@ -240,7 +240,13 @@ def type_key(name: str) -> str:
 def entity_metrics(gold: list[list[str]], pred: list[list[str]]) -> dict[str, float]:
     """seqeval entity P/R/F1 (micro over entities; default = conlleval-compatible, strict = IOB2),
     macro F1 and P/R/F1 per entity type, and word accuracy."""
-    from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
+    from seqeval.metrics import (
+        accuracy_score,
+        classification_report,
+        f1_score,
+        precision_score,
+        recall_score,
+    )
     from seqeval.scheme import IOB2
 
     strict = dict(mode="strict", scheme=IOB2, zero_division=0)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from scipy.special import softmax
 
-from peftlab.errors import UserError
 from peftlab.data.formats import Split
+from peftlab.errors import UserError
 from peftlab.models.loading import load_pretrained
 from peftlab.models.methods import method_of
 from peftlab.runs.rundir import write_jsonl

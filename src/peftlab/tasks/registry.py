@@ -7,7 +7,16 @@ from __future__ import annotations
 from types import ModuleType
 
 from peftlab.errors import UserError, closest
-from peftlab.tasks import classification, cls_generate, cls_likelihood, mc_generate, multiple_choice, ner, qa, sft
+from peftlab.tasks import (
+    classification,
+    cls_generate,
+    cls_likelihood,
+    mc_generate,
+    multiple_choice,
+    ner,
+    qa,
+    sft,
+)
 
 WAYS: dict[tuple[str, str], ModuleType] = {
     ("classification", "head"): classification,

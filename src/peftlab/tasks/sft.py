@@ -17,11 +17,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from peftlab.errors import UserError
-from peftlab.models.methods import method_of
-from peftlab.tasks.metrics import compute_generation
 from peftlab.models.loading import load_causal_lm
+from peftlab.models.methods import method_of
 from peftlab.runs.rundir import write_jsonl
-from peftlab.tasks.chat import Conversation, check_template, read_conversations, render, resolve_template, stop_texts
+from peftlab.tasks.chat import (
+    Conversation,
+    check_template,
+    read_conversations,
+    render,
+    resolve_template,
+    stop_texts,
+)
+from peftlab.tasks.metrics import compute_generation
 
 TASK_TYPE = "CAUSAL_LM"
 TOKEN_LEVEL_LOSS = True  # the model returns a token-level LM loss; the Trainer normalises it by token counts
@@ -159,7 +166,6 @@ def generate_texts(model, tokenizer, prompts: list[list[int]], cfg, stops: list[
     `first_token_ids`, each answer is (text, log-probabilities of those tokens as the answer's first
     token), read from the model's raw next-token distribution after the prompt in the same pass."""
     import torch
-
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device

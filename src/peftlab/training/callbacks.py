@@ -14,9 +14,9 @@ from pathlib import Path
 
 from transformers import ProgressCallback, TrainerCallback
 
-from peftlab.tasks.metrics import is_better
-from peftlab.runs.rundir import read_jsonl, write_jsonl
 from peftlab.runs import layout
+from peftlab.runs.rundir import read_jsonl, write_jsonl
+from peftlab.tasks.metrics import is_better
 
 SKIP_KEYS = {"runtime", "samples_per_second", "steps_per_second", "epoch", "model_preparation_time"}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from peftlab.data.formats import skipped_lines
 
+from peftlab.data.formats import skipped_lines
 
 MAX_LENGTH_LIFTED = 1_000_000  # `check` encodes with this max_length to see untruncated lengths
 
@@ -49,8 +49,8 @@ def label_ids(task, prepared, split: str, enc) -> list:
 
 def check(cfg) -> str:
     """Validate cfg's data as `peftlab train` would (no model weights loaded) and summarize it."""
-    from peftlab.data.splits import load_splits
     from peftlab.data.mixing import record_mix
+    from peftlab.data.splits import load_splits
     from peftlab.models.loading import load_tokenizer, resolve_model
     from peftlab.tasks.registry import task_of
 

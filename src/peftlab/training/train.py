@@ -20,22 +20,50 @@ from pathlib import Path
 import torch
 
 from peftlab.config.settings import Config
-from peftlab.errors import UserError, closest
-from peftlab.data.splits import load_splits
 from peftlab.data.formats import skipped_lines
-from peftlab.runs.measure import count_parameters, git_hash, library_versions, peak_memory, weights_size_mb
 from peftlab.data.mixing import record_mix
-from peftlab.models.methods import MethodContext, apply_method, check_method_settings, is_peft, method_of
-from peftlab.models.loading import DTYPES, load_tokenizer, resolve_model
-from peftlab.training.plots import plot_loss
+from peftlab.data.splits import load_splits
+from peftlab.errors import UserError, closest
 from peftlab.hardware import cpu_info
-from peftlab.runs.rundir import (HEAD_FILE, WEIGHTS_NOTE, clear_leftovers, read_json, save_model, saved_config_diff,
-    write_jsonl, write_yaml)
+from peftlab.models.loading import DTYPES, load_tokenizer, resolve_model
+from peftlab.models.methods import (
+    MethodContext,
+    apply_method,
+    check_method_settings,
+    is_peft,
+    method_of,
+)
+from peftlab.runs import layout
+from peftlab.runs.measure import (
+    count_parameters,
+    git_hash,
+    library_versions,
+    peak_memory,
+    weights_size_mb,
+)
+from peftlab.runs.rundir import (
+    HEAD_FILE,
+    WEIGHTS_NOTE,
+    clear_leftovers,
+    read_json,
+    read_result,
+    save_model,
+    saved_config_diff,
+    write_jsonl,
+    write_result,
+    write_yaml,
+)
 from peftlab.tasks.contract import TaskEnv, read_hook
 from peftlab.tasks.registry import task_of
-from peftlab.training.callbacks import AdaLoraStep, ExtraSplits, QuietProgress, Recorder, TrackerSummary, loss_line
-from peftlab.runs import layout
-from peftlab.runs.rundir import read_result, write_result
+from peftlab.training.callbacks import (
+    AdaLoraStep,
+    ExtraSplits,
+    QuietProgress,
+    Recorder,
+    TrackerSummary,
+    loss_line,
+)
+from peftlab.training.plots import plot_loss
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 REPORT_TO = ("none", "tensorboard", "mlflow")

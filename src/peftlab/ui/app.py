@@ -16,19 +16,31 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import (FileResponse, PlainTextResponse, RedirectResponse, Response,
-                                 StreamingResponse)
+from starlette.responses import (
+    FileResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from peftlab.errors import UserError
-from peftlab.report.tables import COSTS, PHASES, epochs_rows, table_rows, to_csv, to_markdown
+from peftlab.report.tables import (
+    COSTS,
+    PHASES,
+    epochs_rows,
+    table_rows,
+    to_csv,
+    to_markdown,
+)
+from peftlab.runs import layout
 from peftlab.runs.rundir import UnreadableFile, read_text
 from peftlab.ui import folders as F
 from peftlab.ui.compare import comparison
 from peftlab.ui.jobs import Jobs, shipped_recipes
-from peftlab.runs import layout
 
 HERE = Path(__file__).parent
 PLOT_LOCK = threading.Lock()  # pyplot is not thread-safe; plots are drawn one at a time
@@ -138,7 +150,11 @@ def create_app(root: Path, allow: list[Path] = (), hosts: list[str] = ("127.0.0.
 
     @guarded
     async def plot(request: Request):
-        from peftlab.report.plots import plot_metric_per_epoch, plot_pareto, plot_sweep_losses
+        from peftlab.report.plots import (
+            plot_metric_per_epoch,
+            plot_pareto,
+            plot_sweep_losses,
+        )
 
         kind = request.path_params["kind"]
         s, runs = await to_thread.run_sync(comparison, root, ids_of(request))

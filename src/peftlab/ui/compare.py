@@ -6,11 +6,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from peftlab.errors import UserError
-from peftlab.report.tables import Run, summarize
 from peftlab.report.evals import is_eval
+from peftlab.report.tables import Run, summarize
+from peftlab.runs import layout
 from peftlab.runs.rundir import read_json
 from peftlab.ui.folders import run_at
-from peftlab.runs import layout
 
 
 def chosen_runs(root: Path, ids: list[str]) -> tuple[list[Run], list[int]]:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import psutil
 
-from peftlab.report.tables import Run, collect, mean_std, read_run
 from peftlab.report.evals import is_eval
-from peftlab.runs.rundir import UnreadableFile, read_json, read_jsonl
-from peftlab.sweep.terminal import ScreenLines
+from peftlab.report.tables import Run, collect, read_run
 from peftlab.runs import layout
-from peftlab.runs.rundir import read_result
+from peftlab.runs.rundir import UnreadableFile, read_json, read_jsonl, read_result
+from peftlab.sweep.progress import eta_now
+from peftlab.sweep.terminal import ScreenLines
 
 MAX_DEPTH = 4  # RUNS_DIR/study/part/run: deeper folders are not searched
 
@@ -278,11 +278,15 @@ def seconds_between(a: str | None, b: str | None) -> float | None:
 
 def progress(root: Path, rel: str) -> dict:
     """What the sweep page shows and the event stream pushes: each run's status and epoch, the run in
-    progress with its loss so far and log tail, an ETA from the runs finished so far."""
-    parts, runs, current, live = [], [], None, False
+    progress with its loss so far and log tail, and the ETA of the sweep process itself: the progress
+    record it keeps in sweep.json (sweep/progress.py), counted down since it was written; the parts of
+    a study that are running add up."""
+    parts, runs, current, live, records = [], [], None, False, []
     for f in sweep_folders(root, rel):
         state = read_json(f.path / layout.SWEEP_STATE, {}) or {}
-        live = live or live_pid(f.path) is not None
+        if live_pid(f.path) is not None:
+            live = True
+            records.append(state.get("progress"))
         parts.append(f.rel)
         for e in state.get("runs", []):
             run_dir = f.path / e["name"]
@@ -309,7 +313,8 @@ def progress(root: Path, rel: str) -> dict:
         out["log"] = tail(f.path / layout.LOGS / layout.run_log(name))
         out["epoch"] = f"{out['loss'][-1][0]:.2f}" if out["loss"] else "0"
         out["epochs_planned"] = planned_epochs(run_dir)
-    out["eta_s"] = eta(out)
+    etas = [eta_now(r) for r in records]
+    out["eta_s"] = sum(etas) if etas and None not in etas else None
     return out
 
 
@@ -327,19 +332,6 @@ def planned_epochs(run_dir: Path) -> int | None:
     except UnreadableFile:
         return None
     return num((cfg.get("train") or {}).get("epochs"))
-
-
-def eta(p: dict) -> float | None:
-    """Mean duration of the finished runs times the runs left, minus the current run's elapsed share."""
-    durations = [r["duration_s"] for r in p["runs"] if r["status"] == "completed" and r["duration_s"]]
-    left = sum(r["status"] not in ("completed", "failed") for r in p["runs"])
-    if not durations or not left:
-        return None if left else 0.0
-    mean, _, _ = mean_std(durations)
-    share = 0.0
-    if p.get("loss") and p.get("epochs_planned"):
-        share = min(1.0, p["loss"][-1][0] / p["epochs_planned"])
-    return max(0.0, mean * (left - share))
 
 
 def sweep_source(root: Path, rel: str) -> str | None:
