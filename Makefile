@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo lint test bench clean
 
 $(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -51,7 +51,12 @@ $(CHROMIUM):
 demo: setup
 	$(VENV)/bin/peftlab sweep recipes/sweeps/demo-sst2-minilm.yaml
 
-test: setup $(CHROMIUM)
+# ruff's linter and formatter over the code (settings in pyproject.toml); `ruff format` fixes the layout
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench docs
+	$(VENV)/bin/ruff format --check src tests bench docs
+
+test: setup lint $(CHROMIUM)
 	$(PY) -m pytest -q tests
 
 # The speed comparison: plain transformers, LLaMA-Factory and peftlab on the same jobs, one process at

@@ -12,6 +12,7 @@ Each figure is the median of --repeats runs (min-max beside it); ratios are of m
 time is the scoring alone as the command measures it (model loading excluded; it is the same for
 both sides). The CPU model and its flags go into the result file: speed depends on them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,15 +34,39 @@ GENERATE = ROOT / "recipes" / "cola-smollm2-generate.yaml"
 
 def timed_eval(args: list[str], folder: Path) -> dict:
     """One `peftlab eval`/`predict` process; returns its result.json (eval) or its measured line (predict)."""
-    subprocess.run([sys.executable, "-m", "peftlab", *args], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, cwd=ROOT)
+    subprocess.run(
+        [sys.executable, "-m", "peftlab", *args],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
     return json.loads((folder / "result.json").read_text())
 
 
 def predict_seconds(extra: list[str], rows: int, tmp: Path) -> float:
-    out = subprocess.run([sys.executable, "-m", "peftlab", "predict", str(LIKELIHOOD),
-                          str(COLA / "in_domain_dev.tsv"), *extra, "--limit", str(rows), "--name", "bench",
-                          "--out", str(tmp), "--overwrite"], check=True, capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "peftlab",
+            "predict",
+            str(LIKELIHOOD),
+            str(COLA / "in_domain_dev.tsv"),
+            *extra,
+            "--limit",
+            str(rows),
+            "--name",
+            "bench",
+            "--out",
+            str(tmp),
+            "--overwrite",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     line = next(l for l in out.stdout.splitlines() if l.startswith("predicted"))
     return float(line.split(" in ")[1].split(" s ")[0])
 
@@ -71,6 +96,7 @@ def main() -> int:
             folder = tmp / f"e{abs(hash((str(recipe), tuple(extra), i)))}"
             r = timed_eval(["eval", str(recipe), *common, *extra, "--out", str(folder), "--overwrite"], folder)
             return r["eval_wall_s"], r["metrics_best"]["accuracy"]
+
         return run
 
     repeat("label likelihood (transformers)", eval_job(LIKELIHOOD, []))
@@ -78,23 +104,39 @@ def main() -> int:
     if not args.skip_llamacpp:
         repeat("label likelihood (llama.cpp, Q4_1 GGUF)", eval_job(LIKELIHOOD, ["backend=llamacpp"]))
     med = lambda k: jobs[k]["seconds"]["median"]  # noqa: E731
-    ratios = {"batched predict vs one at a time": med("predict one row at a time") / med("predict batched"),
-              "label likelihood vs generate + parse": med("generate + parse (transformers)")
-              / med("label likelihood (transformers)")}
+    ratios = {
+        "batched predict vs one at a time": med("predict one row at a time") / med("predict batched"),
+        "label likelihood vs generate + parse": med("generate + parse (transformers)")
+        / med("label likelihood (transformers)"),
+    }
     if not args.skip_llamacpp:
-        ratios["llama.cpp vs transformers (label likelihood)"] = (med("label likelihood (transformers)")
-                                                                  / med("label likelihood (llama.cpp, Q4_1 GGUF)"))
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_info(), "rows": n,
-              "repeats": args.repeats, "jobs": jobs, "speedups": ratios, "llamacpp_skipped": args.skip_llamacpp}
+        ratios["llama.cpp vs transformers (label likelihood)"] = med("label likelihood (transformers)") / med(
+            "label likelihood (llama.cpp, Q4_1 GGUF)"
+        )
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu_info(),
+        "rows": n,
+        "repeats": args.repeats,
+        "jobs": jobs,
+        "speedups": ratios,
+        "llamacpp_skipped": args.skip_llamacpp,
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "after_training.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"{n} CoLA dev rows, smollm2-135m, median of {args.repeats} (min-max); {result['cpu']['cpu_model']}",
-             "", "| job | wall time | rows/s | accuracy |", "|---|---|---|---|"]
+    lines = [
+        f"{n} CoLA dev rows, smollm2-135m, median of {args.repeats} (min-max); {result['cpu']['cpu_model']}",
+        "",
+        "| job | wall time | rows/s | accuracy |",
+        "|---|---|---|---|",
+    ]
     for name, j in jobs.items():
         s = j["seconds"]
         acc = "-" if j["accuracy"] is None else f"{j['accuracy']:.3f}"
-        lines.append(f"| {name} | {s['median']:.2f} s ({s['min']:.2f}-{s['max']:.2f}) | {n / s['median']:.1f} | {acc} |")
+        lines.append(
+            f"| {name} | {s['median']:.2f} s ({s['min']:.2f}-{s['max']:.2f}) | {n / s['median']:.1f} | {acc} |"
+        )
     lines += ["", *[f"- {k}: **{v:.1f}x**" for k, v in ratios.items()]]
     if args.skip_llamacpp:
         lines.append("- llama.cpp leg skipped (--skip-llamacpp)")

@@ -1,5 +1,6 @@
 """What the bench scripts share: the summary of repeated measurements (median, min, max, values) and
 the machine's own matmul peak."""
+
 from __future__ import annotations
 
 import statistics
@@ -28,4 +29,4 @@ def matmul_peak(dtype_name: str, n: int = 2048, repeats: int = 5) -> float:
         t = time.perf_counter()
         a @ b
         times.append(time.perf_counter() - t)
-    return 2 * n ** 3 / statistics.median(times) / 1e9
+    return 2 * n**3 / statistics.median(times) / 1e9

@@ -11,6 +11,7 @@
    Agreement: the share of prompts whose higher-scored option is transformers'.
 Medians of --repeats; model loading excluded. Not a test: numbers depend on the CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,7 @@ def hf_scores(model, enc: list[list[dict]], batch: int = 16) -> list[list[float]
     flat = [e for row in enc for e in row]
     out = []
     for i in range(0, len(flat), batch):
-        part = flat[i:i + batch]
+        part = flat[i : i + batch]
         width = max(len(e["input_ids"]) for e in part)
         ids = torch.tensor([e["input_ids"] + [0] * (width - len(e["input_ids"])) for e in part])
         mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in part])
@@ -54,7 +55,7 @@ def hf_scores(model, enc: list[list[dict]], batch: int = 16) -> list[list[float]
         for r, e in enumerate(part):
             n, end = e["n_target"], len(e["input_ids"])
             out.append(float(sum(logp[r, p - 1, ids[r, p]] for p in range(end - n, end))))
-    return [out[i:i + len(OPTIONS)] for i in range(0, len(out), len(OPTIONS))]
+    return [out[i : i + len(OPTIONS)] for i in range(0, len(out), len(OPTIONS))]
 
 
 def cpp_scores(scorer, enc: list[list[dict]]) -> list[list[float]]:
@@ -86,8 +87,8 @@ def main() -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from peftlab.export.gguf import export_gguf, gguf_path, quantize
-    from peftlab.inference.llamacpp import LlamaScorer, open_llama
     from peftlab.hardware import physical_cores
+    from peftlab.inference.llamacpp import LlamaScorer, open_llama
     from peftlab.models.loading import NAMED_MODELS, locate_package_file, resolve_model
 
     folder = resolve_model("smollm2-135m").path
@@ -114,13 +115,15 @@ def main() -> int:
     files["package Q4_1"] = locate_package_file("smollm2-135m", NAMED_MODELS["smollm2-135m"])
     for kind, path in files.items():
         scorer = LlamaScorer(open_llama(Path(path), n_ctx=512, n_threads=threads))
-        secs, got = timed(lambda: cpp_scores(scorer, enc), args.repeats)
+        secs, got = timed(lambda scorer=scorer: cpp_scores(scorer, enc), args.repeats)
         evaluated = scorer.evaluated // args.repeats
         lines.append(f"| llama.cpp {kind} | {n_tokens / secs:.0f} | {evaluated} | {agreement(got, ref):.3f} |")
         print(lines[-1], file=sys.stderr, flush=True)
-    print(f"\n{args.rows} CoLA prompts x {len(OPTIONS)} options, {n_tokens} tokens, median of {args.repeats}, "
-          f"{threads} threads\n\n| backend | tokens/s | tokens evaluated | label agreement with transformers |\n"
-          "|---|---|---|---|\n" + "\n".join(lines))
+    print(
+        f"\n{args.rows} CoLA prompts x {len(OPTIONS)} options, {n_tokens} tokens, median of {args.repeats}, "
+        f"{threads} threads\n\n| backend | tokens/s | tokens evaluated | label agreement with transformers |\n"
+        "|---|---|---|---|\n" + "\n".join(lines)
+    )
     return 0
 
 

@@ -20,6 +20,7 @@ LLaMA-Factory runs in its own virtualenv (bench/.venv-llamafactory, created here
 bench/requirements-llamafactory.txt: ~8 GB, a few minutes); --skip-llamafactory leaves that leg out
 and the table says so.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,22 +45,45 @@ PY = sys.executable
 ALPACA = SHARED / "alpaca" / "llamafactory_demo" / "alpaca_en_demo.json"
 SST2 = SHARED / "sst2" / "train.tsv"
 SMOL_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # the model's own, no '.'
-JOB_A = {"rows": 256, "max_length": 256, "batch_size": 8, "lr": 2e-4, "seed": 42,
-         "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "target": ["q_proj", "v_proj"]}}
-JOB_B = {"rows": 2000, "max_length": 64, "batch_size": 16, "lr": 5e-4, "seed": 42,
-         "lora": {"r": 8, "alpha": 16, "dropout": 0.1, "target": ["query", "value"]}}
+JOB_A = {
+    "rows": 256,
+    "max_length": 256,
+    "batch_size": 8,
+    "lr": 2e-4,
+    "seed": 42,
+    "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "target": ["q_proj", "v_proj"]},
+}
+JOB_B = {
+    "rows": 2000,
+    "max_length": 64,
+    "batch_size": 16,
+    "lr": 5e-4,
+    "seed": 42,
+    "lora": {"r": 8, "alpha": 16, "dropout": 0.1, "target": ["query", "value"]},
+}
 
 
 # ---------------------------------------------------------------- running one leg
+
 
 def run_process(cmd: list[str], log: Path, env: dict | None = None) -> dict:
     """Run cmd to completion; its wall time and its own peak RSS (MB, from wait4), or raise with its log's tail."""
     started = time.time()
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                                     # this checkout's peftlab and legs, whatever the venv has installed
-                                     "PYTHONPATH": f"{ROOT / 'src'}:{LEGS}", **(env or {})})
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "HF_HUB_OFFLINE": "1",
+                "HF_DATASETS_OFFLINE": "1",
+                # this checkout's peftlab and legs, whatever the venv has installed
+                "PYTHONPATH": f"{ROOT / 'src'}:{LEGS}",
+                **(env or {}),
+            },
+        )
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.time() - started
     code = os.waitstatus_to_exitcode(status)
@@ -69,18 +93,28 @@ def run_process(cmd: list[str], log: Path, env: dict | None = None) -> dict:
     return {"started": started, "wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
-def train_figures(first_step_at: float | None, started: float, tokens: int, train_s: float, samples: int,
-                  loss: float | None) -> dict:
-    return {"time_to_first_step_s": first_step_at - started if first_step_at else None,
-            "train_tokens": tokens, "train_time_s": train_s, "train_tokens_per_s": tokens / train_s if train_s else None,
-            "samples_per_s": samples / train_s if train_s else None, "train_loss": loss}
+def train_figures(
+    first_step_at: float | None, started: float, tokens: int, train_s: float, samples: int, loss: float | None
+) -> dict:
+    return {
+        "time_to_first_step_s": first_step_at - started if first_step_at else None,
+        "train_tokens": tokens,
+        "train_time_s": train_s,
+        "train_tokens_per_s": tokens / train_s if train_s else None,
+        "samples_per_s": samples / train_s if train_s else None,
+        "train_loss": loss,
+    }
 
 
 def read_bench_timing(path: Path, proc: dict, samples: int) -> dict:
     """A plain / LLaMA-Factory leg's figures (BenchTiming's JSON)."""
     t = json.loads(path.read_text())
-    return {**proc, **train_figures(t["first_step_at"], proc["started"], t["train_tokens"], t["train_time_s"],
-                                    samples, t["train_loss"])}
+    return {
+        **proc,
+        **train_figures(
+            t["first_step_at"], proc["started"], t["train_tokens"], t["train_time_s"], samples, t["train_loss"]
+        ),
+    }
 
 
 def read_peftlab_run(run: Path, proc: dict) -> dict:
@@ -88,9 +122,20 @@ def read_peftlab_run(run: Path, proc: dict) -> dict:
     r = json.loads((run / "result.json").read_text())
     last = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][-1]
     train_s = sum(x for x in r["epoch_times_s"] if x)
-    return {**proc, **train_figures(r["timeline"]["first_step"], proc["started"], r["train_tokens"], train_s,
-                                    r["n_train"] * r["epochs_run"], last.get("train_loss")),
-            "precision": r.get("precision"), "lm_loss": r.get("lm_loss"), "total_params": r["total_params"]}
+    return {
+        **proc,
+        **train_figures(
+            r["timeline"]["first_step"],
+            proc["started"],
+            r["train_tokens"],
+            train_s,
+            r["n_train"] * r["epochs_run"],
+            last.get("train_loss"),
+        ),
+        "precision": r.get("precision"),
+        "lm_loss": r.get("lm_loss"),
+        "total_params": r["total_params"],
+    }
 
 
 def leg_plain(job: dict, kind: str, scratch: Path) -> dict:
@@ -103,38 +148,74 @@ def leg_plain(job: dict, kind: str, scratch: Path) -> dict:
 def leg_llamafactory(job: dict, scratch: Path) -> dict:
     spec = scratch / "job.json"
     spec.write_text(json.dumps({**job, "default_system": SMOL_SYSTEM, "scratch": str(scratch / "out")}))
-    proc = run_process([str(LF_VENV / "bin" / "python"), str(LEGS / "llamafactory_train.py"), str(spec),
-                        str(scratch / "timing.json")], scratch / "log.txt",
-                       env={"DISABLE_VERSION_CHECK": "1", "PYTHONPATH": str(LEGS)})  # no peftlab there
+    proc = run_process(
+        [str(LF_VENV / "bin" / "python"), str(LEGS / "llamafactory_train.py"), str(spec), str(scratch / "timing.json")],
+        scratch / "log.txt",
+        env={"DISABLE_VERSION_CHECK": "1", "PYTHONPATH": str(LEGS)},
+    )  # no peftlab there
     return read_bench_timing(scratch / "timing.json", proc, job["n_rows"])
 
 
 def leg_peftlab(args: list[str], scratch: Path) -> dict:
-    proc = run_process([PY, "-m", "peftlab", "train", *args, f"output_dir={scratch}", "run_name=r", "--overwrite"],
-                       scratch / "log.txt")
+    proc = run_process(
+        [PY, "-m", "peftlab", "train", *args, f"output_dir={scratch}", "run_name=r", "--overwrite"], scratch / "log.txt"
+    )
     return read_peftlab_run(scratch / "r", proc)
 
 
 def peftlab_sft_args(job: dict) -> list[str]:
     lora = job["lora"]
-    return [f"model={job.get('peftlab_model', 'smollm2-135m')}", "task=sft", "method=lora", f"lora_rank={lora['r']}", f"lora_alpha={lora['alpha']}",
-            f"lora_dropout={lora['dropout']}", f"lora_target={','.join(lora['target'])}", f"train_file={job['data']}",
-            f"validation_file={job['data']}", "max_eval_samples=8", "max_eval_generate=1", "max_new_tokens=4",
-            f"max_length={job['max_length']}", f"batch_size={job['batch_size']}", "epochs=1", f"lr={job['lr']}",
-            f"seed={job['seed']}", "eval_at_start=false", "keep_checkpoints=false", "save_steps=100000"]
+    return [
+        f"model={job.get('peftlab_model', 'smollm2-135m')}",
+        "task=sft",
+        "method=lora",
+        f"lora_rank={lora['r']}",
+        f"lora_alpha={lora['alpha']}",
+        f"lora_dropout={lora['dropout']}",
+        f"lora_target={','.join(lora['target'])}",
+        f"train_file={job['data']}",
+        f"validation_file={job['data']}",
+        "max_eval_samples=8",
+        "max_eval_generate=1",
+        "max_new_tokens=4",
+        f"max_length={job['max_length']}",
+        f"batch_size={job['batch_size']}",
+        "epochs=1",
+        f"lr={job['lr']}",
+        f"seed={job['seed']}",
+        "eval_at_start=false",
+        "keep_checkpoints=false",
+        "save_steps=100000",
+    ]
 
 
 def peftlab_cls_args(job: dict) -> list[str]:
     lora = job["lora"]
-    return [f"model={job.get('peftlab_model', 'minilm-l6')}", "task=classification", "method=lora", f"lora_rank={lora['r']}",
-            f"lora_alpha={lora['alpha']}", f"lora_dropout={lora['dropout']}", f"lora_target={','.join(lora['target'])}",
-            f"train_file={job['data']}", f"validation_file={job['data']}", "max_eval_samples=16",
-            "text_column=sentence", "label_column=label", f"max_length={job['max_length']}",
-            f"batch_size={job['batch_size']}", "epochs=1", f"lr={job['lr']}", f"seed={job['seed']}",
-            "eval_at_start=false", "save_steps=100000"]
+    return [
+        f"model={job.get('peftlab_model', 'minilm-l6')}",
+        "task=classification",
+        "method=lora",
+        f"lora_rank={lora['r']}",
+        f"lora_alpha={lora['alpha']}",
+        f"lora_dropout={lora['dropout']}",
+        f"lora_target={','.join(lora['target'])}",
+        f"train_file={job['data']}",
+        f"validation_file={job['data']}",
+        "max_eval_samples=16",
+        "text_column=sentence",
+        "label_column=label",
+        f"max_length={job['max_length']}",
+        f"batch_size={job['batch_size']}",
+        "epochs=1",
+        f"lr={job['lr']}",
+        f"seed={job['seed']}",
+        "eval_at_start=false",
+        "save_steps=100000",
+    ]
 
 
 # ---------------------------------------------------------------- jobs
+
 
 def first_rows_alpaca(n: int, folder: Path) -> Path:
     out = folder / f"alpaca_first{n}.json"
@@ -146,7 +227,7 @@ def first_rows_sst2(n: int, folder: Path) -> Path:
     out = folder / f"sst2_first{n}.tsv"
     with open(SST2, newline="") as f:
         lines = f.read().splitlines()
-    out.write_text("\n".join(lines[:n + 1]) + "\n")
+    out.write_text("\n".join(lines[: n + 1]) + "\n")
     return out
 
 
@@ -159,7 +240,11 @@ def model_folder(name: str) -> str:
 
 def levers_a(bf16: bool) -> dict[str, list[str]]:
     """peftlab variants of job (a): its defaults, then each lever turned the other way."""
-    legs = {"peftlab": [], "peftlab chunked_loss=false": ["chunked_loss=false"], "peftlab packing=true": ["packing=true"]}
+    legs = {
+        "peftlab": [],
+        "peftlab chunked_loss=false": ["chunked_loss=false"],
+        "peftlab packing=true": ["packing=true"],
+    }
     if bf16:
         legs["peftlab precision=bf16"] = ["precision=bf16"]
         legs["peftlab precision=bf16 packing=true"] = ["precision=bf16", "packing=true"]
@@ -170,8 +255,13 @@ def job_legs(name: str, scratch: Path, args) -> dict:
     """name -> a function(scratch folder) -> figures, for one job."""
     bf16 = cpu_has_fast_bf16()
     if name == "a":
-        job = {**JOB_A, "rows": args.sft_rows, "n_rows": args.sft_rows, "model": model_folder("smollm2-135m"),
-               "data": str(first_rows_alpaca(args.sft_rows, scratch))}
+        job = {
+            **JOB_A,
+            "rows": args.sft_rows,
+            "n_rows": args.sft_rows,
+            "model": model_folder("smollm2-135m"),
+            "data": str(first_rows_alpaca(args.sft_rows, scratch)),
+        }
         legs = {"plain": lambda d: leg_plain(job, "sft", d)}
         if not args.skip_llamafactory:
             legs["llamafactory"] = lambda d: leg_llamafactory(job, d)
@@ -180,32 +270,47 @@ def job_legs(name: str, scratch: Path, args) -> dict:
             legs[leg] = lambda d, extra=extra: leg_peftlab(base + extra, d)
         return legs
     if name == "b":
-        job = {**JOB_B, "rows": args.cls_rows, "n_rows": args.cls_rows, "model": model_folder("minilm-l6"),
-               "data": str(first_rows_sst2(args.cls_rows, scratch))}
+        job = {
+            **JOB_B,
+            "rows": args.cls_rows,
+            "n_rows": args.cls_rows,
+            "model": model_folder("minilm-l6"),
+            "data": str(first_rows_sst2(args.cls_rows, scratch)),
+        }
         base = peftlab_cls_args(job)
-        legs = {"plain": lambda d: leg_plain(job, "cls", d), "peftlab": lambda d: leg_peftlab(base, d),
-                "peftlab group_by_length=true": lambda d: leg_peftlab(base + ["group_by_length=true"], d)}
+        legs = {
+            "plain": lambda d: leg_plain(job, "cls", d),
+            "peftlab": lambda d: leg_peftlab(base, d),
+            "peftlab group_by_length=true": lambda d: leg_peftlab(base + ["group_by_length=true"], d),
+        }
         if bf16:
             legs["peftlab precision=bf16"] = lambda d: leg_peftlab(base + ["precision=bf16"], d)
             legs["peftlab precision=bf16 group_by_length=true"] = lambda d: leg_peftlab(
-                base + ["precision=bf16", "group_by_length=true"], d)
+                base + ["precision=bf16", "group_by_length=true"], d
+            )
         return legs
     if name == "c":
         n = [f"max_eval_samples={args.eval_rows}"]
-        legs = {"generate + parse": lambda d: leg_eval(GENERATE, n + ["extra_eval_file=", "max_eval_generate=0"], d),
-                "label scoring": lambda d: leg_eval(LIKELIHOOD, n, d)}
+        legs = {
+            "generate + parse": lambda d: leg_eval(GENERATE, n + ["extra_eval_file=", "max_eval_generate=0"], d),
+            "label scoring": lambda d: leg_eval(LIKELIHOOD, n, d),
+        }
         if bf16:
             legs["label scoring precision=bf16"] = lambda d: leg_eval(LIKELIHOOD, n + ["precision=bf16"], d)
         return legs
     if name == "d":
         rows = args.predict_rows
-        return {"one at a time (users' predict.py)": lambda d: leg_predict_one_by_one(rows, d),
-                "peftlab predict: generate + parse": lambda d: leg_predict(GENERATE, rows, d),
-                "peftlab predict: label scoring": lambda d: leg_predict(LIKELIHOOD, rows, d)}
+        return {
+            "one at a time (users' predict.py)": lambda d: leg_predict_one_by_one(rows, d),
+            "peftlab predict: generate + parse": lambda d: leg_predict(GENERATE, rows, d),
+            "peftlab predict: label scoring": lambda d: leg_predict(LIKELIHOOD, rows, d),
+        }
     if name == "e":
-        return {"peftlab sweep": leg_sweep_gaps,
-                "peftlab sweep, runs exit the usual way": lambda d: leg_sweep_gaps(d, {"PEFTLAB_FAST_EXIT": "0"}),
-                "peftlab sweep without start ahead": lambda d: leg_sweep_gaps(d, {"PEFTLAB_START_AHEAD": "0"})}
+        return {
+            "peftlab sweep": leg_sweep_gaps,
+            "peftlab sweep, runs exit the usual way": lambda d: leg_sweep_gaps(d, {"PEFTLAB_FAST_EXIT": "0"}),
+            "peftlab sweep without start ahead": lambda d: leg_sweep_gaps(d, {"PEFTLAB_START_AHEAD": "0"}),
+        }
     raise SystemExit(f"bench/run.py: no job {name!r}; jobs are a, b, c, d, e")
 
 
@@ -216,13 +321,22 @@ LIKELIHOOD = ROOT / "recipes" / "cola-smollm2-likelihood.yaml"
 
 def leg_eval(recipe: Path, extra: list[str], scratch: Path) -> dict:
     """`peftlab eval` of a recipe's untuned model: scoring time, rows/s and scores from its result.json."""
-    proc = run_process([PY, "-m", "peftlab", "eval", str(recipe), *extra, "--out", str(scratch / "e"), "--overwrite"],
-                       scratch / "log.txt")
+    proc = run_process(
+        [PY, "-m", "peftlab", "eval", str(recipe), *extra, "--out", str(scratch / "e"), "--overwrite"],
+        scratch / "log.txt",
+    )
     r = json.loads((scratch / "e" / "result.json").read_text())
     m = r["metrics_best"]
-    return {**proc, "seconds": r["eval_wall_s"], "rows": r["n_evaluated"], "rows_per_s": r["examples_per_s"],
-            "accuracy": m.get("accuracy"), "mcc": m.get("mcc"), "unparsed": m.get("unparsed"),
-            "precision": "bf16" if "precision=bf16" in extra else "fp32"}
+    return {
+        **proc,
+        "seconds": r["eval_wall_s"],
+        "rows": r["n_evaluated"],
+        "rows_per_s": r["examples_per_s"],
+        "accuracy": m.get("accuracy"),
+        "mcc": m.get("mcc"),
+        "unparsed": m.get("unparsed"),
+        "precision": "bf16" if "precision=bf16" in extra else "fp32",
+    }
 
 
 def gold_cola(rows: int) -> list[str]:
@@ -232,13 +346,34 @@ def gold_cola(rows: int) -> list[str]:
 
 def leg_predict(recipe: Path, rows: int, scratch: Path) -> dict:
     """`peftlab predict` (batched): the scoring seconds it prints, accuracy of result_bench.txt against CoLA's gold."""
-    proc = run_process([PY, "-m", "peftlab", "predict", str(recipe), str(COLA_DEV), "--limit", str(rows),
-                        "--name", "bench", "--out", str(scratch), "--overwrite"], scratch / "log.txt")
+    proc = run_process(
+        [
+            PY,
+            "-m",
+            "peftlab",
+            "predict",
+            str(recipe),
+            str(COLA_DEV),
+            "--limit",
+            str(rows),
+            "--name",
+            "bench",
+            "--out",
+            str(scratch),
+            "--overwrite",
+        ],
+        scratch / "log.txt",
+    )
     line = next(l for l in (scratch / "log.txt").read_text().splitlines() if l.startswith("predicted"))
     seconds = float(line.split(" in ")[1].split(" s ")[0])
     got = (scratch / "result_bench.txt").read_text().splitlines()
-    return {**proc, "seconds": seconds, "rows": rows, "rows_per_s": rows / seconds,
-            "accuracy": sum(a == g for a, g in zip(got, gold_cola(rows))) / rows}
+    return {
+        **proc,
+        "seconds": seconds,
+        "rows": rows,
+        "rows_per_s": rows / seconds,
+        "accuracy": sum(a == g for a, g in zip(got, gold_cola(rows))) / rows,
+    }
 
 
 def leg_predict_one_by_one(rows: int, scratch: Path) -> dict:
@@ -246,14 +381,31 @@ def leg_predict_one_by_one(rows: int, scratch: Path) -> dict:
 
     recipe = yaml.safe_load(GENERATE.read_text())
     spec = scratch / "job.json"
-    spec.write_text(json.dumps({"model": model_folder("smollm2-135m"), "data": str(COLA_DEV), "rows": rows,
-                                "instruction": recipe["task"]["instruction"], "label_words": recipe["task"]["label_words"],
-                                "max_new_tokens": recipe["eval"]["max_new_tokens"], "result": str(scratch / "result.txt")}))
-    proc = run_process([PY, str(LEGS / "predict_one_by_one.py"), str(spec), str(scratch / "out.json")],
-                       scratch / "log.txt")
+    spec.write_text(
+        json.dumps(
+            {
+                "model": model_folder("smollm2-135m"),
+                "data": str(COLA_DEV),
+                "rows": rows,
+                "instruction": recipe["task"]["instruction"],
+                "label_words": recipe["task"]["label_words"],
+                "max_new_tokens": recipe["eval"]["max_new_tokens"],
+                "result": str(scratch / "result.txt"),
+            }
+        )
+    )
+    proc = run_process(
+        [PY, str(LEGS / "predict_one_by_one.py"), str(spec), str(scratch / "out.json")], scratch / "log.txt"
+    )
     t = json.loads((scratch / "out.json").read_text())
-    return {**proc, "seconds": t["seconds"], "rows": rows, "rows_per_s": rows / t["seconds"], "accuracy": t["accuracy"],
-            "unparsed": t["unparsed"]}
+    return {
+        **proc,
+        "seconds": t["seconds"],
+        "rows": rows,
+        "rows_per_s": rows / t["seconds"],
+        "accuracy": t["accuracy"],
+        "unparsed": t["unparsed"],
+    }
 
 
 SWEEP_E = """name: bench-gaps
@@ -280,12 +432,18 @@ def leg_sweep_gaps(scratch: Path, env: dict | None = None) -> dict:
     sweep.write_text(SWEEP_E.format(recipe=ROOT / "recipes" / "sst2-minilm-lora.yaml", out=scratch / "runs"))
     proc = run_process([PY, "-m", "peftlab", "sweep", str(sweep)], scratch / "log.txt", env=env or {})
     order = json.loads((scratch / "runs" / "bench-gaps" / "sweep.json").read_text())["runs"]
-    lines = [json.loads((scratch / "runs" / "bench-gaps" / r["name"] / "result.json").read_text())["timeline"]
-             for r in order]
+    lines = [
+        json.loads((scratch / "runs" / "bench-gaps" / r["name"] / "result.json").read_text())["timeline"] for r in order
+    ]
     gaps = [b["first_step"] - a["finished"] for a, b in zip(lines, lines[1:])]
     spawn = [b["process_started"] - a["finished"] for a, b in zip(lines, lines[1:])]
-    return {**proc, "gap_s": statistics.median(gaps), "gap_max_s": max(gaps), "spawn_s": statistics.median(spawn),
-            "gaps": gaps}
+    return {
+        **proc,
+        "gap_s": statistics.median(gaps),
+        "gap_max_s": max(gaps),
+        "spawn_s": statistics.median(spawn),
+        "gaps": gaps,
+    }
 
 
 SEQS, RANKS = (128, 256, 512, 1024), (4, 8, 16, 32, 64)
@@ -295,21 +453,34 @@ def run_scaling(scratch: Path, out: Path) -> dict:
     """Time and peak memory against sequence length (LoRA r=8 and full fine-tuning) and LoRA rank (at 256
     tokens, full fine-tuning beside it): one process per point, median of 3 steps after a warm-up."""
     model = model_folder("smollm2-135m")
-    points = [(seq, "lora", 8) for seq in SEQS] + [(seq, "full", 0) for seq in SEQS] + \
-             [(256, "lora", r) for r in RANKS if r != 8]
+    points = (
+        [(seq, "lora", 8) for seq in SEQS]
+        + [(seq, "full", 0) for seq in SEQS]
+        + [(256, "lora", r) for r in RANKS if r != 8]
+    )
     rows = []
     for seq, method, rank in points:
         log = scratch / f"scaling-{seq}-{method}-{rank}.txt"
-        proc = run_process([PY, str(LEGS / "scaling_point.py"), model, str(seq), method, str(rank)], log,
-                           )
+        proc = run_process(
+            [PY, str(LEGS / "scaling_point.py"), model, str(seq), method, str(rank)],
+            log,
+        )
         row = {**json.loads(log.read_text().strip().splitlines()[-1]), "peak_rss_mb": proc["peak_rss_mb"]}
         rows.append(row)
-        print(f"  scaling {method} r={rank} seq={seq}: {row['step_s']:.1f} s/step, "
-              f"{row['peak_rss_mb'] / 1024:.2f} GiB", flush=True)
+        print(
+            f"  scaling {method} r={rank} seq={seq}: {row['step_s']:.1f} s/step, {row['peak_rss_mb'] / 1024:.2f} GiB",
+            flush=True,
+        )
     plot_scaling(rows, out / "scaling.png")
-    lines = ["| method | rank | tokens per row | s/step (batch 2) | tokens/s | peak RSS | trainable |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['rank'] or '-'} | {r['seq']} | {r['step_s']:.2f} | {r['tokens_per_s']:.0f} | "
-              f"{r['peak_rss_mb'] / 1024:.2f} GiB | {r['trainable_params']:,} |" for r in rows]
+    lines = [
+        "| method | rank | tokens per row | s/step (batch 2) | tokens/s | peak RSS | trainable |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['method']} | {r['rank'] or '-'} | {r['seq']} | {r['step_s']:.2f} | {r['tokens_per_s']:.0f} | "
+        f"{r['peak_rss_mb'] / 1024:.2f} GiB | {r['trainable_params']:,} |"
+        for r in rows
+    ]
     return {"rows": rows, "table": "\n".join(lines) + "\n"}
 
 
@@ -321,19 +492,31 @@ def plot_scaling(rows: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
     for method, label in (("lora", "LoRA r=8"), ("full", "full fine-tuning")):
-        pts = sorted((r["seq"], r["step_s"], r["peak_rss_mb"] / 1024) for r in rows
-                     if r["method"] == method and (method == "full" or r["rank"] == 8))
+        pts = sorted(
+            (r["seq"], r["step_s"], r["peak_rss_mb"] / 1024)
+            for r in rows
+            if r["method"] == method and (method == "full" or r["rank"] == 8)
+        )
         axes[0][0].plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
         axes[1][0].plot([p[0] for p in pts], [p[2] for p in pts], "o-", label=label)
-    ranks = sorted((r["rank"], r["step_s"], r["peak_rss_mb"] / 1024) for r in rows if r["method"] == "lora" and r["seq"] == 256)
+    ranks = sorted(
+        (r["rank"], r["step_s"], r["peak_rss_mb"] / 1024) for r in rows if r["method"] == "lora" and r["seq"] == 256
+    )
     full = next((r for r in rows if r["method"] == "full" and r["seq"] == 256), None)
     axes[0][1].plot([p[0] for p in ranks], [p[1] for p in ranks], "o-", label="LoRA")
     axes[1][1].plot([p[0] for p in ranks], [p[2] for p in ranks], "o-", label="LoRA")
     if full:
         axes[0][1].axhline(full["step_s"], color="C1", ls="--", label="full fine-tuning")
         axes[1][1].axhline(full["peak_rss_mb"] / 1024, color="C1", ls="--", label="full fine-tuning")
-    for ax, (x, y) in zip(axes.flat, [("tokens per row", "s per step (batch 2)"), ("LoRA rank (256 tokens)", "s per step"),
-                                      ("tokens per row", "peak RSS (GiB)"), ("LoRA rank (256 tokens)", "peak RSS (GiB)")]):
+    for ax, (x, y) in zip(
+        axes.flat,
+        [
+            ("tokens per row", "s per step (batch 2)"),
+            ("LoRA rank (256 tokens)", "s per step"),
+            ("tokens per row", "peak RSS (GiB)"),
+            ("LoRA rank (256 tokens)", "peak RSS (GiB)"),
+        ],
+    ):
         ax.set_xlabel(x)
         ax.set_ylabel(y)
         ax.set_xscale("log", base=2)
@@ -354,22 +537,41 @@ def measure(legs: dict, repeats: int, scratch: Path, job: str) -> dict:
             folder.mkdir(parents=True, exist_ok=True)
             runs[leg].append(fn(folder))
             r = runs[leg][-1]
-            print(f"  {job} {leg} #{i + 1}: {r['wall_s']:.1f} s wall, {r['peak_rss_mb'] / 1024:.2f} GiB peak RSS"
-                  + "".join(f", {k} {r[k]:.2f}" for k in ("train_tokens_per_s", "rows_per_s", "gap_s") if r.get(k)),
-                  flush=True)
+            print(
+                f"  {job} {leg} #{i + 1}: {r['wall_s']:.1f} s wall, {r['peak_rss_mb'] / 1024:.2f} GiB peak RSS"
+                + "".join(f", {k} {r[k]:.2f}" for k in ("train_tokens_per_s", "rows_per_s", "gap_s") if r.get(k)),
+                flush=True,
+            )
     return {leg: summarize(r) for leg, r in runs.items()}
 
 
 # columns per kind of job: header, key, digits, scale, unit
 PEAK_RSS = ("peak RSS", "peak_rss_mb", 2, 1 / 1024, " GiB")
 COLUMNS = {
-    "train": [("wall", "wall_s", 1, 1, " s"), ("to first step", "time_to_first_step_s", 1, 1, " s"),
-              ("train tokens/s", "train_tokens_per_s", 0, 1, ""), ("samples/s", "samples_per_s", 1, 1, ""), PEAK_RSS,
-              ("train loss", "train_loss", 4, 1, "")],
-    "score": [("wall", "wall_s", 1, 1, " s"), ("scoring", "seconds", 1, 1, " s"), ("rows/s", "rows_per_s", 1, 1, ""),
-              ("accuracy", "accuracy", 3, 1, ""), ("MCC", "mcc", 3, 1, ""), ("unparsed", "unparsed", 0, 1, ""), PEAK_RSS],
-    "gaps": [("wall", "wall_s", 1, 1, " s"), ("median gap", "gap_s", 2, 1, " s"), ("largest gap", "gap_max_s", 2, 1, " s"),
-             ("of it before the next process started", "spawn_s", 2, 1, " s"), PEAK_RSS],
+    "train": [
+        ("wall", "wall_s", 1, 1, " s"),
+        ("to first step", "time_to_first_step_s", 1, 1, " s"),
+        ("train tokens/s", "train_tokens_per_s", 0, 1, ""),
+        ("samples/s", "samples_per_s", 1, 1, ""),
+        PEAK_RSS,
+        ("train loss", "train_loss", 4, 1, ""),
+    ],
+    "score": [
+        ("wall", "wall_s", 1, 1, " s"),
+        ("scoring", "seconds", 1, 1, " s"),
+        ("rows/s", "rows_per_s", 1, 1, ""),
+        ("accuracy", "accuracy", 3, 1, ""),
+        ("MCC", "mcc", 3, 1, ""),
+        ("unparsed", "unparsed", 0, 1, ""),
+        PEAK_RSS,
+    ],
+    "gaps": [
+        ("wall", "wall_s", 1, 1, " s"),
+        ("median gap", "gap_s", 2, 1, " s"),
+        ("largest gap", "gap_max_s", 2, 1, " s"),
+        ("of it before the next process started", "spawn_s", 2, 1, " s"),
+        PEAK_RSS,
+    ],
 }
 KIND = {"a": "train", "b": "train", "c": "score", "d": "score", "e": "gaps"}
 SUMMARY_KEYS = sorted({c[1] for cols in COLUMNS.values() for c in cols} | {"train_tokens"})
@@ -384,6 +586,7 @@ def summarize(runs: list[dict]) -> dict:
 
 
 # ---------------------------------------------------------------- the table
+
 
 def fmt(s: dict | None, digits: int = 0, scale: float = 1.0, unit: str = "") -> str:
     if not s:
@@ -418,10 +621,13 @@ def mfu(s: dict, params: int, peak_gflops: float | None) -> str:
 def table(result: dict) -> str:
     cpu = result["cpu"]
     peak = result["peak_gflops"]
-    lines = [f"Measured {result['date']} on {cpu['cpu_model']} ({cpu['cpu_count']} cores; {', '.join(cpu['cpu_flags'])}), "
-             f"torch threads {result['torch_threads']}; matmul peak fp32 {peak['fp32']:.0f} GFLOP/s"
-             + (f", bf16 {peak['bf16']:.0f} GFLOP/s" if peak.get("bf16") else "")
-             + f". Median of {result['repeats']} (min-max); one process at a time.", ""]
+    lines = [
+        f"Measured {result['date']} on {cpu['cpu_model']} ({cpu['cpu_count']} cores; {', '.join(cpu['cpu_flags'])}), "
+        f"torch threads {result['torch_threads']}; matmul peak fp32 {peak['fp32']:.0f} GFLOP/s"
+        + (f", bf16 {peak['bf16']:.0f} GFLOP/s" if peak.get("bf16") else "")
+        + f". Median of {result['repeats']} (min-max); one process at a time.",
+        "",
+    ]
     for job, j in result["jobs"].items():
         cols = COLUMNS[KIND[job]]
         train = KIND[job] == "train"
@@ -437,8 +643,11 @@ def table(result: dict) -> str:
         lines += [f"- {text}" for text in j.get("ratios", []) + j.get("notes", [])]
         lines.append("")
     if result.get("scaling"):
-        lines += ["### Scaling: sequence length and LoRA rank against full fine-tuning (one process per point; "
-                  "scaling.png)", "", result["scaling"]["table"]]
+        lines += [
+            "### Scaling: sequence length and LoRA rank against full fine-tuning (one process per point; scaling.png)",
+            "",
+            result["scaling"]["table"],
+        ]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -453,33 +662,43 @@ def ratios(job: str, legs: dict) -> list[str]:
                     t = median(s, "train_tokens_per_s") / median(o, "train_tokens_per_s")
                     m = median(s, "peak_rss_mb") / median(o, "peak_rss_mb")
                     loss = median(s, "train_loss") - median(o, "train_loss")
-                    out.append(f"{leg} vs {other}: **{t:.2f}x** train tokens/s, {m:.2f}x peak RSS, "
-                               f"train loss {loss:+.4f}")
+                    out.append(
+                        f"{leg} vs {other}: **{t:.2f}x** train tokens/s, {m:.2f}x peak RSS, train loss {loss:+.4f}"
+                    )
     elif job == "c" and "generate + parse" in legs:
         g = legs["generate + parse"]
         for leg, s in legs.items():
             if leg != "generate + parse":
-                out.append(f"{leg} vs generate + parse: **{median(g, 'seconds') / median(s, 'seconds'):.1f}x** faster, "
-                           f"accuracy {median(s, 'accuracy'):.3f} vs {median(g, 'accuracy'):.3f}, "
-                           f"MCC {median(s, 'mcc'):.3f} vs {median(g, 'mcc'):.3f}")
+                out.append(
+                    f"{leg} vs generate + parse: **{median(g, 'seconds') / median(s, 'seconds'):.1f}x** faster, "
+                    f"accuracy {median(s, 'accuracy'):.3f} vs {median(g, 'accuracy'):.3f}, "
+                    f"MCC {median(s, 'mcc'):.3f} vs {median(g, 'mcc'):.3f}"
+                )
     elif job == "d":
         one = legs.get("one at a time (users' predict.py)")
         for leg, s in legs.items():
             if one and leg.startswith("peftlab"):
-                out.append(f"{leg} vs one at a time: **{median(one, 'seconds') / median(s, 'seconds'):.1f}x** faster, "
-                           f"accuracy {median(s, 'accuracy'):.3f} vs {median(one, 'accuracy'):.3f}")
+                out.append(
+                    f"{leg} vs one at a time: **{median(one, 'seconds') / median(s, 'seconds'):.1f}x** faster, "
+                    f"accuracy {median(s, 'accuracy'):.3f} vs {median(one, 'accuracy'):.3f}"
+                )
     elif job == "e":
         for leg, s in legs.items():
-            out.append(f"{leg}: median **{median(s, 'gap_s'):.2f} s** from one run's end to the next run's first "
-                       f"optimizer step (target 3 s)")
+            out.append(
+                f"{leg}: median **{median(s, 'gap_s'):.2f} s** from one run's end to the next run's first "
+                f"optimizer step (target 3 s)"
+            )
     return out
 
 
-TITLES = {"a": "SFT, smollm2-135m, LoRA r=8 q_proj/v_proj, alpaca_en_demo first {sft_rows} rows, cutoff 256, batch 8, 1 epoch",
-          "b": "sequence classification, minilm-l6, LoRA r=8, first {cls_rows} SST-2 rows, batch 16, 1 epoch",
-          "c": "an untuned LLM classifier (smollm2-135m) on {eval_rows} CoLA dev rows: generate + parse vs label scoring",
-          "d": "{predict_rows} CoLA dev rows predicted by smollm2-135m: one at a time vs peftlab predict (batched)",
-          "e": "a sweep of 6 short minilm-l6 runs (64 rows, 1 epoch each): the gaps between runs"}
+TITLES = {
+    "a": "SFT, smollm2-135m, LoRA r=8 q_proj/v_proj, alpaca_en_demo first {sft_rows} rows, cutoff 256, batch 8, 1 "
+    "epoch",
+    "b": "sequence classification, minilm-l6, LoRA r=8, first {cls_rows} SST-2 rows, batch 16, 1 epoch",
+    "c": "an untuned LLM classifier (smollm2-135m) on {eval_rows} CoLA dev rows: generate + parse vs label scoring",
+    "d": "{predict_rows} CoLA dev rows predicted by smollm2-135m: one at a time vs peftlab predict (batched)",
+    "e": "a sweep of 6 short minilm-l6 runs (64 rows, 1 epoch each): the gaps between runs",
+}
 
 
 def ensure_llamafactory_venv() -> None:
@@ -505,8 +724,12 @@ def main(argv=None) -> int:
     ap.add_argument("--cls-rows", type=int, default=2000)
     ap.add_argument("--eval-rows", type=int, default=500)
     ap.add_argument("--predict-rows", type=int, default=150)
-    ap.add_argument("--table", metavar="BENCH_JSON", help="only print (and rewrite beside it) the table of a bench.json")
-    ap.add_argument("--skip-llamafactory", action="store_true", help="leave out job (a)'s LLaMA-Factory leg (said in the table)")
+    ap.add_argument(
+        "--table", metavar="BENCH_JSON", help="only print (and rewrite beside it) the table of a bench.json"
+    )
+    ap.add_argument(
+        "--skip-llamafactory", action="store_true", help="leave out job (a)'s LLaMA-Factory leg (said in the table)"
+    )
     ap.add_argument("--legs", default="", help="only these legs (comma list of the table's leg names); default all")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = ap.parse_args(argv)
@@ -523,11 +746,15 @@ def main(argv=None) -> int:
     if "a" in jobs and not args.skip_llamafactory:
         ensure_llamafactory_venv()
     bf16 = torch.cuda.is_available() or cpu_has_fast_bf16()
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_info(),
-              "torch_threads": torch.get_num_threads(), "repeats": args.repeats,
-              "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-              "peak_gflops": {"fp32": matmul_peak("fp32"), **({"bf16": matmul_peak("bf16")} if bf16 else {})},
-              "jobs": {}}
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu_info(),
+        "torch_threads": torch.get_num_threads(),
+        "repeats": args.repeats,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "peak_gflops": {"fp32": matmul_peak("fp32"), **({"bf16": matmul_peak("bf16")} if bf16 else {})},
+        "jobs": {},
+    }
     scratch = Path(tempfile.mkdtemp(prefix="peftlab-bench-"))
     print(f"bench: scratch in {scratch}; one process at a time", flush=True)
     out = Path(args.out)
@@ -542,8 +769,13 @@ def main(argv=None) -> int:
         print(f"bench: job ({job}): {', '.join(legs)}", flush=True)
         measured = measure(legs, args.repeats, scratch, job)
         params = matmul_params(JOB_MODEL.get(job))
-        entry = {"title": TITLES[job].format(**vars(args)), "params": params, "legs": measured,
-                 "ratios": ratios(job, measured), "notes": []}
+        entry = {
+            "title": TITLES[job].format(**vars(args)),
+            "params": params,
+            "legs": measured,
+            "ratios": ratios(job, measured),
+            "notes": [],
+        }
         if job == "a" and args.skip_llamafactory:
             entry["notes"].append("the LLaMA-Factory leg was skipped (--skip-llamafactory)")
         if args.legs:

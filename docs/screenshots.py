@@ -3,6 +3,7 @@ NAME=PATH ...` (headless Debian Chromium, as the tests use). E.g. after `make de
     python docs/screenshots.py http://localhost:7860 docs/img runs=/ \
         "compare=/compare?run=demo-sst2-minilm/full&run=demo-sst2-minilm/lora-r4"
 """
+
 import sys
 import time
 
@@ -13,7 +14,13 @@ from selenium.webdriver.chrome.service import Service
 def main(url: str, out: str, pages: list[str]) -> None:
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1050"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1050",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     try:

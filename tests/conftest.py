@@ -1,5 +1,6 @@
 """Offline fixtures: tiny random models (2 layers, hidden 32) with a locally built tokenizer,
 and a small sentiment data set whose labels follow from its words (so training can learn)."""
+
 from __future__ import annotations
 
 import os
@@ -29,12 +30,15 @@ def make_tokenizer(folder: Path, kind: str, extra: tuple = ()):
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     if kind == "bert":
         tok.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-        fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
-                                       cls_token="[CLS]", sep_token="[SEP]")
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+        )
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]"
+        )
     else:
-        fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
-                                       bos_token="<s>", eos_token="</s>")
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+        )
     fast.save_pretrained(folder)
     return len(vocab)
 
@@ -45,13 +49,22 @@ def save_tiny_model(folder: Path, kind: str, extra: tuple = ()) -> str:
     from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
 
     vocab = make_tokenizer(folder, kind, extra)
-    size = dict(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                intermediate_size=64, max_position_embeddings=128, pad_token_id=0)
+    size = dict(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     if kind == "bert":
         BertModel(BertConfig(**size)).save_pretrained(folder)
     else:
-        LlamaForCausalLM(LlamaConfig(num_key_value_heads=1, bos_token_id=2, eos_token_id=3, **size)).save_pretrained(folder)
+        LlamaForCausalLM(LlamaConfig(num_key_value_heads=1, bos_token_id=2, eos_token_id=3, **size)).save_pretrained(
+            folder
+        )
     return str(folder)
 
 
@@ -85,6 +98,15 @@ def sentiment(tmp_path_factory) -> dict:
 @pytest.fixture
 def base_config(tiny_bert, sentiment, tmp_path):
     """Overrides for a fast run on the tiny BERT; tests add their own."""
-    return [f"model={tiny_bert}", f"train_file={sentiment['train']}", f"validation_file={sentiment['dev']}",
-            f"output_dir={tmp_path / 'runs'}", "epochs=1", "batch_size=16", "lr=5e-3", "max_length=16",
-            "logging_steps=2", "save_steps=3"]
+    return [
+        f"model={tiny_bert}",
+        f"train_file={sentiment['train']}",
+        f"validation_file={sentiment['dev']}",
+        f"output_dir={tmp_path / 'runs'}",
+        "epochs=1",
+        "batch_size=16",
+        "lr=5e-3",
+        "max_length=16",
+        "logging_steps=2",
+        "save_steps=3",
+    ]

@@ -1,16 +1,17 @@
 """After training: eval (zero/few-shot, run folders, exports), predict -> grade, export --merge, report."""
+
 import json
 import random
 from pathlib import Path
 
 import pytest
-
 from conftest import FILL, NEG, POS
+
 from peftlab.cli import main
 from peftlab.inference.predict import line_of
-from peftlab.tasks.shots import apply_shots
 from peftlab.tasks.chat import Conversation
 from peftlab.tasks.choices import Choice
+from peftlab.tasks.shots import apply_shots
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -30,6 +31,7 @@ def cli(*argv, capsys=None) -> int:
 
 # ---------------------------------------------------------------- few-shot prompts
 
+
 def test_shots_never_show_an_evaluated_row_and_keep_each_format():
     train = [Choice(f"q{i}", ["no", "yes"], i % 2, ["0", "1"]) for i in range(10)]
     dev = [Choice(f"q{i}", ["no", "yes"], i % 2, ["0", "1"]) for i in range(6)]  # q0..q5 are also in train
@@ -39,8 +41,10 @@ def test_shots_never_show_an_evaluated_row_and_keep_each_format():
     first = examples["validation"][0]
     assert first.prompt.endswith("\n\nq0") and first.options == ["no", "yes"]
     assert first.prompt.split("\n\n")[0] == f"{shown[0]['prompt']} {shown[0]['answer']}"
-    convs = {"train": [Conversation("", [(f"u{i}", f"a{i}")]) for i in range(5)],
-             "validation": [Conversation("sys", [("u0", "a0")])]}
+    convs = {
+        "train": [Conversation("", [(f"u{i}", f"a{i}")]) for i in range(5)],
+        "validation": [Conversation("sys", [("u0", "a0")])],
+    }
     shown = apply_shots(convs, 2, seed=1, splits=["validation"])
     turns = convs["validation"][0].turns
     assert len(turns) == 3 and turns[-1] == ("u0", "a0") and ("u0", "a0") not in turns[:2]
@@ -50,8 +54,16 @@ def test_shots_never_show_an_evaluated_row_and_keep_each_format():
 
 
 def test_few_shot_eval_of_a_base_model_records_its_shots(tiny_llama, sentiment, tmp_path, capsys):
-    args = ["eval", "classify_by=likelihood", f"model={tiny_llama}", f"train_file={sentiment['train']}",
-            f"validation_file={sentiment['dev']}", "label_words=[bad,good]", "max_length=96", "shots=2"]
+    args = [
+        "eval",
+        "classify_by=likelihood",
+        f"model={tiny_llama}",
+        f"train_file={sentiment['train']}",
+        f"validation_file={sentiment['dev']}",
+        "label_words=[bad,good]",
+        "max_length=96",
+        "shots=2",
+    ]
     assert cli(*args, "--out", tmp_path / "e", capsys=capsys) == 0
     result = result_of(tmp_path / "e")
     assert result["kind"] == "eval" and result["shots"] == 2 and len(result["shots_shown"]) == 2
@@ -70,23 +82,38 @@ CASES = {  # name -> extra overrides on base_config (tiny BERT, sentiment data)
     "bert-lora-mean": ["method=lora", "pooling=mean", "lora_rank=4"],
     "bert-full-mean": ["method=full", "pooling=mean", "lr=1e-3"],
     "llama-likelihood-lora": ["classify_by=likelihood", "label_words=[bad,good]", "lora_rank=4", "max_length=32"],
-    "llama-generate-lora": ["classify_by=generate", "label_words=[bad,good]", "lora_rank=4", "max_length=48",
-                            "max_new_tokens=3"],
+    "llama-generate-lora": [
+        "classify_by=generate",
+        "label_words=[bad,good]",
+        "lora_rank=4",
+        "max_length=48",
+        "max_new_tokens=3",
+    ],
 }
 
 
 def alpaca_files(tmp_path: Path) -> list[str]:
     rng = random.Random(5)
-    rows = [{"instruction": " ".join(rng.sample(FILL, 3) + [w]), "input": "", "output": f"{w} ."}
-            for w in (rng.choice(POS + NEG) for _ in range(40))]
+    rows = [
+        {"instruction": " ".join(rng.sample(FILL, 3) + [w]), "input": "", "output": f"{w} ."}
+        for w in (rng.choice(POS + NEG) for _ in range(40))
+    ]
     (tmp_path / "tr.json").write_text(json.dumps(rows[:30]))
     (tmp_path / "dv.json").write_text(json.dumps(rows[30:]))
     return [f"train_file={tmp_path / 'tr.json'}", f"validation_file={tmp_path / 'dv.json'}"]
 
 
 CASES["llama-sft-lora"] = ["task=sft", "lora_rank=4", "max_length=32", "max_new_tokens=4"]
-SAME_SCORE = ("epoch", "step", "eval_time_s", "model_preparation_time", "train_time_s", "train_loss",
-              "epoch_wall_s", "partial_epoch_time")  # bookkeeping of training, not scores
+SAME_SCORE = (
+    "epoch",
+    "step",
+    "eval_time_s",
+    "model_preparation_time",
+    "train_time_s",
+    "train_loss",
+    "epoch_wall_s",
+    "partial_epoch_time",
+)  # bookkeeping of training, not scores
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -120,8 +147,12 @@ def test_mean_pooling_survives_the_merge_with_plain_transformers(base_config, se
 
     from peftlab.models.loading import apply_pooling
 
-    assert cli("train", *base_config, "method=lora", "pooling=mean", "lora_rank=4", "epochs=2", "run_name=r",
-               capsys=capsys) == 0
+    assert (
+        cli(
+            "train", *base_config, "method=lora", "pooling=mean", "lora_rank=4", "epochs=2", "run_name=r", capsys=capsys
+        )
+        == 0
+    )
     assert cli("export", tmp_path / "runs" / "r", "--merge", "--out", tmp_path / "m", capsys=capsys) == 0
     note = json.loads((tmp_path / "m" / "peftlab.json").read_text())
     assert note["pooling"] == "mean" and "apply_pooling(model, 'mean')" in (tmp_path / "m" / "README.md").read_text()
@@ -140,8 +171,9 @@ def test_adapter_only_copy_loads_with_plain_peft(base_config, tmp_path, capsys):
     from peft import PeftConfig
 
     assert cli("train", *base_config, "method=lora", "lora_rank=4", "run_name=r", capsys=capsys) == 0
-    assert cli("export", tmp_path / "runs" / "r", "--adapter-only", "--out", tmp_path / "saved_model",
-               capsys=capsys) == 0
+    assert (
+        cli("export", tmp_path / "runs" / "r", "--adapter-only", "--out", tmp_path / "saved_model", capsys=capsys) == 0
+    )
     assert PeftConfig.from_pretrained(str(tmp_path / "saved_model")).r == 4
     assert (tmp_path / "saved_model" / "adapter_model.safetensors").is_file()
 
@@ -150,7 +182,9 @@ def test_prompt_tuning_is_exported_as_its_adapter_with_a_note(base_config, tmp_p
     assert cli("train", *base_config, "method=prompt-tuning", "num_virtual_tokens=4", "run_name=r", capsys=capsys) == 0
     assert cli("export", tmp_path / "runs" / "r", "--merge", capsys=capsys) == 0
     folder = tmp_path / "runs" / "r-merged"
-    assert (folder / "adapter_config.json").is_file() and not json.loads((folder / "peftlab.json").read_text())["merged"]
+    assert (folder / "adapter_config.json").is_file() and not json.loads((folder / "peftlab.json").read_text())[
+        "merged"
+    ]
     assert "cannot be merged" in capsys.readouterr().out
 
 
@@ -183,6 +217,7 @@ def test_export_and_eval_errors_are_clear(base_config, tiny_llama, tmp_path, cap
 
 # ---------------------------------------------------------------- predict -> grade, every task
 
+
 def write_lines(path: Path, lines: list[str]) -> Path:
     path.write_text("".join(l + "\n" for l in lines))
     return path
@@ -197,10 +232,17 @@ def task_data(task: str, tmp_path: Path, sentiment: dict, tiny_bert: str, tiny_l
     rng = random.Random(3)
     if task in ("classification", "likelihood", "generate"):
         golds = [l.split("\t")[1] for l in Path(sentiment["dev"]).read_text().splitlines()[1:]]
-        extra = {"classification": [f"model={tiny_bert}"],
-                 "likelihood": [f"model={tiny_llama}", "classify_by=likelihood", "label_words=[bad,good]"],
-                 "generate": [f"model={tiny_llama}", "classify_by=generate", "label_words=[bad,good]",
-                              "max_new_tokens=3", "max_length=48"]}[task]
+        extra = {
+            "classification": [f"model={tiny_bert}"],
+            "likelihood": [f"model={tiny_llama}", "classify_by=likelihood", "label_words=[bad,good]"],
+            "generate": [
+                f"model={tiny_llama}",
+                "classify_by=generate",
+                "label_words=[bad,good]",
+                "max_new_tokens=3",
+                "max_length=48",
+            ],
+        }[task]
         return extra, strip_gold_tsv(sentiment["dev"], tmp_path / "in.tsv"), golds
     if task == "ner":
         from test_ner import tagged
@@ -210,8 +252,16 @@ def task_data(task: str, tmp_path: Path, sentiment: dict, tiny_bert: str, tiny_l
         (tmp_path / "tr.conll").write_text(conll(rows[:40]))
         (tmp_path / "dv.conll").write_text(conll(rows[40:]))
         write_lines(tmp_path / "in.jsonl", [json.dumps({"tokens": w}) for w, _ in rows[40:]])
-        return (["task=ner", f"model={tiny_bert}", f"train_file={tmp_path / 'tr.conll'}",
-                 f"validation_file={tmp_path / 'dv.conll'}"], tmp_path / "in.jsonl", [" ".join(t) for _, t in rows[40:]])
+        return (
+            [
+                "task=ner",
+                f"model={tiny_bert}",
+                f"train_file={tmp_path / 'tr.conll'}",
+                f"validation_file={tmp_path / 'dv.conll'}",
+            ],
+            tmp_path / "in.jsonl",
+            [" ".join(t) for _, t in rows[40:]],
+        )
     if task == "qa":
         from test_qa import qa_rows
 
@@ -219,49 +269,117 @@ def task_data(task: str, tmp_path: Path, sentiment: dict, tiny_bert: str, tiny_l
         write_lines(tmp_path / "tr.jsonl", [json.dumps(r) for r in train])
         write_lines(tmp_path / "dv.jsonl", [json.dumps(r) for r in dev])
         write_lines(tmp_path / "in.jsonl", [json.dumps({k: r[k] for k in ("id", "context", "question")}) for r in dev])
-        return (["task=qa", f"model={tiny_bert}", f"train_file={tmp_path / 'tr.jsonl'}",
-                 f"validation_file={tmp_path / 'dv.jsonl'}", "split_by="], tmp_path / "in.jsonl",
-                [(r["answers"]["text"] or [""])[0] for r in dev])
+        return (
+            [
+                "task=qa",
+                f"model={tiny_bert}",
+                f"train_file={tmp_path / 'tr.jsonl'}",
+                f"validation_file={tmp_path / 'dv.jsonl'}",
+                "split_by=",
+            ],
+            tmp_path / "in.jsonl",
+            [(r["answers"]["text"] or [""])[0] for r in dev],
+        )
     if task == "multiple_choice":
         from test_multiple_choice import polarity_questions
 
         train, dev = polarity_questions(tmp_path / "t.jsonl", 40, 0), polarity_questions(tmp_path / "d.jsonl", 16, 1)
         rows = read_rows(dev)
-        write_lines(tmp_path / "in.jsonl", [json.dumps({"question": r["question"], "choices": r["choices"]}) for r in rows])
-        return (["task=multiple_choice", f"model={tiny_llama}", f"train_file={train}", f"validation_file={dev}",
-                 "map_k=2"], tmp_path / "in.jsonl", ["ABC"[r["answer"]] for r in rows])
-    rows = [{"instruction": " ".join(rng.sample(FILL, 3) + [w]), "input": "", "output": f"{w} ."}
-            for w in (rng.choice(POS + NEG) for _ in range(40))]
+        write_lines(
+            tmp_path / "in.jsonl", [json.dumps({"question": r["question"], "choices": r["choices"]}) for r in rows]
+        )
+        return (
+            ["task=multiple_choice", f"model={tiny_llama}", f"train_file={train}", f"validation_file={dev}", "map_k=2"],
+            tmp_path / "in.jsonl",
+            ["ABC"[r["answer"]] for r in rows],
+        )
+    rows = [
+        {"instruction": " ".join(rng.sample(FILL, 3) + [w]), "input": "", "output": f"{w} ."}
+        for w in (rng.choice(POS + NEG) for _ in range(40))
+    ]
     (tmp_path / "tr.json").write_text(json.dumps(rows[:30]))
     (tmp_path / "dv.json").write_text(json.dumps(rows[30:]))
     (tmp_path / "in.json").write_text(json.dumps([{"instruction": r["instruction"]} for r in rows[30:]]))
-    return (["task=sft", f"model={tiny_llama}", f"train_file={tmp_path / 'tr.json'}",
-             f"validation_file={tmp_path / 'dv.json'}", "max_new_tokens=4", "max_length=32"], tmp_path / "in.json",
-            [r["output"] for r in rows[30:]])
+    return (
+        [
+            "task=sft",
+            f"model={tiny_llama}",
+            f"train_file={tmp_path / 'tr.json'}",
+            f"validation_file={tmp_path / 'dv.json'}",
+            "max_new_tokens=4",
+            "max_length=32",
+        ],
+        tmp_path / "in.json",
+        [r["output"] for r in rows[30:]],
+    )
 
 
-TASK_OF = {"classification": "classification", "likelihood": "classification", "generate": "classification",
-           "ner": "ner", "qa": "qa", "multiple_choice": "multiple_choice", "sft": "sft"}
+TASK_OF = {
+    "classification": "classification",
+    "likelihood": "classification",
+    "generate": "classification",
+    "ner": "ner",
+    "qa": "qa",
+    "multiple_choice": "multiple_choice",
+    "sft": "sft",
+}
 
 
 @pytest.mark.parametrize("task", list(TASK_OF))
 def test_predict_then_grade_round_trip(task, sentiment, tiny_bert, tiny_llama, tmp_path, capsys):
     extra, input_path, golds = task_data(task, tmp_path, sentiment, tiny_bert, tiny_llama)
-    base = [f"train_file={sentiment['train']}", f"validation_file={sentiment['dev']}"] if TASK_OF[task] == "classification" else []
-    assert cli("train", *base, *extra, f"output_dir={tmp_path / 'runs'}", "epochs=1", "batch_size=8", "lr=5e-3",
-               "lora_rank=4", "run_name=r", *([] if "max_length=" in " ".join(extra) else ["max_length=32"]),
-               capsys=capsys) == 0
+    base = (
+        [f"train_file={sentiment['train']}", f"validation_file={sentiment['dev']}"]
+        if TASK_OF[task] == "classification"
+        else []
+    )
+    assert (
+        cli(
+            "train",
+            *base,
+            *extra,
+            f"output_dir={tmp_path / 'runs'}",
+            "epochs=1",
+            "batch_size=8",
+            "lr=5e-3",
+            "lora_rank=4",
+            "run_name=r",
+            *([] if "max_length=" in " ".join(extra) else ["max_length=32"]),
+            capsys=capsys,
+        )
+        == 0
+    )
     run_dir = tmp_path / "runs" / "r"
     rows = read_rows(run_dir / "predictions_validation.jsonl")
     if task == "qa":  # new input gets the run's one threshold; the run's own validation rows were cross-fitted
         threshold = result_of(run_dir)["metrics_best"]["null_threshold"]
-        rows = [{**r, "prediction": "" if r["null_score_diff"] is not None and r["null_score_diff"] > threshold
-                 else r["best_span"]} for r in rows]
+        rows = [
+            {
+                **r,
+                "prediction": ""
+                if r["null_score_diff"] is not None and r["null_score_diff"] > threshold
+                else r["best_span"],
+            }
+            for r in rows
+        ]
     expected = [line_of(TASK_OF[task], r) for r in rows]
     answers = write_lines(tmp_path / "answers.txt", golds)
     capsys.readouterr()
-    assert cli("predict", run_dir, input_path, "--name", "dev", "--out", tmp_path / "out", "--answers", answers,
-               capsys=capsys) == 0
+    assert (
+        cli(
+            "predict",
+            run_dir,
+            input_path,
+            "--name",
+            "dev",
+            "--out",
+            tmp_path / "out",
+            "--answers",
+            answers,
+            capsys=capsys,
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     lines = (tmp_path / "out" / "result_dev.txt").read_text().splitlines()
     assert lines == expected  # batched, sorted by length, restored to input order: the run's own predictions
@@ -272,18 +390,40 @@ def test_predict_then_grade_round_trip(task, sentiment, tiny_bert, tiny_llama, t
     # the first N rows only, and an answer file of the wrong length
     assert cli("predict", run_dir, input_path, "--limit", 5, "--name", "five", "--out", tmp_path / "out") == 0
     assert (tmp_path / "out" / "result_five.txt").read_text().splitlines() == expected[:5]
-    assert cli("predict", run_dir, input_path, "--limit", 5, "--name", "bad", "--out", tmp_path / "out",
-               "--answers", answers) == 2
+    assert (
+        cli(
+            "predict",
+            run_dir,
+            input_path,
+            "--limit",
+            5,
+            "--name",
+            "bad",
+            "--out",
+            tmp_path / "out",
+            "--answers",
+            answers,
+        )
+        == 2
+    )
     assert "lines for 5 predicted rows" in capsys.readouterr().err
     assert not (tmp_path / "out" / "result_bad.txt").exists()
 
 
 # ---------------------------------------------------------------- one report
 
+
 def test_report_puts_baselines_runs_and_exports_in_one_table(tiny_llama, sentiment, tmp_path, capsys):
     runs = tmp_path / "runs"
-    common = ["classify_by=likelihood", f"model={tiny_llama}", f"train_file={sentiment['train']}",
-              f"validation_file={sentiment['dev']}", "label_words=[bad,good]", "max_length=96", f"output_dir={runs}"]
+    common = [
+        "classify_by=likelihood",
+        f"model={tiny_llama}",
+        f"train_file={sentiment['train']}",
+        f"validation_file={sentiment['dev']}",
+        "label_words=[bad,good]",
+        "max_length=96",
+        f"output_dir={runs}",
+    ]
     assert cli("eval", *common, "--out", runs / "zero-shot", capsys=capsys) == 0
     assert cli("eval", *common, "shots=2", "--out", runs / "2-shot", capsys=capsys) == 0
     assert cli("train", *common, "epochs=1", "lr=5e-3", "lora_rank=4", "run_name=lora", capsys=capsys) == 0
@@ -304,13 +444,28 @@ def test_report_puts_baselines_runs_and_exports_in_one_table(tiny_llama, sentime
 def test_a_sweep_lists_evaluations_beside_training_variants(tiny_llama, sentiment, tmp_path, capsys):
     import yaml
 
-    sweep = {"name": "loop", "output_dir": str(tmp_path / "sweeps"),
-             "config": {"model": tiny_llama, "train_file": sentiment["train"], "validation_file": sentiment["dev"],
-                        "classify_by": "likelihood", "label_words": ["bad", "good"], "max_length": 96, "epochs": 1,
-                        "lr": 5.0e-3, "lora_rank": 4},
-             "variants": [{"name": "zero-shot", "kind": "eval"}, {"name": "2-shot", "kind": "eval", "shots": 2},
-                          {"name": "lora", "method": "lora"}, {"name": "lora-adapter", "of": "lora"},
-                          {"name": "lora-merged", "of": "lora", "export": "merged"}]}
+    sweep = {
+        "name": "loop",
+        "output_dir": str(tmp_path / "sweeps"),
+        "config": {
+            "model": tiny_llama,
+            "train_file": sentiment["train"],
+            "validation_file": sentiment["dev"],
+            "classify_by": "likelihood",
+            "label_words": ["bad", "good"],
+            "max_length": 96,
+            "epochs": 1,
+            "lr": 5.0e-3,
+            "lora_rank": 4,
+        },
+        "variants": [
+            {"name": "zero-shot", "kind": "eval"},
+            {"name": "2-shot", "kind": "eval", "shots": 2},
+            {"name": "lora", "method": "lora"},
+            {"name": "lora-adapter", "of": "lora"},
+            {"name": "lora-merged", "of": "lora", "export": "merged"},
+        ],
+    }
     path = tmp_path / "loop.yaml"
     path.write_text(yaml.safe_dump(sweep))
     assert cli("sweep", path, capsys=capsys) == 0
@@ -327,7 +482,10 @@ def test_a_sweep_lists_evaluations_beside_training_variants(tiny_llama, sentimen
     capsys.readouterr()
     assert cli("sweep", path) == 0 and "5 already done" in capsys.readouterr().out
     # the trained run changes: refused, and with --rerun-changed its evaluations are made again after it
-    before = result_of(folder / "lora-adapter")["finished_at"], (folder / "lora-adapter" / "result.json").stat().st_mtime
+    before = (
+        result_of(folder / "lora-adapter")["finished_at"],
+        (folder / "lora-adapter" / "result.json").stat().st_mtime,
+    )
     sweep["variants"][2]["lr"] = 1.0e-3
     path.write_text(yaml.safe_dump(sweep))
     assert cli("sweep", path) == 2 and "train.lr: 0.005 -> 0.001" in capsys.readouterr().err
@@ -335,7 +493,8 @@ def test_a_sweep_lists_evaluations_beside_training_variants(tiny_llama, sentimen
     assert "2 already done or kept, 3 to run" in capsys.readouterr().out  # lora and its 2 evaluations rerun
     assert (folder / "lora-adapter" / "result.json").stat().st_mtime > before[1]
     assert result_of(folder / "lora-adapter")["metrics_best"]["loss"] == pytest.approx(
-        result_of(folder / "lora")["metrics_best"]["loss"])
+        result_of(folder / "lora")["metrics_best"]["loss"]
+    )
     sweep["variants"].append({"name": "bad", "of": "nope"})
     path.write_text(yaml.safe_dump(sweep))
     assert cli("sweep", path, "--dry-run") == 2
@@ -344,8 +503,20 @@ def test_a_sweep_lists_evaluations_beside_training_variants(tiny_llama, sentimen
 
 def test_predict_with_an_untrained_model_takes_the_labels_from_train_file(tiny_llama, sentiment, tmp_path, capsys):
     rows = strip_gold_tsv(sentiment["dev"], tmp_path / "in.tsv")
-    args = [f"model={tiny_llama}", rows, f"train_file={sentiment['train']}", "classify_by=likelihood",
-            "label_words=[bad,good]", "max_length=32", "--limit", 8, "--name", "base", "--out", tmp_path]
+    args = [
+        f"model={tiny_llama}",
+        rows,
+        f"train_file={sentiment['train']}",
+        "classify_by=likelihood",
+        "label_words=[bad,good]",
+        "max_length=32",
+        "--limit",
+        8,
+        "--name",
+        "base",
+        "--out",
+        tmp_path,
+    ]
     assert cli("predict", *args, capsys=capsys) == 0
     lines = (tmp_path / "result_base.txt").read_text().splitlines()
     assert len(lines) == 8 and set(lines) <= {"neg", "pos"}
@@ -380,8 +551,19 @@ def test_head_and_whole_model_weights_reload_outside_peftlab_with_their_pooling(
 
     from peftlab.models.loading import apply_pooling
 
-    assert cli("train", *base_config, f"method={method}", "pooling=mean", "freeze_layers=1", "epochs=2", "run_name=r",
-               capsys=capsys) == 0
+    assert (
+        cli(
+            "train",
+            *base_config,
+            f"method={method}",
+            "pooling=mean",
+            "freeze_layers=1",
+            "epochs=2",
+            "run_name=r",
+            capsys=capsys,
+        )
+        == 0
+    )
     run_dir = tmp_path / "runs" / "r"
     result = result_of(run_dir)
     folder = run_dir / ("head" if method == "head" else "model")

@@ -1,6 +1,7 @@
 """A sweep's runs side by side: `--workers N` (a local pool) and `--backend ray` (each run a Ray task on
 a local 2-worker Ray instance) give the report the sequential sweep gives; an evaluation of another
 run waits for it; a run whose Ray worker is killed is retried and resumes from its checkpoint."""
+
 from __future__ import annotations
 
 import json
@@ -27,13 +28,19 @@ def sweep_file(tmp_path: Path, base_config: list, name: str, variants: list, **c
     cfg.pop("output_dir")
     cfg.update({"epochs": 2, **config})
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"name": name, "output_dir": str(tmp_path / "sweeps"), "config": cfg,
-                                    "variants": variants}, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(
+            {"name": name, "output_dir": str(tmp_path / "sweeps"), "config": cfg, "variants": variants}, sort_keys=False
+        )
+    )
     return path
 
 
-VARIANTS = [{"name": "head", "method": "head", "lr": 5e-2}, {"name": "lora-r4", "method": "lora", "lora_rank": 4, "lr": 3e-2},
-            {"name": "lora-r4-again", "of": "lora-r4"}]  # an evaluation of the run above: must wait for it
+VARIANTS = [
+    {"name": "head", "method": "head", "lr": 5e-2},
+    {"name": "lora-r4", "method": "lora", "lora_rank": 4, "lr": 3e-2},
+    {"name": "lora-r4-again", "of": "lora-r4"},
+]  # an evaluation of the run above: must wait for it
 
 
 def groups(folder: Path) -> dict:
@@ -61,8 +68,9 @@ def same_report(a: Path, b: Path) -> None:
 
 
 def run_cli(args: list, timeout: int = 600) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "peftlab", *args], capture_output=True, text=True, env=ENV,
-                          timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "peftlab", *args], capture_output=True, text=True, env=ENV, timeout=timeout
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -101,11 +109,15 @@ def test_pool_and_ray_give_the_sequential_report(tmp_path, base_config, capsys):
 
 
 def test_a_run_whose_ray_worker_is_killed_resumes_from_its_checkpoint(tmp_path, base_config):
-    path = sweep_file(tmp_path, base_config, "killed", [{"name": "long", "method": "full"}],
-                      epochs=40, save_steps=2)
+    path = sweep_file(tmp_path, base_config, "killed", [{"name": "long", "method": "full"}], epochs=40, save_steps=2)
     folder = tmp_path / "sweeps" / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "peftlab", "sweep", str(path), "--backend", "ray", "--workers", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "peftlab", "sweep", str(path), "--backend", "ray", "--workers", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
+    )
     run_dir, killed = folder / "long", None
     deadline = time.time() + 300
     while time.time() < deadline and killed is None:
@@ -132,12 +144,15 @@ def test_a_run_whose_ray_worker_is_killed_resumes_from_its_checkpoint(tmp_path, 
     assert json.loads((folder / "sweep.json").read_text())["runs"][0]["status"] == "completed"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--ray-address", "auto"], "--ray-address joins a Ray cluster: add --backend ray"),
-    (["--backend", "dask"], "--backend: 'dask' is not one of sequential, pool, ray"),
-    (["--workers", "0"], "--workers: 0 must be 1 or more"),
-    (["--workers", "2", "--gpus-per-run", "1"], "needs 2 GPUs; this machine has 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ray-address", "auto"], "--ray-address joins a Ray cluster: add --backend ray"),
+        (["--backend", "dask"], "--backend: 'dask' is not one of sequential, pool, ray"),
+        (["--workers", "0"], "--workers: 0 must be 1 or more"),
+        (["--workers", "2", "--gpus-per-run", "1"], "needs 2 GPUs; this machine has 0"),
+    ],
+)
 def test_bad_backend_options_are_refused_before_anything_runs(tmp_path, base_config, capsys, args, message):
     path = sweep_file(tmp_path, base_config, "bad", VARIANTS[:1])
     assert main(["sweep", str(path), *args]) == 2
@@ -153,8 +168,8 @@ def test_a_node_that_cannot_see_the_sweep_folder_is_refused_by_name(tmp_path):
     folder: a node writing to its own local disk (no shared storage) is refused with the fix."""
     from types import SimpleNamespace
 
-    from peftlab.sweep.backends import RayLauncher
     from peftlab.errors import UserError
+    from peftlab.sweep.backends import RayLauncher
 
     class Remote:  # stands in for ray.remote(ray_probe): the "node" writes nowhere the driver can see
         def options(self, **kw):
@@ -163,11 +178,15 @@ def test_a_node_that_cannot_see_the_sweep_folder_is_refused_by_name(tmp_path):
         def remote(self, folder):
             return ("", NODE)
 
-    fake_ray = SimpleNamespace(remote=lambda f: Remote(), get=lambda refs: refs,
-                               nodes=lambda: [{"NodeID": NODE, "Alive": True}])
+    fake_ray = SimpleNamespace(
+        remote=lambda f: Remote(), get=lambda refs: refs, nodes=lambda: [{"NodeID": NODE, "Alive": True}]
+    )
     launcher = RayLauncher.__new__(RayLauncher)
     launcher.ray = fake_ray
     (tmp_path / "sweep").mkdir()
-    with pytest.raises(UserError, match=r"node abababababab cannot write the sweep folder .*sweep where this "
-                                        r"machine sees it; put output_dir on storage every node mounts"):
+    with pytest.raises(
+        UserError,
+        match=r"node abababababab cannot write the sweep folder .*sweep where this "
+        r"machine sees it; put output_dir on storage every node mounts",
+    ):
         launcher.check_storage(tmp_path / "sweep")

@@ -1,6 +1,7 @@
 """bench/run.py (`make bench`): its parsing of each leg and its table, on a tiny job run for real (tiny
 models, a few rows) and on made-up figures for the arithmetic. Timings never sit in test asserts: the
 numbers here are inputs, and the tests check what the bench reports them with."""
+
 import json
 import sys
 from pathlib import Path
@@ -10,8 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import run as bench  # noqa: E402
 
-CHAT = ("{% for m in messages %}<s> {{ m['content'] }} </s> {% endfor %}"
-        "{% if add_generation_prompt %}<s> {% endif %}")
+CHAT = "{% for m in messages %}<s> {{ m['content'] }} </s> {% endfor %}{% if add_generation_prompt %}<s> {% endif %}"
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +30,27 @@ def chat_llama(tiny_llama, tmp_path_factory) -> str:
 
 
 def test_a_tiny_sft_job_through_the_plain_and_peftlab_legs(chat_llama, tmp_path):
-    rows = [{"instruction": "the movie was", "input": "good" if i % 2 else "", "output": "great film . happy"}
-            for i in range(12)]
+    rows = [
+        {"instruction": "the movie was", "input": "good" if i % 2 else "", "output": "great film . happy"}
+        for i in range(12)
+    ]
     data = tmp_path / "alpaca.json"
     data.write_text(json.dumps(rows))
-    job = {**bench.JOB_A, "rows": 12, "n_rows": 12, "batch_size": 4, "model": chat_llama, "data": str(data),
-           "peftlab_model": chat_llama}
+    job = {
+        **bench.JOB_A,
+        "rows": 12,
+        "n_rows": 12,
+        "batch_size": 4,
+        "model": chat_llama,
+        "data": str(data),
+        "peftlab_model": chat_llama,
+    }
     (tmp_path / "plain").mkdir()
     (tmp_path / "peftlab").mkdir()
     plain = bench.leg_plain(job, "sft", tmp_path / "plain")
     ours = bench.leg_peftlab(bench.peftlab_sft_args(job), tmp_path / "peftlab")
     for leg in (plain, ours):
-        assert leg["peak_rss_mb"] > 50 and leg["wall_s"] > 0          # the kernel's figure for that child
+        assert leg["peak_rss_mb"] > 50 and leg["wall_s"] > 0  # the kernel's figure for that child
         assert 0 < leg["time_to_first_step_s"] < leg["wall_s"]
         assert leg["train_tokens"] > 12 and leg["train_loss"] > 0
         assert leg["train_tokens_per_s"] == pytest.approx(leg["train_tokens"] / leg["train_time_s"])
@@ -63,20 +72,39 @@ def made_up(**medians):
 
 
 def test_table_and_ratios_for_each_kind_of_job():
-    legs_a = {"plain": made_up(train_tokens_per_s=100, peak_rss_mb=4096, train_loss=1.5, wall_s=60),
-              "llamafactory": made_up(train_tokens_per_s=80, peak_rss_mb=3072, train_loss=1.5, wall_s=70),
-              "peftlab": {**made_up(train_tokens_per_s=200, peak_rss_mb=2048, train_loss=1.501, wall_s=40),
-                          "precision": "bf16"}}
-    legs_c = {"generate + parse": made_up(seconds=100, accuracy=0.0, mcc=0.0, unparsed=500, peak_rss_mb=1000),
-              "label scoring": made_up(seconds=10, accuracy=0.6, mcc=0.1, peak_rss_mb=900)}
-    legs_d = {"one at a time (users' predict.py)": made_up(seconds=60, accuracy=0.5, peak_rss_mb=900),
-              "peftlab predict: label scoring": made_up(seconds=3, accuracy=0.6, peak_rss_mb=900)}
+    legs_a = {
+        "plain": made_up(train_tokens_per_s=100, peak_rss_mb=4096, train_loss=1.5, wall_s=60),
+        "llamafactory": made_up(train_tokens_per_s=80, peak_rss_mb=3072, train_loss=1.5, wall_s=70),
+        "peftlab": {
+            **made_up(train_tokens_per_s=200, peak_rss_mb=2048, train_loss=1.501, wall_s=40),
+            "precision": "bf16",
+        },
+    }
+    legs_c = {
+        "generate + parse": made_up(seconds=100, accuracy=0.0, mcc=0.0, unparsed=500, peak_rss_mb=1000),
+        "label scoring": made_up(seconds=10, accuracy=0.6, mcc=0.1, peak_rss_mb=900),
+    }
+    legs_d = {
+        "one at a time (users' predict.py)": made_up(seconds=60, accuracy=0.5, peak_rss_mb=900),
+        "peftlab predict: label scoring": made_up(seconds=3, accuracy=0.6, peak_rss_mb=900),
+    }
     legs_e = {"peftlab sweep, 6 runs": made_up(gap_s=2.5, gap_max_s=3.1, spawn_s=0.2, wall_s=90, peak_rss_mb=500)}
-    result = {"date": "2026-12-02", "cpu": {"cpu_model": "Test CPU", "cpu_count": 2, "cpu_flags": ["avx512_bf16"]},
-              "torch_threads": 2, "repeats": 3, "peak_gflops": {"fp32": 100.0, "bf16": 300.0}, "jobs": {}}
+    result = {
+        "date": "2026-12-02",
+        "cpu": {"cpu_model": "Test CPU", "cpu_count": 2, "cpu_flags": ["avx512_bf16"]},
+        "torch_threads": 2,
+        "repeats": 3,
+        "peak_gflops": {"fp32": 100.0, "bf16": 300.0},
+        "jobs": {},
+    }
     for job, legs in {"a": legs_a, "c": legs_c, "d": legs_d, "e": legs_e}.items():
-        result["jobs"][job] = {"title": f"job {job}", "params": 1_000_000, "legs": legs,
-                               "ratios": bench.ratios(job, legs), "notes": ["a note"]}
+        result["jobs"][job] = {
+            "title": f"job {job}",
+            "params": 1_000_000,
+            "legs": legs,
+            "ratios": bench.ratios(job, legs),
+            "notes": ["a note"],
+        }
     md = bench.table(result)
     assert "Test CPU (2 cores; avx512_bf16)" in md and "bf16 300 GFLOP/s" in md and "Median of 3" in md
     assert "peftlab vs plain: **2.00x** train tokens/s, 0.50x peak RSS, train loss +0.0010" in md
@@ -93,10 +121,18 @@ def test_table_and_ratios_for_each_kind_of_job():
 
 
 def test_the_table_is_rebuilt_from_a_saved_result(tmp_path):
-    legs = {"plain": made_up(train_tokens_per_s=100, peak_rss_mb=4096, train_loss=1.5),
-            "peftlab": made_up(train_tokens_per_s=150, peak_rss_mb=4096, train_loss=1.5)}
-    saved = {"date": "d", "cpu": {"cpu_model": "C", "cpu_count": 2, "cpu_flags": []}, "torch_threads": 2,
-             "repeats": 3, "peak_gflops": {"fp32": 100.0}, "jobs": {"b": {"title": "t", "params": 10, "legs": legs}}}
+    legs = {
+        "plain": made_up(train_tokens_per_s=100, peak_rss_mb=4096, train_loss=1.5),
+        "peftlab": made_up(train_tokens_per_s=150, peak_rss_mb=4096, train_loss=1.5),
+    }
+    saved = {
+        "date": "d",
+        "cpu": {"cpu_model": "C", "cpu_count": 2, "cpu_flags": []},
+        "torch_threads": 2,
+        "repeats": 3,
+        "peak_gflops": {"fp32": 100.0},
+        "jobs": {"b": {"title": "t", "params": 10, "legs": legs}},
+    }
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(saved))
     assert bench.main(["--table", str(path)]) == 0

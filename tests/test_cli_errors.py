@@ -1,4 +1,5 @@
 """Bad input: one clear message naming the file/key/row and the fix, exit code 2, nothing written."""
+
 import subprocess
 import sys
 
@@ -25,16 +26,27 @@ def write(path, text, encoding="utf-8"):
 
 CASES = {
     "missing file": (lambda d, s: [f"train_file={d / 'nope.tsv'}"], r"train_file: file not found: .*nope.tsv"),
-    "missing column": (lambda d, s: ["text_column=review"], r"train.tsv: column 'review' not found \(columns: sentence, label\); set `text_column:`"),
-    "unseen dev label": (lambda d, s: [f"validation_file={write(d / 'dev.tsv', 'sentence' + chr(9) + 'label' + chr(10) + 'good .' + chr(9) + 'pos' + chr(10) + 'meh .' + chr(9) + 'neutral' + chr(10))}"],
-                         r"dev.tsv: row 3: label 'neutral' never seen in train_file \(labels: neg, pos\)"),
-    "undecodable bytes": (lambda d, s: [f"validation_file={write(d / 'v.tsv', 'sentence' + chr(9) + 'label' + chr(10) + 'caf' + chr(233) + chr(9) + 'pos' + chr(10), 'latin-1')}"],
-                          r"v.tsv:2: bytes that are not valid utf-8.*encoding: latin-1"),
-    "wrong field count": (lambda d, s: [f"validation_file={write(d / 'w.tsv', 'sentence' + chr(9) + 'label' + chr(10) + 'a' + chr(9) + 'pos' + chr(9) + 'x' + chr(10))}"],
-                          r"w.tsv:2: 3 fields, expected 2"),
+    "missing column": (
+        lambda d, s: ["text_column=review"],
+        r"train.tsv: column 'review' not found \(columns: sentence, label\); set `text_column:`",
+    ),
+    "unseen dev label": (
+        lambda d, s: ["validation_file=" + str(write(d / "dev.tsv", "sentence\tlabel\ngood .\tpos\nmeh .\tneutral\n"))],
+        r"dev.tsv: row 3: label 'neutral' never seen in train_file \(labels: neg, pos\)",
+    ),
+    "undecodable bytes": (
+        lambda d, s: ["validation_file=" + str(write(d / "v.tsv", "sentence\tlabel\ncaf\xe9\tpos\n", "latin-1"))],
+        r"v.tsv:2: bytes that are not valid utf-8.*encoding: latin-1",
+    ),
+    "wrong field count": (
+        lambda d, s: ["validation_file=" + str(write(d / "w.tsv", "sentence\tlabel\na\tpos\tx\n"))],
+        r"w.tsv:2: 3 fields, expected 2",
+    ),
     "empty file": (lambda d, s: [f"validation_file={write(d / 'e.tsv', '')}"], r"e.tsv: the file is empty"),
-    "bad target module": (lambda d, s: ["lora_target=q_proj,v_proj"],
-                          r"lora_target: module 'q_proj' does not exist in BertForSequenceClassification.*linear modules are: .*query"),
+    "bad target module": (
+        lambda d, s: ["lora_target=q_proj,v_proj"],
+        r"lora_target: module 'q_proj' does not exist in BertForSequenceClassification.*linear modules are: .*query",
+    ),
     "unknown key": (lambda d, s: ["lora_alhpa=8"], r"unknown key 'lora_alhpa'.*did you mean 'lora_alpha'"),
     "unknown method": (lambda d, s: ["method=lorra"], r"unknown method 'lorra'.*did you mean 'lora'"),
     "bad metric": (lambda d, s: ["metric_for_best=f2"], r"metric_for_best: 'f2' is not a classification metric"),
@@ -64,18 +76,34 @@ def test_existing_run_folder_is_not_clobbered(base_config, capsys):
 
 
 def test_real_process_exit_code(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "peftlab", "train", f"train_file={tmp_path / 'x.csv'}",
-                           f"output_dir={tmp_path / 'runs'}"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "peftlab",
+            "train",
+            f"train_file={tmp_path / 'x.csv'}",
+            f"output_dir={tmp_path / 'runs'}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "train_file: file not found" in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("damage, pattern", [
-    ("config.yaml", r"runs/x/config.yaml: corrupt or cut short .*--overwrite"),
-    ("result.json", r"runs/x/result.json: corrupt or cut short \(line 1.*--overwrite"),
-    ("no config", r"runs/x: config.yaml is missing, so it cannot be checked.*--overwrite"),
-    ("old value", r"runs/x was run with a different config \(task.label_words: \['false', 'true'\] -> \['no', 'yes'\]\)"),
-])
+@pytest.mark.parametrize(
+    "damage, pattern",
+    [
+        ("config.yaml", r"runs/x/config.yaml: corrupt or cut short .*--overwrite"),
+        ("result.json", r"runs/x/result.json: corrupt or cut short \(line 1.*--overwrite"),
+        ("no config", r"runs/x: config.yaml is missing, so it cannot be checked.*--overwrite"),
+        (
+            "old value",
+            r"runs/x was run with a different config \(task.label_words: \['false', 'true'\] -> \['no', 'yes'\]\)",
+        ),
+    ],
+)
 def test_resume_refuses_a_run_folder_it_cannot_check(base_config, tmp_path, capsys, damage, pattern):
     """A run folder's unreadable files are errors naming the file, never read as empty (which would
     pass the --resume config check and resume a run made with other settings)."""

@@ -14,8 +14,10 @@ def test_flat_sectioned_aliases_and_overrides(tmp_path):
     assert cfg.train.lr == pytest.approx(1e-4) and cfg.train.epochs == 5
     assert cfg.method.lora_target == "query,value"
     sectioned = tmp_path / "sec.yaml"
-    sectioned.write_text("model: {model: x, pooling: mean}\nmethod:\n  method: lora\n  lora_rank: 16\n"
-                         "data: {columns: [a, b], validation_ratio: 0.2}\n")
+    sectioned.write_text(
+        "model: {model: x, pooling: mean}\nmethod:\n  method: lora\n  lora_rank: 16\n"
+        "data: {columns: [a, b], validation_ratio: 0.2}\n"
+    )
     cfg = load_config(sectioned)
     assert (cfg.model.model, cfg.model.pooling, cfg.method.lora_rank) == ("x", "mean", 16)
     assert cfg.data.columns == ["a", "b"] and cfg.data.validation_ratio == 0.2
@@ -94,31 +96,49 @@ def test_yaml_values_keep_the_users_text(tmp_path):
 
 
 def test_override_values_keep_the_users_text():
-    cfg = load_config(None, ["label_words=[no,yes]", "instruction=Answer: yes", "packing=yes", "lora_target=on",
-                             "layers_to_transform=0,1", "run_name=007", "lr=1e-4", "train.weight_decay=1.0e-4",
-                             "text_column=2026-01-01", "label_column=null", "text_pair_column=~",
-                             "label_names=[on, off, 007, 2026-01-01]", "validation_ratio=.5", "do_sample=off",
-                             "eval_at_start=no"])
+    cfg = load_config(
+        None,
+        [
+            "label_words=[no,yes]",
+            "instruction=Answer: yes",
+            "packing=yes",
+            "lora_target=on",
+            "layers_to_transform=0,1",
+            "run_name=007",
+            "lr=1e-4",
+            "train.weight_decay=1.0e-4",
+            "text_column=2026-01-01",
+            "label_column=null",
+            "text_pair_column=~",
+            "label_names=[on, off, 007, 2026-01-01]",
+            "validation_ratio=.5",
+            "do_sample=off",
+            "eval_at_start=no",
+        ],
+    )
     check_traps(cfg)
     assert load_config(None, ["instruction={a: b}, [c]"]).task.instruction == "{a: b}, [c]"  # text, as typed
     assert load_config(None, ["label_words=no|unacceptable,yes"]).task.label_words == ["no|unacceptable", "yes"]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("lora_rank: abc", r"key 'lora_rank': expected int for 'lora_rank'.*got 'abc'"),
-    ("epochs: 1.5", r"expected int for 'epochs'.*got '1.5'"),
-    ("epochs: 2.0", r"expected int for 'epochs'"),
-    ("epochs: 007", r"expected int for 'epochs' \(a whole number without leading zeros"),
-    ("lr: fast", r"expected float for 'lr'"),
-    ("lr: .inf", r"expected float for 'lr'"),
-    ("packing: maybe", r"expected bool for 'packing' \(true or false\)"),
-    ("packing: 1", r"expected bool for 'packing'"),
-    ("instruction: {Answer: yes}", r"key 'instruction': 'instruction' takes one str, got a mapping"),
-    ("task: {instruction: [a, b]}", r"task.instruction: 'instruction' takes one str, got a list"),
-    ("layers_to_transform: [0, x]", r"expected int for 'layers_to_transform item'.*got 'x'"),
-    ("label_words: [[no], yes]", r"'label_words item' takes one str, got a list"),
-    ("instruction: Answer: yes", r"c.yaml line 1: invalid YAML"),  # unquoted ': ' is YAML syntax: quote it
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("lora_rank: abc", r"key 'lora_rank': expected int for 'lora_rank'.*got 'abc'"),
+        ("epochs: 1.5", r"expected int for 'epochs'.*got '1.5'"),
+        ("epochs: 2.0", r"expected int for 'epochs'"),
+        ("epochs: 007", r"expected int for 'epochs' \(a whole number without leading zeros"),
+        ("lr: fast", r"expected float for 'lr'"),
+        ("lr: .inf", r"expected float for 'lr'"),
+        ("packing: maybe", r"expected bool for 'packing' \(true or false\)"),
+        ("packing: 1", r"expected bool for 'packing'"),
+        ("instruction: {Answer: yes}", r"key 'instruction': 'instruction' takes one str, got a mapping"),
+        ("task: {instruction: [a, b]}", r"task.instruction: 'instruction' takes one str, got a list"),
+        ("layers_to_transform: [0, x]", r"expected int for 'layers_to_transform item'.*got 'x'"),
+        ("label_words: [[no], yes]", r"'label_words item' takes one str, got a list"),
+        ("instruction: Answer: yes", r"c.yaml line 1: invalid YAML"),  # unquoted ': ' is YAML syntax: quote it
+    ],
+)
 def test_values_that_cannot_be_what_the_key_means_are_refused(tmp_path, text, message):
     path = tmp_path / "c.yaml"
     path.write_text(text + "\n")
@@ -126,13 +146,16 @@ def test_values_that_cannot_be_what_the_key_means_are_refused(tmp_path, text, me
         load_config(path)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("lora_rank=abc", r"override 'lora_rank=abc': expected int"),
-    ("epochs=1.5", r"expected int for 'epochs'"),
-    ("max_samples=010", r"without leading zeros"),
-    ("packing=2", r"expected bool for 'packing'"),
-    ("label_words=[no, yes", r"label_words=\[no, yes': not a YAML list"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("lora_rank=abc", r"override 'lora_rank=abc': expected int"),
+        ("epochs=1.5", r"expected int for 'epochs'"),
+        ("max_samples=010", r"without leading zeros"),
+        ("packing=2", r"expected bool for 'packing'"),
+        ("label_words=[no, yes", r"label_words=\[no, yes': not a YAML list"),
+    ],
+)
 def test_bad_override_values_are_refused(override, message):
     with pytest.raises(UserError, match=message):
         load_config(None, [override])
@@ -171,12 +194,15 @@ def test_config_diff_names_keys_and_treats_absent_keys_by_default():
     saved = yaml.load(yaml.safe_dump(cfg.to_dict()), TextLoader)
     saved["train"]["lr"] = "0.0002"
     saved["task"]["label_words"] = ["false", "true"]  # what YAML 1.1 made of [no, yes] in older peftlab
-    del saved["task"]["packing"]          # absent, and the new value is the default: the same run
+    del saved["task"]["packing"]  # absent, and the new value is the default: the same run
     del saved["method"]["lora_rank"]
     saved["eval"]["old_key"] = "1"
-    assert config_diff(saved, cfg) == ["task.label_words: ['false', 'true'] -> ['no', 'yes']",
-                                       "train.lr: 0.0002 -> 0.001", "eval.old_key: '1' -> (no longer a peftlab key)"]
-    cfg.method.lora_rank = 16             # absent in the saved file, and no longer the default: a change
+    assert config_diff(saved, cfg) == [
+        "task.label_words: ['false', 'true'] -> ['no', 'yes']",
+        "train.lr: 0.0002 -> 0.001",
+        "eval.old_key: '1' -> (no longer a peftlab key)",
+    ]
+    cfg.method.lora_rank = 16  # absent in the saved file, and no longer the default: a change
     assert "method.lora_rank: (not in the saved config) -> 16" in config_diff(saved, cfg)
     saved["train"]["output_dir"] = "elsewhere"  # where the folder lives is not a setting of the run
     assert not [d for d in config_diff(saved, cfg) if "output_dir" in d]

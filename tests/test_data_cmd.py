@@ -1,12 +1,13 @@
 """`peftlab data convert` and `peftlab data check`: exact outputs on hand-made files, bad input, CoLA."""
+
 import json
 import random
 import re
 
 import numpy as np
 import pytest
-
 from conftest import SHARED
+
 from peftlab.cli import main
 
 COLA_ROWS = "gj04\t1\t\tOur friends won't buy this.\ngj04\t0\t*\tThey drank the pub.\nbc01\t1\t\tThe cat sat.\n"
@@ -33,19 +34,40 @@ def read_jsonl(path):
 
 def test_cola_tsv_without_header_to_alpaca(tmp_path, capsys):
     src, out = write(tmp_path / "cola.tsv", COLA_ROWS), tmp_path / "cola.json"
-    code, stdout, _ = cli(["data", "convert", src, str(out), "--to", "alpaca", "columns=source,label,mark,sentence",
-                           "instruction=Is this sentence grammatical?"], capsys)
+    code, stdout, _ = cli(
+        [
+            "data",
+            "convert",
+            src,
+            str(out),
+            "--to",
+            "alpaca",
+            "columns=source,label,mark,sentence",
+            "instruction=Is this sentence grammatical?",
+        ],
+        capsys,
+    )
     assert code == 0 and "wrote 3 alpaca records" in stdout
     q = "Is this sentence grammatical?"
-    assert read_json(out) == [{"instruction": q, "input": "Our friends won't buy this.", "output": "1"},
-                              {"instruction": q, "input": "They drank the pub.", "output": "0"},
-                              {"instruction": q, "input": "The cat sat.", "output": "1"}]
+    assert read_json(out) == [
+        {"instruction": q, "input": "Our friends won't buy this.", "output": "1"},
+        {"instruction": q, "input": "They drank the pub.", "output": "0"},
+        {"instruction": q, "input": "The cat sat.", "output": "1"},
+    ]
 
 
 def test_label_words_map_labels_and_unknown_label_is_an_error(tmp_path, capsys):
     src, out = write(tmp_path / "cola.tsv", COLA_ROWS), tmp_path / "cola.json"
-    argv = ["data", "convert", src, str(out), "--to", "alpaca", "columns=source,label,mark,sentence",
-            "instruction=Acceptable? {source}"]
+    argv = [
+        "data",
+        "convert",
+        src,
+        str(out),
+        "--to",
+        "alpaca",
+        "columns=source,label,mark,sentence",
+        "instruction=Acceptable? {source}",
+    ]
     assert main(argv + ["label_words=0=unacceptable,1=acceptable"]) == 0
     assert [r["output"] for r in read_json(out)] == ["acceptable", "unacceptable", "acceptable"]
     assert read_json(out)[1]["instruction"] == "Acceptable? gj04"  # templates may use any column
@@ -56,22 +78,64 @@ def test_label_words_map_labels_and_unknown_label_is_an_error(tmp_path, capsys):
 
 
 def test_qqp_pair_template(tmp_path, capsys):
-    src = write(tmp_path / "qqp.tsv", "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
-                                      "7\t1\t2\tHow do I learn Python?\tWhat is the best way to learn Python?\t1\n"
-                                      "8\t3\t4\tWhy is the sky blue?\tHow tall is Everest?\t0\n")
+    src = write(
+        tmp_path / "qqp.tsv",
+        "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
+        "7\t1\t2\tHow do I learn Python?\tWhat is the best way to learn Python?\t1\n"
+        "8\t3\t4\tWhy is the sky blue?\tHow tall is Everest?\t0\n",
+    )
     out = tmp_path / "qqp.jsonl"
-    assert main(["data", "convert", src, str(out), "--to", "alpaca", "label_column=is_duplicate",
-                 r"input=Question 1: {question1}\nQuestion 2: {question2}", "label_words={0: 'no', 1: 'yes'}",
-                 "instruction=Are these questions duplicates?"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "convert",
+                src,
+                str(out),
+                "--to",
+                "alpaca",
+                "label_column=is_duplicate",
+                r"input=Question 1: {question1}\nQuestion 2: {question2}",
+                "label_words={0: 'no', 1: 'yes'}",
+                "instruction=Are these questions duplicates?",
+            ]
+        )
+        == 0
+    )
     assert read_jsonl(out) == [  # .jsonl OUT: alpaca records as JSON lines
-        {"instruction": "Are these questions duplicates?", "output": "yes",
-         "input": "Question 1: How do I learn Python?\nQuestion 2: What is the best way to learn Python?"},
-        {"instruction": "Are these questions duplicates?", "output": "no",
-         "input": "Question 1: Why is the sky blue?\nQuestion 2: How tall is Everest?"}]
+        {
+            "instruction": "Are these questions duplicates?",
+            "output": "yes",
+            "input": "Question 1: How do I learn Python?\nQuestion 2: What is the best way to learn Python?",
+        },
+        {
+            "instruction": "Are these questions duplicates?",
+            "output": "no",
+            "input": "Question 1: Why is the sky blue?\nQuestion 2: How tall is Everest?",
+        },
+    ]
     out2 = tmp_path / "default.json"  # default input template for pairs: text, new line, pair
-    assert main(["data", "convert", src, str(out2), "--to", "alpaca", "text_column=question1",
-                 "text_pair_column=question2", "label_column=is_duplicate"]) == 0
-    assert read_json(out2)[1] == {"instruction": "", "input": "Why is the sky blue?\nHow tall is Everest?", "output": "0"}
+    assert (
+        main(
+            [
+                "data",
+                "convert",
+                src,
+                str(out2),
+                "--to",
+                "alpaca",
+                "text_column=question1",
+                "text_pair_column=question2",
+                "label_column=is_duplicate",
+            ]
+        )
+        == 0
+    )
+    assert read_json(out2)[1] == {
+        "instruction": "",
+        "input": "Why is the sky blue?\nHow tall is Everest?",
+        "output": "0",
+    }
 
 
 def test_sampling_is_seeded_and_keeps_file_order(tmp_path):
@@ -79,23 +143,40 @@ def test_sampling_is_seeded_and_keeps_file_order(tmp_path):
     write(src, "".join(json.dumps({"i": i, "text": f"row {i}"}) + "\n" for i in range(50)))
     picks = {}
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        assert main(["data", "convert", str(src), str(tmp_path / f"{name}.jsonl"), "--max-rows", "10",
-                     "--seed", str(seed)]) == 0
+        assert (
+            main(
+                ["data", "convert", str(src), str(tmp_path / f"{name}.jsonl"), "--max-rows", "10", "--seed", str(seed)]
+            )
+            == 0
+        )
         picks[name] = [r["i"] for r in read_jsonl(tmp_path / f"{name}.jsonl")]
     assert picks["a"] == picks["b"] and picks["a"] != picks["c"]
     assert picks["a"] == sorted(random.Random(1).sample(range(50), 10))  # seeded sample, file order
 
 
-DUPES = [("The cat sat.", 1), ("The cat sat.", 1), ("the cat  sat", 1), ("THE CAT SAT!!", 1),
-         ("A dog ran.", 0), ("A dog ran.", 0), ("a dog ran", 0), ("A dog ran far.", 0), ("A dog ran.", 1)]
+DUPES = [
+    ("The cat sat.", 1),
+    ("The cat sat.", 1),
+    ("the cat  sat", 1),
+    ("THE CAT SAT!!", 1),
+    ("A dog ran.", 0),
+    ("A dog ran.", 0),
+    ("a dog ran", 0),
+    ("A dog ran far.", 0),
+    ("A dog ran.", 1),
+]
 
 
-@pytest.mark.parametrize("mode, on, kept, exact, normalized", [
-    ("exact", "", 7, 2, 0),            # rows 2 and 6 repeat rows 1 and 5; 'A dog ran.' labelled 1 differs
-    ("normalized", "", 4, 2, 3),       # + case / punctuation / spacing variants
-    ("exact", "text", 6, 3, 0),        # over the text only, the relabelled copy is a duplicate too
-    ("normalized", "text", 3, 3, 3),
-    ("none", "", 9, 0, 0)])
+@pytest.mark.parametrize(
+    "mode, on, kept, exact, normalized",
+    [
+        ("exact", "", 7, 2, 0),  # rows 2 and 6 repeat rows 1 and 5; 'A dog ran.' labelled 1 differs
+        ("normalized", "", 4, 2, 3),  # + case / punctuation / spacing variants
+        ("exact", "text", 6, 3, 0),  # over the text only, the relabelled copy is a duplicate too
+        ("normalized", "text", 3, 3, 3),
+        ("none", "", 9, 0, 0),
+    ],
+)
 def test_dedupe_exact_and_normalized_counts(tmp_path, capsys, mode, on, kept, exact, normalized):
     src = write(tmp_path / "d.jsonl", "".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in DUPES))
     out = tmp_path / "out.jsonl"
@@ -120,33 +201,66 @@ def test_json_jsonl_round_trip_and_csv(tmp_path):
     assert main(["data", "convert", str(flat), str(tmp_path / "d.csv")]) == 0
     assert (tmp_path / "d.csv").read_text(encoding="utf-8") == 'text,label\ncafé ☕,1\n"say ""hi"", ok",0\n'
     assert main(["data", "convert", str(tmp_path / "d.csv"), str(tmp_path / "e.jsonl")]) == 0
-    assert read_jsonl(tmp_path / "e.jsonl") == [{"text": "café ☕", "label": "1"}, {"text": 'say "hi", ok', "label": "0"}]
+    assert read_jsonl(tmp_path / "e.jsonl") == [
+        {"text": "café ☕", "label": "1"},
+        {"text": 'say "hi", ok', "label": "0"},
+    ]
 
 
 def test_conll_to_jsonl_and_back(tmp_path):
-    src = write(tmp_path / "ner.iob2", "-DOCSTART-\tO\n\nIL-2\tB-protein\ngene\tI-protein\n.\tO\n\n\nT\tB-cell_type\ncells\tI-cell_type\n")
+    src = write(
+        tmp_path / "ner.iob2",
+        "-DOCSTART-\tO\n\nIL-2\tB-protein\ngene\tI-protein\n.\tO\n\n\nT\tB-cell_type\ncells\tI-cell_type\n",
+    )
     out = tmp_path / "ner.jsonl"
     assert main(["data", "convert", src, str(out)]) == 0
-    assert read_jsonl(out) == [{"tokens": ["IL-2", "gene", "."], "tags": ["B-protein", "I-protein", "O"]},
-                               {"tokens": ["T", "cells"], "tags": ["B-cell_type", "I-cell_type"]}]
+    assert read_jsonl(out) == [
+        {"tokens": ["IL-2", "gene", "."], "tags": ["B-protein", "I-protein", "O"]},
+        {"tokens": ["T", "cells"], "tags": ["B-cell_type", "I-cell_type"]},
+    ]
     assert main(["data", "convert", str(out), str(tmp_path / "back.conll")]) == 0
-    assert (tmp_path / "back.conll").read_text() == "IL-2\tB-protein\ngene\tI-protein\n.\tO\n\nT\tB-cell_type\ncells\tI-cell_type\n"
+    assert (
+        tmp_path / "back.conll"
+    ).read_text() == "IL-2\tB-protein\ngene\tI-protein\n.\tO\n\nT\tB-cell_type\ncells\tI-cell_type\n"
 
 
 BAD_INPUT = {
-    "missing column": (COLA_ROWS, ["--to", "alpaca", "columns=source,label,mark,text"],
-                       r"in.tsv: column 'sentence' \(used by input\) not found \(columns: source, label, mark, text\)"),
-    "bad row": (COLA_ROWS + "gj04\t1\tonly three fields\n", ["columns=source,label,mark,sentence"],
-                r"in.tsv:4: 3 fields, expected 4 \(source, label, mark, sentence\)"),
-    "empty label": (COLA_ROWS + "gj04\t \t\tA sentence.\n", ["--to", "alpaca", "columns=source,label,mark,sentence"],
-                    r"in.tsv: row 4: column 'label' \(used by output\) is missing or empty; fix or remove the row"),
-    "missing key": ('{"sentence": "a", "label": 1}\n{"label": 0}\n', ["--to", "alpaca"],
-                    r"in.jsonl: row 2: column 'sentence' \(used by input\) is missing or empty"),
-    "unknown key": (COLA_ROWS, ["--to", "alpaca", "instructoin=x"], r"unknown key 'instructoin' \(did you mean 'instruction'\?\)"),
+    "missing column": (
+        COLA_ROWS,
+        ["--to", "alpaca", "columns=source,label,mark,text"],
+        r"in.tsv: column 'sentence' \(used by input\) not found \(columns: source, label, mark, text\)",
+    ),
+    "bad row": (
+        COLA_ROWS + "gj04\t1\tonly three fields\n",
+        ["columns=source,label,mark,sentence"],
+        r"in.tsv:4: 3 fields, expected 4 \(source, label, mark, sentence\)",
+    ),
+    "empty label": (
+        COLA_ROWS + "gj04\t \t\tA sentence.\n",
+        ["--to", "alpaca", "columns=source,label,mark,sentence"],
+        r"in.tsv: row 4: column 'label' \(used by output\) is missing or empty; fix or remove the row",
+    ),
+    "missing key": (
+        '{"sentence": "a", "label": 1}\n{"label": 0}\n',
+        ["--to", "alpaca"],
+        r"in.jsonl: row 2: column 'sentence' \(used by input\) is missing or empty",
+    ),
+    "unknown key": (
+        COLA_ROWS,
+        ["--to", "alpaca", "instructoin=x"],
+        r"unknown key 'instructoin' \(did you mean 'instruction'\?\)",
+    ),
     "template on plain output": (COLA_ROWS, ["instruction=x"], r"instruction: templates apply only with --to alpaca"),
-    "bad template": (COLA_ROWS, ["--to", "alpaca", "columns=source,label,mark,sentence", "instruction=Say {"],
-                     r"instruction: bad template 'Say \{'"),
-    "list in csv": ('{"tokens": ["a"]}\n', ["--to", "csv"], r"row 1: field 'tokens' holds a list or object, which csv cannot hold"),
+    "bad template": (
+        COLA_ROWS,
+        ["--to", "alpaca", "columns=source,label,mark,sentence", "instruction=Say {"],
+        r"instruction: bad template 'Say \{'",
+    ),
+    "list in csv": (
+        '{"tokens": ["a"]}\n',
+        ["--to", "csv"],
+        r"row 1: field 'tokens' holds a list or object, which csv cannot hold",
+    ),
 }
 
 
@@ -171,8 +285,18 @@ def test_existing_output_is_kept_without_overwrite(tmp_path, capsys):
 
 
 # word counts of the check fixture's rows; the tiny BERT tokenizer gives one token per word + [CLS] [SEP]
-TRAIN_WORDS = [(1, "pos"), (2, "neg"), (3, "pos"), (4, "pos"), (5, "neg"), (6, "pos"), (7, "neg"), (8, "pos"),
-               (9, "neg"), (10, "pos")]
+TRAIN_WORDS = [
+    (1, "pos"),
+    (2, "neg"),
+    (3, "pos"),
+    (4, "pos"),
+    (5, "neg"),
+    (6, "pos"),
+    (7, "neg"),
+    (8, "pos"),
+    (9, "neg"),
+    (10, "pos"),
+]
 DEV_WORDS = [(2, "pos"), (2, "neg"), (6, "pos")]
 
 
@@ -180,10 +304,21 @@ def test_check_prints_rows_labels_and_token_percentiles(tiny_bert, tmp_path, cap
     words = ["the", "movie", "was", "really", "good", "a", "plot", "and", "acting", "film"]
     for name, rows in (("train", TRAIN_WORDS), ("dev", DEV_WORDS)):
         write(tmp_path / f"{name}.tsv", "sentence\tlabel\n" + "".join(f"{' '.join(words[:n])}\t{l}\n" for n, l in rows))
-    code, out, _ = cli(["data", "check", f"model={tiny_bert}", f"train_file={tmp_path / 'train.tsv'}",
-                        f"validation_file={tmp_path / 'dev.tsv'}", "max_length=8"], capsys)
+    code, out, _ = cli(
+        [
+            "data",
+            "check",
+            f"model={tiny_bert}",
+            f"train_file={tmp_path / 'train.tsv'}",
+            f"validation_file={tmp_path / 'dev.tsv'}",
+            "max_length=8",
+        ],
+        capsys,
+    )
     assert code == 0, out
-    table = {line.split()[0]: line.split()[1:7] for line in out.splitlines() if line.startswith(("train ", "validation "))}
+    table = {
+        line.split()[0]: line.split()[1:7] for line in out.splitlines() if line.startswith(("train ", "validation "))
+    }
     # train lengths 3..12 tokens; nearest rank of 10: p50 = 5th = 7, p90 = 9th = 11, p99 = 10th = 12; 4 exceed 8
     assert table["train"] == ["10", "7", "11", "12", "12", "4"]
     # dev lengths 4, 4, 8: p50 = 2nd = 4, p90 = p99 = 3rd = 8; none exceed 8
@@ -197,15 +332,25 @@ def test_check_prints_rows_labels_and_token_percentiles(tiny_bert, tmp_path, cap
 
 def test_check_reports_bad_data_with_exit_2(tiny_bert, sentiment, tmp_path, capsys):
     dev = write(tmp_path / "dev.tsv", "sentence\tlabel\ngood .\tpos\nmeh .\tneutral\n")
-    code, _, err = cli(["data", "validate", f"model={tiny_bert}", f"train_file={sentiment['train']}",
-                        f"validation_file={dev}"], capsys)
+    code, _, err = cli(
+        ["data", "validate", f"model={tiny_bert}", f"train_file={sentiment['train']}", f"validation_file={dev}"], capsys
+    )
     assert code == 2 and re.search(r"dev.tsv: row 3: label 'neutral' never seen in train_file", err), err
 
 
 def test_check_classify_by_generate_counts_labels_not_answer_tokens(tiny_llama, sentiment, capsys):
     """The encoded labels of classify_by generate are the answer's token ids; the distribution is of labels."""
-    code, out, err = cli(["data", "check", f"model={tiny_llama}", "classify_by=generate",
-                          f"train_file={sentiment['train']}", f"validation_file={sentiment['dev']}"], capsys)
+    code, out, err = cli(
+        [
+            "data",
+            "check",
+            f"model={tiny_llama}",
+            "classify_by=generate",
+            f"train_file={sentiment['train']}",
+            f"validation_file={sentiment['dev']}",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "labels train: neg 48 (50.0%), pos 48 (50.0%)" in out
     assert "labels validation: neg 16 (50.0%), pos 16 (50.0%)" in out
@@ -214,30 +359,68 @@ def test_check_classify_by_generate_counts_labels_not_answer_tokens(tiny_llama, 
 def test_check_multiple_choice_counts_tokens_of_the_longest_option(tiny_llama, tmp_path, capsys):
     """One sequence per option (prompt + option): an example is as long as its longest, not its option count."""
     question = " ".join(["the", "movie", "was", "really", "a", "plot"] * 2)  # 12 tokens, the prompt alone
-    rows = [{"question": question, "choices": ["good", "bad", "film"], "answer": 0},
-            {"question": question, "choices": ["good", " ".join(["very"] * 11), "film"], "answer": 0}]
+    rows = [
+        {"question": question, "choices": ["good", "bad", "film"], "answer": 0},
+        {"question": question, "choices": ["good", " ".join(["very"] * 11), "film"], "answer": 0},
+    ]
     data = write(tmp_path / "mc.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    code, out, err = cli(["data", "check", f"model={tiny_llama}", "task=multiple_choice", "prompt_template={question}",
-                          f"train_file={data}", f"validation_file={data}", "max_length=16"], capsys)
+    code, out, err = cli(
+        [
+            "data",
+            "check",
+            f"model={tiny_llama}",
+            "task=multiple_choice",
+            "prompt_template={question}",
+            f"train_file={data}",
+            f"validation_file={data}",
+            "max_length=16",
+        ],
+        capsys,
+    )
     assert code == 0, err
-    table = {line.split()[0]: line.split()[1:7] for line in out.splitlines() if line.startswith(("train ", "validation "))}
+    table = {
+        line.split()[0]: line.split()[1:7] for line in out.splitlines() if line.startswith(("train ", "validation "))
+    }
     # lengths 12 + 1 and 12 + 11: p50 = 1st = 13, p90 = p99 = max = 23; one exceeds 16
     assert table["train"] == ["2", "13", "23", "23", "23", "1"]
 
 
-@pytest.mark.parametrize("task, name, extra", [
-    ("classification", "train.tsv", ["classify_by=head"]), ("classification", "train.tsv", ["classify_by=generate"]),
-    ("classification", "train.tsv", ["classify_by=likelihood"]), ("ner", "train.conll", []), ("qa", "qa.jsonl", []),
-    ("multiple_choice", "mc.jsonl", ["mc_head=likelihood"]), ("multiple_choice", "mc.jsonl", ["mc_head=classifier"]),
-    ("sft", "sft.jsonl", [])])
+@pytest.mark.parametrize(
+    "task, name, extra",
+    [
+        ("classification", "train.tsv", ["classify_by=head"]),
+        ("classification", "train.tsv", ["classify_by=generate"]),
+        ("classification", "train.tsv", ["classify_by=likelihood"]),
+        ("ner", "train.conll", []),
+        ("qa", "qa.jsonl", []),
+        ("multiple_choice", "mc.jsonl", ["mc_head=likelihood"]),
+        ("multiple_choice", "mc.jsonl", ["mc_head=classifier"]),
+        ("sft", "sft.jsonl", []),
+    ],
+)
 def test_check_works_for_every_task_and_classify_by(task, name, extra, tiny_llama, tmp_path, capsys):
     from test_bad_input import CLS_TRAIN, MC_ROW, NER_TRAIN, QA_ROW, SFT_ROW, jsonl
 
-    files = {"train.tsv": CLS_TRAIN, "train.conll": NER_TRAIN, "qa.jsonl": jsonl(QA_ROW, {**QA_ROW, "id": "q2"}),
-             "mc.jsonl": jsonl(MC_ROW, MC_ROW), "sft.jsonl": jsonl(SFT_ROW, SFT_ROW)}
+    files = {
+        "train.tsv": CLS_TRAIN,
+        "train.conll": NER_TRAIN,
+        "qa.jsonl": jsonl(QA_ROW, {**QA_ROW, "id": "q2"}),
+        "mc.jsonl": jsonl(MC_ROW, MC_ROW),
+        "sft.jsonl": jsonl(SFT_ROW, SFT_ROW),
+    }
     (tmp_path / name).write_bytes(files[name])
-    code, out, err = cli(["data", "check", f"model={tiny_llama}", f"task={task}", *extra,
-                          f"train_file={tmp_path / name}", f"validation_file={tmp_path / name}"], capsys)
+    code, out, err = cli(
+        [
+            "data",
+            "check",
+            f"model={tiny_llama}",
+            f"task={task}",
+            *extra,
+            f"train_file={tmp_path / name}",
+            f"validation_file={tmp_path / name}",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert f"OK: the data validates for task {task}" in out
 
@@ -246,9 +429,25 @@ def test_check_works_for_every_task_and_classify_by(task, name, extra, tiny_llam
 def test_cola_to_alpaca_4000_rows_and_check(tmp_path, capsys):
     cola = SHARED / "cola" / "in_domain_train.tsv"
     out = tmp_path / "cola_alpaca.json"
-    argv = ["data", "convert", str(cola), str(out), "--to", "alpaca", "--max-rows", "4000", "--seed", "0",
-            "--dedupe", "normalized", "--dedupe-on", "input", "columns=source,label,mark,sentence",
-            "instruction=Is this sentence grammatically acceptable?", "label_words=0=unacceptable,1=acceptable"]
+    argv = [
+        "data",
+        "convert",
+        str(cola),
+        str(out),
+        "--to",
+        "alpaca",
+        "--max-rows",
+        "4000",
+        "--seed",
+        "0",
+        "--dedupe",
+        "normalized",
+        "--dedupe-on",
+        "input",
+        "columns=source,label,mark,sentence",
+        "instruction=Is this sentence grammatically acceptable?",
+        "label_words=0=unacceptable,1=acceptable",
+    ]
     code, stdout, _ = cli(argv, capsys)
     assert code == 0, stdout
     rows = read_json(out)
@@ -259,10 +458,22 @@ def test_cola_to_alpaca_4000_rows_and_check(tmp_path, capsys):
     assert "read 8551 rows" in stdout and "kept a sample of 4000 rows (seed 0)" in stdout
     first = out.read_bytes()
     assert main(argv + ["--overwrite"]) == 0 and out.read_bytes() == first  # same seed, same file
-    code, report, _ = cli(["data", "check", "model=minilm-l6", f"train_file={out}", "text_column=input",
-                           "label_column=output", "max_length=32"], capsys)
+    code, report, _ = cli(
+        [
+            "data",
+            "check",
+            "model=minilm-l6",
+            f"train_file={out}",
+            "text_column=input",
+            "label_column=output",
+            "max_length=32",
+        ],
+        capsys,
+    )
     assert code == 0, report
-    table = {line.split()[0]: line.split()[1:] for line in report.splitlines() if line.startswith(("train ", "validation "))}
+    table = {
+        line.split()[0]: line.split()[1:] for line in report.splitlines() if line.startswith(("train ", "validation "))
+    }
     assert table["train"][0] == "3600" and table["validation"][0] == "400"
     n_bad = sum(r["output"] == "unacceptable" for r in rows)
     counts = [int(x) for x in re.findall(r"unacceptable (\d+) ", report)]

@@ -1,10 +1,12 @@
 """Every import the code makes is a declared dependency (pyproject.toml), so a clean install runs it."""
+
 import ast
 import re
 import sys
-import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,9 +16,13 @@ def imported_top_modules() -> dict[str, str]:
     seen = {}
     for path in sorted((ROOT / "src" / "peftlab").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
-                     else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                else []
+            )
             for name in names:
                 seen.setdefault(name.split(".")[0], str(path.relative_to(ROOT)))
     return seen

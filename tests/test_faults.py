@@ -3,6 +3,7 @@
 The fault is injected where the bytes are written (safetensors' save_file, Path.write_text): the file
 gets half its bytes, then the write fails with ENOSPC, as on a full disk.
 """
+
 import errno
 import json
 from pathlib import Path
@@ -36,8 +37,9 @@ def test_disk_full_while_saving_better_weights_keeps_the_earlier_best(base_confi
             raise full_disk()
 
     monkeypatch.setattr(peft.peft_model, "safe_save_file", save_then_fail)
-    cfg = load_config(None, base_config + ["method=lora", "lora_rank=4", "epochs=2", "metric_for_best=loss",
-                                           "run_name=r"])
+    cfg = load_config(
+        None, base_config + ["method=lora", "lora_rank=4", "epochs=2", "metric_for_best=loss", "run_name=r"]
+    )
     with pytest.raises(OSError, match="No space left"):
         run(cfg)
     run_dir = tmp_path / "runs" / "r"
@@ -49,7 +51,8 @@ def test_disk_full_while_saving_better_weights_keeps_the_earlier_best(base_confi
 
 
 def test_disk_full_while_writing_the_result_marks_the_run_failed_and_leaves_no_half_file(
-        base_config, tmp_path, monkeypatch):
+    base_config, tmp_path, monkeypatch
+):
     real_write = Path.write_text
     hits = []
 

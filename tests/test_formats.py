@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from peftlab.errors import UserError
-from peftlab.data.splits import load_splits
-from peftlab.data.formats import read_records, sample, split_off
 from peftlab.config.settings import DataConfig
+from peftlab.data.formats import read_records, sample, split_off
+from peftlab.data.splits import load_splits
+from peftlab.errors import UserError
 
 
 def test_tsv_with_header_and_headerless_with_columns(tmp_path):

@@ -1,13 +1,14 @@
 """GGUF, closed loop: export with llama.cpp's converter and quantizer, evaluate through llama.cpp, and
 agree with the transformers path (tolerances stated per type)."""
+
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import SHARED
+
 from peftlab.cli import main
 from peftlab.errors import UserError
 from peftlab.export.gguf import export_gguf
@@ -35,9 +36,18 @@ def tiny_llama_bpe(tmp_path_factory, smollm2_folder) -> Path:
         if (Path(smollm2_folder) / name).is_file():
             shutil.copy(Path(smollm2_folder) / name, folder / name)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=49152, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, intermediate_size=128, max_position_embeddings=256,
-                         bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=True,
+    )
     model = LlamaForCausalLM(config)
     with torch.no_grad():  # larger weights than the init's: log-probabilities far from uniform
         for p in model.parameters():
@@ -65,8 +75,13 @@ def hf_continuation_logprobs(folder, pairs):
     return tok, out
 
 
-PAIRS = [("The movie was", "great"), ("The movie was", "terrible and long"), ("Is it raining? Answer:", "yes"),
-         ("Is it raining? Answer:", "no"), ("2 + 2 =", "4")]
+PAIRS = [
+    ("The movie was", "great"),
+    ("The movie was", "terrible and long"),
+    ("Is it raining? Answer:", "yes"),
+    ("Is it raining? Answer:", "no"),
+    ("2 + 2 =", "4"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -113,9 +128,10 @@ def test_tiny_llama_f16_greedy_generation_matches_transformers(tiny_llama_bpe, t
     got = generator(open_llama(tiny_gguf["f16"], n_ctx=256), cfg, stops=[])(prompts, tok)
     for ids, new in zip(prompts, got):
         with torch.no_grad():
-            out = model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False, min_new_tokens=8,
-                                 pad_token_id=tok.eos_token_id)
-        assert new == out[0, len(ids):].tolist(), (tok.decode(ids), new)
+            out = model.generate(
+                torch.tensor([ids]), max_new_tokens=8, do_sample=False, min_new_tokens=8, pad_token_id=tok.eos_token_id
+            )
+        assert new == out[0, len(ids) :].tolist(), (tok.decode(ids), new)
 
 
 def test_packaged_q4_1_gguf_scores_like_its_dequantized_weights(smollm2_folder):
@@ -130,23 +146,50 @@ def test_packaged_q4_1_gguf_scores_like_its_dequantized_weights(smollm2_folder):
     encoded = [encode_option(tok, p, o, 128, "none") for p, o in PAIRS]
     got = [scorer.continuation(e["input_ids"], e["n_target"]) for e in encoded]
     assert all(g < 0 for g in got) and np.allclose(got, expected, atol=0.3), (got, expected)
-    yes, no = scorer.next_token(tok("Is it raining? Answer:")["input_ids"], [tok(" yes")["input_ids"][0],
-                                                                              tok(" no")["input_ids"][0]])
+    yes, no = scorer.next_token(
+        tok("Is it raining? Answer:")["input_ids"], [tok(" yes")["input_ids"][0], tok(" no")["input_ids"][0]]
+    )
     assert yes < 0 and no < 0
 
 
 def cola_args(tmp_path, *extra):
-    return ["classify_by=likelihood", "model=smollm2-135m", f"train_file={COLA / 'in_domain_train.tsv'}",
-            f"validation_file={COLA / 'in_domain_dev.tsv'}", "header='false'", "columns=[source,label,mark,sentence]",
-            "text_column=sentence", "label_words=[no,yes]", "max_eval_samples=40", "max_samples=40",
-            "max_length=64", f"output_dir={tmp_path / 'runs'}", *extra]
+    return [
+        "classify_by=likelihood",
+        "model=smollm2-135m",
+        f"train_file={COLA / 'in_domain_train.tsv'}",
+        f"validation_file={COLA / 'in_domain_dev.tsv'}",
+        "header='false'",
+        "columns=[source,label,mark,sentence]",
+        "text_column=sentence",
+        "label_words=[no,yes]",
+        "max_eval_samples=40",
+        "max_samples=40",
+        "max_length=64",
+        f"output_dir={tmp_path / 'runs'}",
+        *extra,
+    ]
 
 
 @pytest.mark.real
 def test_smollm2_closed_loop_lora_merge_gguf_eval_through_llamacpp(tmp_path, capsys):
     """LoRA on 40 CoLA rows -> merge -> f16 / q8_0 GGUF -> llama.cpp: label-scored predictions agree."""
-    assert main(["train", *cola_args(tmp_path, "epochs=1", "batch_size=8", "lr=3e-4", "lora_rank=4",
-                                     "lora_target=q_proj,v_proj", "run_name=lora")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *cola_args(
+                    tmp_path,
+                    "epochs=1",
+                    "batch_size=8",
+                    "lr=3e-4",
+                    "lora_rank=4",
+                    "lora_target=q_proj,v_proj",
+                    "run_name=lora",
+                ),
+            ]
+        )
+        == 0
+    )
     run_dir = tmp_path / "runs" / "lora"
     assert main(["export", str(run_dir), "--merge", "--gguf", "f16,q8_0", "--out", str(tmp_path / "m")]) == 0
     assert main(["eval", str(tmp_path / "m"), "--out", str(tmp_path / "hf")]) == 0
@@ -208,17 +251,22 @@ def test_gguf_missing_tools_are_clear(tiny_llama_bpe, tmp_path, monkeypatch):
 
 
 def test_gguf_conversion_cache_hashes_once_shares_one_conversion_and_rebuilds_a_damaged_entry(
-        tiny_gguf, tmp_path, monkeypatch, capsys):
+    tiny_gguf, tmp_path, monkeypatch, capsys
+):
     import subprocess
     import sys
 
     from peftlab.models import loading as models
 
     gguf, cache = Path(tiny_gguf["f16"]), tmp_path / "cache"
-    code = (f"from pathlib import Path; from peftlab.models.loading import convert_gguf; "
-            f"print(convert_gguf(Path({str(gguf)!r}), Path({str(cache)!r})))")
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    code = (
+        f"from pathlib import Path; from peftlab.models.loading import convert_gguf; "
+        f"print(convert_gguf(Path({str(gguf)!r}), Path({str(cache)!r})))"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
     assert sum("dequantizing" in out for out, _ in outs) == 1  # the second waited on the lock, then reused it
@@ -232,11 +280,16 @@ def test_gguf_conversion_cache_hashes_once_shares_one_conversion_and_rebuilds_a_
 
     weights = target / "model.safetensors"
     good = weights.read_bytes()
-    damage = {"truncated": lambda: weights.write_bytes(good[: len(good) // 2]),
-              "garbage header": lambda: weights.write_bytes(b"\xff" * 8 + good[8:]),
-              "no manifest": lambda: (target / models.MANIFEST).unlink()}
-    reasons = {"truncated": "model.safetensors is missing or not", "garbage header": "model.safetensors does not parse",
-               "no manifest": f"no readable {models.MANIFEST}"}
+    damage = {
+        "truncated": lambda: weights.write_bytes(good[: len(good) // 2]),
+        "garbage header": lambda: weights.write_bytes(b"\xff" * 8 + good[8:]),
+        "no manifest": lambda: (target / models.MANIFEST).unlink(),
+    }
+    reasons = {
+        "truncated": "model.safetensors is missing or not",
+        "garbage header": "model.safetensors does not parse",
+        "no manifest": f"no readable {models.MANIFEST}",
+    }
     for kind, hurt in damage.items():
         capsys.readouterr()
         hurt()
@@ -252,11 +305,16 @@ def test_multiple_choice_by_generation_through_llamacpp_agrees_with_transformers
     from test_multiple_choice import polarity_questions
 
     data = polarity_questions(tmp_path / "q.jsonl", 12, 0)
-    args = ["task=multiple_choice", "mc_head=generate", f"train_file={data}", f"validation_file={data}",
-            "max_new_tokens=3", "max_length=96"]
+    args = [
+        "task=multiple_choice",
+        "mc_head=generate",
+        f"train_file={data}",
+        f"validation_file={data}",
+        "max_new_tokens=3",
+        "max_length=96",
+    ]
     assert main(["eval", f"model={tiny_llama_bpe}", *args, "--out", str(tmp_path / "hf")]) == 0
-    assert main(["eval", f"model={tiny_gguf['f16']}", *args,
-                 "--out", str(tmp_path / "cpp")]) == 0
+    assert main(["eval", f"model={tiny_gguf['f16']}", *args, "--out", str(tmp_path / "cpp")]) == 0
     rows = {k: [json.loads(l) for l in (tmp_path / k / "predictions_validation.jsonl").open()] for k in ("hf", "cpp")}
     assert [r["generated"] for r in rows["cpp"]] == [r["generated"] for r in rows["hf"]]
     for a, b in zip(rows["hf"], rows["cpp"]):

@@ -1,6 +1,7 @@
 """The package's layers: every import of peftlab (those inside functions too) goes down the layer
 order or stays in its own package, and no import goes round a circle (a module that, through the
 modules it imports, imports itself)."""
+
 from __future__ import annotations
 
 import ast
@@ -11,8 +12,21 @@ import peftlab
 SRC = Path(peftlab.__file__).parent
 # low to high; the base modules (errors, hardware, the package root) may be imported by every layer
 BASE = {"peftlab", "peftlab.errors", "peftlab.hardware"}
-LAYERS = ["config", "runs", "data", "models", "tasks", "training", "inference", "export", "sweep", "report", "ui",
-          "cli", "__main__"]
+LAYERS = [
+    "config",
+    "runs",
+    "data",
+    "models",
+    "tasks",
+    "training",
+    "inference",
+    "export",
+    "sweep",
+    "report",
+    "ui",
+    "cli",
+    "__main__",
+]
 
 
 def module_name(path: Path) -> str:
@@ -77,7 +91,7 @@ def test_no_import_goes_round_a_circle():
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+                cycles.append(" -> ".join(stack[stack.index(nxt) :] + [nxt]))
             elif nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -92,8 +106,11 @@ def test_no_import_goes_round_a_circle():
 def test_the_checker_sees_imports_inside_functions(tmp_path):
     """The reader itself: imports inside a function body and relative ones count like any other."""
     probe = tmp_path / "probe.py"
-    probe.write_text("def f():\n    from peftlab.report.tables import collect\n"
-                     "    from ..tasks import sft\n    from . import settings\n", encoding="utf-8")
+    probe.write_text(
+        "def f():\n    from peftlab.report.tables import collect\n"
+        "    from ..tasks import sft\n    from . import settings\n",
+        encoding="utf-8",
+    )
     found = imports_of(probe, modules(), name="peftlab.config.probe")
     assert found == [(2, "peftlab.report.tables"), (3, "peftlab.tasks.sft"), (4, "peftlab.config.settings")]
     assert layer_of("peftlab.report.tables") > layer_of("peftlab.config.settings")

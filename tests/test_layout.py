@@ -1,5 +1,6 @@
 """The run folder as code (peftlab.runs.layout): file names written once, one temporary naming rule that
 every atomic writer uses and the one cleaner knows, the README's table generated from the module."""
+
 from __future__ import annotations
 
 import ast
@@ -31,8 +32,9 @@ def file_names() -> set[str]:
 
 def test_readme_run_folder_table_is_the_layouts():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert layout.run_files_table() in readme, ("the README's run-folder table differs from runs/layout.py "
-                                                "RUN_FILES; paste layout.run_files_table() into it")
+    assert layout.run_files_table() in readme, (
+        "the README's run-folder table differs from runs/layout.py RUN_FILES; paste layout.run_files_table() into it"
+    )
 
 
 def test_no_module_builds_a_path_from_a_file_name_of_the_layout():
@@ -106,8 +108,9 @@ def test_write_folder_clears_a_killed_earlier_writer_of_the_same_folder_only(tmp
     for name in ("eval", "other"):
         (tmp_path / layout.temporary(tmp_path / name, pid=dead).name).mkdir()
     write_folder(tmp_path / "eval", lambda tmp: write_text(tmp / layout.RESULT, "{}"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["eval", layout.temporary(tmp_path / "other",
-                                                                                          pid=dead).name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["eval", layout.temporary(tmp_path / "other", pid=dead).name]
+    )
 
 
 def test_replace_folder_moves_the_old_copy_aside_under_the_rule(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """The chunked answer-token loss (peftlab.training.loss) equals the model's own causal-LM loss, gradients included,
 for LoRA and full fine-tuning, padded and packed batches, fp32 and bf16 autocast; and it is refused
 where it could not be equal (prompt-learning methods)."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,15 +14,17 @@ def batch(packed: bool):
     torch.manual_seed(1)
     ids = torch.randint(4, 30, (3, 12))
     labels = ids.clone()
-    labels[:, :5] = -100          # prompt tokens
-    labels[2, 9:] = -100          # padding of the shorter row
+    labels[:, :5] = -100  # prompt tokens
+    labels[2, 9:] = -100  # padding of the shorter row
     mask = torch.ones_like(ids)
     mask[2, 9:] = 0
     if not packed:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
     from transformers import DataCollatorWithFlattening
 
-    rows = [{"input_ids": ids[i][mask[i].bool()].tolist(), "labels": labels[i][mask[i].bool()].tolist()} for i in range(3)]
+    rows = [
+        {"input_ids": ids[i][mask[i].bool()].tolist(), "labels": labels[i][mask[i].bool()].tolist()} for i in range(3)
+    ]
     return DataCollatorWithFlattening(return_tensors="pt")(rows)
 
 
@@ -90,7 +93,8 @@ def test_prompt_learning_is_left_to_the_models_own_loss(tiny_llama):
     from peft import PromptTuningConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama),
-                           PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_llama),
+        PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4),
+    )
     assert "virtual tokens" in supports(model)
-

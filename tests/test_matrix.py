@@ -7,6 +7,7 @@ would load them — and its predictions must equal the run's own. Each refused c
 expected UserError and leave no run folder. The expected refusals are written out below, so a cell
 that starts failing, or starts being refused, fails the test. About 0.7 s a cell on 2 cores.
 """
+
 import json
 import math
 import random
@@ -14,21 +15,31 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import FILL, NEG, POS, save_tiny_model, sentence
+from test_multiple_choice import polarity_questions
+from test_ner import tagged
+from test_qa import qa_rows
+
 from peftlab.cli import main
 from peftlab.config.settings import load_config
 from peftlab.errors import UserError
 from peftlab.models.methods import METHODS
 from peftlab.report.tables import BOOKKEEPING
 from peftlab.training.train import run
-from test_multiple_choice import polarity_questions
-from test_ner import tagged
-from test_qa import qa_rows
 
 CAUSAL_WAYS = {"cls-likelihood", "cls-generate", "mc-likelihood", "mc-generate", "sft"}
 LIKELIHOOD_WAYS = {"cls-likelihood", "mc-likelihood"}
-WAYS = ["cls-head", "cls-likelihood", "cls-generate", "ner", "qa", "mc-likelihood", "mc-classifier", "mc-generate", "sft"]
+WAYS = [
+    "cls-head",
+    "cls-likelihood",
+    "cls-generate",
+    "ner",
+    "qa",
+    "mc-likelihood",
+    "mc-classifier",
+    "mc-generate",
+    "sft",
+]
 
 
 def refusal(model: str, way: str, method: str) -> str | None:
@@ -56,28 +67,47 @@ def matrix_data(tmp_path_factory):
         (root / name).write_text("".join(r + "\n" for r in rows))
         return root / name
 
-    cls = {s: lines(f"{s}.tsv", ["sentence\tlabel"] + [f"{sentence(rng, i % 2)}\t{'pos' if i % 2 else 'neg'}"
-                                                      for i in range(8)]) for s in ("tr", "dv")}
-    conll = {s: lines(f"{s}.conll", ["\n".join(f"{w}\t{t}" for w, t in zip(*tagged(rng))) + "\n" for _ in range(8)])
-             for s in ("tr", "dv")}
+    cls = {
+        s: lines(
+            f"{s}.tsv", ["sentence\tlabel"] + [f"{sentence(rng, i % 2)}\t{'pos' if i % 2 else 'neg'}" for i in range(8)]
+        )
+        for s in ("tr", "dv")
+    }
+    conll = {
+        s: lines(f"{s}.conll", ["\n".join(f"{w}\t{t}" for w, t in zip(*tagged(rng))) + "\n" for _ in range(8)])
+        for s in ("tr", "dv")
+    }
     qa = {s: lines(f"q{s}.jsonl", [json.dumps(r) for r in qa_rows(rng, 8, s)]) for s in ("tr", "dv")}
     mc = {s: polarity_questions(root / f"m{s}.jsonl", 8, i) for i, s in enumerate(("tr", "dv"))}
-    sft = [{"instruction": " ".join(rng.sample(FILL, 3) + [w]), "input": "", "output": f"{w} ."}
-           for w in (rng.choice(POS + NEG) for _ in range(16))]
+    sft = [
+        {"instruction": " ".join(rng.sample(FILL, 3) + [w]), "input": "", "output": f"{w} ."}
+        for w in (rng.choice(POS + NEG) for _ in range(16))
+    ]
     (root / "str.json").write_text(json.dumps(sft[:8]))
     (root / "sdv.json").write_text(json.dumps(sft[8:]))
     files = lambda d: [f"train_file={d['tr']}", f"validation_file={d['dv']}"]  # noqa: E731
     words = ["label_words=[bad,good]"]
-    ways = {"cls-head": files(cls), "cls-likelihood": files(cls) + ["classify_by=likelihood"] + words,
-            "cls-generate": files(cls) + ["classify_by=generate", "max_new_tokens=2"] + words,
-            "ner": ["task=ner"] + files(conll), "qa": ["task=qa", "split_by="] + files(qa),
-            "mc-likelihood": ["task=multiple_choice", "map_k=2"] + files(mc),
-            "mc-classifier": ["task=multiple_choice", "map_k=2", "mc_head=classifier"] + files(mc),
-            "mc-generate": ["task=multiple_choice", "map_k=2", "mc_head=generate", "max_new_tokens=2"] + files(mc),
-            "sft": ["task=sft", "max_new_tokens=3", f"train_file={root / 'str.json'}",
-                    f"validation_file={root / 'sdv.json'}"]}
+    ways = {
+        "cls-head": files(cls),
+        "cls-likelihood": files(cls) + ["classify_by=likelihood"] + words,
+        "cls-generate": files(cls) + ["classify_by=generate", "max_new_tokens=2"] + words,
+        "ner": ["task=ner"] + files(conll),
+        "qa": ["task=qa", "split_by="] + files(qa),
+        "mc-likelihood": ["task=multiple_choice", "map_k=2"] + files(mc),
+        "mc-classifier": ["task=multiple_choice", "map_k=2", "mc_head=classifier"] + files(mc),
+        "mc-generate": ["task=multiple_choice", "map_k=2", "mc_head=generate", "max_new_tokens=2"] + files(mc),
+        "sft": [
+            "task=sft",
+            "max_new_tokens=3",
+            f"train_file={root / 'str.json'}",
+            f"validation_file={root / 'sdv.json'}",
+        ],
+    }
     letters = ("A", "B", "C")  # the option labels of mc-generate, known to both tokenizers
-    models = {"bert": save_tiny_model(root / "bert", "bert", letters), "llama": save_tiny_model(root / "llama", "llama", letters)}
+    models = {
+        "bert": save_tiny_model(root / "bert", "bert", letters),
+        "llama": save_tiny_model(root / "llama", "llama", letters),
+    }
     return models, ways
 
 
@@ -100,12 +130,23 @@ CELLS = [(m, w, meth) for m in ("bert", "llama") for w in WAYS for meth in METHO
 
 
 @pytest.mark.parametrize("model,way,method", CELLS, ids=["-".join(c) for c in CELLS])
-def test_every_method_on_every_task_trains_and_reloads_or_is_refused(model, way, method, matrix_data, tmp_path,
-                                                                       capsys):
+def test_every_method_on_every_task_trains_and_reloads_or_is_refused(model, way, method, matrix_data, tmp_path, capsys):
     models, ways = matrix_data
-    overrides = [f"model={models[model]}", *ways[way], f"method={method}", f"output_dir={tmp_path / 'runs'}",
-                 "run_name=r", "epochs=1", f"batch_size={2 if method == 'adalora' else 8}", "lr=5e-3",
-                 "max_length=48", "lora_rank=4", "num_virtual_tokens=4", "freeze_layers=1", "eval_at_start=false"]
+    overrides = [
+        f"model={models[model]}",
+        *ways[way],
+        f"method={method}",
+        f"output_dir={tmp_path / 'runs'}",
+        "run_name=r",
+        "epochs=1",
+        f"batch_size={2 if method == 'adalora' else 8}",
+        "lr=5e-3",
+        "max_length=48",
+        "lora_rank=4",
+        "num_virtual_tokens=4",
+        "freeze_layers=1",
+        "eval_at_start=false",
+    ]
     reason = refusal(model, way, method)
     if reason:
         with pytest.raises(UserError, match=re.escape(reason)):

@@ -1,4 +1,5 @@
 """Every method x head end to end on tiny models: run folder, finite loss, real predictions."""
+
 import json
 import math
 import shutil
@@ -37,8 +38,11 @@ def check_run_folder(result: dict, run_dir: Path, n_dev: int) -> None:
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "prefix-tuning"])
 def test_every_method_on_encoder(method, base_config, tmp_path):
     pooling = "mean" if method in ("lora", "head", "prompt-tuning", "full") else "cls"
-    cfg = load_config(None, base_config + [f"method={method}", f"pooling={pooling}", "lora_rank=4",
-                                           "num_virtual_tokens=4", "freeze_layers=1"])
+    cfg = load_config(
+        None,
+        base_config
+        + [f"method={method}", f"pooling={pooling}", "lora_rank=4", "num_virtual_tokens=4", "freeze_layers=1"],
+    )
     result = run(cfg)
     check_run_folder(result, Path(cfg.train.output_dir) / result["run_name"], 32)
     assert result["pooling"] == pooling
@@ -52,8 +56,11 @@ def test_every_method_on_encoder(method, base_config, tmp_path):
 
 @pytest.mark.parametrize("method", LLAMA_METHODS)
 def test_methods_on_decoder_last_token_head(method, tiny_llama, base_config, tmp_path):
-    cfg = load_config(None, base_config + [f"model={tiny_llama}", f"method={method}", "lora_rank=4",
-                                           "num_virtual_tokens=4", "freeze_layers=-1"])
+    cfg = load_config(
+        None,
+        base_config
+        + [f"model={tiny_llama}", f"method={method}", "lora_rank=4", "num_virtual_tokens=4", "freeze_layers=-1"],
+    )
     result = run(cfg)
     check_run_folder(result, Path(cfg.train.output_dir) / result["run_name"], 32)
     assert result["pooling"] == "last"
@@ -93,12 +100,13 @@ def test_llama_question_answering_gets_the_pretrained_backbone_not_a_random_one(
 
     from peftlab.models.loading import ResolvedModel, load_pretrained
 
-    model = load_pretrained(AutoModelForQuestionAnswering, ResolvedModel(tiny_llama, tiny_llama, "auto", "folder"),
-                            "float32")
+    model = load_pretrained(
+        AutoModelForQuestionAnswering, ResolvedModel(tiny_llama, tiny_llama, "auto", "folder"), "float32"
+    )
     saved = load_file(Path(tiny_llama) / "model.safetensors")
     state = model.state_dict()
     backbone = [k for k in saved if k.startswith("model.")]
-    assert backbone and all(state["transformer." + k[len("model."):]].equal(saved[k]) for k in backbone)
+    assert backbone and all(state["transformer." + k[len("model.") :]].equal(saved[k]) for k in backbone)
 
 
 def test_a_checkpoint_missing_backbone_weights_is_refused_before_training(tiny_bert, base_config, tmp_path):
@@ -111,8 +119,11 @@ def test_a_checkpoint_missing_backbone_weights_is_refused_before_training(tiny_b
     state = load_file(broken / "model.safetensors")
     save_file({k: v for k, v in state.items() if "layer.1." not in k}, str(broken / "model.safetensors"))
     cfg = load_config(None, base_config + [f"model={broken}", "method=lora"])
-    with pytest.raises(UserError, match=r"weights of BertForSequenceClassification's pretrained part are not in the "
-                                        r"checkpoint \(e\.g\. bert\.encoder\.layer\.1\..*train from random weights"):
+    with pytest.raises(
+        UserError,
+        match=r"weights of BertForSequenceClassification's pretrained part are not in the "
+        r"checkpoint \(e\.g\. bert\.encoder\.layer\.1\..*train from random weights",
+    ):
         run(cfg)
     assert not (tmp_path / "runs").exists()
 
@@ -130,8 +141,7 @@ def test_best_weights_restore_strictly(method, base_config, tmp_path):
     folder = tmp_path / "runs" / "r" / ("adapter" if method == "lora" else "model")
     name = "adapter_model.safetensors" if method == "lora" else "model.safetensors"
     state = load_file(folder / name)
-    from peftlab.inference.session import load_eval_splits
-    from peftlab.inference.session import open_session, read_source
+    from peftlab.inference.session import load_eval_splits, open_session, read_source
 
     cfg, source = read_source(str(tmp_path / "runs" / "r"), [])
     model = open_session(cfg, source, load_eval_splits(cfg, "validation"), ["validation"]).model

@@ -1,5 +1,6 @@
 """NER (token classification): readers, sub-token alignment, BIO repair, seqeval metrics, every
 method on tiny models, the CLI end to end, and a JNLPBA run on MiniLM + LoRA."""
+
 import json
 import os
 import random
@@ -9,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import FILL, NEG, POS, SHARED
+
 from peftlab.config.settings import load_config
-from peftlab.errors import UserError
-from peftlab.data.splits import load_splits
 from peftlab.data.formats import read_records
-from peftlab.models.methods import METHODS
+from peftlab.data.splits import load_splits
+from peftlab.errors import UserError
 from peftlab.models.loading import load_tokenizer, resolve_model
+from peftlab.models.methods import METHODS
 from peftlab.tasks import ner
 from peftlab.training.train import run
 
@@ -80,18 +81,32 @@ def toy_ner(tmp_path_factory) -> dict:
 
 
 def tiny_overrides(model: str, data: dict, tmp_path, *extra) -> list[str]:
-    return ["task=ner", f"model={model}", f"train_file={data['train']}", f"validation_file={data['dev']}",
-            f"output_dir={tmp_path / 'runs'}", "epochs=1", "batch_size=16", "lr=5e-3", "max_length=16",
-            "logging_steps=2", "save_steps=50", *extra]
+    return [
+        "task=ner",
+        f"model={model}",
+        f"train_file={data['train']}",
+        f"validation_file={data['dev']}",
+        f"output_dir={tmp_path / 'runs'}",
+        "epochs=1",
+        "batch_size=16",
+        "lr=5e-3",
+        "max_length=16",
+        "logging_steps=2",
+        "save_steps=50",
+        *extra,
+    ]
 
 
 # ---------------------------------------------------------------- readers
 
+
 def test_conll2003_four_columns_docstart_skipped_rows_are_lines(tmp_path):
     split = read_records(write(tmp_path / "eng.conll", CONLL2003), "train_file")
-    assert split.records == [{"tokens": ["EU", "rejects", "German", "call"], "tags": ["B-ORG", "O", "B-MISC", "O"]},
-                             {"tokens": ["Peter", "Blackburn"], "tags": ["B-PER", "I-PER"]},
-                             {"tokens": ["BRUSSELS"], "tags": ["B-LOC"]}]
+    assert split.records == [
+        {"tokens": ["EU", "rejects", "German", "call"], "tags": ["B-ORG", "O", "B-MISC", "O"]},
+        {"tokens": ["Peter", "Blackburn"], "tags": ["B-PER", "I-PER"]},
+        {"tokens": ["BRUSSELS"], "tags": ["B-LOC"]},
+    ]
     assert split.rows == [3, 8, 12]
 
 
@@ -107,10 +122,13 @@ def test_jnlpba_iob2_and_tsv_layouts():
     assert not any("-DOCSTART-" in r["tokens"] for r in dev.records)
 
 
-@pytest.mark.parametrize("text, pattern", [
-    ("EU\tB-ORG\nrejects\n", r"bad.conll:2: one column \('rejects'\); expected a token and its tag"),
-    ("EU NNP B-ORG\nrejects O\n", r"bad.conll:2: 2 columns, but line 1 has 3"),
-])
+@pytest.mark.parametrize(
+    "text, pattern",
+    [
+        ("EU\tB-ORG\nrejects\n", r"bad.conll:2: one column \('rejects'\); expected a token and its tag"),
+        ("EU NNP B-ORG\nrejects O\n", r"bad.conll:2: 2 columns, but line 1 has 3"),
+    ],
+)
 def test_bad_column_file_names_the_line(tmp_path, text, pattern):
     with pytest.raises(UserError, match=pattern):
         read_records(write(tmp_path / "bad.conll", text), "train_file")
@@ -122,16 +140,25 @@ def test_bad_tag_names_its_line_through_the_cli(tmp_path, capsys):
 
     bad = write(tmp_path / "dev.iob2", "EU\tB-ORG\nrejects\tO\n\nGerman\tNNP\n")
     good = write(tmp_path / "train.iob2", "EU\tB-ORG\ncalls\tO\n")
-    assert main(["train", "task=ner", f"train_file={good}", f"validation_file={bad}",
-                 f"output_dir={tmp_path / 'runs'}"]) == 2
+    assert (
+        main(["train", "task=ner", f"train_file={good}", f"validation_file={bad}", f"output_dir={tmp_path / 'runs'}"])
+        == 2
+    )
     assert "dev.iob2:4: tag 'NNP' is not IOB2 (O, B-TYPE or I-TYPE)" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 
 def test_json_int_tags_with_label_names_and_string_tags(tmp_path):
-    train = write(tmp_path / "train.jsonl", "\n".join(json.dumps(r) for r in [
-        {"tokens": ["EU", "rejects", "Peter"], "ner_tags": [3, 0, 1]},
-        {"tokens": ["Peter", "Blackburn", "spoke"], "ner_tags": [1, 2, 0]}]))
+    train = write(
+        tmp_path / "train.jsonl",
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"tokens": ["EU", "rejects", "Peter"], "ner_tags": [3, 0, 1]},
+                {"tokens": ["Peter", "Blackburn", "spoke"], "ner_tags": [1, 2, 0]},
+            ]
+        ),
+    )
     dev = write(tmp_path / "dev.json", json.dumps([{"tokens": ["EU", "calls"], "tags": ["B-ORG", "O"]}]))
     prepared, _ = prepare(tmp_path, train, dev, "label_names=[O, B-PER, I-PER, B-ORG]")
     assert prepared.labels == ["O", "B-PER", "I-PER", "B-ORG", "I-ORG"]  # given order kept, I-ORG completed
@@ -145,17 +172,22 @@ def test_json_int_tags_with_label_names_and_string_tags(tmp_path):
 
 def test_json_shape_errors_name_the_row_and_the_columns(tmp_path):
     dev = write(tmp_path / "dev.json", json.dumps([{"words": ["EU"], "labels": ["B-ORG"]}]))
-    short = write(tmp_path / "short.jsonl", '{"tokens": ["EU"], "tags": ["B-ORG"]}\n\n{"tokens": ["a", "b"], "tags": ["O"]}\n')
+    short = write(
+        tmp_path / "short.jsonl", '{"tokens": ["EU"], "tags": ["B-ORG"]}\n\n{"tokens": ["a", "b"], "tags": ["O"]}\n'
+    )
     with pytest.raises(UserError, match=r"short.jsonl: row 3, token 1: 2 words but 1 tags"):
         prepare(tmp_path, short, dev)
     train = write(tmp_path / "train.jsonl", '{"tokens": ["EU"], "tags": ["B-ORG"]}\n')
-    with pytest.raises(UserError, match=r"dev.json: column 'tokens' not found \(columns: words, labels\); set `tokens_column:`"):
+    with pytest.raises(
+        UserError, match=r"dev.json: column 'tokens' not found \(columns: words, labels\); set `tokens_column:`"
+    ):
         prepare(tmp_path, train, dev)
     prepared, _ = prepare(tmp_path, dev, dev, "tokens_column=words", "tags_column=labels")
     assert prepared.examples["validation"][0].tokens == ["EU"]
 
 
 # ---------------------------------------------------------------- tags: repair, label set, unseen types
+
 
 def test_bio_repair_by_hand():
     tags = ["I-X", "I-X", "O", "I-Y", "B-X", "I-Y", "I-Y", "B-Y", "I-Y"]
@@ -167,8 +199,10 @@ def test_repairs_counted_per_split_and_label_pairs_completed(tmp_path, capsys):
     dev = write(tmp_path / "d.iob2", "a\tO\nb\tI-drug\n")
     prepared, _ = prepare(tmp_path, train, dev)
     assert prepared.repairs == {"train": 3, "validation": 1}
-    assert "repaired invalid BIO tags (I-X after O or after another type -> B-X): train 3, validation 1" in \
-        capsys.readouterr().out
+    assert (
+        "repaired invalid BIO tags (I-X after O or after another type -> B-X): train 3, validation 1"
+        in capsys.readouterr().out
+    )
     assert prepared.labels == ["O", "B-cell", "I-cell", "B-drug", "I-drug", "B-gene", "I-gene"]
     assert [prepared.labels[t] for t in prepared.examples["train"][1].tags] == ["B-drug", "B-gene"]
     assert prepared.notes["bio_repairs"] == {"train": 3, "validation": 1}
@@ -184,6 +218,7 @@ def test_entity_type_unseen_in_train_is_refused_at_its_line(tmp_path):
 
 
 # ---------------------------------------------------------------- sub-tokens
+
 
 def test_labels_on_first_subtoken_only_tiny_tokenizer(tiny_bert, tmp_path):
     train = write(tmp_path / "t.iob2", "the\tO\ngood.\tB-POS\nfilm\tO\n")  # 'good.' -> 'good' '.'
@@ -202,7 +237,16 @@ def test_minilm_wordpieces_and_truncation(tmp_path):
     tok = load_tokenizer(resolve_model("minilm-l6").path)
     ds = ner.encode(prepared.examples["train"], tok, cfg)
     # [CLS] il - 2 gene expression in [SEP]: T-cells is cut off
-    assert tok.convert_ids_to_tokens(ds[0]["input_ids"]) == ["[CLS]", "il", "-", "2", "gene", "expression", "in", "[SEP]"]
+    assert tok.convert_ids_to_tokens(ds[0]["input_ids"]) == [
+        "[CLS]",
+        "il",
+        "-",
+        "2",
+        "gene",
+        "expression",
+        "in",
+        "[SEP]",
+    ]
     assert ds[0]["labels"] == [-100, prepared.labels.index("B-protein"), -100, -100, 0, 0, 0, -100]
     assert prepared.notes["truncated_words"] == {"train": 1, "validation": 0}
 
@@ -266,6 +310,7 @@ def test_predictions_are_read_at_first_subtokens_and_cut_words_are_o():
 
 # ---------------------------------------------------------------- training: methods and the CLI
 
+
 def check_ner_run(run_dir: Path, result: dict, n_dev: int) -> list[dict]:
     assert result["status"] == "completed"
     for key in ("metrics_epoch0", "metrics_best"):
@@ -273,15 +318,27 @@ def check_ner_run(run_dir: Path, result: dict, n_dev: int) -> list[dict]:
     preds = [json.loads(l) for l in (run_dir / "predictions_validation.jsonl").read_text().splitlines()]
     assert len(preds) == n_dev and all(len(p["tokens"]) == len(p["tags"]) == len(p["predicted"]) for p in preds)
     # the written predictions are those of the reloaded best weights: same F1 as the best epoch
-    assert ner.entity_metrics([p["tags"] for p in preds], [p["predicted"] for p in preds])["f1"] == \
-        pytest.approx(result["metrics_best"]["f1"])
+    assert ner.entity_metrics([p["tags"] for p in preds], [p["predicted"] for p in preds])["f1"] == pytest.approx(
+        result["metrics_best"]["f1"]
+    )
     return preds
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "prefix-tuning"])
 def test_every_method_on_tiny_bert(method, tiny_bert, toy_ner, tmp_path):
-    cfg = load_config(None, tiny_overrides(tiny_bert, toy_ner, tmp_path, f"method={method}", "lora_rank=4",
-                                           "num_virtual_tokens=4", "freeze_layers=1", "max_samples=48"))
+    cfg = load_config(
+        None,
+        tiny_overrides(
+            tiny_bert,
+            toy_ner,
+            tmp_path,
+            f"method={method}",
+            "lora_rank=4",
+            "num_virtual_tokens=4",
+            "freeze_layers=1",
+            "max_samples=48",
+        ),
+    )
     result = run(cfg)
     check_ner_run(Path(cfg.train.output_dir) / result["run_name"], result, 24)
     if method == "head":  # the token classifier only: hidden 32 x 5 tags + 5 biases
@@ -292,8 +349,18 @@ def test_every_method_on_tiny_bert(method, tiny_bert, toy_ner, tmp_path):
 @pytest.mark.parametrize("method", ["freeze", "prompt-tuning"])
 def test_decoder_score_head_methods(method, tiny_llama, toy_ner, tmp_path):
     """Prompt tuning on a decoder: the virtual tokens come first, the labels are shifted past them."""
-    cfg = load_config(None, tiny_overrides(tiny_llama, toy_ner, tmp_path, f"method={method}", "freeze_layers=-1",
-                                           "num_virtual_tokens=4", "max_samples=48"))
+    cfg = load_config(
+        None,
+        tiny_overrides(
+            tiny_llama,
+            toy_ner,
+            tmp_path,
+            f"method={method}",
+            "freeze_layers=-1",
+            "num_virtual_tokens=4",
+            "max_samples=48",
+        ),
+    )
     result = run(cfg)
     check_ner_run(Path(cfg.train.output_dir) / result["run_name"], result, 24)
 
@@ -310,8 +377,10 @@ def cli(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "peftlab", "train", *args], capture_output=True, text=True, env=env)
 
 
-@pytest.mark.parametrize("model, extra", [("tiny_bert", ["method=full", "epochs=3", "lr=1e-2"]),
-                                          ("tiny_llama", ["method=lora", "lora_rank=4"])])
+@pytest.mark.parametrize(
+    "model, extra",
+    [("tiny_bert", ["method=full", "epochs=3", "lr=1e-2"]), ("tiny_llama", ["method=lora", "lora_rank=4"])],
+)
 def test_cli_end_to_end(model, extra, toy_ner, tmp_path, request):
     proc = cli(tiny_overrides(request.getfixturevalue(model), toy_ner, tmp_path, "run_name=r", *extra))
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -325,13 +394,24 @@ def test_cli_end_to_end(model, extra, toy_ner, tmp_path, request):
 
 # ---------------------------------------------------------------- real data
 
+
 @pytest.mark.real
 def test_jnlpba_minilm_lora_f1_rises(tmp_path):
     """JNLPBA (official test file as training data, MTL-2016 dev for validation), a few hundred sentences."""
-    cfg = load_config(ROOT / "recipes" / "jnlpba-minilm-lora.yaml",
-                      [f"train_file={JNLPBA / 'Genia4EReval1.iob2'}", f"validation_file={JNLPBA / 'devel.tsv'}",
-                       "max_samples=240", "max_eval_samples=80", "max_length=40", "epochs=1", "batch_size=4",
-                       "lr=1e-3", f"output_dir={tmp_path / 'runs'}"])
+    cfg = load_config(
+        ROOT / "recipes" / "jnlpba-minilm-lora.yaml",
+        [
+            f"train_file={JNLPBA / 'Genia4EReval1.iob2'}",
+            f"validation_file={JNLPBA / 'devel.tsv'}",
+            "max_samples=240",
+            "max_eval_samples=80",
+            "max_length=40",
+            "epochs=1",
+            "batch_size=4",
+            "lr=1e-3",
+            f"output_dir={tmp_path / 'runs'}",
+        ],
+    )
     result = run(cfg)
     assert result["metrics_epoch0"]["f1"] < 0.05  # random head
     assert result["metrics_best"]["f1"] > result["metrics_epoch0"]["f1"] + 0.04  # 0.006 -> 0.075 here

@@ -3,6 +3,7 @@ sequential sweep printed before the backends shared it, with several and no epoc
 sweep's; the record the console, sweep.json and the dashboard read. The one loop (runner.run_todo)
 with its launchers' child processes replaced: the console lines each backend printed before they
 shared it, an evaluation after its run, Ctrl-C. No process, no torch."""
+
 from __future__ import annotations
 
 import random
@@ -149,6 +150,7 @@ def test_the_dashboard_counts_a_record_down_from_when_it_was_written():
 
 # -- the one loop (runner.run_todo) with the child processes replaced -----------------------------
 
+
 def planned(tmp_path):
     """Two training runs and an evaluation of the first, planned by hand (only the run's epochs of its
     config are read when the child processes are replaced)."""
@@ -159,14 +161,23 @@ def planned(tmp_path):
     source = tmp_path / "s.yaml"
     source.write_text("name: loop\n")
     cfg = SimpleNamespace(train=SimpleNamespace(epochs=2))
-    runs = [PlannedRun("a", "a", {"method": "lora"}, cfg, 1), PlannedRun("b", "b", {"method": "full"}, cfg, 1),
-            PlannedRun("a-again", "a-again", {}, cfg, 1, kind="eval", of="a")]
+    runs = [
+        PlannedRun("a", "a", {"method": "lora"}, cfg, 1),
+        PlannedRun("b", "b", {"method": "full"}, cfg, 1),
+        PlannedRun("a-again", "a-again", {}, cfg, 1, kind="eval", of="a"),
+    ]
     return Sweep("loop", source, tmp_path / "out" / "loop", runs)
 
 
 def entry(run, status="completed", error=None) -> dict:
-    return {"name": run.name, "group": run.group, "seed": run.seed, "settings": run.settings, "status": status,
-            **({"error": error} if error else {})}
+    return {
+        "name": run.name,
+        "group": run.group,
+        "seed": run.seed,
+        "settings": run.settings,
+        "status": status,
+        **({"error": error} if error else {}),
+    }
 
 
 def sweep_lines(out: str) -> list[str]:
@@ -188,24 +199,39 @@ def test_the_sequential_sweep_runs_in_the_foreground_and_starts_the_next_run_ahe
     monkeypatch.setattr(runner, "execute", fake_execute)
     sweep = planned(tmp_path)
     entries = runner.run_sweep(sweep)
-    assert calls == [("a", "resume", "b", 1, ["a"]), ("b", "resume", "a-again", 2, ["b"]),
-                     ("a-again", "after", None, 3, ["a-again"])]
+    assert calls == [
+        ("a", "resume", "b", 1, ["a"]),
+        ("b", "resume", "a-again", 2, ["b"]),
+        ("a-again", "after", None, 3, ["a-again"]),
+    ]
     lines = sweep_lines(capsys.readouterr().out)
     assert lines[0] == "== sweep [1/3] a: method=lora  | done 0, failed 0, ETA ?"
     assert lines[1].startswith("== sweep [2/3] b: method=full  | done 1, failed 0, ETA ")
     assert lines[2] == "== sweep: b FAILED: boom (the sweep goes on)"
-    assert lines[3].startswith("== sweep [3/3] a-again: (base config)  (evaluates the run above)  | done 1, "
-                               "failed 1, ETA ")
+    assert lines[3].startswith(
+        "== sweep [3/3] a-again: (base config)  (evaluates the run above)  | done 1, failed 1, ETA "
+    )
     assert len(lines) == 4
     state = json.loads((sweep.folder / "sweep.json").read_text())
-    assert [r["status"] for r in state["runs"]] == ["completed", "failed", "completed"] == [
-        entries[n]["status"] for n in ("a", "b", "a-again")]
+    assert (
+        [r["status"] for r in state["runs"]]
+        == ["completed", "failed", "completed"]
+        == [entries[n]["status"] for n in ("a", "b", "a-again")]
+    )
     # the record each header line printed, in sweep.json while its run ran; at the end, nothing left
-    assert [(r["running"], r["done"], r["failed"]) for r in published] == [(["a"], 0, 0), (["b"], 1, 0),
-                                                                           (["a-again"], 1, 1)]
+    assert [(r["running"], r["done"], r["failed"]) for r in published] == [
+        (["a"], 0, 0),
+        (["b"], 1, 0),
+        (["a-again"], 1, 1),
+    ]
     assert published[0]["eta_s"] is None and published[1]["eta_s"] is not None
     assert {k: v for k, v in state["progress"].items() if k != "at"} == {
-        "done": 2, "failed": 1, "running": [], "total": 3, "eta_s": 0.0}
+        "done": 2,
+        "failed": 1,
+        "running": [],
+        "total": 3,
+        "eta_s": 0.0,
+    }
 
 
 def test_ctrl_c_saves_the_run_in_progress_as_interrupted(tmp_path, monkeypatch):
@@ -249,7 +275,7 @@ class SideBySide:
                 return future
 
             def advance(self):
-                for f in self.futures[:self.may_end]:
+                for f in self.futures[: self.may_end]:
                     if not f.done():
                         f.set_result(None)
 
@@ -297,8 +323,15 @@ def test_the_dashboard_shows_the_eta_the_running_sweep_wrote(tmp_path, monkeypat
     sweep = tmp_path / "runs" / "s"
     sweep.mkdir(parents=True)
     record = {"done": 1, "failed": 0, "running": ["b"], "total": 3, "eta_s": 500.0, "at": time.time() - 100}
-    (sweep / "sweep.json").write_text(json.dumps({"name": "s", "runs": [
-        {"name": "a", "status": "completed"}, {"name": "b", "status": "running"}], "progress": record}))
+    (sweep / "sweep.json").write_text(
+        json.dumps(
+            {
+                "name": "s",
+                "runs": [{"name": "a", "status": "completed"}, {"name": "b", "status": "running"}],
+                "progress": record,
+            }
+        )
+    )
     monkeypatch.setattr(folders, "live_pid", lambda folder: 4242)
     p = folders.progress(tmp_path / "runs", "s")
     assert p["live"] and 399 <= p["eta_s"] <= 400.5 and (p["done"], p["total"]) == (1, 2)

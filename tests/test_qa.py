@@ -1,18 +1,19 @@
 """Extractive QA: SQuAD readers and checks, windows, answer selection, official SQuAD scoring, end to end."""
+
 import json
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FILL, NEG, POS, SHARED
+
 from peftlab.config.settings import load_config
-from peftlab.errors import UserError
-from peftlab.data.splits import load_splits
 from peftlab.data.formats import read_records
-from peftlab.tasks.squad_metrics import aggregate, best_threshold, normalize_answer, score
+from peftlab.data.splits import load_splits
+from peftlab.errors import UserError
 from peftlab.tasks import qa
+from peftlab.tasks.squad_metrics import aggregate, best_threshold, normalize_answer, score
 from peftlab.training.train import run
 
 SQUAD = SHARED / "squad"
@@ -21,11 +22,30 @@ V2_HALF = SQUAD / "squad_v2_cs224n_dev_half" / "dev-v2.0.json"
 
 def nested(articles) -> dict:
     """SQuAD JSON from [(title, [(context, [(id, question, [(text, start)], impossible)])])]."""
-    return {"version": "v2.0", "data": [
-        {"title": t, "paragraphs": [
-            {"context": c, "qas": [{"id": i, "question": q, "is_impossible": imp,
-                                    "answers": [{"text": x, "answer_start": s} for x, s in ans]}
-                                   for i, q, ans, imp in qas]} for c, qas in paras]} for t, paras in articles]}
+    return {
+        "version": "v2.0",
+        "data": [
+            {
+                "title": t,
+                "paragraphs": [
+                    {
+                        "context": c,
+                        "qas": [
+                            {
+                                "id": i,
+                                "question": q,
+                                "is_impossible": imp,
+                                "answers": [{"text": x, "answer_start": s} for x, s in ans],
+                            }
+                            for i, q, ans, imp in qas
+                        ],
+                    }
+                    for c, qas in paras
+                ],
+            }
+            for t, paras in articles
+        ],
+    }
 
 
 def write_json(path: Path, obj) -> str:
@@ -39,15 +59,38 @@ def config(*overrides):
 
 # ---------------------------------------------------------------- readers and checks
 
+
 def test_nested_squad_v1_and_v2_flatten_to_hf_rows(tmp_path):
-    v2 = write_json(tmp_path / "v2.json", nested([
-        ("Art", [("Paris is in France.", [("q1", "Where is Paris?", [("France", 12)], False),
-                                           ("q2", "Where is Rome?", [], True)])]),
-        ("Cars", [("Cars have wheels.", [("q3", "What do cars have?", [("wheels", 10), ("wheels", 10)], False)])])]))
+    v2 = write_json(
+        tmp_path / "v2.json",
+        nested(
+            [
+                (
+                    "Art",
+                    [
+                        (
+                            "Paris is in France.",
+                            [("q1", "Where is Paris?", [("France", 12)], False), ("q2", "Where is Rome?", [], True)],
+                        )
+                    ],
+                ),
+                (
+                    "Cars",
+                    [("Cars have wheels.", [("q3", "What do cars have?", [("wheels", 10), ("wheels", 10)], False)])],
+                ),
+            ]
+        ),
+    )
     split = read_records(v2, "train_file")  # .json in SQuAD's layout is recognised without data_format
     assert split.rows == [1, 2, 3] and split.group == "title"
-    assert split.records[0] == {"id": "q1", "title": "Art", "context": "Paris is in France.", "question": "Where is Paris?",
-                                "answers": {"text": ["France"], "answer_start": [12]}, "is_impossible": False}
+    assert split.records[0] == {
+        "id": "q1",
+        "title": "Art",
+        "context": "Paris is in France.",
+        "question": "Where is Paris?",
+        "answers": {"text": ["France"], "answer_start": [12]},
+        "is_impossible": False,
+    }
     assert split.records[1]["answers"] == {"text": [], "answer_start": []} and split.records[1]["is_impossible"]
     v1 = read_records(SQUAD / "dev-v1.1.json", "train_file")
     assert len(v1.records) == 10570 and not any(r["is_impossible"] for r in v1.records)
@@ -57,35 +100,68 @@ def test_nested_squad_v1_and_v2_flatten_to_hf_rows(tmp_path):
 
 
 def test_flat_jsonl_rows_and_both_answer_layouts_prepare_alike(tmp_path):
-    rows = [{"id": "a", "title": "T", "context": "Paris is in France.", "question": "Where?",
-             "answers": {"text": ["France"], "answer_start": [12]}},
-            {"id": "b", "title": "T", "context": "Paris is in France.", "question": "Who?",
-             "answers": {"text": [], "answer_start": []}},   # HF squad_v2: no answers = unanswerable
-            {"id": "c", "title": "U", "context": "Cars have wheels.", "question": "What?",
-             "answers": [{"text": "wheels", "answer_start": 10}]}]
+    rows = [
+        {
+            "id": "a",
+            "title": "T",
+            "context": "Paris is in France.",
+            "question": "Where?",
+            "answers": {"text": ["France"], "answer_start": [12]},
+        },
+        {
+            "id": "b",
+            "title": "T",
+            "context": "Paris is in France.",
+            "question": "Who?",
+            "answers": {"text": [], "answer_start": []},
+        },  # HF squad_v2: no answers = unanswerable
+        {
+            "id": "c",
+            "title": "U",
+            "context": "Cars have wheels.",
+            "question": "What?",
+            "answers": [{"text": "wheels", "answer_start": 10}],
+        },
+    ]
     f = tmp_path / "rows.jsonl"
     f.write_text("\n".join(json.dumps(r) for r in rows))
     cfg = config(f"train_file={f}", f"validation_file={f}")
     prepared = qa.prepare(load_splits(cfg.data, 0), cfg)
     qs = prepared.examples["train"]
-    assert [(q.id, q.answers, q.starts) for q in qs] == [("a", ["France"], [12]), ("b", [], []), ("c", ["wheels"], [10])]
+    assert [(q.id, q.answers, q.starts) for q in qs] == [
+        ("a", ["France"], [12]),
+        ("b", [], []),
+        ("c", ["wheels"], [10]),
+    ]
     assert prepared.with_null and prepared.notes["qa_unanswerable"] == {"train": 1, "validation": 1}
 
 
 BAD = {
-    "paragraph without context": ({"data": [{"title": "T", "paragraphs": [{"qas": []}]}]},
-                                  r"bad.json: data\[0\].paragraphs\[0\]: needs a 'context' string and a 'qas' list"),
-    "answer_start off": (nested([("T", [("Paris is in France.", [("q9", "Where?", [("France", 11)], False)])])]),
-                         r"bad.json: row 1 \(question id q9\): answers\[0\]: the context at answer_start=11 reads ' Franc', "
-                         r"not the answer 'France'; fix answer_start"),
-    "answerable without answers": (nested([("T", [("Paris.", [("q1", "Where?", [], False)])])]),
-                                   r"question id q1\): no answers but is_impossible is false"),
-    "duplicate id": (nested([("T", [("Paris.", [("q1", "A?", [], True), ("q1", "B?", [], True)])])]),
-                     r"row 2 \(question id q1\): id already used by row 1"),
-    "flat row missing context": ([{"id": "z", "question": "Q?", "answers": {"text": [], "answer_start": []}}],
-                                 r"bad.json: row 1 \(question id z\): field\(s\) context missing; QA rows need id, question, context"),
-    "answers of unequal length": ([{"id": "z", "question": "Q?", "context": "C.", "answers": {"text": ["C"], "answer_start": []}}],
-                                  r"field 'answers' must be \{\"text\": \[...\], \"answer_start\": \[...\]\} of equal length"),
+    "paragraph without context": (
+        {"data": [{"title": "T", "paragraphs": [{"qas": []}]}]},
+        r"bad.json: data\[0\].paragraphs\[0\]: needs a 'context' string and a 'qas' list",
+    ),
+    "answer_start off": (
+        nested([("T", [("Paris is in France.", [("q9", "Where?", [("France", 11)], False)])])]),
+        r"bad.json: row 1 \(question id q9\): answers\[0\]: the context at answer_start=11 reads ' Franc', "
+        r"not the answer 'France'; fix answer_start",
+    ),
+    "answerable without answers": (
+        nested([("T", [("Paris.", [("q1", "Where?", [], False)])])]),
+        r"question id q1\): no answers but is_impossible is false",
+    ),
+    "duplicate id": (
+        nested([("T", [("Paris.", [("q1", "A?", [], True), ("q1", "B?", [], True)])])]),
+        r"row 2 \(question id q1\): id already used by row 1",
+    ),
+    "flat row missing context": (
+        [{"id": "z", "question": "Q?", "answers": {"text": [], "answer_start": []}}],
+        r"bad.json: row 1 \(question id z\): field\(s\) context missing; QA rows need id, question, context",
+    ),
+    "answers of unequal length": (
+        [{"id": "z", "question": "Q?", "context": "C.", "answers": {"text": ["C"], "answer_start": []}}],
+        r"field 'answers' must be \{\"text\": \[...\], \"answer_start\": \[...\]\} of equal length",
+    ),
 }
 
 
@@ -117,6 +193,7 @@ def test_validation_split_keeps_articles_apart():
 
 # ---------------------------------------------------------------- windows
 
+
 @pytest.fixture(scope="module")
 def minilm_tokenizer():
     from peftlab.models.loading import load_tokenizer, resolve_model
@@ -138,14 +215,18 @@ def test_long_contexts_split_into_windows_whose_targets_decode_to_the_answer(min
         if (s, e) == (0, 0):
             continue
         q = questions[ex]
-        ids = win.inputs["input_ids"][i][s:e + 1]
+        ids = win.inputs["input_ids"][i][s : e + 1]
         squeeze = lambda t: "".join(normalize_answer(t).split())  # wordpiece decoding spaces out "U.S." as "u. s."
         assert squeeze(minilm_tokenizer.decode(ids)) == squeeze(q.answers[0])
-        assert q.context[win.offsets[i][s][0]:win.offsets[i][e][1]] == q.answers[0]
+        assert q.context[win.offsets[i][s][0] : win.offsets[i][e][1]] == q.answers[0]
         found.add(ex)
         late += win.example.index(ex) != i  # not the question's first window
     # an answer is whole in some window when it is no longer than the overlap (doc_stride), as in run_qa
-    fits = {i for i, q in enumerate(questions) if len(minilm_tokenizer(q.answers[0], add_special_tokens=False)["input_ids"]) <= 16}
+    fits = {
+        i
+        for i, q in enumerate(questions)
+        if len(minilm_tokenizer(q.answers[0], add_special_tokens=False)["input_ids"]) <= 16
+    }
     assert fits <= found and len(fits) >= 35 and late >= 20
     # consecutive windows of one context share doc_stride tokens
     first = win.example.index(0)
@@ -160,6 +241,7 @@ def test_question_too_long_for_the_window_names_it(minilm_tokenizer):
 
 
 # ---------------------------------------------------------------- answer selection
+
 
 def hand_windows():
     """One question, context 'aa bb cc dd ee' (tokens 1-5 at chars 0,3,6,9,12) in two windows:
@@ -182,8 +264,13 @@ def test_best_span_across_windows_and_null_score():
     short = qa.best_answers([q], win, start, end, config("n_best=3", "max_answer_length=1"))
     assert short.best == ["dd"] and short.null_diff == [2.0 - 7.5]
     # end before start is never chosen: make 'aa' the best end and 'ee' the best start in window 1
-    rev = qa.best_answers([q], win, np.array([[0, 0, 0, 0, 0], [0, 0, 0, 9.0, 0.0]]),
-                          np.array([[0, 0, 0, 0, 0], [0, 9.0, 0, 0, 0.0]]), cfg)
+    rev = qa.best_answers(
+        [q],
+        win,
+        np.array([[0, 0, 0, 0, 0], [0, 0, 0, 9.0, 0.0]]),
+        np.array([[0, 0, 0, 0, 0], [0, 9.0, 0, 0, 0.0]]),
+        cfg,
+    )
     assert rev.best == ["ee"] and rev.null_diff == [0.0 - 9.0]  # ee..ee (9 + 0), not ee..cc
     probs = np.exp([2.0, 9.0, 7.5, 6.0]) / np.exp([2.0, 9.0, 7.5, 6.0]).sum()  # null, then n_best=3: dd ee, dd, ee
     assert ans.null_prob[0] == pytest.approx(probs[0], rel=1e-4)
@@ -196,23 +283,38 @@ def test_null_answer_chosen_above_the_tuned_threshold_and_test_reuses_it():
     # answer the k questions with the smallest diff, null the rest: F1 sums 1, 2, 2.667, 3.667, 2.667 for k = 0..4
     f1, threshold = best_threshold(golds, best, diffs)
     assert threshold == 1.0 and f1 == pytest.approx((1 + 2 / 3 + 1 + 1) / 4)
-    prepared = qa.Prepared({"validation": [qa.Question(str(i), "?", "c", g, [0] * len(g)) for i, g in enumerate(golds)],
-                            "test": [qa.Question("t", "?", "c", [], [])]}, {}, with_null=True)
+    prepared = qa.Prepared(
+        {
+            "validation": [qa.Question(str(i), "?", "c", g, [0] * len(g)) for i, g in enumerate(golds)],
+            "test": [qa.Question("t", "?", "c", [], [])],
+        },
+        {},
+        with_null=True,
+    )
     preds, used = qa.decide(prepared, "validation", qa.Answers(best, diffs, [0.5] * 4))
     # cross-fitted: questions 0 and 2 are decided by the threshold tuned on 1 and 3 (-2.0), 1 and 3 by the
     # one tuned on 0 and 2 (1.0); tuned in sample, "y z" would have been kept because its own gold says so
     assert preds == ["x", "w", "", ""] and used == 1.0
     preds, used = qa.decide(prepared, "test", qa.Answers(["t"], [1.5], [0.5]))
-    assert preds == [""] and used == 1.0   # validation's threshold, not one tuned on test
+    assert preds == [""] and used == 1.0  # validation's threshold, not one tuned on test
     v1 = qa.Prepared(prepared.examples, {}, with_null=False)  # SQuAD 1.1: never answers null
     assert qa.decide(v1, "validation", qa.Answers(best, diffs, [0.5] * 4)) == (best, None)
 
 
 # ---------------------------------------------------------------- official SQuAD scoring
 
-@pytest.mark.parametrize("text, normal", [("The Cat!", "cat"), ("  a  Tale of an Apple ", "tale of apple"),
-                                          ("Theory, the end.", "theory end"), ("Denver Broncos", "denver broncos"),
-                                          ("anthem", "anthem"), ("the", "")])
+
+@pytest.mark.parametrize(
+    "text, normal",
+    [
+        ("The Cat!", "cat"),
+        ("  a  Tale of an Apple ", "tale of apple"),
+        ("Theory, the end.", "theory end"),
+        ("Denver Broncos", "denver broncos"),
+        ("anthem", "anthem"),
+        ("the", ""),
+    ],
+)
 def test_normalization_as_the_official_script(text, normal):
     assert normalize_answer(text) == normal
 
@@ -229,10 +331,13 @@ def test_exact_f1_precision_recall_by_hand():
     assert m["exact"] == pytest.approx(1 / 3) and m["accuracy"] == m["exact"]
     assert m["f1"] == pytest.approx((0.5 + 1 + 0) / 3) and m["precision"] == pytest.approx(0.5)
     assert (m["HasAns_f1"], m["HasAns_total"], m["NoAns_exact"], m["NoAns_total"]) == (0.25, 2.0, 1.0, 1.0)
-    assert "NoAns_f1" not in aggregate([["cat"]], ["cat"])  # as the official script: no NoAns_ keys without such questions
+    assert "NoAns_f1" not in aggregate(
+        [["cat"]], ["cat"]
+    )  # as the official script: no NoAns_ keys without such questions
 
 
 # ---------------------------------------------------------------- end to end
+
 
 def qa_rows(rng: random.Random, n: int, prefix: str) -> list[dict]:
     """Fixture-vocabulary QA: the answer is the sentiment word of the context; a quarter have none."""
@@ -244,9 +349,18 @@ def qa_rows(rng: random.Random, n: int, prefix: str) -> list[dict]:
             words.insert(rng.randrange(7), rng.choice(POS + NEG))
         context = " ".join(words) + " ."
         answer = next((w for w in words if w in POS + NEG), None)
-        rows.append({"id": f"{prefix}{i}", "title": f"t{i % 5}", "context": context, "question": "which word was it ?",
-                     "answers": {"text": [answer] if answer else [],
-                                 "answer_start": [context.index(f"{answer}")] if answer else []}})
+        rows.append(
+            {
+                "id": f"{prefix}{i}",
+                "title": f"t{i % 5}",
+                "context": context,
+                "question": "which word was it ?",
+                "answers": {
+                    "text": [answer] if answer else [],
+                    "answer_start": [context.index(f"{answer}")] if answer else [],
+                },
+            }
+        )
     return rows
 
 
@@ -256,46 +370,107 @@ def qa_data(tmp_path):
     train = tmp_path / "train.jsonl"
     train.write_text("\n".join(json.dumps(r) for r in qa_rows(rng, 48, "tr")))
     dev = [r for r in qa_rows(rng, 16, "dev")]
-    articles = [("dev", [(r["context"], [(r["id"], r["question"], list(zip(r["answers"]["text"], r["answers"]["answer_start"])),
-                                          not r["answers"]["text"])]) for r in dev])]
+    articles = [
+        (
+            "dev",
+            [
+                (
+                    r["context"],
+                    [
+                        (
+                            r["id"],
+                            r["question"],
+                            list(zip(r["answers"]["text"], r["answers"]["answer_start"])),
+                            not r["answers"]["text"],
+                        )
+                    ],
+                )
+                for r in dev
+            ],
+        )
+    ]
     return str(train), write_json(tmp_path / "dev.json", nested(articles))
 
 
 def test_tiny_bert_lora_end_to_end_writes_scores_and_predictions(tiny_bert, qa_data, tmp_path):
     from safetensors.torch import load_file
 
-    cfg = load_config(None, [f"model={tiny_bert}", "task=qa", f"train_file={qa_data[0]}", f"validation_file={qa_data[1]}",
-                             f"test_file={qa_data[1]}", f"output_dir={tmp_path / 'runs'}", "epochs=2", "batch_size=8",
-                             "lr=1e-2", "max_length=14", "doc_stride=3", "method=lora", "run_name=qa"])
+    cfg = load_config(
+        None,
+        [
+            f"model={tiny_bert}",
+            "task=qa",
+            f"train_file={qa_data[0]}",
+            f"validation_file={qa_data[1]}",
+            f"test_file={qa_data[1]}",
+            f"output_dir={tmp_path / 'runs'}",
+            "epochs=2",
+            "batch_size=8",
+            "lr=1e-2",
+            "max_length=14",
+            "doc_stride=3",
+            "method=lora",
+            "run_name=qa",
+        ],
+    )
     result = run(cfg)
     run_dir = tmp_path / "runs" / "qa"
     assert result["status"] == "completed" and result["metric_for_best"] == "f1"
-    assert result["qa_questions"] == {"train": 48, "validation": 16, "test": 16} and result["n_validation"] > 16  # windows
+    assert (
+        result["qa_questions"] == {"train": 48, "validation": 16, "test": 16} and result["n_validation"] > 16
+    )  # windows
     for key in ("exact", "f1", "HasAns_f1", "NoAns_f1", "null_threshold", "f1_threshold0", "span_f1", "loss"):
         assert key in result["metrics_best"]
     assert result["metrics_test"]["null_threshold"] == result["metrics_best"]["null_threshold"]
     rows = [json.loads(l) for l in (run_dir / "predictions_validation.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == [f"dev{i}" for i in range(16)]
-    assert {"question", "answers", "prediction", "best_span", "null_score_diff", "null_prob", "exact", "f1"} <= set(rows[0])
+    assert {"question", "answers", "prediction", "best_span", "null_score_diff", "null_prob", "exact", "f1"} <= set(
+        rows[0]
+    )
     assert sum(r["f1"] for r in rows) / 16 == pytest.approx(result["metrics_best"]["f1"], abs=1e-3)  # cross-fitted
     # the test file is the dev file: validation's threshold applied to it is the in-sample (official best_f1) score
     assert result["metrics_test"]["f1"] == pytest.approx(result["metrics_best"]["f1_tuned_in_sample"], abs=1e-9)
     assert "f1_tuned_in_sample" not in result["metrics_test"]
-    assert any("qa_outputs" in k for k in load_file(run_dir / "adapter" / "adapter_model.safetensors")), \
+    assert any("qa_outputs" in k for k in load_file(run_dir / "adapter" / "adapter_model.safetensors")), (
         "the new QA head must be trained and saved with the adapter"
+    )
 
 
 def test_tiny_llama_gets_a_question_answering_head(tiny_llama, qa_data, tmp_path):
-    cfg = load_config(None, [f"model={tiny_llama}", "task=qa", f"train_file={qa_data[0]}", f"validation_file={qa_data[1]}",
-                             f"output_dir={tmp_path / 'runs'}", "epochs=1", "batch_size=16", "max_length=16",
-                             "doc_stride=4", "method=full", "eval_at_start=false"])
+    cfg = load_config(
+        None,
+        [
+            f"model={tiny_llama}",
+            "task=qa",
+            f"train_file={qa_data[0]}",
+            f"validation_file={qa_data[1]}",
+            f"output_dir={tmp_path / 'runs'}",
+            "epochs=1",
+            "batch_size=16",
+            "max_length=16",
+            "doc_stride=4",
+            "method=full",
+            "eval_at_start=false",
+        ],
+    )
     result = run(cfg)
     assert result["status"] == "completed" and 0 <= result["metrics_best"]["f1"] <= 1
 
 
 def test_prompt_tuning_is_refused_before_the_run_folder(tiny_bert, qa_data, tmp_path):
-    cfg = load_config(None, [f"model={tiny_bert}", "task=qa", f"train_file={qa_data[0]}", f"validation_file={qa_data[1]}",
-                             f"output_dir={tmp_path / 'runs'}", "method=prompt-tuning", "max_length=16", "doc_stride=4"])
+    cfg = load_config(
+        None,
+        [
+            f"model={tiny_bert}",
+            "task=qa",
+            f"train_file={qa_data[0]}",
+            f"validation_file={qa_data[1]}",
+            f"output_dir={tmp_path / 'runs'}",
+            "method=prompt-tuning",
+            "max_length=16",
+            "doc_stride=4",
+        ],
+    )
     with pytest.raises(UserError, match=r"prompt-tuning prepends virtual tokens.*use lora"):
         run(cfg)
     assert not (tmp_path / "runs").exists()
@@ -309,10 +484,20 @@ def test_minilm_lora_on_squad2_learns_to_locate_and_to_abstain(tmp_path):
     answering everything wrongly to abstaining where SQuAD 2.0 has no answer."""
     import torch
 
-    cfg = load_config(Path(__file__).parents[1] / "recipes" / "squad2-minilm-lora.yaml",
-                      [f"train_file={V2_HALF}", f"output_dir={tmp_path / 'runs'}", "max_samples=80",
-                       "max_eval_samples=40", "max_length=128", "doc_stride=32", "batch_size=8", "lr=3e-3",
-                       "metric_for_best=loss"])
+    cfg = load_config(
+        Path(__file__).parents[1] / "recipes" / "squad2-minilm-lora.yaml",
+        [
+            f"train_file={V2_HALF}",
+            f"output_dir={tmp_path / 'runs'}",
+            "max_samples=80",
+            "max_eval_samples=40",
+            "max_length=128",
+            "doc_stride=32",
+            "batch_size=8",
+            "lr=3e-3",
+            "metric_for_best=loss",
+        ],
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # on a shared 2-core machine a second thread mostly spins
     try:

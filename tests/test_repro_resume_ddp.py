@@ -1,4 +1,5 @@
 """Same seed -> same metrics; SIGKILL mid-epoch + --resume -> same final metrics; 2-process DDP (gloo)."""
+
 import json
 import os
 import signal
@@ -80,8 +81,20 @@ def test_two_process_ddp_matches_single_process(tiny_llama, base_config, tmp_pat
     so the final figures are compared within a tolerance."""
     common = base_config + [f"model={tiny_llama}", "method=lora", "lora_dropout=0", "epochs=2"]
     single = run(load_config(None, common + ["batch_size=16", "run_name=single"]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-           "-m", "peftlab", "train"] + common + ["batch_size=8", "run_name=ddp"]
+    cmd = (
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={free_port()}",
+            "-m",
+            "peftlab",
+            "train",
+        ]
+        + common
+        + ["batch_size=8", "run_name=ddp"]
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = json.loads((tmp_path / "runs" / "ddp" / "result.json").read_text())
@@ -99,8 +112,15 @@ def test_two_process_ddp_matches_single_process(tiny_llama, base_config, tmp_pat
 def test_gradient_accumulation_matches_the_larger_batch(tiny_llama, base_config, tmp_path):
     """batch 8 x 2 accumulation steps == batch 16: same examples per optimizer step, same update.
     Plain SGD so the size of the gradient shows (Adam would hide a wrong scale)."""
-    common = base_config + [f"model={tiny_llama}", "method=lora", "lora_dropout=0", "epochs=1", "optim=sgd",
-                            "lr=0.5", "max_grad_norm=0"]
+    common = base_config + [
+        f"model={tiny_llama}",
+        "method=lora",
+        "lora_dropout=0",
+        "epochs=1",
+        "optim=sgd",
+        "lr=0.5",
+        "max_grad_norm=0",
+    ]
     big = run(load_config(None, common + ["batch_size=16", "run_name=b16"]))
     accum = run(load_config(None, common + ["batch_size=8", "grad_accum=2", "run_name=b8x2"]))
     assert big["metrics_last"]["step"] == accum["metrics_last"]["step"] == 6

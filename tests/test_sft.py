@@ -1,4 +1,5 @@
 """task=sft: instruction formats, templates, answer-only labels, truncation, generation metrics, runs."""
+
 import json
 import math
 import random
@@ -6,19 +7,21 @@ from pathlib import Path
 
 import pytest
 import sacrebleu
+from conftest import FILL, NEG, POS, SHARED
 from rouge_score import rouge_scorer
 
-from conftest import FILL, NEG, POS, SHARED
 from peftlab.config.settings import load_config
-from peftlab.errors import UserError
 from peftlab.data.formats import Split, read_records
+from peftlab.errors import UserError
 from peftlab.models.methods import METHODS
-from peftlab.tasks.metrics import compute_generation
 from peftlab.tasks import chat, sft
+from peftlab.tasks.metrics import compute_generation
 from peftlab.training.train import run
 
-CHATML_JINJA = ("{% for m in messages %}{{'<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n'}}"
-                "{% endfor %}{% if add_generation_prompt %}{{'<|im_start|>assistant\n'}}{% endif %}")
+CHATML_JINJA = (
+    "{% for m in messages %}{{'<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{'<|im_start|>assistant\n'}}{% endif %}"
+)
 TWO_TURNS = chat.Conversation("Be brief.", [("hi", "hello"), ("bye", "ciao")])
 
 
@@ -47,20 +50,37 @@ def instructions(tmp_path_factory) -> dict:
     for i in range(32):
         word = rng.choice(POS if i % 2 else NEG)
         rows.append({"instruction": " ".join(rng.sample(FILL, 3) + [word]), "input": "", "output": f"{word} ."})
-    return {"train": write(folder / "train.json", rows[:24]), "dev": write(folder / "dev.json", rows[24:]),
-            "rows": rows, "dir": folder}
+    return {
+        "train": write(folder / "train.json", rows[:24]),
+        "dev": write(folder / "dev.json", rows[24:]),
+        "rows": rows,
+        "dir": folder,
+    }
 
 
 # ---------------------------------------------------------------- formats
 
+
 def test_the_three_formats_read_into_the_same_conversation(tmp_path):
     alpaca = {"instruction": "bye", "input": "", "system": "Be brief.", "history": [["hi", "hello"]], "output": "ciao"}
-    sharegpt = {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "hi"},
-                                  {"from": "gpt", "value": "hello"}, {"from": "human", "value": "bye"},
-                                  {"from": "gpt", "value": "ciao"}]}
-    openai = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
-                           {"role": "assistant", "content": "hello"}, {"role": "user", "content": "bye"},
-                           {"role": "assistant", "content": "ciao"}]}
+    sharegpt = {
+        "conversations": [
+            {"from": "system", "value": "Be brief."},
+            {"from": "human", "value": "hi"},
+            {"from": "gpt", "value": "hello"},
+            {"from": "human", "value": "bye"},
+            {"from": "gpt", "value": "ciao"},
+        ]
+    }
+    openai = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "bye"},
+            {"role": "assistant", "content": "ciao"},
+        ]
+    }
     for name, rec in (("alpaca", alpaca), ("sharegpt", sharegpt), ("openai", openai)):
         for jsonl in (False, True):
             path = write(tmp_path / f"{name}.json{'l' if jsonl else ''}", [rec, rec], jsonl)
@@ -70,24 +90,58 @@ def test_the_three_formats_read_into_the_same_conversation(tmp_path):
 
 
 def test_alpaca_input_joins_the_instruction():
-    conv = chat.read_conversations(split_of([{"instruction": "Translate.", "input": "chat", "output": "cat"}]), "auto")[0]
+    conv = chat.read_conversations(split_of([{"instruction": "Translate.", "input": "chat", "output": "cat"}]), "auto")[
+        0
+    ]
     assert conv == chat.Conversation("", [("Translate.\nchat", "cat")])
 
 
-@pytest.mark.parametrize("rows, fmt, message", [
-    ([{"prompt": "a", "answer": "b"}], "auto", r"data.json: row 1: cannot tell .*\(prompt, answer\).*set `sft_format:`"),
-    ([{"instruction": "a", "output": "b"}, {"instruction": "a", "output": " "}], "auto",
-     r"data.json: row 2: key 'output' is missing or empty"),
-    ([{"instruction": "a", "output": "b", "history": [["q"]]}], "auto", r"row 1: history\[0\] must be a \[question, answer\]"),
-    ([{"conversations": [{"from": "human", "value": "a"}, {"from": "human", "value": "b"}]}], "auto",
-     r"row 1: conversations\[1\].from: 'human' where an assistant message was expected"),
-    ([{"conversations": [{"from": "human", "value": "a"}, {"from": "function_call", "value": "b"}]}], "auto",
-     r"conversations\[1\].from: 'function_call'.*tool and function roles are not supported"),
-    ([{"messages": [{"role": "user", "content": "a"}]}], "auto", r"row 1: key 'messages' must end with an assistant"),
-    ([{"messages": [{"role": "user", "text": "a"}]}], "auto", r"messages\[0\]: expected an object with 'role' and 'content'"),
-    ([{"messages": [{"role": "user", "content": "a"}]}], "alpaca", r"row 1: key 'instruction' is missing or empty"),
-    ([{"instruction": "a", "output": "b"}], "alpacca", r"sft_format: 'alpacca' is not one of .*did you mean 'alpaca'"),
-])
+@pytest.mark.parametrize(
+    "rows, fmt, message",
+    [
+        (
+            [{"prompt": "a", "answer": "b"}],
+            "auto",
+            r"data.json: row 1: cannot tell .*\(prompt, answer\).*set `sft_format:`",
+        ),
+        (
+            [{"instruction": "a", "output": "b"}, {"instruction": "a", "output": " "}],
+            "auto",
+            r"data.json: row 2: key 'output' is missing or empty",
+        ),
+        (
+            [{"instruction": "a", "output": "b", "history": [["q"]]}],
+            "auto",
+            r"row 1: history\[0\] must be a \[question, answer\]",
+        ),
+        (
+            [{"conversations": [{"from": "human", "value": "a"}, {"from": "human", "value": "b"}]}],
+            "auto",
+            r"row 1: conversations\[1\].from: 'human' where an assistant message was expected",
+        ),
+        (
+            [{"conversations": [{"from": "human", "value": "a"}, {"from": "function_call", "value": "b"}]}],
+            "auto",
+            r"conversations\[1\].from: 'function_call'.*tool and function roles are not supported",
+        ),
+        (
+            [{"messages": [{"role": "user", "content": "a"}]}],
+            "auto",
+            r"row 1: key 'messages' must end with an assistant",
+        ),
+        (
+            [{"messages": [{"role": "user", "text": "a"}]}],
+            "auto",
+            r"messages\[0\]: expected an object with 'role' and 'content'",
+        ),
+        ([{"messages": [{"role": "user", "content": "a"}]}], "alpaca", r"row 1: key 'instruction' is missing or empty"),
+        (
+            [{"instruction": "a", "output": "b"}],
+            "alpacca",
+            r"sft_format: 'alpacca' is not one of .*did you mean 'alpaca'",
+        ),
+    ],
+)
 def test_bad_records_name_file_row_key_and_fix(rows, fmt, message):
     with pytest.raises(UserError, match=message):
         chat.read_conversations(split_of(rows), fmt)
@@ -97,8 +151,16 @@ def test_bad_data_is_refused_by_the_cli_before_the_run_folder(tiny_llama, tmp_pa
     from peftlab.cli import main
 
     bad = write(tmp_path / "bad.json", [{"instruction": "a", "output": "b"}, {"instruction": "c"}])
-    code = main(["train", f"model={tiny_llama}", "task=sft", f"train_file={bad}", f"validation_file={bad}",
-                 f"output_dir={tmp_path / 'runs'}"])
+    code = main(
+        [
+            "train",
+            f"model={tiny_llama}",
+            "task=sft",
+            f"train_file={bad}",
+            f"validation_file={bad}",
+            f"output_dir={tmp_path / 'runs'}",
+        ]
+    )
     assert code == 2 and not (tmp_path / "runs").exists()
 
 
@@ -106,19 +168,43 @@ def test_bad_data_is_refused_by_the_cli_before_the_run_folder(tiny_llama, tmp_pa
 
 NAMED = {
     "default": ["System: Be brief.\nHuman: hi\nAssistant: ", "hello</s>\n", "Human: bye\nAssistant: ", "ciao</s>\n"],
-    "alpaca": ["Be brief.\n\n### Instruction:\nhi\n\n### Response:\n", "hello</s>\n\n",
-               "### Instruction:\nbye\n\n### Response:\n", "ciao</s>\n\n"],
-    "chatml": ["<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
-               "hello<|im_end|>\n", "<|im_start|>user\nbye<|im_end|>\n<|im_start|>assistant\n", "ciao<|im_end|>\n"],
-    "qwen": ["<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
-             "hello<|im_end|>\n", "<|im_start|>user\nbye<|im_end|>\n<|im_start|>assistant\n", "ciao<|im_end|>\n"],
-    "llama2": ["<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nhi [/INST]", " hello </s>", "<s>[INST] bye [/INST]", " ciao </s>"],
-    "llama3": ["<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
-               "<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
-               "hello<|eot_id|>", "<|start_header_id|>user<|end_header_id|>\n\nbye<|eot_id|>"
-               "<|start_header_id|>assistant<|end_header_id|>\n\n", "ciao<|eot_id|>"],
-    "gemma": ["<bos><start_of_turn>user\nBe brief.\n\nhi<end_of_turn>\n<start_of_turn>model\n", "hello<end_of_turn>\n",
-              "<start_of_turn>user\nbye<end_of_turn>\n<start_of_turn>model\n", "ciao<end_of_turn>\n"],
+    "alpaca": [
+        "Be brief.\n\n### Instruction:\nhi\n\n### Response:\n",
+        "hello</s>\n\n",
+        "### Instruction:\nbye\n\n### Response:\n",
+        "ciao</s>\n\n",
+    ],
+    "chatml": [
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
+        "hello<|im_end|>\n",
+        "<|im_start|>user\nbye<|im_end|>\n<|im_start|>assistant\n",
+        "ciao<|im_end|>\n",
+    ],
+    "qwen": [
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
+        "hello<|im_end|>\n",
+        "<|im_start|>user\nbye<|im_end|>\n<|im_start|>assistant\n",
+        "ciao<|im_end|>\n",
+    ],
+    "llama2": [
+        "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nhi [/INST]",
+        " hello </s>",
+        "<s>[INST] bye [/INST]",
+        " ciao </s>",
+    ],
+    "llama3": [
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+        "hello<|eot_id|>",
+        "<|start_header_id|>user<|end_header_id|>\n\nbye<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+        "ciao<|eot_id|>",
+    ],
+    "gemma": [
+        "<bos><start_of_turn>user\nBe brief.\n\nhi<end_of_turn>\n<start_of_turn>model\n",
+        "hello<end_of_turn>\n",
+        "<start_of_turn>user\nbye<end_of_turn>\n<start_of_turn>model\n",
+        "ciao<end_of_turn>\n",
+    ],
 }
 
 
@@ -149,12 +235,15 @@ def test_tokenizer_chat_template_gives_the_same_segments_as_the_named_one(tok):
 
 # ---------------------------------------------------------------- labels and truncation
 
+
 def config(*extra):
     return load_config(None, ["task=sft", *extra])
 
 
 def test_labels_cover_exactly_the_answers(tok):
-    ds = sft.encode([chat.Conversation("", [("good movie", "fine ."), ("bad film", "sad")])], tok, config("max_length=64"))
+    ds = sft.encode(
+        [chat.Conversation("", [("good movie", "fine ."), ("bad film", "sad")])], tok, config("max_length=64")
+    )
     ids, labels = ds[0]["input_ids"], ds[0]["labels"]
     assert len(ids) == len(labels) == len(ds[0]["attention_mask"])
     kept = [t for t, l in zip(ids, labels) if l != -100]
@@ -167,16 +256,23 @@ def test_labels_cover_exactly_the_answers(tok):
 
 
 def test_split_budget_follows_llamafactory():
-    assert sft.split_budget(100, 10, 64) == (54, 10)    # short answer kept whole
-    assert sft.split_budget(10, 100, 64) == (10, 54)    # short prompt kept whole
-    assert sft.split_budget(60, 40, 64) == (39, 25)     # both shrink: int(64 * 40 / 100) = 25
+    assert sft.split_budget(100, 10, 64) == (54, 10)  # short answer kept whole
+    assert sft.split_budget(10, 100, 64) == (10, 54)  # short prompt kept whole
+    assert sft.split_budget(60, 40, 64) == (39, 25)  # both shrink: int(64 * 40 / 100) = 25
     assert sft.split_budget(3, 2, 64) == (3, 2)
 
 
 def test_truncation_keeps_the_prompt_end_and_is_counted(tok):
     long = " ".join(FILL)  # 12 words
-    convs = sft.Examples([chat.Conversation("", [(long, "good")]), chat.Conversation("", [("bad", "fine")]),
-                          chat.Conversation("", [("movie", long)])], "train", notes := {})
+    convs = sft.Examples(
+        [
+            chat.Conversation("", [(long, "good")]),
+            chat.Conversation("", [("bad", "fine")]),
+            chat.Conversation("", [("movie", long)]),
+        ],
+        "train",
+        notes := {},
+    )
     ds = sft.encode(convs, tok, config("max_length=12"))  # "Human: x\nAssistant: " is 4 tokens + x
     assert [len(x) for x in ds["input_ids"]] == [12, 7, 12]
     assert notes == {"truncated": {"train": 2}, "answers_cut": {"train": 1}}
@@ -217,11 +313,12 @@ def test_batched_left_padded_generation_equals_one_by_one(tiny_llama, tok):
 
 # ---------------------------------------------------------------- metrics
 
+
 def test_generation_metrics_by_hand():
     m = compute_generation(["the cat sat on the mat"], ["the cat sat on a mat"])
-    assert m["rouge1"] == pytest.approx(100 * 5 / 6)   # 5 shared unigrams of 6
-    assert m["rouge2"] == pytest.approx(100 * 3 / 5)   # 3 shared bigrams of 5
-    assert m["rougeL"] == pytest.approx(100 * 5 / 6)   # LCS "the cat sat on mat"
+    assert m["rouge1"] == pytest.approx(100 * 5 / 6)  # 5 shared unigrams of 6
+    assert m["rouge2"] == pytest.approx(100 * 3 / 5)  # 3 shared bigrams of 5
+    assert m["rougeL"] == pytest.approx(100 * 5 / 6)  # LCS "the cat sat on mat"
     # n-gram precisions 5/6, 3/5, 2/4, 1/3, equal lengths (no brevity penalty)
     assert m["bleu4"] == pytest.approx(100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25, abs=1e-4)
     assert m["exact_match"] == 0
@@ -252,6 +349,7 @@ def test_chinese_is_segmented_with_jieba():
 
 # ---------------------------------------------------------------- runs on the tiny llama
 
+
 def lines_of(path: Path) -> list[dict]:
     return [json.loads(l) for l in path.read_text().splitlines()]
 
@@ -260,14 +358,32 @@ def test_cli_sft_run_with_extra_eval_file(tiny_llama, instructions, tmp_path):
     from peftlab.cli import main
 
     # train in sharegpt layout; the extra (retention) file stays alpaca
-    share = [{"conversations": [{"from": "human", "value": r["instruction"]}, {"from": "gpt", "value": r["output"]}]}
-             for r in instructions["rows"][:24]]
+    share = [
+        {"conversations": [{"from": "human", "value": r["instruction"]}, {"from": "gpt", "value": r["output"]}]}
+        for r in instructions["rows"][:24]
+    ]
     train = write(tmp_path / "train.jsonl", share, jsonl=True)
     out = tmp_path / "runs"
-    code = main(["train", f"model={tiny_llama}", "task=sft", f"train_file={train}", f"validation_file={instructions['dev']}",
-                 f"extra_eval_file={instructions['train']}", "max_eval_samples=6", "max_eval_generate=4",
-                 f"output_dir={out}", "run_name=r", "epochs=2", "batch_size=8", "lr=1e-2", "method=full",
-                 "max_length=32", "max_new_tokens=4"])
+    code = main(
+        [
+            "train",
+            f"model={tiny_llama}",
+            "task=sft",
+            f"train_file={train}",
+            f"validation_file={instructions['dev']}",
+            f"extra_eval_file={instructions['train']}",
+            "max_eval_samples=6",
+            "max_eval_generate=4",
+            f"output_dir={out}",
+            "run_name=r",
+            "epochs=2",
+            "batch_size=8",
+            "lr=1e-2",
+            "method=full",
+            "max_length=32",
+            "max_new_tokens=4",
+        ]
+    )
     assert code == 0
     result = json.loads((out / "r" / "result.json").read_text())
     assert result["status"] == "completed" and result["metric_for_best"] == "rougeL" and result["template"] == "default"
@@ -290,12 +406,29 @@ def test_cli_sft_run_with_extra_eval_file(tiny_llama, instructions, tmp_path):
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "prefix-tuning"])
 def test_every_method_trains_and_generates(method, tiny_llama, instructions, tmp_path):
-    cfg = load_config(None, [f"model={tiny_llama}", "task=sft", f"train_file={instructions['train']}",
-                             f"validation_file={instructions['dev']}", f"output_dir={tmp_path}", f"method={method}",
-                             "max_samples=8", "max_eval_samples=4", "epochs=1", "eval_at_start=false",
-                             "max_length=24", "max_new_tokens=2", "lora_rank=4", "num_virtual_tokens=4",
-                             "freeze_layers=1", "lr=1e-3", f"packing={method in ('full', 'lora')}",
-                             f"batch_size={2 if method == 'adalora' else 8}"])  # AdaLoRA's schedule needs steps
+    cfg = load_config(
+        None,
+        [
+            f"model={tiny_llama}",
+            "task=sft",
+            f"train_file={instructions['train']}",
+            f"validation_file={instructions['dev']}",
+            f"output_dir={tmp_path}",
+            f"method={method}",
+            "max_samples=8",
+            "max_eval_samples=4",
+            "epochs=1",
+            "eval_at_start=false",
+            "max_length=24",
+            "max_new_tokens=2",
+            "lora_rank=4",
+            "num_virtual_tokens=4",
+            "freeze_layers=1",
+            "lr=1e-3",
+            f"packing={method in ('full', 'lora')}",
+            f"batch_size={2 if method == 'adalora' else 8}",
+        ],
+    )  # AdaLoRA's schedule needs steps
     result = run(cfg)
     assert result["status"] == "completed" and math.isfinite(result["metrics_best"]["loss"])
     assert 0 < result["trainable_params"] <= result["total_params"]
@@ -305,37 +438,77 @@ def test_every_method_trains_and_generates(method, tiny_llama, instructions, tmp
 def test_prefix_tuning_is_refused_for_sft(tiny_llama, instructions, tmp_path):
     # transformers 5 renamed past_key_values to cache: the prefix still reaches a forward pass, but
     # generate() passes its own cache and silently drops the prefix, so generated answers would ignore it
-    cfg = load_config(None, [f"model={tiny_llama}", "task=sft", f"train_file={instructions['train']}",
-                             f"validation_file={instructions['dev']}", f"output_dir={tmp_path / 'runs'}",
-                             "method=prefix-tuning"])
+    cfg = load_config(
+        None,
+        [
+            f"model={tiny_llama}",
+            "task=sft",
+            f"train_file={instructions['train']}",
+            f"validation_file={instructions['dev']}",
+            f"output_dir={tmp_path / 'runs'}",
+            "method=prefix-tuning",
+        ],
+    )
     with pytest.raises(UserError, match="prefix-tuning: .*use prompt-tuning or p-tuning"):
         run(cfg)
     assert not (tmp_path / "runs").exists()
 
 
 def test_packing_with_prompt_tuning_is_refused(tiny_llama, instructions, tmp_path):
-    cfg = load_config(None, [f"model={tiny_llama}", "task=sft", f"train_file={instructions['train']}",
-                             f"output_dir={tmp_path / 'runs'}", "method=prompt-tuning", "packing=true"])
+    cfg = load_config(
+        None,
+        [
+            f"model={tiny_llama}",
+            "task=sft",
+            f"train_file={instructions['train']}",
+            f"output_dir={tmp_path / 'runs'}",
+            "method=prompt-tuning",
+            "packing=true",
+        ],
+    )
     with pytest.raises(UserError, match="packing: not with prompt-tuning"):
         run(cfg)
 
 
 # ---------------------------------------------------------------- real model, real data
 
+
 def cola_alpaca(path: Path, n: int, offset: int) -> str:
     """CoLA rows (no header: source, label, mark, sentence) as alpaca records answered yes/no; the short
     system text replaces SmolLM2's default one, to keep the prompts short."""
-    lines = (SHARED / "cola" / "in_domain_train.tsv").read_text().splitlines()[offset:offset + n]
-    rows = [{"system": "Answer yes or no.", "instruction": "Is this sentence grammatical?", "input": line.split("\t")[3],
-             "output": "yes" if line.split("\t")[1] == "1" else "no"} for line in lines]
+    lines = (SHARED / "cola" / "in_domain_train.tsv").read_text().splitlines()[offset : offset + n]
+    rows = [
+        {
+            "system": "Answer yes or no.",
+            "instruction": "Is this sentence grammatical?",
+            "input": line.split("\t")[3],
+            "output": "yes" if line.split("\t")[1] == "1" else "no",
+        }
+        for line in lines
+    ]
     return write(path, rows)
 
 
 def test_smollm2_lora_sft_on_cola_rows(tmp_path):
-    cfg = load_config(None, ["model=smollm2-135m", "task=sft", f"train_file={cola_alpaca(tmp_path / 't.json', 16, 0)}",
-                             f"validation_file={cola_alpaca(tmp_path / 'v.json', 16, 4000)}", f"output_dir={tmp_path}",
-                             "method=lora", "lora_target=q_proj,v_proj", "epochs=1", "batch_size=8", "lr=2e-3",
-                             "max_length=64", "max_new_tokens=2", "eval_batch_size=16", "logging_steps=1"])
+    cfg = load_config(
+        None,
+        [
+            "model=smollm2-135m",
+            "task=sft",
+            f"train_file={cola_alpaca(tmp_path / 't.json', 16, 0)}",
+            f"validation_file={cola_alpaca(tmp_path / 'v.json', 16, 4000)}",
+            f"output_dir={tmp_path}",
+            "method=lora",
+            "lora_target=q_proj,v_proj",
+            "epochs=1",
+            "batch_size=8",
+            "lr=2e-3",
+            "max_length=64",
+            "max_new_tokens=2",
+            "eval_batch_size=16",
+            "logging_steps=1",
+        ],
+    )
     result = run(cfg)
     first, last = result["metrics_epoch0"], result["metrics_last"]
     assert result["template"] == "chat" and result["truncated"] == {"train": 0, "validation": 0}
@@ -356,8 +529,16 @@ def test_head_method_trains_a_head_tied_to_the_embeddings(tiny_llama, tok):
 
     from peftlab.models.methods import MethodContext, apply_method
 
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                         intermediate_size=64, tie_word_embeddings=True))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            tie_word_embeddings=True,
+        )
+    )
     assert model.lm_head.weight is model.model.embed_tokens.weight
     apply_method(model, config("method=head").method, MethodContext("CAUSAL_LM", 1, tiny_llama))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -365,17 +546,33 @@ def test_head_method_trains_a_head_tied_to_the_embeddings(tiny_llama, tok):
 
 
 @pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
-def test_bf16_lora_sft_trains_and_generates(packing, tiny_llama, instructions, tmp_path,
-                                                                    monkeypatch):
+def test_bf16_lora_sft_trains_and_generates(packing, tiny_llama, instructions, tmp_path, monkeypatch):
     """precision bf16 + LoRA: the answer-token loss under autocast and generation, through a whole run
     (bf16 allowed as on an AVX512-BF16 CPU)."""
     from peftlab import hardware
 
     monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda: True)
-    cfg = load_config(None, [f"model={tiny_llama}", "task=sft", f"train_file={instructions['train']}",
-                             f"validation_file={instructions['dev']}", f"output_dir={tmp_path}", "method=lora",
-                             "max_samples=8", "max_eval_samples=4", "epochs=1", "max_length=24", "max_new_tokens=2",
-                             "lora_rank=4", "lr=1e-3", "precision=bf16", f"packing={packing}", "run_name=r"])
+    cfg = load_config(
+        None,
+        [
+            f"model={tiny_llama}",
+            "task=sft",
+            f"train_file={instructions['train']}",
+            f"validation_file={instructions['dev']}",
+            f"output_dir={tmp_path}",
+            "method=lora",
+            "max_samples=8",
+            "max_eval_samples=4",
+            "epochs=1",
+            "max_length=24",
+            "max_new_tokens=2",
+            "lora_rank=4",
+            "lr=1e-3",
+            "precision=bf16",
+            f"packing={packing}",
+            "run_name=r",
+        ],
+    )
     result = run(cfg)
     assert result["status"] == "completed" and result["precision"] == "bf16"
     assert result["lm_loss"].startswith("answer tokens only")

@@ -1,4 +1,5 @@
 """A study file: several sweeps of one design (`parts:`), each its own sweep folder and report."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ import yaml
 from peftlab.cli import main
 from peftlab.errors import UserError
 from peftlab.report.tables import summarize
-from peftlab.sweep.study import Study
 from peftlab.sweep.load import load_sweep
+from peftlab.sweep.study import Study
 
 
 def write_study(path, **body):
@@ -27,15 +28,24 @@ def study_file(tmp_path, base_config, sentiment):
     rows = [l.split("\t") for l in open(sentiment["train"]).read().splitlines()[1:]]
     pairs.write_text("".join(json.dumps({"a": s, "b": s, "y": y}) + "\n" for s, y in rows))
     base = tmp_path / "pairs.yaml"
-    base.write_text(f"train_file: {pairs}\nvalidation_file: \"\"\nvalidation_ratio: 0.25\ntext_column: a\ntext_pair_column: b\n"
-                    f"label_column: y\nepochs: 2\n")
+    base.write_text(
+        f'train_file: {pairs}\nvalidation_file: ""\nvalidation_ratio: 0.25\ntext_column: a\ntext_pair_column: b\n'
+        f"label_column: y\nepochs: 2\n"
+    )
     # the data are each part's (the study's config: goes over a part's base file, so it holds what all share)
     single = {k: config.pop(k) for k in ("train_file", "validation_file")}
-    return write_study(tmp_path / "study.yaml", name="tiny-study", output_dir=str(tmp_path / "out"),
-                       description="two tasks, two methods", config=config,
-                       variants=[{"name": "full", "method": "full", "lr": 1e-3}, {"method": "lora", "lora_rank": 4}],
-                       parts=[{"name": "single", "config": single},
-                              {"name": "pairs", "base": "pairs.yaml", "variants": [{"method": "lora", "lora_rank": 8}]}])
+    return write_study(
+        tmp_path / "study.yaml",
+        name="tiny-study",
+        output_dir=str(tmp_path / "out"),
+        description="two tasks, two methods",
+        config=config,
+        variants=[{"name": "full", "method": "full", "lr": 1e-3}, {"method": "lora", "lora_rank": 4}],
+        parts=[
+            {"name": "single", "config": single},
+            {"name": "pairs", "base": "pairs.yaml", "variants": [{"method": "lora", "lora_rank": 8}]},
+        ],
+    )
 
 
 def test_study_plans_parts_with_shared_and_own_settings(study_file, tmp_path):
@@ -49,19 +59,30 @@ def test_study_plans_parts_with_shared_and_own_settings(study_file, tmp_path):
     # the part's own config: over both
     assert (cfg.data.text_pair_column, cfg.train.epochs, cfg.data.validation_file) == ("b", 1, "")
     assert single.runs[0].cfg.train.epochs == 1 and single.runs[0].cfg.train.lr == 1e-3
-    own = load_sweep(write_study(tmp_path / "own.yaml", config={"epochs": 1}, parts=[
-        {"name": "p", "base": "pairs.yaml", "config": {"epochs": 4}, "variants": [{"method": "lora"}]}])).sweeps[0]
+    own = load_sweep(
+        write_study(
+            tmp_path / "own.yaml",
+            config={"epochs": 1},
+            parts=[{"name": "p", "base": "pairs.yaml", "config": {"epochs": 4}, "variants": [{"method": "lora"}]}],
+        )
+    ).sweeps[0]
     assert own.runs[0].cfg.train.epochs == 4
 
 
-@pytest.mark.parametrize("body, message", [
-    ({"parts": []}, r"`parts:` must be a list of sweep mappings"),
-    ({"parts": [{"base": "x.yaml"}]}, r"parts\[0\]: a part needs a `name:`"),
-    ({"parts": [{"name": "a"}, {"name": "a"}]}, "two parts are named 'a'"),
-    ({"parts": [{"name": "a", "output_dir": "x"}]}, r"parts\[0\]: unknown key 'output_dir'"),
-    ({"parts": [{"name": "a"}], "variant": []}, "unknown study key 'variant'"),
-    ({"parts": [{"name": "a", "variants": [{"methd": "lora"}]}]}, r"parts\[0\] \(a\): variants\[0\]: .*unknown key 'methd'"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"parts": []}, r"`parts:` must be a list of sweep mappings"),
+        ({"parts": [{"base": "x.yaml"}]}, r"parts\[0\]: a part needs a `name:`"),
+        ({"parts": [{"name": "a"}, {"name": "a"}]}, "two parts are named 'a'"),
+        ({"parts": [{"name": "a", "output_dir": "x"}]}, r"parts\[0\]: unknown key 'output_dir'"),
+        ({"parts": [{"name": "a"}], "variant": []}, "unknown study key 'variant'"),
+        (
+            {"parts": [{"name": "a", "variants": [{"methd": "lora"}]}]},
+            r"parts\[0\] \(a\): variants\[0\]: .*unknown key 'methd'",
+        ),
+    ],
+)
 def test_bad_study_files_are_refused(tmp_path, body, message):
     with pytest.raises(UserError, match=message):
         load_sweep(write_study(tmp_path / "bad.yaml", **body))

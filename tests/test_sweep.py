@@ -1,5 +1,6 @@
 """peftlab sweep + report: grid expansion, real sweeps on the tiny BERT (a failing variant, a killed
 sweep resumed), report numbers against the run folders, seed statistics, HTML, two-sweep comparison."""
+
 from __future__ import annotations
 
 import base64
@@ -37,19 +38,33 @@ def tiny_sweep(tmp_path, base_config, variants, **extra) -> Path:
     config = dict(kv.split("=", 1) for kv in base_config)
     config.pop("output_dir")
     config.update(epochs=2, save_steps=2)
-    return write_sweep(tmp_path / "sweep.yaml", name="tiny", output_dir=str(tmp_path / "sweeps"),
-                       config=config, variants=variants, **extra)
+    return write_sweep(
+        tmp_path / "sweep.yaml",
+        name="tiny",
+        output_dir=str(tmp_path / "sweeps"),
+        config=config,
+        variants=variants,
+        **extra,
+    )
 
 
 # -- expansion ---------------------------------------------------------------------------------
 
+
 def test_variants_cross_grid_names_and_overrides(tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text("method: lora\nlr: 1.0e-4\nepochs: 3\n")
-    path = write_sweep(tmp_path / "s.yaml", base="base.yaml", config={"epochs": 2},
-                       variants=[{"name": "full", "method": "full", "lr": 5e-5},
-                                 {"method": "lora", "lora_rank": 4}, {"method": "dora", "lora_rank": 8}],
-                       grid={"seed": [1, 2, 3]})
+    path = write_sweep(
+        tmp_path / "s.yaml",
+        base="base.yaml",
+        config={"epochs": 2},
+        variants=[
+            {"name": "full", "method": "full", "lr": 5e-5},
+            {"method": "lora", "lora_rank": 4},
+            {"method": "dora", "lora_rank": 8},
+        ],
+        grid={"seed": [1, 2, 3]},
+    )
     sweep = load_sweep(path)
     assert [r.name for r in sweep.runs][:4] == ["full-s1", "full-s2", "full-s3", "lora-r4-s1"]
     assert len(sweep.runs) == 9 and {r.group for r in sweep.runs} == {"full", "lora-r4", "dora-r8"}
@@ -65,23 +80,32 @@ def test_grid_alone_and_single_seed_names(tmp_path):
     assert [r.name for r in load_sweep(path).runs] == ["lora-r4", "lora-r16", "dora-r4", "dora-r16"]
 
 
-@pytest.mark.parametrize("body, message", [
-    ({"variants": [{"methd": "lora"}]}, "unknown key 'methd'"),
-    ({"varients": [{"method": "lora"}]}, "did you mean 'variants'"),
-    ({"variants": [{"method": "lora", "run_name": "x"}]}, "'run_name' is set by the sweep"),
-    ({"variants": [{"name": "a", "method": "lora"}, {"name": "a", "method": "dora"}]}, "both be named 'a'"),
-    ({"grid": {"seed": []}}, "grid key 'seed' has an empty list"),
-    ({"base": "missing.yaml"}, "base config 'missing.yaml' not found"),
-    ({"base": {"model": "minilm-l6"}}, r"`base:` is the path of a config file; put settings written here under `config:`"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"variants": [{"methd": "lora"}]}, "unknown key 'methd'"),
+        ({"varients": [{"method": "lora"}]}, "did you mean 'variants'"),
+        ({"variants": [{"method": "lora", "run_name": "x"}]}, "'run_name' is set by the sweep"),
+        ({"variants": [{"name": "a", "method": "lora"}, {"name": "a", "method": "dora"}]}, "both be named 'a'"),
+        ({"grid": {"seed": []}}, "grid key 'seed' has an empty list"),
+        ({"base": "missing.yaml"}, "base config 'missing.yaml' not found"),
+        (
+            {"base": {"model": "minilm-l6"}},
+            r"`base:` is the path of a config file; put settings written here under `config:`",
+        ),
+    ],
+)
 def test_bad_sweep_files_are_refused(tmp_path, body, message):
     with pytest.raises(UserError, match=message):
         load_sweep(write_sweep(tmp_path / "bad.yaml", **body))
 
 
 def test_dry_run_lists_runs_and_writes_nothing(tmp_path, capsys):
-    path = write_sweep(tmp_path / "d.yaml", output_dir=str(tmp_path / "out"),
-                       variants=[{"method": "full"}, {"method": "lora", "lora_rank": 8}])
+    path = write_sweep(
+        tmp_path / "d.yaml",
+        output_dir=str(tmp_path / "out"),
+        variants=[{"method": "full"}, {"method": "lora", "lora_rank": 8}],
+    )
     assert main(["sweep", str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "2 runs" in out and "1. full     [pending]" in out and "2. lora-r8  [pending]" in out
@@ -89,6 +113,7 @@ def test_dry_run_lists_runs_and_writes_nothing(tmp_path, capsys):
 
 
 # -- real sweeps on the tiny model ------------------------------------------------------------
+
 
 class Page(HTMLParser):
     def __init__(self):
@@ -105,19 +130,30 @@ class Page(HTMLParser):
 
 
 def test_sweep_goes_on_after_a_failure_and_report_matches_run_folders(tmp_path, base_config, capsys):
-    path = tiny_sweep(tmp_path, base_config, [
-        {"name": "head", "method": "head", "lr": 1e-2}, {"method": "lora", "lora_rank": 4},
-        {"name": "broken", "method": "lora", "lora_target": "nonexistent"}])
+    path = tiny_sweep(
+        tmp_path,
+        base_config,
+        [
+            {"name": "head", "method": "head", "lr": 1e-2},
+            {"method": "lora", "lora_rank": 4},
+            {"name": "broken", "method": "lora", "lora_target": "nonexistent"},
+        ],
+    )
     assert main(["sweep", str(path)]) == 1  # a run failed: non-zero, but after running the others
     out = capsys.readouterr().out
     folder = tmp_path / "sweeps" / "tiny"
     state = json.loads((folder / "sweep.json").read_text())
     assert [(r["name"], r["status"]) for r in state["runs"]] == [
-        ("head", "completed"), ("lora-r4", "completed"), ("broken", "failed")]
+        ("head", "completed"),
+        ("lora-r4", "completed"),
+        ("broken", "failed"),
+    ]
     assert "lora_target" in state["runs"][2]["error"] and "nonexistent" in state["runs"][2]["error"]
     for name in ("head", "lora-r4"):  # the logs hold what the console showed, without redraws or cursor codes
         log = (folder / "logs" / f"{name}.log").read_bytes().decode()
-        bars = [l for l in log.splitlines() if re.fullmatch(r"\s*\d+%\|.*(it/s|s/it)\]", l)]  # lines that are a bar alone
+        bars = [
+            l for l in log.splitlines() if re.fullmatch(r"\s*\d+%\|.*(it/s|s/it)\]", l)
+        ]  # lines that are a bar alone
         assert "\x1b" not in log and "\r" not in log and "epoch 2:" in log
         # one line per bar, in its last state: epoch 0's evaluation, the training, the predictions (the
         # evaluations nested in the training bar were cleared when they closed)
@@ -127,7 +163,10 @@ def test_sweep_goes_on_after_a_failure_and_report_matches_run_folders(tmp_path, 
     # only after the previous one had finished
     lines = [json.loads((folder / n / "result.json").read_text()).get("timeline") for n in ("head", "lora-r4")]
     assert "warm_started" not in lines[0] and lines[1]["warm_started"] < lines[0]["finished"]
-    assert lines[1]["process_started"] >= lines[0]["finished"] - 0.5 and lines[1]["first_step"] > lines[1]["process_started"]
+    assert (
+        lines[1]["process_started"] >= lines[0]["finished"] - 0.5
+        and lines[1]["first_step"] > lines[1]["process_started"]
+    )
 
     s = json.loads((folder / "report" / "report.json").read_text())
     for group in s["groups"]:
@@ -151,23 +190,36 @@ def test_sweep_goes_on_after_a_failure_and_report_matches_run_folders(tmp_path, 
     for src in page.images:
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "head" in page.cells and "lora-r4" in page.cells
-    assert {p.name for p in (folder / "report").glob("*.png")} == {"loss_curves.png", "metric_per_epoch.png",
-                                                                   "pareto.png"}
+    assert {p.name for p in (folder / "report").glob("*.png")} == {
+        "loss_curves.png",
+        "metric_per_epoch.png",
+        "pareto.png",
+    }
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill", "ctrl-c"])
 def test_stopped_sweep_resumes_without_redoing_finished_runs(tmp_path, base_config, sig):
-    path = tiny_sweep(tmp_path, base_config, [{"name": "first", "method": "head", "lr": 1e-2},
-                                              {"name": "second", "method": "full"}])
+    path = tiny_sweep(
+        tmp_path, base_config, [{"name": "first", "method": "head", "lr": 1e-2}, {"name": "second", "method": "full"}]
+    )
     folder = tmp_path / "sweeps" / "tiny"
     cmd = [sys.executable, "-m", "peftlab", "sweep", str(path)]
     # SIGINT back to its default: a shell that started pytest in the background may have set it to ignored
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 300
     while time.time() < deadline:  # stop the sweep once the second run is training
-        if (json.loads((folder / "second" / "result.json").read_text()) if (folder / "second" / "result.json").exists()
-                else {}).get("status") == "running":
+        if (
+            json.loads((folder / "second" / "result.json").read_text())
+            if (folder / "second" / "result.json").exists()
+            else {}
+        ).get("status") == "running":
             break
         assert proc.poll() is None, "the sweep ended before it could be stopped"
         time.sleep(0.2)
@@ -197,21 +249,36 @@ def test_stopped_sweep_resumes_without_redoing_finished_runs(tmp_path, base_conf
 
 # -- report statistics on hand-made run folders ------------------------------------------------
 
-def fake_run(folder: Path, name: str, acc0: float, acc: float, params: int, mem: float, t: float, method="lora",
-             extra=None):
+
+def fake_run(
+    folder: Path, name: str, acc0: float, acc: float, params: int, mem: float, t: float, method="lora", extra=None
+):
     run = folder / name
     run.mkdir(parents=True)
-    result = {"status": "completed", "run_name": name, "task": "classification", "model": "m", "method": method,
-              "metric_for_best": "accuracy", "trainable_params": params, "total_params": 1000,
-              "trainable_pct": params / 10, "peak_memory_mb": mem, "peak_memory_kind": "process_peak_rss",
-              "time_per_epoch_s": t, "adapter_size_mb": 1.0, "best_epoch": 2,
-              "metrics_epoch0": {"epoch": 0, "accuracy": acc0, "f1": acc0, "loss": 0.7},
-              "metrics_best": {"epoch": 2, "accuracy": acc, "f1": acc, "loss": 0.3}}
+    result = {
+        "status": "completed",
+        "run_name": name,
+        "task": "classification",
+        "model": "m",
+        "method": method,
+        "metric_for_best": "accuracy",
+        "trainable_params": params,
+        "total_params": 1000,
+        "trainable_pct": params / 10,
+        "peak_memory_mb": mem,
+        "peak_memory_kind": "process_peak_rss",
+        "time_per_epoch_s": t,
+        "adapter_size_mb": 1.0,
+        "best_epoch": 2,
+        "metrics_epoch0": {"epoch": 0, "accuracy": acc0, "f1": acc0, "loss": 0.7},
+        "metrics_best": {"epoch": 2, "accuracy": acc, "f1": acc, "loss": 0.3},
+    }
     if extra is not None:  # a second evaluation set, scored each epoch like the validation split
         result["metrics_best"].update(extra_accuracy=extra, extra_loss=0.9, extra_eval_time_s=1.0)
     (run / "result.json").write_text(json.dumps(result))
-    (run / "metrics.jsonl").write_text(json.dumps(result["metrics_epoch0"]) + "\n"
-                                       + json.dumps(result["metrics_best"]) + "\n")
+    (run / "metrics.jsonl").write_text(
+        json.dumps(result["metrics_epoch0"]) + "\n" + json.dumps(result["metrics_best"]) + "\n"
+    )
 
 
 def fake_sweep(folder: Path, groups: dict) -> None:
@@ -225,11 +292,16 @@ def fake_sweep(folder: Path, groups: dict) -> None:
 
 def test_seed_mean_std_and_noise_marks(tmp_path):
     full = [0.90, 0.91, 0.92]
-    lora = [0.899, 0.915, 0.905]   # within noise of full
-    head = [0.78, 0.79, 0.785]     # clearly worse
-    fake_sweep(tmp_path, {"full": [(0.5, a, 1000, 2000, 80) for a in full],
-                          "lora": [(0.5, a, 10, 1500, 70) for a in lora],
-                          "head": [(0.5, a, 2, 800, 20) for a in head]})
+    lora = [0.899, 0.915, 0.905]  # within noise of full
+    head = [0.78, 0.79, 0.785]  # clearly worse
+    fake_sweep(
+        tmp_path,
+        {
+            "full": [(0.5, a, 1000, 2000, 80) for a in full],
+            "lora": [(0.5, a, 10, 1500, 70) for a in lora],
+            "head": [(0.5, a, 2, 800, 20) for a in head],
+        },
+    )
     s = summarize(tmp_path)
     by = {g["group"]: g for g in s["groups"]}
     assert s["best"] == "full"
@@ -239,7 +311,7 @@ def test_seed_mean_std_and_noise_marks(tmp_path):
     raw = {g: stats.ttest_ind(v, full, equal_var=False).pvalue for g, v in (("head", head), ("lora", lora))}
     assert by["head"]["vs_best"]["p_unadjusted"] == pytest.approx(raw["head"])
     assert by["head"]["vs_best"]["p"] == pytest.approx(2 * raw["head"])  # Holm: the smaller of two p-values x 2
-    assert by["lora"]["vs_best"]["p"] == pytest.approx(raw["lora"])      # the largest one stays
+    assert by["lora"]["vs_best"]["p"] == pytest.approx(raw["lora"])  # the largest one stays
     assert by["head"]["vs_best"]["beyond_noise"] and not by["lora"]["vs_best"]["beyond_noise"]
     md = write_report(tmp_path)[0]
     assert f"{mean:.3f} ± {std:.3f}" in md and "✱" in md.split("| head |")[2].split("\n")[0]
@@ -249,8 +321,10 @@ def test_seed_mean_std_and_noise_marks(tmp_path):
 
 
 def test_second_evaluation_set_is_extra_columns(tmp_path):
-    fake_sweep(tmp_path, {"full": [(0.5, 0.9, 1000, 2000, 80, "full", 0.61)],
-                          "lora": [(0.5, 0.88, 10, 1500, 70, "lora", 0.74)]})
+    fake_sweep(
+        tmp_path,
+        {"full": [(0.5, 0.9, 1000, 2000, 80, "full", 0.61)], "lora": [(0.5, 0.88, 10, 1500, 70, "lora", 0.74)]},
+    )
     s = summarize(tmp_path)
     assert s["columns"][-1] == "extra_accuracy" and "extra_eval_time_s" not in s["columns"]
     md = write_report(tmp_path)[0]
@@ -269,8 +343,7 @@ def test_pareto_front():
 def test_compare_two_sweeps(tmp_path, capsys):
     a, b = tmp_path / "minilm", tmp_path / "mpnet"
     a.mkdir(), b.mkdir()
-    fake_sweep(a, {"lora": [(0.5, x, 10, 1500, 70) for x in (0.80, 0.81)],
-                   "full": [(0.5, 0.84, 1000, 2000, 80)]})
+    fake_sweep(a, {"lora": [(0.5, x, 10, 1500, 70) for x in (0.80, 0.81)], "full": [(0.5, 0.84, 1000, 2000, 80)]})
     fake_sweep(b, {"lora": [(0.5, x, 10, 3000, 140) for x in (0.88, 0.89)]})
     assert main(["report", str(a), str(b), "--out", str(tmp_path / "cmp.md")]) == 0
     out = capsys.readouterr().out
@@ -285,8 +358,9 @@ def test_report_epochs_table_reads_each_runs_metrics_per_epoch(tmp_path):
     folder.mkdir()
     fake_sweep(folder, {"lora": [(0.5, 0.8, 10, 1500, 70), (0.5, 0.9, 10, 1500, 70)], "head": [(0.4, 0.6, 2, 900, 20)]})
     for name, accs in (("lora-s1", [0.5, 0.7, 0.8]), ("lora-s2", [0.5, 0.75, 0.9]), ("head-s1", [0.4, 0.6])):
-        (folder / name / "metrics.jsonl").write_text("".join(
-            json.dumps({"epoch": e, "accuracy": a, "loss": 1.0}) + "\n" for e, a in enumerate(accs)))
+        (folder / name / "metrics.jsonl").write_text(
+            "".join(json.dumps({"epoch": e, "accuracy": a, "loss": 1.0}) + "\n" for e, a in enumerate(accs))
+        )
     state = json.loads((folder / "sweep.json").read_text())
     (folder / "sweep.json").write_text(json.dumps({**state, "report_epochs": [1, 2]}))
     md, _ = write_report(folder)
@@ -313,10 +387,23 @@ def test_compare_shows_the_untuned_rows_both_sweeps_have(tmp_path, capsys):
         fake_sweep(folder, {"lora": [(0.5, tuned, 10, 1500, 70)]})
         run = folder / "zero-shot"
         run.mkdir()
-        (run / "result.json").write_text(json.dumps({
-            "status": "completed", "kind": "eval", "task": "classification", "metric_for_best": "accuracy",
-            "method": "none", "trainable_params": 0, "trainable_pct": 0, "total_params": 1000, "eval_wall_s": 4.5,
-            "metrics_best": {"accuracy": zero}, "source": {"kind": "base", "model": name}}))
+        (run / "result.json").write_text(
+            json.dumps(
+                {
+                    "status": "completed",
+                    "kind": "eval",
+                    "task": "classification",
+                    "metric_for_best": "accuracy",
+                    "method": "none",
+                    "trainable_params": 0,
+                    "trainable_pct": 0,
+                    "total_params": 1000,
+                    "eval_wall_s": 4.5,
+                    "metrics_best": {"accuracy": zero},
+                    "source": {"kind": "base", "model": name},
+                }
+            )
+        )
         state = json.loads((folder / "sweep.json").read_text())
         state["runs"].insert(0, {"name": "zero-shot", "group": "zero-shot", "seed": 1, "status": "completed"})
         (folder / "sweep.json").write_text(json.dumps(state))
@@ -333,19 +420,28 @@ def test_report_of_a_missing_folder_is_a_clear_error(tmp_path, capsys):
 
 # -- values in sweep files keep the users' text ------------------------------------------------
 
+
 def test_sweep_values_keep_the_users_text(tmp_path):
     path = tmp_path / "s.yaml"
-    path.write_text("name: traps\nconfig: {label_words: [no, yes], lr: 1e-4, text_column: 2026-01-01, run_name: 007}\n"
-                    "variants:\n  - {method: lora, lora_rank: 8, lora_target: on, instruction: 'Answer: yes'}\n"
-                    "grid: {prompt_init_text: [no, ~, 007], weight_decay: [1.0e-4]}\n")
+    path.write_text(
+        "name: traps\nconfig: {label_words: [no, yes], lr: 1e-4, text_column: 2026-01-01, run_name: 007}\n"
+        "variants:\n  - {method: lora, lora_rank: 8, lora_target: on, instruction: 'Answer: yes'}\n"
+        "grid: {prompt_init_text: [no, ~, 007], weight_decay: [1.0e-4]}\n"
+    )
     runs = load_sweep(path).runs
     assert [r.cfg.method.prompt_init_text for r in runs] == ["no", "~", "007"]
     cfg = runs[0].cfg
     assert cfg.task.label_words == ["no", "yes"] and cfg.task.instruction == "Answer: yes"
     assert (cfg.train.lr, cfg.train.weight_decay, cfg.data.text_column) == (1e-4, 1e-4, "2026-01-01")
     assert cfg.method.lora_target == "on"
-    assert runs[0].settings == {"method": "lora", "lora_rank": 8, "lora_target": "on", "instruction": "Answer: yes",
-                                "prompt_init_text": "no", "weight_decay": 1e-4}  # typed: 8 and 1e-4 are numbers
+    assert runs[0].settings == {
+        "method": "lora",
+        "lora_rank": 8,
+        "lora_target": "on",
+        "instruction": "Answer: yes",
+        "prompt_init_text": "no",
+        "weight_decay": 1e-4,
+    }  # typed: 8 and 1e-4 are numbers
     assert runs[0].name == "lora-r8-lora_target_on-instruction_Answer_yes-prompt_init_text_no-weight_decay_0.0001"
 
 
@@ -360,12 +456,18 @@ def test_sweep_refuses_values_that_cannot_be_what_the_key_means(tmp_path):
 
 # -- a sweep never reuses a run it should not ----------------------------------------------------
 
+
 def fake_done_sweep(tmp_path, lr="1e-4") -> tuple[Path, Path]:
     """A sweep of two runs whose folders look completed, written with the config the sweep plans."""
     from peftlab.runs.rundir import write_yaml
 
-    path = write_sweep(tmp_path / "s.yaml", name="reuse", output_dir=str(tmp_path / "out"), config={"lr": lr},
-                       variants=[{"name": "a", "method": "lora"}, {"name": "b", "method": "full"}])
+    path = write_sweep(
+        tmp_path / "s.yaml",
+        name="reuse",
+        output_dir=str(tmp_path / "out"),
+        config={"lr": lr},
+        variants=[{"name": "a", "method": "lora"}, {"name": "b", "method": "full"}],
+    )
     for run in load_sweep(path).runs:
         folder = tmp_path / "out" / "reuse" / run.name
         folder.mkdir(parents=True)
@@ -383,8 +485,7 @@ def executed(monkeypatch):
 
     def fake_execute(sweep, run, progress, mode, *warm_start):
         calls.append((run.name, mode))
-        return {"name": run.name, "group": run.group, "seed": run.seed, "settings": run.settings,
-                "status": "completed"}
+        return {"name": run.name, "group": run.group, "seed": run.seed, "settings": run.settings, "status": "completed"}
 
     monkeypatch.setattr(sweep_mod, "execute", fake_execute)
     return calls
@@ -396,11 +497,19 @@ def test_rerun_skips_only_runs_with_the_same_config(tmp_path, executed):
     path, folder = fake_done_sweep(tmp_path)
     run_sweep(load_sweep(path))
     assert executed == []  # same config: both skipped
-    path = write_sweep(path, name="reuse", output_dir=str(tmp_path / "out"), config={"lr": "2e-4"},
-                       variants=[{"name": "a", "method": "lora"}, {"name": "b", "method": "full"}])
+    path = write_sweep(
+        path,
+        name="reuse",
+        output_dir=str(tmp_path / "out"),
+        config={"lr": "2e-4"},
+        variants=[{"name": "a", "method": "lora"}, {"name": "b", "method": "full"}],
+    )
     before = sorted(p.name for p in folder.iterdir())
-    with pytest.raises(UserError, match=r"(?s)2 run folder\(s\) cannot be reused.*a: its config.yaml differs: "
-                                        r"train.lr: 0.0001 -> 0.0002.*Nothing was run. Pass --rerun-changed"):
+    with pytest.raises(
+        UserError,
+        match=r"(?s)2 run folder\(s\) cannot be reused.*a: its config.yaml differs: "
+        r"train.lr: 0.0001 -> 0.0002.*Nothing was run. Pass --rerun-changed",
+    ):
         run_sweep(load_sweep(path))
     assert executed == [] and sorted(p.name for p in folder.iterdir()) == before  # nothing written
     run_sweep(load_sweep(path), rerun_changed=True)
@@ -418,11 +527,14 @@ def test_sweep_cli_stops_with_exit_2_on_changed_runs(tmp_path, executed, capsys)
     assert executed == [("a", "rerun")]
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("config.yaml", r"a/config.yaml: corrupt or cut short"),
-    ("result.json", r"a/result.json: corrupt or cut short"),
-    ("no config", r"a: config.yaml is missing"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("config.yaml", r"a/config.yaml: corrupt or cut short"),
+        ("result.json", r"a/result.json: corrupt or cut short"),
+        ("no config", r"a: config.yaml is missing"),
+    ],
+)
 def test_unreadable_run_folders_stop_the_sweep(tmp_path, executed, damage, message):
     from peftlab.sweep.runner import run_sweep
 
@@ -440,8 +552,8 @@ def test_unreadable_run_folders_stop_the_sweep(tmp_path, executed, damage, messa
 
 
 def test_two_sweeps_on_one_folder(tmp_path, executed):
-    from peftlab.sweep.runner import run_sweep
     from peftlab.sweep.reuse import sweep_lock
+    from peftlab.sweep.runner import run_sweep
 
     path, folder = fake_done_sweep(tmp_path)
     with sweep_lock(folder):
@@ -453,13 +565,23 @@ def test_two_sweeps_on_one_folder(tmp_path, executed):
 
 def test_second_sweep_process_is_refused(tmp_path):
     path, folder = fake_done_sweep(tmp_path)
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
-                               "fcntl.flock(f, fcntl.LOCK_EX); f.write('4242'); f.flush(); print('held', flush=True); "
-                               "time.sleep(60)", str(folder / ".lock")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+            "fcntl.flock(f, fcntl.LOCK_EX); f.write('4242'); f.flush(); print('held', flush=True); "
+            "time.sleep(60)",
+            str(folder / ".lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
-        proc = subprocess.run([sys.executable, "-m", "peftlab", "sweep", str(path)], capture_output=True, text=True,
-                              timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "peftlab", "sweep", str(path)], capture_output=True, text=True, timeout=120
+        )
         assert proc.returncode == 2 and "another `peftlab sweep` (pid 4242)" in proc.stderr
     finally:
         holder.kill()
@@ -468,14 +590,21 @@ def test_second_sweep_process_is_refused(tmp_path):
 
 # -- p-values: Holm across a table, never one that no test computed ------------------------------
 
+
 def test_holm_correction_can_remove_a_mark(tmp_path):
     from peftlab.report.tables import holm
 
     assert holm([0.01, None, 0.04, 0.03]) == pytest.approx([0.03, None, 0.06, 0.06])
     best = [0.90, 0.91, 0.92]
     a, b = [0.88, 0.885, 0.89], [0.879, 0.884, 0.889]  # each p ~ 0.03 alone: two of them are not enough
-    fake_sweep(tmp_path, {"best": [(0.5, x, 10, 1, 1) for x in best], "a": [(0.5, x, 10, 1, 1) for x in a],
-                          "b": [(0.5, x, 10, 1, 1) for x in b]})
+    fake_sweep(
+        tmp_path,
+        {
+            "best": [(0.5, x, 10, 1, 1) for x in best],
+            "a": [(0.5, x, 10, 1, 1) for x in a],
+            "b": [(0.5, x, 10, 1, 1) for x in b],
+        },
+    )
     by = {g["group"]: g["vs_best"] for g in summarize(tmp_path)["groups"]}
     raw_a = stats.ttest_ind(a, best, equal_var=False).pvalue
     assert raw_a < 0.05 and by["a"]["p_unadjusted"] == pytest.approx(raw_a)
@@ -485,12 +614,14 @@ def test_holm_correction_can_remove_a_mark(tmp_path):
 
 
 def test_no_p_value_without_a_test(tmp_path):
-    fake_sweep(tmp_path, {"full": [(0.5, 0.9, 1000, 2, 2)] * 3, "lora": [(0.5, 0.8, 10, 1, 1)] * 3,
-                          "head": [(0.5, 0.7, 2, 1, 1)]})
+    fake_sweep(
+        tmp_path,
+        {"full": [(0.5, 0.9, 1000, 2, 2)] * 3, "lora": [(0.5, 0.8, 10, 1, 1)] * 3, "head": [(0.5, 0.7, 2, 1, 1)]},
+    )
     s = summarize(tmp_path)
     by = {g["group"]: g["vs_best"] for g in s["groups"]}
     assert by["lora"]["p"] is None and not by["lora"]["beyond_noise"]  # no spread on either side: t is undefined
-    assert by["head"]["p"] is None                                     # one seed
+    assert by["head"]["p"] is None  # one seed
     md = write_report(tmp_path)[0]
     assert "| -0.100 (p=n/a) |" in md and "| -0.200 (p=n/a) |" in md and "p=0.000" not in md and "p=1.000" not in md
     assert "p n/a: no test was possible" in md
@@ -516,6 +647,7 @@ def test_corrupt_run_folders_are_listed_not_read_as_empty(tmp_path):
 
 def test_a_killed_writers_leftovers_are_tidied_and_a_moved_aside_folder_is_put_back(tmp_path):
     from peftlab.runs.rundir import clear_leftovers
+
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     run = tmp_path / "run"
@@ -530,7 +662,8 @@ def test_a_killed_writers_leftovers_are_tidied_and_a_moved_aside_folder_is_put_b
     (run / ".hidden-notes").write_text("not ours")
     done = clear_leftovers(run)
     assert sorted(p.name for p in run.iterdir()) == sorted(
-        [".hidden-notes", f".metrics.jsonl.tmp-{os.getpid()}", "adapter", "model"])
+        [".hidden-notes", f".metrics.jsonl.tmp-{os.getpid()}", "adapter", "model"]
+    )
     assert (run / "model" / "weights").read_text() == "the only copy"
     assert len(done) == 4 and f"restored model from .model.old-{dead.pid}" in done
 
@@ -540,12 +673,16 @@ def test_a_sweep_child_stops_when_its_sweep_dies_without_a_preexec_fn(tmp_path):
     no preexec_fn (unsafe while its reader threads run). Killing the parent must end the child."""
     from peftlab.sweep.child import PARENT_ENV
 
-    child_code = ("import time; from peftlab.sweep.child import die_with_parent; die_with_parent(); "
-                  "print('armed', flush=True); time.sleep(120)")
-    parent_code = (f"import os, subprocess, sys, time; env = {{**os.environ, {PARENT_ENV!r}: str(os.getpid())}}; "
-                   f"c = subprocess.Popen([sys.executable, '-c', {child_code!r}], env=env, stdout=subprocess.PIPE, "
-                   f"text=True); print(c.pid, flush=True); c.stdout.readline(); print('ready', flush=True); "
-                   f"time.sleep(120)")
+    child_code = (
+        "import time; from peftlab.sweep.child import die_with_parent; die_with_parent(); "
+        "print('armed', flush=True); time.sleep(120)"
+    )
+    parent_code = (
+        f"import os, subprocess, sys, time; env = {{**os.environ, {PARENT_ENV!r}: str(os.getpid())}}; "
+        f"c = subprocess.Popen([sys.executable, '-c', {child_code!r}], env=env, stdout=subprocess.PIPE, "
+        f"text=True); print(c.pid, flush=True); c.stdout.readline(); print('ready', flush=True); "
+        f"time.sleep(120)"
+    )
     parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True)
     child_pid = int(parent.stdout.readline())
     assert parent.stdout.readline().strip() == "ready"
@@ -585,8 +722,10 @@ def test_a_sweep_child_leaves_without_the_interpreter_teardown(fast):
     keeps its exit code and what it printed; PEFTLAB_FAST_EXIT=0 (and any non-sweep use) exits the usual way."""
     from peftlab.sweep.child import FAST_EXIT_ENV, PARENT_ENV
 
-    code = ("import atexit, sys; from peftlab.sweep.child import die_with_parent, leave; die_with_parent(); "
-            "atexit.register(lambda: print('teardown ran')); print('work done'); sys.stdout.write('unflushed'); leave(3)")
+    code = (
+        "import atexit, sys; from peftlab.sweep.child import die_with_parent, leave; die_with_parent(); "
+        "atexit.register(lambda: print('teardown ran')); print('work done'); sys.stdout.write('unflushed'); leave(3)"
+    )
     for in_sweep in (True, False):
         env = {**os.environ, FAST_EXIT_ENV: fast, **({PARENT_ENV: str(os.getpid())} if in_sweep else {})}
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)

@@ -3,6 +3,7 @@ define are there and of the right kind, the optional ones it defines are too, an
 of a hook's name (a misspelt hook is never read: the reader silently takes the default). And the other
 way round: every hook the package reads off a task module is in the contract, optional ones through
 read_hook, so the contract stays the whole list. Light: imports the task modules, loads no model."""
+
 from __future__ import annotations
 
 import ast
@@ -45,8 +46,9 @@ def fits(value, hint) -> bool:
     origin = typing.get_origin(hint) or hint
     if origin in (tuple, list, collections.abc.Sequence):
         items = [a for a in typing.get_args(hint) if a is not Ellipsis]
-        return (isinstance(value, origin) and not isinstance(value, str)
-                and all(isinstance(v, tuple(items)) for v in value))
+        return (
+            isinstance(value, origin) and not isinstance(value, str) and all(isinstance(v, tuple(items)) for v in value)
+        )
     return isinstance(value, origin)
 
 
@@ -112,16 +114,21 @@ def hook_reads() -> list[tuple[str, str, str]]:
     """(where, how, name) of every hook read off a task module above tasks/: `task.NAME`,
     `session.task.NAME`, and getattr / hasattr / read_hook(task, "NAME")."""
     found = []
-    for path in sorted(p for part in READERS for p in ((SRC / part).rglob("*.py") if (SRC / part).is_dir()
-                                                         else [SRC / part])):
+    for path in sorted(
+        p for part in READERS for p in ((SRC / part).rglob("*.py") if (SRC / part).is_dir() else [SRC / part])
+    ):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             where = f"{path.relative_to(SRC)}:{getattr(node, 'lineno', 0)}"
             if isinstance(node, ast.Attribute) and ast.unparse(node.value) in ("task", "session.task"):
                 found.append((where, "attribute", node.attr))
-            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                  and node.func.id in ("getattr", "hasattr", "read_hook") and len(node.args) >= 2
-                  and ast.unparse(node.args[0]) in ("task", "session.task")
-                  and isinstance(node.args[1], ast.Constant)):
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "hasattr", "read_hook")
+                and len(node.args) >= 2
+                and ast.unparse(node.args[0]) in ("task", "session.task")
+                and isinstance(node.args[1], ast.Constant)
+            ):
                 found.append((where, node.func.id, node.args[1].value))
     return found
 

@@ -1,5 +1,6 @@
 """A sweep's logs/<run>.log holds the lines a child's output leaves on a screen: each progress bar once,
 in its last state, no carriage-return redraws or cursor codes; the console gets the bytes unchanged."""
+
 from __future__ import annotations
 
 import io
@@ -11,32 +12,36 @@ from peftlab.sweep import process as sweep
 from peftlab.sweep.terminal import ScreenLines
 
 BAR = "|##########| 4/4 [00:02<00:00, 2.00it/s]"
-STREAM = ("peftlab: run: 10 of 100 parameters trainable\n"
-          "\r  0%|          | 0/4 [00:00<?, ?it/s]"
-          "\r 50%|#####     | 2/4 [00:01<00:01, 2.00it/s]"
-          # the evaluation bar one row down (tqdm position 1), back up with ESC[A, cleared when it closes
-          "\n\r  0%|          | 0/2 [00:00<?, ?it/s]\x1b[A"
-          "\n\r100%|##########| 2/2 [00:00<00:00, 9.00it/s]\x1b[A"
-          "\n\r                                              \x1b[A"
-          "\r 75%|#######5  | 3/4 [00:01<00:00, 2.00it/s]"
-          f"\r100%{BAR}\n"
-          "\x1b[32mepoch 1:\x1b[0m loss 0.6931 accuracy 0.5000\n"
-          "\n"
-          "café crème, written with \\r\\n\r\n"
-          "the last line, without a newline")
-LOG = ("peftlab: run: 10 of 100 parameters trainable\n"
-       f"100%{BAR}\n"
-       "epoch 1: loss 0.6931 accuracy 0.5000\n"
-       "\n"
-       "café crème, written with \\r\\n\n"
-       "the last line, without a newline\n")
+STREAM = (
+    "peftlab: run: 10 of 100 parameters trainable\n"
+    "\r  0%|          | 0/4 [00:00<?, ?it/s]"
+    "\r 50%|#####     | 2/4 [00:01<00:01, 2.00it/s]"
+    # the evaluation bar one row down (tqdm position 1), back up with ESC[A, cleared when it closes
+    "\n\r  0%|          | 0/2 [00:00<?, ?it/s]\x1b[A"
+    "\n\r100%|##########| 2/2 [00:00<00:00, 9.00it/s]\x1b[A"
+    "\n\r                                              \x1b[A"
+    "\r 75%|#######5  | 3/4 [00:01<00:00, 2.00it/s]"
+    f"\r100%{BAR}\n"
+    "\x1b[32mepoch 1:\x1b[0m loss 0.6931 accuracy 0.5000\n"
+    "\n"
+    "café crème, written with \\r\\n\r\n"
+    "the last line, without a newline"
+)
+LOG = (
+    "peftlab: run: 10 of 100 parameters trainable\n"
+    f"100%{BAR}\n"
+    "epoch 1: loss 0.6931 accuracy 0.5000\n"
+    "\n"
+    "café crème, written with \\r\\n\n"
+    "the last line, without a newline\n"
+)
 
 
 class Chunks:
     """Stands in for the os module in pump(): os.read gives the stream's bytes `size` at a time."""
 
     def __init__(self, data: bytes, size: int):
-        self.parts = [data[i:i + size] for i in range(0, len(data), size)]
+        self.parts = [data[i : i + size] for i in range(0, len(data), size)]
 
     def read(self, fd, n):
         return self.parts.pop(0) if self.parts else b""

@@ -1,5 +1,6 @@
 """report_to: the Trainer's logs and peftlab's epoch-0 / best-epoch metrics in TensorBoard (or MLflow),
 inside the run folder; a value or a package that cannot work is refused before anything is written."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -25,8 +26,11 @@ def scalars(folder) -> dict:
 
 
 def numbers(line: dict) -> dict:
-    return {k: v for k, v in line.items() if k not in ("epoch", "step") and isinstance(v, (int, float))
-            and not isinstance(v, bool)}
+    return {
+        k: v
+        for k, v in line.items()
+        if k not in ("epoch", "step") and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 def test_tensorboard_gets_the_training_loss_and_peftlabs_epoch0_and_best_metrics(base_config, tmp_path, monkeypatch):
@@ -34,8 +38,9 @@ def test_tensorboard_gets_the_training_loss_and_peftlabs_epoch0_and_best_metrics
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")  # where TensorBoard's default ./runs would appear
     # AdaLoRA keeps the last epoch as the best: the tiny model's best epoch is not epoch 0 by luck
-    result = run(load_config(None, base_config + ["report_to=tensorboard", "method=adalora", "epochs=2",
-                                                  "run_name=tb"]))
+    result = run(
+        load_config(None, base_config + ["report_to=tensorboard", "method=adalora", "epochs=2", "run_name=tb"])
+    )
     folder = tmp_path / "runs" / "tb"
     assert result["status"] == "completed"
     assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
@@ -47,7 +52,8 @@ def test_tensorboard_gets_the_training_loss_and_peftlabs_epoch0_and_best_metrics
     assert [s for s, _ in got["train/loss"]] == [h["step"] for h in logged]
     assert [v for _, v in got["train/loss"]] == pytest.approx([h["loss"] for h in logged], rel=1e-6)
     assert [v for _, v in got["eval/accuracy"]] == pytest.approx(
-        [json.loads(line)["accuracy"] for line in (folder / "metrics.jsonl").read_text().splitlines()])
+        [json.loads(line)["accuracy"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    )
     for phase, line in (("epoch0", result["metrics_epoch0"]), ("best", result["metrics_best"])):
         assert {"accuracy", "f1", "loss"} <= set(numbers(line))
         for key, value in numbers(line).items():
@@ -61,10 +67,13 @@ def test_report_to_is_not_part_of_what_a_run_computes(base_config):
     assert config_diff(saved, load_config(None, base_config + ["report_to=tensorboard"])) == []
 
 
-@pytest.mark.parametrize("value, message", [
-    ("wandb", "report_to: unknown value 'wandb'; available: none, tensorboard, mlflow"),
-    ("tensorbord", "report_to: unknown value 'tensorbord' (did you mean 'tensorboard'?)"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("wandb", "report_to: unknown value 'wandb'; available: none, tensorboard, mlflow"),
+        ("tensorbord", "report_to: unknown value 'tensorbord' (did you mean 'tensorboard'?)"),
+    ],
+)
 def test_a_bad_report_to_exits_2_naming_the_key(base_config, tmp_path, capsys, value, message):
     assert main(["train"] + base_config + [f"report_to={value}"]) == 2
     err = capsys.readouterr().err

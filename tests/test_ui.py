@@ -3,6 +3,7 @@ test`) against a real runs folder made by a tiny sweep: the list shows the runs,
 tables are the report's, predictions show their errors, a sweep launched from the form shows live
 progress (pushed, the page is not reloaded), stops with its run's state saved and resumes to the end;
 paths outside the runs folder are refused."""
+
 from __future__ import annotations
 
 import http.client
@@ -22,12 +23,25 @@ from peftlab.cli import main
 from peftlab.runs.rundir import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CHROMIUM, DRIVER = (
+    shutil.which("chromium") or "/usr/bin/chromium",
+    shutil.which("chromedriver") or "/usr/bin/chromedriver",
+)
 
 
 def tiny_config(tiny_bert: str, sentiment: dict, **extra) -> dict:
-    return {"model": tiny_bert, "train_file": sentiment["train"], "validation_file": sentiment["dev"],
-            "epochs": 2, "batch_size": 16, "lr": 5e-3, "max_length": 16, "logging_steps": 2, "save_steps": 3, **extra}
+    return {
+        "model": tiny_bert,
+        "train_file": sentiment["train"],
+        "validation_file": sentiment["dev"],
+        "epochs": 2,
+        "batch_size": 16,
+        "lr": 5e-3,
+        "max_length": 16,
+        "logging_steps": 2,
+        "save_steps": 3,
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +49,19 @@ def runs(tmp_path_factory, tiny_bert, sentiment) -> Path:
     """RUNS_DIR with one finished sweep: head and LoRA r=4, two seeds each (so the tables have ± and p)."""
     root = tmp_path_factory.mktemp("ui") / "runs"
     sweep = root.parent / "methods.yaml"
-    sweep.write_text(yaml.safe_dump({"name": "methods", "config": tiny_config(tiny_bert, sentiment),
-                                     "variants": [{"name": "head", "method": "head", "lr": 5e-2},
-                                                  {"name": "lora-r4", "method": "lora", "lora_rank": 4, "lr": 3e-2}],
-                                     "grid": {"seed": [1, 2]}}))
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "name": "methods",
+                "config": tiny_config(tiny_bert, sentiment),
+                "variants": [
+                    {"name": "head", "method": "head", "lr": 5e-2},
+                    {"name": "lora-r4", "method": "lora", "lora_rank": 4, "lr": 3e-2},
+                ],
+                "grid": {"seed": [1, 2]},
+            }
+        )
+    )
     assert main(["sweep", str(sweep), "--output-dir", str(root)]) == 0
     return root
 
@@ -47,9 +70,25 @@ def runs(tmp_path_factory, tiny_bert, sentiment) -> Path:
 def server(runs, tiny_bert, sentiment):
     """`peftlab ui RUNS --port 0`, allowed to read the tiny model and data folders."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "peftlab", "ui", str(runs), "--port", "0",
-                             "--allow-root", tiny_bert, "--allow-root", str(Path(sentiment["train"]).parent)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "peftlab",
+            "ui",
+            str(runs),
+            "--port",
+            "0",
+            "--allow-root",
+            tiny_bert,
+            "--allow-root",
+            str(Path(sentiment["train"]).parent),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     line = proc.stdout.readline()
     match = re.search(r"http://localhost:(\d+)/", line)
     assert match, line
@@ -66,7 +105,13 @@ def browser():
     assert Path(CHROMIUM).exists() and Path(DRIVER).exists(), "Chromium is missing: `make test` installs it (apt)"
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     yield driver
@@ -99,7 +144,9 @@ def table_cells(browser, css: str) -> list[list[str]]:
     from selenium.webdriver.common.by import By
 
     table = browser.find_element(By.CSS_SELECTOR, css)
-    return [[c.text for c in tr.find_elements(By.CSS_SELECTOR, "th, td")] for tr in table.find_elements(By.TAG_NAME, "tr")]
+    return [
+        [c.text for c in tr.find_elements(By.CSS_SELECTOR, "th, td")] for tr in table.find_elements(By.TAG_NAME, "tr")
+    ]
 
 
 def markdown_tables(md: str) -> dict[str, list[list[str]]]:
@@ -133,7 +180,10 @@ def test_list_shows_every_run_and_filters(server, browser, runs):
     browser.find_element(By.ID, "filter").clear()
     browser.find_element(By.ID, "filter").send_keys(" ")
     browser.find_element(By.XPATH, "//table[@id='runs']//th[text()='best']").click()
-    shown = [float(r.find_elements(By.TAG_NAME, "td")[8].text) for r in browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr")]
+    shown = [
+        float(r.find_elements(By.TAG_NAME, "td")[8].text)
+        for r in browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr")
+    ]
     assert shown == sorted(shown)
 
 
@@ -178,8 +228,11 @@ def test_launch_watch_stop_and_resume(server, browser, runs, tiny_bert, sentimen
     from selenium.webdriver.common.by import By
 
     url, _ = server
-    sweep = {"name": "launched", "config": tiny_config(tiny_bert, sentiment, method="lora", lora_rank=4, lr=3e-2),
-             "variants": [{"name": "quick", "epochs": 1}, {"name": "long", "epochs": 120}]}
+    sweep = {
+        "name": "launched",
+        "config": tiny_config(tiny_bert, sentiment, method="lora", lora_rank=4, lr=3e-2),
+        "variants": [{"name": "quick", "epochs": 1}, {"name": "long", "epochs": 120}],
+    }
     browser.get(url + "/launch")
     browser.execute_script("document.getElementById('yaml').value = arguments[0]", yaml.safe_dump(sweep))
     browser.find_element(By.ID, "source-yaml").click()
@@ -189,8 +242,15 @@ def test_launch_watch_stop_and_resume(server, browser, runs, tiny_bert, sentimen
 
     # live: the first run finishes and the second one runs, with its loss so far drawn, without a reload
     wait_for(lambda: text(browser, "#current") == "long" and text(browser, "#state") == "running", 180, "run 'long'")
-    wait_for(lambda: int(browser.find_element(By.CSS_SELECTOR, "#loss polyline").get_attribute("data-n") or 0) >= 2
-             if browser.find_elements(By.CSS_SELECTOR, "#loss polyline") else False, 120, "the loss curve")
+    wait_for(
+        lambda: (
+            int(browser.find_element(By.CSS_SELECTOR, "#loss polyline").get_attribute("data-n") or 0) >= 2
+            if browser.find_elements(By.CSS_SELECTOR, "#loss polyline")
+            else False
+        ),
+        120,
+        "the loss curve",
+    )
     assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == loaded
     assert int(browser.find_element(By.TAG_NAME, "body").get_attribute("data-updates")) > 2
     assert wait_for(lambda: "/ 120" in text(browser, "#epoch") and text(browser, "#log"), 30, "epoch and log")
@@ -210,8 +270,9 @@ def test_launch_watch_stop_and_resume(server, browser, runs, tiny_bert, sentimen
     assert quick == json.loads((runs / "launched" / "quick" / "result.json").read_text())  # kept, not redone
 
 
-def test_a_bad_pasted_file_gives_the_clis_message_and_writes_nothing(server, browser, runs, tmp_path, capsys,
-                                                                     tiny_bert, sentiment):
+def test_a_bad_pasted_file_gives_the_clis_message_and_writes_nothing(
+    server, browser, runs, tmp_path, capsys, tiny_bert, sentiment
+):
     from selenium.webdriver.common.by import By
 
     url, _ = server
@@ -228,7 +289,9 @@ def test_a_bad_pasted_file_gives_the_clis_message_and_writes_nothing(server, bro
     shown = wait_for(lambda: browser.find_elements(By.ID, "error"), 30, "the error")[0].text
     assert shown.split(": ", 1)[1] == cli_message.split(": ", 1)[1]  # the same message (file names differ)
     assert "lora_rnak" in shown and "lora_rank" in shown
-    assert sorted(p.name for p in runs.iterdir()) == before and sorted((runs / ".ui" / "launches").glob("*")) == launches
+    assert (
+        sorted(p.name for p in runs.iterdir()) == before and sorted((runs / ".ui" / "launches").glob("*")) == launches
+    )
 
     # a file outside the allowed roots is refused before anything runs
     outside = tmp_path / "elsewhere.tsv"
@@ -259,17 +322,29 @@ def test_paths_outside_the_runs_folder_are_refused(server, runs, tmp_path):
     secret.write_text("do not show")
     (runs / "methods" / "head-s1" / "link.txt").symlink_to(secret)
     rel = os.path.relpath(secret, runs / "methods")
-    for path in (f"/file/../../{rel}", f"/file/methods/{rel}", f"/file/methods/..%2F..%2F{rel}",
-                 "/file/methods/head-s1/link.txt", f"/file/{secret}", "/run/..%2F..%2F", "/predictions/methods/../..",
-                 f"/predictions/methods/head-s1?file=../../{rel}", "/sweep/..%2F"):
+    for path in (
+        f"/file/../../{rel}",
+        f"/file/methods/{rel}",
+        f"/file/methods/..%2F..%2F{rel}",
+        "/file/methods/head-s1/link.txt",
+        f"/file/{secret}",
+        "/run/..%2F..%2F",
+        "/predictions/methods/../..",
+        f"/predictions/methods/head-s1?file=../../{rel}",
+        "/sweep/..%2F",
+    ):
         status, body = raw_get(port, path)
         assert status == 404 and b"do not show" not in body, path
     assert raw_get(port, "/file/methods/head-s1/result.json")[0] == 200
     assert raw_get(port, "/", host="attacker.example")[0] == 400  # DNS rebinding: only localhost names
     # a POST without the page's token (another site's form) starts nothing
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("POST", "/launch", body="source=recipe&recipe=sweeps/demo-sst2-minilm.yaml",
-                 headers={"Content-Type": "application/x-www-form-urlencoded", "Host": f"localhost:{port}"})
+    conn.request(
+        "POST",
+        "/launch",
+        body="source=recipe&recipe=sweeps/demo-sst2-minilm.yaml",
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Host": f"localhost:{port}"},
+    )
     resp = conn.getresponse()
     assert resp.status == 400 and b"stale" in resp.read()
     assert not (runs / "demo-sst2-minilm").exists()
@@ -310,8 +385,9 @@ def test_jobs_are_remembered_across_dashboard_restarts(tmp_path):
     try:
         created = psutil.Process(live.pid).create_time()
         for name, when in (("job4", created), ("job5", created - 100)):  # job5: an older process that had the pid
-            (tmp_path / ".ui" / "jobs" / f"{name}.json").write_text(json.dumps({"folder": name, "pid": live.pid,
-                                                                                "created": when}))
+            (tmp_path / ".ui" / "jobs" / f"{name}.json").write_text(
+                json.dumps({"folder": name, "pid": live.pid, "created": when})
+            )
         later = Jobs(tmp_path, [])
         assert later.jobs["job4"].running and not later.jobs["job5"].running
     finally:

@@ -8,6 +8,7 @@ LLaMA-Factory's defaults stay, except what makes it the same job: the data (regi
 shared alpaca demo file), template smollm2 with the model's own default system prompt (LLaMA-Factory's
 ends in a '.' the model's does not, which would add tokens), cutoff, batch size, epochs, learning rate,
 LoRA rank/alpha/dropout/targets, seed."""
+
 from __future__ import annotations
 
 import json
@@ -22,18 +23,40 @@ def main() -> int:
     job, out = json.load(open(sys.argv[1])), sys.argv[2]
     scratch = Path(job["scratch"])
     (scratch / "data").mkdir(parents=True, exist_ok=True)
-    (scratch / "data" / "dataset_info.json").write_text(json.dumps(
-        {"bench_alpaca": {"file_name": os.path.abspath(job["data"])}}))
+    (scratch / "data" / "dataset_info.json").write_text(
+        json.dumps({"bench_alpaca": {"file_name": os.path.abspath(job["data"])}})
+    )
     lora = job["lora"]
-    args = {"model_name_or_path": job["model"], "stage": "sft", "do_train": True, "finetuning_type": "lora",
-            "lora_rank": lora["r"], "lora_alpha": lora["alpha"], "lora_dropout": lora["dropout"],
-            "lora_target": ",".join(lora["target"]), "dataset": "bench_alpaca", "dataset_dir": str(scratch / "data"),
-            "template": "smollm2", "default_system": job["default_system"], "cutoff_len": job["max_length"],
-            "max_samples": job["rows"], "overwrite_cache": True, "preprocessing_num_workers": None,
-            "output_dir": str(scratch / "out"), "overwrite_output_dir": True, "per_device_train_batch_size": job["batch_size"],
-            "num_train_epochs": 1.0, "learning_rate": job["lr"], "seed": job["seed"], "logging_steps": 10,
-            "save_strategy": "no", "report_to": "none", "disable_tqdm": True, "plot_loss": False,
-            "include_num_input_tokens_seen": "non_padding"}
+    args = {
+        "model_name_or_path": job["model"],
+        "stage": "sft",
+        "do_train": True,
+        "finetuning_type": "lora",
+        "lora_rank": lora["r"],
+        "lora_alpha": lora["alpha"],
+        "lora_dropout": lora["dropout"],
+        "lora_target": ",".join(lora["target"]),
+        "dataset": "bench_alpaca",
+        "dataset_dir": str(scratch / "data"),
+        "template": "smollm2",
+        "default_system": job["default_system"],
+        "cutoff_len": job["max_length"],
+        "max_samples": job["rows"],
+        "overwrite_cache": True,
+        "preprocessing_num_workers": None,
+        "output_dir": str(scratch / "out"),
+        "overwrite_output_dir": True,
+        "per_device_train_batch_size": job["batch_size"],
+        "num_train_epochs": 1.0,
+        "learning_rate": job["lr"],
+        "seed": job["seed"],
+        "logging_steps": 10,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "plot_loss": False,
+        "include_num_input_tokens_seen": "non_padding",
+    }
     from llamafactory.train.tuner import run_exp
 
     run_exp(args, callbacks=[BenchTiming(out)])

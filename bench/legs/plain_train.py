@@ -6,6 +6,7 @@
 JOB.json (written by bench/run.py): kind (sft | cls), model (a local folder), data, rows, max_length,
 batch_size, lr, lora (r, alpha, dropout, target), seed; sft reads alpaca JSON, cls a TSV with
 sentence/label columns. OUT.json gets the BenchTiming figures."""
+
 from __future__ import annotations
 
 import csv
@@ -17,32 +18,50 @@ from timing import BenchTiming
 
 def sft_rows(job, tok):
     """Chat-template the alpaca rows; loss on the answer only (the prompt's tokens get -100)."""
-    rows = json.load(open(job["data"]))[:job["rows"]]
+    rows = json.load(open(job["data"]))[: job["rows"]]
     out = []
     for r in rows:
         user = f"{r['instruction']}\n{r['input']}" if r.get("input", "").strip() else r["instruction"]
-        prompt = tok.apply_chat_template([{"role": "user", "content": user}], add_generation_prompt=True, tokenize=False)
-        full = tok.apply_chat_template([{"role": "user", "content": user}, {"role": "assistant", "content": r["output"]}],
-                                       tokenize=False)
+        prompt = tok.apply_chat_template(
+            [{"role": "user", "content": user}], add_generation_prompt=True, tokenize=False
+        )
+        full = tok.apply_chat_template(
+            [{"role": "user", "content": user}, {"role": "assistant", "content": r["output"]}], tokenize=False
+        )
         p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-        ids = tok(full, add_special_tokens=False)["input_ids"][:job["max_length"]]
-        out.append({"input_ids": ids, "attention_mask": [1] * len(ids),
-                    "labels": [-100] * min(len(p_ids), len(ids)) + ids[len(p_ids):]})
+        ids = tok(full, add_special_tokens=False)["input_ids"][: job["max_length"]]
+        out.append(
+            {
+                "input_ids": ids,
+                "attention_mask": [1] * len(ids),
+                "labels": [-100] * min(len(p_ids), len(ids)) + ids[len(p_ids) :],
+            }
+        )
     return out
 
 
 def cls_rows(job, tok):
     with open(job["data"], newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[:job["rows"]]
-    return [{**tok(r["sentence"], truncation=True, max_length=job["max_length"]), "labels": int(r["label"])} for r in rows]
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[: job["rows"]]
+    return [
+        {**tok(r["sentence"], truncation=True, max_length=job["max_length"]), "labels": int(r["label"])} for r in rows
+    ]
 
 
 def main() -> int:
     job, out = json.load(open(sys.argv[1])), sys.argv[2]
     import datasets
     from peft import LoraConfig, get_peft_model
-    from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
-                              DataCollatorForSeq2Seq, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed)
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorForSeq2Seq,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     set_seed(job["seed"])
     tok = AutoTokenizer.from_pretrained(job["model"])
@@ -53,14 +72,35 @@ def main() -> int:
         model = AutoModelForSequenceClassification.from_pretrained(job["model"], num_labels=2)
         data, collator, task = cls_rows(job, tok), DataCollatorWithPadding(tok), "SEQ_CLS"
     lora = job["lora"]
-    model = get_peft_model(model, LoraConfig(task_type=task, r=lora["r"], lora_alpha=lora["alpha"],
-                                             lora_dropout=lora["dropout"], target_modules=lora["target"]))
-    args = TrainingArguments(output_dir=job["scratch"], per_device_train_batch_size=job["batch_size"],
-                             num_train_epochs=1, learning_rate=job["lr"], seed=job["seed"], logging_steps=10,
-                             save_strategy="no", report_to="none", disable_tqdm=True,
-                             include_num_input_tokens_seen="non_padding")
-    trainer = Trainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(data), data_collator=collator,
-                      callbacks=[BenchTiming(out)])
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            task_type=task,
+            r=lora["r"],
+            lora_alpha=lora["alpha"],
+            lora_dropout=lora["dropout"],
+            target_modules=lora["target"],
+        ),
+    )
+    args = TrainingArguments(
+        output_dir=job["scratch"],
+        per_device_train_batch_size=job["batch_size"],
+        num_train_epochs=1,
+        learning_rate=job["lr"],
+        seed=job["seed"],
+        logging_steps=10,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding",
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(data),
+        data_collator=collator,
+        callbacks=[BenchTiming(out)],
+    )
     trainer.train()
     return 0
 

@@ -8,6 +8,7 @@ differs.
 
 JOB.json: model (folder), data (CoLA dev TSV, no header: source, label, mark, sentence), rows,
 instruction, label_words, max_new_tokens, result (the result_*.txt path)."""
+
 from __future__ import annotations
 
 import csv
@@ -26,26 +27,41 @@ def main() -> int:
     tok = AutoTokenizer.from_pretrained(job["model"])
     model = AutoModelForCausalLM.from_pretrained(job["model"]).eval()
     with open(job["data"], newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[:job["rows"]]
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[: job["rows"]]
     words = [[w] for w in job["label_words"]]
     instruction = job["instruction"].replace("{choices}", ", ".join(job["label_words"]))
     started = time.perf_counter()
     answers = []
     for row in rows:
-        ids = tok.apply_chat_template([{"role": "user", "content": f"{instruction}\n\n{row[3]}"}],
-                                      add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        ids = tok.apply_chat_template(
+            [{"role": "user", "content": f"{instruction}\n\n{row[3]}"}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
         with torch.no_grad():
-            seq = model.generate(**ids, max_new_tokens=job["max_new_tokens"], do_sample=False,
-                                 pad_token_id=tok.pad_token_id or tok.eos_token_id)
-        text = tok.decode(seq[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+            seq = model.generate(
+                **ids,
+                max_new_tokens=job["max_new_tokens"],
+                do_sample=False,
+                pad_token_id=tok.pad_token_id or tok.eos_token_id,
+            )
+        text = tok.decode(seq[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
         label = parse(text, words)
         answers.append("" if label is None else str(label))  # the label's own spelling (CoLA: 0 / 1), as peftlab writes
     seconds = time.perf_counter() - started
     with open(job["result"], "w") as f:
         f.write("\n".join(answers) + "\n")
     gold = [r[1] for r in rows]
-    json.dump({"seconds": seconds, "rows": len(rows), "accuracy": sum(a == g for a, g in zip(answers, gold)) / len(rows),
-               "unparsed": answers.count("")}, open(out, "w"))
+    json.dump(
+        {
+            "seconds": seconds,
+            "rows": len(rows),
+            "accuracy": sum(a == g for a, g in zip(answers, gold)) / len(rows),
+            "unparsed": answers.count(""),
+        },
+        open(out, "w"),
+    )
     return 0
 
 

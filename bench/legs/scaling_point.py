@@ -4,6 +4,7 @@ fine-tuning, with peftlab's answer-token loss (every token a label). Prints one 
 step time and tokens/s; the runner takes the process's peak RSS from the kernel.
 
     python bench/legs/scaling_point.py MODEL_DIR SEQ METHOD RANK [--batch 2] [--steps 3]"""
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,9 @@ def main() -> int:
     if args.method == "lora":
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=args.rank, lora_alpha=2 * args.rank, target_modules=["q_proj", "v_proj"]))
+        model = get_peft_model(
+            model, LoraConfig(r=args.rank, lora_alpha=2 * args.rank, target_modules=["q_proj", "v_proj"])
+        )
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     ids = torch.randint(100, 40000, (args.batch, args.seq))
@@ -47,8 +50,19 @@ def main() -> int:
             times.append(time.perf_counter() - t)
     step_s = statistics.median(times)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(json.dumps({"seq": args.seq, "method": args.method, "rank": args.rank, "batch": args.batch,
-                      "step_s": step_s, "tokens_per_s": args.batch * args.seq / step_s, "trainable_params": trainable}))
+    print(
+        json.dumps(
+            {
+                "seq": args.seq,
+                "method": args.method,
+                "rank": args.rank,
+                "batch": args.batch,
+                "step_s": step_s,
+                "tokens_per_s": args.batch * args.seq / step_s,
+                "trainable_params": trainable,
+            }
+        )
+    )
     return 0
 
 

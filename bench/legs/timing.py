@@ -1,6 +1,7 @@
 """The bench's measuring callback for the legs that are not peftlab (plain Trainer, LLaMA-Factory): the
 same figures peftlab's Recorder writes to result.json, taken the same way, so every leg is read alike.
 Standalone (transformers only): it runs in LLaMA-Factory's virtualenv too."""
+
 from __future__ import annotations
 
 import json
@@ -30,6 +31,13 @@ class BenchTiming(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kw):
         with open(self.out, "w") as f:
-            json.dump({"first_step_at": self.first_step_at, "train_time_s": self.step_s,
-                       "train_tokens": int(state.num_input_tokens_seen), "steps": state.global_step,
-                       "train_loss": self.train_loss}, f)
+            json.dump(
+                {
+                    "first_step_at": self.first_step_at,
+                    "train_time_s": self.step_s,
+                    "train_tokens": int(state.num_input_tokens_seen),
+                    "steps": state.global_step,
+                    "train_loss": self.train_loss,
+                },
+                f,
+            )

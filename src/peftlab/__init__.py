@@ -1,4 +1,5 @@
 """peftlab: run and compare ways to fine-tune language models on NLP tasks, honestly measured."""
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """Command line: `peftlab <command> ...`, one function per subcommand."""
+
 from __future__ import annotations
 
 import argparse
@@ -60,14 +61,16 @@ def run_one_sweep(sweep, args) -> tuple[int, str]:
     from peftlab.sweep.backends import Backend, check_backend
     from peftlab.sweep.runner import run_sweep
 
-    backend = check_backend(Backend(args.backend, args.workers, args.gpus_per_run, args.cpus_per_run,
-                                    args.ray_address, args.max_retries))
+    backend = check_backend(
+        Backend(args.backend, args.workers, args.gpus_per_run, args.cpus_per_run, args.ray_address, args.max_retries)
+    )
     try:
-        entries = run_sweep(sweep, retry_failed=not args.keep_failed, rerun_changed=args.rerun_changed,
-                            backend=backend)
+        entries = run_sweep(sweep, retry_failed=not args.keep_failed, rerun_changed=args.rerun_changed, backend=backend)
     except KeyboardInterrupt:
-        print("\npeftlab: sweep interrupted; finished runs are kept. Run the same command again to continue.",
-              file=sys.stderr)
+        print(
+            "\npeftlab: sweep interrupted; finished runs are kept. Run the same command again to continue.",
+            file=sys.stderr,
+        )
         return 130, ""
     markdown, html = write_report(sweep.folder)
     print("\n" + markdown)
@@ -120,8 +123,16 @@ def cmd_eval(args) -> int:
 def cmd_predict(args) -> int:
     from peftlab.inference.predict import run_predict
 
-    for line in run_predict(args.source, args.input, list(args.overrides), limit=args.limit, name=args.name,
-                            out=args.out, answers=args.answers, overwrite=args.overwrite):
+    for line in run_predict(
+        args.source,
+        args.input,
+        list(args.overrides),
+        limit=args.limit,
+        name=args.name,
+        out=args.out,
+        answers=args.answers,
+        overwrite=args.overwrite,
+    ):
         print(line)
     return 0
 
@@ -129,27 +140,42 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     from peftlab.export.merge import run_export
 
-    for line in run_export(args.run, out=args.out, merge=args.merge, adapter_only=args.adapter_only,
-                           gguf=args.gguf, overwrite=args.overwrite):
+    for line in run_export(
+        args.run,
+        out=args.out,
+        merge=args.merge,
+        adapter_only=args.adapter_only,
+        gguf=args.gguf,
+        overwrite=args.overwrite,
+    ):
         print(line)
     return 0
 
 
-SOURCE_HELP = ("a run folder (its best weights), a folder or .gguf written by `peftlab export`, or a YAML config "
-               "(its model, untrained: zero-/few-shot baselines); key=value pairs alone work too")
+SOURCE_HELP = (
+    "a run folder (its best weights), a folder or .gguf written by `peftlab export`, or a YAML config "
+    "(its model, untrained: zero-/few-shot baselines); key=value pairs alone work too"
+)
 
 
 def add_after_training_parsers(sub) -> None:
-    p = sub.add_parser("eval", help="score a base model, a run, a merged export or a .gguf file on labeled data",
-                       description="Writes an evaluation folder shaped like a run folder, which `peftlab report` "
-                                   "shows beside the training runs.")
+    p = sub.add_parser(
+        "eval",
+        help="score a base model, a run, a merged export or a .gguf file on labeled data",
+        description="Writes an evaluation folder shaped like a run folder, which `peftlab report` "
+        "shows beside the training runs.",
+    )
     p.add_argument("source", nargs="?", help=SOURCE_HELP)
     p.add_argument("overrides", nargs="*", help="key=value, e.g. shots=3 validation_file=dev.tsv backend=llamacpp")
     p.add_argument("--split", default="validation", help="validation (default) | test | extra")
     p.add_argument("--out", help="evaluation folder (default: next to the run, or under output_dir)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing evaluation folder")
-    p.add_argument("--export", default="", help="with a run folder: evaluate its merged model (merged) or a GGUF "
-                                                "file of it (f16, q8_0, q4_0, q4_k_m), exported first if need be")
+    p.add_argument(
+        "--export",
+        default="",
+        help="with a run folder: evaluate its merged model (merged) or a GGUF "
+        "file of it (f16, q8_0, q4_0, q4_k_m), exported first if need be",
+    )
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("predict", help="predict unlabeled rows into result_NAME.txt (+ JSONL); --answers grades them")
     p.add_argument("source", help=SOURCE_HELP)
@@ -165,8 +191,12 @@ def add_after_training_parsers(sub) -> None:
     p.add_argument("run", help="a run folder written by `peftlab train`")
     p.add_argument("--out", default="", help="output folder (default: RUN-merged, RUN-saved_model)")
     p.add_argument("--merge", action="store_true", help="fold the adapter into the base: a plain transformers folder")
-    p.add_argument("--adapter-only", action="store_true", help="copy the adapter alone (what graders load) to saved_model/")
-    p.add_argument("--gguf", default="", help="comma list of GGUF types to write from the merged model: f16,q8_0,q4_0,q4_k_m")
+    p.add_argument(
+        "--adapter-only", action="store_true", help="copy the adapter alone (what graders load) to saved_model/"
+    )
+    p.add_argument(
+        "--gguf", default="", help="comma list of GGUF types to write from the merged model: f16,q8_0,q4_0,q4_k_m"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=cmd_export)
 
@@ -193,8 +223,10 @@ def cmd_ui(args) -> int:
 
     root = Path(args.runs_dir)
     if not root.is_dir():
-        raise UserError(f"{root}: no such folder; pass the folder that holds your sweeps (default: runs), "
-                        f"e.g. `peftlab ui runs` after `make demo`")
+        raise UserError(
+            f"{root}: no such folder; pass the folder that holds your sweeps (default: runs), "
+            f"e.g. `peftlab ui runs` after `make demo`"
+        )
     for extra in args.allow_root:
         if not Path(extra).is_dir():
             raise UserError(f"--allow-root {extra}: no such folder")
@@ -205,8 +237,17 @@ def cmd_data_convert(args) -> int:
     from peftlab.data.convert import convert
 
     dedupe_on = [f.strip() for f in args.dedupe_on.split(",") if f.strip()]
-    for line in convert(args.input, args.output, args.to, args.overrides, args.max_rows, args.seed,
-                        args.dedupe, dedupe_on, args.overwrite):
+    for line in convert(
+        args.input,
+        args.output,
+        args.to,
+        args.overrides,
+        args.max_rows,
+        args.seed,
+        args.dedupe,
+        dedupe_on,
+        args.overwrite,
+    ):
         print(line)
     return 0
 
@@ -223,21 +264,43 @@ def add_data_parser(sub) -> None:
 
     data = sub.add_parser("data", help="convert data files; check a config's data against its task")
     dsub = data.add_subparsers(dest="data_command", required=True)
-    p = dsub.add_parser("convert", help="convert IN to OUT (formats, Alpaca template, dedupe, seeded cap)",
-                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=convert_help())
-    p.add_argument("input", metavar="IN", help="input file: .csv/.tsv/.txt, .json, .jsonl, .conll/.iob2, or a saved HF dataset folder")
+    p = dsub.add_parser(
+        "convert",
+        help="convert IN to OUT (formats, Alpaca template, dedupe, seeded cap)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=convert_help(),
+    )
+    p.add_argument(
+        "input",
+        metavar="IN",
+        help="input file: .csv/.tsv/.txt, .json, .jsonl, .conll/.iob2, or a saved HF dataset folder",
+    )
     p.add_argument("output", metavar="OUT", help="output file; its extension picks the format unless --to says")
     p.add_argument("overrides", nargs="*", help="key=value: how to read IN and the Alpaca templates (see below)")
-    p.add_argument("--to", default="", help=f"output format: {' | '.join(OUT_FORMATS)} (alpaca: JSON list of "
-                                            "{instruction, input, output}; .jsonl OUT gives JSON lines)")
-    p.add_argument("--max-rows", type=int, default=0, help="keep a seeded random sample of at most N rows, in file order; 0 = all")
+    p.add_argument(
+        "--to",
+        default="",
+        help=f"output format: {' | '.join(OUT_FORMATS)} (alpaca: JSON list of "
+        "{instruction, input, output}; .jsonl OUT gives JSON lines)",
+    )
+    p.add_argument(
+        "--max-rows", type=int, default=0, help="keep a seeded random sample of at most N rows, in file order; 0 = all"
+    )
     p.add_argument("--seed", type=int, default=42, help="seed for --max-rows")
-    p.add_argument("--dedupe", default="none", choices=DEDUPE,
-                   help="drop repeated records: exact, or normalized (case, punctuation and spaces ignored); the first one stays")
-    p.add_argument("--dedupe-on", default="", help="comma list of output fields compared by --dedupe; empty = all fields")
+    p.add_argument(
+        "--dedupe",
+        default="none",
+        choices=DEDUPE,
+        help="drop repeated records: exact, or normalized (case, punctuation and spaces ignored); the first one stays",
+    )
+    p.add_argument(
+        "--dedupe-on", default="", help="comma list of output fields compared by --dedupe; empty = all fields"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=cmd_data_convert)
-    p = dsub.add_parser("check", aliases=["validate"], help="validate a config's data against its task and summarize it")
+    p = dsub.add_parser(
+        "check", aliases=["validate"], help="validate a config's data against its task and summarize it"
+    )
     p.add_argument("config", nargs="?", help="YAML config, as for `peftlab train`")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train_file=data.json text_column=input")
     p.set_defaults(func=cmd_data_check)
@@ -248,34 +311,72 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="peftlab", description="Run and compare ways to fine-tune language models.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train one configuration and write its run folder",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=help_text())
+    p = sub.add_parser(
+        "train",
+        help="train one configuration and write its run folder",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=help_text(),
+    )
     p.add_argument("config", nargs="?", help="YAML config (flat or in sections)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. lora_rank=16 train.lr=1e-4")
     p.add_argument("--resume", action="store_true", help="continue the run folder from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run folder and start again")
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("sweep", help="run many configurations from a sweep file and report them side by side",
-                       description="Each run is its own `peftlab train` process; rerun to continue an interrupted sweep.")
-    p.add_argument("sweep", help="sweep YAML (base config + variants and/or grid), or a study YAML (`parts:`, several sweeps of one design)")
+    p = sub.add_parser(
+        "sweep",
+        help="run many configurations from a sweep file and report them side by side",
+        description="Each run is its own `peftlab train` process; rerun to continue an interrupted sweep.",
+    )
+    p.add_argument(
+        "sweep",
+        help="sweep YAML (base config + variants and/or grid), or a study YAML (`parts:`, several sweeps of one "
+        "design)",
+    )
     p.add_argument("--dry-run", action="store_true", help="list the runs (and their status) without running them")
     p.add_argument("--output-dir", help="put the sweep folder here instead of the file's output_dir")
     p.add_argument("--keep-failed", action="store_true", help="do not retry runs that failed before")
-    p.add_argument("--rerun-changed", action="store_true",
-                   help="run again from scratch the run folders whose saved config differs from the sweep's "
-                        "(or cannot be read); without it such folders stop the sweep before anything runs")
-    p.add_argument("--backend", default="sequential", help="sequential (one run after another, the default) | pool "
-                   "(--workers runs at once on this machine) | ray (each run a Ray task, local or on a cluster)")
-    p.add_argument("--workers", type=int, default=1, help="runs at once (pool, and ray on a local instance); "
-                   "alone it means --backend pool")
-    p.add_argument("--gpus-per-run", type=int, default=0, help="GPUs each run gets (CUDA_VISIBLE_DEVICES); more "
-                   "than 1 runs it under torchrun, one process per GPU")
-    p.add_argument("--cpus-per-run", type=int, default=0, help="threads (and Ray CPUs) per run; 0 = this "
-                   "machine's cores / --workers")
-    p.add_argument("--ray-address", default="", help="join a running Ray cluster (auto | HOST:PORT) instead of "
-                   "starting a local one; run folders must be on storage every node sees")
-    p.add_argument("--max-retries", type=int, default=2, help="ray: times a run whose worker died is started "
-                   "again (it resumes from its last checkpoint)")
+    p.add_argument(
+        "--rerun-changed",
+        action="store_true",
+        help="run again from scratch the run folders whose saved config differs from the sweep's "
+        "(or cannot be read); without it such folders stop the sweep before anything runs",
+    )
+    p.add_argument(
+        "--backend",
+        default="sequential",
+        help="sequential (one run after another, the default) | pool "
+        "(--workers runs at once on this machine) | ray (each run a Ray task, local or on a cluster)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="runs at once (pool, and ray on a local instance); alone it means --backend pool",
+    )
+    p.add_argument(
+        "--gpus-per-run",
+        type=int,
+        default=0,
+        help="GPUs each run gets (CUDA_VISIBLE_DEVICES); more than 1 runs it under torchrun, one process per GPU",
+    )
+    p.add_argument(
+        "--cpus-per-run",
+        type=int,
+        default=0,
+        help="threads (and Ray CPUs) per run; 0 = this machine's cores / --workers",
+    )
+    p.add_argument(
+        "--ray-address",
+        default="",
+        help="join a running Ray cluster (auto | HOST:PORT) instead of "
+        "starting a local one; run folders must be on storage every node sees",
+    )
+    p.add_argument(
+        "--max-retries",
+        type=int,
+        default=2,
+        help="ray: times a run whose worker died is started again (it resumes from its last checkpoint)",
+    )
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("report", help="tables, CSV/JSON and an HTML report of a sweep folder (two: compare)")
     p.add_argument("folders", nargs="+", help="a sweep folder, or two sweep folders to compare")
@@ -286,11 +387,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", help="a local web dashboard: browse, compare, watch and launch runs")
     p.add_argument("runs_dir", nargs="?", default="runs", help="the folder of sweeps and runs (default: runs)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 = any free port)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
-                   "only; another address lets others on the network launch runs, and prints a warning)")
-    p.add_argument("--allow-root", action="append", default=[], metavar="DIR",
-                   help="a folder a pasted sweep file may name files in (besides RUNS_DIR and the recipes); "
-                        "repeatable, e.g. --allow-root ../shared/datasets")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine "
+        "only; another address lets others on the network launch runs, and prints a warning)",
+    )
+    p.add_argument(
+        "--allow-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder a pasted sweep file may name files in (besides RUNS_DIR and the recipes); "
+        "repeatable, e.g. --allow-root ../shared/datasets",
+    )
     p.set_defaults(func=cmd_ui)
     sub.add_parser("models", help="list the named models").set_defaults(func=cmd_models)
     sub.add_parser("methods", help="list the tuning methods").set_defaults(func=cmd_methods)

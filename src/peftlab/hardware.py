@@ -1,6 +1,7 @@
 """What the machine can do fast, detected (never assumed): CPU model and the flags that decide
 whether bf16 pays (AVX512-BF16 / AMX: bf16 matmul several times fp32; without them, e.g. an AVX2-only
 Zen 3, bf16 matmul ran at ~1 GFLOP/s against ~120 for fp32)."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,11 @@ def cpu_info() -> dict:
     except OSError:
         pass
     flags = set(fields.get("flags", "").split())
-    return {"cpu_model": fields.get("model name") or platform.processor() or platform.machine(),
-            "cpu_flags": [f for f in FLAGS_OF_INTEREST if f in flags], "cpu_count": os.cpu_count()}
+    return {
+        "cpu_model": fields.get("model name") or platform.processor() or platform.machine(),
+        "cpu_flags": [f for f in FLAGS_OF_INTEREST if f in flags],
+        "cpu_count": os.cpu_count(),
+    }
 
 
 def cpu_has_fast_bf16() -> bool:

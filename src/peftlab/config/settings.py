@@ -5,6 +5,7 @@ A YAML file may be flat (`method: lora`) or in sections (`method: {method: lora,
 help text from which `peftlab train --help` is generated. Unknown keys are rejected with the
 closest valid key. LLaMA-Factory's familiar names are accepted as aliases.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,11 +22,21 @@ from peftlab.errors import UserError, closest
 READ_KEYS = ("data_format", "header", "columns", "delimiter", "encoding", "on_bad_lines")
 
 
-COLUMN_KEYS = ("text_column", "text_pair_column", "label_column", "tokens_column", "tags_column",
-               "question_column", "option_columns", "answer_column", "context_column")
+COLUMN_KEYS = (
+    "text_column",
+    "text_pair_column",
+    "label_column",
+    "tokens_column",
+    "tags_column",
+    "question_column",
+    "option_columns",
+    "answer_column",
+    "context_column",
+)
 
 
 FILE_KEYS = READ_KEYS + COLUMN_KEYS + ("max_samples", "validation_ratio")
+
 
 def opt(default, help: str, item: str = "str", files: bool = False):
     """A config field with a default and a one-line help text; `item` is the type of a list's items;
@@ -37,60 +48,162 @@ def opt(default, help: str, item: str = "str", files: bool = False):
 
 @dataclass
 class ModelConfig:
-    model: str = opt("minilm-l6", "model spec: a named default (see `peftlab models`), a local HF folder, a .gguf file, or a hub id (online users only)")
+    model: str = opt(
+        "minilm-l6",
+        "model spec: a named default (see `peftlab models`), a local HF folder, a .gguf file, or a hub id (online "
+        "users only)",
+    )
     dtype: str = opt("float32", "weight dtype while training: float32 | bfloat16 | float16")
-    pooling: str = opt("auto", "what the classifier reads: cls (the model's own pooler/head) | mean (masked mean of the last hidden states) | last (last non-pad token) | auto (the named model's default, else the architecture's own)")
+    pooling: str = opt(
+        "auto",
+        "what the classifier reads: cls (the model's own pooler/head) | mean (masked mean of the last hidden states) "
+        "| last (last non-pad token) | auto (the named model's default, else the architecture's own)",
+    )
     trust_remote_code: bool = opt(False, "allow model code from the model folder (off unless you ask)")
     cache_dir: str = opt("", "where dequantized GGUF weights are cached; default $PEFTLAB_CACHE or ~/.cache/peftlab")
 
 
 @dataclass
 class DataConfig:
-    train_file: str = opt("", "training data: .csv/.tsv/.txt, .json, .jsonl, or a folder saved with datasets.save_to_disk; pkg:<module>/<path> names a file inside an installed package. Several files mix (see mix): a list [a.json, b.csv] or a,b; an item may be a mapping {file: b.csv, max_samples: 500, text_column: text, ...} with its own reading and column keys (its columns are renamed to the top-level names)", files=True)
-    mix: str = opt("concat", "several train_file entries: concat (every row of each, in order) | interleave (draw file by file, seeded, until the first file runs out: LLaMA-Factory's interleave_under) | interleave_over (until every file has run out, the others repeating); alias mix_strategy")
-    mix_ratios: list = opt([], "mix interleave*: the chance of drawing from each train_file entry, in order (normalized, e.g. [0.8, 0.2]); empty = take turns; alias interleave_probs", item="float")
+    train_file: str = opt(
+        "",
+        "training data: .csv/.tsv/.txt, .json, .jsonl, or a folder saved with datasets.save_to_disk; "
+        "pkg:<module>/<path> names a file inside an installed package. Several files mix (see mix): a list [a.json, "
+        "b.csv] or a,b; an item may be a mapping {file: b.csv, max_samples: 500, text_column: text, ...} with its own "
+        "reading and column keys (its columns are renamed to the top-level names)",
+        files=True,
+    )
+    mix: str = opt(
+        "concat",
+        "several train_file entries: concat (every row of each, in order) | interleave (draw file by file, seeded, "
+        "until the first file runs out: LLaMA-Factory's interleave_under) | interleave_over (until every file has run "
+        "out, the others repeating); alias mix_strategy",
+    )
+    mix_ratios: list = opt(
+        [],
+        "mix interleave*: the chance of drawing from each train_file entry, in order (normalized, e.g. [0.8, 0.2]); "
+        "empty = take turns; alias interleave_probs",
+        item="float",
+    )
     validation_file: str = opt("", "evaluation data (same formats); empty = split off validation_ratio of train")
     test_file: str = opt("", "optional held-out data, evaluated once with the best adapter at the end")
-    data_format: str = opt("auto", "auto (by extension; a folder is a saved HF dataset; .conll/.iob2/.iob are conll; .json in SQuAD's nested layout reads as squad) | csv | tsv | json | jsonl | hf | conll (token ... tag per line, blank line between sentences) | squad")
+    data_format: str = opt(
+        "auto",
+        "auto (by extension; a folder is a saved HF dataset; .conll/.iob2/.iob are conll; .json in SQuAD's nested "
+        "layout reads as squad) | csv | tsv | json | jsonl | hf | conll (token ... tag per line, blank line between "
+        "sentences) | squad",
+    )
     header: str = opt("auto", "csv/tsv first row is a header: auto | true | false")
     columns: list = opt([], "column names for a file without header, in order, e.g. [source, label, mark, sentence]")
     delimiter: str = opt("", "field separator; empty = ',' for csv, tab for tsv (financial_phrasebank uses '@')")
-    on_bad_lines: str = opt("error", "csv/tsv rows with the wrong number of fields: error (stop, naming the line) | skip (leave them out; result.json `skipped_rows` and `peftlab data check` list them), as pandas names it")
+    on_bad_lines: str = opt(
+        "error",
+        "csv/tsv rows with the wrong number of fields: error (stop, naming the line) | skip (leave them out; "
+        "result.json `skipped_rows` and `peftlab data check` list them), as pandas names it",
+    )
     encoding: str = opt("utf-8", "text encoding of csv/tsv/json files (financial_phrasebank is latin-1)")
     text_column: str = opt("sentence", "column with the text")
-    text_pair_column: str = opt("", "second text column for sentence-pair tasks (MRPC, QQP, RTE); empty = single sentences")
+    text_pair_column: str = opt(
+        "", "second text column for sentence-pair tasks (MRPC, QQP, RTE); empty = single sentences"
+    )
     label_column: str = opt("label", "column with the label (strings or ints)")
-    label_names: list = opt([], "label order; empty = labels seen in training data, sorted (ner: the tag names of integer tags, in order; other tags seen in train are added)")
-    tokens_column: str = opt("tokens", "ner, json/jsonl/hf data: column with the list of words (conll files give `tokens`)")
-    tags_column: str = opt("", "ner, json/jsonl/hf data: column with the list of tags (strings, or ints naming label_names); empty = ner_tags if present, else tags")
-    question_column: str = opt("", "multiple choice: column with the question; empty = auto (question, prompt, question_stem)")
-    option_columns: list = opt([], "multiple choice: columns holding the options, e.g. [A, B, C, D, E]; empty = auto from the layout")
-    answer_column: str = opt("", "multiple choice: column with the answer (option label, 0-based index or option text); empty = auto")
-    context_column: str = opt("", "multiple choice: optional passage put before the question (SciQ `support`, science exam `context`)")
+    label_names: list = opt(
+        [],
+        "label order; empty = labels seen in training data, sorted (ner: the tag names of integer tags, in order; "
+        "other tags seen in train are added)",
+    )
+    tokens_column: str = opt(
+        "tokens", "ner, json/jsonl/hf data: column with the list of words (conll files give `tokens`)"
+    )
+    tags_column: str = opt(
+        "",
+        "ner, json/jsonl/hf data: column with the list of tags (strings, or ints naming label_names); empty = "
+        "ner_tags if present, else tags",
+    )
+    question_column: str = opt(
+        "", "multiple choice: column with the question; empty = auto (question, prompt, question_stem)"
+    )
+    option_columns: list = opt(
+        [], "multiple choice: columns holding the options, e.g. [A, B, C, D, E]; empty = auto from the layout"
+    )
+    answer_column: str = opt(
+        "", "multiple choice: column with the answer (option label, 0-based index or option text); empty = auto"
+    )
+    context_column: str = opt(
+        "", "multiple choice: optional passage put before the question (SciQ `support`, science exam `context`)"
+    )
     validation_ratio: float = opt(0.1, "fraction of train split off (seeded) when validation_file is empty")
-    split_by: str = opt("auto", "column whose rows stay together when validation is split off train (e.g. title, context); auto = title for SQuAD-layout data (no article on both sides), else rows; empty = rows")
+    split_by: str = opt(
+        "auto",
+        "column whose rows stay together when validation is split off train (e.g. title, context); auto = title for "
+        "SQuAD-layout data (no article on both sides), else rows; empty = rows",
+    )
     max_samples: int = opt(0, "use at most this many training rows (seeded sample); 0 = all")
     max_eval_samples: int = opt(0, "use at most this many evaluation rows (seeded sample); 0 = all")
-    extra_eval_file: str = opt("", "another evaluation file (same formats), scored at every evaluation and reported with prefix extra_ (e.g. general instructions, for knowledge retention)")
-    sft_format: str = opt("auto", "instruction data layout: auto (told per file from the keys) | alpaca (instruction, input, output[, system, history]) | sharegpt (conversations: from/value) | openai (messages: role/content)")
+    extra_eval_file: str = opt(
+        "",
+        "another evaluation file (same formats), scored at every evaluation and reported with prefix extra_ (e.g. "
+        "general instructions, for knowledge retention)",
+    )
+    sft_format: str = opt(
+        "auto",
+        "instruction data layout: auto (told per file from the keys) | alpaca (instruction, input, output[, system, "
+        "history]) | sharegpt (conversations: from/value) | openai (messages: role/content)",
+    )
 
 
 @dataclass
 class TaskConfig:
-    task: str = opt("classification", "task: classification | ner (token classification, IOB2 tags) | multiple_choice | qa (extractive question answering, SQuAD 1.1/2.0) | sft (instruction tuning of a causal LM, scored by generation)")
+    task: str = opt(
+        "classification",
+        "task: classification | ner (token classification, IOB2 tags) | multiple_choice | qa (extractive question "
+        "answering, SQuAD 1.1/2.0) | sft (instruction tuning of a causal LM, scored by generation)",
+    )
     max_length: int = opt(128, "max tokens per example; longer inputs are truncated (alias cutoff_len)")
     doc_stride: int = opt(0, "qa: tokens shared by consecutive windows of a long context; 0 = max_length // 3")
     n_best: int = opt(20, "qa: start and end candidates per window considered for the answer span")
     max_answer_length: int = opt(30, "qa: longest answer span, in tokens")
-    classify_by: str = opt("head", "classification with an LLM: head (last-token score head) | generate (instruction prompt, parse the generated label) | likelihood (rank the label verbalizers by likelihood)")
-    label_words: list = opt([], "classify_by generate / likelihood: the answer word per label, in label order (generate also accepts aliases after '|', e.g. [no|unacceptable, yes|acceptable]; likelihood scores the first); empty = the label names")
-    template: str = opt("auto", "prompt format for sft / classify_by=generate: auto (the tokenizer's chat template, else default) | chat | default | alpaca | chatml | llama2 | llama3 | qwen | gemma")
-    train_on_prompt: bool = opt(False, "sft / generate: also train on the prompt tokens (default: loss on the answers only)")
-    packing: bool = opt(False, "sft / generate: flatten each batch into one row without padding (attention stays within each example)")
-    instruction: str = opt("", "classify_by=generate: the instruction before each text; {choices} becomes the label words (empty = 'Classify the text. Answer with one of: {choices}.')")
-    prompt_template: str = opt("", "likelihood / multiple-choice prompt with {text} {text_pair} {labels} (classification) or {question} {context} {options} {letters} (multiple choice); empty = the task's default")
-    mc_head: str = opt("likelihood", "multiple choice: likelihood (causal LM log-likelihood of each option) | classifier (learnt score per question+option; encoders use *ForMultipleChoice) | generate (causal LM: SFT on the right option's letter; ranked by the letters' first-token probabilities, and the generated answer parsed: generated_accuracy, unparsed)")
-    length_norm: str = opt("tokens", "likelihood scoring: divide an option's log-likelihood by its tokens | chars | none")
+    classify_by: str = opt(
+        "head",
+        "classification with an LLM: head (last-token score head) | generate (instruction prompt, parse the generated "
+        "label) | likelihood (rank the label verbalizers by likelihood)",
+    )
+    label_words: list = opt(
+        [],
+        "classify_by generate / likelihood: the answer word per label, in label order (generate also accepts aliases "
+        "after '|', e.g. [no|unacceptable, yes|acceptable]; likelihood scores the first); empty = the label names",
+    )
+    template: str = opt(
+        "auto",
+        "prompt format for sft / classify_by=generate: auto (the tokenizer's chat template, else default) | chat | "
+        "default | alpaca | chatml | llama2 | llama3 | qwen | gemma",
+    )
+    train_on_prompt: bool = opt(
+        False, "sft / generate: also train on the prompt tokens (default: loss on the answers only)"
+    )
+    packing: bool = opt(
+        False, "sft / generate: flatten each batch into one row without padding (attention stays within each example)"
+    )
+    instruction: str = opt(
+        "",
+        "classify_by=generate: the instruction before each text; {choices} becomes the label words (empty = 'Classify "
+        "the text. Answer with one of: {choices}.')",
+    )
+    prompt_template: str = opt(
+        "",
+        "likelihood / multiple-choice prompt with {text} {text_pair} {labels} (classification) or {question} "
+        "{context} {options} {letters} (multiple choice); empty = the task's default",
+    )
+    mc_head: str = opt(
+        "likelihood",
+        "multiple choice: likelihood (causal LM log-likelihood of each option) | classifier (learnt score per "
+        "question+option; encoders use *ForMultipleChoice) | generate (causal LM: SFT on the right option's letter; "
+        "ranked by the letters' first-token probabilities, and the generated answer parsed: generated_accuracy, "
+        "unparsed)",
+    )
+    length_norm: str = opt(
+        "tokens", "likelihood scoring: divide an option's log-likelihood by its tokens | chars | none"
+    )
     map_k: int = opt(3, "multiple choice: k of the MAP@k metric and of the ranked options written per question")
 
 
@@ -100,14 +213,23 @@ class MethodConfig:
     lora_rank: int = opt(8, "LoRA/DoRA/LoHa/LoKr rank r (AdaLoRA: target average rank)")
     lora_alpha: int = opt(16, "LoRA scaling alpha (scale = alpha/r, or alpha/sqrt(r) with rslora)")
     lora_dropout: float = opt(0.05, "dropout on the LoRA input")
-    lora_target: str = opt("auto", "modules to adapt: comma list of module names, 'all-linear', or auto (peft's default for the architecture)")
+    lora_target: str = opt(
+        "auto",
+        "modules to adapt: comma list of module names, 'all-linear', or auto (peft's default for the architecture)",
+    )
     layers_to_transform: list = opt([], "only adapt these layer indices (LoRA family); empty = all layers", item="int")
     freeze_layers: int = opt(2, "freeze method: train the last N transformer layers (negative N: the first N)")
-    freeze_modules: str = opt("", "freeze method: within those layers train only modules whose name contains one of these (comma list, e.g. 'mlp' or 'q_proj,k_proj,v_proj'); empty = whole layers")
+    freeze_modules: str = opt(
+        "",
+        "freeze method: within those layers train only modules whose name contains one of these (comma list, e.g. "
+        "'mlp' or 'q_proj,k_proj,v_proj'); empty = whole layers",
+    )
     num_virtual_tokens: int = opt(20, "prompt/p/prefix tuning: number of virtual tokens")
     prompt_init_text: str = opt("", "prompt tuning: initialise the virtual tokens from this text (empty = random)")
     encoder_hidden_size: int = opt(128, "p-tuning: hidden size of the prompt encoder MLP")
-    modules_to_save: list = opt([], "extra modules trained fully and saved with the adapter (the task head is always included)")
+    modules_to_save: list = opt(
+        [], "extra modules trained fully and saved with the adapter (the task head is always included)"
+    )
 
 
 @dataclass
@@ -121,42 +243,91 @@ class TrainConfig:
     optim: str = opt("adamw_torch", "optimizer, as transformers names it: adamw_torch | sgd | adafactor | ...")
     weight_decay: float = opt(0.0, "AdamW weight decay")
     warmup_ratio: float = opt(0.0, "fraction of steps with linear warm-up")
-    lr_scheduler: str = opt("linear", "learning-rate schedule: linear | cosine | constant | ... (alias lr_scheduler_type)")
+    lr_scheduler: str = opt(
+        "linear", "learning-rate schedule: linear | cosine | constant | ... (alias lr_scheduler_type)"
+    )
     max_grad_norm: float = opt(1.0, "gradient clipping norm")
     seed: int = opt(42, "seed for model init, data order, dropout and splits")
-    precision: str = opt("auto", "auto (bf16 on a GPU that has it, else fp32) | fp32 | bf16 (a GPU, or a CPU with AVX512-BF16 / AMX: ~1.5-1.9x fp32 training there, see bench/run.py) | fp16")
+    precision: str = opt(
+        "auto",
+        "auto (bf16 on a GPU that has it, else fp32) | fp32 | bf16 (a GPU, or a CPU with AVX512-BF16 / AMX: ~1.5-1.9x "
+        "fp32 training there, see bench/run.py) | fp16",
+    )
     gradient_checkpointing: bool = opt(False, "trade compute for memory")
-    group_by_length: bool = opt(False, "batch rows of similar length together (less padding; batches are then drawn in length-sorted groups, not uniformly)")
-    chunked_loss: bool = opt(True, "sft / generate: compute the LM loss from the answer tokens' hidden states, a vocabulary chunk at a time, instead of logits at every position (same loss; faster, less memory; see bench/run.py)")
+    group_by_length: bool = opt(
+        False,
+        "batch rows of similar length together (less padding; batches are then drawn in length-sorted groups, not "
+        "uniformly)",
+    )
+    chunked_loss: bool = opt(
+        True,
+        "sft / generate: compute the LM loss from the answer tokens' hidden states, a vocabulary chunk at a time, "
+        "instead of logits at every position (same loss; faster, less memory; see bench/run.py)",
+    )
     logging_steps: int = opt(10, "log the training loss every N optimizer steps")
-    save_steps: int = opt(50, "checkpoint every N optimizer steps so --resume can continue mid-epoch (and at each epoch end)")
+    save_steps: int = opt(
+        50, "checkpoint every N optimizer steps so --resume can continue mid-epoch (and at each epoch end)"
+    )
     keep_checkpoints: bool = opt(False, "keep the resume checkpoints after a finished run")
-    report_to: str = opt("none", "also send the Trainer's logs and peftlab's epoch-0 / best-epoch metrics to: none | tensorboard (event files in <run folder>/tensorboard) | mlflow (needs the mlflow package; MLFLOW_TRACKING_URI, else a file store <run folder>/mlruns)")
+    report_to: str = opt(
+        "none",
+        "also send the Trainer's logs and peftlab's epoch-0 / best-epoch metrics to: none | tensorboard (event files "
+        "in <run folder>/tensorboard) | mlflow (needs the mlflow package; MLFLOW_TRACKING_URI, else a file store <run "
+        "folder>/mlruns)",
+    )
 
 
 @dataclass
 class EvalConfig:
     eval_batch_size: int = opt(64, "examples per device per evaluation step")
-    metric_for_best: str = opt("auto", "metric that picks the best epoch, e.g. accuracy, f1, mcc, loss; auto = the task's default")
+    metric_for_best: str = opt(
+        "auto", "metric that picks the best epoch, e.g. accuracy, f1, mcc, loss; auto = the task's default"
+    )
     early_stopping_patience: int = opt(0, "stop after N evaluations without improvement; 0 = never")
     eval_at_start: bool = opt(True, "evaluate once before any update (epoch 0)")
     max_new_tokens: int = opt(64, "generation: most new tokens per answer")
     do_sample: bool = opt(False, "generation: sample instead of greedy decoding")
-    max_eval_generate: int = opt(0, "generation: answer only the first N examples of each evaluated split (the loss still uses all); 0 = all")
-    shots: int = opt(0, "peftlab eval / predict: few-shot examples put before each prompt (LLM ways: classify_by generate / likelihood, multiple_choice likelihood / generate, sft), drawn with the seed from train_file, never from the evaluated rows")
-    backend: str = opt("auto", "peftlab eval / predict: transformers | llamacpp (real quantized inference of a .gguf file through llama.cpp) | auto (llamacpp for a .gguf path, else transformers)")
+    max_eval_generate: int = opt(
+        0, "generation: answer only the first N examples of each evaluated split (the loss still uses all); 0 = all"
+    )
+    shots: int = opt(
+        0,
+        "peftlab eval / predict: few-shot examples put before each prompt (LLM ways: classify_by generate / "
+        "likelihood, multiple_choice likelihood / generate, sft), drawn with the seed from train_file, never from the "
+        "evaluated rows",
+    )
+    backend: str = opt(
+        "auto",
+        "peftlab eval / predict: transformers | llamacpp (real quantized inference of a .gguf file through llama.cpp) "
+        "| auto (llamacpp for a .gguf path, else transformers)",
+    )
 
 
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "task": TaskConfig,
-            "method": MethodConfig, "train": TrainConfig, "eval": EvalConfig}
+SECTIONS = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "task": TaskConfig,
+    "method": MethodConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+}
 
 # Familiar names (LLaMA-Factory, HF TrainingArguments) -> peftlab field.
 ALIASES = {
-    "finetuning_type": "method", "lora_r": "lora_rank", "cutoff_len": "max_length",
-    "learning_rate": "lr", "num_train_epochs": "epochs", "per_device_train_batch_size": "batch_size",
-    "per_device_eval_batch_size": "eval_batch_size", "gradient_accumulation_steps": "grad_accum",
-    "model_name_or_path": "model", "lr_scheduler_type": "lr_scheduler", "dataset": "train_file",
-    "max_seq_length": "max_length", "mix_strategy": "mix", "interleave_probs": "mix_ratios",
+    "finetuning_type": "method",
+    "lora_r": "lora_rank",
+    "cutoff_len": "max_length",
+    "learning_rate": "lr",
+    "num_train_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size",
+    "per_device_eval_batch_size": "eval_batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "model_name_or_path": "model",
+    "lr_scheduler_type": "lr_scheduler",
+    "dataset": "train_file",
+    "max_seq_length": "max_length",
+    "mix_strategy": "mix",
+    "interleave_probs": "mix_ratios",
 }
 
 
@@ -222,15 +393,19 @@ def coerce_files(value, name: str, where: str):
             items.append(coerce_scalar(item, "str", f"{name}[{i}]", where))
             continue
         if "file" not in item:
-            raise UserError(f"{at}: a mapping needs `file:` (the path), e.g. {{file: data/extra.json, max_samples: 500}}")
+            raise UserError(
+                f"{at}: a mapping needs `file:` (the path), e.g. {{file: data/extra.json, max_samples: 500}}"
+            )
         entry = {"file": coerce_scalar(item["file"], "str", "file", at)}
         for key, v in item.items():
             key = str(key)
             if key == "file":
                 continue
             if key not in FILE_KEYS:
-                raise UserError(f"{at}: '{key}' cannot be set per file{closest(key, FILE_KEYS)}; per-file keys: "
-                                f"{', '.join(FILE_KEYS)}")
+                raise UserError(
+                    f"{at}: '{key}' cannot be set per file{closest(key, FILE_KEYS)}; per-file keys: "
+                    f"{', '.join(FILE_KEYS)}"
+                )
             entry[key] = coerce(v, index[key][1], at)
         items.append(entry)
     return items[0] if len(items) == 1 and isinstance(items[0], str) else items
@@ -249,8 +424,10 @@ def coerce_scalar(value, kind: str, name: str, where: str):
     """One value of type kind (str, int, float, bool) from its text, strictly; native values pass."""
     if isinstance(value, (dict, list, tuple)):
         shape = "a mapping" if isinstance(value, dict) else "a list"
-        raise UserError(f"{where}: '{name}' takes one {kind}, got {shape} ({value!r}); quote the value if it is "
-                        f"text with ': ' or brackets in it, e.g. '{name}: \"a: b\"'")
+        raise UserError(
+            f"{where}: '{name}' takes one {kind}, got {shape} ({value!r}); quote the value if it is "
+            f"text with ': ' or brackets in it, e.g. '{name}: \"a: b\"'"
+        )
     if kind == "str":
         return "" if value is None else str(value)
     text = str(value).strip() if isinstance(value, str) else None
@@ -270,8 +447,11 @@ def coerce_scalar(value, kind: str, name: str, where: str):
             return float(value)
         if text is not None and FLOAT_TEXT.fullmatch(text):  # 1e-4 and 1.0e-4 alike; no nan/inf
             return float(text)
-    examples = {"bool": "true or false", "int": "a whole number without leading zeros, e.g. 8",
-                "float": "a number, e.g. 0.1 or 1e-4"}
+    examples = {
+        "bool": "true or false",
+        "int": "a whole number without leading zeros, e.g. 8",
+        "float": "a number, e.g. 0.1 or 1e-4",
+    }
     raise UserError(f"{where}: expected {kind} for '{name}' ({examples[kind]}), got {value!r}")
 
 
@@ -279,8 +459,10 @@ def _resolve_key(key: str, section: str | None, where: str) -> tuple[str, datacl
     index = field_index()
     name = ALIASES.get(key, key)
     if name not in index:
-        raise UserError(f"{where}: unknown key '{key}'{closest(key, list(index) + list(ALIASES))}. "
-                        f"`peftlab train --help` lists every key.")
+        raise UserError(
+            f"{where}: unknown key '{key}'{closest(key, list(index) + list(ALIASES))}. "
+            f"`peftlab train --help` lists every key."
+        )
     sec, f = index[name]
     if section is not None and sec != section:
         raise UserError(f"{where}: key '{key}' belongs in section '{sec}', not '{section}'")
@@ -293,7 +475,7 @@ def read_yaml_mapping(path: Path) -> dict:
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), TextLoader)
     except UnicodeDecodeError as e:
-        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
         raise UserError(f"{path} line {line}: not UTF-8 text; save the config as UTF-8") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -312,8 +494,10 @@ def flatten(data: dict, where: str) -> list[tuple[str, dataclasses.Field, object
     for key, value in data.items():
         key = str(key)
         if key in SECTIONS and key not in field_index() and not isinstance(value, dict):  # `model: x` is a key too
-            raise UserError(f"{where}: '{key}' is a section and takes a mapping of its keys, got {value!r}; "
-                            f"e.g. {key}: {{key: value}}, or write the keys flat at the top level")
+            raise UserError(
+                f"{where}: '{key}' is a section and takes a mapping of its keys, got {value!r}; "
+                f"e.g. {key}: {{key: value}}, or write the keys flat at the top level"
+            )
         if key in SECTIONS and isinstance(value, dict):
             for sub, v in value.items():
                 sec, f = _resolve_key(str(sub), key, f"{where}: {key}.{sub}")
@@ -347,13 +531,13 @@ def override_value(raw: str, f: dataclasses.Field, where: str):
         try:
             return yaml.load(raw, TextLoader)
         except yaml.YAMLError as e:
-            raise UserError(f"{where}: not a YAML list ({getattr(e, 'problem', e)}); write e.g. "
-                            f"{f.name}=[a, b] or {f.name}=a,b") from None
+            raise UserError(
+                f"{where}: not a YAML list ({getattr(e, 'problem', e)}); write e.g. {f.name}=[a, b] or {f.name}=a,b"
+            ) from None
     return raw
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (),
-                base: dict | None = None) -> Config:
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (), base: dict | None = None) -> Config:
     """Build a Config from an optional base mapping, a YAML file and key=value overrides."""
     layers = [(base, "base config")] if base else []
     if path is not None:
@@ -383,8 +567,10 @@ def apply_items(items) -> Config:
 
 def typed_settings(settings: dict, where: str) -> dict:
     """Flat {key: value} (aliases kept as written) with each value converted to its field's type."""
-    return {key: coerce(value, _resolve_key(str(key), None, f"{where}: key '{key}'")[1], f"{where}: key '{key}'")
-            for key, value in settings.items()}
+    return {
+        key: coerce(value, _resolve_key(str(key), None, f"{where}: key '{key}'")[1], f"{where}: key '{key}'")
+        for key, value in settings.items()
+    }
 
 
 def default_of(f: dataclasses.Field):
@@ -420,8 +606,13 @@ def config_diff(saved: dict, cfg: Config) -> list[str]:
             if old != new:
                 diff.append(f"{sec}.{f.name}: {old!r} -> {new!r}")
     known = field_index()
-    diff += [f"{sec}.{k}: {v!r} -> (no longer a peftlab key)" for sec, vals in saved.items()
-             if isinstance(vals, dict) for k, v in vals.items() if k not in known]
+    diff += [
+        f"{sec}.{k}: {v!r} -> (no longer a peftlab key)"
+        for sec, vals in saved.items()
+        if isinstance(vals, dict)
+        for k, v in vals.items()
+        if k not in known
+    ]
     return diff
 
 
@@ -433,8 +624,9 @@ def help_text() -> str:
         for f in dataclasses.fields(cls):
             lines.append(f"  {f.name:<24} {default_of(f)!r:<12} {f.metadata['help']}")
     lines.append("\nAliases: " + ", ".join(f"{a} -> {b}" for a, b in ALIASES.items()))
-    lines.append("\nValues: a text key keeps exactly what you wrote (no, on, 007, 2026-01-01, null are text); "
-                 "int keys take whole numbers without leading zeros; float keys take 0.1, 1e-4 or 1.0e-4; "
-                 "bool keys take true/false, yes/no or on/off; list keys take [a, b] or a,b.")
+    lines.append(
+        "\nValues: a text key keeps exactly what you wrote (no, on, 007, 2026-01-01, null are text); "
+        "int keys take whole numbers without leading zeros; float keys take 0.1, 1e-4 or 1.0e-4; "
+        "bool keys take true/false, yes/no or on/off; list keys take [a, b] or a,b."
+    )
     return "\n".join(lines)
-

@@ -7,6 +7,7 @@ Alpaca JSON / CoNLL. Everything is validated before the output is written, atomi
 check: load the config, its splits and the task's prepare() exactly as `peftlab train` does, then
 print rows, label distribution and token-length percentiles (from the task's own encode()).
 """
+
 from __future__ import annotations
 
 import csv
@@ -22,19 +23,36 @@ from peftlab.data.formats import Split, label_key, read_records, sample, skipped
 from peftlab.errors import UserError, closest
 
 OUT_FORMATS = ("alpaca", "json", "jsonl", "csv", "tsv", "conll")
-BY_SUFFIX = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".conll": "conll",
-             ".iob": "conll", ".iob2": "conll", ".bio": "conll"}
+BY_SUFFIX = {
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".conll": "conll",
+    ".iob": "conll",
+    ".iob2": "conll",
+    ".bio": "conll",
+}
 DEDUPE = ("none", "exact", "normalized")
 # DataConfig keys that say how to read the input file and which columns the templates default to
-READ_KEYS = ("data_format", "header", "columns", "delimiter", "encoding", "on_bad_lines", "text_column",
-             "text_pair_column", "label_column")
+READ_KEYS = (
+    "data_format",
+    "header",
+    "columns",
+    "delimiter",
+    "encoding",
+    "on_bad_lines",
+    "text_column",
+    "text_pair_column",
+    "label_column",
+)
 TEMPLATE_KEYS = {
     "instruction": "alpaca: instruction template; {column} is replaced by that column's value ({{ }} for braces)",
     "input": "alpaca: input template, e.g. 'Question 1: {question1}\\nQuestion 2: {question2}' (\\n: new line); "
-             "empty = '{text_column}' (+ newline + '{text_pair_column}' when set)",
+    "empty = '{text_column}' (+ newline + '{text_pair_column}' when set)",
     "output": "alpaca: output template; empty = '{label_column}'",
     "label_words": "map label values to words before the templates are filled, e.g. '0=unacceptable,1=acceptable' "
-                   "or '{0: no, 1: yes}'",
+    "or '{0: no, 1: yes}'",
 }
 
 
@@ -63,8 +81,10 @@ def parse_keys(pairs: list[str]):
         elif key in READ_KEYS:
             read.append(f"{key}={text.split('=', 1)[1]}")
         else:
-            raise UserError(f"'{text}': unknown key '{key}'{closest(key, [*READ_KEYS, *TEMPLATE_KEYS])}; "
-                            f"`peftlab data convert --help` lists the keys")
+            raise UserError(
+                f"'{text}': unknown key '{key}'{closest(key, [*READ_KEYS, *TEMPLATE_KEYS])}; "
+                f"`peftlab data convert --help` lists the keys"
+            )
     return load_config(None, read).data, templates
 
 
@@ -80,8 +100,10 @@ def label_words_value(raw: str):
     try:
         return yaml.load(raw, TextLoader)
     except yaml.YAMLError as e:
-        raise UserError(f"label_words: {raw!r} is not a YAML mapping ({getattr(e, 'problem', e)}); "
-                        f"write e.g. label_words=0=no,1=yes or label_words='{{0: no, 1: yes}}'") from None
+        raise UserError(
+            f"label_words: {raw!r} is not a YAML mapping ({getattr(e, 'problem', e)}); "
+            f"write e.g. label_words=0=no,1=yes or label_words='{{0: no, 1: yes}}'"
+        ) from None
 
 
 def label_map(value) -> dict[str, str]:
@@ -102,55 +124,75 @@ def label_map(value) -> dict[str, str]:
 
 # ---- reading -----------------------------------------------------------------------------------
 
+
 def read_input(path: str | Path, data) -> Split:
     """The input file, read by the training path's readers (CoNLL files included)."""
-    return read_records(Path(path).expanduser(), "input file", data.data_format, data.encoding, data.delimiter,
-                        data.header, data.columns, data.on_bad_lines)
+    return read_records(
+        Path(path).expanduser(),
+        "input file",
+        data.data_format,
+        data.encoding,
+        data.delimiter,
+        data.header,
+        data.columns,
+        data.on_bad_lines,
+    )
 
 
 # ---- alpaca templates --------------------------------------------------------------------------
+
 
 def template_fields(name: str, template: str) -> list[str]:
     try:
         return [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as e:
-        raise UserError(f"{name}: bad template {template!r} ({e}); write {{column}} for a column, "
-                        f"{{{{ and }}}} for literal braces") from None
+        raise UserError(
+            f"{name}: bad template {template!r} ({e}); write {{column}} for a column, {{{{ and }}}} for literal braces"
+        ) from None
 
 
 def to_alpaca(split: Split, data, templates: dict) -> list[dict]:
     """One {instruction, input, output} per row; a missing column or an empty output is an error."""
     pair = f"\n{{{data.text_pair_column}}}" if data.text_pair_column else ""
-    parts = {"instruction": templates.get("instruction", ""),
-             "input": templates.get("input") or f"{{{data.text_column}}}{pair}",
-             "output": templates.get("output") or f"{{{data.label_column}}}"}
+    parts = {
+        "instruction": templates.get("instruction", ""),
+        "input": templates.get("input") or f"{{{data.text_column}}}{pair}",
+        "output": templates.get("output") or f"{{{data.label_column}}}",
+    }
     words = label_map(templates.get("label_words"))
     have = list(split.records[0])
     used = [(name, f) for name, t in parts.items() for f in template_fields(name, t)]
     used += [("label_words", data.label_column)] if words else []
     for name, f in used:
         if f not in have:
-            raise UserError(f"{split.source}: column '{f}' (used by {name}) not found (columns: "
-                            f"{', '.join(map(str, have))}); fix the template, set `text_column:`/"
-                            f"`label_column:`, or name the columns with `columns:` if the file has no header")
+            raise UserError(
+                f"{split.source}: column '{f}' (used by {name}) not found (columns: "
+                f"{', '.join(map(str, have))}); fix the template, set `text_column:`/"
+                f"`label_column:`, or name the columns with `columns:` if the file has no header"
+            )
     out = []
     for rec, row in zip(split.records, split.rows):
         values = dict(rec)
         for name, f in used:  # an empty input is fine in Alpaca data; a missing value or an empty target is not
             if values.get(f) is None or (name in ("output", "label_words") and str(values[f]).strip() == ""):
-                raise UserError(f"{split.source}: row {row}: column '{f}' (used by {name}) is missing or empty; "
-                                f"fix or remove the row")
+                raise UserError(
+                    f"{split.source}: row {row}: column '{f}' (used by {name}) is missing or empty; "
+                    f"fix or remove the row"
+                )
         if words:
             label = label_key(values[data.label_column])
             if label not in words:
-                raise UserError(f"{split.source}: row {row}: label '{label}' has no entry in label_words "
-                                f"({', '.join(words)}); add it, e.g. label_words=...,{label}=WORD")
+                raise UserError(
+                    f"{split.source}: row {row}: label '{label}' has no entry in label_words "
+                    f"({', '.join(words)}); add it, e.g. label_words=...,{label}=WORD"
+                )
             values[data.label_column] = words[label]
         out.append({name: t.format_map(values) for name, t in parts.items()})
     return out
 
 
 # ---- de-duplication ----------------------------------------------------------------------------
+
 
 def normalize(value) -> str:
     """Lowercased, NFKC, punctuation and whitespace runs collapsed to one space."""
@@ -167,8 +209,9 @@ def dedupe(split: Split, mode: str, fields: list[str]) -> tuple[Split, list[tupl
     fields = fields or list(split.records[0])
     missing = [f for f in fields if f not in split.records[0]]
     if missing:
-        raise UserError(f"--dedupe-on: field '{missing[0]}' not in the output records "
-                        f"(fields: {', '.join(split.records[0])})")
+        raise UserError(
+            f"--dedupe-on: field '{missing[0]}' not in the output records (fields: {', '.join(split.records[0])})"
+        )
     seen_exact, seen_norm, keep, dropped = {}, {}, [], []
     for i, (rec, row) in enumerate(zip(split.records, split.rows)):
         exact = json.dumps([rec.get(f) for f in fields], ensure_ascii=False)
@@ -186,6 +229,7 @@ def dedupe(split: Split, mode: str, fields: list[str]) -> tuple[Split, list[tupl
 
 # ---- writing -----------------------------------------------------------------------------------
 
+
 def out_format(path: Path, to: str) -> tuple[str, str]:
     """(record shape, file format) from --to and OUT's extension: alpaca is written as JSON unless OUT is .jsonl."""
     by_ext = BY_SUFFIX.get(path.suffix.lower())
@@ -194,8 +238,9 @@ def out_format(path: Path, to: str) -> tuple[str, str]:
     if to == "alpaca":
         return "alpaca", "jsonl" if by_ext == "jsonl" else "json"
     if not (to or by_ext):
-        raise UserError(f"{path}: cannot tell the output format from the extension; pass --to "
-                        f"({', '.join(OUT_FORMATS)})")
+        raise UserError(
+            f"{path}: cannot tell the output format from the extension; pass --to ({', '.join(OUT_FORMATS)})"
+        )
     return "records", to or by_ext
 
 
@@ -212,8 +257,10 @@ def serialize(split: Split, fmt: str) -> str:
         for k, v in rec.items():
             if isinstance(v, (list, dict)) or (fmt == "tsv" and isinstance(v, str) and re.search(r"[\t\n\r]", v)):
                 what = "a list or object" if isinstance(v, (list, dict)) else "a tab or line break"
-                raise UserError(f"{split.source}: row {row}: field '{k}' holds {what}, which {fmt} cannot hold; "
-                                f"write .jsonl or .json instead")
+                raise UserError(
+                    f"{split.source}: row {row}: field '{k}' holds {what}, which {fmt} cannot hold; "
+                    f"write .jsonl or .json instead"
+                )
     buf = io.StringIO()
     # TSV as GLUE writes it (no quoting; the reader reads tsv unquoted); CSV quoted where needed
     quoting = dict(quoting=csv.QUOTE_NONE, quotechar=None) if fmt == "tsv" else {}
@@ -235,18 +282,21 @@ def write_conll(split: Split) -> str:
 
 def shorten(rec: dict, fields: list[str], width: int = 90) -> str:
     text = " | ".join(str(rec[f]) for f in fields or rec)
-    return repr(text if len(text) <= width else text[:width - 3] + "...")
+    return repr(text if len(text) <= width else text[: width - 3] + "...")
 
 
 def dedupe_report(kept: Split, dropped: list, fields: list[str]) -> list[str]:
     """How many were dropped, how many of those hid a conflict, and one example of each kind."""
     kinds = Counter(kind for _, _, kind, _ in dropped)
     by_row = dict(zip(kept.rows, kept.records))
-    head = (f"dropped {len(dropped)} duplicates ({kinds['exact']} exact, {kinds['normalized']} normalized)"
-            f" over {', '.join(fields) or 'all fields'}")
+    head = (
+        f"dropped {len(dropped)} duplicates ({kinds['exact']} exact, {kinds['normalized']} normalized)"
+        f" over {', '.join(fields) or 'all fields'}"
+    )
     if fields:  # a dropped copy whose other fields differ (e.g. its label) hides a conflict
-        differ = sum(any(rec.get(f) != by_row[first].get(f) for f in rec if f not in fields)
-                     for _, first, _, rec in dropped)
+        differ = sum(
+            any(rec.get(f) != by_row[first].get(f) for f in rec if f not in fields) for _, first, _, rec in dropped
+        )
         head += f"; {differ} of them differ from the kept row in other fields (e.g. the label)"
     lines = [head]
     for kind in ("exact", "normalized"):
@@ -257,8 +307,17 @@ def dedupe_report(kept: Split, dropped: list, fields: list[str]) -> list[str]:
     return lines
 
 
-def convert(src: str, dst: str, to: str = "", pairs: list[str] = (), max_rows: int = 0, seed: int = 42,
-            dedupe_mode: str = "none", dedupe_on: list[str] = (), overwrite: bool = False) -> list[str]:
+def convert(
+    src: str,
+    dst: str,
+    to: str = "",
+    pairs: list[str] = (),
+    max_rows: int = 0,
+    seed: int = 42,
+    dedupe_mode: str = "none",
+    dedupe_on: list[str] = (),
+    overwrite: bool = False,
+) -> list[str]:
     """Read, convert, dedupe, cap and write; returns the report lines. Nothing is written on error."""
     from peftlab.runs.rundir import write_text
 
@@ -291,5 +350,3 @@ def convert(src: str, dst: str, to: str = "", pairs: list[str] = (), max_rows: i
 
 
 # ---- check -------------------------------------------------------------------------------------
-
-

@@ -2,6 +2,7 @@
 
 Every error names the file, the line or key, and what would fix it (UserError -> exit 2).
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,9 +22,9 @@ CONLL_SUFFIXES = (".conll", ".iob2", ".iob", ".bio")
 @dataclass
 class Split:
     records: list[dict]
-    source: str          # file the records came from (for messages)
-    rows: list[int]      # 1-based line/row number in that file of each record
-    group: str = ""      # column whose rows belong together (SQuAD: title), what split_by: auto keeps together
+    source: str  # file the records came from (for messages)
+    rows: list[int]  # 1-based line/row number in that file of each record
+    group: str = ""  # column whose rows belong together (SQuAD: title), what split_by: auto keeps together
     parts: list = field(default_factory=list)  # mixed training data: what each file gave (mixing.load_mixed)
     skipped: list = field(default_factory=list)  # on_bad_lines: skip: [{file, line, reason}] of rows left out
 
@@ -58,13 +59,17 @@ def decode(path: Path, encoding: str) -> str:
     except LookupError:
         raise UserError(f"encoding: unknown text encoding '{encoding}' (for {path})") from None
     except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: bytes that are not valid {encoding} ({raw[e.start:e.start + 4]!r}); "
-                        f"set `encoding:` to the file's encoding, e.g. encoding: {likely}") from None
+        line = raw[: e.start].count(b"\n") + 1
+        raise UserError(
+            f"{path}:{line}: bytes that are not valid {encoding} ({raw[e.start : e.start + 4]!r}); "
+            f"set `encoding:` to the file's encoding, e.g. encoding: {likely}"
+        ) from None
     if "\x00" in text:  # valid UTF-8, but no text file holds NUL: UTF-16 without a BOM, or binary data
         line = text.count("\n", 0, text.index("\x00")) + 1
-        raise UserError(f"{path}:{line}: a NUL byte (\\x00), which text never holds: is the file UTF-16 "
-                        f"(set `encoding: utf-16`) or not a text file? Remove the byte or convert the file")
+        raise UserError(
+            f"{path}:{line}: a NUL byte (\\x00), which text never holds: is the file UTF-16 "
+            f"(set `encoding: utf-16`) or not a text file? Remove the byte or convert the file"
+        )
     return text
 
 
@@ -81,14 +86,21 @@ def read_rows(path: Path, text: str, delimiter: str, quoting: int) -> tuple[list
                 lines.append(end)
                 firsts.append(first)
     except csv.Error as e:
-        hint = (f"a field longer than {csv.field_size_limit():,} characters: an unclosed quote, or the wrong "
-                f"`delimiter:`? Fix the row") if "field limit" in str(e) else f"{e}; fix the row"
+        hint = (
+            (
+                f"a field longer than {csv.field_size_limit():,} characters: an unclosed quote, or the wrong "
+                f"`delimiter:`? Fix the row"
+            )
+            if "field limit" in str(e)
+            else f"{e}; fix the row"
+        )
         raise UserError(f"{path}:{end + 1}: {hint}") from None
     return rows, lines, firsts
 
 
-def read_table(path: Path, text: str, delimiter: str, header: str, columns: list,
-               skipped: list | None = None) -> tuple[list[dict], list[int]]:
+def read_table(
+    path: Path, text: str, delimiter: str, header: str, columns: list, skipped: list | None = None
+) -> tuple[list[dict], list[int]]:
     """csv/tsv text -> records; a row with the wrong number of fields is an error naming the line, or,
     given a `skipped` list (on_bad_lines: skip), left out and noted there."""
     quoting = csv.QUOTE_NONE if delimiter != "," else csv.QUOTE_MINIMAL  # GLUE TSVs hold stray quotes
@@ -116,18 +128,27 @@ def read_table(path: Path, text: str, delimiter: str, header: str, columns: list
 
 def field_count_message(path: Path, n: int, names: list, line: int, first: int, delimiter: str) -> str:
     if first < line:  # a quoted field ran over line ends: the quote, not the row's end, is the mistake
-        return (f"{path}:{first}: a quoted field runs from here to line {line}, so the row has {n} "
-                f"fields, not {len(names)}: is a quote left open? Close it, or set `delimiter:` if "
-                f"this is not a comma-separated file")
+        return (
+            f"{path}:{first}: a quoted field runs from here to line {line}, so the row has {n} "
+            f"fields, not {len(names)}: is a quote left open? Close it, or set `delimiter:` if "
+            f"this is not a comma-separated file"
+        )
     sep = {"\t": "tab", ",": "comma"}.get(delimiter, repr(delimiter))
-    return (f"{path}:{line}: {n} fields, expected {len(names)} ({', '.join(names)}) separated by "
-            f"{sep}; fix the row, or set `delimiter:`/`columns:` to match the file")
+    return (
+        f"{path}:{line}: {n} fields, expected {len(names)} ({', '.join(names)}) separated by "
+        f"{sep}; fix the row, or set `delimiter:`/`columns:` to match the file"
+    )
 
 
 def is_squad(data) -> bool:
     """SQuAD's nested layout: {"data": [{"title", "paragraphs": [{"context", "qas": [...]}]}]}."""
-    return (isinstance(data, dict) and isinstance(data.get("data"), list) and bool(data["data"])
-            and isinstance(data["data"][0], dict) and "paragraphs" in data["data"][0])
+    return (
+        isinstance(data, dict)
+        and isinstance(data.get("data"), list)
+        and bool(data["data"])
+        and isinstance(data["data"][0], dict)
+        and "paragraphs" in data["data"][0]
+    )
 
 
 def read_squad(path: Path, data) -> tuple[list[dict], list[int]]:
@@ -135,8 +156,10 @@ def read_squad(path: Path, data) -> tuple[list[dict], list[int]]:
     (id, title, context, question, answers {text: [...], answer_start: [...]}, is_impossible).
     A record's row is its question number (1-based) in the file; errors name the question id."""
     if not is_squad(data):
-        raise UserError(f"{path}: not SQuAD JSON (expected {{\"data\": [{{\"title\", \"paragraphs\": [...]}}]}}); "
-                        f"set data_format: json or jsonl for flat rows")
+        raise UserError(
+            f'{path}: not SQuAD JSON (expected {{"data": [{{"title", "paragraphs": [...]}}]}}); '
+            f"set data_format: json or jsonl for flat rows"
+        )
     records = []
     for a, article in enumerate(data["data"], 1):
         paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
@@ -144,7 +167,11 @@ def read_squad(path: Path, data) -> tuple[list[dict], list[int]]:
             raise UserError(f"{path}: data[{a - 1}]: 'paragraphs' must be a list of {{context, qas}}")
         for p, para in enumerate(paragraphs):
             where = f"{path}: data[{a - 1}].paragraphs[{p}]"
-            if not isinstance(para, dict) or not isinstance(para.get("context"), str) or not isinstance(para.get("qas"), list):
+            if (
+                not isinstance(para, dict)
+                or not isinstance(para.get("context"), str)
+                or not isinstance(para.get("qas"), list)
+            ):
                 raise UserError(f"{where}: needs a 'context' string and a 'qas' list")
             for q, qa in enumerate(para["qas"]):
                 if not isinstance(qa, dict):
@@ -152,11 +179,19 @@ def read_squad(path: Path, data) -> tuple[list[dict], list[int]]:
                 qid, answers = qa.get("id", f"#{len(records) + 1}"), qa.get("answers", [])
                 if not isinstance(answers, list) or not all(isinstance(x, dict) for x in answers):
                     raise UserError(f"{where}: question id {qid}: 'answers' must be a list of {{text, answer_start}}")
-                records.append({"id": qid, "title": article.get("title") or f"article {a}", "context": para["context"],
-                                "question": qa.get("question"),
-                                "answers": {"text": [x.get("text") for x in answers],
-                                            "answer_start": [x.get("answer_start") for x in answers]},
-                                "is_impossible": bool(qa.get("is_impossible", False))})
+                records.append(
+                    {
+                        "id": qid,
+                        "title": article.get("title") or f"article {a}",
+                        "context": para["context"],
+                        "question": qa.get("question"),
+                        "answers": {
+                            "text": [x.get("text") for x in answers],
+                            "answer_start": [x.get("answer_start") for x in answers],
+                        },
+                        "is_impossible": bool(qa.get("is_impossible", False)),
+                    }
+                )
     return records, list(range(1, len(records) + 1))
 
 
@@ -185,8 +220,10 @@ def read_json(path: Path, text: str, jsonl: bool, squad: bool = False) -> tuple[
         n = len(next(iter(data.values())))  # columnar: {"sentence": [...], "label": [...]}
         if any(len(v) != n for v in data.values()):
             sizes = ", ".join(f"{k}: {len(v)}" for k, v in data.items())
-            raise UserError(f"{path}: columnar JSON whose columns differ in length ({sizes}); every column "
-                            f"needs one value per example")
+            raise UserError(
+                f"{path}: columnar JSON whose columns differ in length ({sizes}); every column "
+                f"needs one value per example"
+            )
         data = [{k: v[i] for k, v in data.items()} for i in range(n)]
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise UserError(f"{path}: expected a JSON list of objects (one per example)")
@@ -216,12 +253,16 @@ def read_conll(path: Path, text: str) -> tuple[list[dict], list[int]]:
             end_sentence()
             continue
         if len(fields) < 2:
-            raise UserError(f"{path}:{i}: one column ({line.strip()!r}); expected a token and its tag separated "
-                            f"by whitespace, the tag in the last column, and a blank line between sentences")
+            raise UserError(
+                f"{path}:{i}: one column ({line.strip()!r}); expected a token and its tag separated "
+                f"by whitespace, the tag in the last column, and a blank line between sentences"
+            )
         first = first or (len(fields), i)
         if len(fields) != first[0]:
-            raise UserError(f"{path}:{i}: {len(fields)} columns, but line {first[1]} has {first[0]}; every token "
-                            f"line needs the same columns (token first, tag last); fix the line")
+            raise UserError(
+                f"{path}:{i}: {len(fields)} columns, but line {first[1]} has {first[0]}; every token "
+                f"line needs the same columns (token first, tag last); fix the line"
+            )
         if not tokens:
             start = i
         tokens.append(fields[0])
@@ -254,8 +295,16 @@ def package_path(path: str, key: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / rest
 
 
-def read_records(path: str | Path, key: str, data_format: str = "auto", encoding: str = "utf-8",
-                 delimiter: str = "", header: str = "auto", columns: list = (), on_bad_lines: str = "error") -> Split:
+def read_records(
+    path: str | Path,
+    key: str,
+    data_format: str = "auto",
+    encoding: str = "utf-8",
+    delimiter: str = "",
+    header: str = "auto",
+    columns: list = (),
+    on_bad_lines: str = "error",
+) -> Split:
     """Read one data file (named by config key `key` in messages) into plain records."""
     path = package_path(path, key) if str(path).startswith("pkg:") else Path(path).expanduser()
     if not path.exists():
@@ -297,8 +346,13 @@ def sample(split: Split, n: int, seed: int) -> Split:
     if n <= 0 or n >= len(split.records):
         return split
     keep = sorted(random.Random(seed).sample(range(len(split.records)), n))
-    return Split([split.records[i] for i in keep], split.source, [split.rows[i] for i in keep], parts=split.parts,
-                 skipped=split.skipped)
+    return Split(
+        [split.records[i] for i in keep],
+        split.source,
+        [split.rows[i] for i in keep],
+        parts=split.parts,
+        skipped=split.skipped,
+    )
 
 
 def split_groups(split: Split, by: str) -> list[list[int]]:
@@ -306,8 +360,9 @@ def split_groups(split: Split, by: str) -> list[list[int]]:
     if not by:
         return [[i] for i in range(len(split.records))]
     if by not in split.records[0]:
-        raise UserError(f"split_by: column '{by}' not found in {split.source} "
-                        f"(columns: {', '.join(map(str, split.records[0]))})")
+        raise UserError(
+            f"split_by: column '{by}' not found in {split.source} (columns: {', '.join(map(str, split.records[0]))})"
+        )
     groups: dict[str, list[int]] = {}
     for i, rec in enumerate(split.records):
         groups.setdefault(str(rec.get(by)), []).append(i)
@@ -326,9 +381,11 @@ def split_off(split: Split, ratio: float, seed: int, by: str = "") -> tuple[Spli
         n_val += len(g) if n_val < target else 0
     if n_val >= len(order):
         unit = f"distinct '{by}' values (split_by)" if by else "rows"
-        raise UserError(f"{split.source}: {len(groups)} {unit} are too few to split off validation_ratio={ratio}; "
-                        f"give a validation_file" + (", or set split_by to another column" if by else ""))
-    pick = lambda idx: Split([split.records[i] for i in sorted(idx)], split.source, [split.rows[i] for i in sorted(idx)])
+        raise UserError(
+            f"{split.source}: {len(groups)} {unit} are too few to split off validation_ratio={ratio}; "
+            f"give a validation_file" + (", or set split_by to another column" if by else "")
+        )
+    pick = lambda idx: Split(
+        [split.records[i] for i in sorted(idx)], split.source, [split.rows[i] for i in sorted(idx)]
+    )
     return pick(order[n_val:]), pick(order[:n_val])
-
-

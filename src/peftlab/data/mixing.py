@@ -17,6 +17,7 @@ makes, so the same seed and ratios draw the same way) over datasets of row indic
 plain Python and files with different column types never meet in one Arrow schema.
 Every row remembers its file (Row), so a task's message about a bad row names the file in the list.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -24,8 +25,12 @@ from collections import Counter
 from peftlab.config.settings import COLUMN_KEYS, READ_KEYS
 from peftlab.errors import UserError, closest
 
-MIXES = {"concat": "concat", "interleave": "first_exhausted", "interleave_under": "first_exhausted",
-         "interleave_over": "all_exhausted"}
+MIXES = {
+    "concat": "concat",
+    "interleave": "first_exhausted",
+    "interleave_under": "first_exhausted",
+    "interleave_over": "all_exhausted",
+}
 MIXED_SOURCE = "mixed train_file"
 
 
@@ -65,11 +70,15 @@ def check_mix(data) -> None:
         if n < 2:
             raise UserError("mix_ratios: needs several train_file entries (train_file: [a.json, b.json])")
         if data.mix == "concat":
-            raise UserError("mix_ratios: applies to mix: interleave or interleave_over; with concat cap a file "
-                            "with its own max_samples ({file: b.json, max_samples: 500})")
+            raise UserError(
+                "mix_ratios: applies to mix: interleave or interleave_over; with concat cap a file "
+                "with its own max_samples ({file: b.json, max_samples: 500})"
+            )
         if len(data.mix_ratios) != n or any(r <= 0 for r in data.mix_ratios):
-            raise UserError(f"mix_ratios: {data.mix_ratios} must give one positive number per train_file entry "
-                            f"({n} entries), e.g. [{', '.join(['1'] * n)}]")
+            raise UserError(
+                f"mix_ratios: {data.mix_ratios} must give one positive number per train_file entry "
+                f"({n} entries), e.g. [{', '.join(['1'] * n)}]"
+            )
 
 
 def renames(entry: dict, data, key: str) -> dict[str, str]:
@@ -80,8 +89,10 @@ def renames(entry: dict, data, key: str) -> dict[str, str]:
             continue
         mine, top = entry[k], getattr(data, k)
         if not top:
-            raise UserError(f"{key}: {k}: set `{k}:` at the top level too (empty there means auto): each file's "
-                            f"own column is renamed to that name")
+            raise UserError(
+                f"{key}: {k}: set `{k}:` at the top level too (empty there means auto): each file's "
+                f"own column is renamed to that name"
+            )
         if isinstance(top, list):
             if len(mine) != len(top):
                 raise UserError(f"{key}: {k}: {mine} names {len(mine)} columns, the top-level {k} {len(top)}")
@@ -100,8 +111,10 @@ def read_entry(entry: dict, data, key: str, read):
     names = renames(entry, data, key)
     missing = [c for c in names if c not in split.records[0]]
     if missing:
-        raise UserError(f"{key} ({split.source}): column '{missing[0]}' not found (columns: "
-                        f"{', '.join(map(str, split.records[0]))}); fix the file's column keys")
+        raise UserError(
+            f"{key} ({split.source}): column '{missing[0]}' not found (columns: "
+            f"{', '.join(map(str, split.records[0]))}); fix the file's column keys"
+        )
     records = [{names.get(k, k): v for k, v in rec.items()} for rec in split.records] if names else split.records
     return Split(records, split.source, [Row(r, split.source) for r in split.rows], split.group)
 
@@ -115,8 +128,10 @@ def load_mixed(data, seed: int, read, split_off, sample):
         key = f"train_file[{i}]"
         split = read_entry(entry, data, key, read)
         if any(p["file"] == split.source for p in report):
-            raise UserError(f"{key}: {split.source} is listed twice; to draw more of it, give mix: interleave "
-                            f"with mix_ratios, or cap the other files with max_samples")
+            raise UserError(
+                f"{key}: {split.source} is listed twice; to draw more of it, give mix: interleave "
+                f"with mix_ratios, or cap the other files with max_samples"
+            )
         n_read, n_val = len(split.records), 0
         ratio = entry.get("validation_ratio", data.validation_ratio)
         if not data.validation_file and ratio > 0:  # a file's own 0: all its rows train (an auxiliary set)
@@ -128,13 +143,16 @@ def load_mixed(data, seed: int, read, split_off, sample):
         parts.append(split)
         report.append({"file": split.source, "rows_read": n_read, "validation": n_val, "rows_kept": len(split.records)})
     order = mix_order([len(p.records) for p in parts], data.mix, data.mix_ratios, seed)
-    train = Split([parts[f].records[r] for f, r in order], MIXED_SOURCE, [parts[f].rows[r] for f, r in order],
-                  parts=report)
+    train = Split(
+        [parts[f].records[r] for f, r in order], MIXED_SOURCE, [parts[f].rows[r] for f, r in order], parts=report
+    )
     if data.validation_file:
         return train, None
     if not held_out:
-        raise UserError("train_file: every entry has validation_ratio 0, so no validation rows are left; give a "
-                        "validation_file, or let one entry keep a validation_ratio above 0")
+        raise UserError(
+            "train_file: every entry has validation_ratio 0, so no validation rows are left; give a "
+            "validation_file, or let one entry keep a validation_ratio above 0"
+        )
     return train, Split([r for v in held_out for r in v.records], MIXED_SOURCE, [r for v in held_out for r in v.rows])
 
 
@@ -146,8 +164,9 @@ def mix_order(sizes: list[int], mix: str, ratios: list[float], seed: int) -> lis
 
     total = sum(ratios) if ratios else 0
     index = [datasets.Dataset.from_dict({"f": [f] * n, "r": list(range(n))}) for f, n in enumerate(sizes)]
-    mixed = datasets.interleave_datasets(index, probabilities=[r / total for r in ratios] if ratios else None,
-                                         seed=seed, stopping_strategy=MIXES[mix])
+    mixed = datasets.interleave_datasets(
+        index, probabilities=[r / total for r in ratios] if ratios else None, seed=seed, stopping_strategy=MIXES[mix]
+    )
     return list(zip(mixed["f"], mixed["r"]))
 
 

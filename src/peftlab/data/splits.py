@@ -1,5 +1,6 @@
 """The splits a run trains and evaluates on: files read (one or several, mixed), a validation split
 split off with the seed where no file gives it, max_samples applied."""
+
 from __future__ import annotations
 
 from peftlab.data.formats import Split, read_records, sample, split_off
@@ -20,8 +21,16 @@ def load_splits(data, seed: int) -> dict[str, Split]:
         skipped.extend(split.skipped)
         return split
 
-    read = lambda p, key: read_file(p, key, data.data_format, data.encoding, data.delimiter, data.header,  # noqa: E731
-                                    data.columns, data.on_bad_lines)
+    read = lambda p, key: read_file(
+        p,
+        key,
+        data.data_format,
+        data.encoding,
+        data.delimiter,
+        data.header,  # noqa: E731
+        data.columns,
+        data.on_bad_lines,
+    )
     if isinstance(data.train_file, list):  # several files, mixed
         train, validation = load_mixed(data, seed, read_file, split_off, sample)
         validation = read(data.validation_file, "validation_file") if data.validation_file else validation
@@ -32,8 +41,10 @@ def load_splits(data, seed: int) -> dict[str, Split]:
         train = read(data.train_file, "train_file")
         by = train.group if data.split_by == "auto" else data.split_by
         train, validation = split_off(train, data.validation_ratio, seed, by)
-    splits = {"train": sample(train, data.max_samples, seed),
-              "validation": sample(validation, data.max_eval_samples, seed)}
+    splits = {
+        "train": sample(train, data.max_samples, seed),
+        "validation": sample(validation, data.max_eval_samples, seed),
+    }
     if data.test_file:
         splits["test"] = sample(read(data.test_file, "test_file"), data.max_eval_samples, seed)
     if data.extra_eval_file:

@@ -7,6 +7,7 @@ Where the tools come from: llama-cpp-python's source distribution vendors llama.
 included; `make setup` builds the library once per machine and copies the converter, its
 `conversion/` package and `gguf-py/` to .venv/llama.cpp-tools (or $PEFTLAB_LLAMACPP_TOOLS).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -37,8 +38,10 @@ def gguf_path(folder: Path, kind: str) -> Path:
 def tools_dir() -> Path:
     folder = Path(os.environ.get("PEFTLAB_LLAMACPP_TOOLS") or Path(sys.prefix) / "llama.cpp-tools")
     if not (folder / "convert_hf_to_gguf.py").is_file():
-        raise UserError(f"GGUF export: llama.cpp's converter is not in {folder}; `make setup` puts it there "
-                        f"(from llama-cpp-python's source distribution), or set PEFTLAB_LLAMACPP_TOOLS")
+        raise UserError(
+            f"GGUF export: llama.cpp's converter is not in {folder}; `make setup` puts it there "
+            f"(from llama-cpp-python's source distribution), or set PEFTLAB_LLAMACPP_TOOLS"
+        )
     return folder
 
 
@@ -47,8 +50,15 @@ def convert(hf_dir: Path, target: Path, outtype: str) -> None:
     tools = tools_dir()
     tmp = layout.temporary(target)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tools / "gguf-py"), str(tools)]), "NO_LOCAL_GGUF": ""}
-    cmd = [sys.executable, str(tools / "convert_hf_to_gguf.py"), str(hf_dir), "--outfile", str(tmp),
-           "--outtype", outtype]
+    cmd = [
+        sys.executable,
+        str(tools / "convert_hf_to_gguf.py"),
+        str(hf_dir),
+        "--outfile",
+        str(tmp),
+        "--outtype",
+        outtype,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         tmp.unlink(missing_ok=True)
@@ -74,8 +84,10 @@ def quantize(source: Path, target: Path, kind: str) -> None:
     try:
         import llama_cpp
     except ImportError:
-        raise UserError("GGUF export: llama-cpp-python is not installed; `make setup` builds it once "
-                        "(or: pip install llama-cpp-python==0.3.36)") from None
+        raise UserError(
+            "GGUF export: llama-cpp-python is not installed; `make setup` builds it once "
+            "(or: pip install llama-cpp-python==0.3.36)"
+        ) from None
     from peftlab.hardware import physical_cores
 
     params = llama_cpp.llama_model_quantize_default_params()
@@ -104,7 +116,9 @@ def export_gguf(hf_dir: Path, out_dir: Path, types: list[str]) -> dict[str, Path
     check_types(types)
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
     if not (hf_dir / "config.json").is_file():
-        raise UserError(f"GGUF export: {hf_dir} has no config.json; give a merged folder (`peftlab export RUN --merge`)")
+        raise UserError(
+            f"GGUF export: {hf_dir} has no config.json; give a merged folder (`peftlab export RUN --merge`)"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     for kind in [t for t in types if t in CONVERTED]:

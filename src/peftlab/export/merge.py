@@ -10,6 +10,7 @@
                    beside it; `peftlab eval FOLDER/model-q8_0.gguf` runs one through llama.cpp.
 Every output folder is written under a temporary name and renamed when complete.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -33,9 +34,14 @@ from peftlab.runs.rundir import (
 def loader_note(note: dict) -> str:
     """README.md of an export folder: how to load it without peftlab."""
     pooling = note.get("pooling")
-    lines = [f"# {note['from_run']} — exported by peftlab ({'merged' if note['merged'] else 'adapter'})", "",
-             f"Task `{note['task']}`, method `{note['method']}`, base `{note['base_model']}`.", "",
-             "Score it as the run did: `peftlab eval <this folder>` (reads peftlab.json and config.yaml).", ""]
+    lines = [
+        f"# {note['from_run']} — exported by peftlab ({'merged' if note['merged'] else 'adapter'})",
+        "",
+        f"Task `{note['task']}`, method `{note['method']}`, base `{note['base_model']}`.",
+        "",
+        "Score it as the run did: `peftlab eval <this folder>` (reads peftlab.json and config.yaml).",
+        "",
+    ]
     if note["merged"]:
         lines += [f"Plain transformers: `{note['auto_class']}.from_pretrained(<this folder>)`."]
     else:
@@ -43,8 +49,11 @@ def loader_note(note: dict) -> str:
     if pooling == "mean":
         lines += ["", MEAN_POOLING_NOTE]
     if note.get("task") == "classification" and note.get("classify_by") in ("likelihood", "generate"):
-        lines += ["", f"Labels are predicted by `{note['classify_by']}` scoring of the label words "
-                      f"{note.get('label_words')}: a causal LM, the prompts are in config.yaml."]
+        lines += [
+            "",
+            f"Labels are predicted by `{note['classify_by']}` scoring of the label words "
+            f"{note.get('label_words')}: a causal LM, the prompts are in config.yaml.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -52,12 +61,21 @@ def describe(session: Session, merged: bool) -> dict:
     cfg, result = session.cfg, session.source.result
     model = session.model
     base = getattr(model, "get_base_model", lambda: model)()
-    return {"from_run": str(session.source.folder), "task": cfg.task.task, "classify_by": cfg.task.classify_by,
-            "method": result.get("method"), "base_model": cfg.model.model, "merged": merged,
-            "labels": result.get("labels"), "pooling": result.get("pooling"),
-            "label_words": result.get("label_words"), "auto_class": auto_class_of(base),
-            "best_epoch": result.get("best_epoch"), "metrics_best": result.get("metrics_best"),
-            "run_finished_at": result.get("finished_at")}  # which training of the run this is (see ensure_export)
+    return {
+        "from_run": str(session.source.folder),
+        "task": cfg.task.task,
+        "classify_by": cfg.task.classify_by,
+        "method": result.get("method"),
+        "base_model": cfg.model.model,
+        "merged": merged,
+        "labels": result.get("labels"),
+        "pooling": result.get("pooling"),
+        "label_words": result.get("label_words"),
+        "auto_class": auto_class_of(base),
+        "best_epoch": result.get("best_epoch"),
+        "metrics_best": result.get("metrics_best"),
+        "run_finished_at": result.get("finished_at"),
+    }  # which training of the run this is (see ensure_export)
 
 
 def write_merged(session: Session, out: Path) -> str:
@@ -80,8 +98,10 @@ def write_merged(session: Session, out: Path) -> str:
     write_folder(out, fill)
     if merged:
         return f"merged {method} into {note['auto_class']} -> {out}"
-    return (f"{method} adapters cannot be merged (their virtual tokens are inputs, not weights): "
-            f"exported the adapter with a loader note -> {out}")
+    return (
+        f"{method} adapters cannot be merged (their virtual tokens are inputs, not weights): "
+        f"exported the adapter with a loader note -> {out}"
+    )
 
 
 def copy_adapter(session: Session, out: Path) -> str:
@@ -98,8 +118,9 @@ def copy_adapter(session: Session, out: Path) -> str:
     return f"copied {weights.name}/ of {session.source.folder.name} -> {out}"
 
 
-def run_export(run: str, out: str = "", merge: bool = False, adapter_only: bool = False, gguf: str = "",
-               overwrite: bool = False) -> list[str]:
+def run_export(
+    run: str, out: str = "", merge: bool = False, adapter_only: bool = False, gguf: str = "", overwrite: bool = False
+) -> list[str]:
     """Export a run folder; returns the lines to print."""
     if not (merge or adapter_only or gguf):
         raise UserError("export: say what to write: --merge, --adapter-only and/or --gguf f16,q8_0,q4_0,q4_k_m")
@@ -108,8 +129,10 @@ def run_export(run: str, out: str = "", merge: bool = False, adapter_only: bool 
         raise UserError(f"export: {run} is not a run folder (one written by `peftlab train`, with result.json)")
     types = [t.strip().lower() for t in gguf.split(",") if t.strip()]
     if types and not method_of(source.result.get("method")).can_merge:
-        raise UserError(f"--gguf: a {source.result['method']} run has no merged weights to convert (its virtual "
-                        f"tokens are inputs); GGUF export needs a weight method such as lora or full")
+        raise UserError(
+            f"--gguf: a {source.result['method']} run has no merged weights to convert (its virtual "
+            f"tokens are inputs); GGUF export needs a weight method such as lora or full"
+        )
     if types:
         from peftlab.export.gguf import check_types
 
@@ -117,10 +140,14 @@ def run_export(run: str, out: str = "", merge: bool = False, adapter_only: bool 
     run_dir = source.folder
     wanted = (["merged"] if merge or types else []) + (["adapter"] if adapter_only else [])
     if out and len(wanted) > 1:
-        raise UserError("--out names one folder, but both the merged model and the adapter were asked for; "
-                        "export them with two commands, or drop --out (RUN-merged/, RUN-saved_model/)")
-    targets = {"merged": run_dir.with_name(layout.merged_export(run_dir.name)),
-               "adapter": run_dir.with_name(layout.adapter_export(run_dir.name))}
+        raise UserError(
+            "--out names one folder, but both the merged model and the adapter were asked for; "
+            "export them with two commands, or drop --out (RUN-merged/, RUN-saved_model/)"
+        )
+    targets = {
+        "merged": run_dir.with_name(layout.merged_export(run_dir.name)),
+        "adapter": run_dir.with_name(layout.adapter_export(run_dir.name)),
+    }
     if out:
         targets[wanted[0]] = Path(out)
     for key in wanted:
@@ -152,7 +179,9 @@ def ensure_export(run: str, kind: str) -> Path:
     if kind not in EXPORT_KINDS:
         raise UserError(f"--export: '{kind}' is not one of {', '.join(EXPORT_KINDS)}")
     run_dir = Path(run)
-    merged = run_dir.parent / layout.EXPORTS / layout.merged_export(run_dir.name)  # apart from run and evaluation folders
+    merged = (
+        run_dir.parent / layout.EXPORTS / layout.merged_export(run_dir.name)
+    )  # apart from run and evaluation folders
     if not is_export_of(merged, run_dir):
         run_export(run, out=str(merged), merge=True, gguf="" if kind == "merged" else kind, overwrite=True)
     if kind == "merged":
@@ -172,8 +201,13 @@ def is_export_of(folder: Path, run_dir: Path) -> bool:
 
     note = read_json(folder / layout.EXPORT_NOTE, None)
     result = read_result(run_dir)
-    return (isinstance(note, dict) and isinstance(result, dict) and note.get("merged", False)
-            and note.get("run_finished_at") is not None and note.get("run_finished_at") == result.get("finished_at"))
+    return (
+        isinstance(note, dict)
+        and isinstance(result, dict)
+        and note.get("merged", False)
+        and note.get("run_finished_at") is not None
+        and note.get("run_finished_at") == result.get("finished_at")
+    )
 
 
 def export_to_evaluate(spec: str | None, kind: str, out: str | None) -> tuple[str, str]:

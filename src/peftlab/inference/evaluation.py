@@ -7,6 +7,7 @@ result.json (kind "eval": metrics, wall time, examples/s, input tokens/s, peak m
 disk, the few-shot examples shown, where the weights came from). Nothing is written before the
 data, the model and the weights have loaded, and every file is written atomically.
 """
+
 from __future__ import annotations
 
 import time
@@ -49,8 +50,11 @@ def row_label(session: Session) -> str:
     """How the row shows in a report when it is not part of a sweep."""
     cfg, source = session.cfg, session.source
     if source.kind == "run":
-        return f"{source.result.get('method', 'run')} (adapter)" if source.weights.name == layout.ADAPTER else \
-            str(source.result.get("method", "run"))
+        return (
+            f"{source.result.get('method', 'run')} (adapter)"
+            if source.weights.name == layout.ADAPTER
+            else str(source.result.get("method", "run"))
+        )
     if session.backend == "llamacpp" or cfg.model.model.endswith(".gguf"):
         from peftlab.inference.llamacpp import gguf_file_of
 
@@ -74,8 +78,11 @@ def size_on_disk(session: Session) -> dict:
     base = folder_size_mb(base_path) if base_path.is_dir() else None
     if source.kind == "run" and source.weights.name == layout.ADAPTER:
         adapter = weights_size_mb(source.weights)
-        return {"size_on_disk_mb": None if base is None else round(base + adapter, 3), "adapter_size_mb": adapter,
-                "base_size_mb": base}
+        return {
+            "size_on_disk_mb": None if base is None else round(base + adapter, 3),
+            "adapter_size_mb": adapter,
+            "base_size_mb": base,
+        }
     return {"size_on_disk_mb": base}
 
 
@@ -87,8 +94,11 @@ def describe_source(session: Session) -> dict:
     if source.weights:
         out["weights"] = str(source.weights)
     if source.kind == "run":
-        out.update(run=source.result.get("run_name"), run_method=source.result.get("method"),
-                   run_best_epoch=source.result.get("best_epoch"))
+        out.update(
+            run=source.result.get("run_name"),
+            run_method=source.result.get("method"),
+            run_best_epoch=source.result.get("best_epoch"),
+        )
     return out
 
 
@@ -96,19 +106,39 @@ def eval_result(session: Session, split: str, scored: Scored, out_dir: Path, sta
     cfg = session.cfg
     metrics = {"epoch": 0, **scored.metrics}
     n = len(session.encoded[split])
-    return {"kind": "eval", "status": "completed", "run_name": out_dir.name, "task": cfg.task.task,
-            "model": cfg.model.model, "method": row_label(session), "source": describe_source(session),
-            "split": split, "shots": cfg.eval.shots, "shots_shown": session.shots,
-            "metric_for_best": metric, "best_epoch": 0, "epochs_run": 0,
-            "metrics_epoch0": metrics, "metrics_best": metrics, "metrics_last": metrics,
-            "n_evaluated": n, "eval_wall_s": round(scored.seconds, 3),
-            "examples_per_s": round(n / scored.seconds, 3) if scored.seconds else None,
-            "tokens_per_s": round(scored.tokens / scored.seconds, 1) if scored.seconds else None,
-            "input_tokens": scored.tokens, **peak_memory(), **size_on_disk(session),
-            "labels": getattr(session.prepared, "labels", None),
-            "trainable_params": 0, "total_params": model_params(session), "trainable_pct": 0.0,
-            "versions": library_versions(), "git_hash": git_hash(), "wall_time_s": round(time.time() - started, 2),
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "kind": "eval",
+        "status": "completed",
+        "run_name": out_dir.name,
+        "task": cfg.task.task,
+        "model": cfg.model.model,
+        "method": row_label(session),
+        "source": describe_source(session),
+        "split": split,
+        "shots": cfg.eval.shots,
+        "shots_shown": session.shots,
+        "metric_for_best": metric,
+        "best_epoch": 0,
+        "epochs_run": 0,
+        "metrics_epoch0": metrics,
+        "metrics_best": metrics,
+        "metrics_last": metrics,
+        "n_evaluated": n,
+        "eval_wall_s": round(scored.seconds, 3),
+        "examples_per_s": round(n / scored.seconds, 3) if scored.seconds else None,
+        "tokens_per_s": round(scored.tokens / scored.seconds, 1) if scored.seconds else None,
+        "input_tokens": scored.tokens,
+        **peak_memory(),
+        **size_on_disk(session),
+        "labels": getattr(session.prepared, "labels", None),
+        "trainable_params": 0,
+        "total_params": model_params(session),
+        "trainable_pct": 0.0,
+        "versions": library_versions(),
+        "git_hash": git_hash(),
+        "wall_time_s": round(time.time() - started, 2),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def model_params(session: Session) -> int | None:
@@ -117,8 +147,14 @@ def model_params(session: Session) -> int | None:
     return int(sum(p.numel() for p in session.model.parameters()))
 
 
-def run_eval(spec: str | None, overrides: list[str], split: str = "validation", out: str | None = None,
-             overwrite: bool = False, started: float | None = None) -> tuple[dict, Path]:
+def run_eval(
+    spec: str | None,
+    overrides: list[str],
+    split: str = "validation",
+    out: str | None = None,
+    overwrite: bool = False,
+    started: float | None = None,
+) -> tuple[dict, Path]:
     """Evaluate; returns (result, evaluation folder). `peftlab eval RUN --export KIND` exports first
     (export/merge.py: export_to_evaluate) and evaluates what that wrote; `started` (unix seconds) is
     then when the export began, which the wall time counts from."""
@@ -130,8 +166,11 @@ def run_eval(spec: str | None, overrides: list[str], split: str = "validation", 
     metric = metric_of(cfg)
     splits = load_eval_splits(cfg, split)
     session = open_session(cfg, source, splits, [split])
-    print(f"peftlab: evaluating {source.describe(cfg)} on {len(session.encoded[split])} {split} examples "
-          f"({session.backend}{f', {cfg.eval.shots}-shot' if cfg.eval.shots else ''})", flush=True)
+    print(
+        f"peftlab: evaluating {source.describe(cfg)} on {len(session.encoded[split])} {split} examples "
+        f"({session.backend}{f', {cfg.eval.shots}-shot' if cfg.eval.shots else ''})",
+        flush=True,
+    )
     scored = score_split(session, split)
     result = eval_result(session, split, scored, out_dir, started, metric)
     write_eval_folder(session, split, scored, result, out_dir)
@@ -148,26 +187,37 @@ def metric_of(cfg: Config) -> str:
 
 def write_eval_folder(session: Session, split: str, scored: Scored, result: dict, out_dir: Path) -> None:
     """Every file into a temporary folder first, then one rename: no half-written evaluation folder."""
+
     def fill(tmp: Path) -> None:
         write_yaml(tmp / layout.CONFIG, session.cfg.to_dict())
         write_jsonl(tmp / layout.METRICS, [result["metrics_epoch0"]])
-        session.task.write_predictions(tmp / layout.predictions_file(split), session.prepared, split,
-                                       scored.predictions, session.env)
+        session.task.write_predictions(
+            tmp / layout.predictions_file(split), session.prepared, split, scored.predictions, session.env
+        )
         write_result(tmp, result)
 
     write_folder(out_dir, fill)
 
 
 def format_eval_summary(result: dict) -> str:
-    shown = [k for k in ("accuracy", "f1", "mcc", "map@3", "exact_match", "rougeL", "bleu4", "exact", "unparsed")
-             if k in result["metrics_best"]]
+    shown = [
+        k
+        for k in ("accuracy", "f1", "mcc", "map@3", "exact_match", "rougeL", "bleu4", "exact", "unparsed")
+        if k in result["metrics_best"]
+    ]
     metric = result["metric_for_best"]
     keys = list(dict.fromkeys([metric, *shown]))
-    values = "   ".join(f"{k} {result['metrics_best'][k]:.4f}" if isinstance(result["metrics_best"].get(k), float)
-                        else f"{k} {result['metrics_best'].get(k)}" for k in keys if k in result["metrics_best"])
+    values = "   ".join(
+        f"{k} {result['metrics_best'][k]:.4f}"
+        if isinstance(result["metrics_best"].get(k), float)
+        else f"{k} {result['metrics_best'].get(k)}"
+        for k in keys
+        if k in result["metrics_best"]
+    )
     size = result.get("size_on_disk_mb")
-    return (f"eval {result['run_name']}  [{result['method']}] on {result['n_evaluated']} {result['split']} examples\n"
-            f"{values}\nwall {result['eval_wall_s']:.1f} s   {result['examples_per_s']} examples/s   "
-            f"{result['tokens_per_s']} input tokens/s   peak memory {result['peak_memory_mb']:.0f} MiB   "
-            f"size on disk {'-' if size is None else f'{size:.1f} MB'}")
-
+    return (
+        f"eval {result['run_name']}  [{result['method']}] on {result['n_evaluated']} {result['split']} examples\n"
+        f"{values}\nwall {result['eval_wall_s']:.1f} s   {result['examples_per_s']} examples/s   "
+        f"{result['tokens_per_s']} input tokens/s   peak memory {result['peak_memory_mb']:.0f} MiB   "
+        f"size on disk {'-' if size is None else f'{size:.1f} MB'}"
+    )

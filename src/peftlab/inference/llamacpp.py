@@ -7,6 +7,7 @@ score identical token sequences; llama.cpp returns the log-probabilities; the ta
 build_compute_metrics and write_predictions turn them into metrics and rows. Scoring the options of
 one prompt reuses the prompt's KV cache (llama.cpp keeps it; only the option tokens are evaluated).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -66,16 +67,27 @@ def open_llama(path: Path, n_ctx: int, n_threads: int | None = None):
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
-        raise UserError("backend llamacpp: llama-cpp-python is not installed; `make setup` builds it once "
-                        "(or: pip install llama-cpp-python==0.3.36)") from None
+        raise UserError(
+            "backend llamacpp: llama-cpp-python is not installed; `make setup` builds it once "
+            "(or: pip install llama-cpp-python==0.3.36)"
+        ) from None
     if not path.is_file():
         raise UserError(f"backend llamacpp: GGUF file not found: {path}")
     try:
-        return llama_with(extra_buffer_types(), model_path=str(path), n_ctx=n_ctx, n_batch=min(512, n_ctx),
-                          n_threads=n_threads or physical_cores(), logits_all=True, verbose=False)
+        return llama_with(
+            extra_buffer_types(),
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_batch=min(512, n_ctx),
+            n_threads=n_threads or physical_cores(),
+            logits_all=True,
+            verbose=False,
+        )
     except (ValueError, RuntimeError) as e:
-        raise UserError(f"backend llamacpp: llama.cpp cannot load {path} ({e}); is it a GGUF file of an "
-                        f"architecture llama.cpp knows?") from None
+        raise UserError(
+            f"backend llamacpp: llama.cpp cannot load {path} ({e}); is it a GGUF file of an "
+            f"architecture llama.cpp knows?"
+        ) from None
 
 
 class LlamaScorer:
@@ -115,14 +127,15 @@ class LlamaScorer:
         return self.logprobs_at(len(ids) - 1)[token_ids]
 
 
-def choice_scores(scorer: LlamaScorer, examples: list[Choice], tokenizer, cfg, single: list[int] | None,
-                  norm: str) -> np.ndarray:
+def choice_scores(
+    scorer: LlamaScorer, examples: list[Choice], tokenizer, cfg, single: list[int] | None, norm: str
+) -> np.ndarray:
     """(examples, options) scores as the transformers path computes them (choices.LikelihoodScores)."""
     width = max(len(c.options) for c in examples)
     out = np.full((len(examples), width), np.finfo(np.float32).min, dtype=np.float64)
     for i, c in enumerate(examples):
         if single is not None:  # one forward pass over the prompt: next-token log-probabilities
-            ids = tokenizer(c.prompt)["input_ids"][-cfg.task.max_length:]
+            ids = tokenizer(c.prompt)["input_ids"][-cfg.task.max_length :]
             out[i, : len(c.options)] = scorer.next_token(ids, single)
             continue
         for j, option in enumerate(c.options):
@@ -179,7 +192,8 @@ def score_split_llamacpp(session, split: str):
         session.env.generate = generator(llm, cfg, stop_ids(tokenizer, None, template))
         compute = session.task.build_compute_metrics(prepared, split, session.env)
         return compute(None), None
-    raise UserError(f"backend llamacpp: task {cfg.task.task} (classify_by {cfg.task.classify_by}) needs a trained "
-                    f"head that a GGUF file does not carry; llama.cpp scores label likelihood, multiple-choice "
-                    f"likelihood and generation (classify_by generate, mc_head generate, sft)")
-
+    raise UserError(
+        f"backend llamacpp: task {cfg.task.task} (classify_by {cfg.task.classify_by}) needs a trained "
+        f"head that a GGUF file does not carry; llama.cpp scores label likelihood, multiple-choice "
+        f"likelihood and generation (classify_by generate, mc_head generate, sft)"
+    )

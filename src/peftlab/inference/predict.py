@@ -6,6 +6,7 @@ length so that a batch pads little, and put back in input order on write. Gold c
 absent: a placeholder stands in for them so the task's reader accepts the row, and it is never
 shown. `--answers FILE` grades the result lines against one gold answer per line.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,8 +73,16 @@ def line_of(task: str, row: dict) -> str:
     return " ".join(str("" if value is None else value).split())  # one line: no newline inside an answer
 
 
-def run_predict(spec: str, input_path: str, overrides: list[str], limit: int = 0, name: str = "", out: str = "",
-                answers: str | None = None, overwrite: bool = False) -> list[str]:
+def run_predict(
+    spec: str,
+    input_path: str,
+    overrides: list[str],
+    limit: int = 0,
+    name: str = "",
+    out: str = "",
+    answers: str | None = None,
+    overwrite: bool = False,
+) -> list[str]:
     """Predict; returns the lines to print."""
     cfg, source = read_source(spec, overrides)
     cfg.eval.max_eval_generate = 0  # every row gets its answer
@@ -85,11 +94,14 @@ def run_predict(spec: str, input_path: str, overrides: list[str], limit: int = 0
     gold = read_answers(answers) if answers else None
     labels = source.result.get("labels") or [str(x) for x in cfg.data.label_names] or None
     if cfg.task.task == "classification" and not labels and not cfg.data.train_file:
-        raise UserError("label_names: predicting with an untrained model needs the label set; set label_names= "
-                        "(or train_file=, whose labels are used)")
+        raise UserError(
+            "label_names: predicting with an untrained model needs the label set; set label_names= "
+            "(or train_file=, whose labels are used)"
+        )
     # the training file gives few-shot examples, and the label set of an untrained model
-    train = load_splits(cfg.data, cfg.train.seed)["train"] if cfg.eval.shots or not labels and cfg.data.train_file \
-        else None
+    train = (
+        load_splits(cfg.data, cfg.train.seed)["train"] if cfg.eval.shots or not labels and cfg.data.train_file else None
+    )
     if cfg.task.task == "classification" and not labels:
         from peftlab.tasks.classification import sort_labels
 
@@ -97,8 +109,10 @@ def run_predict(spec: str, input_path: str, overrides: list[str], limit: int = 0
     split, order, originals = read_input(input_path, cfg, limit, labels)
     train = train or split
     if gold is not None and len(gold) != len(order):
-        raise UserError(f"--answers {answers}: {len(gold)} lines for {len(order)} predicted rows "
-                        f"(--limit {limit or 'all'}); give one answer per predicted row, in input order")
+        raise UserError(
+            f"--answers {answers}: {len(gold)} lines for {len(order)} predicted rows "
+            f"(--limit {limit or 'all'}); give one answer per predicted row, in input order"
+        )
     session = open_session(cfg, source, {"train": train, SPLIT: split}, [SPLIT])
     keep_threshold(session)
     scored = score_split(session, SPLIT)
@@ -107,13 +121,19 @@ def run_predict(spec: str, input_path: str, overrides: list[str], limit: int = 0
     for position, index in enumerate(order):
         restored[index], row_numbers[index] = rows[position], split.rows[position]
     lines = [line_of(cfg.task.task, r) for r in restored]
-    write_jsonl(result_jsonl, [{"row": number, "input": rec, **{k: v for k, v in row.items() if k not in GOLD_KEYS},
-                                "prediction": line}
-                               for number, rec, line, row in zip(row_numbers, originals, lines, restored)])
+    write_jsonl(
+        result_jsonl,
+        [
+            {"row": number, "input": rec, **{k: v for k, v in row.items() if k not in GOLD_KEYS}, "prediction": line}
+            for number, rec, line, row in zip(row_numbers, originals, lines, restored)
+        ],
+    )
     write_text(result_txt, "".join(line + "\n" for line in lines))
     n = len(lines)
-    report = [f"predicted {n} rows in {scored.seconds:.1f} s ({n / scored.seconds:.1f} rows/s, batched, sorted "
-              f"by length) -> {result_txt} (+ {result_jsonl.name})"]
+    report = [
+        f"predicted {n} rows in {scored.seconds:.1f} s ({n / scored.seconds:.1f} rows/s, batched, sorted "
+        f"by length) -> {result_txt} (+ {result_jsonl.name})"
+    ]
     if gold is not None:
         report += grade(lines, gold, labels if cfg.task.task == "classification" else None)
     return report
@@ -156,10 +176,10 @@ def grade(predicted: list[str], gold: list[str], labels: list[str] | None) -> li
     if labels:
         unknown = sorted({g for g in gold if g not in labels})
         if unknown:
-            raise UserError(f"--answers: labels {', '.join(unknown[:5])} are not among the model's labels "
-                            f"({', '.join(labels)})")
+            raise UserError(
+                f"--answers: labels {', '.join(unknown[:5])} are not among the model's labels ({', '.join(labels)})"
+            )
         index = {l: i for i, l in enumerate(labels)}
         m = compute_classification([index[g] for g in gold], [index.get(p, -1) for p in predicted], len(labels))
         lines.append("  " + "   ".join(f"{k} {m[k]:.4f}" for k in ("accuracy", "f1", "precision", "recall", "mcc")))
     return lines
-

@@ -12,6 +12,7 @@ Where the model comes from (`read_source`):
   run      a run folder: its config.yaml, its best weights (adapter/ or head/ on the base, or model/)
   export   a folder written by `peftlab export --merge` (peftlab.json + config.yaml + the model)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,9 +39,9 @@ BACKENDS = ("auto", "transformers", "llamacpp")
 
 @dataclass
 class Source:
-    kind: str                      # config | run | export
-    folder: Path | None = None     # the run or export folder
-    weights: Path | None = None    # a run's adapter/ or model/ folder
+    kind: str  # config | run | export
+    folder: Path | None = None  # the run or export folder
+    weights: Path | None = None  # a run's adapter/ or model/ folder
     result: dict = field(default_factory=dict)  # the run's result.json (labels, pooling)
 
     def describe(self, cfg: Config) -> str:
@@ -61,30 +62,40 @@ def read_source(spec: str | None, overrides: list[str]) -> tuple[Config, Source]
             raise UserError(f"{path}: GGUF file not found")
         note = path.parent / layout.EXPORT_NOTE
         if not note.is_file():
-            raise UserError(f"{path}: a bare GGUF file says nothing about the task; give a config instead "
-                            f"(`peftlab eval my.yaml model={path}`), or export it with `peftlab export` so that "
-                            f"peftlab.json and config.yaml sit beside it")
+            raise UserError(
+                f"{path}: a bare GGUF file says nothing about the task; give a config instead "
+                f"(`peftlab eval my.yaml model={path}`), or export it with `peftlab export` so that "
+                f"peftlab.json and config.yaml sit beside it"
+            )
         return load_config(path.parent / layout.CONFIG, [f"model={path}", *overrides]), Source("export", path.parent)
     if not path.is_dir():
         raise UserError(f"{path}: not a run folder, an export folder, a .gguf file nor a YAML config")
     if (path / layout.EXPORT_NOTE).is_file():
         return load_config(path / layout.CONFIG, [f"model={path}", *overrides]), Source("export", path)
     if not (path / layout.RESULT).is_file() or not (path / layout.CONFIG).is_file():
-        raise UserError(f"{path}: no result.json and config.yaml; pass a run folder written by `peftlab train`, a "
-                        f"folder written by `peftlab export`, or a YAML config")
+        raise UserError(
+            f"{path}: no result.json and config.yaml; pass a run folder written by `peftlab train`, a "
+            f"folder written by `peftlab export`, or a YAML config"
+        )
     result = read_result(path)
     if not isinstance(result, dict):
         raise UserError(f"{path / layout.RESULT}: cannot be read; the run folder is damaged (train it again)")
     if result.get("kind") == "eval":
-        raise UserError(f"{path}: an evaluation folder holds scores, not weights; pass the run folder it evaluated "
-                        f"({(result.get('source') or {}).get('folder') or (result.get('source') or {}).get('model')})")
+        raise UserError(
+            f"{path}: an evaluation folder holds scores, not weights; pass the run folder it evaluated "
+            f"({(result.get('source') or {}).get('folder') or (result.get('source') or {}).get('model')})"
+        )
     if result.get("status") != "completed":
-        raise UserError(f"{path}: the run is {result.get('status', 'unknown')}, so its weights are not its final best; "
-                        f"finish it with `peftlab train {path / layout.CONFIG} --resume`")
+        raise UserError(
+            f"{path}: the run is {result.get('status', 'unknown')}, so its weights are not its final best; "
+            f"finish it with `peftlab train {path / layout.CONFIG} --resume`"
+        )
     weights = next((path / d for d in layout.WEIGHT_DIRS if (path / d).is_dir()), None)
     if weights is None:
-        raise UserError(f"{path}: no adapter/ or model/ folder (status: {result.get('status', 'unknown')}); "
-                        f"the run saved no weights: finish it with `peftlab train {path / layout.CONFIG} --resume`")
+        raise UserError(
+            f"{path}: no adapter/ or model/ folder (status: {result.get('status', 'unknown')}); "
+            f"the run saved no weights: finish it with `peftlab train {path / layout.CONFIG} --resume`"
+        )
     cfg = load_config(path / layout.CONFIG, overrides)
     return cfg, Source("run", path, weights, result)
 
@@ -96,11 +107,15 @@ def pick_backend(cfg: Config) -> str:
     if backend == "auto":
         backend = "llamacpp" if cfg.model.model.endswith(".gguf") else "transformers"
     elif backend == "llamacpp" and not cfg.model.model.endswith(".gguf") and cfg.model.model not in gguf_named():
-        raise UserError(f"backend: llamacpp runs .gguf files; model '{cfg.model.model}' is not one (export one "
-                        f"with `peftlab export RUN --gguf q8_0`)")
+        raise UserError(
+            f"backend: llamacpp runs .gguf files; model '{cfg.model.model}' is not one (export one "
+            f"with `peftlab export RUN --gguf q8_0`)"
+        )
     if backend == "llamacpp" and cfg.task.task == "multiple_choice" and cfg.task.mc_head == "classifier":
-        raise UserError("backend llamacpp: multiple choice by a trained classifier head: the head has no GGUF form; "
-                        "use mc_head: likelihood or generate, or backend: transformers")
+        raise UserError(
+            "backend llamacpp: multiple choice by a trained classifier head: the head has no GGUF form; "
+            "use mc_head: likelihood or generate, or backend: transformers"
+        )
     return backend
 
 
@@ -113,6 +128,7 @@ def gguf_named() -> list[str]:
 @dataclass
 class Session:
     """Everything needed to score splits: the task, its prepared examples and the model."""
+
     cfg: Config
     source: Source
     task: object
@@ -150,8 +166,11 @@ def open_session(cfg: Config, source: Source, splits: dict[str, Split], evaluate
     backend = pick_backend(cfg)
     if source.result.get("labels") and not cfg.data.label_names:
         cfg.data.label_names = list(source.result["labels"])  # the run's label order, whatever the data shows
-    resolved = resolve_for(cfg, source) if backend == "transformers" else ResolvedModel(
-        cfg.model.model, gguf_tokenizer_folder(cfg), "last", "gguf")
+    resolved = (
+        resolve_for(cfg, source)
+        if backend == "transformers"
+        else ResolvedModel(cfg.model.model, gguf_tokenizer_folder(cfg), "last", "gguf")
+    )
     tokenizer = load_tokenizer(resolved.path, cfg.model.trust_remote_code)
     prepared = task.prepare(splits, cfg)
     shots = apply_shots(prepared.examples, cfg.eval.shots, cfg.train.seed, evaluated)
@@ -201,9 +220,11 @@ def load_adapter(model, folder: Path, cfg: Config):
             model.base_model.trainable_adapter_name = model.active_adapter
         return model
     except (RuntimeError, ValueError, KeyError) as e:
-        raise UserError(f"{folder}: the adapter does not fit model '{cfg.model.model}' (it was trained on "
-                        f"'{base or 'unknown'}'): {str(e).splitlines()[0][:300]}; evaluate the run folder with "
-                        f"the model it was trained on") from None
+        raise UserError(
+            f"{folder}: the adapter does not fit model '{cfg.model.model}' (it was trained on "
+            f"'{base or 'unknown'}'): {str(e).splitlines()[0][:300]}; evaluate the run folder with "
+            f"the model it was trained on"
+        ) from None
 
 
 def build_eval_trainer(session: Session):
@@ -217,8 +238,9 @@ def build_eval_trainer(session: Session):
     folder = Path(tempfile.mkdtemp(prefix="peftlab-eval-"))  # the Trainer wants an output_dir; nothing lands there
     # predict() logs nothing, and a run's report_to must not ask an evaluation for the tracker's package
     quiet = dataclasses.replace(session.cfg, train=dataclasses.replace(session.cfg.train, report_to="none"))
-    trainer = build_trainer(quiet, folder, session.model, session.tokenizer, session.task, session.prepared,
-                            encoded, [], session.env)
+    trainer = build_trainer(
+        quiet, folder, session.model, session.tokenizer, session.task, session.prepared, encoded, [], session.env
+    )
     shutil.rmtree(folder, ignore_errors=True)  # predict() never writes to it
     return trainer
 
@@ -226,9 +248,9 @@ def build_eval_trainer(session: Session):
 @dataclass
 class Scored:
     metrics: dict
-    predictions: object       # what the task's write_predictions takes (logits, scores, ...)
+    predictions: object  # what the task's write_predictions takes (logits, scores, ...)
     seconds: float
-    tokens: int               # input tokens processed (non-padding)
+    tokens: int  # input tokens processed (non-padding)
 
 
 def score_split(session: Session, split: str) -> Scored:
@@ -244,7 +266,7 @@ def score_split(session: Session, split: str) -> Scored:
         trainer.compute_metrics = session.task.build_compute_metrics(session.prepared, split, session.env)
         out = trainer.predict(session.encoded[split], metric_key_prefix=split)
         predictions = out.predictions
-        metrics = {k[len(split) + 1:]: v for k, v in out.metrics.items() if k.startswith(f"{split}_")}
+        metrics = {k[len(split) + 1 :]: v for k, v in out.metrics.items() if k.startswith(f"{split}_")}
     seconds = time.perf_counter() - started
     for key in SKIP_KEYS - {"epoch"}:  # the Trainer's timings; ours are measured around the whole scoring
         metrics.pop(key, None)
@@ -262,8 +284,10 @@ def load_eval_splits(cfg: Config, split: str) -> dict:
     if not data.train_file:
         file = {"validation": data.validation_file, "test": data.test_file, "extra": data.extra_eval_file}[split]
         if not file:
-            raise UserError(f"{split}: no file to evaluate; set validation_file= (and train_file= for few-shot "
-                            f"examples and the label set)")
+            raise UserError(
+                f"{split}: no file to evaluate; set validation_file= (and train_file= for few-shot "
+                f"examples and the label set)"
+            )
         data.train_file = file
         if cfg.eval.shots:
             raise UserError("shots: few-shot examples come from train_file, which is not set")

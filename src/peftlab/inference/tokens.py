@@ -1,5 +1,6 @@
 """Token sequences of an encoded split: what input tokens/s is counted from, and the longest prompt
 the llama.cpp backend must fit."""
+
 from __future__ import annotations
 
 

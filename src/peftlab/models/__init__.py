@@ -9,6 +9,7 @@ Layer 4. May import: data, runs, config and the base modules.
 `peftlab.models.apply_pooling` is written into the README of saved mean-pooling classifiers (users
 call it to put the pooling back on a reloaded model): it stays importable from here.
 """
+
 from peftlab.models.loading import apply_pooling
 
 __all__ = ["apply_pooling"]

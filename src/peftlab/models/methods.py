@@ -3,6 +3,7 @@
 with the adapter through peft's modules_to_save). Each row also says what the rest of peftlab must
 know about its method (which settings apply, whether it has virtual tokens, what export can do with
 it), so a new method is one row and no code elsewhere compares method names."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,12 +17,13 @@ from peftlab.errors import UserError, closest
 
 @dataclass
 class MethodContext:
-    task_type: str          # peft task type, e.g. "SEQ_CLS"
-    total_steps: int        # optimizer steps in the whole run (AdaLoRA's schedule needs it)
-    model_path: str         # for prompt-tuning's text initialisation (tokenizer)
+    task_type: str  # peft task type, e.g. "SEQ_CLS"
+    total_steps: int  # optimizer steps in the whole run (AdaLoRA's schedule needs it)
+    model_path: str  # for prompt-tuning's text initialisation (tokenizer)
 
 
 # ---------------------------------------------------------------- structure helpers
+
 
 def find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """The transformer block list: the longest ModuleList of identical blocks."""
@@ -67,8 +69,10 @@ def check_modules(model: nn.Module, wanted: list[str], key: str) -> None:
     names = [n for n, _ in model.named_modules()]
     for t in wanted:
         if not any(n == t or n.endswith("." + t) for n in names):
-            raise UserError(f"{key}: module '{t}' does not exist in {type(model).__name__}"
-                            f"{closest(t, linear_names(model))}; its linear modules are: {', '.join(linear_names(model))}")
+            raise UserError(
+                f"{key}: module '{t}' does not exist in {type(model).__name__}"
+                f"{closest(t, linear_names(model))}; its linear modules are: {', '.join(linear_names(model))}"
+            )
 
 
 def set_trainable(model: nn.Module, prefixes: list[str]) -> None:
@@ -78,6 +82,7 @@ def set_trainable(model: nn.Module, prefixes: list[str]) -> None:
 
 
 # ---------------------------------------------------------------- methods
+
 
 def apply_full(model, m, ctx):
     for p in model.parameters():
@@ -98,17 +103,25 @@ def apply_freeze(model, m, ctx):
     prefix, layers = find_layers(model)
     n = m.freeze_layers
     if n == 0 or abs(n) > len(layers):
-        raise UserError(f"freeze_layers: {n} must be between -{len(layers)} and {len(layers)} (not 0); "
-                        f"the model has {len(layers)} layers")
+        raise UserError(
+            f"freeze_layers: {n} must be between -{len(layers)} and {len(layers)} (not 0); "
+            f"the model has {len(layers)} layers"
+        )
     chosen = range(len(layers) - n, len(layers)) if n > 0 else range(0, -n)
     prefixes = [f"{prefix}.{i}" for i in chosen]
     parts = [s.strip() for s in m.freeze_modules.split(",") if s.strip()]
     if parts:
-        subs = [f"{pre}.{name}" for pre in prefixes for name, _ in layers[0].named_modules()
-                if name and any(part in name.split(".") or name.endswith(part) for part in parts)]
+        subs = [
+            f"{pre}.{name}"
+            for pre in prefixes
+            for name, _ in layers[0].named_modules()
+            if name and any(part in name.split(".") or name.endswith(part) for part in parts)
+        ]
         if not subs:
             inside = sorted({name for name, _ in layers[0].named_modules() if name})
-            raise UserError(f"freeze_modules: none of {parts} is inside a layer; layer modules are: {', '.join(inside)}")
+            raise UserError(
+                f"freeze_modules: none of {parts} is inside a layer; layer modules are: {', '.join(inside)}"
+            )
         prefixes = subs
     set_trainable(model, prefixes + head_names(model) + list(m.modules_to_save))
     return model
@@ -120,15 +133,24 @@ def lora_kwargs(model, m) -> dict:
     if layers and max(layers) >= n:
         raise UserError(f"layers_to_transform: {layers} names a layer past the model's {n} (indices 0 to {n - 1})")
     check_modules(model, list(m.modules_to_save), "modules_to_save")
-    return dict(target_modules=parse_targets(model, m.lora_target), layers_to_transform=layers,
-                modules_to_save=list(m.modules_to_save) or None)
+    return dict(
+        target_modules=parse_targets(model, m.lora_target),
+        layers_to_transform=layers,
+        modules_to_save=list(m.modules_to_save) or None,
+    )
 
 
 def apply_lora(model, m, ctx, **extra):
     from peft import LoraConfig, get_peft_model
 
-    conf = LoraConfig(task_type=ctx.task_type, r=m.lora_rank, lora_alpha=m.lora_alpha,
-                      lora_dropout=m.lora_dropout, **lora_kwargs(model, m), **extra)
+    conf = LoraConfig(
+        task_type=ctx.task_type,
+        r=m.lora_rank,
+        lora_alpha=m.lora_alpha,
+        lora_dropout=m.lora_dropout,
+        **lora_kwargs(model, m),
+        **extra,
+    )
     return get_peft_model(model, conf)
 
 
@@ -139,12 +161,22 @@ def apply_adalora(model, m, ctx):
     # run's total steps for that schedule (the Trainer calls update_and_allocate, see train.py).
     tinit, tfinal = max(1, ctx.total_steps // 10), max(1, ctx.total_steps // 5)
     if tinit >= ctx.total_steps - tfinal:  # peft requires steps left for pruning between the two phases
-        raise UserError(f"method adalora: the run has {ctx.total_steps} optimizer steps, too few for AdaLoRA's "
-                        f"schedule ({tinit} warm-up and {tfinal} final steps, pruning in between; at least 3); "
-                        f"raise epochs, lower batch_size or grad_accum, or use lora")
-    conf = AdaLoraConfig(task_type=ctx.task_type, init_r=int(m.lora_rank * 1.5), target_r=m.lora_rank,
-                         lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout, total_step=ctx.total_steps,
-                         tinit=tinit, tfinal=tfinal, **lora_kwargs(model, m))
+        raise UserError(
+            f"method adalora: the run has {ctx.total_steps} optimizer steps, too few for AdaLoRA's "
+            f"schedule ({tinit} warm-up and {tfinal} final steps, pruning in between; at least 3); "
+            f"raise epochs, lower batch_size or grad_accum, or use lora"
+        )
+    conf = AdaLoraConfig(
+        task_type=ctx.task_type,
+        init_r=int(m.lora_rank * 1.5),
+        target_r=m.lora_rank,
+        lora_alpha=m.lora_alpha,
+        lora_dropout=m.lora_dropout,
+        total_step=ctx.total_steps,
+        tinit=tinit,
+        tfinal=tfinal,
+        **lora_kwargs(model, m),
+    )
     return get_peft_model(model, conf)
 
 
@@ -170,8 +202,15 @@ def apply_prompt(model, m, ctx, kind: str):
 
     common = dict(task_type=ctx.task_type, num_virtual_tokens=m.num_virtual_tokens)
     if kind == "prompt-tuning":
-        text = dict(prompt_tuning_init="TEXT", prompt_tuning_init_text=m.prompt_init_text,
-                    tokenizer_name_or_path=ctx.model_path) if m.prompt_init_text else {}
+        text = (
+            dict(
+                prompt_tuning_init="TEXT",
+                prompt_tuning_init_text=m.prompt_init_text,
+                tokenizer_name_or_path=ctx.model_path,
+            )
+            if m.prompt_init_text
+            else {}
+        )
         conf = peft.PromptTuningConfig(**common, **text)
     elif kind == "p-tuning":
         conf = peft.PromptEncoderConfig(encoder_hidden_size=m.encoder_hidden_size, **common)
@@ -189,9 +228,11 @@ def check_accepts_cache(model: nn.Module, task_type: str) -> None:
     instead = "lora, dora, ia3 or full" if task_type == "QUESTION_ANS" else "prompt-tuning or p-tuning"
     backbone = getattr(model, getattr(model, "base_model_prefix", ""), model)
     if not any("past_key_values" in inspect.signature(m.forward).parameters for m in (model, backbone)):
-        raise UserError(f"prefix-tuning: {type(model).__name__}.forward takes no `past_key_values`, through which "
-                        f"peft feeds the prefixes (transformers 5 calls it `cache`; peft 0.21 still passes "
-                        f"past_key_values); use {instead} instead")
+        raise UserError(
+            f"prefix-tuning: {type(model).__name__}.forward takes no `past_key_values`, through which "
+            f"peft feeds the prefixes (transformers 5 calls it `cache`; peft 0.21 still passes "
+            f"past_key_values); use {instead} instead"
+        )
 
 
 @dataclass(frozen=True)
@@ -206,6 +247,7 @@ class Method:
     prunes_ranks     AdaLoRA: ranks are re-allocated after every optimizer step until the end, so the
                      Trainer asks for that each step and the last epoch's weights are the ones kept
     """
+
     name: str
     apply: Callable  # (model, method settings, MethodContext) -> the model to train
     uses_rank: bool = False
@@ -226,21 +268,24 @@ def refuse_unknown(model, m, ctx):
     check_method(m.method)
 
 
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("full", apply_full),
-    Method("head", apply_head, head_only=True),
-    Method("freeze", apply_freeze),
-    Method("lora", apply_lora, uses_rank=True),
-    Method("dora", partial(apply_lora, use_dora=True), uses_rank=True),
-    Method("rslora", partial(apply_lora, use_rslora=True), uses_rank=True),
-    Method("adalora", apply_adalora, uses_rank=True, prunes_ranks=True),
-    Method("ia3", partial(apply_adapter, kind="ia3")),
-    Method("loha", partial(apply_adapter, kind="loha"), uses_rank=True),
-    Method("lokr", partial(apply_adapter, kind="lokr"), uses_rank=True),
-    Method("prompt-tuning", partial(apply_prompt, kind="prompt-tuning"), prompt=True, prepends_tokens=True),
-    Method("p-tuning", partial(apply_prompt, kind="p-tuning"), prompt=True, prepends_tokens=True),
-    Method("prefix-tuning", partial(apply_prompt, kind="prefix-tuning"), prompt=True),
-)}
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("full", apply_full),
+        Method("head", apply_head, head_only=True),
+        Method("freeze", apply_freeze),
+        Method("lora", apply_lora, uses_rank=True),
+        Method("dora", partial(apply_lora, use_dora=True), uses_rank=True),
+        Method("rslora", partial(apply_lora, use_rslora=True), uses_rank=True),
+        Method("adalora", apply_adalora, uses_rank=True, prunes_ranks=True),
+        Method("ia3", partial(apply_adapter, kind="ia3")),
+        Method("loha", partial(apply_adapter, kind="loha"), uses_rank=True),
+        Method("lokr", partial(apply_adapter, kind="lokr"), uses_rank=True),
+        Method("prompt-tuning", partial(apply_prompt, kind="prompt-tuning"), prompt=True, prepends_tokens=True),
+        Method("p-tuning", partial(apply_prompt, kind="p-tuning"), prompt=True, prepends_tokens=True),
+        Method("prefix-tuning", partial(apply_prompt, kind="prefix-tuning"), prompt=True),
+    )
+}
 
 
 def method_of(name: str) -> Method:

@@ -1,6 +1,7 @@
 """The report's after-training table: zero-shot and few-shot baselines, tuned runs, merged exports and
 quantized GGUF files in one table, from the evaluation folders (`peftlab eval`) and the training runs
 of a sweep or folder. Like the rest of the report, a pure function of the folders."""
+
 from __future__ import annotations
 
 from peftlab.report.summary import fmt
@@ -48,17 +49,28 @@ def evaluation_rows(runs) -> dict | None:
     rows = []
     for r in trained + evals:
         res, m = r.result, r.result.get("metrics_best") or {}
-        cells = [r.name, what_of(res), res.get("split", "validation"),
-                 str(res.get("n_evaluated") or res.get("n_validation") or "-")]
+        cells = [
+            r.name,
+            what_of(res),
+            res.get("split", "validation"),
+            str(res.get("n_evaluated") or res.get("n_validation") or "-"),
+        ]
         cells += [fmt(m.get(c), 3) if isinstance(m.get(c), float) else fmt(m.get(c)) for c in cols]
         size = res.get("size_on_disk_mb") if is_eval(res) else res.get("adapter_size_mb")
-        cells += [f"{res['eval_wall_s']:.1f} s" if res.get("eval_wall_s") is not None else "-",
-                  fmt(res.get("examples_per_s"), 1), fmt(res.get("tokens_per_s"), 0),
-                  f"{res['peak_memory_mb'] / 1024:.2f} GiB" if res.get("peak_memory_mb") else "-",
-                  f"{size:.1f} MB" if size is not None else "-"]
+        cells += [
+            f"{res['eval_wall_s']:.1f} s" if res.get("eval_wall_s") is not None else "-",
+            fmt(res.get("examples_per_s"), 1),
+            fmt(res.get("tokens_per_s"), 0),
+            f"{res['peak_memory_mb'] / 1024:.2f} GiB" if res.get("peak_memory_mb") else "-",
+            f"{size:.1f} MB" if size is not None else "-",
+        ]
         rows.append(cells)
-    return {"header": header, "rows": rows, "columns": cols,
-            "note": "Trained rows show the run's best epoch on its validation split (size: the adapter or "
-                    "saved model); evaluation rows come from `peftlab eval` (wall time of the scoring alone, "
-                    "peak RSS of the evaluating process, size on disk of what must be loaded: base + adapter, "
-                    "the merged folder, or the .gguf file)."}
+    return {
+        "header": header,
+        "rows": rows,
+        "columns": cols,
+        "note": "Trained rows show the run's best epoch on its validation split (size: the adapter or "
+        "saved model); evaluation rows come from `peftlab eval` (wall time of the scoring alone, "
+        "peak RSS of the evaluating process, size on disk of what must be loaded: base + adapter, "
+        "the merged folder, or the .gguf file).",
+    }

@@ -1,5 +1,6 @@
 """The sweep report as one self-contained HTML file (tables + plots inlined as base64 PNGs),
 with the same PNGs written next to it."""
+
 from __future__ import annotations
 
 import base64
@@ -20,8 +21,10 @@ img{max-width:100%;border:1px solid #eee;margin:.5em 0}.note{color:#555;font-siz
 def html_table(header, rows, best: str | None = None) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     mark = ' class="best"'
-    body = "".join(f"<tr{mark if best and r[0] == best else ''}>"
-                   + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    body = "".join(
+        f"<tr{mark if best and r[0] == best else ''}>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+        for r in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -36,30 +39,44 @@ def write_html(s: dict, runs, out: Path) -> Path:
         parts.append(f"<p>{html.escape(s['description'])}</p>")
     if s["groups"]:
         done = [r for r in runs if r.status == "completed"]
-        plots = [("loss_curves.png", "training loss of all runs", lambda p: plot_sweep_losses(done, p)),
-                 ("metric_per_epoch.png", f"{s['metric']} per epoch", lambda p: plot_metric_per_epoch(done, s["metric"], p)),
-                 ("pareto.png", f"{s['metric']} vs cost, Pareto front", lambda p: plot_pareto(s, COSTS, p))]
+        plots = [
+            ("loss_curves.png", "training loss of all runs", lambda p: plot_sweep_losses(done, p)),
+            ("metric_per_epoch.png", f"{s['metric']} per epoch", lambda p: plot_metric_per_epoch(done, s["metric"], p)),
+            ("pareto.png", f"{s['metric']} vs cost, Pareto front", lambda p: plot_pareto(s, COSTS, p)),
+        ]
         for name, _, make in plots:
             make(out / name)
-        parts.append(f"<p>Task <b>{html.escape(str(s['task']))}</b>, model <b>{html.escape(str(s['model']))}</b>; "
-                     f"best epoch chosen by <b>{html.escape(s['metric'])}</b>.</p>")
+        parts.append(
+            f"<p>Task <b>{html.escape(str(s['task']))}</b>, model <b>{html.escape(str(s['model']))}</b>; "
+            f"best epoch chosen by <b>{html.escape(s['metric'])}</b>.</p>"
+        )
         parts.append("<ul>" + "".join(f"<li>{html.escape(v).replace('**', '')}</li>" for v in s["verdict"]) + "</ul>")
         parts.append("<h2>Result at epoch 0</h2>" + html_table(*table_rows(s, "metrics_epoch0"), best=s["best"]))
         parts.append("<h2>Result at best epoch</h2>" + html_table(*table_rows(s, "metrics_best"), best=s["best"]))
-        parts.append(f'<p class="note">{html.escape(NOISE_NOTE)}</p><p class="note">{html.escape(s["validation_note"])}</p>')
+        parts.append(
+            f'<p class="note">{html.escape(NOISE_NOTE)}</p><p class="note">{html.escape(s["validation_note"])}</p>'
+        )
         parts.append("<h2>Plots</h2>" + "".join(inline_png(out / name, alt) for name, alt, _ in plots))
     elif not s.get("evaluations"):
         parts.append("<p>No completed runs yet.</p>")
     if s.get("evaluations"):
         ev = s["evaluations"]
-        parts.append("<h2>Zero-shot, few-shot, tuned, merged and quantized</h2>" + html_table(ev["header"], ev["rows"])
-                     + f'<p class="note">{html.escape(ev["note"])}</p>')
+        parts.append(
+            "<h2>Zero-shot, few-shot, tuned, merged and quantized</h2>"
+            + html_table(ev["header"], ev["rows"])
+            + f'<p class="note">{html.escape(ev["note"])}</p>'
+        )
     failed = failed_lines(s)
     if failed:
-        parts.append("<h2>Runs not completed</h2><ul>" + "".join(
-            f"<li>{html.escape(line[2:]).replace('**', '')}</li>" for line in failed) + "</ul>")
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>peftlab sweep {html.escape(s['sweep'])}</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
+        parts.append(
+            "<h2>Runs not completed</h2><ul>"
+            + "".join(f"<li>{html.escape(line[2:]).replace('**', '')}</li>" for line in failed)
+            + "</ul>"
+        )
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>peftlab sweep {html.escape(s['sweep'])}</title>"
+        f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
     path = out / layout.REPORT_HTML
     write_text(path, page)
     return path

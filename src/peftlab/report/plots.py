@@ -1,4 +1,5 @@
 """Plots written next to results (matplotlib, no display)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,8 +29,9 @@ def plot_sweep_losses(runs, path: Path) -> None:
         if not pts:  # older run folders: the per-epoch mean from metrics.jsonl
             pts = [(h["epoch"], h["train_loss"]) for h in r.history if h.get("train_loss") is not None]
         if pts:
-            ax.plot(*zip(*pts), lw=1.1, color=color[r.group], alpha=0.85,
-                    label=None if r.group in labelled else r.group)
+            ax.plot(
+                *zip(*pts), lw=1.1, color=color[r.group], alpha=0.85, label=None if r.group in labelled else r.group
+            )
             labelled.add(r.group)
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss")
@@ -48,8 +50,15 @@ def plot_metric_per_epoch(runs, metric: str, path: Path) -> None:
     for r in runs:
         pts = [(h["epoch"], h[metric]) for h in r.history if isinstance(h.get(metric), (int, float))]
         if pts:
-            ax.plot(*zip(*pts), "o-", lw=1.1, ms=3, color=color[r.group], alpha=0.85,
-                    label=None if r.group in labelled else r.group)
+            ax.plot(
+                *zip(*pts),
+                "o-",
+                lw=1.1,
+                ms=3,
+                color=color[r.group],
+                alpha=0.85,
+                label=None if r.group in labelled else r.group,
+            )
             labelled.add(r.group)
     ax.set_xlabel("epoch (0 = before training)")
     ax.set_ylabel(f"validation {metric}")
@@ -82,8 +91,16 @@ def pareto_axes(ax, summary: dict, metric: str, key: str, label: str) -> None:
         if cost is None or m["mean"] is None:
             continue
         on = r["group"] in front
-        ax.errorbar(cost, m["mean"], yerr=m["std"] or 0, fmt="o", ms=7 if on else 5, capsize=3,
-                    color=color[r["group"]], mec="black" if on else "none")
+        ax.errorbar(
+            cost,
+            m["mean"],
+            yerr=m["std"] or 0,
+            fmt="o",
+            ms=7 if on else 5,
+            capsize=3,
+            color=color[r["group"]],
+            mec="black" if on else "none",
+        )
         ax.annotate(r["group"], (cost, m["mean"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
         if on:
             pts.append((cost, m["mean"]))

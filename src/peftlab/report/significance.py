@@ -1,5 +1,6 @@
 """Is a difference between two groups of seeds more than seed noise? Welch's t-test per pair,
 Holm's correction over the pairs of one table, and no p-value where no test could run."""
+
 from __future__ import annotations
 
 import math

@@ -1,5 +1,6 @@
 """A study's report: each part's sweep report gathered into <study>/report.md, with study.json naming
 the parts."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,15 @@ def write_study_report(study: Study, parts_markdown: list[str]) -> Path:
     parts, so `peftlab report <study folder>` can write it again from the folders alone."""
     from peftlab.runs.rundir import write_json
 
-    write_json(study.folder / layout.STUDY_STATE, {"name": study.name, "description": study.description,
-                                             "source": str(study.source), "parts": [s.name for s in study.sweeps]})
+    write_json(
+        study.folder / layout.STUDY_STATE,
+        {
+            "name": study.name,
+            "description": study.description,
+            "source": str(study.source),
+            "parts": [s.name for s in study.sweeps],
+        },
+    )
     return gather(study.folder, study.name, study.description, [s.name for s in study.sweeps], parts_markdown)
 
 

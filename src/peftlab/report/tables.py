@@ -7,6 +7,7 @@ of a table, says which groups differ from the best by more than seed noise. A ru
 files cannot be read is listed as unreadable, never read as empty. Writes report/{report.md, .csv,
 .json, .html, *.png}.
 """
+
 from __future__ import annotations
 
 import csv
@@ -22,13 +23,24 @@ from peftlab.runs import layout, rundir
 from peftlab.runs.rundir import UnreadableFile, read_json, read_jsonl
 from peftlab.tasks.metrics import LOWER_IS_BETTER
 
-BOOKKEEPING = {"epoch", "step", "loss", "eval_time_s", "unparsed", "train_time_s", "epoch_wall_s", "train_loss",
-               "partial_epoch_time"}
+BOOKKEEPING = {
+    "epoch",
+    "step",
+    "loss",
+    "eval_time_s",
+    "unparsed",
+    "train_time_s",
+    "epoch_wall_s",
+    "train_loss",
+    "partial_epoch_time",
+}
 ALPHA = 0.05  # significance level of the seed-noise test
-NOISE_RULE = (f"Welch's t-test of a method's seeds against the best method's, p-values Holm-adjusted over "
-              f"the methods compared in the table, p < {ALPHA}; p n/a: no test was possible (fewer than 2 seeds "
-              f"on a side, or the same value for every seed on both sides); with one seed per method no "
-              f"difference can be told apart from seed noise")
+NOISE_RULE = (
+    f"Welch's t-test of a method's seeds against the best method's, p-values Holm-adjusted over "
+    f"the methods compared in the table, p < {ALPHA}; p n/a: no test was possible (fewer than 2 seeds "
+    f"on a side, or the same value for every seed on both sides); with one seed per method no "
+    f"difference can be told apart from seed noise"
+)
 NOISE_NOTE = f"✱ = differs from the best by more than seed noise ({NOISE_RULE})."
 # A completed result.json without these is cut short or hand-edited: the report cannot show it.
 
@@ -42,8 +54,8 @@ class Run:
     settings: dict = field(default_factory=dict)
     error: str | None = None
     result: dict | None = None
-    history: list = field(default_factory=list)      # metrics.jsonl: one line per evaluation
-    train_log: list = field(default_factory=list)    # train_log.jsonl: training loss per logging step
+    history: list = field(default_factory=list)  # metrics.jsonl: one line per evaluation
+    train_log: list = field(default_factory=list)  # train_log.jsonl: training loss per logging step
 
 
 def mean_std(vals: list[float]) -> tuple[float | None, float | None, int]:
@@ -80,13 +92,17 @@ class Group:
 
 # -- reading ------------------------------------------------------------------------------------
 
+
 def collect(folder: Path) -> tuple[dict, list[Run]]:
     """The sweep's runs in plan order (or, for a plain folder of run folders, every run in it)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder; pass a sweep folder (it holds sweep.json) or a folder of runs")
-    state = read_json(folder / layout.SWEEP_STATE, None, fix="delete it to report every */result.json of the folder "
-                      "instead, or rerun the sweep to write it again")
+    state = read_json(
+        folder / layout.SWEEP_STATE,
+        None,
+        fix="delete it to report every */result.json of the folder instead, or rerun the sweep to write it again",
+    )
     if isinstance(state, dict):
         entries = state.get("runs", [])
     else:
@@ -103,8 +119,11 @@ def read_result(run_dir: Path, listed: str) -> tuple[dict | None, str | None]:
     path = run_dir / layout.RESULT
     result = rundir.read_result(run_dir)
     if result is None:
-        return None, (f"{path} is missing although sweep.json lists the run as completed; run the sweep "
-                      f"again to redo it" if listed == "completed" else None)
+        return None, (
+            f"{path} is missing although sweep.json lists the run as completed; run the sweep again to redo it"
+            if listed == "completed"
+            else None
+        )
     if not isinstance(result, dict):
         raise UnreadableFile(f"{path}: not a JSON object")
     if missing := layout.missing_keys(result):
@@ -124,8 +143,17 @@ def read_run(run_dir: Path, entry: dict) -> Run:
         return Run(name, group, entry.get("seed"), "missing", settings, absent)
     status = (result or {}).get("status") or entry.get("status", "pending")
     error = entry.get("error") if entry.get("status") == "failed" else None
-    return Run(name, group, entry.get("seed"), status, settings, error or (result or {}).get("error"), result,
-               history, train_log)
+    return Run(
+        name,
+        group,
+        entry.get("seed"),
+        status,
+        settings,
+        error or (result or {}).get("error"),
+        result,
+        history,
+        train_log,
+    )
 
 
 def groups_of(runs: list[Run]) -> list[Group]:
@@ -142,8 +170,10 @@ def validation_note(result: dict) -> str:
     from peftlab.tasks.contract import read_hook
     from peftlab.tasks.registry import TASKS
 
-    note = ("Best-epoch scores are the validation split's, the split that chose the epoch, so they lean "
-            "optimistic; a test_file is scored once with the chosen weights (metrics_test in result.json).")
+    note = (
+        "Best-epoch scores are the validation split's, the split that chose the epoch, so they lean "
+        "optimistic; a test_file is scored once with the chosen weights (metrics_test in result.json)."
+    )
     task = TASKS.get(result.get("task"))
     extra = read_hook(task, "REPORT_NOTE")
     return f"{note} {extra}" if extra and "null_threshold" in (result.get("metrics_best") or {}) else note
@@ -156,20 +186,28 @@ def metric_columns(groups: list[Group], metric: str) -> list[str]:
 
     task = TASKS.get(groups[0].first.get("task"))
     preferred = list(read_hook(task, "REPORT_METRICS"))
-    seen = [k for g in groups for k, v in (g.first.get("metrics_best") or {}).items()
-            if isinstance(v, (int, float)) and k not in BOOKKEEPING]
+    seen = [
+        k
+        for g in groups
+        for k, v in (g.first.get("metrics_best") or {}).items()
+        if isinstance(v, (int, float)) and k not in BOOKKEEPING
+    ]
     cols = [metric] + [k for k in preferred if k in seen] + ([] if preferred else seen)
     main = list(dict.fromkeys(c for c in cols if c in seen or c == metric))
     main = [c for c in main if not c.startswith("extra_")][:6]
     # a second evaluation set (extra_eval_file): its scores, e.g. extra_accuracy, as more columns
-    extra = [k for k in dict.fromkeys(seen) if k.startswith("extra_") and k[6:] not in BOOKKEEPING
-             and k[6:] in [metric] + preferred][:4]
+    extra = [
+        k
+        for k in dict.fromkeys(seen)
+        if k.startswith("extra_") and k[6:] not in BOOKKEEPING and k[6:] in [metric] + preferred
+    ][:4]
     if not extra:
         extra = [k for k in dict.fromkeys(seen) if k.startswith("extra_") and k[6:] not in BOOKKEEPING][:4]
     return main + extra
 
 
 # -- statistics ---------------------------------------------------------------------------------
+
 
 def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
@@ -189,18 +227,25 @@ def pareto_front(points: list[tuple[float, float]], higher: bool) -> list[int]:
     """Indices of points (cost, metric) that no other point beats on both (lower cost, better metric)."""
     front = []
     for i, (c, m) in enumerate(points):
-        dominated = any((c2 <= c and (m2 >= m if higher else m2 <= m)) and (c2 < c or m2 != m)
-                        for j, (c2, m2) in enumerate(points) if j != i)
+        dominated = any(
+            (c2 <= c and (m2 >= m if higher else m2 <= m)) and (c2 < c or m2 != m)
+            for j, (c2, m2) in enumerate(points)
+            if j != i
+        )
         if not dominated:
             front.append(i)
     return front
 
 
-COSTS = (("trainable_params", "trainable parameters"), ("peak_memory_mb", "peak memory (MiB)"),
-         ("time_per_epoch_s", "time per epoch (s)"))
+COSTS = (
+    ("trainable_params", "trainable parameters"),
+    ("peak_memory_mb", "peak memory (MiB)"),
+    ("time_per_epoch_s", "time per epoch (s)"),
+)
 
 
 # -- the table ----------------------------------------------------------------------------------
+
 
 def fmt_stat(mean, std, n, digits=4) -> str:
     if mean is None:
@@ -218,27 +263,53 @@ def summarize(folder: Path, collected: tuple[dict, list[Run]] | None = None) -> 
     """Everything the report shows, as plain data (also written as report.json)."""
     state, runs = collected or collect(folder)
     groups = groups_of(runs)
-    out = {"sweep": state.get("name", Path(folder).name), "folder": str(folder),
-           "description": state.get("description", ""), "noise_rule": NOISE_RULE,
-           "runs": [{"name": r.name, "group": r.group, "seed": r.seed, "status": r.status, "error": r.error,
-                     "settings": r.settings} for r in runs], "groups": [],
-           "evaluations": evaluation_rows(runs)}
+    out = {
+        "sweep": state.get("name", Path(folder).name),
+        "folder": str(folder),
+        "description": state.get("description", ""),
+        "noise_rule": NOISE_RULE,
+        "runs": [
+            {
+                "name": r.name,
+                "group": r.group,
+                "seed": r.seed,
+                "status": r.status,
+                "error": r.error,
+                "settings": r.settings,
+            }
+            for r in runs
+        ],
+        "groups": [],
+        "evaluations": evaluation_rows(runs),
+    }
     if not groups:
         return out
     metric = groups[0].first["metric_for_best"]
     cols = metric_columns(groups, metric)
     best = best_group(groups, metric)
     mem_kind = groups[0].first.get("peak_memory_kind", "")
-    out.update(metric=metric, columns=cols, best=best.name, memory_kind=mem_kind,
-               task=groups[0].first.get("task"), model=groups[0].first.get("model"),
-               validation_note=validation_note(groups[0].first))
+    out.update(
+        metric=metric,
+        columns=cols,
+        best=best.name,
+        memory_kind=mem_kind,
+        task=groups[0].first.get("task"),
+        model=groups[0].first.get("model"),
+        validation_note=validation_note(groups[0].first),
+    )
     best_vals = best.values("metrics_best", metric)
     for g in groups:
         r = g.first
-        row = {"group": g.name, "method": r["method"], "seeds": len(g.runs),
-               "settings": next((x.settings for x in g.runs), {}),
-               "trainable_params": r["trainable_params"], "trainable_pct": r["trainable_pct"],
-               "total_params": r["total_params"], "run_names": [x.name for x in g.runs]}
+        row = {
+            "group": g.name,
+            "method": r["method"],
+            "seeds": len(g.runs),
+            "settings": next((x.settings for x in g.runs), {}),
+            "trainable_params": r["trainable_params"],
+            "trainable_pct": r["trainable_pct"],
+            "total_params": r["total_params"],
+            "run_names": [x.name for x in g.runs],
+        }
         for key in ("time_per_epoch_s", "peak_memory_mb", "adapter_size_mb", "best_epoch", "train_tokens_per_s"):
             row[key] = dict(zip(("mean", "std", "n"), g.stat("", key)))
         for phase in ("metrics_epoch0", "metrics_best"):
@@ -252,14 +323,26 @@ def summarize(folder: Path, collected: tuple[dict, list[Run]] | None = None) -> 
     if epochs:  # the metric after chosen epochs (e.g. 1 / 5 / 10), from each run's metrics.jsonl
         out["report_epochs"] = epochs
         for g, row in zip(groups, out["groups"]):
-            row["at_epochs"] = {str(e): dict(zip(("mean", "std", "n"), mean_std(
-                [h[metric] for r in g.runs for h in r.history if h.get("epoch") == e
-                 and isinstance(h.get(metric), (int, float))]))) for e in [0] + epochs}
+            row["at_epochs"] = {
+                str(e): dict(
+                    zip(
+                        ("mean", "std", "n"),
+                        mean_std(
+                            [
+                                h[metric]
+                                for r in g.runs
+                                for h in r.history
+                                if h.get("epoch") == e and isinstance(h.get(metric), (int, float))
+                            ]
+                        ),
+                    )
+                )
+                for e in [0] + epochs
+            }
     adjusted = holm([r["vs_best"]["p_unadjusted"] for r in out["groups"]])
     for row, p in zip(out["groups"], adjusted):
         row["vs_best"].update(p=p, beyond_noise=p is not None and p < ALPHA)
-    out["pareto"] = {key: [out["groups"][i]["group"] for i in front_of(out["groups"], key, metric)]
-                     for key, _ in COSTS}
+    out["pareto"] = {key: [out["groups"][i]["group"] for i in front_of(out["groups"], key, metric)] for key, _ in COSTS}
     out["verdict"] = verdict(out)
     return out
 
@@ -290,23 +373,32 @@ def verdict(s: dict) -> list[str]:
         rule = "not distinguishable from it by seed noise"
     else:
         close = [r for r in rows if r is best or abs(r["vs_best"]["diff"] or 0) <= TOLERANCE]
-        rule = (f"within {TOLERANCE} of it (one seed each, so differences this small may be noise: "
-                f"a `grid: {{seed: [1, 2, 3]}}` sweep tells)")
+        rule = (
+            f"within {TOLERANCE} of it (one seed each, so differences this small may be noise: "
+            f"a `grid: {{seed: [1, 2, 3]}}` sweep tells)"
+        )
     others = [f"{r['group']} ({show(r)})" for r in close if r is not best]
     if others:
         lines.append(f"{rule[0].upper() + rule[1:]}: {', '.join(others)}.")
-    for key, label in (("trainable_params", "fewest trainable parameters"), ("peak_memory_mb", "lowest peak memory"),
-                       ("time_per_epoch_s", "fastest epochs")):
-        cost = lambda r: (r[key]["mean"] if isinstance(r[key], dict) else r[key]) or math.inf  # noqa: E731
+    for key, label in (
+        ("trainable_params", "fewest trainable parameters"),
+        ("peak_memory_mb", "lowest peak memory"),
+        ("time_per_epoch_s", "fastest epochs"),
+    ):
+        cost = lambda r, key=key: (r[key]["mean"] if isinstance(r[key], dict) else r[key]) or math.inf
         pick = min(close, key=cost)
         if pick is not best:
             ratio = cost(best) / cost(pick) if cost(pick) else math.inf
-            lines.append(f"Among those, {label}: **{pick['group']}** ({show(pick)} {metric}; "
-                         f"{best['group']} takes {ratio:.1f}x that).")
-    cheapest = min(rows, key=lambda r: (r["time_per_epoch_s"]["mean"] or math.inf))
+            lines.append(
+                f"Among those, {label}: **{pick['group']}** ({show(pick)} {metric}; "
+                f"{best['group']} takes {ratio:.1f}x that)."
+            )
+    cheapest = min(rows, key=lambda r: r["time_per_epoch_s"]["mean"] or math.inf)
     if cheapest not in close:
-        lines.append(f"The fastest, **{cheapest['group']}**, gives up "
-                     f"{abs(cheapest['vs_best']['diff']):.3f} {metric} against {best['group']}.")
+        lines.append(
+            f"The fastest, **{cheapest['group']}**, gives up "
+            f"{abs(cheapest['vs_best']['diff']):.3f} {metric} against {best['group']}."
+        )
     return lines
 
 
@@ -321,10 +413,15 @@ def table_rows(s: dict, phase: str) -> tuple[list[str], list[list[str]]]:
     tested = any(r["seeds"] > 1 for r in s["groups"])
     for r in s["groups"]:
         t, m, a = r["time_per_epoch_s"], r["peak_memory_mb"], r["adapter_size_mb"]
-        row = [r["group"], str(r["seeds"]), fmt_stat(t["mean"], t["std"], t["n"], 1) + " s" if t["mean"] else "-",
-               fmt_stat(m["mean"] / 1024, None, 1, 2) + " GiB" if m["mean"] else "-",
-               fmt_params(r["trainable_params"]), f"{r['trainable_pct']:.{2 if r['trainable_pct'] >= 0.1 else 3}f}",
-               f"{a['mean']:.1f} MB" if a["mean"] is not None else "-"]
+        row = [
+            r["group"],
+            str(r["seeds"]),
+            fmt_stat(t["mean"], t["std"], t["n"], 1) + " s" if t["mean"] else "-",
+            fmt_stat(m["mean"] / 1024, None, 1, 2) + " GiB" if m["mean"] else "-",
+            fmt_params(r["trainable_params"]),
+            f"{r['trainable_pct']:.{2 if r['trainable_pct'] >= 0.1 else 3}f}",
+            f"{a['mean']:.1f} MB" if a["mean"] is not None else "-",
+        ]
         row += [fmt_stat(**r[phase][c], digits=3) for c in s["columns"]]
         if phase == "metrics_best":
             b = r["best_epoch"]
@@ -343,8 +440,9 @@ def table_rows(s: dict, phase: str) -> tuple[list[str], list[list[str]]]:
 def epochs_table(s: dict) -> str:
     """'## accuracy after epochs 1, 5, 10': the users' "after 1 / 5 / 10 epochs" columns; '-' where a run
     did not reach that epoch (early stopping, or fewer epochs)."""
-    return (f"## {s['metric']} after epochs {', '.join(map(str, s['report_epochs']))}\n\n"
-            + markdown_table(*epochs_rows(s)))
+    return f"## {s['metric']} after epochs {', '.join(map(str, s['report_epochs']))}\n\n" + markdown_table(
+        *epochs_rows(s)
+    )
 
 
 def epochs_rows(s: dict) -> tuple[list[str], list[list[str]]]:
@@ -360,8 +458,11 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def failed_lines(s: dict) -> list[str]:
-    return [f"- {r['name']}: **{r['status']}** — {r['error'] or 'no result'}" for r in s["runs"]
-            if r["status"] != "completed"]
+    return [
+        f"- {r['name']}: **{r['status']}** — {r['error'] or 'no result'}"
+        for r in s["runs"]
+        if r["status"] != "completed"
+    ]
 
 
 PHASES = (("Result at epoch 0 (before any update)", "metrics_epoch0"), ("Result at best epoch", "metrics_best"))
@@ -372,18 +473,34 @@ def to_markdown(s: dict) -> str:
     if s.get("description"):
         out.append(s["description"])
     evals = s.get("evaluations")
-    after = ["## Zero-shot, few-shot, tuned, merged and quantized\n\n" + markdown_table(evals["header"], evals["rows"])
-             + "\n\n" + evals["note"]] if evals else []
+    after = (
+        [
+            "## Zero-shot, few-shot, tuned, merged and quantized\n\n"
+            + markdown_table(evals["header"], evals["rows"])
+            + "\n\n"
+            + evals["note"]
+        ]
+        if evals
+        else []
+    )
     if not s["groups"]:
         return "\n\n".join(out + (after or ["No completed runs yet."]) + failed_lines(s)) + "\n"
     n_done = sum(r["status"] == "completed" for r in s["runs"])
-    out.append(f"Task **{s['task']}**, model **{s['model']}**; {n_done} of {len(s['runs'])} runs completed; "
-               f"best epoch chosen by **{s['metric']}**.")
+    out.append(
+        f"Task **{s['task']}**, model **{s['model']}**; {n_done} of {len(s['runs'])} runs completed; "
+        f"best epoch chosen by **{s['metric']}**."
+    )
     out.append("\n".join(f"- {v}" for v in s["verdict"]))
     (epoch0, phase0), (best, phase_best) = PHASES
     out.append(f"## {epoch0}\n\n" + markdown_table(*table_rows(s, phase0)))
-    out.append(f"## {best}\n\n" + markdown_table(*table_rows(s, phase_best)) + "\n\n" + NOISE_NOTE
-               + "\n\n" + s["validation_note"])
+    out.append(
+        f"## {best}\n\n"
+        + markdown_table(*table_rows(s, phase_best))
+        + "\n\n"
+        + NOISE_NOTE
+        + "\n\n"
+        + s["validation_note"]
+    )
     if s.get("report_epochs"):
         out.append(epochs_table(s))
     front = "; ".join(f"{label}: {', '.join(s['pareto'][key])}" for key, label in COSTS)
@@ -401,23 +518,29 @@ def to_csv(s: dict) -> str:
     w = csv.writer(buf)
     stat_keys = ["time_per_epoch_s", "peak_memory_mb", "adapter_size_mb", "best_epoch"]
     metric_keys = [(p, c) for p in ("metrics_epoch0", "metrics_best") for c in s.get("columns", [])]
-    w.writerow(["group", "method", "seeds", "trainable_params", "trainable_pct"]
-               + [f"{k}_{x}" for k in stat_keys for x in ("mean", "std")]
-               + [f"{p.removeprefix('metrics_')}_{c}_{x}" for p, c in metric_keys for x in ("mean", "std")]
-               + ["diff_vs_best", "p_vs_best", "p_vs_best_unadjusted", "beyond_noise"])
+    w.writerow(
+        ["group", "method", "seeds", "trainable_params", "trainable_pct"]
+        + [f"{k}_{x}" for k in stat_keys for x in ("mean", "std")]
+        + [f"{p.removeprefix('metrics_')}_{c}_{x}" for p, c in metric_keys for x in ("mean", "std")]
+        + ["diff_vs_best", "p_vs_best", "p_vs_best_unadjusted", "beyond_noise"]
+    )
     for r in s["groups"]:
-        w.writerow([r["group"], r["method"], r["seeds"], r["trainable_params"], r["trainable_pct"]]
-                   + [r[k][x] for k in stat_keys for x in ("mean", "std")]
-                   + [r[p][c][x] for p, c in metric_keys for x in ("mean", "std")]
-                   + [r["vs_best"][k] for k in ("diff", "p", "p_unadjusted", "beyond_noise")])
+        w.writerow(
+            [r["group"], r["method"], r["seeds"], r["trainable_params"], r["trainable_pct"]]
+            + [r[k][x] for k in stat_keys for x in ("mean", "std")]
+            + [r[p][c][x] for p, c in metric_keys for x in ("mean", "std")]
+            + [r["vs_best"][k] for k in ("diff", "p", "p_unadjusted", "beyond_noise")]
+        )
     return buf.getvalue()
 
 
 # -- two sweeps side by side ------------------------------------------------------------------
 
+
 def evaluation_pairs(sa: dict, sb: dict, metric: str, trained: set) -> list[list[str]]:
     """The evaluation-only rows (zero-shot, few-shot, exports) the two sweeps share by name, e.g. each
     family's untuned model: their metric and wall time, in the comparison's columns."""
+
     def rows_of(s: dict) -> dict:
         ev = s.get("evaluations") or {}
         if metric not in ev.get("header", []):
@@ -449,8 +572,17 @@ def compare(a: Path, b: Path) -> str:
     na, nb = sa["sweep"], sb["sweep"]
     if na == nb:  # the same sweep run twice (e.g. two backends, two machines): name the columns A and B
         na, nb = "A", "B"
-    header = ["method", f"{metric} {na}", f"{metric} {nb}", "Δ (B − A)", "p", f"time/epoch {na}",
-              f"time/epoch {nb}", f"peak mem {na}", f"peak mem {nb}"]
+    header = [
+        "method",
+        f"{metric} {na}",
+        f"{metric} {nb}",
+        "Δ (B − A)",
+        "p",
+        f"time/epoch {na}",
+        f"time/epoch {nb}",
+        f"peak mem {na}",
+        f"peak mem {nb}",
+    ]
     rows = []
     names = list(dict.fromkeys(list(ga) + list(gb)))
     ps = holm([welch_p(ga[n]["values"], gb[n]["values"]) if n in ga and n in gb else None for n in names])
@@ -461,12 +593,15 @@ def compare(a: Path, b: Path) -> str:
         diff = f"{my - mx:+.3f}" if mx is not None and my is not None else "-"
         t = lambda r: f"{r['time_per_epoch_s']['mean']:.1f} s" if r and r["time_per_epoch_s"]["mean"] else "-"  # noqa: E731
         m = lambda r: f"{r['peak_memory_mb']['mean'] / 1024:.2f} GiB" if r and r["peak_memory_mb"]["mean"] else "-"  # noqa: E731
-        rows.append([name, cell(x, metric), cell(y, metric), diff, fmt_p(p) if x and y else "-",
-                     t(x), t(y), m(x), m(y)])
+        rows.append(
+            [name, cell(x, metric), cell(y, metric), diff, fmt_p(p) if x and y else "-", t(x), t(y), m(x), m(y)]
+        )
     rows += evaluation_pairs(sa, sb, metric, set(names))
-    title = (f"# {na} ({sa['model']}) vs {nb} ({sb['model']}) — {sa['task']}, best epoch by {metric}\n\n"
-             f"A = {a}, B = {b}. p: Welch's t-test of the method's seeds in A against those in B, "
-             f"Holm-adjusted over the methods of this table; n/a: no test was possible (fewer than 2 seeds on a "
-             f"side, or no spread on either side). Rows marked (eval) are evaluations without training (their "
-             f"time columns: the scoring's wall time).\n\n")
+    title = (
+        f"# {na} ({sa['model']}) vs {nb} ({sb['model']}) — {sa['task']}, best epoch by {metric}\n\n"
+        f"A = {a}, B = {b}. p: Welch's t-test of the method's seeds in A against those in B, "
+        f"Holm-adjusted over the methods of this table; n/a: no test was possible (fewer than 2 seeds on a "
+        f"side, or no spread on either side). Rows marked (eval) are evaluations without training (their "
+        f"time columns: the scoring's wall time).\n\n"
+    )
     return title + markdown_table(header, rows) + "\n"

@@ -1,4 +1,5 @@
 """`peftlab report SWEEP_DIR`: write report/{report.md, .csv, .json, .html, *.png} from the run folders."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -6,6 +6,7 @@ evaluation as "epoch 0") are what every later step reads: the report, reuse by a
 dashboard. Code names a file through this module (`run_dir / layout.RESULT`), so a renamed file is one
 change and the README's table of the run folder is checked against RUN_FILES (tests/test_layout.py).
 """
+
 from __future__ import annotations
 
 import os
@@ -50,6 +51,7 @@ def adapter_export(run_name: str) -> str:
 def gguf_file(kind: str) -> str:
     """A GGUF file of an export folder (f16, bf16, q8_0, q4_0, q4_k_m)."""
     return f"model-{kind}.gguf"
+
 
 # -- a sweep folder (`peftlab sweep`) and a study folder -------------------------------------------------
 SWEEP_STATE = "sweep.json"  # the plan and each run's status
@@ -107,6 +109,7 @@ def parse_temporary(name: str) -> tuple[str, str, int] | None:
 class Result(TypedDict, total=False):
     """result.json of a run (kind absent) or an evaluation (kind "eval"). The report, reuse and the
     dashboard rely on these keys; a run writes more (timeline, throughput, precision, notes ...)."""
+
     status: str  # running | completed | failed | interrupted
     kind: str  # "eval" for an evaluation folder
     run_name: str
@@ -146,24 +149,38 @@ def missing_keys(result: Result) -> list[str]:
 # -- the README's table of the run folder, checked against this module by tests/test_layout.py -----------
 RUN_FILES = (
     (f"`{CONFIG}`", "the fully resolved config"),
-    (f"`{METRICS}`", "one line per evaluation, epoch 0 (before any update) first: loss, accuracy, precision, "
-     "recall, F1 (binary on label 1 for two classes, else macro), macro P/R/F1, MCC, train loss, train time of "
-     "the epoch"),
-    (f"`{RESULT}`", "status (`running`/`completed`/`failed`/`interrupted`), best epoch, metrics at epoch 0 / "
-     "best / last (and test), time per epoch, train tokens/s and samples/s, peak memory (CUDA max allocated on "
-     "a GPU, process peak RSS on CPU), trainable/total params and %, adapter size, labels, library versions, "
-     "git hash"),
-    (f"`{ADAPTER}/`, `{HEAD}/` or `{MODEL}/`", "the best epoch's weights + tokenizer: a peft adapter "
-     f"(`save_pretrained`), the trained head alone (`head` method: `{HEAD_WEIGHTS}` on the base it names), or "
-     f"the whole model; `{HEAD}/` and `{MODEL}/` carry a {LOADER_README} and `{WEIGHTS_NOTE}` saying how to "
-     "load them with plain transformers, pooling included"),
-    (f"`{predictions_file('validation')}`", "per example, from the best weights: for classification text, gold "
-     "label, predicted label and probabilities (each task writes its own: tags per word, answer spans, "
-     f"generated text, ranked options); `{predictions_file('extra')}` for `extra_eval_file`"),
+    (
+        f"`{METRICS}`",
+        "one line per evaluation, epoch 0 (before any update) first: loss, accuracy, precision, "
+        "recall, F1 (binary on label 1 for two classes, else macro), macro P/R/F1, MCC, train loss, train time of "
+        "the epoch",
+    ),
+    (
+        f"`{RESULT}`",
+        "status (`running`/`completed`/`failed`/`interrupted`), best epoch, metrics at epoch 0 / "
+        "best / last (and test), time per epoch, train tokens/s and samples/s, peak memory (CUDA max allocated on "
+        "a GPU, process peak RSS on CPU), trainable/total params and %, adapter size, labels, library versions, "
+        "git hash",
+    ),
+    (
+        f"`{ADAPTER}/`, `{HEAD}/` or `{MODEL}/`",
+        "the best epoch's weights + tokenizer: a peft adapter "
+        f"(`save_pretrained`), the trained head alone (`head` method: `{HEAD_WEIGHTS}` on the base it names), or "
+        f"the whole model; `{HEAD}/` and `{MODEL}/` carry a {LOADER_README} and `{WEIGHTS_NOTE}` saying how to "
+        "load them with plain transformers, pooling included",
+    ),
+    (
+        f"`{predictions_file('validation')}`",
+        "per example, from the best weights: for classification text, gold "
+        "label, predicted label and probabilities (each task writes its own: tags per word, answer spans, "
+        f"generated text, ranked options); `{predictions_file('extra')}` for `extra_eval_file`",
+    ),
     (f"`{LOSS_PLOT}`", "training and evaluation loss curves"),
     (f"`{TRAIN_LOG}`", "training loss and learning rate per logging step (the sweep report's loss curves)"),
-    (f"`{TENSORBOARD}/`, `{MLRUNS}/`", "with `report_to: tensorboard` / `mlflow` only: the tracker's copy of "
-     "the logs (below)"),
+    (
+        f"`{TENSORBOARD}/`, `{MLRUNS}/`",
+        "with `report_to: tensorboard` / `mlflow` only: the tracker's copy of the logs (below)",
+    ),
 )
 
 

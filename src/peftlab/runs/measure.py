@@ -1,4 +1,5 @@
 """Measurements written into result.json: parameters, peak memory, sizes, versions."""
+
 from __future__ import annotations
 
 import resource
@@ -17,15 +18,20 @@ def count_parameters(model) -> dict:
     else:
         total = sum(p.numel() for p in model.parameters())
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"trainable_params": int(trainable), "total_params": int(total),
-            "trainable_pct": round(100.0 * trainable / max(total, 1), 4)}
+    return {
+        "trainable_params": int(trainable),
+        "total_params": int(total),
+        "trainable_pct": round(100.0 * trainable / max(total, 1), 4),
+    }
 
 
 def peak_memory() -> dict:
     """CUDA max allocated on a GPU; otherwise this process's peak resident set size (MiB)."""
     if torch.cuda.is_available():
-        return {"peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
-                "peak_memory_kind": "cuda_max_allocated"}
+        return {
+            "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+            "peak_memory_kind": "cuda_max_allocated",
+        }
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     return {"peak_memory_mb": round(rss_kib / 1024, 1), "peak_memory_kind": "process_peak_rss"}
 
@@ -35,8 +41,11 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 def folder_size_mb(path: Path, suffixes: tuple = (), digits: int = 3) -> float:
     """Every file under `path` (only those ending in `suffixes` when given), in MiB."""
-    return round(sum(f.stat().st_size for f in Path(path).rglob("*")
-                     if f.is_file() and (not suffixes or f.suffix in suffixes)) / 2**20, digits)
+    return round(
+        sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file() and (not suffixes or f.suffix in suffixes))
+        / 2**20,
+        digits,
+    )
 
 
 def weights_size_mb(path: Path) -> float:
@@ -57,8 +66,9 @@ def library_versions() -> dict:
 
 def git_hash() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.TimeoutExpired):
         return None

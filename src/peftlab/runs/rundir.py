@@ -1,5 +1,6 @@
 """The run folder, the unit of truth. Every file is written atomically (temporary file + rename),
 so a reader never sees half a file and a killed run never leaves a broken one."""
+
 from __future__ import annotations
 
 import glob
@@ -109,8 +110,10 @@ def saved_config_diff(run_dir: Path, cfg) -> list[str]:
     corrupt config.yaml is an error: without it nobody can tell what the folder's numbers mean."""
     saved = read_yaml(run_dir / layout.CONFIG, TextLoader)
     if saved is None:
-        raise UserError(f"{run_dir}: config.yaml is missing, so it cannot be checked that the folder was run "
-                        f"with this config; {FIX}")
+        raise UserError(
+            f"{run_dir}: config.yaml is missing, so it cannot be checked that the folder was run "
+            f"with this config; {FIX}"
+        )
     if not isinstance(saved, dict):
         raise UnreadableFile(f"{run_dir / layout.CONFIG}: not a mapping of sections; {FIX}")
     return config_diff(saved, cfg)
@@ -151,6 +154,7 @@ def save_model(model, tokenizer, final: Path, note: dict | None = None, head_onl
     head_only (the head method): only the trained parameters, so 770 trained numbers are not saved as a
     second copy of the whole model. `note` (whole models and heads): README.md and peftlab.json say how
     to load the folder without peftlab, pooling included."""
+
     def fill(tmp: Path) -> None:
         tensors = save_head(model, tmp) if head_only else None
         if not head_only:
@@ -162,9 +166,11 @@ def save_model(model, tokenizer, final: Path, note: dict | None = None, head_onl
     write_folder(final, fill)
 
 
-MEAN_POOLING_NOTE = ("**Mean pooling.** The classifier reads the masked mean of the last hidden states, not the "
-                     "[CLS] pooler that plain transformers uses (all-MiniLM was trained for mean pooling): call "
-                     "`peftlab.models.apply_pooling(model, 'mean')` before predicting, or the predictions change.")
+MEAN_POOLING_NOTE = (
+    "**Mean pooling.** The classifier reads the masked mean of the last hidden states, not the "
+    "[CLS] pooler that plain transformers uses (all-MiniLM was trained for mean pooling): call "
+    "`peftlab.models.apply_pooling(model, 'mean')` before predicting, or the predictions change."
+)
 
 
 def save_head(model, folder: Path) -> list[str]:
@@ -183,17 +189,30 @@ def write_loader_note(folder: Path, note: dict, tensors: list[str] | None) -> No
     if tensors is not None:
         note = {**note, "tensors": tensors}
         base = note["base_model"]
-        lines = [f"# Trained head of `{note['run']}` (peftlab, method head)", "",
-                 f"`{HEAD_FILE}` holds only the trained parameters ({', '.join(tensors[:4])}"
-                 f"{', ...' if len(tensors) > 4 else ''}); the rest is the base model `{base}`, unchanged.", "",
-                 "Load it without peftlab:", "", "```python", "from safetensors.torch import load_file",
-                 f"from transformers import {cls}", "",
-                 f"model = {cls}.from_pretrained({base!r}" + (f", num_labels={len(labels)}, id2label="
-                                                              f"{dict(enumerate(labels))!r}" if labels else "") + ")",
-                 f"model.load_state_dict(load_file('{HEAD_FILE}'), strict=False)  # the head; the base stays", "```"]
+        lines = [
+            f"# Trained head of `{note['run']}` (peftlab, method head)",
+            "",
+            f"`{HEAD_FILE}` holds only the trained parameters ({', '.join(tensors[:4])}"
+            f"{', ...' if len(tensors) > 4 else ''}); the rest is the base model `{base}`, unchanged.",
+            "",
+            "Load it without peftlab:",
+            "",
+            "```python",
+            "from safetensors.torch import load_file",
+            f"from transformers import {cls}",
+            "",
+            f"model = {cls}.from_pretrained({base!r}"
+            + (f", num_labels={len(labels)}, id2label={dict(enumerate(labels))!r}" if labels else "")
+            + ")",
+            f"model.load_state_dict(load_file('{HEAD_FILE}'), strict=False)  # the head; the base stays",
+            "```",
+        ]
     else:
-        lines = [f"# Best weights of `{note['run']}` (peftlab, method {note['method']})", "",
-                 f"A whole model: `{cls}.from_pretrained(<this folder>)`."]
+        lines = [
+            f"# Best weights of `{note['run']}` (peftlab, method {note['method']})",
+            "",
+            f"A whole model: `{cls}.from_pretrained(<this folder>)`.",
+        ]
     if note.get("pooling") == "mean":
         lines += ["", MEAN_POOLING_NOTE]
     write_json(folder / WEIGHTS_NOTE, note)
@@ -239,4 +258,6 @@ def run_status(run_dir: Path) -> str:
         result = read_result(run_dir)
     except UnreadableFile:
         return "unreadable"
-    return result.get("status", "unknown") if isinstance(result, dict) else ("started" if run_dir.exists() else "pending")
+    return (
+        result.get("status", "unknown") if isinstance(result, dict) else ("started" if run_dir.exists() else "pending")
+    )

@@ -21,6 +21,7 @@ Runs that share a machine share its cores: each gets `cpus_per_run` threads (OMP
 torch's), as two torch processes that each take every core run 10-20x slower, not 2x.
 An evaluation of another run of the sweep (`of:`) starts only after that run finished.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,12 +44,12 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 @dataclass
 class Backend:
-    kind: str = "sequential"   # sequential | pool | ray
-    workers: int = 1           # runs at once (pool; ray on a local instance: its default too)
-    gpus_per_run: int = 0      # GPUs per run; >1 starts the run under torchrun, one process per GPU
-    cpus_per_run: int = 0      # threads (and Ray CPUs) per run; 0 = this machine's cores // workers
-    ray_address: str = ""      # "" = start a local Ray instance; auto | HOST:PORT = join a cluster
-    max_retries: int = 2       # ray: reruns of a run whose worker died
+    kind: str = "sequential"  # sequential | pool | ray
+    workers: int = 1  # runs at once (pool; ray on a local instance: its default too)
+    gpus_per_run: int = 0  # GPUs per run; >1 starts the run under torchrun, one process per GPU
+    cpus_per_run: int = 0  # threads (and Ray CPUs) per run; 0 = this machine's cores // workers
+    ray_address: str = ""  # "" = start a local Ray instance; auto | HOST:PORT = join a cluster
+    max_retries: int = 2  # ray: reruns of a run whose worker died
 
     def threads(self) -> int:
         return self.cpus_per_run or max(1, (os.cpu_count() or 1) // max(1, self.workers))
@@ -69,9 +70,11 @@ def check_backend(b: Backend) -> Backend:
     if b.kind == "pool" and b.gpus_per_run:
         have = cuda_devices()
         if len(have) < b.gpus_per_run * b.workers:
-            raise UserError(f"--gpus-per-run {b.gpus_per_run} x --workers {b.workers} needs "
-                            f"{b.gpus_per_run * b.workers} GPUs; this machine has {len(have)}"
-                            + ("" if have else " (torch sees no CUDA device)"))
+            raise UserError(
+                f"--gpus-per-run {b.gpus_per_run} x --workers {b.workers} needs "
+                f"{b.gpus_per_run * b.workers} GPUs; this machine has {len(have)}"
+                + ("" if have else " (torch sees no CUDA device)")
+            )
     return b
 
 
@@ -89,8 +92,15 @@ def under_torchrun(args: list[str], procs: int) -> list[str]:
     gives each run its own rendezvous on a free port, so runs side by side do not collide."""
     if procs <= 1:
         return [sys.executable, "-m", "peftlab"] + args
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}",
-            "-m", "peftlab"] + args
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={procs}",
+        "-m",
+        "peftlab",
+    ] + args
 
 
 def thread_env(threads: int) -> dict:
@@ -129,8 +139,10 @@ def run_child(cmd: list[str], env: dict, log_path: Path, tag: str, sink=None) ->
         log.write(f"\n$ {' '.join(cmd)}   # {datetime.now(timezone.utc).isoformat(timespec='seconds')}\n")
         log.flush()
         child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        pumps = [threading.Thread(target=pump, args=(child.stdout, Discard(), log, [], on_line), daemon=True),
-                 threading.Thread(target=pump, args=(child.stderr, Discard(), log, tail, on_line), daemon=True)]
+        pumps = [
+            threading.Thread(target=pump, args=(child.stdout, Discard(), log, [], on_line), daemon=True),
+            threading.Thread(target=pump, args=(child.stderr, Discard(), log, tail, on_line), daemon=True),
+        ]
         for t in pumps:
             t.start()
         try:
@@ -183,9 +195,11 @@ class Launcher:
 def side_by_side(sweep, backend: Backend) -> Launcher:
     """The pool or Ray launcher for `backend`, announced with how many runs it runs at once."""
     launcher = RayLauncher(sweep, backend) if backend.kind == "ray" else PoolLauncher(sweep, backend)
-    print(f"sweep {sweep.name}: {backend.kind} backend, up to {launcher.slots} runs at once, "
-          f"{backend.threads()} threads{f', {backend.gpus_per_run} GPU(s)' if backend.gpus_per_run else ''} each",
-          flush=True)
+    print(
+        f"sweep {sweep.name}: {backend.kind} backend, up to {launcher.slots} runs at once, "
+        f"{backend.threads()} threads{f', {backend.gpus_per_run} GPU(s)' if backend.gpus_per_run else ''} each",
+        flush=True,
+    )
     return launcher
 
 
@@ -206,7 +220,7 @@ class PoolLauncher(Launcher):
         self.pool = ThreadPoolExecutor(max_workers=backend.workers)
         gpus = cuda_devices() if backend.gpus_per_run else []
         k = backend.gpus_per_run
-        self.free = [",".join(gpus[i * k:(i + 1) * k]) for i in range(backend.workers)] if k else []
+        self.free = [",".join(gpus[i * k : (i + 1) * k]) for i in range(backend.workers)] if k else []
         self.held: dict[Future, str] = {}
 
     def submit(self, run, mode: str, upcoming: tuple | None = None) -> Future:
@@ -219,7 +233,9 @@ class PoolLauncher(Launcher):
         if devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = devices
         cmd = under_torchrun(cmd[3:], self.backend.gpus_per_run)
-        future = self.pool.submit(run_child, cmd, env, self.sweep.folder / layout.LOGS / layout.run_log(run.name), run.name)
+        future = self.pool.submit(
+            run_child, cmd, env, self.sweep.folder / layout.LOGS / layout.run_log(run.name), run.name
+        )
         if devices is not None:
             self.held[future] = devices
         return future
@@ -236,6 +252,7 @@ class PoolLauncher(Launcher):
 
 
 # ---------------------------------------------------------------- ray
+
 
 def import_ray():
     try:
@@ -257,8 +274,9 @@ def ray_run(args: list[str], resume_args: list[str], log_path: str, tag: str, gp
     marker.write_text(str(attempt))
     if attempt > 1:
         args = resume_args
-        print(f"[{tag}] attempt {attempt}: the previous one's worker died; resuming from its last checkpoint",
-              flush=True)
+        print(
+            f"[{tag}] attempt {attempt}: the previous one's worker died; resuming from its last checkpoint", flush=True
+        )
     code, tail = run_child(under_torchrun(args, gpus), child_env(**thread_env(threads)), Path(log_path), tag)
     marker.unlink(missing_ok=True)
     return code, tail
@@ -285,12 +303,23 @@ class RayLauncher(Launcher):
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if not ray.is_initialized():
             if backend.ray_address:
-                ray.init(address=backend.ray_address, include_dashboard=False, log_to_driver=True,
-                         logging_level="WARNING", runtime_env=self.runtime_env())
+                ray.init(
+                    address=backend.ray_address,
+                    include_dashboard=False,
+                    log_to_driver=True,
+                    logging_level="WARNING",
+                    runtime_env=self.runtime_env(),
+                )
             else:
                 gpus = len(cuda_devices()) if backend.gpus_per_run else 0
-                ray.init(num_cpus=backend.threads() * backend.workers, num_gpus=gpus, include_dashboard=False,
-                         log_to_driver=True, logging_level="WARNING", runtime_env=self.runtime_env())
+                ray.init(
+                    num_cpus=backend.threads() * backend.workers,
+                    num_gpus=gpus,
+                    include_dashboard=False,
+                    log_to_driver=True,
+                    logging_level="WARNING",
+                    runtime_env=self.runtime_env(),
+                )
         self.check_storage(sweep.folder)
         # as many runs as the cluster's CPUs hold (on a local instance: --workers, which sized it)
         fit = int(sum(n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")) // backend.threads())
@@ -301,8 +330,15 @@ class RayLauncher(Launcher):
     @staticmethod
     def runtime_env() -> dict:
         """peftlab's own environment for the workers (offline hub, the same PYTHONPATH when set)."""
-        keep = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "PEFTLAB_CACHE", "PYTHONPATH", "TRANSFORMERS_NO_ADVISORY_WARNINGS",
-                "PEFTLAB_START_AHEAD", "PEFTLAB_FAST_EXIT")
+        keep = (
+            "HF_HUB_OFFLINE",
+            "HF_DATASETS_OFFLINE",
+            "PEFTLAB_CACHE",
+            "PYTHONPATH",
+            "TRANSFORMERS_NO_ADVISORY_WARNINGS",
+            "PEFTLAB_START_AHEAD",
+            "PEFTLAB_FAST_EXIT",
+        )
         return {"env_vars": {k: os.environ[k] for k in keep if k in os.environ}}
 
     def check_storage(self, folder: Path) -> None:
@@ -313,15 +349,23 @@ class RayLauncher(Launcher):
         folder = folder.resolve()
         probe = self.ray.remote(ray_probe)
         nodes = [n["NodeID"] for n in self.ray.nodes() if n.get("Alive")]
-        results = self.ray.get([probe.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
-                                .remote(str(folder)) for n in nodes])
+        results = self.ray.get(
+            [
+                probe.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote(
+                    str(folder)
+                )
+                for n in nodes
+            ]
+        )
         for problem, node in results:
             seen = folder / f".probe-{node}"
             if problem or not seen.is_file():
-                raise UserError(f"--backend ray: node {node[:12]} cannot write the sweep folder {folder}"
-                                f"{f' ({problem})' if problem else ' where this machine sees it'}; put output_dir "
-                                f"on storage every node mounts at the same path (NFS, a cluster file system), "
-                                f"or pass --output-dir")
+                raise UserError(
+                    f"--backend ray: node {node[:12]} cannot write the sweep folder {folder}"
+                    f"{f' ({problem})' if problem else ' where this machine sees it'}; put output_dir "
+                    f"on storage every node mounts at the same path (NFS, a cluster file system), "
+                    f"or pass --output-dir"
+                )
             seen.unlink(missing_ok=True)
 
     def submit(self, run, mode: str, upcoming: tuple | None = None) -> Future:
@@ -332,9 +376,12 @@ class RayLauncher(Launcher):
         log = self.sweep.folder.resolve() / layout.LOGS / layout.run_log(run.name)
         marker = log.with_suffix(".attempt")
         marker.unlink(missing_ok=True)
-        ref = self.task.options(num_cpus=self.backend.threads(), num_gpus=self.backend.gpus_per_run,
-                                max_retries=self.backend.max_retries, retry_exceptions=False).remote(
-            args, resume, str(log), run.name, self.backend.gpus_per_run, self.backend.threads())
+        ref = self.task.options(
+            num_cpus=self.backend.threads(),
+            num_gpus=self.backend.gpus_per_run,
+            max_retries=self.backend.max_retries,
+            retry_exceptions=False,
+        ).remote(args, resume, str(log), run.name, self.backend.gpus_per_run, self.backend.threads())
         future = ref.future()
         self.refs[future] = ref
         return future

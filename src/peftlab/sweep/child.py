@@ -1,4 +1,5 @@
 """A sweep's child process: it must not outlive the sweep that started it."""
+
 from __future__ import annotations
 
 import os
@@ -93,8 +94,9 @@ class WarmStart:
         self.discard()
         if env.get(START_AHEAD_ENV) == "0":  # bench/run.py job e compares
             return
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env={**env, WARM_ENV: "1"})
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**env, WARM_ENV: "1"}
+        )
         self.cmd = cmd
 
     def take(self, cmd: list[str]):

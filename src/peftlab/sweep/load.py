@@ -1,4 +1,5 @@
 """Reading a sweep file: an ordinary sweep, or a study (a file with `parts:`)."""
+
 from __future__ import annotations
 
 from pathlib import Path

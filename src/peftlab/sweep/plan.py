@@ -18,6 +18,7 @@ runs, resumes interrupted ones from their last checkpoint and retries failed one
 a run folder is reused only if its config.yaml equals the config planned now (else the sweep stops
 before running anything, or reruns it with --rerun-changed). `.lock` keeps a second sweep out.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -37,20 +38,30 @@ from peftlab.runs.rundir import run_status
 
 SWEEP_KEYS = ("name", "output_dir", "base", "config", "variants", "grid", "description", "report_epochs")
 # How a setting shows in a run name: lora_rank=8 -> r8, seed=1 -> s1, lr=5e-4 -> lr0.0005.
-SHORT = {"lora_rank": "r", "lora_r": "r", "seed": "s", "lr": "lr", "learning_rate": "lr", "epochs": "ep",
-         "num_virtual_tokens": "vt", "freeze_layers": "last", "batch_size": "bs", "max_samples": "n"}
+SHORT = {
+    "lora_rank": "r",
+    "lora_r": "r",
+    "seed": "s",
+    "lr": "lr",
+    "learning_rate": "lr",
+    "epochs": "ep",
+    "num_virtual_tokens": "vt",
+    "freeze_layers": "last",
+    "batch_size": "bs",
+    "max_samples": "n",
+}
 
 
 @dataclass
 class PlannedRun:
-    name: str              # run folder name
-    group: str             # the variant without its seed: runs of one group are averaged over seeds
-    settings: dict         # what this run sets on top of the base (variant + grid point)
+    name: str  # run folder name
+    group: str  # the variant without its seed: runs of one group are averaged over seeds
+    settings: dict  # what this run sets on top of the base (variant + grid point)
     cfg: Config
     seed: int
-    kind: str = "train"    # train | eval (a baseline, or an evaluation of another run of the sweep)
-    of: str = ""           # eval: the run folder name it evaluates; empty = the config's model, untrained
-    export: str = ""       # eval of a run: merged | f16 | q8_0 | q4_0 | q4_k_m (exported first)
+    kind: str = "train"  # train | eval (a baseline, or an evaluation of another run of the sweep)
+    of: str = ""  # eval: the run folder name it evaluates; empty = the config's model, untrained
+    export: str = ""  # eval of a run: merged | f16 | q8_0 | q4_0 | q4_k_m (exported first)
 
 
 @dataclass
@@ -90,12 +101,15 @@ def flat_settings(data: dict) -> dict:
     return out
 
 
-def check_keys(data: dict, where: str, keys: tuple = SWEEP_KEYS, what: str = "sweep key",
-               holder: str = "a sweep file") -> None:
+def check_keys(
+    data: dict, where: str, keys: tuple = SWEEP_KEYS, what: str = "sweep key", holder: str = "a sweep file"
+) -> None:
     for key in data:
         if key not in keys:
-            raise UserError(f"{where}: unknown {what} '{key}'{closest(str(key), keys)}; {holder} has "
-                            f"{', '.join(keys)} (config keys go under `config:`, `variants:` or `grid:`)")
+            raise UserError(
+                f"{where}: unknown {what} '{key}'{closest(str(key), keys)}; {holder} has "
+                f"{', '.join(keys)} (config keys go under `config:`, `variants:` or `grid:`)"
+            )
 
 
 def grid_points(grid, where: str) -> list[dict]:
@@ -125,8 +139,10 @@ def config_layers(data: dict, path: Path, where: str, between: list = (), split:
     layers = []
     if data.get("base"):
         if not isinstance(data["base"], str):
-            raise UserError(f"{where}: `base:` is the path of a config file; put settings written here under "
-                            f"`config:` instead (e.g. config: {{model: minilm-l6, epochs: 2}})")
+            raise UserError(
+                f"{where}: `base:` is the path of a config file; put settings written here under "
+                f"`config:` instead (e.g. config: {{model: minilm-l6, epochs: 2}})"
+            )
         base_file = find_base(data["base"], path)
         layers.append((read_yaml_mapping(base_file), str(base_file)))
     if data.get("config"):
@@ -139,8 +155,9 @@ def config_layers(data: dict, path: Path, where: str, between: list = (), split:
     return layers[:n_base] + list(between) + layers[n_base:]
 
 
-def sweep_from(data: dict, path: Path, output_dir: str | None = None, pre_layers: list = (),
-               where: str = "", between: list = ()) -> Sweep:
+def sweep_from(
+    data: dict, path: Path, output_dir: str | None = None, pre_layers: list = (), where: str = "", between: list = ()
+) -> Sweep:
     """The planned runs of one sweep mapping; `pre_layers` (a study's base file) come first, `between`
     (a study's config:) over this mapping's base file and under its config:."""
     where = where or str(path)
@@ -152,15 +169,24 @@ def sweep_from(data: dict, path: Path, output_dir: str | None = None, pre_layers
     # settings typed by their fields (lr: 5.0e-4 -> 0.0005), so names and sweep.json show numbers as
     # numbers and a string key's `no` as "no"
     typed_points = [typed_settings(p, f"{where}: grid") for p in points]
-    typed_variants = [typed_settings(flat_settings({k: v for k, v in variant.items() if k not in ("name", *EVAL_KEYS)}),
-                                     f"{where}: variants[{i}]") for i, variant in enumerate(variants)]
-    seed_varies = (len({p.get("seed") for p in typed_points}) > 1
-                   or len({v.get("seed") for v in typed_variants}) > 1)
+    typed_variants = [
+        typed_settings(
+            flat_settings({k: v for k, v in variant.items() if k not in ("name", *EVAL_KEYS)}),
+            f"{where}: variants[{i}]",
+        )
+        for i, variant in enumerate(variants)
+    ]
+    seed_varies = len({p.get("seed") for p in typed_points}) > 1 or len({v.get("seed") for v in typed_variants}) > 1
 
     name = slug(data.get("name") or path.stem)
     folder = Path(output_dir or data.get("output_dir") or "runs") / name
-    sweep = Sweep(name, path, folder, description=str(data.get("description") or ""),
-                  report_epochs=report_epochs_of(data.get("report_epochs"), where))
+    sweep = Sweep(
+        name,
+        path,
+        folder,
+        description=str(data.get("description") or ""),
+        report_epochs=report_epochs_of(data.get("report_epochs"), where),
+    )
     seen: dict[str, int] = {}
     for i, variant in enumerate(variants):
         variant = dict(variant)
@@ -177,8 +203,10 @@ def sweep_from(data: dict, path: Path, output_dir: str | None = None, pre_layers
             group = slug(given) if given else name_of(group_settings)
             run_name = f"{group}-s{cfg.train.seed}" if seed_varies else group
             if run_name in seen:
-                raise UserError(f"{at}: two runs would both be named '{run_name}' (also variants[{seen[run_name]}]); "
-                                f"give the variants distinct `name:`s")
+                raise UserError(
+                    f"{at}: two runs would both be named '{run_name}' (also variants[{seen[run_name]}]); "
+                    f"give the variants distinct `name:`s"
+                )
             seen[run_name] = i
             cfg.train.output_dir, cfg.train.run_name = str(folder), run_name
             target = evaluated_run(of, cfg.train.seed, seed_varies, sweep.runs, at)
@@ -194,8 +222,9 @@ def report_epochs_of(value, where: str) -> list[int]:
     items = value if isinstance(value, list) else []
     epochs = [int(e) for e in items if re.fullmatch(r"\s*\d+\s*", str(e))]
     if not items or len(epochs) != len(items) or min(epochs) < 1:
-        raise UserError(f"{where}: `report_epochs:` must be a list of epoch numbers (1 or more), e.g. [1, 5, 10]; "
-                        f"got {value!r}")
+        raise UserError(
+            f"{where}: `report_epochs:` must be a list of epoch numbers (1 or more), e.g. [1, 5, 10]; got {value!r}"
+        )
     return sorted(set(epochs))
 
 
@@ -241,8 +270,14 @@ def print_plan(sweep: Sweep) -> None:
     width = max(len(r.name) for r in sweep.runs)
     for i, run in enumerate(sweep.runs, 1):
         status = run_status(sweep.folder / run.name)
-        what = "" if run.kind == "train" else ("eval " + (f"of {run.of}" if run.of else "of the base model")
-                                               + (f" ({run.export})" if run.export else "") + ": ")
+        what = (
+            ""
+            if run.kind == "train"
+            else (
+                "eval "
+                + (f"of {run.of}" if run.of else "of the base model")
+                + (f" ({run.export})" if run.export else "")
+                + ": "
+            )
+        )
         print(f"  {i:>3}. {run.name:<{width}}  [{status}]  {what}{describe(run.settings)}")
-
-

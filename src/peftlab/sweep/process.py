@@ -1,5 +1,6 @@
 """A sweep's run as a child process: its command line, its output pumped to the console and its log,
 how it is stopped, and its sweep.json entry."""
+
 from __future__ import annotations
 
 import codecs
@@ -82,10 +83,16 @@ def entry_of(sweep: Sweep, run: PlannedRun, returncode: int, tail: list, started
     """A finished run's sweep.json entry, from its exit code and its folder (every backend)."""
     run_dir = sweep.folder / run.name
     status = run_status(run_dir)
-    entry = {"name": run.name, "group": run.group, "seed": run.seed, "settings": run.settings,
-             "status": "completed" if returncode == 0 and status == "completed" else "failed",
-             "returncode": returncode, "started_at": started,
-             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    entry = {
+        "name": run.name,
+        "group": run.group,
+        "seed": run.seed,
+        "settings": run.settings,
+        "status": "completed" if returncode == 0 and status == "completed" else "failed",
+        "returncode": returncode,
+        "started_at": started,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     if entry["status"] == "failed":  # no exit code: the process never ran (a backend's own error, in the tail)
         entry["error"] = failure_reason(run_dir, returncode, tail) if returncode is not None else "".join(tail)
     return entry
@@ -102,8 +109,7 @@ def command_of(sweep: Sweep, run: PlannedRun, config_path: Path, mode: str) -> l
     # an evaluation of a trained run: that run's own config, with the settings this row changes
     changed = [f"{k}={v}" for k, v in flat_settings(run.settings).items() if k not in EVAL_KEYS + ("seed",)]
     export = ["--export", run.export] if run.export else []
-    return peftlab + ["eval", str(sweep.folder / run.of)] + [
-        str(c) for c in changed] + export + out
+    return peftlab + ["eval", str(sweep.folder / run.of)] + [str(c) for c in changed] + export + out
 
 
 def interrupted_entry(run: PlannedRun) -> dict:

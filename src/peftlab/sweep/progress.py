@@ -9,6 +9,7 @@ to come, takes the finished runs' mean duration (before any run finished: the ru
 The work left is shared by the slots. With one slot these are the sequential sweep's numbers as they
 were before the backends shared this code; with several and no epoch known yet, the parallel sweep's.
 """
+
 from __future__ import annotations
 
 import time
@@ -81,8 +82,14 @@ class Progress:
         """The progress record. eta_s is cut (not rounded) to tenths, so a console line that prints its
         whole seconds shows what the unrounded ETA showed."""
         eta = self.eta()
-        return {"done": self.done, "failed": self.failed, "running": list(self.running), "total": self.total,
-                "eta_s": None if eta is None else int(eta * 10) / 10, "at": round(self.clock(), 3)}
+        return {
+            "done": self.done,
+            "failed": self.failed,
+            "running": list(self.running),
+            "total": self.total,
+            "eta_s": None if eta is None else int(eta * 10) / 10,
+            "at": round(self.clock(), 3),
+        }
 
     def changed(self) -> dict:
         """The record now, published (sweep.json) and returned for the console line."""

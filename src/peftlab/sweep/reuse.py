@@ -4,6 +4,7 @@ A run folder is skipped (completed) or resumed (interrupted) only if its config.
 config the sweep plans now; otherwise, or when its files cannot be read, the sweep stops before
 running anything or, with --rerun-changed, runs it again from scratch.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -32,8 +33,10 @@ def sweep_lock(folder: Path):
         except BlockingIOError:
             fh.seek(0)
             pid = fh.read().strip() or "unknown"
-            raise UserError(f"{folder}: another `peftlab sweep` (pid {pid}) is running on this folder; wait for it "
-                            f"to finish (or stop it), then run this command again") from None
+            raise UserError(
+                f"{folder}: another `peftlab sweep` (pid {pid}) is running on this folder; wait for it "
+                f"to finish (or stop it), then run this command again"
+            ) from None
         fh.seek(0)
         fh.truncate()
         fh.write(f"{os.getpid()}\n")
@@ -78,15 +81,24 @@ def plan_todo(sweep: Sweep, old: dict, retry_failed: bool, rerun_changed: bool) 
         elif old.get(run.name, {}).get("status") == "failed" and not retry_failed:
             entries[run.name] = old[run.name]
         elif status == "completed":
-            entries[run.name] = {**old.get(run.name, {}), "name": run.name, "group": run.group, "seed": run.seed,
-                                 "settings": run.settings, "status": "completed"}
+            entries[run.name] = {
+                **old.get(run.name, {}),
+                "name": run.name,
+                "group": run.group,
+                "seed": run.seed,
+                "settings": run.settings,
+                "status": "completed",
+            }
         else:
             todo.append((run, "retry" if failed else "resume"))
     if problems and not rerun_changed:
-        raise UserError(f"{sweep.folder}: {len(problems)} run folder(s) cannot be reused with this sweep file:\n"
-                        + "\n".join(problems) + "\nNothing was run. Pass --rerun-changed to run them again from "
-                        "scratch with the current settings, restore the old settings, or use another "
-                        "output_dir or sweep name.")
+        raise UserError(
+            f"{sweep.folder}: {len(problems)} run folder(s) cannot be reused with this sweep file:\n"
+            + "\n".join(problems)
+            + "\nNothing was run. Pass --rerun-changed to run them again from "
+            "scratch with the current settings, restore the old settings, or use another "
+            "output_dir or sweep name."
+        )
     for line in problems:
         print(f"sweep: rerunning from scratch (--rerun-changed):\n{line}", flush=True)
     return entries, todo

@@ -13,6 +13,7 @@ would not see the interrupt), and the next planned run's process is started ahea
 (child.WarmStart). Its submit() returns once the run has ended, with a finished Future, so the loop
 is the same code for both.
 """
+
 from __future__ import annotations
 
 import re
@@ -40,8 +41,9 @@ from peftlab.sweep.progress import Progress, fmt_duration
 from peftlab.sweep.reuse import plan_todo, sweep_lock
 
 
-def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str, warm: WarmStart,
-            next_up: tuple | None = None) -> dict:
+def execute(
+    sweep: Sweep, run: PlannedRun, progress: Progress, mode: str, warm: WarmStart, next_up: tuple | None = None
+) -> dict:
     """One run in a child process (started ahead by `warm` when it was the one planned next), and
     the next planned run's process started ahead; returns this run's sweep.json entry."""
     cmd = child_command(sweep, run, mode)
@@ -54,8 +56,10 @@ def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str, warm: 
             epoch = int(m.group(1))
             progress.epoch(run.name, epoch)
             record = progress.record()
-            print(f"  sweep {tag}: epoch {epoch}/{run.cfg.train.epochs} done, "
-                  f"sweep ETA {fmt_duration(record['eta_s'])}", flush=True)
+            print(
+                f"  sweep {tag}: epoch {epoch}/{run.cfg.train.epochs} done, sweep ETA {fmt_duration(record['eta_s'])}",
+                flush=True,
+            )
             try:
                 progress.publish(record)
             except Exception:  # noqa: BLE001 - this thread copies the run's output: it must go on (the
@@ -69,8 +73,10 @@ def execute(sweep: Sweep, run: PlannedRun, progress: Progress, mode: str, warm: 
         if next_up is not None:
             warm.start(child_command(sweep, *next_up), env)
         tail: list[str] = []
-        pumps = [threading.Thread(target=pump, args=(child.stdout, sys.stdout, log, [], on_line), daemon=True),
-                 threading.Thread(target=pump, args=(child.stderr, sys.stderr, log, tail), daemon=True)]
+        pumps = [
+            threading.Thread(target=pump, args=(child.stdout, sys.stdout, log, [], on_line), daemon=True),
+            threading.Thread(target=pump, args=(child.stderr, sys.stderr, log, tail), daemon=True),
+        ]
         for t in pumps:
             t.start()
         try:
@@ -113,16 +119,35 @@ SAVING = threading.Lock()  # sweep.json is also written by the thread reading a 
 def save_state(sweep: Sweep, entries: dict, record: dict) -> None:
     """sweep.json: the plan, each run's entry (or its folder's status), and the progress record."""
     with SAVING:
-        write_json(sweep.folder / layout.SWEEP_STATE, {
-            "name": sweep.name, "source": str(sweep.source), "description": sweep.description,
-            **({"report_epochs": sweep.report_epochs} if sweep.report_epochs else {}),
-            "runs": [entries.get(r.name) or {"name": r.name, "group": r.group, "seed": r.seed, "settings": r.settings,
-                                             "status": run_status(sweep.folder / r.name)} for r in sweep.runs],
-            "progress": record})
+        write_json(
+            sweep.folder / layout.SWEEP_STATE,
+            {
+                "name": sweep.name,
+                "source": str(sweep.source),
+                "description": sweep.description,
+                **({"report_epochs": sweep.report_epochs} if sweep.report_epochs else {}),
+                "runs": [
+                    entries.get(r.name)
+                    or {
+                        "name": r.name,
+                        "group": r.group,
+                        "seed": r.seed,
+                        "settings": r.settings,
+                        "status": run_status(sweep.folder / r.name),
+                    }
+                    for r in sweep.runs
+                ],
+                "progress": record,
+            },
+        )
 
 
-NOTES = {"resume": "", "retry": "  (retrying a failed run)", "rerun": "  (rerun: its folder had other settings)",
-         "after": "  (evaluates the run above)"}
+NOTES = {
+    "resume": "",
+    "retry": "  (retrying a failed run)",
+    "rerun": "  (rerun: its folder had other settings)",
+    "after": "  (evaluates the run above)",
+}
 
 
 def run_sweep(sweep: Sweep, retry_failed: bool = True, rerun_changed: bool = False, backend=None) -> dict:
@@ -136,15 +161,24 @@ def run_locked(sweep: Sweep, retry_failed: bool, rerun_changed: bool, backend=No
     for folder in (sweep.folder, sweep.folder / layout.EXPORTS):  # a killed sweep's half-written files
         for line in clear_leftovers(folder) if folder.is_dir() else []:
             print(f"sweep {sweep.name}: {line} (left by a killed process)", flush=True)
-    old_state = read_json(sweep.folder / layout.SWEEP_STATE, {}, fix="delete it: the run folders are kept, and the "
-                          "next sweep run rebuilds it from them") or {}
+    old_state = (
+        read_json(
+            sweep.folder / layout.SWEEP_STATE,
+            {},
+            fix="delete it: the run folders are kept, and the next sweep run rebuilds it from them",
+        )
+        or {}
+    )
     old = {e["name"]: e for e in old_state.get("runs", [])}
     entries, todo = plan_todo(sweep, old, retry_failed, rerun_changed)
     (sweep.folder / layout.CONFIGS).mkdir(parents=True, exist_ok=True)
     write_text(sweep.folder / layout.SWEEP_COPY, sweep.source.read_text(encoding="utf-8"))
     skipped = len(sweep.runs) - len(todo)
-    print(f"sweep {sweep.name}: {len(sweep.runs)} runs, {skipped} already done or kept, {len(todo)} to run "
-          f"-> {sweep.folder}", flush=True)
+    print(
+        f"sweep {sweep.name}: {len(sweep.runs)} runs, {skipped} already done or kept, {len(todo)} to run "
+        f"-> {sweep.folder}",
+        flush=True,
+    )
     progress = Progress(len(sweep.runs), skipped)
     save_state(sweep, entries, progress.record())
     if not todo:
@@ -207,12 +241,14 @@ def announce(run: PlannedRun, mode: str, progress: Progress, record: dict, foreg
     """A run's first line: in the foreground, the sweep's state above the run's own output; side by side,
     where its lines start among the other runs' (the state is in status_line)."""
     if foreground:
-        print(f"\n== sweep [{progress.index}/{record['total']}] {run.name}: {describe(run.settings)}"
-              f"{NOTES[mode]}  "
-              f"| done {record['done']}, failed {record['failed']}, ETA {fmt_duration(record['eta_s'])}", flush=True)
+        print(
+            f"\n== sweep [{progress.index}/{record['total']}] {run.name}: {describe(run.settings)}"
+            f"{NOTES[mode]}  "
+            f"| done {record['done']}, failed {record['failed']}, ETA {fmt_duration(record['eta_s'])}",
+            flush=True,
+        )
     else:
-        print(f"== sweep [{progress.index}/{progress.total}] start {run.name}: {describe(run.settings)}",
-              flush=True)
+        print(f"== sweep [{progress.index}/{progress.total}] start {run.name}: {describe(run.settings)}", flush=True)
 
 
 def ended(run: PlannedRun, entry: dict, foreground: bool) -> None:
@@ -232,11 +268,14 @@ def status_line(sweep: Sweep, running: list, progress: Progress) -> str:
     for run in running:
         done_epochs = epochs_done(sweep.folder / run.name) if run.kind == "train" else 0
         progress.epoch(run.name, done_epochs)
-        states.append(f"{run.name} (epoch {done_epochs}/{run.cfg.train.epochs})" if run.kind == "train"
-                      else f"{run.name} (eval)")
+        states.append(
+            f"{run.name} (epoch {done_epochs}/{run.cfg.train.epochs})" if run.kind == "train" else f"{run.name} (eval)"
+        )
     record = progress.changed()
-    return (f"== sweep: running {', '.join(states)} | done {record['done']}/{record['total']}, "
-            f"failed {record['failed']}, ETA {fmt_duration(record['eta_s'])}")
+    return (
+        f"== sweep: running {', '.join(states)} | done {record['done']}/{record['total']}, "
+        f"failed {record['failed']}, ETA {fmt_duration(record['eta_s'])}"
+    )
 
 
 def epochs_done(run_dir: Path) -> int:

@@ -12,6 +12,7 @@ Each part is an ordinary sweep in <output_dir>/<study>/<part>/ (its own sweep.js
 report): a report compares the methods of one task by that task's metric, so a study across tasks is
 one table per task, gathered in <output_dir>/<study>/report.md.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -41,8 +42,9 @@ def load_study(path: Path, data: dict, output_dir: str | None = None) -> Study:
     if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) for p in parts):
         raise UserError(f"{path}: `parts:` must be a list of sweep mappings, e.g. - {{name: sst2, base: sst2.yaml}}")
     name = slug(data.get("name") or path.stem)
-    study = Study(name, path, Path(output_dir or data.get("output_dir") or "runs") / name,
-                  str(data.get("description") or ""))
+    study = Study(
+        name, path, Path(output_dir or data.get("output_dir") or "runs") / name, str(data.get("description") or "")
+    )
     # The study's base file goes under each part's base file, the study's `config:` over it (as a sweep's
     # config: is over its base), and the part's own config: over both. (A part's base file used to win
     # over the study's config:, which silently changed studies: a recipe's epochs, LoRA targets or
@@ -57,10 +59,13 @@ def load_study(path: Path, data: dict, output_dir: str | None = None) -> Study:
         if slug(part["name"]) in seen:
             raise UserError(f"{where}: two parts are named '{part['name']}'")
         seen.add(slug(part["name"]))
-        merged = {"variants": data.get("variants"), "grid": data.get("grid"),
-                  "report_epochs": data.get("report_epochs"), **part}
-        study.sweeps.append(sweep_from(merged, path, str(study.folder), shared_base, f"{where} ({part['name']})",
-                                       shared_config))
+        merged = {
+            "variants": data.get("variants"),
+            "grid": data.get("grid"),
+            "report_epochs": data.get("report_epochs"),
+            **part,
+        }
+        study.sweeps.append(
+            sweep_from(merged, path, str(study.folder), shared_base, f"{where} ({part['name']})", shared_config)
+        )
     return study
-
-

@@ -6,6 +6,7 @@ spaces when it closes. A console shows the end state of all that; a log file tha
 would hold every redraw. ScreenLines keeps a few rows as a terminal would, so each row is logged
 once, in its last state, with no control codes.
 """
+
 from __future__ import annotations
 
 import re
@@ -37,7 +38,7 @@ class ScreenLines:
     def feed(self, text: str) -> str:
         text, self.pending = self.pending + text, ""
         if cut := PARTIAL_ANSI.search(text):
-            text, self.pending = text[:cut.start()], text[cut.start():]
+            text, self.pending = text[: cut.start()], text[cut.start() :]
         for part in CONTROL.split(text):
             if part:
                 self._apply(part)
@@ -63,7 +64,7 @@ class ScreenLines:
             if self.after_cr or self.col < len(row[0]):
                 row[1] = True  # drawn after a carriage return, or over what the row held
             text = row[0].ljust(self.col)
-            row[0] = text[:self.col] + part + text[self.col + len(part):]
+            row[0] = text[: self.col] + part + text[self.col + len(part) :]
             self.col += len(part)
         self.after_cr = False
 
@@ -80,13 +81,13 @@ class ScreenLines:
             self.rows += [["", False] for _ in range(self.row + 1 - len(self.rows))]
         elif final == "K":  # erase in line: to its end (0), from its start (1), all of it (2)
             text = row[0]
-            row[0] = {"1": " " * self.col + text[self.col:], "2": ""}.get(params, text[:self.col])
+            row[0] = {"1": " " * self.col + text[self.col :], "2": ""}.get(params, text[: self.col])
             row[1] = True
 
     def _give_out(self, final: bool) -> str:
         """Lines for the rows above the cursor that no redraw can reach (all rows when final)."""
         done = 0
-        for i, (text, redrawn) in enumerate(self.rows):
+        for i, (_text, redrawn) in enumerate(self.rows):
             if not final and not (i < self.row and (not redrawn or self.row - i >= self.reach)):
                 break
             done = i + 1

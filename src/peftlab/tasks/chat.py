@@ -7,6 +7,7 @@ the tokenizer's own chat template or one of the named templates below (LLaMA-Fac
 The named templates are written out here because they are plain strings that no installed
 library exposes by name (tokenizers carry only their own template).
 """
+
 from __future__ import annotations
 
 import re
@@ -28,6 +29,7 @@ class Conversation:
 
 # ---------------------------------------------------------------- reading records
 
+
 def detect_format(split: Split, sft_format: str) -> str:
     """The layout of a file: named in the config, or told from its first record's keys."""
     return detect_record(split.records[0], f"{split.source}: row {split.rows[0]}", sft_format)
@@ -38,8 +40,9 @@ def detect_record(keys: dict, where: str, sft_format: str) -> str:
     of different layouts each read as what they are)."""
     if sft_format != "auto":
         if sft_format not in SFT_FORMATS:
-            raise UserError(f"sft_format: '{sft_format}' is not one of {', '.join(SFT_FORMATS)}"
-                            f"{closest(sft_format, SFT_FORMATS)}")
+            raise UserError(
+                f"sft_format: '{sft_format}' is not one of {', '.join(SFT_FORMATS)}{closest(sft_format, SFT_FORMATS)}"
+            )
         return sft_format
     if "conversations" in keys:
         return "sharegpt"
@@ -47,9 +50,11 @@ def detect_record(keys: dict, where: str, sft_format: str) -> str:
         return "openai"
     if "instruction" in keys and "output" in keys:
         return "alpaca"
-    raise UserError(f"{where}: cannot tell the instruction format from the keys "
-                    f"({', '.join(map(str, keys))}); alpaca needs `instruction` and `output`, sharegpt "
-                    f"`conversations`, openai `messages`; rename the keys or set `sft_format:`")
+    raise UserError(
+        f"{where}: cannot tell the instruction format from the keys "
+        f"({', '.join(map(str, keys))}); alpaca needs `instruction` and `output`, sharegpt "
+        f"`conversations`, openai `messages`; rename the keys or set `sft_format:`"
+    )
 
 
 def text_of(rec: dict, key: str, where: str, required: bool = True) -> str:
@@ -79,8 +84,10 @@ def read_alpaca(rec: dict, where: str) -> Conversation:
 def check_role(role, where: str) -> None:
     known = ["system", *USER_ROLES, *ASSISTANT_ROLES]
     if role not in known:
-        raise UserError(f"{where}: {role!r} is not a known role{closest(str(role), known)}; roles are system, "
-                        f"user (or human) and assistant (or gpt, model); tool and function roles are not supported")
+        raise UserError(
+            f"{where}: {role!r} is not a known role{closest(str(role), known)}; roles are system, "
+            f"user (or human) and assistant (or gpt, model); tool and function roles are not supported"
+        )
 
 
 def read_messages(rec: dict, where: str, key: str, role_key: str, text_key: str) -> Conversation:
@@ -107,9 +114,11 @@ def read_messages(rec: dict, where: str, key: str, role_key: str, text_key: str)
             user = None
         else:
             expected = "a user message" if user is None else "an assistant message"
-            raise UserError(f"{at}.{role_key}: '{role}' where {expected} was expected; messages must be "
-                            f"[system], then user and assistant in turn, ending with assistant "
-                            f"(tool and function roles are not supported)")
+            raise UserError(
+                f"{at}.{role_key}: '{role}' where {expected} was expected; messages must be "
+                f"[system], then user and assistant in turn, ending with assistant "
+                f"(tool and function roles are not supported)"
+            )
     if user is not None or not turns:
         raise UserError(f"{where}: key '{key}' must end with an assistant message (the answer to learn)")
     return Conversation(system, turns)
@@ -137,40 +146,63 @@ def read_conversations(split: Split, sft_format: str) -> list[Conversation]:
 
 # ---------------------------------------------------------------- templates
 
+
 @dataclass(frozen=True)
 class Template:
-    user: str                # a user turn up to where the answer starts: {content}
-    assistant: str           # the answer and the end of the turn: {content}, {eos}
-    system: str = ""         # a system block before the first turn: {content}
-    merge_system: str = ""   # or: how the system text joins the first user message ({system}, {content})
+    user: str  # a user turn up to where the answer starts: {content}
+    assistant: str  # the answer and the end of the turn: {content}, {eos}
+    system: str = ""  # a system block before the first turn: {content}
+    merge_system: str = ""  # or: how the system text joins the first user message ({system}, {content})
     default_system: str = ""
-    prefix: str = ""         # once at the start
-    stop: tuple = ()         # text that ends an answer when generating, besides the tokenizer's EOS
+    prefix: str = ""  # once at the start
+    stop: tuple = ()  # text that ends an answer when generating, besides the tokenizer's EOS
 
 
 TEMPLATES = {
-    "default": Template(system="System: {content}\n", user="Human: {content}\nAssistant: ",
-                        assistant="{content}{eos}\n"),
-    "alpaca": Template(system="{content}\n\n", user="### Instruction:\n{content}\n\n### Response:\n",
-                       assistant="{content}{eos}\n\n",
-                       default_system="Below is an instruction that describes a task. "
-                                      "Write a response that appropriately completes the request."),
-    "chatml": Template(system="<|im_start|>system\n{content}<|im_end|>\n",
-                       user="<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n",
-                       assistant="{content}<|im_end|>\n", stop=("<|im_end|>",)),
-    "llama2": Template(merge_system="<<SYS>>\n{system}\n<</SYS>>\n\n{content}", user="<s>[INST] {content} [/INST]",
-                       assistant=" {content} </s>", stop=("</s>",)),
-    "llama3": Template(prefix="<|begin_of_text|>",
-                       system="<|start_header_id|>system<|end_header_id|>\n\n{content}<|eot_id|>",
-                       user="<|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>"
-                            "<|start_header_id|>assistant<|end_header_id|>\n\n",
-                       assistant="{content}<|eot_id|>", stop=("<|eot_id|>",)),
-    "gemma": Template(prefix="<bos>", merge_system="{system}\n\n{content}",
-                      user="<start_of_turn>user\n{content}<end_of_turn>\n<start_of_turn>model\n",
-                      assistant="{content}<end_of_turn>\n", stop=("<end_of_turn>",)),
+    "default": Template(
+        system="System: {content}\n", user="Human: {content}\nAssistant: ", assistant="{content}{eos}\n"
+    ),
+    "alpaca": Template(
+        system="{content}\n\n",
+        user="### Instruction:\n{content}\n\n### Response:\n",
+        assistant="{content}{eos}\n\n",
+        default_system="Below is an instruction that describes a task. "
+        "Write a response that appropriately completes the request.",
+    ),
+    "chatml": Template(
+        system="<|im_start|>system\n{content}<|im_end|>\n",
+        user="<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n",
+        assistant="{content}<|im_end|>\n",
+        stop=("<|im_end|>",),
+    ),
+    "llama2": Template(
+        merge_system="<<SYS>>\n{system}\n<</SYS>>\n\n{content}",
+        user="<s>[INST] {content} [/INST]",
+        assistant=" {content} </s>",
+        stop=("</s>",),
+    ),
+    "llama3": Template(
+        prefix="<|begin_of_text|>",
+        system="<|start_header_id|>system<|end_header_id|>\n\n{content}<|eot_id|>",
+        user="<|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+        assistant="{content}<|eot_id|>",
+        stop=("<|eot_id|>",),
+    ),
+    "gemma": Template(
+        prefix="<bos>",
+        merge_system="{system}\n\n{content}",
+        user="<start_of_turn>user\n{content}<end_of_turn>\n<start_of_turn>model\n",
+        assistant="{content}<end_of_turn>\n",
+        stop=("<end_of_turn>",),
+    ),
 }
-TEMPLATES["qwen"] = Template(**{**TEMPLATES["chatml"].__dict__,
-                                "default_system": "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."})
+TEMPLATES["qwen"] = Template(
+    **{
+        **TEMPLATES["chatml"].__dict__,
+        "default_system": "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+    }
+)
 TEMPLATE_NAMES = ("auto", "chat", *TEMPLATES)
 
 
@@ -187,7 +219,9 @@ def render_named(conv: Conversation, t: Template, eos: str) -> list[tuple[str, s
     for i, (user, answer) in enumerate(conv.turns):
         if i == 0 and system and t.merge_system:
             user = fill(t.merge_system, system=system, content=user)
-        pairs.append(((head if i == 0 else "") + fill(t.user, content=user), fill(t.assistant, content=answer, eos=eos)))
+        pairs.append(
+            ((head if i == 0 else "") + fill(t.user, content=user), fill(t.assistant, content=answer, eos=eos))
+        )
     return pairs
 
 
@@ -201,10 +235,12 @@ def render_chat(conv: Conversation, tokenizer) -> list[tuple[str, str]]:
         messages.append({"role": "assistant", "content": answer})
         whole = tokenizer.apply_chat_template(messages, tokenize=False)
         if not (prompt.startswith(done) and whole.startswith(prompt)):
-            raise UserError("template: the tokenizer's chat template does not render a conversation as a "
-                            "prefix of its continuation, so prompt and answer cannot be told apart; "
-                            "set `template:` to a named one (" + ", ".join(TEMPLATES) + ")")
-        pairs.append((prompt[len(done):], whole[len(prompt):]))
+            raise UserError(
+                "template: the tokenizer's chat template does not render a conversation as a "
+                "prefix of its continuation, so prompt and answer cannot be told apart; "
+                "set `template:` to a named one (" + ", ".join(TEMPLATES) + ")"
+            )
+        pairs.append((prompt[len(done) :], whole[len(prompt) :]))
         done = whole
     return pairs
 

@@ -17,6 +17,7 @@ class (`with_scoring`) rather than by wrapping it in another module: peft then t
 knows (LoRA defaults per architecture, the `score`/`classifier` head kept trainable), the Trainer
 checkpoints only the adapter, and a saved adapter or model loads on the plain transformers class.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -32,10 +33,10 @@ NORMS = ("none", "tokens", "chars")
 
 @dataclass
 class Choice:
-    prompt: str                 # what precedes every option
-    options: list[str]          # option texts, in display order
-    answer: int                 # index of the right option
-    labels: list[str]           # option labels shown in predictions (A, B, ... or the data's own)
+    prompt: str  # what precedes every option
+    options: list[str]  # option texts, in display order
+    answer: int  # index of the right option
+    labels: list[str]  # option labels shown in predictions (A, B, ... or the data's own)
     meta: dict = field(default_factory=dict)  # display fields for the predictions file
 
 
@@ -43,11 +44,14 @@ def fill_template(template: str, fields: dict, source: str) -> str:
     try:
         return template.format(**fields)
     except (KeyError, IndexError, ValueError) as e:
-        raise UserError(f"prompt_template: {template!r} cannot be filled ({type(e).__name__}: {e}); "
-                        f"placeholders available for {source}: {', '.join('{' + k + '}' for k in fields)}") from None
+        raise UserError(
+            f"prompt_template: {template!r} cannot be filled ({type(e).__name__}: {e}); "
+            f"placeholders available for {source}: {', '.join('{' + k + '}' for k in fields)}"
+        ) from None
 
 
 # ---------------------------------------------------------------- encoding
+
 
 def single_token_ids(words: list[str], tokenizer) -> list[int] | None:
     """Token ids when every option (after a space) is one distinct token, else None."""
@@ -90,8 +94,11 @@ def encode_choices(examples: list[Choice], tokenizer, max_len: int, pairs: bool,
     for c in examples:
         if pairs:
             per = [encode_pair(tokenizer, c.prompt, option, max_len) for option in c.options]
-            per = [{k: e[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in e}
-                   | {"n_target": 1, "score_div": 1.0} for e in per]
+            per = [
+                {k: e[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in e}
+                | {"n_target": 1, "score_div": 1.0}
+                for e in per
+            ]
         else:
             per = [encode_option(tokenizer, c.prompt, option, max_len, norm) for option in c.options]
         blank = {k: [] if isinstance(v, list) else type(v)(0) for k, v in per[0].items()}
@@ -106,8 +113,9 @@ def encode_prompts(examples: list[Choice], tokenizer, max_len: int):
 
     tokenizer.padding_side = "right"
     ids = [tokenizer(c.prompt)["input_ids"][-max_len:] for c in examples]
-    return datasets.Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(i) for i in ids],
-                                       "labels": [c.answer for c in examples]})
+    return datasets.Dataset.from_dict(
+        {"input_ids": ids, "attention_mask": [[1] * len(i) for i in ids], "labels": [c.answer for c in examples]}
+    )
 
 
 def collate(tokenizer):
@@ -130,29 +138,47 @@ def collate(tokenizer):
 
 # ---------------------------------------------------------------- scoring models
 
+
 def check_method(cfg, three_d: bool, head: bool) -> None:
     """Methods that cannot work here, refused before the run starts."""
     method = cfg.method.method
     if method_of(method).head_only and not head:
-        raise UserError("method: 'head' trains only a task head, and likelihood scoring has none; "
-                        "use lora (or another adapter), freeze or full")
+        raise UserError(
+            "method: 'head' trains only a task head, and likelihood scoring has none; "
+            "use lora (or another adapter), freeze or full"
+        )
     if method_of(method).prompt and three_d:
-        raise UserError(f"method: '{method}' prepends virtual tokens to 2-D inputs, but each example here is "
-                        f"one sequence per option; use lora (or another adapter), freeze or full")
+        raise UserError(
+            f"method: '{method}' prepends virtual tokens to 2-D inputs, but each example here is "
+            f"one sequence per option; use lora (or another adapter), freeze or full"
+        )
 
 
 class ScoreOptions:
     """Mixin: forward over (batch, options, length) -> option scores (batch, options) and their
     cross-entropy. Only real options (n_target > 0) are run through the model."""
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, n_target=None, score_div=None,
-                labels=None, inputs_embeds=None, **kwargs):
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        n_target=None,
+        score_div=None,
+        labels=None,
+        inputs_embeds=None,
+        **kwargs,
+    ):
         if input_ids is not None and input_ids.dim() == 2 or inputs_embeds is not None and inputs_embeds.dim() == 3:
             scores = self.score_prompts(input_ids, attention_mask, inputs_embeds)
         else:
             valid = n_target > 0
-            rows = self.score_rows(input_ids[valid], attention_mask[valid],
-                                   None if token_type_ids is None else token_type_ids[valid], n_target[valid])
+            rows = self.score_rows(
+                input_ids[valid],
+                attention_mask[valid],
+                None if token_type_ids is None else token_type_ids[valid],
+                n_target[valid],
+            )
             if score_div is not None:
                 rows = rows / score_div[valid].to(rows.dtype)
             scores = torch.full(valid.shape, torch.finfo(rows.dtype).min, dtype=rows.dtype, device=rows.device)
@@ -195,8 +221,11 @@ class ClassifierScores(ScoreOptions):
 
     def score_rows(self, input_ids, attention_mask, token_type_ids, n_target):
         add_axis = (lambda t: None if t is None else t[:, None]) if self.per_choice_axis else (lambda t: t)
-        out = super(ScoreOptions, self).forward(input_ids=add_axis(input_ids), attention_mask=add_axis(attention_mask),
-                                                token_type_ids=add_axis(token_type_ids))
+        out = super(ScoreOptions, self).forward(
+            input_ids=add_axis(input_ids),
+            attention_mask=add_axis(attention_mask),
+            token_type_ids=add_axis(token_type_ids),
+        )
         return out.logits.reshape(-1)
 
 
@@ -232,8 +261,9 @@ def load_classifier_model(resolved, cfg, tokenizer):
 
     config = AutoConfig.from_pretrained(resolved.path, trust_remote_code=cfg.model.trust_remote_code)
     if type(config) not in MODEL_FOR_MULTIPLE_CHOICE_MAPPING:
-        model, pooling = load_for_classification(resolved, ["score"], cfg.model.pooling, cfg.model.dtype,
-                                                 tokenizer.pad_token_id, cfg.model.trust_remote_code)
+        model, pooling = load_for_classification(
+            resolved, ["score"], cfg.model.pooling, cfg.model.dtype, tokenizer.pad_token_id, cfg.model.trust_remote_code
+        )
         return with_scoring(model, ClassifierScores), pooling
     model = load_pretrained(AutoModelForMultipleChoice, resolved, cfg, "no multiple-choice head")
     pooling = apply_pooling(model, resolved.pooling if cfg.model.pooling == "auto" else cfg.model.pooling)

@@ -3,6 +3,7 @@
 Encoders get transformers' *ForSequenceClassification head (with a choice of [CLS] pooler or mean
 pooling); decoder LLMs get the last-token score head, with the pad token taken care of.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ METRICS = ("accuracy", "precision", "recall", "f1", "precision_macro", "recall_m
 
 @dataclass
 class Prepared:
-    labels: list[str]                                   # index -> label name
+    labels: list[str]  # index -> label name
     examples: dict[str, list[tuple[str, str | None, int]]]  # split -> (text, pair, label index)
 
 
@@ -41,21 +42,31 @@ def check_columns(split: Split, names: list[str]) -> None:
     have = list(split.records[0])
     for name, key in names:
         if name not in split.records[0]:
-            raise UserError(f"{split.source}: column '{name}' not found (columns: {', '.join(map(str, have))}); "
-                            f"set `{key}:` to one of them" + ("" if split.source.endswith(('.json', '.jsonl')) else
-                                                             ", or name the columns with `columns:` if the file has no header"))
+            raise UserError(
+                f"{split.source}: column '{name}' not found (columns: {', '.join(map(str, have))}); "
+                f"set `{key}:` to one of them"
+                + (
+                    ""
+                    if split.source.endswith((".json", ".jsonl"))
+                    else ", or name the columns with `columns:` if the file has no header"
+                )
+            )
 
 
 def check_types(source: str, row: int, rec: dict, data) -> None:
     """JSON rows can hold anything: texts must be text, a label one value (not a list read as "['neg']")."""
     for col in (data.text_column, data.text_pair_column):
         if col and rec.get(col) is not None and not isinstance(rec[col], str):
-            raise UserError(f"{source}: row {row}: column '{col}' must be text, got {type(rec[col]).__name__} "
-                            f"({rec[col]!r}); fix the row or point `text_column:` at the text")
+            raise UserError(
+                f"{source}: row {row}: column '{col}' must be text, got {type(rec[col]).__name__} "
+                f"({rec[col]!r}); fix the row or point `text_column:` at the text"
+            )
     label = rec[data.label_column]
     if not isinstance(label, (str, int, float, bool)):
-        raise UserError(f"{source}: row {row}: label must be text or a number, got {type(label).__name__} "
-                        f"({label!r}); one label per row, fix the row")
+        raise UserError(
+            f"{source}: row {row}: label must be text or a number, got {type(label).__name__} "
+            f"({label!r}); one label per row, fix the row"
+        )
 
 
 def read_split(split: Split, data) -> list[tuple[str, str | None, str]]:
@@ -74,9 +85,11 @@ def read_split(split: Split, data) -> list[tuple[str, str | None, str]]:
         first.setdefault(kind, (row, label))
         if len(first) > 1:
             (r1, l1), (r2, l2) = first.values()
-            raise UserError(f"{split.source}: column '{data.label_column}' mixes kinds of labels: row {r1} has "
-                            f"{l1!r}, row {r2} has {l2!r} (1 and \"pos\" would be two different labels); write every "
-                            f"label the same way: names, or numbers (with `label_names:` to name them)")
+            raise UserError(
+                f"{split.source}: column '{data.label_column}' mixes kinds of labels: row {r1} has "
+                f'{l1!r}, row {r2} has {l2!r} (1 and "pos" would be two different labels); write every '
+                f"label the same way: names, or numbers (with `label_names:` to name them)"
+            )
         pair = str(rec.get(data.text_pair_column) or "") if data.text_pair_column else None
         out.append((str(text), pair, label_key(label)))
     return out
@@ -89,16 +102,20 @@ def prepare(splits: dict[str, Split], cfg) -> Prepared:
     seen = {label for _, _, label in raw["train"]}
     labels = [str(l) for l in data.label_names] or sort_labels(seen)
     if len(labels) < 2:
-        raise UserError(f"{splits['train'].source}: only one label ({labels[0]}) in the training data; "
-                        f"classification needs at least two")
+        raise UserError(
+            f"{splits['train'].source}: only one label ({labels[0]}) in the training data; "
+            f"classification needs at least two"
+        )
     index = {l: i for i, l in enumerate(labels)}
     examples = {}
     for name, rows in raw.items():
         for (_, _, label), row in zip(rows, splits[name].rows):
             if label not in index:
                 hint = "never seen in train_file" if not data.label_names else "not in label_names"
-                raise UserError(f"{splits[name].source}: row {row}: label '{label}' {hint} "
-                                f"(labels: {', '.join(labels)}); fix the row or set `label_names:`")
+                raise UserError(
+                    f"{splits[name].source}: row {row}: label '{label}' {hint} "
+                    f"(labels: {', '.join(labels)}); fix the row or set `label_names:`"
+                )
         examples[name] = [(t, p, index[l]) for t, p, l in rows]
     return Prepared(labels, examples)
 
@@ -117,8 +134,14 @@ def encode(examples, tokenizer, cfg):
 
 def build_model(resolved, prepared: Prepared, cfg, tokenizer):
     model_cfg = cfg.model
-    model, pooling = load_for_classification(resolved, prepared.labels, model_cfg.pooling, model_cfg.dtype,
-                                             tokenizer.pad_token_id, model_cfg.trust_remote_code)
+    model, pooling = load_for_classification(
+        resolved,
+        prepared.labels,
+        model_cfg.pooling,
+        model_cfg.dtype,
+        tokenizer.pad_token_id,
+        model_cfg.trust_remote_code,
+    )
     return model, {"pooling": pooling}
 
 
@@ -144,8 +167,12 @@ def write_predictions(path: Path, prepared: Prepared, split: str, logits: np.nda
     probs /= probs.sum(-1, keepdims=True)
     rows = []
     for (text, pair, gold), p in zip(prepared.examples[split], probs):
-        row = {"text": text, "label": prepared.labels[gold], "prediction": prepared.labels[int(p.argmax())],
-               "probabilities": {l: round(float(x), 6) for l, x in zip(prepared.labels, p)}}
+        row = {
+            "text": text,
+            "label": prepared.labels[gold],
+            "prediction": prepared.labels[int(p.argmax())],
+            "probabilities": {l: round(float(x), 6) for l, x in zip(prepared.labels, p)},
+        }
         if pair is not None:
             row["text_pair"] = pair
         rows.append(row)

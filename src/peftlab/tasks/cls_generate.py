@@ -6,6 +6,7 @@ as SFT on that word. Evaluation generates an answer and parses it tolerantly: ca
 white space do not matter, and the earliest label word (or alias) found as whole words wins.
 Answers naming no label count as wrong (a class of their own) and are reported as `unparsed`.
 """
+
 from __future__ import annotations
 
 import re
@@ -23,15 +24,20 @@ DEFAULT_METRIC = "accuracy"
 METRICS = classification.METRICS
 DEFAULT_INSTRUCTION = "Classify the text. Answer with one of: {choices}."
 
-encode, build_model, build_collator, preprocess_logits = sft.encode, sft.build_model, sft.build_collator, sft.preprocess_logits
+encode, build_model, build_collator, preprocess_logits = (
+    sft.encode,
+    sft.build_model,
+    sft.build_collator,
+    sft.preprocess_logits,
+)
 
 
 @dataclass
 class Prepared:
     labels: list[str]
-    words: list[list[str]]                   # label index -> its words; the first is the trained answer
-    rows: dict[str, list]                    # split -> (text, pair, label index), as classification reads them
-    examples: dict[str, sft.Examples]        # split -> Conversations
+    words: list[list[str]]  # label index -> its words; the first is the trained answer
+    rows: dict[str, list]  # split -> (text, pair, label index), as classification reads them
+    examples: dict[str, sft.Examples]  # split -> Conversations
     notes: dict
     generated: dict = field(default_factory=dict)
 
@@ -43,8 +49,10 @@ def normalize(text: str) -> str:
 def label_words(labels: list[str], configured: list) -> list[list[str]]:
     """Words per label from `label_words` (one entry per label, aliases split by '|'), else the label names."""
     if configured and len(configured) != len(labels):
-        raise UserError(f"label_words: {len(configured)} entries for {len(labels)} labels ({', '.join(labels)}); "
-                        f"give one per label, in that order (aliases separated by '|')")
+        raise UserError(
+            f"label_words: {len(configured)} entries for {len(labels)} labels ({', '.join(labels)}); "
+            f"give one per label, in that order (aliases separated by '|')"
+        )
     words = [[w.strip() for w in str(entry).split("|") if w.strip()] for entry in (configured or labels)]
     seen = {}
     for label, ws in zip(labels, words):
@@ -76,8 +84,10 @@ def prepare(splits, cfg) -> Prepared:
     notes = {"label_words": {label: ws for label, ws in zip(base.labels, words)}, "instruction": instruction}
     examples = {}
     for name, rows in base.examples.items():
-        convs = [Conversation("", [(f"{instruction}\n\n{text}" + (f"\n{pair}" if pair else ""), words[y][0])])
-                 for text, pair, y in rows]
+        convs = [
+            Conversation("", [(f"{instruction}\n\n{text}" + (f"\n{pair}" if pair else ""), words[y][0])])
+            for text, pair, y in rows
+        ]
         examples[name] = sft.Examples(convs, name, notes)
     return Prepared(base.labels, words, base.examples, examples, notes)
 
@@ -90,16 +100,23 @@ def label_indices(prepared: Prepared, split: str) -> list[int]:
 def build_compute_metrics(prepared: Prepared, split: str, env):
     def compute_metrics(eval_pred):
         generated = sft.generate_split(prepared, split, env)
-        rows = prepared.rows[split][:len(generated)]
+        rows = prepared.rows[split][: len(generated)]
         parsed = [parse(g["generated"], prepared.words) for g in generated]
-        out = compute_classification([y for _, _, y in rows], [-1 if p is None else p for p in parsed],
-                                     len(prepared.labels))
+        out = compute_classification(
+            [y for _, _, y in rows], [-1 if p is None else p for p in parsed], len(prepared.labels)
+        )
         out["unparsed"] = parsed.count(None)
         out["unparsed_ratio"] = out["unparsed"] / max(1, len(parsed))
         prepared.generated[split] = [
-            {"text": text, **({"text_pair": pair} if pair is not None else {}), "label": prepared.labels[y],
-             "generated": g["generated"], "prediction": None if p is None else prepared.labels[p]}
-            for (text, pair, y), g, p in zip(rows, generated, parsed)]
+            {
+                "text": text,
+                **({"text_pair": pair} if pair is not None else {}),
+                "label": prepared.labels[y],
+                "generated": g["generated"],
+                "prediction": None if p is None else prepared.labels[p],
+            }
+            for (text, pair, y), g, p in zip(rows, generated, parsed)
+        ]
         return out
 
     return compute_metrics

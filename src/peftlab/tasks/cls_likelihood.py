@@ -9,6 +9,7 @@ log-probabilities, no length normalisation: verbalizers compete as whole answers
 cross-entropy over the label scores, so LoRA and friends learn the ranking. Data, labels and
 metrics are those of classification.py; the scoring model is shared with multiple choice (choices.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ PAIR_TEMPLATE = "{text}\n{text_pair}\nQuestion: which label fits these texts: {l
 @dataclass
 class Prepared:
     labels: list[str]
-    words: list[str]                      # verbalizer per label
+    words: list[str]  # verbalizer per label
     examples: dict[str, list[Choice]]
     notes: dict = field(default_factory=dict)
 
@@ -38,8 +39,10 @@ class Prepared:
 def verbalizers(cfg, labels: list[str]) -> list[str]:
     words = [str(w).split("|")[0].strip() for w in cfg.task.label_words] or labels  # generate-style aliases: first word
     if len(words) != len(labels) or len(set(words)) != len(words) or not all(words):
-        raise UserError(f"label_words: {len(cfg.task.label_words)} given for {len(labels)} labels "
-                        f"({', '.join(labels)}); give one distinct non-empty word per label, in that order")
+        raise UserError(
+            f"label_words: {len(cfg.task.label_words)} given for {len(labels)} labels "
+            f"({', '.join(labels)}); give one distinct non-empty word per label, in that order"
+        )
     return words
 
 
@@ -50,9 +53,18 @@ def prepare(splits: dict[str, Split], cfg) -> Prepared:
     template = cfg.task.prompt_template or (PAIR_TEMPLATE if pair else DEFAULT_TEMPLATE)
     examples = {}
     for name, rows in plain.examples.items():
-        examples[name] = [Choice(choices.fill_template(template, {"text": t, "text_pair": p or "",
-                                                                  "labels": ", ".join(words)}, "classification"),
-                                 words, label, plain.labels, {"text": t, "text_pair": p}) for t, p, label in rows]
+        examples[name] = [
+            Choice(
+                choices.fill_template(
+                    template, {"text": t, "text_pair": p or "", "labels": ", ".join(words)}, "classification"
+                ),
+                words,
+                label,
+                plain.labels,
+                {"text": t, "text_pair": p},
+            )
+            for t, p, label in rows
+        ]
     return Prepared(plain.labels, words, examples, {"label_words": words})
 
 

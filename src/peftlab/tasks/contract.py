@@ -20,6 +20,7 @@ its longest), and the encoded `labels` that index `prepared.labels` (ints, or pe
 -100 ignored) for the label distribution; a task whose labels are token ids instead defines
 label_indices.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,7 +30,8 @@ from typing import Any, Callable, Protocol, Sequence
 @dataclass
 class TaskEnv:
     """What a task's metrics and prediction writer may use besides the predictions."""
-    cfg: Any          # the run's Config
+
+    cfg: Any  # the run's Config
     tokenizer: Any
     trainer: Any = None  # set once the Trainer exists; trainer.model is the live model
     generate: Any = None  # another backend's generation (llama.cpp): prompts' token ids -> answers' ids
@@ -97,8 +99,14 @@ class OptionalHooks(Protocol):
         """The label index of each example, for a task whose encoded labels are token ids (data check)."""
 
 
-OPTIONAL: dict[str, Any] = {"REPORT_METRICS": (), "REPORT_NOTE": "", "LABEL_NAMES": ("labels",), "LM_LOSS": False,
-                            "preprocess_logits": None, "label_indices": None}
+OPTIONAL: dict[str, Any] = {
+    "REPORT_METRICS": (),
+    "REPORT_NOTE": "",
+    "LABEL_NAMES": ("labels",),
+    "LM_LOSS": False,
+    "preprocess_logits": None,
+    "label_indices": None,
+}
 
 
 def read_hook(task, name: str) -> Any:

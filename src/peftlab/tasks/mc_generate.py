@@ -16,6 +16,7 @@ and training refuse it before anything runs), or the ranking could not tell the 
 Through llama.cpp (a .gguf model) the same pass runs there: greedy tokens, and the prompt's last
 logits for the ranking.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,11 +27,11 @@ import numpy as np
 
 from peftlab.errors import UserError
 from peftlab.runs.rundir import write_jsonl
-from peftlab.tasks import choices, multiple_choice, sft
+from peftlab.tasks import multiple_choice, sft
 from peftlab.tasks.chat import Conversation, resolve_template
 from peftlab.tasks.choices import Choice
 from peftlab.tasks.cls_generate import normalize
-from peftlab.tasks.metrics import compute_ranking, rank_options
+from peftlab.tasks.metrics import compute_ranking
 
 TASK_TYPE = sft.TASK_TYPE
 TOKEN_LEVEL_LOSS, LM_LOSS = sft.TOKEN_LEVEL_LOSS, sft.LM_LOSS
@@ -62,8 +63,15 @@ def prepare(splits, cfg) -> Prepared:
     sft.check_settings(cfg)
     multiple_choice.check_settings(cfg)
     notes = {"mc_head": "generate", "map_k": cfg.task.map_k, "empty_options_dropped": 0}
-    return Prepared({name: Questions(multiple_choice.read_split(split, cfg, notes, (DEFAULT_TEMPLATE, CONTEXT_TEMPLATE)),
-                                     name, notes) for name, split in splits.items()}, notes)
+    return Prepared(
+        {
+            name: Questions(
+                multiple_choice.read_split(split, cfg, notes, (DEFAULT_TEMPLATE, CONTEXT_TEMPLATE)), name, notes
+            )
+            for name, split in splits.items()
+        },
+        notes,
+    )
 
 
 def labels_of(questions: list[Choice]) -> list[str]:
@@ -73,14 +81,17 @@ def labels_of(questions: list[Choice]) -> list[str]:
 def first_answer_tokens(labels: list[str], tokenizer, cfg) -> dict[str, int]:
     """Each label's first token as the template renders it as an answer; an error if two share one."""
     template = resolve_template(cfg.task.template, tokenizer)
-    first = {label: sft.token_pairs(Conversation("", [("?", label)]), template, tokenizer)[-1][1][0]
-             for label in labels}
+    first = {
+        label: sft.token_pairs(Conversation("", [("?", label)]), template, tokenizer)[-1][1][0] for label in labels
+    }
     by_id = {}
     for label, tid in first.items():
         if by_id.setdefault(tid, label) != label:
-            raise UserError(f"mc_head generate: option labels '{by_id[tid]}' and '{label}' begin with the same token "
-                            f"({tokenizer.convert_ids_to_tokens(tid)!r}), so the answer's first token cannot rank "
-                            f"them; relabel the options (A, B, C, ...) or use mc_head: likelihood")
+            raise UserError(
+                f"mc_head generate: option labels '{by_id[tid]}' and '{label}' begin with the same token "
+                f"({tokenizer.convert_ids_to_tokens(tid)!r}), so the answer's first token cannot rank "
+                f"them; relabel the options (A, B, C, ...) or use mc_head: likelihood"
+            )
     return first
 
 
@@ -122,30 +133,31 @@ def build_compute_metrics(prepared: Prepared, split: str, env):
         ids = sorted(set(first.values()))
         column = {label: ids.index(tid) for label, tid in first.items()}
         generated = sft.generate_split(prepared, split, env, ids)
-        questions = questions[:len(generated)]
+        questions = questions[: len(generated)]
         width = max(len(c.options) for c in questions)
         scores = np.full((len(questions), width), -np.inf)
         for row, (c, g) in enumerate(zip(questions, generated)):
-            scores[row, :len(c.options)] = [g["first_logprobs"][column[l]] for l in c.labels]
+            scores[row, : len(c.options)] = [g["first_logprobs"][column[l]] for l in c.labels]
         out = compute_ranking(scores, [c.answer for c in questions], k)
         parsed = [parse(g["generated"], c) for c, g in zip(questions, generated)]
         out["generated_accuracy"] = float(np.mean([p == c.answer for p, c in zip(parsed, questions)]))
         out["unparsed"] = parsed.count(None)
         out["unparsed_ratio"] = out["unparsed"] / max(1, len(parsed))
-        prepared.generated[split] = [prediction_row(c, s, g["generated"], p, k)
-                                     for c, s, g, p in zip(questions, scores, generated, parsed)]
+        prepared.generated[split] = [
+            prediction_row(c, s, g["generated"], p, k) for c, s, g, p in zip(questions, scores, generated, parsed)
+        ]
         return out
 
     return compute_metrics
 
 
 def prediction_row(c: Choice, scores: np.ndarray, generated: str, parsed: int | None, k: int) -> dict:
-    s = scores[: len(c.options)]
-    order, probs = rank_options(s[None])[0], choices.softmax(s)
-    return {"question": c.meta["question"], "options": dict(zip(c.labels, c.options)), "answer": c.labels[c.answer],
-            "prediction": c.labels[order[0]], "top_k": [c.labels[i] for i in order[:k]],
-            "probabilities": {l: round(float(p), 6) for l, p in zip(c.labels, probs)},
-            "generated": generated, "generated_prediction": None if parsed is None else c.labels[parsed]}
+    """multiple_choice's line for the ranked letters, plus the generated text and the answer parsed from it."""
+    return {
+        **multiple_choice.prediction_row(c, scores, k),
+        "generated": generated,
+        "generated_prediction": None if parsed is None else c.labels[parsed],
+    }
 
 
 def write_predictions(path: Path, prepared: Prepared, split: str, predictions, env) -> None:

@@ -1,4 +1,5 @@
 """Metric functions over plain label lists (scikit-learn) and generated texts (sacrebleu, rouge-score)."""
+
 from __future__ import annotations
 
 import re
@@ -26,9 +27,15 @@ def compute_classification(y_true, y_pred, num_labels: int) -> dict[str, float]:
         p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=[1], average="micro", zero_division=0)
     else:
         p, r, f = macro[:3]
-    out.update(precision=float(p), recall=float(r), f1=float(f),
-               precision_macro=float(macro[0]), recall_macro=float(macro[1]), f1_macro=float(macro[2]),
-               mcc=float(matthews_corrcoef(y_true, y_pred)))
+    out.update(
+        precision=float(p),
+        recall=float(r),
+        f1=float(f),
+        precision_macro=float(macro[0]),
+        recall_macro=float(macro[1]),
+        f1_macro=float(macro[2]),
+        mcc=float(matthews_corrcoef(y_true, y_pred)),
+    )
     return out
 
 

@@ -16,6 +16,7 @@ right option's letter, mc_generate.py, which reads the questions through this mo
 accuracy and MAP@k (map_k, Kaggle's MAP@3 by default); the predictions file ranks the top k options
 per question.
 """
+
 from __future__ import annotations
 
 import random
@@ -49,6 +50,7 @@ class Prepared:
 
 # ---------------------------------------------------------------- layouts
 
+
 def letters(n: int) -> list[str]:
     return [chr(ord("A") + i) for i in range(n)]
 
@@ -76,11 +78,19 @@ def detect_layout(cols: list[str], data) -> dict:
     if data.option_columns:
         return {"kind": "columns", "question": question, "options": list(data.option_columns), "answer": answer}
     if "correct_answer" in cols and "distractor1" in cols:
-        return {"kind": "sciq", "question": question, "answer": data.answer_column or "correct_answer",
-                "options": sorted(c for c in cols if c.startswith("distractor"))}
+        return {
+            "kind": "sciq",
+            "question": question,
+            "answer": data.answer_column or "correct_answer",
+            "options": sorted(c for c in cols if c.startswith("distractor")),
+        }
     if first_of(cols, ("choices", "options")):
-        return {"kind": "choices", "question": question, "options": first_of(cols, ("choices", "options")),
-                "answer": data.answer_column or first_of(cols, ("answerKey", "answer", "label"))}
+        return {
+            "kind": "choices",
+            "question": question,
+            "options": first_of(cols, ("choices", "options")),
+            "answer": data.answer_column or first_of(cols, ("answerKey", "answer", "label")),
+        }
     abc = [l for l in letters(MAX_OPTIONS) if l in cols]
     if len(abc) >= 2 and abc == letters(len(abc)):
         return {"kind": "columns", "question": question, "options": abc, "answer": answer}
@@ -92,15 +102,20 @@ def detect_layout(cols: list[str], data) -> dict:
 def check_layout(layout: dict, split: Split) -> None:
     cols = list(split.records[0])
     if layout["kind"] is None:
-        raise UserError(f"{split.source}: cannot tell the multiple-choice layout from the columns "
-                        f"({', '.join(map(str, cols))}); set `question_column:`, `option_columns:` and `answer_column:`")
+        raise UserError(
+            f"{split.source}: cannot tell the multiple-choice layout from the columns "
+            f"({', '.join(map(str, cols))}); set `question_column:`, `option_columns:` and `answer_column:`"
+        )
     options = layout.get("options", [])
-    named = [("question_column", layout["question"]), ("answer_column", layout["answer"])] + \
-        [("option_columns", c) for c in (options if isinstance(options, list) else [options])]
+    named = [("question_column", layout["question"]), ("answer_column", layout["answer"])] + [
+        ("option_columns", c) for c in (options if isinstance(options, list) else [options])
+    ]
     for key, col in named:
         if not col or col not in cols:
-            raise UserError(f"{split.source}: column '{col}' not found (columns: {', '.join(map(str, cols))}); "
-                            f"set `{key}:` to one of them")
+            raise UserError(
+                f"{split.source}: column '{col}' not found (columns: {', '.join(map(str, cols))}); "
+                f"set `{key}:` to one of them"
+            )
 
 
 def read_row(rec: dict, layout: dict, where: str, rng: random.Random) -> tuple[str, list[str], list[str], object]:
@@ -143,8 +158,10 @@ def answer_index(answer, texts: list[str], labels: list[str], where: str, field_
     stripped = [t.strip() for t in texts]
     if value and value in stripped:
         return stripped.index(value)
-    raise UserError(f"{where}: field '{field_name}': answer '{value}' is not among options {', '.join(labels)} "
-                    f"(nor a 0-based index 0-{len(texts) - 1} or an option's text); fix the row")
+    raise UserError(
+        f"{where}: field '{field_name}': answer '{value}' is not among options {', '.join(labels)} "
+        f"(nor a 0-based index 0-{len(texts) - 1} or an option's text); fix the row"
+    )
 
 
 def read_split(split: Split, cfg, notes: dict, templates=(DEFAULT_TEMPLATE, CONTEXT_TEMPLATE)) -> list[Choice]:
@@ -167,11 +184,21 @@ def read_split(split: Split, cfg, notes: dict, templates=(DEFAULT_TEMPLATE, CONT
         if not 2 <= len(keep) <= MAX_OPTIONS:
             raise UserError(f"{where}: {len(keep)} non-empty options; multiple choice needs 2 to {MAX_OPTIONS}")
         context = str(rec.get(data.context_column) or "") if data.context_column else ""
-        fields = {"question": question.strip(), "context": context.strip(),
-                  "options": "\n".join(f"{labels[i]}. {texts[i].strip()}" for i in keep),
-                  "letters": ", ".join(labels[i] for i in keep)}
-        out.append(Choice(choices.fill_template(template, fields, "multiple_choice"), [texts[i].strip() for i in keep],
-                          keep.index(gold), [labels[i] for i in keep], {"question": question.strip()}))
+        fields = {
+            "question": question.strip(),
+            "context": context.strip(),
+            "options": "\n".join(f"{labels[i]}. {texts[i].strip()}" for i in keep),
+            "letters": ", ".join(labels[i] for i in keep),
+        }
+        out.append(
+            Choice(
+                choices.fill_template(template, fields, "multiple_choice"),
+                [texts[i].strip() for i in keep],
+                keep.index(gold),
+                [labels[i] for i in keep],
+                {"question": question.strip()},
+            )
+        )
     return out
 
 
@@ -226,14 +253,21 @@ def build_compute_metrics(prepared: Prepared, split: str, env):
     return compute_metrics
 
 
+def prediction_row(c: Choice, scores: np.ndarray, k: int) -> dict:
+    """One question's predictions line: options, answer, prediction, the top k ranked, probabilities."""
+    s = scores[: len(c.options)]
+    order, probs = rank_options(s[None])[0], choices.softmax(s)
+    return {
+        "question": c.meta["question"],
+        "options": dict(zip(c.labels, c.options)),
+        "answer": c.labels[c.answer],
+        "prediction": c.labels[order[0]],
+        "top_k": [c.labels[i] for i in order[:k]],
+        "probabilities": {l: round(float(p), 6) for l, p in zip(c.labels, probs)},
+    }
+
+
 def write_predictions(path: Path, prepared: Prepared, split: str, scores: np.ndarray, env) -> None:
-    """One JSON line per question: options, answer, prediction, the top k ranked, probabilities."""
-    k, rows = env.cfg.task.map_k, []
-    for c, s in zip(prepared.examples[split], scores):
-        s = s[: len(c.options)]
-        order, probs = rank_options(s[None])[0], choices.softmax(s)
-        rows.append({"question": c.meta["question"], "options": dict(zip(c.labels, c.options)),
-                     "answer": c.labels[c.answer], "prediction": c.labels[order[0]],
-                     "top_k": [c.labels[i] for i in order[:k]],
-                     "probabilities": {l: round(float(p), 6) for l, p in zip(c.labels, probs)}})
-    write_jsonl(path, rows)
+    """One JSON line per question (prediction_row)."""
+    k = env.cfg.task.map_k
+    write_jsonl(path, [prediction_row(c, s, k) for c, s in zip(prepared.examples[split], scores)])

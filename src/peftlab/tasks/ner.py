@@ -7,6 +7,7 @@ seqeval: entity precision/recall/F1 (conlleval's default mode, and strict IOB2),
 word accuracy. Encoders get transformers' *ForTokenClassification `classifier`, decoder LLMs its
 `score` head (there each token sees only the words to its left).
 """
+
 from __future__ import annotations
 
 import re
@@ -24,33 +25,45 @@ from peftlab.runs.rundir import write_jsonl
 TASK_TYPE = "TOKEN_CLS"
 TOKEN_LEVEL_LOSS = False  # the head's loss is a mean over the batch's labelled tokens
 DEFAULT_METRIC = "f1"
-METRICS = ("f1", "precision", "recall", "f1_strict", "precision_strict", "recall_strict", "f1_macro", "accuracy",
-           "loss")
+METRICS = (
+    "f1",
+    "precision",
+    "recall",
+    "f1_strict",
+    "precision_strict",
+    "recall_strict",
+    "f1_macro",
+    "accuracy",
+    "loss",
+)
 IGNORE = -100
 
 
 @dataclass
 class Sentence:
     tokens: list[str]
-    tags: list[int]                                  # label index per word, after BIO repair
-    kept: list[int] | None = None                    # words that got a first sub-token (set by encode)
+    tags: list[int]  # label index per word, after BIO repair
+    kept: list[int] | None = None  # words that got a first sub-token (set by encode)
 
 
 @dataclass
 class Prepared:
-    labels: list[str]                                # index -> tag
+    labels: list[str]  # index -> tag
     examples: dict[str, list[Sentence]]
-    repairs: dict[str, int]                          # split -> invalid I- tags turned into B-
+    repairs: dict[str, int]  # split -> invalid I- tags turned into B-
 
     @property
     def notes(self) -> dict:
         """For result.json: BIO repairs, and words cut off by max_length (scored as predicted O)."""
-        cut = {name: sum(len(s.tokens) - len(s.kept) for s in ex if s.kept is not None)
-               for name, ex in self.examples.items()}
+        cut = {
+            name: sum(len(s.tokens) - len(s.kept) for s in ex if s.kept is not None)
+            for name, ex in self.examples.items()
+        }
         return {"bio_repairs": self.repairs, "truncated_words": cut}
 
 
 # ---------------------------------------------------------------- reading and checking the tags
+
 
 def place(split: Split, k: int, i: int, conll: bool) -> str:
     """Where token i of record k is: file:line for column files (one token per line), else row and token."""
@@ -62,8 +75,10 @@ def columns_of(split: Split, data) -> tuple[str, str]:
     tags = data.tags_column or ("ner_tags" if "ner_tags" in rec else "tags")
     for name, key in ((data.tokens_column, "tokens_column"), (tags, "tags_column")):
         if name not in rec:
-            raise UserError(f"{split.source}: column '{name}' not found (columns: {', '.join(map(str, rec))}); set "
-                            f"`{key}:` to one of them, or data_format: conll for token-per-line CoNLL/IOB2 files")
+            raise UserError(
+                f"{split.source}: column '{name}' not found (columns: {', '.join(map(str, rec))}); set "
+                f"`{key}:` to one of them, or data_format: conll for token-per-line CoNLL/IOB2 files"
+            )
     return data.tokens_column, tags
 
 
@@ -71,15 +86,19 @@ def tag_name(value, names: list, where: str) -> str:
     """A tag as a string: ints index label_names; the result must be O, B-TYPE or I-TYPE."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         if not names:
-            raise UserError(f"{where}: tag {value} is a number; give the tag names in order with "
-                            f"`label_names: [O, B-PER, I-PER, ...]`")
+            raise UserError(
+                f"{where}: tag {value} is a number; give the tag names in order with "
+                f"`label_names: [O, B-PER, I-PER, ...]`"
+            )
         if not 0 <= value < len(names):
             raise UserError(f"{where}: tag {value} is out of range for label_names ({len(names)} names)")
         value = names[value]
     tag = str(value).strip()
     if tag != "O" and not re.fullmatch(r"[BI]-\S+", tag):
-        raise UserError(f"{where}: tag '{tag}' is not IOB2 (O, B-TYPE or I-TYPE); convert the tags, "
-                        f"or check the tag is the last column")
+        raise UserError(
+            f"{where}: tag '{tag}' is not IOB2 (O, B-TYPE or I-TYPE); convert the tags, "
+            f"or check the tag is the last column"
+        )
     return tag
 
 
@@ -95,7 +114,9 @@ def read_split(split: Split, data, conll: bool) -> list[tuple[list[str], list[st
             raise UserError(f"{where}: `{tok_col}` and `{tag_col}` must be lists (one entry per word)")
         if not words or len(words) != len(tags):
             raise UserError(f"{where}: {len(words)} words but {len(tags)} tags; each word needs one tag")
-        out.append(([str(w) for w in words], [tag_name(t, names, place(split, k, i, conll)) for i, t in enumerate(tags)]))
+        out.append(
+            ([str(w) for w in words], [tag_name(t, names, place(split, k, i, conll)) for i, t in enumerate(tags)])
+        )
     return out
 
 
@@ -135,16 +156,22 @@ def prepare(splits: dict[str, Split], cfg) -> Prepared:
         for k, (_, tags) in enumerate(rows):
             for i, tag in enumerate(tags):
                 if tag not in index:
-                    raise UserError(f"{place(splits[name], k, i, conll[name])}: tag '{tag}': entity type never seen "
-                                    f"in train_file (tags: {', '.join(labels)}); fix it or add it to `label_names:`")
+                    raise UserError(
+                        f"{place(splits[name], k, i, conll[name])}: tag '{tag}': entity type never seen "
+                        f"in train_file (tags: {', '.join(labels)}); fix it or add it to `label_names:`"
+                    )
         examples[name] = [Sentence(words, [index[t] for t in tags]) for words, tags in rows]
     if any(repairs.values()):
-        print("peftlab: repaired invalid BIO tags (I-X after O or after another type -> B-X): "
-              + ", ".join(f"{name} {n}" for name, n in repairs.items()), flush=True)
+        print(
+            "peftlab: repaired invalid BIO tags (I-X after O or after another type -> B-X): "
+            + ", ".join(f"{name} {n}" for name, n in repairs.items()),
+            flush=True,
+        )
     return Prepared(labels, examples, repairs)
 
 
 # ---------------------------------------------------------------- tokens and model
+
 
 def spaced_words(tokenizer) -> bool:
     """Whether words need their leading space back to tokenize as in running text.
@@ -180,16 +207,20 @@ def encode(examples: list[Sentence], tokenizer, cfg):
         labels.append(row)
     cut = sum(len(s.kept) < len(s.tokens) for s in examples)
     if cut:
-        print(f"peftlab: {cut} of {len(examples)} sentences are longer than max_length={cfg.task.max_length} "
-              f"tokens; their cut-off words count as predicted O", flush=True)
+        print(
+            f"peftlab: {cut} of {len(examples)} sentences are longer than max_length={cfg.task.max_length} "
+            f"tokens; their cut-off words count as predicted O",
+            flush=True,
+        )
     enc = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     return datasets.Dataset.from_dict({**enc, "labels": labels})
 
 
 def build_model(resolved, prepared: Prepared, cfg, tokenizer):
     m = cfg.model
-    return load_for_token_classification(resolved, prepared.labels, m.dtype, tokenizer.pad_token_id,
-                                         m.trust_remote_code), {}
+    return load_for_token_classification(
+        resolved, prepared.labels, m.dtype, tokenizer.pad_token_id, m.trust_remote_code
+    ), {}
 
 
 def build_collator(tokenizer, cfg):
@@ -212,6 +243,7 @@ def build_collator(tokenizer, cfg):
 
 
 # ---------------------------------------------------------------- scoring
+
 
 def preprocess_logits(logits, labels):
     """Argmax per token, -100 where no word starts: what is left is one prediction per kept word."""
@@ -250,10 +282,16 @@ def entity_metrics(gold: list[list[str]], pred: list[list[str]]) -> dict[str, fl
     from seqeval.scheme import IOB2
 
     strict = dict(mode="strict", scheme=IOB2, zero_division=0)
-    out = {"precision": precision_score(gold, pred, zero_division=0), "recall": recall_score(gold, pred, zero_division=0),
-           "f1": f1_score(gold, pred, zero_division=0), "precision_strict": precision_score(gold, pred, **strict),
-           "recall_strict": recall_score(gold, pred, **strict), "f1_strict": f1_score(gold, pred, **strict),
-           "f1_macro": f1_score(gold, pred, average="macro", zero_division=0), "accuracy": accuracy_score(gold, pred)}
+    out = {
+        "precision": precision_score(gold, pred, zero_division=0),
+        "recall": recall_score(gold, pred, zero_division=0),
+        "f1": f1_score(gold, pred, zero_division=0),
+        "precision_strict": precision_score(gold, pred, **strict),
+        "recall_strict": recall_score(gold, pred, **strict),
+        "f1_strict": f1_score(gold, pred, **strict),
+        "f1_macro": f1_score(gold, pred, average="macro", zero_division=0),
+        "accuracy": accuracy_score(gold, pred),
+    }
     report = classification_report(gold, pred, output_dict=True, zero_division=0)
     for name, row in report.items():
         if not name.endswith(" avg"):
@@ -275,6 +313,10 @@ def build_compute_metrics(prepared: Prepared, split: str, env):
 
 def write_predictions(path: Path, prepared: Prepared, split: str, predictions: np.ndarray, env) -> None:
     """One JSON line per sentence: words, gold tags, predicted tags."""
-    rows = [{"tokens": s.tokens, "tags": g, "predicted": p} for s, g, p in
-            zip(prepared.examples[split], gold_tags(prepared, split), word_tags(prepared, split, predictions))]
+    rows = [
+        {"tokens": s.tokens, "tags": g, "predicted": p}
+        for s, g, p in zip(
+            prepared.examples[split], gold_tags(prepared, split), word_tags(prepared, split, predictions)
+        )
+    ]
     write_jsonl(path, rows)

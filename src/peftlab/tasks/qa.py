@@ -9,6 +9,7 @@ the top n_best starts x ends, against the null score (CLS start + end logits); S
 split (the official best_f1_thresh), which the test split then reuses; the validation split's own
 scores are cross-fitted (see decide), so no question picks its own threshold. Scoring: squad_metrics.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,11 +30,24 @@ TASK_TYPE = "QUESTION_ANS"
 TOKEN_LEVEL_LOSS = False  # the QA head's loss is a mean over windows
 LABEL_NAMES = ["start_positions", "end_positions"]
 DEFAULT_METRIC = "f1"
-METRICS = ("f1", "exact", "accuracy", "precision", "recall", "HasAns_f1", "HasAns_exact", "NoAns_f1",
-           "NoAns_exact", "span_f1", "loss")
-REPORT_NOTE = ("SQuAD 2.0: f1/exact decide 'no answer' with a threshold cross-fitted on validation (each half of "
-               "the questions uses the threshold tuned on the other half); f1_threshold0 is the plain rule, "
-               "f1_tuned_in_sample the official best_f1 (tuned on the same rows: an upper bound).")
+METRICS = (
+    "f1",
+    "exact",
+    "accuracy",
+    "precision",
+    "recall",
+    "HasAns_f1",
+    "HasAns_exact",
+    "NoAns_f1",
+    "NoAns_exact",
+    "span_f1",
+    "loss",
+)
+REPORT_NOTE = (
+    "SQuAD 2.0: f1/exact decide 'no answer' with a threshold cross-fitted on validation (each half of "
+    "the questions uses the threshold tuned on the other half); f1_threshold0 is the plain rule, "
+    "f1_tuned_in_sample the official best_f1 (tuned on the same rows: an upper bound)."
+)
 FIELDS = "id, question, context, answers {text: [...], answer_start: [...]} (and is_impossible for SQuAD 2.0)"
 
 
@@ -42,38 +56,46 @@ class Question:
     id: str
     question: str
     context: str
-    answers: list[str]      # gold texts; empty when the question has no answer
-    starts: list[int]       # their character offsets in the context
+    answers: list[str]  # gold texts; empty when the question has no answer
+    starts: list[int]  # their character offsets in the context
 
 
 @dataclass
 class Windows:
     """The tokenized windows of one split: model inputs, and what maps logits back to text."""
-    inputs: dict                    # input_ids, attention_mask (token_type_ids), start/end_positions
-    example: list[int]              # window -> index of its question
-    offsets: list[list]             # window -> per token (char start, char end) in the context, or None
+
+    inputs: dict  # input_ids, attention_mask (token_type_ids), start/end_positions
+    example: list[int]  # window -> index of its question
+    offsets: list[list]  # window -> per token (char start, char end) in the context, or None
 
 
 @dataclass
 class Prepared:
     examples: dict[str, list[Question]]
     notes: dict
-    with_null: bool                                          # SQuAD 2.0: some questions have no answer
+    with_null: bool  # SQuAD 2.0: some questions have no answer
     thresholds: dict[str, float] = field(default_factory=dict)  # split -> null threshold in use
-    windows: dict[str, Windows] = field(default_factory=dict)   # split -> cached windows
+    windows: dict[str, Windows] = field(default_factory=dict)  # split -> cached windows
 
 
 # ---------------------------------------------------------------- reading and checking
+
 
 def answer_lists(answers, where: str) -> tuple[list, list]:
     """HF layout {text: [...], answer_start: [...]} or a list of {text, answer_start} -> (texts, starts)."""
     if isinstance(answers, list) and all(isinstance(a, dict) for a in answers):
         return [a.get("text") for a in answers], [a.get("answer_start") for a in answers]
-    if isinstance(answers, dict) and isinstance(answers.get("text"), list) and isinstance(answers.get("answer_start"), list) \
-            and len(answers["text"]) == len(answers["answer_start"]):
+    if (
+        isinstance(answers, dict)
+        and isinstance(answers.get("text"), list)
+        and isinstance(answers.get("answer_start"), list)
+        and len(answers["text"]) == len(answers["answer_start"])
+    ):
         return answers["text"], answers["answer_start"]
-    raise UserError(f"{where}: field 'answers' must be {{\"text\": [...], \"answer_start\": [...]}} of equal length "
-                    f"(or a list of {{text, answer_start}}), got {str(answers)[:80]}")
+    raise UserError(
+        f'{where}: field \'answers\' must be {{"text": [...], "answer_start": [...]}} of equal length '
+        f"(or a list of {{text, answer_start}}), got {str(answers)[:80]}"
+    )
 
 
 def read_question(rec: dict, where: str) -> Question:
@@ -91,14 +113,20 @@ def read_question(rec: dict, where: str) -> Question:
         raise UserError(f"{where}: no answers but is_impossible is false; give answers or set is_impossible: true")
     for j, (text, start) in enumerate(zip(texts, starts)):
         if not isinstance(text, str) or not text or not isinstance(start, int) or start < 0:
-            raise UserError(f"{where}: answers[{j}] needs a non-empty text and an integer answer_start >= 0, "
-                            f"got text={text!r}, answer_start={start!r}")
+            raise UserError(
+                f"{where}: answers[{j}] needs a non-empty text and an integer answer_start >= 0, "
+                f"got text={text!r}, answer_start={start!r}"
+            )
         if start + len(text) > len(context):
-            raise UserError(f"{where}: answers[{j}]: answer_start={start} puts {text!r} past the end of the "
-                            f"context ({len(context)} characters); fix answer_start")
-        if context[start:start + len(text)] != text:
-            raise UserError(f"{where}: answers[{j}]: the context at answer_start={start} reads "
-                            f"{context[start:start + len(text)]!r}, not the answer {text!r}; fix answer_start")
+            raise UserError(
+                f"{where}: answers[{j}]: answer_start={start} puts {text!r} past the end of the "
+                f"context ({len(context)} characters); fix answer_start"
+            )
+        if context[start : start + len(text)] != text:
+            raise UserError(
+                f"{where}: answers[{j}]: the context at answer_start={start} reads "
+                f"{context[start : start + len(text)]!r}, not the answer {text!r}; fix answer_start"
+            )
     return Question(str(rec.get("id")), question, context, list(texts), list(starts))
 
 
@@ -122,8 +150,10 @@ def prepare(splits: dict[str, Split], cfg) -> Prepared:
         raise UserError(f"{splits['train'].source}: no question in the training data has an answer")
     t = cfg.task
     if t.n_best < 1 or t.max_answer_length < 1 or t.doc_stride < 0:
-        raise UserError(f"n_best ({t.n_best}) and max_answer_length ({t.max_answer_length}) must be at least 1, "
-                        f"doc_stride ({t.doc_stride}) at least 0")
+        raise UserError(
+            f"n_best ({t.n_best}) and max_answer_length ({t.max_answer_length}) must be at least 1, "
+            f"doc_stride ({t.doc_stride}) at least 0"
+        )
     metric, val = cfg.eval.metric_for_best, examples.get("validation", [])  # predict has no validation split
     if metric.startswith(("HasAns", "NoAns")) and not any(bool(q.answers) == metric.startswith("HasAns") for q in val):
         raise UserError(f"metric_for_best: {metric}, but the validation split has no such questions; use f1")
@@ -133,6 +163,7 @@ def prepare(splits: dict[str, Split], cfg) -> Prepared:
 
 # ---------------------------------------------------------------- windows
 
+
 def stride_of(cfg) -> int:
     return cfg.task.doc_stride or cfg.task.max_length // 3
 
@@ -141,13 +172,17 @@ def check_room(questions: list[Question], tokenizer, cfg) -> None:
     """Every window needs room for more context tokens than the stride; name the longest question if not."""
     if not tokenizer.is_fast:
         raise UserError("qa: the tokenizer must be a fast (Rust) tokenizer, which gives the character offsets")
-    lengths = [len(ids) for ids in tokenizer([q.question.lstrip() for q in questions], add_special_tokens=False)["input_ids"]]
+    lengths = [
+        len(ids) for ids in tokenizer([q.question.lstrip() for q in questions], add_special_tokens=False)["input_ids"]
+    ]
     i = int(np.argmax(lengths))
     room = cfg.task.max_length - lengths[i] - tokenizer.num_special_tokens_to_add(pair=True)
     if room <= stride_of(cfg):
-        raise UserError(f"qa: question id {questions[i].id} has {lengths[i]} tokens, which leaves {room} context tokens "
-                        f"per window with max_length={cfg.task.max_length}, not more than doc_stride={stride_of(cfg)}; "
-                        f"raise max_length or lower doc_stride")
+        raise UserError(
+            f"qa: question id {questions[i].id} has {lengths[i]} tokens, which leaves {room} context tokens "
+            f"per window with max_length={cfg.task.max_length}, not more than doc_stride={stride_of(cfg)}; "
+            f"raise max_length or lower doc_stride"
+        )
 
 
 def token_span(offsets: list, start_char: int, end_char: int) -> tuple[int, int]:
@@ -162,9 +197,15 @@ def token_span(offsets: list, start_char: int, end_char: int) -> tuple[int, int]
 
 def windows(questions: list[Question], tokenizer, cfg) -> Windows:
     check_room(questions, tokenizer, cfg)
-    enc = tokenizer([q.question.lstrip() for q in questions], [q.context for q in questions],
-                    truncation="only_second", max_length=cfg.task.max_length, stride=stride_of(cfg),
-                    return_overflowing_tokens=True, return_offsets_mapping=True)
+    enc = tokenizer(
+        [q.question.lstrip() for q in questions],
+        [q.context for q in questions],
+        truncation="only_second",
+        max_length=cfg.task.max_length,
+        stride=stride_of(cfg),
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+    )
     example, all_offsets, starts, ends = list(enc["overflow_to_sample_mapping"]), [], [], []
     for i, ex in enumerate(example):
         seq = enc.sequence_ids(i)
@@ -192,15 +233,23 @@ def encode(examples: list[Question], tokenizer, cfg):
 
 # ---------------------------------------------------------------- model
 
+
 def build_model(resolved, prepared: Prepared, cfg, tokenizer):
     from transformers import AutoModelForQuestionAnswering
 
     method = cfg.method.method
     if method_of(method).prepends_tokens:
-        raise UserError(f"method: {method} prepends virtual tokens, so peft's question-answering start/end logits "
-                        f"no longer line up with the input tokens; use lora, dora, ia3 or full")
-    model = load_pretrained(AutoModelForQuestionAnswering, resolved, cfg.model.dtype, cfg.model.trust_remote_code,
-                            "no question-answering head for this architecture")
+        raise UserError(
+            f"method: {method} prepends virtual tokens, so peft's question-answering start/end logits "
+            f"no longer line up with the input tokens; use lora, dora, ia3 or full"
+        )
+    model = load_pretrained(
+        AutoModelForQuestionAnswering,
+        resolved,
+        cfg.model.dtype,
+        cfg.model.trust_remote_code,
+        "no question-answering head for this architecture",
+    )
     model.config.pad_token_id = tokenizer.pad_token_id
     return model, {"doc_stride": stride_of(cfg)}
 
@@ -214,19 +263,20 @@ def build_collator(tokenizer, cfg):
 
 # ---------------------------------------------------------------- answers
 
+
 @dataclass
 class Answers:
-    best: list[str]          # best non-null span per question
-    null_diff: list[float]   # null score minus best span score (inf when no valid span)
-    null_prob: list[float]   # softmax weight of the null answer among null + n-best spans
+    best: list[str]  # best non-null span per question
+    null_diff: list[float]  # null score minus best span score (inf when no valid span)
+    null_prob: list[float]  # softmax weight of the null answer among null + n-best spans
 
 
 def spans(start: np.ndarray, end: np.ndarray, offsets: list, n_best: int, max_len: int):
     """(score, char start, char end) of the n_best valid spans of one window: both ends in the context,
     end not before start, at most max_len tokens."""
     ctx = np.array([o is not None for o in offsets])
-    s = np.where(ctx, start[:len(offsets)], -np.inf)
-    e = np.where(ctx, end[:len(offsets)], -np.inf)
+    s = np.where(ctx, start[: len(offsets)], -np.inf)
+    e = np.where(ctx, end[: len(offsets)], -np.inf)
     k = min(n_best, int(ctx.sum()))
     st, en = np.argsort(-s, kind="stable")[:k], np.argsort(-e, kind="stable")[:k]
     scores = s[st][:, None] + e[en][None, :]
@@ -250,8 +300,8 @@ def best_answers(questions: list[Question], win: Windows, start_logits, end_logi
         cands[ex] += spans(start_logits[i], end_logits[i], win.offsets[i], cfg.task.n_best, cfg.task.max_answer_length)
     best, diff, prob = [], [], []
     for q, n, c in zip(questions, null, cands):
-        c = sorted(c, reverse=True)[:cfg.task.n_best]
-        best.append(q.context[c[0][1]:c[0][2]] if c else "")
+        c = sorted(c, reverse=True)[: cfg.task.n_best]
+        best.append(q.context[c[0][1] : c[0][2]] if c else "")
         diff.append(n - c[0][0] if c else math.inf)
         prob.append(float(softmax(np.array([n] + [x[0] for x in c]))[0]))
     return Answers(best, diff, prob)
@@ -276,8 +326,12 @@ def decide(prepared: Prepared, split: str, answers: Answers) -> tuple[list[str],
         return with_threshold(answers, threshold), threshold
     golds = [q.answers for q in prepared.examples[split]]
     prepared.thresholds[split] = best_threshold(golds, answers.best, answers.null_diff)[1]
-    fold = [best_threshold(*([x[i] for i in range(len(golds)) if i % 2 != k]
-                             for x in (golds, answers.best, answers.null_diff)))[1] for k in (0, 1)]
+    fold = [
+        best_threshold(
+            *([x[i] for i in range(len(golds)) if i % 2 != k] for x in (golds, answers.best, answers.null_diff))
+        )[1]
+        for k in (0, 1)
+    ]
     return with_threshold(answers, [fold[i % 2] for i in range(len(golds))]), prepared.thresholds[split]
 
 
@@ -323,7 +377,17 @@ def write_predictions(path: Path, prepared: Prepared, split: str, predictions, e
     rows = []
     for q, pred, best, diff, prob in zip(questions, preds, answers.best, answers.null_diff, answers.null_prob):
         s = score(q.answers, pred)
-        rows.append({"id": q.id, "question": q.question, "answers": q.answers, "prediction": pred, "best_span": best,
-                     "null_score_diff": round(diff, 4) if math.isfinite(diff) else None,
-                     "null_prob": round(prob, 6), "exact": s["exact"], "f1": round(s["f1"], 4)})
+        rows.append(
+            {
+                "id": q.id,
+                "question": q.question,
+                "answers": q.answers,
+                "prediction": pred,
+                "best_span": best,
+                "null_score_diff": round(diff, 4) if math.isfinite(diff) else None,
+                "null_prob": round(prob, 6),
+                "exact": s["exact"],
+                "f1": round(s["f1"], 4),
+            }
+        )
     write_jsonl(path, rows)

@@ -2,6 +2,7 @@
 value of the setting that picks it (classification: classify_by, multiple_choice: mc_head; "" for a
 task with one way). What a task module provides is the contract in contract.py.
 """
+
 from __future__ import annotations
 
 from types import ModuleType
@@ -20,12 +21,12 @@ from peftlab.tasks import (
 
 WAYS: dict[tuple[str, str], ModuleType] = {
     ("classification", "head"): classification,
-    ("classification", "generate"): cls_generate,      # an LLM generates the label word
+    ("classification", "generate"): cls_generate,  # an LLM generates the label word
     ("classification", "likelihood"): cls_likelihood,  # an LLM ranks the label words
     ("ner", ""): ner,
     ("multiple_choice", "likelihood"): multiple_choice,
     ("multiple_choice", "classifier"): multiple_choice,
-    ("multiple_choice", "generate"): mc_generate,      # SFT on the answer's letter, not a scoring head
+    ("multiple_choice", "generate"): mc_generate,  # SFT on the answer's letter, not a scoring head
     ("qa", ""): qa,
     ("sft", ""): sft,
 }

@@ -12,6 +12,7 @@ Evaluation: the usual eval loss, then greedy (or sampled) generation on the spli
 `max_eval_generate` examples, batched and left-padded, scored by metrics.compute_generation
 (BLEU-4, ROUGE-1/2/L, exact match; jieba for Chinese).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -48,9 +49,9 @@ class Examples(list):
 
 @dataclass
 class Prepared:
-    examples: dict[str, Examples]                       # split -> Conversations
-    notes: dict                                         # merged into result.json (truncation counts)
-    generated: dict = field(default_factory=dict)       # split -> rows of its latest generation
+    examples: dict[str, Examples]  # split -> Conversations
+    notes: dict  # merged into result.json (truncation counts)
+    generated: dict = field(default_factory=dict)  # split -> rows of its latest generation
 
 
 def check_settings(cfg) -> None:
@@ -58,18 +59,23 @@ def check_settings(cfg) -> None:
     if cfg.eval.max_new_tokens < 1:
         raise UserError(f"max_new_tokens: must be at least 1, got {cfg.eval.max_new_tokens}")
     if cfg.task.packing and method_of(cfg.method.method).prompt:
-        raise UserError(f"packing: not with {cfg.method.method} (its virtual tokens go before each row, and a "
-                        f"packed row holds several examples); set packing: false")
+        raise UserError(
+            f"packing: not with {cfg.method.method} (its virtual tokens go before each row, and a "
+            f"packed row holds several examples); set packing: false"
+        )
 
 
 def prepare(splits, cfg) -> Prepared:
     check_settings(cfg)
     notes: dict = {}
-    return Prepared({name: Examples(read_conversations(split, cfg.data.sft_format), name, notes)
-                     for name, split in splits.items()}, notes)
+    return Prepared(
+        {name: Examples(read_conversations(split, cfg.data.sft_format), name, notes) for name, split in splits.items()},
+        notes,
+    )
 
 
 # ---------------------------------------------------------------- tokens
+
 
 def token_pairs(conv: Conversation, template: str, tokenizer) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, answer ids) per turn; the template text carries any special tokens."""
@@ -97,7 +103,7 @@ def fit(pairs: list[tuple[list[int], list[int]]], cutoff: int) -> list[tuple[lis
         if budget <= 0:
             break
         s, t = split_budget(len(prompt), len(answer), budget)
-        out.append((prompt[len(prompt) - s:], answer[:t]))  # the prompt keeps its end: the answer header
+        out.append((prompt[len(prompt) - s :], answer[:t]))  # the prompt keeps its end: the answer header
         budget -= s + t
     return out
 
@@ -148,6 +154,7 @@ def preprocess_logits(logits, labels):
 
 # ---------------------------------------------------------------- generation
 
+
 def stop_ids(tokenizer, model, template: str) -> list[int]:
     """Token ids that end an answer: the tokenizer's and the model's EOS, and the template's end of turn."""
     ids = {tokenizer.eos_token_id}
@@ -160,8 +167,15 @@ def stop_ids(tokenizer, model, template: str) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def generate_texts(model, tokenizer, prompts: list[list[int]], cfg, stops: list[int], stop_text: tuple,
-                   first_token_ids: list[int] | None = None) -> list:
+def generate_texts(
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    cfg,
+    stops: list[int],
+    stop_text: tuple,
+    first_token_ids: list[int] | None = None,
+) -> list:
     """Answers to tokenized prompts: batched, left-padded, cut at the first stop text. With
     `first_token_ids`, each answer is (text, log-probabilities of those tokens as the answer's first
     token), read from the model's raw next-token distribution after the prompt in the same pass."""
@@ -174,14 +188,26 @@ def generate_texts(model, tokenizer, prompts: list[list[int]], cfg, stops: list[
     out = []
     bar = tqdm(total=len(prompts), unit="row", desc="generating", leave=False, disable=None)  # None: off without a tty
     for i in range(0, len(prompts), cfg.eval.eval_batch_size):
-        batch = tokenizer.pad({"input_ids": prompts[i:i + cfg.eval.eval_batch_size]}, padding_side="left",
-                              return_tensors="pt").to(device)
+        batch = tokenizer.pad(
+            {"input_ids": prompts[i : i + cfg.eval.eval_batch_size]}, padding_side="left", return_tensors="pt"
+        ).to(device)
         with torch.no_grad():
-            gen = model.generate(**batch, max_new_tokens=cfg.eval.max_new_tokens, do_sample=cfg.eval.do_sample,
-                                 eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, use_cache=True,
-                                 return_dict_in_generate=True, output_logits=first_token_ids is not None)
-        texts = [cut_answer(text, stop_text) for text in
-                 tokenizer.batch_decode(gen.sequences[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)]
+            gen = model.generate(
+                **batch,
+                max_new_tokens=cfg.eval.max_new_tokens,
+                do_sample=cfg.eval.do_sample,
+                eos_token_id=stops,
+                pad_token_id=tokenizer.pad_token_id,
+                use_cache=True,
+                return_dict_in_generate=True,
+                output_logits=first_token_ids is not None,
+            )
+        texts = [
+            cut_answer(text, stop_text)
+            for text in tokenizer.batch_decode(
+                gen.sequences[:, batch["input_ids"].shape[1] :], skip_special_tokens=True
+            )
+        ]
         if first_token_ids is None:
             out += texts
         else:
@@ -203,26 +229,42 @@ def generate_split(prepared, split: str, env, first_token_ids: list[int] | None 
     """Generate answers for the split's first max_eval_generate examples: rows of prompt, reference,
     generated (and `first_logprobs` of `first_token_ids`, see generate_texts)."""
     cfg, tokenizer = env.cfg, env.tokenizer
-    convs = prepared.examples[split][:cfg.eval.max_eval_generate or None]
+    convs = prepared.examples[split][: cfg.eval.max_eval_generate or None]
     template = resolve_template(cfg.task.template, tokenizer)
     prompts = []
     for conv in convs:
         pairs = token_pairs(conv, template, tokenizer)
         ids = [t for p, r in pairs[:-1] for t in p + r] + pairs[-1][0]
-        prompts.append(ids[-cfg.task.max_length:])
+        prompts.append(ids[-cfg.task.max_length :])
     if env.generate is not None:  # another backend (llama.cpp): token ids in, answer ids out
         decode = lambda ids: cut_answer(tokenizer.decode(ids, skip_special_tokens=True), stop_texts(template))
         answers = env.generate(prompts, tokenizer, first_token_ids)
         texts = [decode(a) for a in answers] if first_token_ids is None else [(decode(a), lp) for a, lp in answers]
     else:
-        texts = sharded(prompts, lambda part: generate_texts(env.model, tokenizer, part, cfg,
-                                                             stop_ids(tokenizer, env.model, template),
-                                                             stop_texts(template), first_token_ids))
+        texts = sharded(
+            prompts,
+            lambda part: generate_texts(
+                env.model,
+                tokenizer,
+                part,
+                cfg,
+                stop_ids(tokenizer, env.model, template),
+                stop_texts(template),
+                first_token_ids,
+            ),
+        )
     rows = []
     for conv, ids, answer in zip(convs, prompts, texts):
         text, logp = answer if first_token_ids is not None else (answer, None)
-        rows.append({"instruction": conv.turns[-1][0], "prompt": tokenizer.decode(ids), "reference": conv.turns[-1][1],
-                     "generated": text, **({"first_logprobs": logp} if logp is not None else {})})
+        rows.append(
+            {
+                "instruction": conv.turns[-1][0],
+                "prompt": tokenizer.decode(ids),
+                "reference": conv.turns[-1][1],
+                "generated": text,
+                **({"first_logprobs": logp} if logp is not None else {}),
+            }
+        )
     return rows
 
 

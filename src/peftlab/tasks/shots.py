@@ -9,6 +9,7 @@ prompt. Two shapes of prepared example exist, and each keeps its own prompt form
 A training example whose prompt equals an evaluated one is never drawn: a shot must not give the
 answer away (the users' train and dev files sometimes share rows).
 """
+
 from __future__ import annotations
 
 import random
@@ -31,8 +32,10 @@ def draw_shots(train: list, evaluated: list, k: int, seed: int) -> list:
     banned = {key_of(e) for e in evaluated}
     pool = [e for e in train if key_of(e) not in banned]
     if len(pool) < k:
-        raise UserError(f"shots: {k} few-shot examples asked for, but train_file has only {len(pool)} rows that "
-                        f"are not among the evaluated ones; lower shots or give a larger train_file")
+        raise UserError(
+            f"shots: {k} few-shot examples asked for, but train_file has only {len(pool)} rows that "
+            f"are not among the evaluated ones; lower shots or give a larger train_file"
+        )
     return random.Random(seed).sample(pool, k)
 
 
@@ -55,8 +58,10 @@ def apply_shots(examples: dict[str, list], k: int, seed: int, splits: list[str])
         return []
     first = next(iter(examples["train"]), None)
     if not isinstance(first, (Choice, Conversation)):
-        raise UserError("shots: few-shot prompts need an LLM prompt: classification with classify_by generate or "
-                        "likelihood, multiple_choice with mc_head likelihood or generate, or sft; this task has a trained head")
+        raise UserError(
+            "shots: few-shot prompts need an LLM prompt: classification with classify_by generate or "
+            "likelihood, multiple_choice with mc_head likelihood or generate, or sft; this task has a trained head"
+        )
     evaluated = [e for s in splits for e in examples[s]]
     shots = draw_shots(examples["train"], evaluated, k, seed)
     for split in splits:

@@ -6,6 +6,7 @@ the max over gold answers, the no-answer rule (an empty gold or prediction score
 are empty) and the threshold search follow that script line by line. Scores are fractions (0-1)
 like every other peftlab metric; the official script prints them times 100.
 """
+
 from __future__ import annotations
 
 import collections
@@ -57,8 +58,13 @@ def aggregate(golds: list[list[str]], preds: list[str]) -> dict[str, float]:
     out["accuracy"] = out["exact"]
     for name, keep in (("HasAns", has), ("NoAns", [not h for h in has])):
         if any(keep):
-            out.update({f"{name}_exact": mean("exact", keep), f"{name}_f1": mean("f1", keep),
-                        f"{name}_total": float(sum(keep))})
+            out.update(
+                {
+                    f"{name}_exact": mean("exact", keep),
+                    f"{name}_f1": mean("f1", keep),
+                    f"{name}_total": float(sum(keep)),
+                }
+            )
     return out
 
 

@@ -5,6 +5,7 @@ optimizer steps alone (evaluation and checkpoint I/O excluded), saves the weight
 chosen metric improves, stops early after `patience` evaluations without improvement, and stops a
 run whose loss turns NaN.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,16 @@ def loss_line(h: dict) -> dict:
 
 
 class Recorder(TrainerCallback):
-    def __init__(self, path: Path, metric: str, patience: int, is_main: bool, save_best, resume_from: Path | None,
-                 select_last: bool = False):
+    def __init__(
+        self,
+        path: Path,
+        metric: str,
+        patience: int,
+        is_main: bool,
+        save_best,
+        resume_from: Path | None,
+        select_last: bool = False,
+    ):
         self.path, self.metric, self.patience, self.is_main, self.save_best = path, metric, patience, is_main, save_best
         self.select_last = select_last  # keep the last evaluation's weights (AdaLoRA: ranks shrink during the run)
         self.lines = read_jsonl(path) if resume_from else []
@@ -58,7 +67,6 @@ class Recorder(TrainerCallback):
         self.partial = state.global_step % per_epoch != 0  # resumed in the middle of an epoch
         self.loss_log = [loss_line(h) for h in state.log_history if "loss" in h]  # a resumed run's steps so far
 
-
     def on_epoch_begin(self, args, state, control, **kw):
         self.epoch_train_s, self.t_epoch = 0.0, time.perf_counter()
 
@@ -79,8 +87,9 @@ class Recorder(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss} at step {state.global_step}; "
-                                     f"lower the learning rate or use fp32")
+            raise FloatingPointError(
+                f"training loss is {loss} at step {state.global_step}; lower the learning rate or use fp32"
+            )
         if loss is not None and self.is_main:  # the loss so far, for `peftlab ui` to draw while the run runs
             self.loss_log.append(loss_line({**logs, "step": state.global_step, "epoch": state.epoch}))
             write_jsonl(self.path.parent / layout.TRAIN_LOG, self.loss_log)
@@ -105,8 +114,11 @@ class Recorder(TrainerCallback):
         self.lines.append(line)
         if self.is_main:
             write_jsonl(self.path, self.lines)
-            shown = " ".join(f"{k} {line[k]:.4f}" for k in dict.fromkeys(("loss", "accuracy", "f1", self.metric))
-                             if k in line and isinstance(line[k], float))
+            shown = " ".join(
+                f"{k} {line[k]:.4f}"
+                for k in dict.fromkeys(("loss", "accuracy", "f1", self.metric))
+                if k in line and isinstance(line[k], float)
+            )
             timing = f"  train {line['train_time_s']:.1f} s" if epoch > 0 else ""
             print(f"epoch {epoch}: {shown}{timing}", flush=True)
         if self.patience and self.bad_evals >= self.patience and not self.select_last:
@@ -128,10 +140,15 @@ class Recorder(TrainerCallback):
             if best is None or self.select_last or is_better(self.metric, line[self.metric], best[self.metric]):
                 best = line
         full = [l["train_time_s"] for l in self.lines if l["epoch"] > 0 and not l.get("partial_epoch_time")]
-        return {"best_epoch": best["epoch"] if best else None, "epochs_run": self.epochs_trained(),
-                "metrics_epoch0": first, "metrics_best": best, "metrics_last": self.lines[-1] if self.lines else None,
-                "epoch_times_s": [l.get("train_time_s") for l in self.lines if l["epoch"] > 0],
-                "time_per_epoch_s": round(sum(full) / len(full), 3) if full else None}
+        return {
+            "best_epoch": best["epoch"] if best else None,
+            "epochs_run": self.epochs_trained(),
+            "metrics_epoch0": first,
+            "metrics_best": best,
+            "metrics_last": self.lines[-1] if self.lines else None,
+            "epoch_times_s": [l.get("train_time_s") for l in self.lines if l["epoch"] > 0],
+            "time_per_epoch_s": round(sum(full) / len(full), 3) if full else None,
+        }
 
 
 class TrackerSummary(TrainerCallback):
@@ -151,9 +168,13 @@ class TrackerSummary(TrainerCallback):
         if not state.is_world_process_zero:
             return
         summary = self.recorder.summary()
-        scalars = [(f"peftlab/{phase}/{k}", v, line["step"]) for phase, line in
-                   (("epoch0", summary["metrics_epoch0"]), ("best", summary["metrics_best"])) if line
-                   for k, v in line.items() if k not in ("epoch", "step") and is_number(v)]
+        scalars = [
+            (f"peftlab/{phase}/{k}", v, line["step"])
+            for phase, line in (("epoch0", summary["metrics_epoch0"]), ("best", summary["metrics_best"]))
+            if line
+            for k, v in line.items()
+            if k not in ("epoch", "step") and is_number(v)
+        ]
         if summary["metrics_best"]:
             scalars.append(("peftlab/best_epoch", summary["best_epoch"], summary["metrics_best"]["step"]))
         for callback in self.callbacks:
@@ -205,8 +226,7 @@ class ExtraSplits(TrainerCallback):
             for name, dataset in self.datasets.items():
                 trainer.compute_metrics = self.make_metrics(name)
                 out = trainer.predict(dataset, metric_key_prefix=name)  # predict fires no on_evaluate
-                metrics.update({f"eval_{k}": v for k, v in out.metrics.items()
-                                if k[len(name) + 1:] not in SKIP_KEYS})
+                metrics.update({f"eval_{k}": v for k, v in out.metrics.items() if k[len(name) + 1 :] not in SKIP_KEYS})
                 metrics[f"eval_{name}_eval_time_s"] = round(out.metrics.get(f"{name}_runtime", 0.0), 3)
         finally:
             trainer.compute_metrics = own

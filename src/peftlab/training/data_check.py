@@ -1,6 +1,7 @@
 """`peftlab data check`: load a config's data and run the task's prepare() and encode() exactly as
 `peftlab train` does (no model weights loaded), then print rows, label distribution and token-length
 percentiles."""
+
 from __future__ import annotations
 
 import copy
@@ -62,32 +63,48 @@ def check(cfg) -> str:
     lifted.task.max_length = MAX_LENGTH_LIFTED
     limit = cfg.task.max_length
     names = getattr(prepared, "labels", None)
-    lines = [f"task {cfg.task.task}, model {cfg.model.model}, max_length {limit}", "",
-             "tokens per example (special tokens included):",
-             f"{'split':<11}{'rows':>7}{'p50':>6}{'p90':>6}{'p99':>6}{'max':>6}  truncated  source"]
+    lines = [
+        f"task {cfg.task.task}, model {cfg.model.model}, max_length {limit}",
+        "",
+        "tokens per example (special tokens included):",
+        f"{'split':<11}{'rows':>7}{'p50':>6}{'p90':>6}{'p99':>6}{'max':>6}  truncated  source",
+    ]
     counts = {}
     for name, examples in prepared.examples.items():
         enc = task.encode(examples, tokenizer, lifted)
         lengths = [example_length(ids) for ids in enc["input_ids"]]
         p = percentiles(lengths)
         cut = sum(n > limit for n in lengths)
-        lines.append(f"{name:<11}{len(examples):>7}{p['p50']:>6}{p['p90']:>6}{p['p99']:>6}{p['max']:>6}"
-                     f"  {cut:>4} ({cut / len(lengths):.1%})  {splits[name].source}")
+        lines.append(
+            f"{name:<11}{len(examples):>7}{p['p50']:>6}{p['p90']:>6}{p['p99']:>6}{p['max']:>6}"
+            f"  {cut:>4} ({cut / len(lengths):.1%})  {splits[name].source}"
+        )
         counts[name] = label_counts(label_ids(task, prepared, name, enc), names)
     if any(counts.values()):
         lines.append("")
         for name, c in counts.items():
             total = sum(c.values())
-            lines.append(f"labels {name}: " + ", ".join(f"{k} {v} ({v / total:.1%})" for k, v in
-                                                          (sorted(c.items(), key=lambda kv: str(kv[0]))
-                                                           if not names else [(l, c[l]) for l in names])))
+            lines.append(
+                f"labels {name}: "
+                + ", ".join(
+                    f"{k} {v} ({v / total:.1%})"
+                    for k, v in (
+                        sorted(c.items(), key=lambda kv: str(kv[0])) if not names else [(l, c[l]) for l in names]
+                    )
+                )
+            )
     lines += skipped_lines(splits["train"].skipped)
     for part in record_mix(splits["train"]) or []:
         val = f", {part['validation']} to validation" if part["validation"] else ""
-        lines.append(f"mix {cfg.data.mix}: {part['file']}: {part['rows_kept']} of {part['rows_read']} rows kept{val}, "
-                     f"{part['rows_used']} rows in training")
+        lines.append(
+            f"mix {cfg.data.mix}: {part['file']}: {part['rows_kept']} of {part['rows_read']} rows kept{val}, "
+            f"{part['rows_used']} rows in training"
+        )
     for key, value in getattr(prepared, "notes", {}).items():
         lines.append(f"note {key}: {value}")
-    lines += ["", f"OK: the data validates for task {cfg.task.task} (tokens counted with {cfg.model.model}'s "
-                  f"tokenizer; truncated = longer than max_length {limit})"]
+    lines += [
+        "",
+        f"OK: the data validates for task {cfg.task.task} (tokens counted with {cfg.model.model}'s "
+        f"tokenizer; truncated = longer than max_length {limit})",
+    ]
     return "\n".join(lines)

@@ -13,6 +13,7 @@ are Triton kernels for GPUs; none runs on a CPU, and none is needed on top of to
 the same as the model's own loss (transformers' ForCausalLMLoss: shift, sum, divide by the number of
 label tokens), which tests/test_loss.py checks, gradients included.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -41,8 +42,8 @@ class _ChunkedLinearCE(torch.autograd.Function):
         grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need[2] else None
         grads = any(need)
         for start in range(0, hidden.shape[0], chunk):
-            h = hidden[start:start + chunk].to(dtype)
-            t = target[start:start + chunk]
+            h = hidden[start : start + chunk].to(dtype)
+            t = target[start : start + chunk]
             logits = (h @ w.T).float()
             if bias is not None:
                 logits += bias.float()
@@ -50,10 +51,10 @@ class _ChunkedLinearCE(torch.autograd.Function):
             loss += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
             if not grads:
                 continue
-            g = logits.sub_(lse[:, None]).exp_()          # softmax, in place of the logits
+            g = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
             g[torch.arange(len(t), device=g.device), t] -= 1  # d(sum CE)/d(logits) = softmax - one-hot
             if grad_h is not None:
-                grad_h[start:start + chunk] = (g.to(dtype) @ w).to(hidden.dtype)
+                grad_h[start : start + chunk] = (g.to(dtype) @ w).to(hidden.dtype)
             if grad_w is not None:
                 grad_w += g.T @ h.float()
             if grad_b is not None:
@@ -67,13 +68,20 @@ class _ChunkedLinearCE(torch.autograd.Function):
     def backward(ctx, grad_out):
         saved = iter(ctx.saved_tensors)
         gh, gw, gb = (next(saved) if have else None for have in ctx.have)
-        return (None if gh is None else gh * grad_out.to(gh.dtype),
-                None if gw is None else (gw * grad_out).to(ctx.dtypes[0]),
-                None if gb is None else (gb * grad_out).to(ctx.dtypes[1]), None, None, None, None)
+        return (
+            None if gh is None else gh * grad_out.to(gh.dtype),
+            None if gw is None else (gw * grad_out).to(ctx.dtypes[0]),
+            None if gb is None else (gb * grad_out).to(ctx.dtypes[1]),
+            None,
+            None,
+            None,
+            None,
+        )
 
 
-def chunked_linear_cross_entropy(hidden: torch.Tensor, head: torch.nn.Linear, target: torch.Tensor,
-                                 chunk: int | None = None) -> torch.Tensor:
+def chunked_linear_cross_entropy(
+    hidden: torch.Tensor, head: torch.nn.Linear, target: torch.Tensor, chunk: int | None = None
+) -> torch.Tensor:
     """Summed cross-entropy of head(hidden) against target ([N, H] hidden states, [N] token ids); the matmuls
     run in the autocast dtype when autocast is on, the softmax in fp32 (as autocast does for a loss)."""
     chunk = chunk or max(1, CHUNK_ELEMENTS // head.weight.shape[0])

@@ -1,5 +1,6 @@
 """A run's loss plot (train loss per step, eval loss per epoch), written into the run folder; the
 figure writer shared with the report's plots."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,6 +3,7 @@
 Reads top to bottom: everything that can fail on bad input (data, labels, model, method, target
 modules) happens before the run folder is created, so bad input leaves nothing behind.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -78,7 +79,9 @@ def world_size() -> int:
 
 
 def default_run_name(cfg: Config) -> str:
-    model = Path(cfg.model.model).stem if ("/" in cfg.model.model or cfg.model.model.endswith(".gguf")) else cfg.model.model
+    model = (
+        Path(cfg.model.model).stem if ("/" in cfg.model.model or cfg.model.model.endswith(".gguf")) else cfg.model.model
+    )
     rank = f"-r{cfg.method.lora_rank}" if method_of(cfg.method.method).uses_rank else ""
     name = f"{cfg.task.task}-{model}-{cfg.method.method}{rank}-s{cfg.train.seed}"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
@@ -91,8 +94,10 @@ def run_dir_of(cfg: Config) -> Path:
 def resolve_metric(cfg: Config, task) -> str:
     metric = task.DEFAULT_METRIC if cfg.eval.metric_for_best == "auto" else cfg.eval.metric_for_best
     if metric not in task.METRICS:
-        raise UserError(f"metric_for_best: '{metric}' is not a {cfg.task.task} metric{closest(metric, task.METRICS)}; "
-                        f"choose from {', '.join(task.METRICS)}")
+        raise UserError(
+            f"metric_for_best: '{metric}' is not a {cfg.task.task} metric{closest(metric, task.METRICS)}; "
+            f"choose from {', '.join(task.METRICS)}"
+        )
     return metric
 
 
@@ -146,8 +151,10 @@ def check_settings(cfg: Config) -> None:
     if t.run_name and (Path(t.run_name).name != t.run_name or t.run_name in (".", "..")):
         raise UserError(f"run_name: '{t.run_name}' must be a folder name, not a path; set output_dir for the place")
     if t.precision == "bf16" and not bf16_available():
-        raise UserError("precision: bf16 needs a GPU that supports it or a CPU with AVX512-BF16 / AMX, and this "
-                        "machine has neither (bf16 would run emulated, many times slower); use auto or fp32")
+        raise UserError(
+            "precision: bf16 needs a GPU that supports it or a CPU with AVX512-BF16 / AMX, and this "
+            "machine has neither (bf16 would run emulated, many times slower); use auto or fp32"
+        )
     if cfg.task.max_length < 8:
         raise UserError(f"max_length: {cfg.task.max_length} is too short (at least 8 tokens)")
 
@@ -157,14 +164,20 @@ def check_tracker_installed(report_to: str) -> None:
     Trainer would fail only once the model is built, with a message about PyTorch versions)."""
     if report_to == "mlflow":
         if importlib.util.find_spec("mlflow") is None:
-            raise UserError("report_to: mlflow needs the mlflow package (pip install mlflow-skinny), which is not "
-                            "installed; or use report_to: tensorboard or none")
+            raise UserError(
+                "report_to: mlflow needs the mlflow package (pip install mlflow-skinny), which is not "
+                "installed; or use report_to: tensorboard or none"
+            )
         if os.environ.get("DISABLE_MLFLOW_INTEGRATION", "").upper() == "TRUE":
-            raise UserError("report_to: mlflow, but DISABLE_MLFLOW_INTEGRATION=TRUE turns transformers' MLflow "
-                            "integration off; unset it or use report_to: none")
+            raise UserError(
+                "report_to: mlflow, but DISABLE_MLFLOW_INTEGRATION=TRUE turns transformers' MLflow "
+                "integration off; unset it or use report_to: none"
+            )
     if report_to == "tensorboard" and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
-        raise UserError("report_to: tensorboard needs the tensorboard package (pip install tensorboard; "
-                        "requirements.txt pins it), which is not installed; or use report_to: none")
+        raise UserError(
+            "report_to: tensorboard needs the tensorboard package (pip install tensorboard; "
+            "requirements.txt pins it), which is not installed; or use report_to: none"
+        )
 
 
 @contextmanager
@@ -213,12 +226,16 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool) -> 
         return None
     old = read_result(run_dir, {}) or {}
     if not resume:
-        raise UserError(f"{run_dir} already exists (status: {old.get('status', 'unknown')}); "
-                        f"pass --resume to continue it, --overwrite to start again, or set run_name=")
+        raise UserError(
+            f"{run_dir} already exists (status: {old.get('status', 'unknown')}); "
+            f"pass --resume to continue it, --overwrite to start again, or set run_name="
+        )
     diff = saved_config_diff(run_dir, cfg)
     if diff:
-        raise UserError(f"--resume: {run_dir} was run with a different config ({'; '.join(diff)}); "
-                        f"use the same config, another run_name, or --overwrite")
+        raise UserError(
+            f"--resume: {run_dir} was run with a different config ({'; '.join(diff)}); "
+            f"use the same config, another run_name, or --overwrite"
+        )
     return old if old.get("status") == "completed" else None
 
 
@@ -280,22 +297,48 @@ def build_trainer(cfg: Config, run_dir: Path, model, tokenizer, task, prepared, 
 
     t, e = cfg.train, cfg.eval
     args = TrainingArguments(
-        output_dir=str(run_dir / layout.CHECKPOINTS), num_train_epochs=t.epochs,
-        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=e.eval_batch_size,
-        gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, optim=t.optim, weight_decay=t.weight_decay,
-        warmup_steps=t.warmup_ratio, lr_scheduler_type=t.lr_scheduler, max_grad_norm=t.max_grad_norm,
-        seed=t.seed, data_seed=t.seed, eval_strategy="epoch", save_strategy="steps", save_steps=t.save_steps,
-        save_total_limit=1, logging_steps=t.logging_steps, report_to=t.report_to, run_name=run_dir.name,
-        gradient_checkpointing=t.gradient_checkpointing, include_num_input_tokens_seen="non_padding",
+        output_dir=str(run_dir / layout.CHECKPOINTS),
+        num_train_epochs=t.epochs,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=e.eval_batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        optim=t.optim,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,
+        lr_scheduler_type=t.lr_scheduler,
+        max_grad_norm=t.max_grad_norm,
+        seed=t.seed,
+        data_seed=t.seed,
+        eval_strategy="epoch",
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=1,
+        logging_steps=t.logging_steps,
+        report_to=t.report_to,
+        run_name=run_dir.name,
+        gradient_checkpointing=t.gradient_checkpointing,
+        include_num_input_tokens_seen="non_padding",
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
-        ddp_backend="gloo" if world_size() > 1 and not torch.cuda.is_available() else None, dataloader_num_workers=0,
-        label_names=list(read_hook(task, "LABEL_NAMES")), log_level="warning", disable_tqdm=False,
-        **precision_flags(t.precision))
+        ddp_backend="gloo" if world_size() > 1 and not torch.cuda.is_available() else None,
+        dataloader_num_workers=0,
+        label_names=list(read_hook(task, "LABEL_NAMES")),
+        log_level="warning",
+        disable_tqdm=False,
+        **precision_flags(t.precision),
+    )
     cls, lm_loss = trainer_class(cfg, task, model)
-    trainer = cls(model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded["validation"],
-                      data_collator=task.build_collator(tokenizer, cfg), processing_class=tokenizer,
-                      compute_metrics=task.build_compute_metrics(prepared, "validation", env), callbacks=callbacks,
-                      preprocess_logits_for_metrics=read_hook(task, "preprocess_logits"))
+    trainer = cls(
+        model=model,
+        args=args,
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["validation"],
+        data_collator=task.build_collator(tokenizer, cfg),
+        processing_class=tokenizer,
+        compute_metrics=task.build_compute_metrics(prepared, "validation", env),
+        callbacks=callbacks,
+        preprocess_logits_for_metrics=read_hook(task, "preprocess_logits"),
+    )
     env.trainer = trainer
     trainer.peftlab_lm_loss = lm_loss
     # A per-example mean loss (classification heads) must not be rescaled by token counts across
@@ -312,9 +355,15 @@ def weights_note(cfg: Config, resolved, model, notes: dict, prepared) -> dict:
     """What a run's model/ or head/ folder says about loading it (peftlab_weights.json, README.md)."""
     from peftlab.models.loading import auto_class_of
 
-    return {"run": run_dir_of(cfg).name, "method": cfg.method.method, "base_model": cfg.model.model, "base_path": resolved.path,
-            "auto_class": auto_class_of(model), "pooling": notes.get("pooling"),
-            "labels": list(getattr(prepared, "labels", None) or [])}
+    return {
+        "run": run_dir_of(cfg).name,
+        "method": cfg.method.method,
+        "base_model": cfg.model.model,
+        "base_path": resolved.path,
+        "auto_class": auto_class_of(model),
+        "pooling": notes.get("pooling"),
+        "labels": list(getattr(prepared, "labels", None) or []),
+    }
 
 
 def load_best(model, folder: Path) -> None:
@@ -341,9 +390,11 @@ def load_best(model, folder: Path) -> None:
         result = model.load_state_dict(state, strict=False)
         listed = set(read_json(folder / WEIGHTS_NOTE, {}).get("tensors", state))
         if result.unexpected_keys or listed != set(state):
-            raise RuntimeError(f"{saved}: the head does not fit the model (not in the model: "
-                               f"{sorted(result.unexpected_keys)[:3]}; listed in {WEIGHTS_NOTE} but not in the file: "
-                               f"{sorted(listed - set(state))[:3]})")
+            raise RuntimeError(
+                f"{saved}: the head does not fit the model (not in the model: "
+                f"{sorted(result.unexpected_keys)[:3]}; listed in {WEIGHTS_NOTE} but not in the file: "
+                f"{sorted(listed - set(state))[:3]})"
+            )
     else:
         saved = folder / "model.safetensors"
         state = load_file(saved)
@@ -358,12 +409,20 @@ def check_restored(model, saved: Path, result, skip: tuple = ()) -> None:
     name, so a missing name whose tensor is shared with a restored one is not a gap."""
     tensors = dict(model.named_parameters(remove_duplicate=False))
     restored = {tensors[k].data_ptr() for k in tensors if k not in set(result.missing_keys)}
-    gaps = [k for k in result.missing_keys if k in tensors and tensors[k].requires_grad
-            and tensors[k].data_ptr() not in restored and not any(s in k for s in skip)]
+    gaps = [
+        k
+        for k in result.missing_keys
+        if k in tensors
+        and tensors[k].requires_grad
+        and tensors[k].data_ptr() not in restored
+        and not any(s in k for s in skip)
+    ]
     unused = [k for k in result.unexpected_keys if not any(s in k for s in skip)]
     if unused or gaps:
-        raise RuntimeError(f"{saved}: the best weights do not restore whole (not in the model: "
-                           f"{sorted(unused)[:3]}; trained but not in the file: {gaps[:3]})")
+        raise RuntimeError(
+            f"{saved}: the best weights do not restore whole (not in the model: "
+            f"{sorted(unused)[:3]}; trained but not in the file: {gaps[:3]})"
+        )
 
 
 def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
@@ -404,9 +463,15 @@ def train_run(cfg: Config, resume: bool, overwrite: bool) -> dict:
     note = None if is_peft(model) else weights_note(cfg, resolved, model, notes, prepared)
     weights_dir = run_dir / (layout.ADAPTER if is_peft(model) else layout.HEAD if head_only else layout.MODEL)
     ckpt = last_checkpoint(run_dir) if resume else None
-    recorder = Recorder(run_dir / layout.METRICS, metric, cfg.eval.early_stopping_patience, main,
-                        save_best=lambda m: save_model(m, tokenizer, weights_dir, note, head_only), resume_from=ckpt,
-                        select_last=method.prunes_ranks)
+    recorder = Recorder(
+        run_dir / layout.METRICS,
+        metric,
+        cfg.eval.early_stopping_patience,
+        main,
+        save_best=lambda m: save_model(m, tokenizer, weights_dir, note, head_only),
+        resume_from=ckpt,
+        select_last=method.prunes_ranks,
+    )
     env = TaskEnv(cfg, tokenizer)
     # splits besides train/validation/test are scored with every validation evaluation (before the Recorder)
     more = {s: d for s, d in encoded.items() if s not in ("train", "validation", "test")}
@@ -425,9 +490,12 @@ def train_run(cfg: Config, resume: bool, overwrite: bool) -> dict:
     base = describe_run(cfg, run_dir, metric, params, notes, prepared, encoded)
     if main:
         write_result(run_dir, {"status": "running", **base})
-        print(f"peftlab: {run_dir.name}: {params['trainable_params']:,} of {params['total_params']:,} parameters "
-              f"trainable ({params['trainable_pct']:.2f}%), {len(encoded['train'])} train / "
-              f"{len(encoded['validation'])} validation examples", flush=True)
+        print(
+            f"peftlab: {run_dir.name}: {params['trainable_params']:,} of {params['total_params']:,} parameters "
+            f"trainable ({params['trainable_pct']:.2f}%), {len(encoded['train'])} train / "
+            f"{len(encoded['validation'])} validation examples",
+            flush=True,
+        )
     try:
         if cfg.eval.eval_at_start and not recorder.has_epoch(0):
             trainer.evaluate()
@@ -436,10 +504,16 @@ def train_run(cfg: Config, resume: bool, overwrite: bool) -> dict:
         if weights_dir.exists():
             load_best(model, weights_dir)
         extra = finish_predictions(trainer, task, prepared, encoded, run_dir, main, env)
-        result = {"status": "completed", **base, **recorder.summary(), **extra,
-                  **measure_run(trainer, recorder, len(encoded["train"]), weights_dir),
-                  "optimizer_steps": trainer.state.global_step, "resumed": ckpt is not None,
-                  "wall_time_s": round(time.time() - started, 2)}
+        result = {
+            "status": "completed",
+            **base,
+            **recorder.summary(),
+            **extra,
+            **measure_run(trainer, recorder, len(encoded["train"]), weights_dir),
+            "optimizer_steps": trainer.state.global_step,
+            "resumed": ckpt is not None,
+            "wall_time_s": round(time.time() - started, 2),
+        }
         if main:  # result.json last: a run is complete only when everything it promises is on disk
             plot_loss(trainer.state.log_history, f"{run_dir.name}", run_dir / layout.LOSS_PLOT)
             write_jsonl(run_dir / layout.TRAIN_LOG, [loss_line(h) for h in trainer.state.log_history if "loss" in h])
@@ -447,13 +521,19 @@ def train_run(cfg: Config, resume: bool, overwrite: bool) -> dict:
             write_result(run_dir, result)
     except KeyboardInterrupt:
         if main:
-            write_result(run_dir, {"status": "interrupted", **base,
-                                                 "error": "interrupted; run again with --resume"})
+            write_result(run_dir, {"status": "interrupted", **base, "error": "interrupted; run again with --resume"})
         raise
     except Exception as exc:  # a full disk included: the reason is recorded, the best weights so far stay
         if main:
-            write_result(run_dir, {"status": "failed", **base, "error": f"{type(exc).__name__}: {exc}",
-                                                 "traceback": traceback.format_exc(limit=8)})
+            write_result(
+                run_dir,
+                {
+                    "status": "failed",
+                    **base,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc(limit=8),
+                },
+            )
         raise
     if main and not cfg.train.keep_checkpoints:
         shutil.rmtree(run_dir / layout.CHECKPOINTS, ignore_errors=True)
@@ -462,17 +542,23 @@ def train_run(cfg: Config, resume: bool, overwrite: bool) -> dict:
 
 def measure_run(trainer, recorder, n_train: int, weights_dir: Path) -> dict:
     """Throughput, memory, sizes and provenance of a finished run."""
-    return {"train_tokens": trainer.state.num_input_tokens_seen,
-            "train_tokens_per_s": recorder.rate(trainer.state.num_input_tokens_seen),
-            "train_samples_per_s": recorder.rate(n_train * recorder.epochs_trained()),
-            **peak_memory(), "adapter_dir": weights_dir.name, **timeline(recorder),
-            "adapter_size_mb": weights_size_mb(weights_dir) if weights_dir.exists() else None,
-            "world_size": world_size(),
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-            "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
-            **cpu_info(), "torch_threads": torch.get_num_threads(),
-            "versions": library_versions(), "git_hash": git_hash(),
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "train_tokens": trainer.state.num_input_tokens_seen,
+        "train_tokens_per_s": recorder.rate(trainer.state.num_input_tokens_seen),
+        "train_samples_per_s": recorder.rate(n_train * recorder.epochs_trained()),
+        **peak_memory(),
+        "adapter_dir": weights_dir.name,
+        **timeline(recorder),
+        "adapter_size_mb": weights_size_mb(weights_dir) if weights_dir.exists() else None,
+        "world_size": world_size(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
+        **cpu_info(),
+        "torch_threads": torch.get_num_threads(),
+        "versions": library_versions(),
+        "git_hash": git_hash(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def timeline(recorder) -> dict:
@@ -483,19 +569,34 @@ def timeline(recorder) -> dict:
 
     started, first = peftlab.PROCESS_STARTED, recorder.first_step_at
     warm = {"warm_started": round(peftlab.WARM_STARTED, 3)} if peftlab.WARM_STARTED else {}
-    return {"timeline": {"process_started": round(started, 3), **warm, "first_step": first and round(first, 3)},
-            "time_to_first_step_s": first and round(first - started, 2)}
+    return {
+        "timeline": {"process_started": round(started, 3), **warm, "first_step": first and round(first, 3)},
+        "time_to_first_step_s": first and round(first - started, 2),
+    }
 
 
 def describe_run(cfg: Config, run_dir: Path, metric: str, params: dict, notes: dict, prepared, encoded) -> dict:
     """The result.json fields known before training starts."""
-    rule = "last epoch (AdaLoRA prunes ranks until the end)" if method_of(cfg.method.method).prunes_ranks else (
-        "min" if metric == "loss" else "max")
-    return {"run_name": run_dir.name, "task": cfg.task.task, "model": cfg.model.model, "method": cfg.method.method,
-            "metric_for_best": metric, "best_epoch_rule": rule, **params, **notes,
-            "labels": getattr(prepared, "labels", None), **getattr(prepared, "notes", {}),
-            "n_train": len(encoded["train"]), "n_validation": len(encoded["validation"]),
-            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    rule = (
+        "last epoch (AdaLoRA prunes ranks until the end)"
+        if method_of(cfg.method.method).prunes_ranks
+        else ("min" if metric == "loss" else "max")
+    )
+    return {
+        "run_name": run_dir.name,
+        "task": cfg.task.task,
+        "model": cfg.model.model,
+        "method": cfg.method.method,
+        "metric_for_best": metric,
+        "best_epoch_rule": rule,
+        **params,
+        **notes,
+        "labels": getattr(prepared, "labels", None),
+        **getattr(prepared, "notes", {}),
+        "n_train": len(encoded["train"]),
+        "n_validation": len(encoded["validation"]),
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def finish_predictions(trainer, task, prepared, encoded, run_dir: Path, main: bool, env) -> dict:

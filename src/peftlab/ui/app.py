@@ -1,6 +1,7 @@
 """The dashboard's pages and endpoints (Starlette). Every page is read from the folders on each request;
 progress is pushed with server-sent events. Only GET reads; the three POSTs (launch, stop, resume)
 carry the page's token, so another web page cannot make the browser start a sweep."""
+
 from __future__ import annotations
 
 import asyncio
@@ -70,6 +71,7 @@ def create_app(root: Path, allow: list[Path] = (), hosts: list[str] = ("127.0.0.
 
     def guarded(handler):
         """Refused paths answer 404 (nothing outside RUNS_DIR is read); a UserError is a 400 page with it."""
+
         async def wrapped(request: Request):
             try:
                 return await handler(request)
@@ -77,6 +79,7 @@ def create_app(root: Path, allow: list[Path] = (), hosts: list[str] = ("127.0.0.
                 return problem(request, "not found in the runs folder", 404)
             except (UserError, UnreadableFile) as e:
                 return problem(request, str(e))
+
         return wrapped
 
     async def checked_form(request: Request):
@@ -98,8 +101,19 @@ def create_app(root: Path, allow: list[Path] = (), hosts: list[str] = ("127.0.0.
         config = read_text(path / layout.CONFIG, fix="") or ""
         result = run.result or {}
         keys = list(dict.fromkeys(k for h in run.history for k in h if k not in ("epoch", "step")))
-        return page(request, "run.html", rel=rel, folder=folder, run=run, result=result, config=config,
-                    history=run.history, keys=keys, files=F.listing(path), predictions=F.prediction_files(path))
+        return page(
+            request,
+            "run.html",
+            rel=rel,
+            folder=folder,
+            run=run,
+            result=result,
+            config=config,
+            history=run.history,
+            keys=keys,
+            files=F.listing(path),
+            predictions=F.prediction_files(path),
+        )
 
     @guarded
     async def predictions(request: Request):
@@ -125,12 +139,23 @@ def create_app(root: Path, allow: list[Path] = (), hosts: list[str] = ("127.0.0.
         metric = request.query_params.get("metric") or s.get("metric")
         cost = request.query_params.get("cost") or "peak_memory_mb"
         if s["groups"] and (metric not in s["columns"] or cost not in dict(COSTS)):
-            raise UserError(f"metric '{metric}' or cost '{cost}' is not one of this comparison's "
-                            f"({', '.join(s['columns'])}; {', '.join(dict(COSTS))})")
+            raise UserError(
+                f"metric '{metric}' or cost '{cost}' is not one of this comparison's "
+                f"({', '.join(s['columns'])}; {', '.join(dict(COSTS))})"
+            )
         query = urlencode([("run", i) for i in ids])
-        return page(request, "compare.html", s=s, tables=tables, ids=ids, query=query, metric=metric, cost=cost,
-                    costs=COSTS,
-                    epochs=epochs_rows(s) if s.get("report_epochs") and s["groups"] else None)
+        return page(
+            request,
+            "compare.html",
+            s=s,
+            tables=tables,
+            ids=ids,
+            query=query,
+            metric=metric,
+            cost=cost,
+            costs=COSTS,
+            epochs=epochs_rows(s) if s.get("report_epochs") and s["groups"] else None,
+        )
 
     @guarded
     async def compare_export(request: Request):
@@ -138,8 +163,11 @@ def create_app(root: Path, allow: list[Path] = (), hosts: list[str] = ("127.0.0.
             raise F.Refused(request.path_params["fmt"])
         s, _ = await to_thread.run_sync(comparison, root, ids_of(request))
         if request.path_params["fmt"] == "csv":
-            return Response(to_csv(s), media_type="text/csv",
-                            headers={"Content-Disposition": 'attachment; filename="comparison.csv"'})
+            return Response(
+                to_csv(s),
+                media_type="text/csv",
+                headers={"Content-Disposition": 'attachment; filename="comparison.csv"'},
+            )
         return PlainTextResponse(to_markdown(s), media_type="text/markdown")
 
     def draw(make) -> bytes:
@@ -195,8 +223,15 @@ def create_app(root: Path, allow: list[Path] = (), hosts: list[str] = ("127.0.0.
         rel = request.path_params["rel"]
         p = await to_thread.run_sync(progress_of, rel)
         job = jobs.job_for(rel)
-        return page(request, "sweep.html", rel=rel, p=p, job=job, job_log=jobs.log_tail(job) if job else [],
-                    initial=json.dumps(p))
+        return page(
+            request,
+            "sweep.html",
+            rel=rel,
+            p=p,
+            job=job,
+            job_log=jobs.log_tail(job) if job else [],
+            initial=json.dumps(p),
+        )
 
     async def events(request: Request):
         rel = request.path_params["rel"]
@@ -223,8 +258,9 @@ def create_app(root: Path, allow: list[Path] = (), hosts: list[str] = ("127.0.0.
                         yield ": still here\n\n"
                 await asyncio.sleep(1.0)
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
 
     @guarded
     async def stop(request: Request):
@@ -254,8 +290,15 @@ def create_app(root: Path, allow: list[Path] = (), hosts: list[str] = ("127.0.0.
             else:
                 job = await to_thread.run_sync(jobs.launch_text, text)
         except (UserError, UnreadableFile) as e:
-            return page(request, "launch.html", status=400, recipes=list(shipped_recipes()), error=str(e),
-                        text=text, chosen=chosen)
+            return page(
+                request,
+                "launch.html",
+                status=400,
+                recipes=list(shipped_recipes()),
+                error=str(e),
+                text=text,
+                chosen=chosen,
+            )
         return RedirectResponse(f"/sweep/{job.folder}", 303)
 
     async def recipe_text(request: Request):
@@ -266,12 +309,19 @@ def create_app(root: Path, allow: list[Path] = (), hosts: list[str] = ("127.0.0.
         return PlainTextResponse(recipes[name].read_text(encoding="utf-8"))
 
     routes = [
-        Route("/", index), Route("/run/{rel:path}", run_page), Route("/predictions/{rel:path}", predictions),
-        Route("/compare", compare), Route("/compare.{fmt:str}", compare_export),
-        Route("/plot/{kind:str}.png", plot), Route("/file/{rel:path}", file),
-        Route("/sweep/{rel:path}", sweep_page), Route("/events/{rel:path}", events),
-        Route("/stop/{rel:path}", stop, methods=["POST"]), Route("/resume/{rel:path}", resume, methods=["POST"]),
-        Route("/launch", launch_form), Route("/launch", launch, methods=["POST"]),
+        Route("/", index),
+        Route("/run/{rel:path}", run_page),
+        Route("/predictions/{rel:path}", predictions),
+        Route("/compare", compare),
+        Route("/compare.{fmt:str}", compare_export),
+        Route("/plot/{kind:str}.png", plot),
+        Route("/file/{rel:path}", file),
+        Route("/sweep/{rel:path}", sweep_page),
+        Route("/events/{rel:path}", events),
+        Route("/stop/{rel:path}", stop, methods=["POST"]),
+        Route("/resume/{rel:path}", resume, methods=["POST"]),
+        Route("/launch", launch_form),
+        Route("/launch", launch, methods=["POST"]),
         Route("/recipe/{name:path}", recipe_text),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]

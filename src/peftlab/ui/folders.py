@@ -1,5 +1,6 @@
 """What the dashboard reads: the sweeps and runs under RUNS_DIR, paths checked against traversal,
 predictions normalized per task, and a sweep's live progress. Nothing here writes."""
+
 from __future__ import annotations
 
 import json
@@ -43,6 +44,7 @@ def rel_of(root: Path, path: Path) -> str:
 @dataclass
 class Folder:
     """A sweep folder (it has sweep.json) or a plain folder of run folders (*/result.json)."""
+
     rel: str
     path: Path
     is_sweep: bool
@@ -99,12 +101,25 @@ def run_row(folder: Folder, run: Run) -> dict:
     metric = r.get("metric_for_best")
     best = (r.get("metrics_best") or {}).get(metric) if metric else None
     rel = run.name if folder.rel == "." else f"{folder.rel}/{run.name}"
-    return {"id": rel, "sweep": folder.rel, "name": run.name, "group": run.group, "seed": run.seed,
-            "status": run.status, "error": run.error, "task": r.get("task", ""), "model": r.get("model", ""),
-            "method": ("eval" if is_eval(r) else r.get("method", "")) if r else run.settings.get("method", ""),
-            "metric": metric or "", "best": num(best), "best_epoch": r.get("best_epoch"),
-            "time_per_epoch_s": num(r.get("time_per_epoch_s")), "peak_memory_mb": num(r.get("peak_memory_mb")),
-            "memory_kind": MEMORY_KINDS.get(r.get("peak_memory_kind"), ""), "trainable_params": num(r.get("trainable_params"))}
+    return {
+        "id": rel,
+        "sweep": folder.rel,
+        "name": run.name,
+        "group": run.group,
+        "seed": run.seed,
+        "status": run.status,
+        "error": run.error,
+        "task": r.get("task", ""),
+        "model": r.get("model", ""),
+        "method": ("eval" if is_eval(r) else r.get("method", "")) if r else run.settings.get("method", ""),
+        "metric": metric or "",
+        "best": num(best),
+        "best_epoch": r.get("best_epoch"),
+        "time_per_epoch_s": num(r.get("time_per_epoch_s")),
+        "peak_memory_mb": num(r.get("peak_memory_mb")),
+        "memory_kind": MEMORY_KINDS.get(r.get("peak_memory_kind"), ""),
+        "trainable_params": num(r.get("trainable_params")),
+    }
 
 
 def all_runs(root: Path) -> tuple[list[dict], list[dict]]:
@@ -113,9 +128,18 @@ def all_runs(root: Path) -> tuple[list[dict], list[dict]]:
     for f in find_folders(root):
         state, rs = read_folder(f)
         statuses = Counter(r.status for r in rs)
-        folders.append({"rel": f.rel, "name": state.get("name", f.path.name), "is_sweep": f.is_sweep,
-                        "description": state.get("description", ""), "error": state.get("error"),
-                        "live": live_pid(f.path) is not None, "n": len(rs), "statuses": dict(statuses)})
+        folders.append(
+            {
+                "rel": f.rel,
+                "name": state.get("name", f.path.name),
+                "is_sweep": f.is_sweep,
+                "description": state.get("description", ""),
+                "error": state.get("error"),
+                "live": live_pid(f.path) is not None,
+                "n": len(rs),
+                "statuses": dict(statuses),
+            }
+        )
         runs += [run_row(f, r) for r in rs]
     return folders, runs
 
@@ -155,8 +179,9 @@ def run_at(root: Path, rel: str) -> tuple[Folder, Run]:
     if not is_run_folder(path):
         raise Refused(rel)
     parent = path.parent
-    folder = Folder(rel_of(root, parent) if parent != root.resolve() else ".", parent,
-                    (parent / layout.SWEEP_STATE).is_file())
+    folder = Folder(
+        rel_of(root, parent) if parent != root.resolve() else ".", parent, (parent / layout.SWEEP_STATE).is_file()
+    )
     state = read_json(parent / layout.SWEEP_STATE, None) if folder.is_sweep else None
     entries = state.get("runs", []) if isinstance(state, dict) else []
     entry = next((e for e in entries if e.get("name") == path.name), {"name": path.name})
@@ -164,6 +189,7 @@ def run_at(root: Path, rel: str) -> tuple[Folder, Run]:
 
 
 # -- predictions ----------------------------------------------------------------------------------
+
 
 def prediction_files(run_dir: Path) -> list[str]:
     return sorted(p.name for p in run_dir.glob("predictions_*.jsonl"))
@@ -176,22 +202,41 @@ def shorten(value, n: int = 300) -> str:
 
 def normalize(row: dict) -> dict:
     """{input, gold, predicted, wrong} of one prediction line, whatever the task wrote."""
-    if "tags" in row and "predicted" in row:                                   # ner
-        return {"input": " ".join(row.get("tokens", [])), "gold": " ".join(row["tags"]),
-                "predicted": " ".join(row["predicted"]), "wrong": row["tags"] != row["predicted"]}
-    if "answers" in row:                                                        # extractive QA
+    if "tags" in row and "predicted" in row:  # ner
+        return {
+            "input": " ".join(row.get("tokens", [])),
+            "gold": " ".join(row["tags"]),
+            "predicted": " ".join(row["predicted"]),
+            "wrong": row["tags"] != row["predicted"],
+        }
+    if "answers" in row:  # extractive QA
         gold = " | ".join(row["answers"]) or "(no answer)"
-        return {"input": row.get("question", ""), "gold": gold, "predicted": row.get("prediction") or "(no answer)",
-                "wrong": not row.get("exact")}
-    if "reference" in row and "generated" in row:                               # sft
-        return {"input": row.get("prompt", row.get("instruction", "")), "gold": row["reference"],
-                "predicted": row["generated"], "wrong": row["generated"].strip() != row["reference"].strip()}
-    if "answer" in row and "prediction" in row:                                 # multiple choice
-        return {"input": row.get("question", ""), "gold": str(row["answer"]), "predicted": str(row["prediction"]),
-                "wrong": row["answer"] != row["prediction"]}
-    gold, pred = row.get("label"), row.get("prediction")                        # classification
-    text = row.get("text") if "text" in row else " / ".join(str(v) for k, v in row.items()
-                                                             if k not in ("label", "prediction", "probabilities"))
+        return {
+            "input": row.get("question", ""),
+            "gold": gold,
+            "predicted": row.get("prediction") or "(no answer)",
+            "wrong": not row.get("exact"),
+        }
+    if "reference" in row and "generated" in row:  # sft
+        return {
+            "input": row.get("prompt", row.get("instruction", "")),
+            "gold": row["reference"],
+            "predicted": row["generated"],
+            "wrong": row["generated"].strip() != row["reference"].strip(),
+        }
+    if "answer" in row and "prediction" in row:  # multiple choice
+        return {
+            "input": row.get("question", ""),
+            "gold": str(row["answer"]),
+            "predicted": str(row["prediction"]),
+            "wrong": row["answer"] != row["prediction"],
+        }
+    gold, pred = row.get("label"), row.get("prediction")  # classification
+    text = (
+        row.get("text")
+        if "text" in row
+        else " / ".join(str(v) for k, v in row.items() if k not in ("label", "prediction", "probabilities"))
+    )
     return {"input": text, "gold": str(gold), "predicted": str(pred), "wrong": gold != pred}
 
 
@@ -205,8 +250,17 @@ def entity_counts(rows: list[dict]) -> list[dict]:
         gold.update(t for t, _, _ in g)
         pred.update(t for t, _, _ in p)
         hit.update(t for t, _, _ in g & p)
-    return [{"type": t, "gold": gold[t], "predicted": pred[t], "correct": hit[t],
-             "missed": gold[t] - hit[t], "spurious": pred[t] - hit[t]} for t in sorted(set(gold) | set(pred))]
+    return [
+        {
+            "type": t,
+            "gold": gold[t],
+            "predicted": pred[t],
+            "correct": hit[t],
+            "missed": gold[t] - hit[t],
+            "spurious": pred[t] - hit[t],
+        }
+        for t in sorted(set(gold) | set(pred))
+    ]
 
 
 def confusion(rows: list[dict], labels: list[str] | None) -> dict | None:
@@ -225,20 +279,22 @@ def confusion(rows: list[dict], labels: list[str] | None) -> dict | None:
 def read_predictions(run_dir: Path, name: str, errors_only: bool, labels, limit: int = 500) -> dict:
     raw = read_jsonl(run_dir / name)
     rows = [normalize(r) for r in raw]
-    out = {"file": name, "n": len(rows), "n_wrong": sum(r["wrong"] for r in rows), "entities": None,
-           "confusion": None}
+    out = {"file": name, "n": len(rows), "n_wrong": sum(r["wrong"] for r in rows), "entities": None, "confusion": None}
     if raw and "tags" in raw[0]:
         out["entities"] = entity_counts(raw)
     elif raw and "answers" not in raw[0] and "reference" not in raw[0]:
         out["confusion"] = confusion(rows, labels)
     shown = [dict(r, i=i) for i, r in enumerate(rows) if r["wrong"] or not errors_only]
-    out["rows"] = [{**r, "input": shorten(r["input"]), "gold": shorten(r["gold"]), "predicted": shorten(r["predicted"])}
-                   for r in shown[:limit]]
+    out["rows"] = [
+        {**r, "input": shorten(r["input"]), "gold": shorten(r["gold"]), "predicted": shorten(r["predicted"])}
+        for r in shown[:limit]
+    ]
     out["truncated"] = len(shown) > limit
     return out
 
 
 # -- a sweep's progress ---------------------------------------------------------------------------
+
 
 def clean_log(text: str) -> list[str]:
     """A log as a terminal would have left it (a dashboard job's log holds the sweep's raw console)."""
@@ -296,20 +352,34 @@ def progress(root: Path, rel: str) -> dict:
             except UnreadableFile:
                 result, history = {"status": "unreadable"}, []
             status = result.get("status") or e.get("status", "pending")
-            row = {"id": f"{f.rel}/{e['name']}", "name": e["name"], "part": f.rel, "status": status,
-                   "epoch": max((h.get("epoch", 0) for h in history), default=None),
-                   "duration_s": seconds_between(e.get("started_at"), e.get("finished_at")),
-                   "error": e.get("error") or result.get("error")}
+            row = {
+                "id": f"{f.rel}/{e['name']}",
+                "name": e["name"],
+                "part": f.rel,
+                "status": status,
+                "epoch": max((h.get("epoch", 0) for h in history), default=None),
+                "duration_s": seconds_between(e.get("started_at"), e.get("finished_at")),
+                "error": e.get("error") or result.get("error"),
+            }
             if status == "running":
                 current = (f, e["name"], run_dir)
             runs.append(row)
-    out = {**starting(), "parts": parts, "live": live, "runs": runs,
-           "done": sum(r["status"] == "completed" for r in runs), "total": len(runs)}
+    out = {
+        **starting(),
+        "parts": parts,
+        "live": live,
+        "runs": runs,
+        "done": sum(r["status"] == "completed" for r in runs),
+        "total": len(runs),
+    }
     if current:
         f, name, run_dir = current
         out["current"] = name
-        out["loss"] = [[h["epoch"], h["loss"]] for h in read_jsonl(run_dir / layout.TRAIN_LOG)
-                       if isinstance(h.get("loss"), (int, float)) and "epoch" in h]
+        out["loss"] = [
+            [h["epoch"], h["loss"]]
+            for h in read_jsonl(run_dir / layout.TRAIN_LOG)
+            if isinstance(h.get("loss"), (int, float)) and "epoch" in h
+        ]
         out["log"] = tail(f.path / layout.LOGS / layout.run_log(name))
         out["epoch"] = f"{out['loss'][-1][0]:.2f}" if out["loss"] else "0"
         out["epochs_planned"] = planned_epochs(run_dir)
@@ -320,8 +390,18 @@ def progress(root: Path, rel: str) -> dict:
 
 def starting() -> dict:
     """The progress of a sweep with no runs yet (also what progress() fills in)."""
-    return {"parts": [], "live": False, "runs": [], "current": None, "loss": [], "log": [], "eta_s": None,
-            "done": 0, "total": 0, "time": time.time()}
+    return {
+        "parts": [],
+        "live": False,
+        "runs": [],
+        "current": None,
+        "loss": [],
+        "log": [],
+        "eta_s": None,
+        "done": 0,
+        "total": 0,
+        "time": time.time(),
+    }
 
 
 def planned_epochs(run_dir: Path) -> int | None:

@@ -2,6 +2,7 @@
 --output-dir RUNS_DIR` process as from a terminal (never a shell string), started only after the file
 was loaded and every run's config validated as the CLI does; a pasted file may name files only inside
 the allowed roots (RUNS_DIR, the recipes folder, and each --allow-root)."""
+
 from __future__ import annotations
 
 import os
@@ -79,9 +80,11 @@ def check_roots(planned, roots: list[Path], source: Path) -> None:
         for run in sweep.runs:
             for key, text in named_paths(run.cfg):
                 if not is_under(Path(text), roots):
-                    raise UserError(f"{source.name}: run {run.name}: {key} '{text}' is outside the folders this "
-                                    f"dashboard may read ({', '.join(map(str, roots))}); start it with "
-                                    f"`peftlab ui --allow-root {Path(text).resolve().parent}` to allow it")
+                    raise UserError(
+                        f"{source.name}: run {run.name}: {key} '{text}' is outside the folders this "
+                        f"dashboard may read ({', '.join(map(str, roots))}); start it with "
+                        f"`peftlab ui --allow-root {Path(text).resolve().parent}` to allow it"
+                    )
 
 
 BASE_LINE = re.compile(r"^(\s*(?:-\s+)?base:\s*)(['\"]?)([^'\"#\n]+?)\2(\s*(?:#.*)?)$", re.M)
@@ -90,6 +93,7 @@ BASE_LINE = re.compile(r"^(\s*(?:-\s+)?base:\s*)(['\"]?)([^'\"#\n]+?)\2(\s*(?:#.
 def absolute_bases(text: str, near: Path) -> str:
     """A pasted file's relative `base:` paths read as if the file sat in `near` (recipes/sweeps/), so a
     shipped recipe pasted and edited still finds its base file; the rest of the text is kept as written."""
+
     def fix(m):
         value = m.group(3).strip()
         if Path(value).is_absolute():
@@ -110,10 +114,10 @@ def bases_of(path: Path) -> list[Path]:
 @dataclass
 class Job:
     id: str
-    folder: str            # the sweep (or study) folder, relative to RUNS_DIR
-    log: Path              # the sweep process's console
+    folder: str  # the sweep (or study) folder, relative to RUNS_DIR
+    log: Path  # the sweep process's console
     pid: int
-    created: float | None = None          # the process's start time (a pid alone may be reused)
+    created: float | None = None  # the process's start time (a pid alone may be reused)
     proc: subprocess.Popen | None = None  # None: started by an earlier dashboard (known from its job file)
 
     @property
@@ -143,8 +147,13 @@ class Jobs:
             except UnreadableFile:  # a job file cut short: that job is not shown, the others are
                 continue
             if isinstance(note, dict) and {"folder", "pid", "created"} <= set(note) and str(note["pid"]).isdigit():
-                self.jobs[path.stem] = Job(path.stem, str(note["folder"]), path.with_suffix(".log"), int(note["pid"]),
-                                           float(note["created"] or 0))
+                self.jobs[path.stem] = Job(
+                    path.stem,
+                    str(note["folder"]),
+                    path.with_suffix(".log"),
+                    int(note["pid"]),
+                    float(note["created"] or 0),
+                )
 
     def validate(self, path: Path, trusted: bool):
         """The planned sweep or study, validated as `peftlab sweep` does; UserError otherwise."""
@@ -153,8 +162,10 @@ class Jobs:
         if not trusted:
             for base in bases_of(path):
                 if not is_under(base, self.roots):
-                    raise UserError(f"{path.name}: base '{base}' is outside the folders this dashboard may read; "
-                                    f"start it with `peftlab ui --allow-root {base.resolve().parent}`")
+                    raise UserError(
+                        f"{path.name}: base '{base}' is outside the folders this dashboard may read; "
+                        f"start it with `peftlab ui --allow-root {base.resolve().parent}`"
+                    )
         planned = load_sweep(path, str(self.root))
         if not trusted:
             check_roots(planned, self.roots, path)
@@ -190,7 +201,9 @@ class Jobs:
 
     def start(self, path: Path, planned) -> Job:
         folder = self.folder_of(planned)
-        if live_pid(self.root / folder) is not None or any(j.running and j.folder == folder for j in self.jobs.values()):
+        if live_pid(self.root / folder) is not None or any(
+            j.running and j.folder == folder for j in self.jobs.values()
+        ):
             raise UserError(f"{folder}: a sweep is already running on this folder; stop it first")
         command = [sys.executable, "-m", "peftlab", "sweep", str(path), "--output-dir", str(self.root)]
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -200,17 +213,29 @@ class Jobs:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(log, "xb") as fh:  # a new file: never another job's log continued
             # its own session: stop sends SIGINT to the sweep and its run, as Ctrl-C in a terminal does
-            proc = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=env, start_new_session=True)
+            proc = subprocess.Popen(
+                command, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            )
         created = started_at(proc.pid)
-        write_json(self.folder / f"{job_id}.json", {"folder": folder, "pid": proc.pid, "created": created,
-                                                     "command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        write_json(
+            self.folder / f"{job_id}.json",
+            {
+                "folder": folder,
+                "pid": proc.pid,
+                "created": created,
+                "command": command,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            },
+        )
         job = self.jobs[job_id] = Job(job_id, folder, log, proc.pid, created, proc)
         return job
 
     def job_for(self, folder: str) -> Job | None:
-        found = [j for j in self.jobs.values() if j.folder == folder or folder.startswith(j.folder + "/")
-                 or j.folder.startswith(folder + "/")]
+        found = [
+            j
+            for j in self.jobs.values()
+            if j.folder == folder or folder.startswith(j.folder + "/") or j.folder.startswith(folder + "/")
+        ]
         return found[-1] if found else None
 
     def stop(self, folder: str, parts: list[Path]) -> None:
@@ -238,8 +263,10 @@ class Jobs:
         planned = self.validate(path, trusted)
         made = self.folder_of(planned)
         if made != folder and not folder.startswith(made + "/"):
-            raise UserError(f"{folder}: its sweep file {source} now writes to {made}; run it from a terminal "
-                            f"with the --output-dir it was made with")
+            raise UserError(
+                f"{folder}: its sweep file {source} now writes to {made}; run it from a terminal "
+                f"with the --output-dir it was made with"
+            )
         return self.start(path, planned)
 
     def log_tail(self, job: Job, n: int = 20) -> list[str]:

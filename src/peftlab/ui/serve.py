@@ -1,4 +1,5 @@
 """Serving the dashboard with uvicorn; prints the address (the port it really got with --port 0)."""
+
 from __future__ import annotations
 
 import socket
@@ -14,8 +15,12 @@ def serve(root: Path, host: str, port: int, allow: list[Path]) -> int:
     from peftlab.ui.app import create_app
 
     if host not in LOCAL:
-        print(f"peftlab ui: WARNING: listening on {host}: anyone who can reach this address can read the runs "
-              f"and launch training on this machine", file=sys.stderr, flush=True)
+        print(
+            f"peftlab ui: WARNING: listening on {host}: anyone who can reach this address can read the runs "
+            f"and launch training on this machine",
+            file=sys.stderr,
+            flush=True,
+        )
     hosts = ["*"] if host not in LOCAL else ["127.0.0.1", "localhost", "[::1]"]
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
