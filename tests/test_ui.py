@@ -2,10 +2,15 @@
 test`) against a real runs folder made by a tiny sweep: the list shows the runs, the compare page's
 tables are the report's, predictions show their errors, a sweep launched from the form shows live
 progress (pushed, the page is not reloaded), stops with its run's state saved and resumes to the end;
-paths outside the runs folder are refused."""
+paths outside the runs folder are refused.
+
+The module's finished sweep (`runs`) and its dashboard (`server`) are only read: a test that launches,
+writes or links files has a runs folder and a dashboard of its own, so the tests pass in any order.
+Every wait has a deadline (`wait_for`, `first_line`, each subprocess's timeout)."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -20,6 +25,7 @@ import pytest
 import yaml
 
 from peftlab.cli import main
+from peftlab.runs import layout
 from peftlab.runs.rundir import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,35 +72,62 @@ def runs(tmp_path_factory, tiny_bert, sentiment) -> Path:
     return root
 
 
+def first_line(log: Path, proc: subprocess.Popen, timeout: float = 60) -> str:
+    """The dashboard's first line (its address); its output goes to a file, so a full pipe never blocks it."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        text = log.read_text() if log.exists() else ""
+        if "\n" in text:
+            return text.splitlines()[0]
+        if proc.poll() is not None:
+            raise AssertionError(f"peftlab ui exited with {proc.returncode}: {text}")
+        time.sleep(0.1)
+    raise AssertionError(f"peftlab ui printed no address in {timeout} s: {log.read_text() if log.exists() else ''}")
+
+
+@contextlib.contextmanager
+def dashboard(root: Path, *args: str, cwd: Path | None = None, env: dict | None = None):
+    """`peftlab ui ROOT --port 0 ARGS` as a user starts it; yields (url, port, line) and stops it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1", **(env or {})}
+    log = Path(root).parent / f"ui-{time.monotonic_ns()}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "peftlab", "ui", str(root), "--port", "0", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+        )
+    try:
+        line = first_line(log, proc)
+        match = re.search(r"(http://\S+):(\d+)/", line)
+        assert match, line
+        yield f"{match.group(1)}:{match.group(2)}", int(match.group(2)), line
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def allowed(tiny_bert: str, sentiment: dict) -> list[str]:
+    return ["--allow-root", tiny_bert, "--allow-root", str(Path(sentiment["train"]).parent)]
+
+
 @pytest.fixture(scope="module")
 def server(runs, tiny_bert, sentiment):
-    """`peftlab ui RUNS --port 0`, allowed to read the tiny model and data folders."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "peftlab",
-            "ui",
-            str(runs),
-            "--port",
-            "0",
-            "--allow-root",
-            tiny_bert,
-            "--allow-root",
-            str(Path(sentiment["train"]).parent),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    line = proc.stdout.readline()
-    match = re.search(r"http://localhost:(\d+)/", line)
-    assert match, line
-    yield f"http://localhost:{match.group(1)}", int(match.group(1))
-    proc.terminate()
-    proc.wait(timeout=30)
+    """`peftlab ui RUNS --port 0`, allowed to read the tiny model and data folders; only read by the tests."""
+    with dashboard(runs, *allowed(tiny_bert, sentiment)) as (url, port, _):
+        yield url, port
+
+
+@pytest.fixture
+def own_runs(tmp_path) -> Path:
+    root = tmp_path / "runs"
+    root.mkdir()
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +155,8 @@ def wait_for(check, timeout: float = 120, what: str = ""):
     """check() until it is true; a page still loading (element not there yet, or replaced) is retried."""
     from selenium.common.exceptions import WebDriverException
 
-    end = time.time() + timeout
-    while time.time() < end:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
         try:
             value = check()
         except WebDriverException:
@@ -224,130 +257,142 @@ def test_predictions_show_errors_and_confusion(server, browser, runs):
     assert off_diagonal == len(wrong)
 
 
-def test_launch_watch_stop_and_resume(server, browser, runs, tiny_bert, sentiment):
+def test_launch_watch_stop_and_resume(browser, own_runs, tiny_bert, sentiment):
     from selenium.webdriver.common.by import By
 
-    url, _ = server
+    runs = own_runs
     sweep = {
         "name": "launched",
         "config": tiny_config(tiny_bert, sentiment, method="lora", lora_rank=4, lr=3e-2),
         "variants": [{"name": "quick", "epochs": 1}, {"name": "long", "epochs": 120}],
     }
+    with dashboard(runs, *allowed(tiny_bert, sentiment)) as (url, _, _):
+        browser.get(url + "/launch")
+        browser.execute_script("document.getElementById('yaml').value = arguments[0]", yaml.safe_dump(sweep))
+        browser.find_element(By.ID, "source-yaml").click()
+        browser.find_element(By.ID, "launch").click()
+        wait_for(
+            lambda: browser.current_url.endswith("/sweep/launched") and text(browser, "#state"), 60, "the sweep page"
+        )
+        loaded = browser.find_element(By.TAG_NAME, "body").get_attribute("data-loaded")
+
+        # live: the first run finishes and the second one runs, with its loss so far drawn, without a reload
+        wait_for(
+            lambda: text(browser, "#current") == "long" and text(browser, "#state") == "running", 180, "run 'long'"
+        )
+        wait_for(
+            lambda: (
+                int(browser.find_element(By.CSS_SELECTOR, "#loss polyline").get_attribute("data-n") or 0) >= 2
+                if browser.find_elements(By.CSS_SELECTOR, "#loss polyline")
+                else False
+            ),
+            120,
+            "the loss curve",
+        )
+        assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == loaded
+        assert int(browser.find_element(By.TAG_NAME, "body").get_attribute("data-updates")) > 2
+        assert wait_for(lambda: "/ 120" in text(browser, "#epoch") and text(browser, "#log"), 30, "epoch and log")
+        quick = json.loads((runs / "launched" / "quick" / layout.RESULT).read_text())
+        assert quick["status"] == "completed"
+
+        browser.find_element(By.ID, "stop").click()
+        wait_for(lambda: text(browser, "#state") == "not running", 120, "the sweep to stop")
+        long = json.loads((runs / "launched" / "long" / layout.RESULT).read_text())
+        assert long["status"] == "interrupted"
+        assert json.loads((runs / "launched" / layout.SWEEP_STATE).read_text())["runs"][1]["status"] == "interrupted"
+
+        browser.find_element(By.ID, "resume").click()
+        wait_for(lambda: text(browser, "#state") == "finished", 300, "the resumed sweep to finish")
+        long = json.loads((runs / "launched" / "long" / layout.RESULT).read_text())
+        assert long["status"] == "completed" and long["resumed"] is True and long["epochs_run"] == 120
+        assert quick == json.loads((runs / "launched" / "quick" / layout.RESULT).read_text())  # kept, not redone
+
+
+def paste(browser, url: str, text: str) -> str:
+    """Paste a sweep file into the launch form and submit it; the error shown, or '' when it launched."""
+    from selenium.webdriver.common.by import By
+
     browser.get(url + "/launch")
-    browser.execute_script("document.getElementById('yaml').value = arguments[0]", yaml.safe_dump(sweep))
+    browser.execute_script("document.getElementById('yaml').value = arguments[0]", text)
     browser.find_element(By.ID, "source-yaml").click()
     browser.find_element(By.ID, "launch").click()
-    wait_for(lambda: browser.current_url.endswith("/sweep/launched") and text(browser, "#state"), 60, "the sweep page")
-    loaded = browser.find_element(By.TAG_NAME, "body").get_attribute("data-loaded")
-
-    # live: the first run finishes and the second one runs, with its loss so far drawn, without a reload
-    wait_for(lambda: text(browser, "#current") == "long" and text(browser, "#state") == "running", 180, "run 'long'")
-    wait_for(
-        lambda: (
-            int(browser.find_element(By.CSS_SELECTOR, "#loss polyline").get_attribute("data-n") or 0) >= 2
-            if browser.find_elements(By.CSS_SELECTOR, "#loss polyline")
-            else False
-        ),
-        120,
-        "the loss curve",
-    )
-    assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == loaded
-    assert int(browser.find_element(By.TAG_NAME, "body").get_attribute("data-updates")) > 2
-    assert wait_for(lambda: "/ 120" in text(browser, "#epoch") and text(browser, "#log"), 30, "epoch and log")
-    quick = json.loads((runs / "launched" / "quick" / "result.json").read_text())
-    assert quick["status"] == "completed"
-
-    browser.find_element(By.ID, "stop").click()
-    wait_for(lambda: text(browser, "#state") == "not running", 120, "the sweep to stop")
-    long = json.loads((runs / "launched" / "long" / "result.json").read_text())
-    assert long["status"] == "interrupted"
-    assert json.loads((runs / "launched" / "sweep.json").read_text())["runs"][1]["status"] == "interrupted"
-
-    browser.find_element(By.ID, "resume").click()
-    wait_for(lambda: text(browser, "#state") == "finished", 300, "the resumed sweep to finish")
-    long = json.loads((runs / "launched" / "long" / "result.json").read_text())
-    assert long["status"] == "completed" and long["resumed"] is True and long["epochs_run"] == 120
-    assert quick == json.loads((runs / "launched" / "quick" / "result.json").read_text())  # kept, not redone
+    wait_for(lambda: "/sweep/" in browser.current_url or browser.find_elements(By.ID, "error"), 60, "the launch")
+    errors = browser.find_elements(By.ID, "error")
+    return errors[0].text if errors else ""
 
 
 def test_a_bad_pasted_file_gives_the_clis_message_and_writes_nothing(
-    server, browser, runs, tmp_path, capsys, tiny_bert, sentiment
+    browser, own_runs, tmp_path, capsys, tiny_bert, sentiment
 ):
-    from selenium.webdriver.common.by import By
-
-    url, _ = server
+    runs = own_runs
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"name": "bad", "config": tiny_config(tiny_bert, sentiment, lora_rnak=4)}))
     assert main(["sweep", str(bad), "--dry-run"]) == 2
     cli_message = capsys.readouterr().err.strip().removeprefix("peftlab: error: ")
-    before = sorted(p.name for p in runs.iterdir())
-    launches = sorted((runs / ".ui" / "launches").glob("*"))  # earlier launches' files (resume runs them again)
-    browser.get(url + "/launch")
-    browser.execute_script("document.getElementById('yaml').value = arguments[0]", bad.read_text())
-    browser.find_element(By.ID, "source-yaml").click()
-    browser.find_element(By.ID, "launch").click()
-    shown = wait_for(lambda: browser.find_elements(By.ID, "error"), 30, "the error")[0].text
-    assert shown.split(": ", 1)[1] == cli_message.split(": ", 1)[1]  # the same message (file names differ)
-    assert "lora_rnak" in shown and "lora_rank" in shown
-    assert (
-        sorted(p.name for p in runs.iterdir()) == before and sorted((runs / ".ui" / "launches").glob("*")) == launches
-    )
+    with dashboard(runs, *allowed(tiny_bert, sentiment)) as (url, _, _):
+        shown = paste(browser, url, bad.read_text())
+        assert shown.split(": ", 1)[1] == cli_message.split(": ", 1)[1]  # the same message (file names differ)
+        assert "lora_rnak" in shown and "lora_rank" in shown
 
-    # a file outside the allowed roots is refused before anything runs
-    outside = tmp_path / "elsewhere.tsv"
-    shutil.copy(sentiment["train"], outside)
-    browser.get(url + "/launch")
-    sneaky = {"name": "sneaky", "config": tiny_config(tiny_bert, sentiment, train_file=str(outside))}
-    browser.execute_script("document.getElementById('yaml').value = arguments[0]", yaml.safe_dump(sneaky))
-    browser.find_element(By.ID, "source-yaml").click()
-    browser.find_element(By.ID, "launch").click()
-    shown = wait_for(lambda: browser.find_elements(By.ID, "error"), 30, "the error")[0].text
-    assert str(outside) in shown and "--allow-root" in shown
-    assert not (runs / "sneaky").exists()
+        # a file outside the allowed roots is refused before anything runs
+        outside = tmp_path / "elsewhere.tsv"
+        shutil.copy(sentiment["train"], outside)
+        sneaky = {"name": "sneaky", "config": tiny_config(tiny_bert, sentiment, train_file=str(outside))}
+        shown = paste(browser, url, yaml.safe_dump(sneaky))
+        assert str(outside) in shown and "--allow-root" in shown
+    # nothing written: no sweep folder, no launch file, no job
+    assert sorted(p.relative_to(runs).as_posix() for p in runs.rglob("*")) == [".ui", ".ui/launches"]
 
 
-def raw_get(port: int, path: str, host: str = "localhost") -> tuple[int, bytes]:
-    """A request with the path exactly as written (a browser would normalize ../ away)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+def raw_get(port: int, path: str, host: str = "localhost", headers: bool = False, address: str = "127.0.0.1"):
+    """A request with the path exactly as written (a browser would normalize ../ away): (status, body), or
+    with headers=True (status, {lower-case name: value}, body)."""
+    conn = http.client.HTTPConnection(address, port, timeout=30)
     conn.putrequest("GET", path, skip_host=True)
     conn.putheader("Host", f"{host}:{port}")
     conn.endheaders()
     resp = conn.getresponse()
-    return resp.status, resp.read()
+    body = resp.read()
+    conn.close()
+    if headers:
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+    return resp.status, body
 
 
-def test_paths_outside_the_runs_folder_are_refused(server, runs, tmp_path):
-    url, port = server
+def test_paths_outside_the_runs_folder_are_refused(runs, own_runs, tmp_path):
+    shutil.copytree(runs / "methods", own_runs / "methods")
+    runs = own_runs
     secret = tmp_path / "secret.txt"
     secret.write_text("do not show")
     (runs / "methods" / "head-s1" / "link.txt").symlink_to(secret)
     rel = os.path.relpath(secret, runs / "methods")
-    for path in (
-        f"/file/../../{rel}",
-        f"/file/methods/{rel}",
-        f"/file/methods/..%2F..%2F{rel}",
-        "/file/methods/head-s1/link.txt",
-        f"/file/{secret}",
-        "/run/..%2F..%2F",
-        "/predictions/methods/../..",
-        f"/predictions/methods/head-s1?file=../../{rel}",
-        "/sweep/..%2F",
-    ):
-        status, body = raw_get(port, path)
-        assert status == 404 and b"do not show" not in body, path
-    assert raw_get(port, "/file/methods/head-s1/result.json")[0] == 200
-    assert raw_get(port, "/", host="attacker.example")[0] == 400  # DNS rebinding: only localhost names
-    # a POST without the page's token (another site's form) starts nothing
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request(
-        "POST",
-        "/launch",
-        body="source=recipe&recipe=sweeps/demo-sst2-minilm.yaml",
-        headers={"Content-Type": "application/x-www-form-urlencoded", "Host": f"localhost:{port}"},
-    )
-    resp = conn.getresponse()
-    assert resp.status == 400 and b"stale" in resp.read()
-    assert not (runs / "demo-sst2-minilm").exists()
+    with dashboard(runs) as (_, port, _):
+        for path in (
+            f"/file/../../{rel}",
+            f"/file/methods/{rel}",
+            f"/file/methods/..%2F..%2F{rel}",
+            "/file/methods/head-s1/link.txt",
+            f"/file/{secret}",
+            "/run/..%2F..%2F",
+            "/predictions/methods/../..",
+            f"/predictions/methods/head-s1?file=../../{rel}",
+            "/sweep/..%2F",
+        ):
+            status, body = raw_get(port, path)
+            assert status == 404 and b"do not show" not in body, path
+        assert raw_get(port, "/file/methods/head-s1/result.json")[0] == 200
+        assert raw_get(port, "/", host="attacker.example")[0] == 400  # DNS rebinding: only localhost names
+        # a POST without the page's token (another site's form) starts nothing
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request(
+            "POST",
+            "/launch",
+            body="source=recipe&recipe=sweeps/demo-sst2-minilm.yaml",
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Host": f"localhost:{port}"},
+        )
+        resp = conn.getresponse()
+        assert resp.status == 400 and b"stale" in resp.read()
+        assert not (runs / "demo-sst2-minilm").exists()
 
 
 def test_ui_command_errors(tmp_path, capsys):
@@ -392,4 +437,4 @@ def test_jobs_are_remembered_across_dashboard_restarts(tmp_path):
         assert later.jobs["job4"].running and not later.jobs["job5"].running
     finally:
         live.kill()
-        live.wait()
+        live.wait(timeout=30)
