@@ -402,6 +402,31 @@ def test_ui_command_errors(tmp_path, capsys):
     assert "--allow-root" in capsys.readouterr().err
 
 
+def test_a_just_started_job_counts_as_running(tmp_path, monkeypatch):
+    """A job is the process its dashboard started, known by pid and start time, whatever its command line
+    reads: psutil reads '' (or the dashboard's own) while the new process is still being exec'd, and a live
+    sweep used to count as "not running" then (one run in six of the test below)."""
+    import psutil
+
+    from peftlab.ui.jobs import Jobs
+
+    jobs = tmp_path / ".ui" / "jobs"
+    jobs.mkdir(parents=True)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # no 'peftlab sweep' in it
+    try:
+        created = psutil.Process(live.pid).create_time()
+        for name, when in (("job1", created), ("job2", created - 100)):  # job2: an older process that had the pid
+            (jobs / f"{name}.json").write_text(json.dumps({"folder": name, "pid": live.pid, "created": when}))
+        seen = Jobs(tmp_path, []).jobs
+        assert seen["job1"].running and not seen["job2"].running
+        monkeypatch.setattr(psutil.Process, "cmdline", lambda self: [])  # as read mid-exec
+        assert seen["job1"].running and not seen["job2"].running
+    finally:
+        live.kill()
+        live.wait(timeout=30)
+    assert not Jobs(tmp_path, []).jobs["job1"].running  # it ended
+
+
 def test_jobs_are_remembered_across_dashboard_restarts(tmp_path):
     """A job file per launch: a new dashboard on the folder shows the earlier jobs and their logs, and a
     new launch gets a new number and its own log (it used to continue job1.log of the last dashboard)."""

@@ -153,16 +153,22 @@ def live_pid(folder: Path) -> int | None:
 
 
 def is_sweep_process(pid: int, created: float | None = None) -> bool:
-    """Whether pid is a live `peftlab sweep` process (a recycled pid of another program is not; with
-    `created`, its start time must be that one: a later sweep that got the same pid is not it either)."""
+    """Whether pid is a live `peftlab sweep` process. With `created` (a dashboard job: the start time it
+    read from the process it had just started) the pid and that start time are the identity: a recycled
+    pid has another start time. The command line is not read then: until the new process has exec'd,
+    psutil reads it as '' or as the dashboard's own, and a live sweep would flicker to "not running".
+    Without it (a sweep folder's .lock, written by the sweep process itself, so long after its exec) the
+    command line must be `peftlab sweep`'s: a recycled pid of another program is not it."""
     try:
         proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        if created is not None:
+            return abs(proc.create_time() - created) < 0.5
         cmd = " ".join(proc.cmdline())
-        alive = proc.status() != psutil.STATUS_ZOMBIE
-        same = created is None or abs(proc.create_time() - created) < 0.5
     except (psutil.Error, OSError):
         return False
-    return alive and same and "peftlab" in cmd and "sweep" in cmd
+    return "peftlab" in cmd and "sweep" in cmd
 
 
 def started_at(pid: int) -> float | None:
