@@ -2,7 +2,8 @@
 test`) against a real runs folder made by a tiny sweep: the list shows the runs, the compare page's
 tables are the report's, predictions show their errors, a sweep launched from the form shows live
 progress (pushed, the page is not reloaded), stops with its run's state saved and resumes to the end;
-paths outside the runs folder are refused.
+paths outside the runs folder are refused; hostile text in a run folder is shown as text and runs
+nothing.
 
 The module's finished sweep (`runs`) and its dashboard (`server`) are only read: a test that launches,
 writes or links files has a runs folder and a dashboard of its own, so the tests pass in any order.
@@ -342,6 +343,90 @@ def test_a_bad_pasted_file_gives_the_clis_message_and_writes_nothing(
         assert str(outside) in shown and "--allow-root" in shown
     # nothing written: no sweep folder, no launch file, no job
     assert sorted(p.relative_to(runs).as_posix() for p in runs.rglob("*")) == [".ui", ".ui/launches"]
+
+
+HOSTILE = '</script><script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
+HOSTILE_NAME = '<img src=x onerror="window.pwned = 3">'  # a run folder may be named so (no slash in it)
+
+
+def hostile_runs(runs: Path, dest: Path) -> Path:
+    """A copy of the module's sweep whose files hold HOSTILE where a user's data or a run's error lands:
+    head-s1 failed with it as its error (the reproduced bug: a data file's label in the error message),
+    a prediction row's text and label, config.yaml, an .html and an .svg file in a run folder, and a
+    run folder named HOSTILE_NAME."""
+    evil = dest / "evil"
+    shutil.copytree(runs / "methods", evil)
+    state = json.loads((evil / layout.SWEEP_STATE).read_text())
+    state["runs"][0].update(status="failed", error=f"label {HOSTILE} is not in the training data")
+    state["description"] = HOSTILE
+    shutil.copytree(evil / "head-s2", evil / HOSTILE_NAME)
+    state["runs"].append({**state["runs"][1], "name": HOSTILE_NAME})
+    (evil / layout.SWEEP_STATE).write_text(json.dumps(state))
+    result = json.loads((evil / "head-s1" / layout.RESULT).read_text())
+    result.update(status="failed", error=state["runs"][0]["error"])
+    (evil / "head-s1" / layout.RESULT).write_text(json.dumps(result))
+    preds = evil / "lora-r4-s1" / layout.predictions_file("validation")
+    rows = read_jsonl(preds)
+    rows[0].update(text=HOSTILE, prediction=HOSTILE)
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with open(evil / "lora-r4-s1" / layout.CONFIG, "a") as fh:
+        fh.write(f"# {HOSTILE}\n")
+    (evil / "lora-r4-s1" / "page.html").write_text(f"<html><body>{HOSTILE}</body></html>")
+    (evil / "lora-r4-s1" / "image.svg").write_text(
+        f'<svg xmlns="http://www.w3.org/2000/svg"><script>window.pwned = 4</script>{HOSTILE}</svg>'
+    )
+    return evil
+
+
+def test_hostile_text_in_run_folders_is_shown_as_text_and_runs_nothing(browser, runs, own_runs):
+    """Every page that shows a run folder's text, opened on text written to break out of HTML, a script
+    block or an attribute: the text is on the page as written and none of it ran (window.pwned unset);
+    the page's own script still ran (the sweep page filled its table from the pushed data)."""
+    from selenium.webdriver.common.by import By
+
+    hostile_runs(runs, own_runs)
+    quoted = HOSTILE_NAME.replace("<", "%3C").replace(">", "%3E").replace('"', "%22").replace(" ", "%20")
+    with dashboard(own_runs) as (url, port, _):
+        pages = {
+            "/": HOSTILE,  # the sweep's description
+            "/sweep/evil": HOSTILE,  # the failed run's error, in the page's data and its table
+            "/run/evil/head-s1": HOSTILE,
+            "/run/evil/lora-r4-s1": HOSTILE,  # config.yaml
+            f"/run/evil/{quoted}": HOSTILE_NAME,
+            "/predictions/evil/lora-r4-s1?file=predictions_validation.jsonl": HOSTILE,
+            "/file/evil/lora-r4-s1/page.html": HOSTILE,
+            "/file/evil/lora-r4-s1/image.svg": HOSTILE,
+        }
+        for path, shown in pages.items():
+            browser.get(url + path)
+            wait_for(lambda: browser.execute_script("return document.readyState") == "complete", 30, path)
+            assert browser.execute_script("return window.pwned === undefined"), path
+            assert shown in browser.find_element(By.TAG_NAME, "body").text, path
+            if path == "/sweep/evil":
+                wait_for(lambda: browser.find_element(By.TAG_NAME, "body").get_attribute("data-updates"), 30, path)
+                row = browser.find_element(By.CSS_SELECTOR, '#sweep-runs tr[data-run="head-s1"]')
+                assert HOSTILE in row.text and row.find_elements(By.TAG_NAME, "td")[1].text == "failed"
+                names = [r.get_attribute("data-run") for r in browser.find_elements(By.CSS_SELECTOR, "#sweep-runs tr")]
+                assert HOSTILE_NAME in names
+        # a run folder's files are text (or an image, or a download), never a page
+        for name, kind in (("page.html", "text/plain"), ("image.svg", "text/plain"), ("loss.png", "image/png")):
+            status, headers, _ = raw_get(port, f"/file/evil/lora-r4-s1/{name}", headers=True)
+            assert status == 200 and headers["content-type"].startswith(kind), (name, headers)
+            assert headers["x-content-type-options"] == "nosniff"
+        weights = next(p for p in (own_runs / "evil" / "lora-r4-s1").rglob("*.safetensors"))
+        status, headers, _ = raw_get(port, "/file/" + weights.relative_to(own_runs).as_posix(), headers=True)
+        assert status == 200 and headers["content-type"] == "application/octet-stream"
+        assert headers["content-disposition"].startswith("attachment")
+
+        # the Content-Security-Policy runs no inline script, even one that reached the page
+        browser.get(url + "/")
+        browser.execute_script(
+            "const s = document.createElement('script'); s.textContent = 'window.pwned = 5';"
+            "document.body.appendChild(s);"
+        )
+        assert browser.execute_script("return window.pwned === undefined")
+        csp = raw_get(port, "/", headers=True)[1]["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
 
 
 def raw_get(port: int, path: str, host: str = "localhost", headers: bool = False, address: str = "127.0.0.1"):

@@ -1,6 +1,9 @@
 """The dashboard's pages and endpoints (Starlette). Every page is read from the folders on each request;
 progress is pushed with server-sent events. Only GET reads; the three POSTs (launch, stop, resume)
-carry the page's token, so another web page cannot make the browser start a sweep."""
+carry the page's token, so another web page cannot make the browser start a sweep. Text from the
+folders (run names, errors, labels, predictions) is only ever data: templates escape it (JSON for a
+script with `tojson`, read by ui.js from a non-executable block), and every response carries a
+Content-Security-Policy that runs no inline script, so text that slips through still runs nothing."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from urllib.parse import urlencode
 
 from anyio import to_thread
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
@@ -55,7 +59,66 @@ def fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
-def create_app(root: Path, allow: list[Path] = (), hosts: list[str] = ("127.0.0.1", "localhost")) -> Starlette:
+# Scripts only from the dashboard's own files (ui.js): no inline script, no handler attribute, no eval;
+# nothing loaded from elsewhere; no plugin, no framing by another site, forms only to the dashboard.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+# a file of a run folder shown by /file/: no script, no styles, no requests of its own, whatever it holds
+FILE_CSP = "default-src 'none'; sandbox"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+IMAGES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif"}
+
+
+class SecurityHeaders:
+    """Every response gets SECURITY_HEADERS; a handler's own Content-Security-Policy (/file/'s) is kept."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(raw=list(message.get("headers", [])))
+                for key, value in SECURITY_HEADERS.items():
+                    if key not in headers:
+                        headers[key] = value
+                message["headers"] = headers.raw
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def looks_like_text(path: Path) -> bool:
+    """UTF-8 without NUL bytes in its first 8 KiB: shown as text (a log, a config, a report of any suffix);
+    anything else is offered as a download rather than shown as garbage."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8192)
+    except OSError:
+        return False
+    if b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start > len(head) - 4  # a character cut by the 8 KiB boundary
+    return True
+
+
+def create_app(
+    root: Path,
+    allow: list[Path] = (),
+    hosts: list[str] = ("127.0.0.1", "localhost", "[::1]"),
+) -> Starlette:
     root = Path(root).resolve()
     jobs = Jobs(root, list(allow))
     token = secrets.token_urlsafe(24)
@@ -203,11 +266,18 @@ def create_app(root: Path, allow: list[Path] = (), hosts: list[str] = ("127.0.0.
 
     @guarded
     async def file(request: Request):
+        """A run folder's file as plain text (an image as the image), never as HTML or script: an .html or
+        .svg a run wrote, or a file that only looks like one, is shown as its text; a binary file (weights)
+        is a download."""
         path = F.inside(root, request.path_params["rel"])
         if not path.is_file():
             raise F.Refused(request.path_params["rel"])
-        text_like = path.suffix in (".json", ".jsonl", ".yaml", ".yml", ".md", ".txt", ".log", ".csv", ".tsv")
-        return FileResponse(path, media_type="text/plain; charset=utf-8" if text_like else None)
+        headers = {"Content-Security-Policy": FILE_CSP}
+        if path.suffix.lower() in IMAGES:
+            return FileResponse(path, media_type=IMAGES[path.suffix.lower()], headers=headers)
+        if await to_thread.run_sync(looks_like_text, path):
+            return FileResponse(path, media_type="text/plain; charset=utf-8", headers=headers)
+        return FileResponse(path, media_type="application/octet-stream", filename=path.name, headers=headers)
 
     def progress_of(rel: str) -> dict:
         """The folder's progress; a sweep this dashboard just started may not have written sweep.json yet."""
@@ -230,7 +300,7 @@ def create_app(root: Path, allow: list[Path] = (), hosts: list[str] = ("127.0.0.
             p=p,
             job=job,
             job_log=jobs.log_tail(job) if job else [],
-            initial=json.dumps(p),
+            initial={"rel": rel, "progress": p},
         )
 
     async def events(request: Request):
@@ -325,6 +395,8 @@ def create_app(root: Path, allow: list[Path] = (), hosts: list[str] = ("127.0.0.
         Route("/recipe/{name:path}", recipe_text),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))])
+    # SecurityHeaders outermost: TrustedHostMiddleware's 400 for a foreign Host header gets the headers too
+    middleware = [Middleware(SecurityHeaders), Middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))]
+    app = Starlette(routes=routes, middleware=middleware)
     app.state.jobs = jobs
     return app

@@ -1,6 +1,12 @@
 // The dashboard's few behaviours, no framework: sort/filter the run list, the sweep page's live
 // progress (server-sent events, the page is never reloaded), and the launch form's recipe copy.
+// The pages hold no script of their own (their Content-Security-Policy runs none): <body data-page>
+// names the function below that starts a page, and data comes as JSON that is only ever parsed, and
+// shown through textContent, never as HTML.
 const peftlab = {
+  // a folder path as a URL path: each part percent-encoded, the slashes kept
+  path(rel) { return rel.split("/").map(encodeURIComponent).join("/"); },
+
   listPage() {
     const table = document.getElementById("runs"), filter = document.getElementById("filter");
     const rows = () => Array.from(table.tBodies[0].rows);
@@ -63,7 +69,7 @@ const peftlab = {
     body.innerHTML = "";
     p.runs.forEach(r => { const tr = body.insertRow();
       tr.dataset.run = r.name;
-      const a = document.createElement("a"); a.href = "/run/" + r.id; a.textContent = r.name;
+      const a = document.createElement("a"); a.href = "/run/" + peftlab.path(r.id); a.textContent = r.name;
       tr.insertCell().appendChild(a);
       const st = tr.insertCell(); st.textContent = r.status; st.className = "status-" + r.status;
       tr.insertCell().textContent = r.epoch === null ? "-" : r.epoch;
@@ -75,18 +81,22 @@ const peftlab = {
     document.body.dataset.updates = (parseInt(document.body.dataset.updates || "0") + 1).toString();
   },
 
-  sweepPage(rel, initial) {
-    peftlab.showProgress(initial);
-    const source = new EventSource("/events/" + rel);
+  sweepPage() {
+    const initial = JSON.parse(document.getElementById("initial").textContent);
+    peftlab.showProgress(initial.progress);
+    const source = new EventSource("/events/" + peftlab.path(initial.rel));
     source.onmessage = ev => peftlab.showProgress(JSON.parse(ev.data));
   },
 
   launchPage() {
     document.getElementById("edit-recipe").addEventListener("click", async () => {
       const name = document.getElementById("recipe").value;
-      const r = await fetch("/recipe/" + name);
+      const r = await fetch("/recipe/" + peftlab.path(name));
       document.getElementById("yaml").value = await r.text();
       document.getElementById("source-yaml").checked = true;
     });
   },
 };
+
+const page = document.body.dataset.page;
+if (page) peftlab[page]();
