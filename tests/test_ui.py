@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -467,6 +468,7 @@ def test_paths_outside_the_runs_folder_are_refused(runs, own_runs, tmp_path):
             assert status == 404 and b"do not show" not in body, path
         assert raw_get(port, "/file/methods/head-s1/result.json")[0] == 200
         assert raw_get(port, "/", host="attacker.example")[0] == 400  # DNS rebinding: only localhost names
+        assert raw_get(port, "/", host="[::1]")[0] == 200  # an IPv6 literal is a localhost name too
         # a POST without the page's token (another site's form) starts nothing
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         conn.request(
@@ -480,11 +482,52 @@ def test_paths_outside_the_runs_folder_are_refused(runs, own_runs, tmp_path):
         assert not (runs / "demo-sst2-minilm").exists()
 
 
+def test_the_dashboard_answers_on_ipv6_loopback(browser, own_runs):
+    """`--host ::1`: the address printed is http://[::1]:PORT/, which answers (it used to print
+    http://localhost:PORT/, and localhost is 127.0.0.1 alone on many machines: refused there); a foreign
+    host name still gets 400."""
+    from selenium.webdriver.common.by import By
+
+    with dashboard(own_runs, "--host", "::1") as (url, port, line):
+        assert url.startswith("http://[::1]:"), line
+        browser.get(url + "/")
+        assert text(browser, "h1") == "Sweeps" and browser.find_elements(By.ID, "runs")
+        assert raw_get(port, "/", host="[::1]", address="::1")[0] == 200
+        assert raw_get(port, "/", host="attacker.example", address="::1")[0] == 400
+
+
+def ui_exits(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "peftlab", "ui", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+
+
 def test_ui_command_errors(tmp_path, capsys):
     assert main(["ui", str(tmp_path / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err
     assert main(["ui", str(tmp_path), "--allow-root", str(tmp_path / "nope")]) == 2
     assert "--allow-root" in capsys.readouterr().err
+    # a port in use, a host that does not resolve, a port out of range: one line each and exit 2 (they were
+    # tracebacks); nothing written into the runs folder
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cases = {
+            "in use": (["--port", str(port)], "already in use"),
+            "no such host": (["--host", "no-such-host.invalid"], "--host no-such-host.invalid"),
+            "port out of range": (["--port", "70000"], "--port 70000"),
+        }
+        for what, (args, words) in cases.items():
+            done = ui_exits(str(tmp_path), *args)
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode == 2 and len(lines) == 1 and words in lines[0], (what, done.stderr)
+            assert lines[0].startswith("peftlab: error: ") and not done.stdout, (what, done.stdout)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_just_started_job_counts_as_running(tmp_path, monkeypatch):
