@@ -530,6 +530,40 @@ def test_ui_command_errors(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_two_launches_in_one_second_get_their_own_files_and_numbers(tmp_path, monkeypatch, tiny_bert, sentiment):
+    """Two dashboards on one RUNS_DIR, and four launches at once in one, all within one second: each launch
+    has its own file (with its own text) and its own job number (the second used to overwrite the first's
+    file, and two at once to fail on one log file)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from peftlab.ui import jobs as jobs_module
+    from peftlab.ui.jobs import Jobs
+
+    monkeypatch.setattr(jobs_module.time, "strftime", lambda *_: "20260101-120000")
+    real_popen, commands = subprocess.Popen, []
+
+    def quick(command, **kwargs):  # the launched process: a quick exit instead of a sweep
+        commands.append(command)
+        return real_popen([sys.executable, "-c", "pass"], **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", quick)
+    root, roots = tmp_path / "runs", [Path(tiny_bert), Path(sentiment["train"]).parent]
+    sweep = lambda name: yaml.safe_dump({"name": name, "config": tiny_config(tiny_bert, sentiment)})  # noqa: E731
+    one, two = Jobs(root, roots), Jobs(root, roots)
+    launched = [one.launch_text(sweep("first")), two.launch_text(sweep("second"))]
+    with ThreadPoolExecutor(4) as pool:
+        launched += list(pool.map(one.launch_text, [sweep(f"at-once-{i}") for i in range(4)]))
+    for job in launched:
+        job.proc.wait(timeout=60)
+    assert len(commands) == 6
+    notes = [json.loads((root / ".ui" / "jobs" / f"{job.id}.json").read_text()) for job in launched]
+    files = [Path(n["command"][n["command"].index("sweep") + 1]) for n in notes]
+    assert len(set(files)) == 6 and all(f.parent == root / ".ui" / "launches" for f in files)
+    assert [yaml.safe_load(f.read_text())["name"] for f in files] == [j.folder for j in launched]
+    assert sorted(j.id for j in launched) == sorted(f"job{i}" for i in range(1, 7))
+    assert sorted(p.name for p in (root / ".ui" / "jobs").glob("*.json")) == sorted(f"job{i}.json" for i in range(1, 7))
+
+
 def test_a_just_started_job_counts_as_running(tmp_path, monkeypatch):
     """A job is the process its dashboard started, known by pid and start time, whatever its command line
     reads: psutil reads '' (or the dashboard's own) while the new process is still being exec'd, and a live

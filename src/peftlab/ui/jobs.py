@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from peftlab.errors import UserError
-from peftlab.runs.rundir import UnreadableFile, read_json, write_json, write_text
+from peftlab.runs.rundir import UnreadableFile, read_json, write_json
 from peftlab.ui.folders import is_sweep_process, live_pid, rel_of, started_at, tail
 
 
@@ -111,6 +112,27 @@ def bases_of(path: Path) -> list[Path]:
     return [Path(b) for b in found if isinstance(b, str) and b]
 
 
+def new_file(folder: Path, stem: str, text: str) -> Path:
+    """folder/stem-N.yaml for the first N no other launch has: created exclusively (mode "x"), so two
+    launches in the same second, in one dashboard or two, never write into one file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n = 0
+    while True:
+        path = folder / f"{stem}-{n}.yaml"
+        try:
+            fh = open(path, "x", encoding="utf-8")
+        except FileExistsError:
+            n += 1
+            continue
+        try:
+            with fh:
+                fh.write(text)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path
+
+
 @dataclass
 class Job:
     id: str
@@ -141,6 +163,7 @@ class Jobs:
         self.roots = [self.root, recipes_dir().resolve()] + [Path(a).resolve() for a in allow]
         self.folder = self.root / ".ui" / "jobs"
         self.jobs: dict[str, Job] = {}
+        self.lock = threading.Lock()  # one launch at a time picks its file, its job number and its folder
         for path in sorted(self.folder.glob("job*.json"), key=lambda p: job_number(p.stem)):
             try:
                 note = read_json(path, None)
@@ -184,14 +207,12 @@ class Jobs:
         return self.start(path, self.validate(path, trusted=True))
 
     def launch_text(self, text: str, trusted: bool = False) -> Job:
-        """A pasted sweep/study file: written to RUNS_DIR/.ui/launches/, validated, then started; when it
-        does not validate the file is removed again and the error is the CLI's."""
+        """A pasted sweep/study file: written to a new file in RUNS_DIR/.ui/launches/, validated, then
+        started; when it does not validate the file is removed again and the error is the CLI's."""
         if not text.strip():
             raise UserError("the YAML field is empty: paste a sweep file (base: + variants:) or pick a recipe")
-        launches = self.root / ".ui" / "launches"
-        launches.mkdir(parents=True, exist_ok=True)
-        path = launches / f"launch-{time.strftime('%Y%m%d-%H%M%S')}-{len(self.jobs)}.yaml"
-        write_text(path, absolute_bases(text, recipes_dir() / "sweeps"))
+        stem = f"launch-{time.strftime('%Y%m%d-%H%M%S')}"
+        path = new_file(self.root / ".ui" / "launches", stem, absolute_bases(text, recipes_dir() / "sweeps"))
         try:
             planned = self.validate(path, trusted)
         except BaseException:
@@ -199,36 +220,52 @@ class Jobs:
             raise
         return self.start(path, planned)
 
+    def command(self, path: Path) -> list[str]:
+        return [sys.executable, "-m", "peftlab", "sweep", str(path), "--output-dir", str(self.root)]
+
     def start(self, path: Path, planned) -> Job:
         folder = self.folder_of(planned)
-        if live_pid(self.root / folder) is not None or any(
-            j.running and j.folder == folder for j in self.jobs.values()
-        ):
-            raise UserError(f"{folder}: a sweep is already running on this folder; stop it first")
-        command = [sys.executable, "-m", "peftlab", "sweep", str(path), "--output-dir", str(self.root)]
-        self.folder.mkdir(parents=True, exist_ok=True)
-        # every job this or an earlier dashboard started has its files there (a log without a job file too)
-        job_id = f"job{max((job_number(p.stem) for p in self.folder.glob('job*.*')), default=0) + 1}"
-        log = self.folder / f"{job_id}.log"
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        with open(log, "xb") as fh:  # a new file: never another job's log continued
-            # its own session: stop sends SIGINT to the sweep and its run, as Ctrl-C in a terminal does
-            proc = subprocess.Popen(
-                command, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        with self.lock:
+            if live_pid(self.root / folder) is not None or any(
+                j.running and j.folder == folder for j in self.jobs.values()
+            ):
+                raise UserError(f"{folder}: a sweep is already running on this folder; stop it first")
+            command = self.command(path)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            # every job this or an earlier dashboard started has its files there (a log without a job file
+            # too); the log is created exclusively, so a number another dashboard just took is skipped
+            n = max((job_number(p.stem) for p in self.folder.glob("job*.*")), default=0) + 1
+            while True:
+                try:
+                    fh = open(self.folder / f"job{n}.log", "xb")  # never another job's log continued
+                    break
+                except FileExistsError:
+                    n += 1
+            job_id, log = f"job{n}", self.folder / f"job{n}.log"
+            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            with fh:
+                # its own session: stop sends SIGINT to the sweep and its run, as Ctrl-C in a terminal does
+                proc = subprocess.Popen(
+                    command,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,
+                )
+            created = started_at(proc.pid)
+            write_json(
+                self.folder / f"{job_id}.json",
+                {
+                    "folder": folder,
+                    "pid": proc.pid,
+                    "created": created,
+                    "command": command,
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                },
             )
-        created = started_at(proc.pid)
-        write_json(
-            self.folder / f"{job_id}.json",
-            {
-                "folder": folder,
-                "pid": proc.pid,
-                "created": created,
-                "command": command,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            },
-        )
-        job = self.jobs[job_id] = Job(job_id, folder, log, proc.pid, created, proc)
-        return job
+            job = self.jobs[job_id] = Job(job_id, folder, log, proc.pid, created, proc)
+            return job
 
     def job_for(self, folder: str) -> Job | None:
         found = [
