@@ -3,7 +3,7 @@ test`) against a real runs folder made by a tiny sweep: the list shows the runs,
 tables are the report's, predictions show their errors, a sweep launched from the form shows live
 progress (pushed, the page is not reloaded), stops with its run's state saved and resumes to the end;
 paths outside the runs folder are refused; hostile text in a run folder is shown as text and runs
-nothing.
+nothing; a pasted file is checked as its run will read it.
 
 The module's finished sweep (`runs`) and its dashboard (`server`) are only read: a test that launches,
 writes or links files has a runs folder and a dashboard of its own, so the tests pass in any order.
@@ -344,6 +344,66 @@ def test_a_bad_pasted_file_gives_the_clis_message_and_writes_nothing(
         assert str(outside) in shown and "--allow-root" in shown
     # nothing written: no sweep folder, no launch file, no job
     assert sorted(p.relative_to(runs).as_posix() for p in runs.rglob("*")) == [".ui", ".ui/launches"]
+
+
+def test_a_pasted_file_is_checked_as_its_run_will_read_it(browser, tmp_path, tiny_bert, sentiment):
+    """The dashboard runs in a folder inside RUNS_DIR with HOME elsewhere: every path is checked as the
+    run reads it (`~` is HOME, a flow-style `base:` is found next to the launch file as the sweep finds
+    it); a hub model id and trust_remote_code are refused without their flags. Each used to launch."""
+    runs = tmp_path / "runs"
+    workdir = runs / "a" / "b" / "c"
+    workdir.mkdir(parents=True)
+    home, outside = tmp_path / "home", tmp_path / "outside"
+    home.mkdir()
+    outside.mkdir()
+    shutil.copy(sentiment["train"], home / "secret.tsv")
+    # ../../../outside/base.yaml: from the launch file (RUNS_DIR/.ui/launches/) tmp_path/outside/base.yaml,
+    # which exists; from the working folder RUNS_DIR/outside/base.yaml, inside RUNS_DIR
+    (outside / "base.yaml").write_text(yaml.safe_dump(tiny_config(tiny_bert, sentiment, method="head")))
+    ok = tiny_config(tiny_bert, sentiment, method="head")
+    pasted = {
+        "home": yaml.safe_dump({"name": "home", "config": {**ok, "train_file": "~/secret.tsv"}}),
+        "base": '{name: based, base: "../../../outside/base.yaml", variants: [{epochs: 1}]}\n',
+        "relative": yaml.safe_dump({"name": "rel", "config": {**ok, "train_file": "../../../../outside/x.tsv"}}),
+        "hub": yaml.safe_dump({"name": "hub", "config": {**ok, "model": "someorg/some-model"}}),
+        "code": yaml.safe_dump({"name": "code", "config": {**ok, "trust_remote_code": True}}),
+    }
+    shutil.copy(sentiment["train"], outside / "x.tsv")
+    with dashboard(runs, *allowed(tiny_bert, sentiment), cwd=workdir, env={"HOME": str(home)}) as (url, _, _):
+        shown = {name: paste(browser, url, text) for name, text in pasted.items()}
+    assert str(home / "secret.tsv") in shown["home"] and "--allow-root" in shown["home"], shown["home"]
+    assert str(outside / "base.yaml") in shown["base"] and "--allow-root" in shown["base"], shown["base"]
+    assert str(outside / "x.tsv") in shown["relative"], shown["relative"]
+    assert "someorg/some-model" in shown["hub"] and "--allow-hub-models" in shown["hub"], shown["hub"]
+    assert "trust_remote_code" in shown["code"] and "--allow-remote-code" in shown["code"], shown["code"]
+    # nothing ran: no sweep folder, no job, no launch file left
+    assert sorted(p.relative_to(runs).as_posix() for p in runs.rglob("*")) == [
+        ".ui",
+        ".ui/launches",
+        "a",
+        "a/b",
+        "a/b/c",
+    ]
+
+
+def test_hub_models_and_remote_code_need_the_dashboards_flags(tmp_path, tiny_bert, sentiment):
+    """Started with --allow-hub-models / --allow-remote-code the same files validate (and only then)."""
+    from peftlab.errors import UserError
+    from peftlab.ui.jobs import Jobs
+
+    ok = tiny_config(tiny_bert, sentiment, method="head")
+    hub, code = tmp_path / "hub.yaml", tmp_path / "code.yaml"
+    hub.write_text(yaml.safe_dump({"name": "hub", "config": {**ok, "model": "someorg/some-model"}}))
+    code.write_text(yaml.safe_dump({"name": "code", "config": {**ok, "trust_remote_code": True}}))
+    roots = [Path(tiny_bert), Path(sentiment["train"]).parent, tmp_path]
+    for path, flag in ((hub, "allow_hub"), (code, "allow_remote_code")):
+        with pytest.raises(UserError, match=flag.replace("_", "-")):
+            Jobs(tmp_path / "runs", roots).validate(path, trusted=False)
+        planned = Jobs(tmp_path / "runs", roots, **{flag: True}).validate(path, trusted=False)
+        assert (
+            len(planned.runs) == 1
+            and planned.runs[0].cfg.model.model == yaml.safe_load(path.read_text())["config"]["model"]
+        )
 
 
 HOSTILE = '</script><script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'

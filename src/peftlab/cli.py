@@ -230,7 +230,8 @@ def cmd_ui(args) -> int:
     for extra in args.allow_root:
         if not Path(extra).is_dir():
             raise UserError(f"--allow-root {extra}: no such folder")
-    return serve(root, args.host, args.port, [Path(a) for a in args.allow_root])
+    allowed = [Path(a) for a in args.allow_root]
+    return serve(root, args.host, args.port, allowed, args.allow_hub_models, args.allow_remote_code)
 
 
 def cmd_data_convert(args) -> int:
@@ -400,6 +401,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="a folder a pasted sweep file may name files in (besides RUNS_DIR and the recipes); "
         "repeatable, e.g. --allow-root ../shared/datasets",
+    )
+    p.add_argument(
+        "--allow-hub-models",
+        action="store_true",
+        help="let a pasted sweep file name a model hub id (downloaded when online); refused otherwise",
+    )
+    p.add_argument(
+        "--allow-remote-code",
+        action="store_true",
+        help="let a pasted sweep file set trust_remote_code: true (runs Python code shipped with the model); "
+        "refused otherwise",
     )
     p.set_defaults(func=cmd_ui)
     sub.add_parser("models", help="list the named models").set_defaults(func=cmd_models)

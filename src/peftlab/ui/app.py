@@ -118,13 +118,15 @@ def create_app(
     root: Path,
     allow: list[Path] = (),
     hosts: list[str] = ("127.0.0.1", "localhost", "[::1]"),
+    allow_hub: bool = False,
+    allow_remote_code: bool = False,
 ) -> Starlette:
     root = Path(root).resolve()
-    jobs = Jobs(root, list(allow))
+    jobs = Jobs(root, list(allow), allow_hub=allow_hub, allow_remote_code=allow_remote_code)
     token = secrets.token_urlsafe(24)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["fmt"] = fmt
-    templates.env.globals.update(token=token, root=str(root))
+    templates.env.globals.update(token=token, root=str(root), workdir=str(jobs.workdir))
 
     def page(request: Request, name: str, status: int = 200, **context) -> Response:
         return templates.TemplateResponse(request, name, context, status_code=status)

@@ -1,7 +1,11 @@
 """Starting, stopping and resuming sweeps from the dashboard. A launch is the same `peftlab sweep FILE
---output-dir RUNS_DIR` process as from a terminal (never a shell string), started only after the file
-was loaded and every run's config validated as the CLI does; a pasted file may name files only inside
-the allowed roots (RUNS_DIR, the recipes folder, and each --allow-root)."""
+--output-dir RUNS_DIR` process as from a terminal (never a shell string), started in the dashboard's
+working folder only after the file was loaded and every run's config validated as the CLI does. A pasted
+file runs nothing its author did not write: it may name files only inside the allowed roots (RUNS_DIR,
+the recipes folder, and each --allow-root), each path read the way the run will read it (`~` expanded,
+relative to the working folder; a `base:` next to the file first); a model hub id and
+`trust_remote_code: true` only when the dashboard was started with --allow-hub-models /
+--allow-remote-code."""
 
 from __future__ import annotations
 
@@ -54,6 +58,25 @@ def is_under(path: Path, roots: list[Path]) -> bool:
     return any(path.is_relative_to(r) for r in roots)
 
 
+def as_run_reads(text: str, workdir: Path) -> Path:
+    """The file a run started in `workdir` reads for a path written in its config: `~` expanded (as
+    data/formats.py and models/loading.py do), a relative path taken from the working folder, symlinks
+    followed."""
+    return (workdir / Path(text).expanduser()).resolve()
+
+
+def is_hub_id(text: str, workdir: Path) -> bool:
+    """Whether a run in `workdir` would fetch this model spec from the hub: models/loading.resolve_model
+    reads a named model, a .gguf file or an existing folder locally, refuses a path-like spec that is
+    none of them, and takes anything else as a hub id."""
+    from peftlab.models.loading import NAMED_MODELS
+
+    if not text or text in NAMED_MODELS or text.startswith((".", "/", "~")) or text.count("/") > 1:
+        return False
+    path = as_run_reads(text, workdir)
+    return path.suffix != ".gguf" and not path.is_dir()
+
+
 def named_paths(cfg) -> list[tuple[str, str]]:
     """(key, path) for every file or folder a run's config names (pkg: paths and named models left out:
     they are inside installed packages)."""
@@ -72,20 +95,10 @@ def named_paths(cfg) -> list[tuple[str, str]]:
     return out
 
 
-def check_roots(planned, roots: list[Path], source: Path) -> None:
-    """UserError naming the first file outside the allowed roots (base files included)."""
+def planned_runs(planned) -> list:
     from peftlab.sweep.study import Study
 
-    sweeps = planned.sweeps if isinstance(planned, Study) else [planned]
-    for sweep in sweeps:
-        for run in sweep.runs:
-            for key, text in named_paths(run.cfg):
-                if not is_under(Path(text), roots):
-                    raise UserError(
-                        f"{source.name}: run {run.name}: {key} '{text}' is outside the folders this "
-                        f"dashboard may read ({', '.join(map(str, roots))}); start it with "
-                        f"`peftlab ui --allow-root {Path(text).resolve().parent}` to allow it"
-                    )
+    return [run for sweep in (planned.sweeps if isinstance(planned, Study) else [planned]) for run in sweep.runs]
 
 
 BASE_LINE = re.compile(r"^(\s*(?:-\s+)?base:\s*)(['\"]?)([^'\"#\n]+?)\2(\s*(?:#.*)?)$", re.M)
@@ -104,12 +117,16 @@ def absolute_bases(text: str, near: Path) -> str:
     return BASE_LINE.sub(fix, text)
 
 
-def bases_of(path: Path) -> list[Path]:
+def bases_of(path: Path) -> list[str]:
+    """The `base:` values of a sweep or study file (its parts' too), as written."""
     from peftlab.config.settings import TextLoader
 
     data = yaml.load(path.read_text(encoding="utf-8"), TextLoader) or {}
-    found = [data.get("base")] + [p.get("base") for p in data.get("parts") or [] if isinstance(p, dict)]
-    return [Path(b) for b in found if isinstance(b, str) and b]
+    if not isinstance(data, dict):
+        return []
+    parts = data.get("parts") if isinstance(data.get("parts"), list) else []
+    found = [data.get("base")] + [p.get("base") for p in parts if isinstance(p, dict)]
+    return [b for b in found if isinstance(b, str) and b]
 
 
 def new_file(folder: Path, stem: str, text: str) -> Path:
@@ -158,9 +175,19 @@ class Jobs:
     the folders stay the truth: a sweep started elsewhere is watched, stopped and resumed through its
     folder alike."""
 
-    def __init__(self, root: Path, allow: list[Path]):
+    def __init__(
+        self,
+        root: Path,
+        allow: list[Path],
+        allow_hub: bool = False,
+        allow_remote_code: bool = False,
+        workdir: Path | None = None,
+    ):
         self.root = root.resolve()
         self.roots = [self.root, recipes_dir().resolve()] + [Path(a).resolve() for a in allow]
+        self.allow_hub, self.allow_remote_code = allow_hub, allow_remote_code
+        # where launched sweeps run, so where their relative paths point (validation reads them from here too)
+        self.workdir = (workdir or Path.cwd()).resolve()
         self.folder = self.root / ".ui" / "jobs"
         self.jobs: dict[str, Job] = {}
         self.lock = threading.Lock()  # one launch at a time picks its file, its job number and its folder
@@ -178,20 +205,58 @@ class Jobs:
                     float(note["created"] or 0),
                 )
 
+    def refuse_outside(self, source: Path, where: str, key: str, text: str, read: Path) -> None:
+        if not is_under(read, self.roots):
+            raise UserError(
+                f"{source.name}: {where}{key} '{text}' is {read}, outside the folders this dashboard may read "
+                f"({', '.join(map(str, self.roots))}); start it with `peftlab ui --allow-root {read.parent}` "
+                f"to allow it"
+            )
+
+    def check_bases(self, path: Path) -> None:
+        """Each `base:` file as the sweep will find it (sweep/plan.find_base: next to the file, then the
+        working folder, which is this process's too) must lie inside the allowed roots."""
+        from peftlab.sweep.plan import find_base
+
+        for base in bases_of(path):
+            try:
+                found = find_base(base, path)
+            except UserError:
+                continue  # load_sweep gives the CLI's message for a missing base
+            self.refuse_outside(path, "", "base", base, found.resolve())
+
+    def check_runs(self, planned, source: Path) -> None:
+        """Every file a run's config names inside the allowed roots (base files' settings included); a hub
+        model id and trust_remote_code only when this dashboard was started allowing them."""
+        for run in planned_runs(planned):
+            where = f"run {run.name}: "
+            model = run.cfg.model.model
+            if is_hub_id(model, self.workdir) and not self.allow_hub:
+                raise UserError(
+                    f"{source.name}: {where}model '{model}' is not a folder under {self.workdir}, a .gguf file "
+                    f"nor a named model (`peftlab models`), so the run would fetch it from the model hub; the "
+                    f"dashboard runs only local models unless started with `peftlab ui --allow-hub-models`"
+                )
+            if run.cfg.model.trust_remote_code and not self.allow_remote_code:
+                raise UserError(
+                    f"{source.name}: {where}trust_remote_code: true would run the Python code that comes with "
+                    f"model '{model}'; the dashboard refuses it unless started with "
+                    f"`peftlab ui --allow-remote-code` (or run this sweep from a terminal)"
+                )
+            for key, text in named_paths(run.cfg):
+                if key == "model" and is_hub_id(text, self.workdir):
+                    continue  # allowed above
+                self.refuse_outside(source, where, key, text, as_run_reads(text, self.workdir))
+
     def validate(self, path: Path, trusted: bool):
         """The planned sweep or study, validated as `peftlab sweep` does; UserError otherwise."""
         from peftlab.sweep.load import load_sweep
 
         if not trusted:
-            for base in bases_of(path):
-                if not is_under(base, self.roots):
-                    raise UserError(
-                        f"{path.name}: base '{base}' is outside the folders this dashboard may read; "
-                        f"start it with `peftlab ui --allow-root {base.resolve().parent}`"
-                    )
+            self.check_bases(path)
         planned = load_sweep(path, str(self.root))
         if not trusted:
-            check_roots(planned, self.roots, path)
+            self.check_runs(planned, path)
         return planned
 
     def folder_of(self, planned) -> str:
@@ -251,6 +316,7 @@ class Jobs:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     env=env,
+                    cwd=self.workdir,
                     start_new_session=True,
                 )
             created = started_at(proc.pid)
@@ -261,6 +327,7 @@ class Jobs:
                     "pid": proc.pid,
                     "created": created,
                     "command": command,
+                    "workdir": str(self.workdir),
                     "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 },
             )

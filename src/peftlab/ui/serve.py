@@ -58,7 +58,14 @@ def url_host(host: str, sock: socket.socket) -> str:
     return f"[{shown}]" if ":" in shown else shown
 
 
-def serve(root: Path, host: str, port: int, allow: list[Path]) -> int:
+def serve(
+    root: Path,
+    host: str,
+    port: int,
+    allow: list[Path],
+    allow_hub: bool = False,
+    allow_remote_code: bool = False,
+) -> int:
     sock = listen_socket(host, port)
     import uvicorn
 
@@ -73,7 +80,7 @@ def serve(root: Path, host: str, port: int, allow: list[Path]) -> int:
         )
     # Host headers a local dashboard answers (a DNS-rebinding page names its own host); IPv6 in brackets
     hosts = ["*"] if host not in LOCAL else ["127.0.0.1", "localhost", "[::1]"]
-    app = create_app(root, allow, hosts)
+    app = create_app(root, allow, hosts, allow_hub=allow_hub, allow_remote_code=allow_remote_code)
     print(
         f"peftlab ui: http://{url_host(host, sock)}:{sock.getsockname()[1]}/  (runs: {root.resolve()}; Ctrl-C stops)",
         flush=True,
