@@ -190,3 +190,53 @@ def test_a_node_that_cannot_see_the_sweep_folder_is_refused_by_name(tmp_path):
         r"machine sees it; put output_dir on storage every node mounts",
     ):
         launcher.check_storage(tmp_path / "sweep")
+
+
+def sweep_processes(folder: Path) -> list:
+    """The processes still running a run of the sweep in `folder`, on any node of this machine."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "peftlab" in cmd and (" train " in cmd or " eval " in cmd) and str(folder) in cmd:
+            found.append(p)
+    return found
+
+
+def test_ctrl_c_on_a_ray_sweep_saves_every_run_and_the_same_command_continues(tmp_path, base_config):
+    """Ctrl-C while two runs train side by side as Ray tasks: each run writes its interrupted state (the
+    Ray processes do not get the terminal's SIGINT: the sweep stops them, and waits for them before Ray
+    goes), sweep.json says interrupted, no run process is left, and the same command resumes both."""
+    variants = [{"name": "full", "method": "full"}, {"name": "lora", "method": "lora", "lora_rank": 4, "lr": 3e-2}]
+    path = sweep_file(tmp_path, base_config, "stopped", variants, epochs=30, save_steps=6)
+    folder = tmp_path / "sweeps" / "stopped"
+    cmd = [sys.executable, "-m", "peftlab", "sweep", str(path), "--backend", "ray", "--workers", "2"]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.time() + 300
+    while not all(list((folder / v["name"]).glob("checkpoints/checkpoint-*/trainer_state.json")) for v in variants):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:]
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: SIGINT to the sweep's process group
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 130 and "Run the same command again to continue" in out, out[-3000:]
+    state = json.loads((folder / "sweep.json").read_text())
+    assert [r["status"] for r in state["runs"]] == ["interrupted", "interrupted"]
+    for v in variants:
+        result = json.loads((folder / v["name"] / "result.json").read_text())
+        assert result["status"] == "interrupted", (v["name"], result["status"])
+    assert not sweep_processes(folder)  # no run left behind, training on after the sweep stopped
+    assert not [p for p in folder.rglob("*") if ".tmp" in p.name]
+
+    again = run_cli(cmd[3:]).stdout
+    assert "0 already done or kept, 2 to run" in again
+    for v in variants:
+        result = json.loads((folder / v["name"] / "result.json").read_text())
+        assert result["status"] == "completed" and result["resumed"] is True, v["name"]
+    assert [r["status"] for r in json.loads((folder / "sweep.json").read_text())["runs"]] == ["completed"] * 2
