@@ -240,3 +240,54 @@ def test_ctrl_c_on_a_ray_sweep_saves_every_run_and_the_same_command_continues(tm
         result = json.loads((folder / v["name"] / "result.json").read_text())
         assert result["status"] == "completed" and result["resumed"] is True, v["name"]
     assert [r["status"] for r in json.loads((folder / "sweep.json").read_text())["runs"]] == ["completed"] * 2
+
+
+def test_a_lost_node_loses_nothing(tmp_path, base_config):
+    """A Ray cluster of three nodes on this machine (a head that runs nothing, two of one CPU each): the
+    node a run trains on is removed mid-run, its processes with it, the run's before the Ray worker that
+    waits for it (which then reported a failed run, and the evaluation of that run failed too). The run
+    goes on on the other node from its checkpoint, and the report equals that of the same sweep run
+    uninterrupted, one run at a time."""
+    from ray.cluster_utils import Cluster
+
+    reference = sweep_file(tmp_path, base_config, "reference", VARIANTS, epochs=6, save_steps=2)
+    assert main(["sweep", str(reference)]) == 0
+    path = sweep_file(tmp_path, base_config, "nodes", VARIANTS, epochs=6, save_steps=2)
+    folder = tmp_path / "sweeps" / "nodes"
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        nodes = {}
+        for _ in range(2):
+            node = cluster.add_node(num_cpus=1)
+            nodes[node.all_processes["raylet"][0].process.pid] = node
+        cluster.wait_for_nodes()
+        cmd = ["sweep", str(path), "--backend", "ray", "--ray-address", cluster.address, "--cpus-per-run", "1"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "peftlab", *cmd],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=ENV,
+        )
+        lost, deadline = None, time.time() + 300
+        while lost is None:
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:]
+            if list((folder / "lora-r4").glob("checkpoints/checkpoint-*/trainer_state.json")):
+                run = next(p for p in sweep_processes(folder) if "lora-r4.yaml" in " ".join(p.cmdline()))
+                run.suspend()  # hold it while its node goes
+                lost = next(nodes[p.pid] for p in run.parents() if p.pid in nodes)
+                cluster.remove_node(lost, allow_graceful=False)
+                run.kill()  # the machine is gone, and every process on it
+            time.sleep(0.02)
+        out = proc.communicate(timeout=600)[0]
+        assert proc.returncode == 0, out[-3000:]
+    finally:
+        cluster.shutdown()
+    other = next(n for n in nodes.values() if n is not lost)
+    log = (folder / "logs" / "lora-r4.log").read_text()
+    assert f"attempt 2, on node {other.node_id[:12]}: the previous one was lost; resuming" in log, log[-3000:]
+    result = json.loads((folder / "lora-r4" / "result.json").read_text())
+    assert result["status"] == "completed" and result["resumed"] is True
+    assert [r["status"] for r in json.loads((folder / "sweep.json").read_text())["runs"]] == ["completed"] * 3
+    same_report(tmp_path / "sweeps" / "reference", folder)

@@ -10,10 +10,11 @@ a Launcher it drives. What changes is who starts the process and where:
 - pool: a thread per running run starts it here; at most `workers` at once.
 - ray: each run is a Ray task (`num_cpus`, `num_gpus` = --gpus-per-run) whose body starts the same
   process on the node Ray picked. Ray masks CUDA_VISIBLE_DEVICES per task, so a run sees its own GPUs.
-  A task whose worker dies (node lost, process killed) is retried by Ray up to --max-retries times;
-  the retry passes --resume, so the run goes on from its last checkpoint. Ctrl-C cancels the tasks,
-  each of which stops its run with SIGINT (Ray's processes never get the terminal's), and waits for
-  them to save their state before Ray goes.
+  A task whose worker dies (node lost, process killed), or whose run's process is killed by a signal
+  (a lost node's run can die before the worker waiting for it, which then reports it), is retried by
+  Ray up to --max-retries times, on a node that is alive; the retry passes --resume, so the run goes
+  on from its last checkpoint. Ctrl-C cancels the tasks, each of which stops its run with SIGINT (Ray's
+  processes never get the terminal's), and waits for them to save their state before Ray goes.
   Plain tasks rather than Ray Tune: Tune lays trials out in its own folders and wants its own storage
   settings on a cluster; ours are peftlab run folders. Tune's early-stopping schedulers (ASHA) would
   pay off for large hyper-parameter grids where most points can be dropped after an epoch - not for
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -281,23 +283,39 @@ def import_ray():
     return ray
 
 
+class RunKilled(Exception):
+    """A Ray task's run process ended by a signal that no one in the sweep sent: raised so that Ray retries
+    the task (retry_exceptions) as it retries one whose worker died. When a node is lost, its processes do
+    not all end at once: the run could die first and its worker, still alive, report a run that failed."""
+
+
 def ray_run(args: list[str], resume_args: list[str], log_path: str, tag: str, gpus: int, threads: int):
     """The body of a run's Ray task, on whichever node Ray picked: the same `python -m peftlab ...`
     process as the sequential sweep (the node's own Python). A marker file beside the log tells a
-    retry (its worker died mid-run) from the first attempt; a retry resumes from the last checkpoint."""
+    retry (its worker or its process died mid-run) from the first attempt; a retry resumes from the
+    last checkpoint, and says so, with its node, on the console and in the run's log."""
+    import ray
+
     from peftlab.sweep.child import child_env
 
+    node = ray.get_runtime_context().get_node_id()[:12]
     marker = Path(log_path).with_suffix(".attempt")
     marker.parent.mkdir(parents=True, exist_ok=True)
     attempt = int(marker.read_text() or 0) + 1 if marker.is_file() else 1
     marker.write_text(str(attempt))
     if attempt > 1:
         args = resume_args
-        print(
-            f"[{tag}] attempt {attempt}: the previous one's worker died; resuming from its last checkpoint", flush=True
+        line = (
+            f"[{tag}] attempt {attempt}, on node {node}: the previous one was lost; resuming from its last checkpoint"
         )
+        print(line, flush=True)
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(line + "\n")
     env = child_env(**thread_env(threads))
     code, tail = run_child(under_torchrun(args, gpus), env, Path(log_path), tag, signalled=False)
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+        raise RunKilled(f"{tag}: its process ended by {name} on node {node} (its node lost, or out of memory?)")
     marker.unlink(missing_ok=True)
     return code, tail
 
@@ -400,7 +418,7 @@ class RayLauncher(Launcher):
             num_cpus=self.backend.threads(),
             num_gpus=self.backend.gpus_per_run,
             max_retries=self.backend.max_retries,
-            retry_exceptions=False,
+            retry_exceptions=[RunKilled],
         ).remote(args, resume, str(log), run.name, self.backend.gpus_per_run, self.backend.threads())
         future = ref.future()
         self.refs[future] = ref
