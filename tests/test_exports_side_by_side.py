@@ -39,28 +39,28 @@ print(f"exported {path} merged_written={len(written)}", flush=True)
 KINDS = ("merged", "f16", "q8_0", "q4_0")
 
 
+# a LoRA run of a llama that llama.cpp's converter knows, on 16 CoLA sentences
+SETTINGS = {
+    "classify_by": "likelihood",
+    "train_file": str(COLA / "in_domain_train.tsv"),
+    "validation_file": str(COLA / "in_domain_dev.tsv"),
+    "header": "false",
+    "columns": ["source", "label", "mark", "sentence"],
+    "text_column": "sentence",
+    "label_words": ["no", "yes"],
+    "max_samples": 16,
+    "max_eval_samples": 8,
+    "max_length": 48,
+    "epochs": 1,
+    "batch_size": 8,
+    "method": "lora",
+    "lora_rank": 4,
+}
+
+
 def trained_lora(tmp_path: Path, model) -> Path:
-    args = [
-        "train",
-        "classify_by=likelihood",
-        f"model={model}",
-        f"train_file={COLA / 'in_domain_train.tsv'}",
-        f"validation_file={COLA / 'in_domain_dev.tsv'}",
-        "header='false'",
-        "columns=[source,label,mark,sentence]",
-        "text_column=sentence",
-        "label_words=[no,yes]",
-        "max_samples=16",
-        "max_eval_samples=8",
-        "max_length=48",
-        "epochs=1",
-        "batch_size=8",
-        "method=lora",
-        "lora_rank=4",
-        "run_name=lora",
-        f"output_dir={tmp_path / 'sweep'}",
-    ]
-    assert main(args) == 0
+    args = [f"{k}={json.dumps(v)}" for k, v in SETTINGS.items()]
+    assert main(["train", *args, f"model={model}", "run_name=lora", f"output_dir={tmp_path / 'sweep'}"]) == 0
     return tmp_path / "sweep" / "lora"
 
 
@@ -122,3 +122,48 @@ def test_the_merged_folders_size_counts_no_file_being_written_beside_it(base_con
     files = [f for f in merged.iterdir() if f.is_file() and not f.name.startswith(".")]
     assert sizes[0] == sizes[1] == pytest.approx(sum(f.stat().st_size for f in files) / 2**20, abs=1e-3)
     assert half.is_file()  # another writer's file: left alone
+
+
+def test_a_sweeps_four_export_rows_of_one_run_on_four_workers(tiny_llama_bpe, tmp_path):
+    """The loop recipe's shape as a user runs it: one LoRA run and its merged, f16, q8_0 and q4_0 rows,
+    `--workers 4`, so the four evaluations start side by side once the run is done. Every row completes
+    with its own export in the one merged folder, nothing is left over, and each row's size on disk is
+    its own file's (the merged row's: the merged model's files alone)."""
+    import yaml
+
+    variants = [{"name": "lora"}] + [{"name": f"lora-{k}", "of": "lora", "export": k} for k in KINDS]
+    sweep = tmp_path / "four.yaml"
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "name": "four",
+                "output_dir": str(tmp_path / "sweeps"),
+                "config": {**SETTINGS, "model": str(tiny_llama_bpe)},
+                "variants": variants,
+            },
+            sort_keys=False,
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "peftlab", "sweep", str(sweep), "--workers", "4"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    folder = tmp_path / "sweeps" / "four"
+    state = json.loads((folder / layout.SWEEP_STATE).read_text())
+    assert [r["status"] for r in state["runs"]] == ["completed"] * 5
+    merged = folder / layout.EXPORTS / layout.merged_export("lora")
+    assert [p.name for p in merged.parent.iterdir()] == [merged.name]  # one export folder, nothing left over
+    assert sorted(p.name for p in merged.glob("*.gguf")) == sorted(layout.gguf_file(k) for k in KINDS[1:])
+    results = {k: json.loads((folder / f"lora-{k}" / layout.RESULT).read_text()) for k in KINDS}
+    for kind in KINDS[1:]:
+        assert results[kind]["source"]["backend"] == "llamacpp", kind
+        assert results[kind]["size_on_disk_mb"] == pytest.approx(
+            (merged / layout.gguf_file(kind)).stat().st_size / 2**20, abs=1e-3
+        )
+    files = [f for f in merged.iterdir() if f.is_file() and f.suffix != ".gguf"]
+    assert results["merged"]["size_on_disk_mb"] == pytest.approx(sum(f.stat().st_size for f in files) / 2**20, abs=1e-3)
