@@ -167,3 +167,18 @@ def test_a_sweeps_four_export_rows_of_one_run_on_four_workers(tiny_llama_bpe, tm
         )
     files = [f for f in merged.iterdir() if f.is_file() and f.suffix != ".gguf"]
     assert results["merged"]["size_on_disk_mb"] == pytest.approx(sum(f.stat().st_size for f in files) / 2**20, abs=1e-3)
+
+
+def test_an_export_with_a_bad_out_is_refused_in_one_line_and_leaves_nothing(base_config, tmp_path, capsys):
+    assert main(["train", *base_config, "method=lora", "lora_rank=4", "run_name=r"]) == 0
+    run_dir = tmp_path / "runs" / "r"
+    before = sorted(p.name for p in run_dir.parent.iterdir())
+    capsys.readouterr()
+    assert main(["export", str(run_dir), "--merge", "--out", "/", "--overwrite"]) == 2
+    assert "--out /: a file system root; give the path of the folder to write" in capsys.readouterr().err
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    assert main(["export", str(run_dir), "--merge", "--out", str(taken)]) == 2
+    assert f"{taken} already exists; pass --overwrite" in capsys.readouterr().err
+    assert sorted(p.name for p in run_dir.parent.iterdir()) == before  # no export, no lock file beside the run
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -200,15 +200,22 @@ def run_export(
         "adapter": run_dir.with_name(layout.adapter_export(run_dir.name)),
     }
     if out:
+        if not Path(out).resolve().name:
+            raise UserError(f"--out {out}: a file system root; give the path of the folder to write")
         targets[wanted[0]] = Path(out)
-    with ExitStack() as locks:  # checked and written by one exporter at a time (in one order: no deadlock)
-        for folder in sorted({targets[key].resolve() for key in wanted}):
-            locks.enter_context(export_lock(folder))
+
+    def refuse_existing() -> None:
         for key in wanted:
             if targets[key].exists() and not overwrite:
                 raise UserError(
                     f"{targets[key]} already exists; pass --overwrite to replace it, or --out another folder"
                 )
+
+    refuse_existing()  # at once, before waiting for another exporter's lock
+    with ExitStack() as locks:  # checked and written by one exporter at a time (in one order: no deadlock)
+        for folder in sorted({targets[key].resolve() for key in wanted}):
+            locks.enter_context(export_lock(folder))
+        refuse_existing()  # again: another exporter may have written it while this one waited
         from peftlab.inference.session import load_eval_splits
 
         splits = load_eval_splits(cfg, "validation")  # the task's prepare gives the head its labels
