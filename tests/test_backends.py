@@ -190,3 +190,104 @@ def test_a_node_that_cannot_see_the_sweep_folder_is_refused_by_name(tmp_path):
         r"machine sees it; put output_dir on storage every node mounts",
     ):
         launcher.check_storage(tmp_path / "sweep")
+
+
+def sweep_processes(folder: Path) -> list:
+    """The processes still running a run of the sweep in `folder`, on any node of this machine."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "peftlab" in cmd and (" train " in cmd or " eval " in cmd) and str(folder) in cmd:
+            found.append(p)
+    return found
+
+
+def test_ctrl_c_on_a_ray_sweep_saves_every_run_and_the_same_command_continues(tmp_path, base_config):
+    """Ctrl-C while two runs train side by side as Ray tasks: each run writes its interrupted state (the
+    Ray processes do not get the terminal's SIGINT: the sweep stops them, and waits for them before Ray
+    goes), sweep.json says interrupted, no run process is left, and the same command resumes both."""
+    variants = [{"name": "full", "method": "full"}, {"name": "lora", "method": "lora", "lora_rank": 4, "lr": 3e-2}]
+    path = sweep_file(tmp_path, base_config, "stopped", variants, epochs=30, save_steps=6)
+    folder = tmp_path / "sweeps" / "stopped"
+    cmd = [sys.executable, "-m", "peftlab", "sweep", str(path), "--backend", "ray", "--workers", "2"]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.time() + 300
+    while not all(list((folder / v["name"]).glob("checkpoints/checkpoint-*/trainer_state.json")) for v in variants):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:]
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: SIGINT to the sweep's process group
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 130 and "Run the same command again to continue" in out, out[-3000:]
+    state = json.loads((folder / "sweep.json").read_text())
+    assert [r["status"] for r in state["runs"]] == ["interrupted", "interrupted"]
+    for v in variants:
+        result = json.loads((folder / v["name"] / "result.json").read_text())
+        assert result["status"] == "interrupted", (v["name"], result["status"])
+    assert not sweep_processes(folder)  # no run left behind, training on after the sweep stopped
+    assert not [p for p in folder.rglob("*") if ".tmp" in p.name]
+
+    again = run_cli(cmd[3:]).stdout
+    assert "0 already done or kept, 2 to run" in again
+    for v in variants:
+        result = json.loads((folder / v["name"] / "result.json").read_text())
+        assert result["status"] == "completed" and result["resumed"] is True, v["name"]
+    assert [r["status"] for r in json.loads((folder / "sweep.json").read_text())["runs"]] == ["completed"] * 2
+
+
+def test_a_lost_node_loses_nothing(tmp_path, base_config):
+    """A Ray cluster of three nodes on this machine (a head that runs nothing, two of one CPU each): the
+    node a run trains on is removed mid-run, its processes with it, the run's before the Ray worker that
+    waits for it (which then reported a failed run, and the evaluation of that run failed too). The run
+    goes on on the other node from its checkpoint, and the report equals that of the same sweep run
+    uninterrupted, one run at a time."""
+    from ray.cluster_utils import Cluster
+
+    reference = sweep_file(tmp_path, base_config, "reference", VARIANTS, epochs=6, save_steps=2)
+    assert main(["sweep", str(reference)]) == 0
+    path = sweep_file(tmp_path, base_config, "nodes", VARIANTS, epochs=6, save_steps=2)
+    folder = tmp_path / "sweeps" / "nodes"
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        nodes = {}
+        for _ in range(2):
+            node = cluster.add_node(num_cpus=1)
+            nodes[node.all_processes["raylet"][0].process.pid] = node
+        cluster.wait_for_nodes()
+        cmd = ["sweep", str(path), "--backend", "ray", "--ray-address", cluster.address, "--cpus-per-run", "1"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "peftlab", *cmd],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=ENV,
+        )
+        lost, deadline = None, time.time() + 300
+        while lost is None:
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:]
+            if list((folder / "lora-r4").glob("checkpoints/checkpoint-*/trainer_state.json")):
+                run = next(p for p in sweep_processes(folder) if "lora-r4.yaml" in " ".join(p.cmdline()))
+                run.suspend()  # hold it while its node goes
+                lost = next(nodes[p.pid] for p in run.parents() if p.pid in nodes)
+                cluster.remove_node(lost, allow_graceful=False)
+                run.kill()  # the machine is gone, and every process on it
+            time.sleep(0.02)
+        out = proc.communicate(timeout=600)[0]
+        assert proc.returncode == 0, out[-3000:]
+    finally:
+        cluster.shutdown()
+    other = next(n for n in nodes.values() if n is not lost)
+    log = (folder / "logs" / "lora-r4.log").read_text()
+    assert f"attempt 2, on node {other.node_id[:12]}: the previous one was lost; resuming" in log, log[-3000:]
+    result = json.loads((folder / "lora-r4" / "result.json").read_text())
+    assert result["status"] == "completed" and result["resumed"] is True
+    assert [r["status"] for r in json.loads((folder / "sweep.json").read_text())["runs"]] == ["completed"] * 3
+    same_report(tmp_path / "sweeps" / "reference", folder)

@@ -8,12 +8,18 @@
   --adapter-only   a copy of the adapter alone (the `saved_model/` graders load with plain peft).
   --gguf TYPES     GGUF files from the merged model (llama.cpp's converter and quantizer), written
                    beside it; `peftlab eval FOLDER/model-q8_0.gguf` runs one through llama.cpp.
-Every output folder is written under a temporary name and renamed when complete.
+Every output folder is written under a temporary name and renamed when complete, holding its lock
+(export_lock): exports of one run side by side (a sweep's merged, f16, q8_0 and q4_0 rows on
+`--workers 4` or Ray) take turns, and the later ones reuse what the first wrote.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
+import threading
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from peftlab.errors import UserError
@@ -29,6 +35,51 @@ from peftlab.runs.rundir import (
     write_text,
     write_yaml,
 )
+
+_HELD = threading.local()  # the export folders whose lock this thread holds (ensure_export -> run_export)
+
+
+@contextmanager
+def export_lock(folder: Path):
+    """Hold one export folder's lock (flock on layout.export_lock beside it) while the folder is checked and
+    written. Without it, four evaluations of one run started side by side each found no current export,
+    each wrote the merged folder and replaced it, and the GGUF files another had just written into it,
+    under one another (a failed rename, or an evaluation of a file that was gone). Reentrant within a
+    thread: ensure_export holds it across run_export. The holder removes the file as it lets go, so nothing
+    is left beside the user's folder; a waiter that got the lock of a removed file tries again. The kernel
+    drops the lock of a process that dies, so a file a killed holder left never blocks."""
+    folder = Path(folder).resolve()
+    held = _HELD.__dict__.setdefault("folders", set())
+    if folder in held:
+        yield
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    path = folder.with_name(layout.export_lock(folder.name))
+    while True:
+        fh = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            pid = fh.read().strip() or "unknown"
+            print(f"export: waiting for another export of {folder} (pid {pid}) to finish", flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            if os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino:
+                break  # the file still at `path`: the lock every other exporter asks for
+        except FileNotFoundError:
+            pass
+        fh.close()  # its holder removed it as it let go: ask for the lock of the file there now
+    held.add(folder)
+    try:
+        fh.truncate(0)
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield
+    finally:
+        held.discard(folder)
+        path.unlink(missing_ok=True)  # before the lock goes: a waiter then sees that its file is gone
+        fh.close()
 
 
 def loader_note(note: dict) -> str:
@@ -149,24 +200,36 @@ def run_export(
         "adapter": run_dir.with_name(layout.adapter_export(run_dir.name)),
     }
     if out:
+        if not Path(out).resolve().name:
+            raise UserError(f"--out {out}: a file system root; give the path of the folder to write")
         targets[wanted[0]] = Path(out)
-    for key in wanted:
-        if targets[key].exists() and not overwrite:
-            raise UserError(f"{targets[key]} already exists; pass --overwrite to replace it, or --out another folder")
-    from peftlab.inference.session import load_eval_splits
 
-    splits = load_eval_splits(cfg, "validation")  # the task's prepare gives the head its labels
-    session = open_session(cfg, source, splits, ["validation"])
-    lines = []
-    if adapter_only:
-        lines.append(copy_adapter(session, targets["adapter"]))
-    if merge or types:
-        lines.append(write_merged(session, targets["merged"]))
-    if types:
-        from peftlab.export.gguf import export_gguf
+    def refuse_existing() -> None:
+        for key in wanted:
+            if targets[key].exists() and not overwrite:
+                raise UserError(
+                    f"{targets[key]} already exists; pass --overwrite to replace it, or --out another folder"
+                )
 
-        files = export_gguf(targets["merged"], targets["merged"], types)
-        lines += [f"gguf {t}: {p} ({p.stat().st_size / 2**20:.1f} MB)" for t, p in files.items()]
+    refuse_existing()  # at once, before waiting for another exporter's lock
+    with ExitStack() as locks:  # checked and written by one exporter at a time (in one order: no deadlock)
+        for folder in sorted({targets[key].resolve() for key in wanted}):
+            locks.enter_context(export_lock(folder))
+        refuse_existing()  # again: another exporter may have written it while this one waited
+        from peftlab.inference.session import load_eval_splits
+
+        splits = load_eval_splits(cfg, "validation")  # the task's prepare gives the head its labels
+        session = open_session(cfg, source, splits, ["validation"])
+        lines = []
+        if adapter_only:
+            lines.append(copy_adapter(session, targets["adapter"]))
+        if merge or types:
+            lines.append(write_merged(session, targets["merged"]))
+        if types:
+            from peftlab.export.gguf import export_gguf
+
+            files = export_gguf(targets["merged"], targets["merged"], types)
+            lines += [f"gguf {t}: {p} ({p.stat().st_size / 2**20:.1f} MB)" for t, p in files.items()]
     return lines
 
 
@@ -182,15 +245,16 @@ def ensure_export(run: str, kind: str) -> Path:
     merged = (
         run_dir.parent / layout.EXPORTS / layout.merged_export(run_dir.name)
     )  # apart from run and evaluation folders
-    if not is_export_of(merged, run_dir):
-        run_export(run, out=str(merged), merge=True, gguf="" if kind == "merged" else kind, overwrite=True)
-    if kind == "merged":
-        return merged
     from peftlab.export.gguf import export_gguf, gguf_path
 
-    target = gguf_path(merged, kind)
-    if not target.is_file():
-        export_gguf(merged, merged, [kind])
+    target = merged if kind == "merged" else gguf_path(merged, kind)
+    # the check and the export under one lock: evaluations of this run side by side take turns, and
+    # only the first exports the merged folder (the others add their GGUF file to it, or find it there)
+    with export_lock(merged):
+        if not is_export_of(merged, run_dir):
+            run_export(run, out=str(merged), merge=True, gguf="" if kind == "merged" else kind, overwrite=True)
+        elif kind != "merged" and not target.is_file():
+            export_gguf(merged, merged, [kind])
     return target
 
 

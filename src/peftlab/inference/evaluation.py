@@ -72,7 +72,12 @@ def size_on_disk(session: Session) -> dict:
 
         return {"size_on_disk_mb": round(gguf_file_of(cfg.model.model).stat().st_size / 2**20, 3)}
     if source.kind == "export":
-        files = [f for f in source.folder.iterdir() if f.is_file() and f.suffix != ".gguf"]
+        # not its GGUF files, nor one another export is writing into it now (a temporary: not the model)
+        files = [
+            f
+            for f in source.folder.iterdir()
+            if f.is_file() and f.suffix != ".gguf" and layout.parse_temporary(f.name) is None
+        ]
         return {"size_on_disk_mb": round(sum(f.stat().st_size for f in files) / 2**20, 3)}
     base_path = Path(session.resolved.path)
     base = folder_size_mb(base_path) if base_path.is_dir() else None

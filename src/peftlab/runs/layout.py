@@ -53,6 +53,12 @@ def gguf_file(kind: str) -> str:
     return f"model-{kind}.gguf"
 
 
+def export_lock(folder_name: str) -> str:
+    """The lock file beside an export folder (export.merge.export_lock), held while the folder is checked
+    and written; removed by its holder when done. Never a temporary() name: the cleaner leaves it alone."""
+    return f".{folder_name}.lock"
+
+
 # -- a sweep folder (`peftlab sweep`) and a study folder -------------------------------------------------
 SWEEP_STATE = "sweep.json"  # the plan and each run's status
 SWEEP_COPY = "sweep.yaml"  # the sweep file as it was run

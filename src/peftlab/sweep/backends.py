@@ -10,12 +10,15 @@ a Launcher it drives. What changes is who starts the process and where:
 - pool: a thread per running run starts it here; at most `workers` at once.
 - ray: each run is a Ray task (`num_cpus`, `num_gpus` = --gpus-per-run) whose body starts the same
   process on the node Ray picked. Ray masks CUDA_VISIBLE_DEVICES per task, so a run sees its own GPUs.
-  A task whose worker dies (node lost, process killed) is retried by Ray up to --max-retries times;
-  the retry passes --resume, so the run goes on from its last checkpoint. Plain tasks rather than
-  Ray Tune: Tune lays trials out in its own folders and wants its own storage settings on a cluster;
-  ours are peftlab run folders. Tune's early-stopping schedulers (ASHA) would pay off for large
-  hyper-parameter grids where most points can be dropped after an epoch - not for the method
-  comparisons here, where every run's full curve is the result.
+  A task whose worker dies (node lost, process killed), or whose run's process is killed by a signal
+  (a lost node's run can die before the worker waiting for it, which then reports it), is retried by
+  Ray up to --max-retries times, on a node that is alive; the retry passes --resume, so the run goes
+  on from its last checkpoint. Ctrl-C cancels the tasks, each of which stops its run with SIGINT (Ray's
+  processes never get the terminal's), and waits for them to save their state before Ray goes.
+  Plain tasks rather than Ray Tune: Tune lays trials out in its own folders and wants its own storage
+  settings on a cluster; ours are peftlab run folders. Tune's early-stopping schedulers (ASHA) would
+  pay off for large hyper-parameter grids where most points can be dropped after an epoch - not for
+  the method comparisons here, where every run's full curve is the result.
 
 Runs that share a machine share its cores: each gets `cpus_per_run` threads (OMP/MKL thread count and
 torch's), as two torch processes that each take every core run 10-20x slower, not 2x.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -117,10 +121,13 @@ class Discard:
         pass
 
 
-def run_child(cmd: list[str], env: dict, log_path: Path, tag: str, sink=None) -> tuple[int, list[str]]:
+def run_child(
+    cmd: list[str], env: dict, log_path: Path, tag: str, sink=None, signalled: bool = True
+) -> tuple[int, list[str]]:
     """Start one run's process, copy its output to its log (as sweep.pump writes it: the lines left on a
     screen) and, each finished line prefixed with the run's name, to `sink` (progress bars and their
-    cursor codes left out); returns (exit code, the last lines of its stderr). Used by both backends."""
+    cursor codes left out); returns (exit code, the last lines of its stderr). Used by both backends.
+    `signalled`: a Ctrl-C of the sweep reaches the run itself (False in a Ray task: see stop_child)."""
     from peftlab.sweep.process import pump, stop_child
 
     sink = sink or sys.stdout
@@ -146,13 +153,27 @@ def run_child(cmd: list[str], env: dict, log_path: Path, tag: str, sink=None) ->
         for t in pumps:
             t.start()
         try:
-            code = child.wait()
+            code = wait_for(child)
         except BaseException:  # the sweep stops (Ctrl-C, a cancelled Ray task): the run saves its state first
-            stop_child(child)
+            stop_child(child, signalled)
             raise
         for t in pumps:
             t.join(timeout=5)
     return code, tail
+
+
+def wait_for(child: subprocess.Popen) -> int:
+    """child.wait() in steps of a second: Ray cancels a task by raising KeyboardInterrupt in its thread
+    (interrupt_main), which Python delivers between bytecodes, never inside one blocking wait; a plain
+    wait() let the run train on until Ray was shut down under it."""
+    while True:
+        try:
+            return child.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+STOP_WAIT_S = 120  # after Ctrl-C, how long a Ray sweep waits for its runs to save their state (stop_child: 70 s)
 
 
 class Launcher:
@@ -262,22 +283,39 @@ def import_ray():
     return ray
 
 
+class RunKilled(Exception):
+    """A Ray task's run process ended by a signal that no one in the sweep sent: raised so that Ray retries
+    the task (retry_exceptions) as it retries one whose worker died. When a node is lost, its processes do
+    not all end at once: the run could die first and its worker, still alive, report a run that failed."""
+
+
 def ray_run(args: list[str], resume_args: list[str], log_path: str, tag: str, gpus: int, threads: int):
     """The body of a run's Ray task, on whichever node Ray picked: the same `python -m peftlab ...`
     process as the sequential sweep (the node's own Python). A marker file beside the log tells a
-    retry (its worker died mid-run) from the first attempt; a retry resumes from the last checkpoint."""
+    retry (its worker or its process died mid-run) from the first attempt; a retry resumes from the
+    last checkpoint, and says so, with its node, on the console and in the run's log."""
+    import ray
+
     from peftlab.sweep.child import child_env
 
+    node = ray.get_runtime_context().get_node_id()[:12]
     marker = Path(log_path).with_suffix(".attempt")
     marker.parent.mkdir(parents=True, exist_ok=True)
     attempt = int(marker.read_text() or 0) + 1 if marker.is_file() else 1
     marker.write_text(str(attempt))
     if attempt > 1:
         args = resume_args
-        print(
-            f"[{tag}] attempt {attempt}: the previous one's worker died; resuming from its last checkpoint", flush=True
+        line = (
+            f"[{tag}] attempt {attempt}, on node {node}: the previous one was lost; resuming from its last checkpoint"
         )
-    code, tail = run_child(under_torchrun(args, gpus), child_env(**thread_env(threads)), Path(log_path), tag)
+        print(line, flush=True)
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(line + "\n")
+    env = child_env(**thread_env(threads))
+    code, tail = run_child(under_torchrun(args, gpus), env, Path(log_path), tag, signalled=False)
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+        raise RunKilled(f"{tag}: its process ended by {name} on node {node} (its node lost, or out of memory?)")
     marker.unlink(missing_ok=True)
     return code, tail
 
@@ -380,7 +418,7 @@ class RayLauncher(Launcher):
             num_cpus=self.backend.threads(),
             num_gpus=self.backend.gpus_per_run,
             max_retries=self.backend.max_retries,
-            retry_exceptions=False,
+            retry_exceptions=[RunKilled],
         ).remote(args, resume, str(log), run.name, self.backend.gpus_per_run, self.backend.threads())
         future = ref.future()
         self.refs[future] = ref
@@ -390,8 +428,20 @@ class RayLauncher(Launcher):
         self.refs.pop(future, None)
 
     def stop(self) -> None:
-        for ref in self.refs.values():
-            self.ray.cancel(ref)  # SIGINT to the task: its run writes its interrupted state
+        """After Ctrl-C. Ray's processes do not get the terminal's SIGINT (Ray blocks it in them), so each
+        task is cancelled (a KeyboardInterrupt in it: run_child stops its run, which writes its interrupted
+        state), and the sweep waits for them before close() shuts Ray down: shutting it down at once killed
+        the runs mid-epoch, their result.json still `running`. A second Ctrl-C stops the wait."""
+        refs = list(self.refs.values())
+        if not refs:
+            return
+        print(
+            f"sweep: stopping {len(refs)} run(s) on Ray; each saves its state first (Ctrl-C again not to wait)",
+            flush=True,
+        )
+        for ref in refs:
+            self.ray.cancel(ref)
+        self.ray.wait(refs, num_returns=len(refs), timeout=STOP_WAIT_S)
 
     def close(self) -> None:
         if not self.backend.ray_address:

@@ -25,7 +25,10 @@ def die_with_parent() -> None:
     global is_sweep_child
     parent = os.environ.pop(PARENT_ENV, "")
     is_sweep_child = parent.isdigit()
-    if not parent.isdigit() or sys.platform != "linux":
+    if not parent.isdigit():
+        return
+    stoppable()
+    if sys.platform != "linux":
         return
     try:
         import ctypes
@@ -35,6 +38,17 @@ def die_with_parent() -> None:
         return
     if os.getppid() != int(parent):
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def stoppable() -> None:
+    """A sweep stops its run with SIGINT (process.stop_child), which the run takes as Ctrl-C and saves its
+    interrupted state. A run Ray started inherits SIGINT blocked (Ray blocks it in its own processes),
+    one started from a shell in the background may inherit it ignored: either would train on, and save
+    nothing, until it was killed."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def leave(code: int) -> None:

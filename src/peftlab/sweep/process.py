@@ -60,10 +60,13 @@ def failure_reason(run_dir: Path, returncode: int, tail: list) -> str:
     return (errors or lines or [f"exit code {returncode}"])[-1][:500]
 
 
-def stop_child(child: subprocess.Popen) -> None:
-    """After Ctrl-C: a terminal has sent SIGINT to the run too, and it is writing its 'interrupted'
-    state; a second SIGINT could cut that short, so send one only if it does not end by itself."""
-    for sig, wait in ((None, 10), (signal.SIGINT, 60), (signal.SIGKILL, 10)):
+def stop_child(child: subprocess.Popen, signalled: bool = True) -> None:
+    """After Ctrl-C: a terminal has sent SIGINT to the run too (signalled), and it is writing its
+    'interrupted' state; a second SIGINT could cut that short, so send one only if it does not end by
+    itself. A run outside the terminal's process group (a Ray task's: Ray gives its workers their own)
+    got none, and gets it at once."""
+    steps = ((None, 10), (signal.SIGINT, 60), (signal.SIGKILL, 10))
+    for sig, wait in steps if signalled else steps[1:]:
         if sig is not None:
             child.send_signal(sig)
         try:
