@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from peftlab.config.settings import Config
-from peftlab.data.formats import Split, label_key, read_records
+from peftlab.data.formats import Split, is_missing, label_key, read_records
 from peftlab.data.splits import load_splits
 from peftlab.errors import UserError
 from peftlab.inference.session import open_session, read_source, score_split
@@ -29,7 +29,7 @@ def placeholder_gold(cfg: Config, record: dict, labels: list[str] | None) -> dic
     """The record with a stand-in gold value where the task's reader needs one and the input has none."""
     task, data = cfg.task.task, cfg.data
     rec = dict(record)
-    if task == "classification" and rec.get(data.label_column) in (None, ""):
+    if task == "classification" and is_missing(rec.get(data.label_column)):  # absent, or pandas' NaN
         rec[data.label_column] = (labels or [""])[0]
     elif task == "ner":
         tokens = rec.get(data.tokens_column)
@@ -105,7 +105,7 @@ def run_predict(
     if cfg.task.task == "classification" and not labels:
         from peftlab.tasks.classification import sort_labels
 
-        labels = sort_labels({label_key(r.get(cfg.data.label_column)) for r in train.records} - {""})
+        labels = sort_labels({label_key(v) for r in train.records if not is_missing(v := r.get(cfg.data.label_column))})
     split, order, originals = read_input(input_path, cfg, limit, labels)
     train = train or split
     if gold is not None and len(gold) != len(order):
