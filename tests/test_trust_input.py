@@ -110,3 +110,86 @@ def test_a_nan_label_through_the_cli_is_one_line_and_no_run_folder(base_config, 
     out = capsys.readouterr().out
     assert "labels train: neg 4 (50.0%), pos 4 (50.0%)" in out and "skipped 1 bad row" in out
     assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- 7. settings the model cannot honour
+
+
+def long_train(tmp_path, words: int) -> str:
+    """The fixture's sentiment rows and one row of `words` words (the tiny BERT has 128 positions)."""
+    rows = TRAIN_ROWS * 4 + [(" ".join(["the movie was good"] * (words // 4)), "pos")]
+    return write(tmp_path / "long.tsv", tsv(rows))
+
+
+def test_max_length_beyond_the_models_positions_is_refused_before_anything_is_written(base_config, tmp_path, capsys):
+    """max_length 100000 on a 128-position model trained until its first long row and died there,
+    mid-run, with a traceback and a run folder left behind."""
+    args = [a for a in base_config if not a.startswith(("train_file=", "max_length="))]
+    args += [f"train_file={long_train(tmp_path, 200)}", "run_name=r", "eval_at_start=false"]
+    assert main(["train", *args, "max_length=100000"]) == 2
+    line = one_error(capsys)
+    assert re.search(r"max_length: 100000 tokens is more than model '.*' can take in one sequence \(128: ", line)
+    assert "set max_length: 128 or less" in line and not (tmp_path / "runs").exists()
+    # prompt tuning's virtual tokens take positions before the text too
+    assert main(["train", *args, "max_length=120", "method=prompt-tuning", "num_virtual_tokens=20"]) == 2
+    assert "max_length: 120 + num_virtual_tokens 20 tokens" in (line := one_error(capsys))
+    assert "set max_length: 108 or less" in line and not (tmp_path / "runs").exists()
+    # at the limit it trains, the long row truncated
+    assert main(["train", *args, "max_length=128"]) == 0, capsys.readouterr().err
+
+
+def test_position_limit_counts_a_padding_offset():
+    """RoBERTa's position table starts after its padding index: 34 rows hold 32 tokens."""
+    from transformers import BertConfig, BertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
+
+    from peftlab.models.loading import position_limit
+
+    size = dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    roberta = RobertaForSequenceClassification(RobertaConfig(max_position_embeddings=34, pad_token_id=1, **size))
+    assert position_limit(roberta)[0] == 32
+    assert position_limit(BertForSequenceClassification(BertConfig(max_position_embeddings=34, **size)))[0] == 34
+
+
+@pytest.fixture
+def trained_run(base_config, tmp_path, capsys):
+    assert main(["train", *base_config, "method=lora", "lora_rank=4", "run_name=r", "eval_at_start=false"]) == 0
+    capsys.readouterr()
+    return tmp_path / "runs" / "r"
+
+
+def test_predict_checks_the_answer_file_and_out_before_predicting(trained_run, sentiment, tmp_path, capsys):
+    rows = [l.split("\t") for l in open(sentiment["dev"]).read().splitlines()[1:]]
+    given = write(tmp_path / "in.tsv", "sentence\n" + "".join(t + "\n" for t, _ in rows))
+    golds = [l for _, l in rows]
+    out = tmp_path / "out"
+    # a label the model does not have: refused with its line, before anything is predicted or written
+    bad = write(tmp_path / "bad.txt", "".join(g + "\n" for g in golds[:3] + ["maybe"] + golds[4:]))
+    assert main(["predict", str(trained_run), given, "--out", str(out), "--answers", bad]) == 2
+    assert re.search(
+        r"--answers .*bad.txt: 1 answers are not among the model's labels .*line 4: 'maybe'", one_error(capsys)
+    )
+    assert not out.exists()
+    # --out naming a file (or a folder inside one): refused up front, the file untouched
+    (tmp_path / "a.txt").write_text("mine")
+    for where in (tmp_path / "a.txt", tmp_path / "a.txt" / "sub"):
+        assert main(["predict", str(trained_run), given, "--out", str(where)]) == 2
+        assert "a.txt is a file, not a folder" in one_error(capsys)
+    assert (tmp_path / "a.txt").read_text() == "mine"
+    # the good answer file grades
+    good = write(tmp_path / "good.txt", "".join(g + "\n" for g in golds))
+    assert main(["predict", str(trained_run), given, "--out", str(out), "--answers", good]) == 0
+    assert "graded against 32 answers" in capsys.readouterr().out
+
+
+def test_eval_out_never_replaces_a_file_or_a_foreign_folder(trained_run, tmp_path, capsys):
+    (tmp_path / "a.txt").write_text("mine")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.md").write_text("keep")
+    for where in ("a.txt", "mine"):
+        for more in ([], ["--overwrite"]):
+            assert main(["eval", str(trained_run), "--out", str(tmp_path / where), *more]) == 2
+            one_error(capsys)
+    assert (tmp_path / "a.txt").read_text() == "mine" and (tmp_path / "mine" / "notes.md").read_text() == "keep"
+    # an evaluation folder is replaced with --overwrite, as before
+    assert main(["eval", str(trained_run), "--out", str(tmp_path / "e")]) == 0
+    assert main(["eval", str(trained_run), "--out", str(tmp_path / "e"), "--overwrite"]) == 0

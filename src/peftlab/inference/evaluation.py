@@ -16,6 +16,7 @@ from pathlib import Path
 
 from peftlab.config.settings import Config
 from peftlab.errors import UserError
+from peftlab.inference.predict import check_out_folder
 from peftlab.inference.session import (
     Scored,
     Session,
@@ -33,7 +34,7 @@ from peftlab.runs.measure import (
     peak_memory,
     weights_size_mb,
 )
-from peftlab.runs.rundir import write_folder, write_jsonl, write_result, write_yaml
+from peftlab.runs.rundir import read_result, write_folder, write_jsonl, write_result, write_yaml
 
 
 def default_eval_dir(cfg: Config, source: Source, split: str) -> Path:
@@ -161,8 +162,7 @@ def run_eval(
     started = time.time() if started is None else started
     cfg, source = read_source(spec, overrides)
     out_dir = Path(out) if out else default_eval_dir(cfg, source, split)
-    if out_dir.exists() and not overwrite:
-        raise UserError(f"{out_dir} already exists; pass --overwrite to replace it, or --out another folder")
+    check_eval_folder(out_dir, overwrite)
     metric = metric_of(cfg)
     splits = load_eval_splits(cfg, split)
     session = open_session(cfg, source, splits, [split])
@@ -175,6 +175,26 @@ def run_eval(
     result = eval_result(session, split, scored, out_dir, started, metric)
     write_eval_folder(session, split, scored, result, out_dir)
     return result, out_dir
+
+
+def check_eval_folder(out_dir: Path, overwrite: bool) -> None:
+    """The evaluation folder may be written: new, or (with --overwrite) an evaluation folder or an empty
+    one. A file, or a folder of something else, is refused before anything loads: --overwrite replaces
+    the whole folder, and must never take a user's file or folder with it."""
+    check_out_folder(out_dir, "--out")
+    if not out_dir.exists():
+        return
+    if not overwrite:
+        raise UserError(f"{out_dir} already exists; pass --overwrite to replace it, or --out another folder")
+    try:
+        result = read_result(out_dir)
+    except UserError:
+        result = None
+    if any(out_dir.iterdir()) and not (isinstance(result, dict) and result.get("kind") == "eval"):
+        raise UserError(
+            f"--out {out_dir}: the folder holds something other than an evaluation (no result.json of "
+            f"`peftlab eval`), and --overwrite would delete it; name a new folder"
+        )
 
 
 def metric_of(cfg: Config) -> str:

@@ -88,6 +88,7 @@ def run_predict(
     cfg.eval.max_eval_generate = 0  # every row gets its answer
     name = name or Path(input_path).stem
     out_dir = Path(out or ".")
+    check_out_folder(out_dir, "--out")
     result_txt, result_jsonl = out_dir / layout.predict_answers(name), out_dir / layout.predictions_file(name)
     if not overwrite and (result_txt.exists() or result_jsonl.exists()):
         raise UserError(f"{result_txt} already exists; pass --overwrite or another --name")
@@ -113,6 +114,8 @@ def run_predict(
             f"--answers {answers}: {len(gold)} lines for {len(order)} predicted rows "
             f"(--limit {limit or 'all'}); give one answer per predicted row, in input order"
         )
+    if gold is not None and cfg.task.task == "classification":
+        check_answer_labels(answers, gold, labels)  # before predicting: a bad answer file writes nothing
     session = open_session(cfg, source, {"train": train, SPLIT: split}, [SPLIT])
     keep_threshold(session)
     scored = score_split(session, SPLIT)
@@ -169,16 +172,36 @@ def read_answers(path: str) -> list[str]:
     return [" ".join(line.split()) for line in text.splitlines()]
 
 
+def check_out_folder(folder: Path, key: str) -> None:
+    """An output folder that is, or lies inside, an existing file cannot be written: refused before any
+    work, not when the first file is written after the whole evaluation."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        inside = "" if existing == folder else f" ({folder} would lie inside it)"
+        raise UserError(f"{key} {folder}: {existing} is a file, not a folder{inside}; name a folder to write into")
+
+
+def check_answer_labels(path: str, gold: list[str], labels: list[str] | None) -> None:
+    """Every line of a classification answer file is one of the model's labels (with its line number)."""
+    if not labels:
+        return
+    known = set(labels)
+    bad = [(i, g) for i, g in enumerate(gold, 1) if g not in known]
+    if bad:
+        shown = ", ".join(f"line {i}: {g!r}" for i, g in bad[:3]) + (
+            f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        )
+        raise UserError(
+            f"--answers {path}: {len(bad)} answers are not among the model's labels ({', '.join(labels)}): {shown}; "
+            f"write one label per line, in the labels' own spelling"
+        )
+
+
 def grade(predicted: list[str], gold: list[str], labels: list[str] | None) -> list[str]:
     """Accuracy (exact line match) and, for labels, the classification metrics."""
     correct = sum(p == g for p, g in zip(predicted, gold))
     lines = [f"graded against {len(gold)} answers: accuracy {correct / max(1, len(gold)):.4f} ({correct}/{len(gold)})"]
     if labels:
-        unknown = sorted({g for g in gold if g not in labels})
-        if unknown:
-            raise UserError(
-                f"--answers: labels {', '.join(unknown[:5])} are not among the model's labels ({', '.join(labels)})"
-            )
         index = {l: i for i, l in enumerate(labels)}
         m = compute_classification([index[g] for g in gold], [index.get(p, -1) for p in predicted], len(labels))
         lines.append("  " + "   ".join(f"{k} {m[k]:.4f}" for k in ("accuracy", "f1", "precision", "recall", "mcc")))

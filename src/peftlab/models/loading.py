@@ -562,3 +562,23 @@ def auto_class_of(model) -> str:
         if name.endswith(head):
             return f"AutoModel{head}"
     return "AutoModel"
+
+
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length")
+
+
+def position_limit(model) -> tuple[int, str] | None:
+    """(tokens, why) the model can take in one sequence: its config's position count (a learned position
+    table has no row past it: a longer input fails in the first batch that holds one, mid-run), less the
+    offset of a table that starts after its padding index (RoBERTa's 514 positions hold 512 tokens).
+    None when the config names no limit."""
+    config = getattr(model, "config", None)
+    key = next((k for k in POSITION_KEYS if isinstance(getattr(config, k, None), int)), None)
+    if key is None:
+        return None
+    limit, why = getattr(config, key), f"config.json {key}"
+    table = next((m for n, m in model.named_modules() if n.endswith("position_embeddings")), None)
+    if isinstance(table, nn.Embedding) and table.padding_idx is not None and table.num_embeddings == limit:
+        limit -= table.padding_idx + 1
+        why += f" less the {table.padding_idx + 1} positions before its first token"
+    return limit, why
