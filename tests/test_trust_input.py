@@ -139,7 +139,7 @@ def test_max_length_beyond_the_models_positions_is_refused_before_anything_is_wr
 
 
 def test_position_limit_counts_a_padding_offset():
-    """RoBERTa's position table starts after its padding index: 34 rows hold 32 tokens."""
+    """RoBERTa's position table starts after its padding index: 34 rows hold 32 tokens; Llama has no table."""
     from transformers import BertConfig, BertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
 
     from peftlab.models.loading import position_limit
@@ -148,6 +148,12 @@ def test_position_limit_counts_a_padding_offset():
     roberta = RobertaForSequenceClassification(RobertaConfig(max_position_embeddings=34, pad_token_id=1, **size))
     assert position_limit(roberta)[0] == 32
     assert position_limit(BertForSequenceClassification(BertConfig(max_position_embeddings=34, **size)))[0] == 34
+    # rotary positions run past the config's count without an error: no limit to refuse by
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    assert (
+        position_limit(LlamaForCausalLM(LlamaConfig(max_position_embeddings=34, num_key_value_heads=1, **size))) is None
+    )
 
 
 @pytest.fixture
