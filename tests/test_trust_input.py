@@ -199,3 +199,48 @@ def test_eval_out_never_replaces_a_file_or_a_foreign_folder(trained_run, tmp_pat
     # an evaluation folder is replaced with --overwrite, as before
     assert main(["eval", str(trained_run), "--out", str(tmp_path / "e")]) == 0
     assert main(["eval", str(trained_run), "--out", str(tmp_path / "e"), "--overwrite"]) == 0
+
+
+# ---------------------------------------------------------------- 8. honest figures in every table
+
+
+@pytest.fixture
+def squad2(tmp_path):
+    """SQuAD 2.0-style train / dev / test files (a quarter of the questions have no answer)."""
+    import random
+
+    from test_qa import qa_rows
+
+    rng = random.Random(0)
+    files = {}
+    for name, n in (("train", 48), ("dev", 16), ("test", 16)):
+        files[name] = write(tmp_path / f"{name}.jsonl", "\n".join(json.dumps(r) for r in qa_rows(rng, n, name)) + "\n")
+    return files
+
+
+QA_RUN = ["task=qa", "epochs=2", "batch_size=8", "lr=1e-2", "max_length=14", "doc_stride=3", "split_by="]
+
+
+def test_eval_of_the_test_split_uses_the_validation_threshold(squad2, tiny_bert, tmp_path, capsys):
+    """`eval RUN --split test` re-tuned SQuAD 2.0's no-answer threshold on the test split's own answers."""
+    data = [f"train_file={squad2['train']}", f"validation_file={squad2['dev']}", f"test_file={squad2['test']}"]
+    base = [f"model={tiny_bert}", *QA_RUN, *data]
+    assert main(["train", *base, "method=lora", f"output_dir={tmp_path / 'runs'}", "run_name=qa"]) == 0
+    run = json.loads((tmp_path / "runs" / "qa" / "result.json").read_text())
+    assert main(["eval", str(tmp_path / "runs" / "qa"), "--split", "test", "--out", str(tmp_path / "e")]) == 0
+    scored = json.loads((tmp_path / "e" / "result.json").read_text())
+    assert scored["metrics_best"]["null_threshold"] == run["metrics_best"]["null_threshold"]
+    assert "f1_tuned_in_sample" not in scored["metrics_best"]  # nothing was tuned on the scored rows
+    for key in ("f1", "exact", "HasAns_f1", "NoAns_f1"):  # what the run's own test evaluation scored
+        assert scored["metrics_best"][key] == pytest.approx(run["metrics_test"][key], abs=1e-9), key
+    # an untrained model: the threshold its validation split gives, scored first
+    capsys.readouterr()
+    assert main(["eval", *base, "--out", str(tmp_path / "bv")]) == 0
+    assert main(["eval", *base, "--split", "test", "--out", str(tmp_path / "bt")]) == 0
+    assert "tuning the no-answer threshold on the validation split first" in capsys.readouterr().out
+    val, test = (json.loads((tmp_path / f / "result.json").read_text())["metrics_best"] for f in ("bv", "bt"))
+    assert test["null_threshold"] == val["null_threshold"] and "f1_tuned_in_sample" not in test
+    # with no validation data but rows cut from the scored file itself: refused
+    alone = [f"model={tiny_bert}", *QA_RUN, f"test_file={squad2['test']}"]
+    assert main(["eval", *alone, "--split", "test", "--out", str(tmp_path / "x")]) == 2
+    assert "threshold tuned on validation" in one_error(capsys) and not (tmp_path / "x").exists()

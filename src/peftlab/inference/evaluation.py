@@ -164,17 +164,47 @@ def run_eval(
     out_dir = Path(out) if out else default_eval_dir(cfg, source, split)
     check_eval_folder(out_dir, overwrite)
     metric = metric_of(cfg)
+    own_validation = bool(cfg.data.train_file or cfg.data.validation_file)  # else it is cut from the scored file
     splits = load_eval_splits(cfg, split)
-    session = open_session(cfg, source, splits, [split])
+    tune = split != "validation" and cfg.task.task == "qa" and "null_threshold" not in run_best(source)
+    session = open_session(cfg, source, splits, [split, "validation"] if tune else [split])
     print(
         f"peftlab: evaluating {source.describe(cfg)} on {len(session.encoded[split])} {split} examples "
         f"({session.backend}{f', {cfg.eval.shots}-shot' if cfg.eval.shots else ''})",
         flush=True,
     )
+    threshold_from = validation_threshold(session, split, own_validation)
     scored = score_split(session, split)
     result = eval_result(session, split, scored, out_dir, started, metric)
+    if threshold_from:
+        result["null_threshold_from"] = threshold_from
     write_eval_folder(session, split, scored, result, out_dir)
     return result, out_dir
+
+
+def run_best(source: Source) -> dict:
+    return source.result.get("metrics_best") or {}
+
+
+def validation_threshold(session: Session, split: str, own_validation: bool) -> str | None:
+    """SQuAD 2.0 scored on test (or extra): the no-answer threshold tuned on validation, never on the
+    scored split's own answers: a run's recorded one (what its own test evaluation used), else the one
+    validation gives when scored now. Returns where it came from; None where no threshold applies."""
+    prepared = session.prepared
+    if split == "validation" or getattr(prepared, "thresholds", None) is None or not prepared.with_null:
+        return None
+    if "null_threshold" in run_best(session.source):
+        prepared.thresholds["validation"] = float(run_best(session.source)["null_threshold"])
+        return f"{session.source.folder}: metrics_best (its validation split)"
+    if not own_validation:
+        raise UserError(
+            f"--split {split}: SQuAD 2.0 decides 'no answer' with a threshold tuned on validation, and this "
+            f"config has no validation data but rows cut from the file it scores; set validation_file= "
+            f"(or train_file=), or evaluate a run folder, whose threshold is recorded"
+        )
+    print("peftlab: tuning the no-answer threshold on the validation split first", flush=True)
+    score_split(session, "validation")  # the task's metrics tune thresholds["validation"] on its rows
+    return "validation split, scored first"
 
 
 def check_eval_folder(out_dir: Path, overwrite: bool) -> None:
