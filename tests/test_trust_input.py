@@ -244,3 +244,104 @@ def test_eval_of_the_test_split_uses_the_validation_threshold(squad2, tiny_bert,
     alone = [f"model={tiny_bert}", *QA_RUN, f"test_file={squad2['test']}"]
     assert main(["eval", *alone, "--split", "test", "--out", str(tmp_path / "x")]) == 2
     assert "threshold tuned on validation" in one_error(capsys) and not (tmp_path / "x").exists()
+
+
+def set_result(run, **changes):
+    path = run / "result.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def test_variants_choosing_by_different_metrics_get_their_own_tables(tmp_path):
+    """One "best epoch chosen by accuracy" header stood over a variant that chose its epoch by f1."""
+    from test_sweep import fake_sweep
+
+    from peftlab.report.tables import compare, summarize
+    from peftlab.report.write import write_report
+
+    fake_sweep(
+        tmp_path,
+        {
+            "full": [(0.5, 0.90, 1000, 2000, 80)],
+            "lora": [(0.5, 0.88, 10, 1500, 70)],
+            "lora-f1": [(0.5, 0.95, 10, 1500, 70)],
+        },
+    )
+    set_result(tmp_path / "lora-f1-s1", metric_for_best="f1")
+    s = summarize(tmp_path)
+    assert [(sec["metric"], sec["best"], [g["group"] for g in sec["groups"]]) for sec in s["sections"]] == [
+        ("accuracy", "full", ["full", "lora"]),
+        ("f1", "lora-f1", ["lora-f1"]),
+    ]
+    md = write_report(tmp_path)[0]
+    accuracy, f1 = md.split("## Best epoch chosen by accuracy")[1].split("## Best epoch chosen by f1")
+    assert "best epoch chosen by **accuracy**" in accuracy and "| lora-f1 |" not in accuracy
+    assert "best epoch chosen by **f1**" in f1 and "| full |" not in f1 and "| lora-f1 |" in f1
+    assert "chose their best epoch by different metrics: **accuracy** (full, lora); **f1** (lora-f1)" in md
+    report = tmp_path / "report"
+    assert (report / "report.csv").read_text().splitlines()[1].startswith("accuracy,full,")
+    assert (report / "pareto-f1.png").is_file() and "Best epoch chosen by f1" in (report / "report.html").read_text()
+    with pytest.raises(UserError, match="pick their best epoch by different metrics"):
+        compare(tmp_path, tmp_path)
+
+
+def test_every_memory_figure_says_what_it_measured(tmp_path, monkeypatch):
+    """A column headed "peak RSS" held CUDA figures too, and a llama.cpp row on a GPU machine showed torch's
+    allocations (which llama.cpp never makes): each row now names its kind, llama.cpp rows are RSS."""
+    from types import SimpleNamespace
+
+    import torch
+    from test_sweep import fake_sweep
+
+    from peftlab.inference.evaluation import eval_result
+    from peftlab.inference.session import Scored, Source
+    from peftlab.report.tables import summarize, table_rows
+
+    fake_sweep(tmp_path, {"gpu": [(0.5, 0.9, 10, 3000, 60)], "cpu": [(0.5, 0.8, 10, 1024, 90)]})
+    set_result(tmp_path / "gpu-s1", peak_memory_kind="cuda_max_allocated")
+    header, rows = table_rows(summarize(tmp_path), "metrics_best")
+    assert header[3] == "peak memory" and [r[3] for r in rows] == ["2.93 GiB CUDA", "1.00 GiB RSS"]
+    # the after-training table: every row its kind
+    (tmp_path / "ev").mkdir()
+    (tmp_path / "ev" / "result.json").write_text(
+        json.dumps(
+            {
+                "kind": "eval",
+                "status": "completed",
+                "task": "classification",
+                "method": "q8_0 (llamacpp)",
+                "metric_for_best": "accuracy",
+                "trainable_params": 0,
+                "trainable_pct": 0.0,
+                "total_params": None,
+                "metrics_best": {"accuracy": 0.8},
+                "peak_memory_mb": 512.0,
+                "peak_memory_kind": "process_peak_rss",
+                "source": {"kind": "export", "backend": "llamacpp"},
+            }
+        )
+    )
+    sweep = json.loads((tmp_path / "sweep.json").read_text())
+    sweep["runs"].append({"name": "ev", "group": "ev", "status": "completed"})
+    (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+    ev = summarize(tmp_path)["evaluations"]
+    memory = ev["header"].index("peak memory")
+    assert [r[memory] for r in ev["rows"]] == ["2.93 GiB CUDA", "1.00 GiB RSS", "0.50 GiB RSS"]
+    # a llama.cpp evaluation on a machine with a GPU is measured by the process's RSS
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 7 * 2**20)
+    gguf = tmp_path / "model-q8_0.gguf"
+    gguf.write_bytes(b"GGUF")
+    cfg = load_config(None, [f"model={gguf}"])
+    session = SimpleNamespace(
+        cfg=cfg,
+        source=Source("config"),
+        backend="llamacpp",
+        encoded={"validation": [1, 2]},
+        prepared=None,
+        model=None,
+        shots=[],
+    )
+    result = eval_result(
+        session, "validation", Scored({"accuracy": 1.0}, None, 1.0, 10), tmp_path / "e", 0.0, "accuracy"
+    )
+    assert result["peak_memory_kind"] == "process_peak_rss" and result["peak_memory_mb"] > 7

@@ -28,6 +28,7 @@ from peftlab.inference.session import (
 )
 from peftlab.runs import layout
 from peftlab.runs.measure import (
+    MEMORY_WORDS,
     folder_size_mb,
     git_hash,
     library_versions,
@@ -129,7 +130,7 @@ def eval_result(session: Session, split: str, scored: Scored, out_dir: Path, sta
         "examples_per_s": round(n / scored.seconds, 3) if scored.seconds else None,
         "tokens_per_s": round(scored.tokens / scored.seconds, 1) if scored.seconds else None,
         "input_tokens": scored.tokens,
-        **peak_memory(),
+        **peak_memory(cuda=session.backend != "llamacpp"),  # llama.cpp runs on the CPU: torch allocates nothing
         **size_on_disk(session),
         "labels": getattr(session.prepared, "labels", None),
         "trainable_params": 0,
@@ -268,6 +269,7 @@ def format_eval_summary(result: dict) -> str:
     return (
         f"eval {result['run_name']}  [{result['method']}] on {result['n_evaluated']} {result['split']} examples\n"
         f"{values}\nwall {result['eval_wall_s']:.1f} s   {result['examples_per_s']} examples/s   "
-        f"{result['tokens_per_s']} input tokens/s   peak memory {result['peak_memory_mb']:.0f} MiB   "
+        f"{result['tokens_per_s']} input tokens/s   peak memory {result['peak_memory_mb']:.0f} MiB "
+        f"({MEMORY_WORDS.get(result.get('peak_memory_kind'), 'unknown kind')})   "
         f"size on disk {'-' if size is None else f'{size:.1f} MB'}"
     )
