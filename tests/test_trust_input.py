@@ -345,3 +345,46 @@ def test_every_memory_figure_says_what_it_measured(tmp_path, monkeypatch):
         session, "validation", Scored({"accuracy": 1.0}, None, 1.0, 10), tmp_path / "e", 0.0, "accuracy"
     )
     assert result["peak_memory_kind"] == "process_peak_rss" and result["peak_memory_mb"] > 7
+
+
+def evaluation(recorder, epoch: int, step: int, accuracy: float) -> None:
+    """One epoch's evaluation as the Trainer reports it to the Recorder."""
+    from types import SimpleNamespace
+
+    state = SimpleNamespace(epoch=float(epoch), global_step=step, log_history=[])
+    recorder.epoch_wall_s = 1.0  # on_epoch_end's
+    metrics = {"eval_loss": 1 - accuracy, "eval_accuracy": accuracy, "eval_runtime": 0.1}
+    recorder.on_evaluate(None, state, SimpleNamespace(should_training_stop=False), metrics=metrics, model="weights")
+
+
+def test_after_a_resume_metrics_best_is_the_evaluation_the_saved_weights_scored(tmp_path):
+    """Killed after epoch 3's evaluation saved the best weights but before the checkpoint after it: the resume
+    forgot that evaluation, so metrics_best became epoch 1's, the weights stayed epoch 3's, and a redone epoch
+    3 scoring a hair lower (GPU kernels, data order) never replaced them."""
+    from peftlab.training.callbacks import Recorder
+
+    lines = [(0, 0, 0.5), (1, 3, 0.7), (2, 6, 0.6), (3, 9, 0.8)]
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(
+        "".join(json.dumps({"epoch": e, "step": s, "accuracy": a, "train_time_s": 1.0}) + "\n" for e, s, a in lines)
+    )
+    checkpoint = tmp_path / "checkpoint-6"
+    checkpoint.mkdir()
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 6}))
+    on_disk = {"epoch": 3, "step": 9, "accuracy": 0.8, "train_time_s": 1.0}  # what the weights folder says it holds
+    saves = []
+    rec = Recorder(metrics, "accuracy", 0, True, lambda m, line: saves.append(line), checkpoint, saved=on_disk)
+    evaluation(rec, 3, 9, 0.78)  # the redo scores lower: not better than the weights on disk
+    summary = rec.summary()
+    assert saves == [] and summary["metrics_best"] == on_disk and summary["best_epoch"] == 3
+    assert summary["best_saved_before_resume"] is True
+    evaluation(rec, 4, 12, 0.9)  # a better one replaces the weights, and is metrics_best
+    assert [s["epoch"] for s in saves] == [4] and rec.summary()["metrics_best"]["accuracy"] == 0.9
+    assert "best_saved_before_resume" not in rec.summary()
+
+
+def test_the_weights_folder_names_the_evaluation_that_saved_it(base_config, tmp_path):
+    assert main(["train", *base_config, "method=lora", "lora_rank=4", "epochs=2", "run_name=r"]) == 0
+    run = tmp_path / "runs" / "r"
+    result = json.loads((run / "result.json").read_text())
+    assert json.loads((run / "adapter" / "peftlab_best_evaluation.json").read_text()) == result["metrics_best"]

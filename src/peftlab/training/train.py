@@ -485,9 +485,10 @@ def train_run(cfg: Config, resume: bool, overwrite: bool) -> dict:
         metric,
         cfg.eval.early_stopping_patience,
         main,
-        save_best=lambda m: save_model(m, tokenizer, weights_dir, note, head_only),
+        save_best=lambda m, line: save_model(m, tokenizer, weights_dir, note, head_only, evaluation=line),
         resume_from=ckpt,
         select_last=method.prunes_ranks,
+        saved=read_json(weights_dir / layout.BEST_EVALUATION) if ckpt else None,  # which evaluation is on disk
     )
     env = TaskEnv(cfg, tokenizer)
     # splits besides train/validation/test are scored with every validation evaluation (before the Recorder)
