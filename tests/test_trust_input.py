@@ -388,3 +388,16 @@ def test_the_weights_folder_names_the_evaluation_that_saved_it(base_config, tmp_
     run = tmp_path / "runs" / "r"
     result = json.loads((run / "result.json").read_text())
     assert json.loads((run / "adapter" / "peftlab_best_evaluation.json").read_text()) == result["metrics_best"]
+
+
+def test_eval_with_on_bad_lines_skip_counts_the_unlabelled_rows(trained_run, sentiment, tmp_path, capsys):
+    dev = write(tmp_path / "dev-nan.tsv", open(sentiment["dev"]).read() + "the plot film .\tNaN\n")
+    assert main(["eval", str(trained_run), f"validation_file={dev}", "--out", str(tmp_path / "e0")]) == 2
+    assert "row 34: label 'NaN' marks a missing value" in one_error(capsys)
+    assert (
+        main(["eval", str(trained_run), f"validation_file={dev}", "on_bad_lines=skip", "--out", str(tmp_path / "e")])
+        == 0
+    )
+    result = json.loads((tmp_path / "e" / "result.json").read_text())
+    assert result["n_evaluated"] == 32 and result["skipped_rows"]["count"] == 1
+    assert result["skipped_rows"]["first"][0]["line"] == 34 and "skipped 1 bad row" in capsys.readouterr().err

@@ -10,11 +10,13 @@ data, the model and the weights have loaded, and every file is written atomicall
 
 from __future__ import annotations
 
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from peftlab.config.settings import Config
+from peftlab.data.formats import skipped_lines
 from peftlab.errors import UserError
 from peftlab.inference.predict import check_out_folder
 from peftlab.inference.session import (
@@ -179,6 +181,9 @@ def run_eval(
     result = eval_result(session, split, scored, out_dir, started, metric)
     if threshold_from:
         result["null_threshold_from"] = threshold_from
+    if skipped := splits["train"].skipped:  # on_bad_lines: skip left rows out (of any split read): say so
+        result["skipped_rows"] = {"count": len(skipped), "first": skipped[:20]}
+        print("peftlab: " + "\npeftlab: ".join(skipped_lines(skipped)), file=sys.stderr, flush=True)
     write_eval_folder(session, split, scored, result, out_dir)
     return result, out_dir
 
