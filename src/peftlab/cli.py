@@ -107,10 +107,14 @@ def cmd_report(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from peftlab.inference.evaluation import format_eval_summary, run_eval
+    from pathlib import Path
+
+    from peftlab.inference.evaluation import check_eval_folder, format_eval_summary, run_eval
 
     source, out, started = args.source, args.out, time.time()
     if args.export:
+        if out:  # before the export, which may take minutes
+            check_eval_folder(Path(out), args.overwrite)
         from peftlab.export.merge import export_to_evaluate
 
         source, out = export_to_evaluate(source, args.export, out)

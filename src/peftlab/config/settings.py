@@ -98,8 +98,9 @@ class DataConfig:
     delimiter: str = opt("", "field separator; empty = ',' for csv, tab for tsv (financial_phrasebank uses '@')")
     on_bad_lines: str = opt(
         "error",
-        "csv/tsv rows with the wrong number of fields: error (stop, naming the line) | skip (leave them out; "
-        "result.json `skipped_rows` and `peftlab data check` list them), as pandas names it",
+        "csv/tsv rows with the wrong number of fields, and classification rows whose label marks a missing value "
+        "(empty, NaN, NA, N/A, null, None): error (stop, naming the row) | skip (leave them out; result.json "
+        "`skipped_rows` and `peftlab data check` list them), as pandas names it",
     )
     encoding: str = opt("utf-8", "text encoding of csv/tsv/json files (financial_phrasebank is latin-1)")
     text_column: str = opt("sentence", "column with the text")

@@ -8,7 +8,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +36,30 @@ def label_key(value) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value).strip()
+
+
+# What pandas, R and spreadsheets write for a value that is not there (pandas' own na_values, the common
+# ones): in a label column each would otherwise become one more class ("labels: 0, 1, NaN").
+MISSING_MARKERS = ("", "nan", "na", "n/a", "null", "none")
+MISSING_SHOWN = "empty, NaN, NA, N/A, null, None"
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def is_missing(value) -> bool:
+    """None, a float NaN (JSON's NaN), or text that is one of MISSING_MARKERS (any case)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    return isinstance(value, str) and value.strip().lower() in MISSING_MARKERS
+
+
+def label_kind(value) -> str:
+    """number | name | bool: a CSV cell "1" is a number as JSON's 1 is, so that 1 and "pos" in one column
+    (two label sets, not one) are told apart in every format."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "number" if NUMBER.fullmatch(str(value).strip()) else "name"
 
 
 def detect_format(path: Path, data_format: str) -> str:
@@ -295,6 +321,11 @@ def package_path(path: str, key: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / rest
 
 
+def file_path(path: str | Path, key: str) -> Path:
+    """The file a data key names: a path (~ expanded) or a pkg: path; Split.source is its str()."""
+    return package_path(str(path), key) if str(path).startswith("pkg:") else Path(path).expanduser()
+
+
 def read_records(
     path: str | Path,
     key: str,
@@ -306,7 +337,7 @@ def read_records(
     on_bad_lines: str = "error",
 ) -> Split:
     """Read one data file (named by config key `key` in messages) into plain records."""
-    path = package_path(path, key) if str(path).startswith("pkg:") else Path(path).expanduser()
+    path = file_path(path, key)
     if not path.exists():
         raise UserError(f"{key}: file not found: {path}")
     fmt = detect_format(path, data_format)

@@ -61,6 +61,18 @@ def entries(train_file) -> list[dict]:
     return [item if isinstance(item, dict) else {"file": item} for item in items]
 
 
+def reading_key(data, row, key: str):
+    """A reading key (READ_KEYS, e.g. on_bad_lines) as it applies to the file a row came from: its
+    train_file entry's own where it sets one (the rows of a mixed list are Rows), else the top level's."""
+    from peftlab.data.formats import file_path
+
+    file = getattr(row, "file", None)
+    for entry in entries(data.train_file) if file is not None else []:
+        if key in entry and str(file_path(entry["file"], "train_file")) == file:
+            return entry[key]
+    return getattr(data, key)
+
+
 def check_mix(data) -> None:
     """mix / mix_ratios against the number of train_file entries (before any file is read)."""
     n = len(entries(data.train_file))

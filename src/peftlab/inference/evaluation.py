@@ -10,12 +10,15 @@ data, the model and the weights have loaded, and every file is written atomicall
 
 from __future__ import annotations
 
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from peftlab.config.settings import Config
+from peftlab.data.formats import skipped_lines
 from peftlab.errors import UserError
+from peftlab.inference.predict import check_out_folder
 from peftlab.inference.session import (
     Scored,
     Session,
@@ -27,13 +30,14 @@ from peftlab.inference.session import (
 )
 from peftlab.runs import layout
 from peftlab.runs.measure import (
+    MEMORY_WORDS,
     folder_size_mb,
     git_hash,
     library_versions,
     peak_memory,
     weights_size_mb,
 )
-from peftlab.runs.rundir import write_folder, write_jsonl, write_result, write_yaml
+from peftlab.runs.rundir import read_result, write_folder, write_jsonl, write_result, write_yaml
 
 
 def default_eval_dir(cfg: Config, source: Source, split: str) -> Path:
@@ -133,7 +137,7 @@ def eval_result(session: Session, split: str, scored: Scored, out_dir: Path, sta
         "examples_per_s": round(n / scored.seconds, 3) if scored.seconds else None,
         "tokens_per_s": round(scored.tokens / scored.seconds, 1) if scored.seconds else None,
         "input_tokens": scored.tokens,
-        **peak_memory(),
+        **peak_memory(cuda=session.backend != "llamacpp"),  # llama.cpp runs on the CPU: torch allocates nothing
         **size_on_disk(session),
         "labels": getattr(session.prepared, "labels", None),
         "trainable_params": 0,
@@ -166,20 +170,72 @@ def run_eval(
     started = time.time() if started is None else started
     cfg, source = read_source(spec, overrides)
     out_dir = Path(out) if out else default_eval_dir(cfg, source, split)
-    if out_dir.exists() and not overwrite:
-        raise UserError(f"{out_dir} already exists; pass --overwrite to replace it, or --out another folder")
+    check_eval_folder(out_dir, overwrite)
     metric = metric_of(cfg)
+    own_validation = bool(cfg.data.train_file or cfg.data.validation_file)  # else it is cut from the scored file
     splits = load_eval_splits(cfg, split)
-    session = open_session(cfg, source, splits, [split])
+    tune = split != "validation" and cfg.task.task == "qa" and "null_threshold" not in run_best(source)
+    session = open_session(cfg, source, splits, [split, "validation"] if tune else [split])
     print(
         f"peftlab: evaluating {source.describe(cfg)} on {len(session.encoded[split])} {split} examples "
         f"({session.backend}{f', {cfg.eval.shots}-shot' if cfg.eval.shots else ''})",
         flush=True,
     )
+    threshold_from = validation_threshold(session, split, own_validation)
     scored = score_split(session, split)
     result = eval_result(session, split, scored, out_dir, started, metric)
+    if threshold_from:
+        result["null_threshold_from"] = threshold_from
+    if skipped := splits["train"].skipped:  # on_bad_lines: skip left rows out (of any split read): say so
+        result["skipped_rows"] = {"count": len(skipped), "first": skipped[:20]}
+        print("peftlab: " + "\npeftlab: ".join(skipped_lines(skipped)), file=sys.stderr, flush=True)
     write_eval_folder(session, split, scored, result, out_dir)
     return result, out_dir
+
+
+def run_best(source: Source) -> dict:
+    return source.result.get("metrics_best") or {}
+
+
+def validation_threshold(session: Session, split: str, own_validation: bool) -> str | None:
+    """SQuAD 2.0 scored on test (or extra): the no-answer threshold tuned on validation, never on the
+    scored split's own answers: a run's recorded one (what its own test evaluation used), else the one
+    validation gives when scored now. Returns where it came from; None where no threshold applies."""
+    prepared = session.prepared
+    if split == "validation" or getattr(prepared, "thresholds", None) is None or not prepared.with_null:
+        return None
+    if "null_threshold" in run_best(session.source):
+        prepared.thresholds["validation"] = float(run_best(session.source)["null_threshold"])
+        return f"{session.source.folder}: metrics_best (its validation split)"
+    if not own_validation:
+        raise UserError(
+            f"--split {split}: SQuAD 2.0 decides 'no answer' with a threshold tuned on validation, and this "
+            f"config has no validation data but rows cut from the file it scores; set validation_file= "
+            f"(or train_file=), or evaluate a run folder, whose threshold is recorded"
+        )
+    print("peftlab: tuning the no-answer threshold on the validation split first", flush=True)
+    score_split(session, "validation")  # the task's metrics tune thresholds["validation"] on its rows
+    return "validation split, scored first"
+
+
+def check_eval_folder(out_dir: Path, overwrite: bool) -> None:
+    """The evaluation folder may be written: new, or (with --overwrite) an evaluation folder or an empty
+    one. A file, or a folder of something else, is refused before anything loads: --overwrite replaces
+    the whole folder, and must never take a user's file or folder with it."""
+    check_out_folder(out_dir, "--out")
+    if not out_dir.exists():
+        return
+    if not overwrite:
+        raise UserError(f"{out_dir} already exists; pass --overwrite to replace it, or --out another folder")
+    try:
+        result = read_result(out_dir)
+    except UserError:
+        result = None
+    if any(out_dir.iterdir()) and not (isinstance(result, dict) and result.get("kind") == "eval"):
+        raise UserError(
+            f"--out {out_dir}: the folder holds something other than an evaluation (no result.json of "
+            f"`peftlab eval`), and --overwrite would delete it; name a new folder"
+        )
 
 
 def metric_of(cfg: Config) -> str:
@@ -223,6 +279,7 @@ def format_eval_summary(result: dict) -> str:
     return (
         f"eval {result['run_name']}  [{result['method']}] on {result['n_evaluated']} {result['split']} examples\n"
         f"{values}\nwall {result['eval_wall_s']:.1f} s   {result['examples_per_s']} examples/s   "
-        f"{result['tokens_per_s']} input tokens/s   peak memory {result['peak_memory_mb']:.0f} MiB   "
+        f"{result['tokens_per_s']} input tokens/s   peak memory {result['peak_memory_mb']:.0f} MiB "
+        f"({MEMORY_WORDS.get(result.get('peak_memory_kind'), 'unknown kind')})   "
         f"size on disk {'-' if size is None else f'{size:.1f} MB'}"
     )

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from peftlab.config.settings import Config
-from peftlab.data.formats import Split, label_key, read_records
+from peftlab.data.formats import Split, is_missing, label_key, read_records
 from peftlab.data.splits import load_splits
 from peftlab.errors import UserError
 from peftlab.inference.session import open_session, read_source, score_split
@@ -29,7 +29,7 @@ def placeholder_gold(cfg: Config, record: dict, labels: list[str] | None) -> dic
     """The record with a stand-in gold value where the task's reader needs one and the input has none."""
     task, data = cfg.task.task, cfg.data
     rec = dict(record)
-    if task == "classification" and rec.get(data.label_column) in (None, ""):
+    if task == "classification" and is_missing(rec.get(data.label_column)):  # absent, or pandas' NaN
         rec[data.label_column] = (labels or [""])[0]
     elif task == "ner":
         tokens = rec.get(data.tokens_column)
@@ -88,6 +88,7 @@ def run_predict(
     cfg.eval.max_eval_generate = 0  # every row gets its answer
     name = name or Path(input_path).stem
     out_dir = Path(out or ".")
+    check_out_folder(out_dir, "--out")
     result_txt, result_jsonl = out_dir / layout.predict_answers(name), out_dir / layout.predictions_file(name)
     if not overwrite and (result_txt.exists() or result_jsonl.exists()):
         raise UserError(f"{result_txt} already exists; pass --overwrite or another --name")
@@ -105,7 +106,7 @@ def run_predict(
     if cfg.task.task == "classification" and not labels:
         from peftlab.tasks.classification import sort_labels
 
-        labels = sort_labels({label_key(r.get(cfg.data.label_column)) for r in train.records} - {""})
+        labels = sort_labels({label_key(v) for r in train.records if not is_missing(v := r.get(cfg.data.label_column))})
     split, order, originals = read_input(input_path, cfg, limit, labels)
     train = train or split
     if gold is not None and len(gold) != len(order):
@@ -113,6 +114,8 @@ def run_predict(
             f"--answers {answers}: {len(gold)} lines for {len(order)} predicted rows "
             f"(--limit {limit or 'all'}); give one answer per predicted row, in input order"
         )
+    if gold is not None and cfg.task.task == "classification":
+        check_answer_labels(answers, gold, labels)  # before predicting: a bad answer file writes nothing
     session = open_session(cfg, source, {"train": train, SPLIT: split}, [SPLIT])
     keep_threshold(session)
     scored = score_split(session, SPLIT)
@@ -169,16 +172,36 @@ def read_answers(path: str) -> list[str]:
     return [" ".join(line.split()) for line in text.splitlines()]
 
 
+def check_out_folder(folder: Path, key: str) -> None:
+    """An output folder that is, or lies inside, an existing file cannot be written: refused before any
+    work, not when the first file is written after the whole evaluation."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        inside = "" if existing == folder else f" ({folder} would lie inside it)"
+        raise UserError(f"{key} {folder}: {existing} is a file, not a folder{inside}; name a folder to write into")
+
+
+def check_answer_labels(path: str, gold: list[str], labels: list[str] | None) -> None:
+    """Every line of a classification answer file is one of the model's labels (with its line number)."""
+    if not labels:
+        return
+    known = set(labels)
+    bad = [(i, g) for i, g in enumerate(gold, 1) if g not in known]
+    if bad:
+        shown = ", ".join(f"line {i}: {g!r}" for i, g in bad[:3]) + (
+            f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        )
+        raise UserError(
+            f"--answers {path}: {len(bad)} answers are not among the model's labels ({', '.join(labels)}): {shown}; "
+            f"write one label per line, in the labels' own spelling"
+        )
+
+
 def grade(predicted: list[str], gold: list[str], labels: list[str] | None) -> list[str]:
     """Accuracy (exact line match) and, for labels, the classification metrics."""
     correct = sum(p == g for p, g in zip(predicted, gold))
     lines = [f"graded against {len(gold)} answers: accuracy {correct / max(1, len(gold)):.4f} ({correct}/{len(gold)})"]
     if labels:
-        unknown = sorted({g for g in gold if g not in labels})
-        if unknown:
-            raise UserError(
-                f"--answers: labels {', '.join(unknown[:5])} are not among the model's labels ({', '.join(labels)})"
-            )
         index = {l: i for i, l in enumerate(labels)}
         m = compute_classification([index[g] for g in gold], [index.get(p, -1) for p in predicted], len(labels))
         lines.append("  " + "   ".join(f"{k} {m[k]:.4f}" for k in ("accuracy", "f1", "precision", "recall", "mcc")))

@@ -159,7 +159,7 @@ def resolve_for(cfg: Config, source: Source) -> ResolvedModel:
 
 def open_session(cfg: Config, source: Source, splits: dict[str, Split], evaluated: list[str]) -> Session:
     """Prepare the splits (with few-shot prompts), encode the evaluated ones and load the model."""
-    from peftlab.training.train import check_settings
+    from peftlab.training.train import check_max_length, check_settings
 
     task = task_of(cfg)
     check_settings(cfg)  # the same refusals as `peftlab train` (eval_batch_size 0, shots < 0, ...)
@@ -179,6 +179,7 @@ def open_session(cfg: Config, source: Source, splits: dict[str, Split], evaluate
     session = Session(cfg, source, task, prepared, tokenizer, encoded, env, backend, resolved, shots)
     if backend == "transformers":
         session.model = load_model(session)
+        check_max_length(cfg, session.model)  # max_length=... on the command line: refused before any row is scored
         session.trainer = build_eval_trainer(session)
     return session
 

@@ -562,3 +562,25 @@ def auto_class_of(model) -> str:
         if name.endswith(head):
             return f"AutoModel{head}"
     return "AutoModel"
+
+
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length")
+POSITION_TABLES = ("position_embeddings", "wpe", "embed_positions")  # BERT/RoBERTa/ELECTRA, GPT-2, OPT/BART
+
+
+def position_limit(model) -> tuple[int, str] | None:
+    """(tokens, why) a model with a learned position table can take in one sequence: the table has no
+    row past it, so a longer input fails in the first batch that holds one, mid-run. The table's rows,
+    less those before its first token (RoBERTa's 514 rows start after its padding index: 512 tokens),
+    capped by the config's position count (OPT's table keeps 2 rows more). None for rotary or relative
+    positions (Llama, DeBERTa-v3), which run past the config's count without an error."""
+    tables = (m for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in POSITION_TABLES)
+    table = next((m for m in tables if isinstance(m, nn.Embedding)), None)
+    if table is None:
+        return None
+    limit = table.num_embeddings - (table.padding_idx + 1 if table.padding_idx is not None else 0)
+    config = getattr(model, "config", None)
+    key = next((k for k in POSITION_KEYS if isinstance(getattr(config, k, None), int)), None)
+    if key is not None and getattr(config, key) < limit:
+        limit = getattr(config, key)
+    return limit, "its learned position table" + (f", config.json {key} {getattr(config, key)}" if key else "")

@@ -7,7 +7,10 @@ from __future__ import annotations
 from peftlab.report.summary import fmt
 
 COST_COLUMNS = ("eval_wall_s", "examples_per_s", "tokens_per_s", "peak_memory_mb", "size_on_disk_mb")
-HEADER_COSTS = ["wall time", "examples/s", "input tokens/s", "peak RSS", "size on disk"]
+HEADER_COSTS = ["wall time", "examples/s", "input tokens/s", "peak memory", "size on disk"]
+# each row's kind of memory figure (runs/measure.py peak_memory_kind): a GPU's allocations and a process's
+# RSS are not one scale, and a table may hold both (a llama.cpp row beside transformers rows on a GPU)
+MEMORY_KINDS = {"cuda_max_allocated": "CUDA", "process_peak_rss": "RSS"}
 
 
 def is_eval(result: dict | None) -> bool:
@@ -61,7 +64,9 @@ def evaluation_rows(runs) -> dict | None:
             f"{res['eval_wall_s']:.1f} s" if res.get("eval_wall_s") is not None else "-",
             fmt(res.get("examples_per_s"), 1),
             fmt(res.get("tokens_per_s"), 0),
-            f"{res['peak_memory_mb'] / 1024:.2f} GiB" if res.get("peak_memory_mb") else "-",
+            f"{res['peak_memory_mb'] / 1024:.2f} GiB {MEMORY_KINDS.get(res.get('peak_memory_kind'), '?')}"
+            if res.get("peak_memory_mb")
+            else "-",
             f"{size:.1f} MB" if size is not None else "-",
         ]
         rows.append(cells)
@@ -71,6 +76,7 @@ def evaluation_rows(runs) -> dict | None:
         "columns": cols,
         "note": "Trained rows show the run's best epoch on its validation split (size: the adapter or "
         "saved model); evaluation rows come from `peftlab eval` (wall time of the scoring alone, "
-        "peak RSS of the evaluating process, size on disk of what must be loaded: base + adapter, "
-        "the merged folder, or the .gguf file).",
+        "size on disk of what must be loaded: base + adapter, the merged folder, or the .gguf file). "
+        "Peak memory: CUDA = torch's peak allocation on the GPU, RSS = the process's peak resident memory "
+        "(CPU runs, and llama.cpp, which torch does not see).",
     }

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
 
 from peftlab.report.plots import plot_metric_per_epoch, plot_pareto, plot_sweep_losses
-from peftlab.report.tables import COSTS, NOISE_NOTE, failed_lines, table_rows
+from peftlab.report.tables import COSTS, NOISE_NOTE, failed_lines, sections_of, split_note, table_rows
 from peftlab.runs import layout
 from peftlab.runs.rundir import write_text
 
@@ -33,30 +34,53 @@ def inline_png(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def section_html(sec: dict, ran: list, out: Path, split: bool, plots: list) -> list[str]:
+    """One metric's header, verdict and tables; its plots are drawn and added to `plots`. With several
+    metrics each gets its heading and its own plot files (named after the metric)."""
+    suffix = "-" + re.sub(r"[^\w@-]", "_", sec["metric"]) if split else ""  # a file name, whatever result.json says
+    mine = [
+        (
+            f"metric_per_epoch{suffix}.png",
+            f"{sec['metric']} per epoch",
+            lambda p: plot_metric_per_epoch(ran, sec["metric"], p),
+        ),
+        (f"pareto{suffix}.png", f"{sec['metric']} vs cost, Pareto front", lambda p: plot_pareto(sec, COSTS, p)),
+    ]
+    for name, _, make in mine:
+        make(out / name)
+    plots += mine
+    h = "h3" if split else "h2"
+    parts = [f"<h2>Best epoch chosen by {html.escape(sec['metric'])}</h2>"] if split else []
+    parts.append(
+        f"<p>Task <b>{html.escape(str(sec['task']))}</b>, model <b>{html.escape(str(sec['model']))}</b>; "
+        f"best epoch chosen by <b>{html.escape(sec['metric'])}</b>.</p>"
+    )
+    parts.append("<ul>" + "".join(f"<li>{html.escape(v).replace('**', '')}</li>" for v in sec["verdict"]) + "</ul>")
+    parts.append(f"<{h}>Result at epoch 0</{h}>" + html_table(*table_rows(sec, "metrics_epoch0"), best=sec["best"]))
+    parts.append(f"<{h}>Result at best epoch</{h}>" + html_table(*table_rows(sec, "metrics_best"), best=sec["best"]))
+    parts.append(
+        f'<p class="note">{html.escape(NOISE_NOTE)}</p><p class="note">{html.escape(sec["validation_note"])}</p>'
+    )
+    return parts
+
+
 def write_html(s: dict, runs, out: Path) -> Path:
     parts = [f"<h1>Sweep {html.escape(s['sweep'])}</h1>"]
     if s.get("description"):
         parts.append(f"<p>{html.escape(s['description'])}</p>")
-    if s["groups"]:
+    sections = sections_of(s)
+    if sections:
         done = [r for r in runs if r.status == "completed"]
-        plots = [
-            ("loss_curves.png", "training loss of all runs", lambda p: plot_sweep_losses(done, p)),
-            ("metric_per_epoch.png", f"{s['metric']} per epoch", lambda p: plot_metric_per_epoch(done, s["metric"], p)),
-            ("pareto.png", f"{s['metric']} vs cost, Pareto front", lambda p: plot_pareto(s, COSTS, p)),
-        ]
-        for name, _, make in plots:
-            make(out / name)
-        parts.append(
-            f"<p>Task <b>{html.escape(str(s['task']))}</b>, model <b>{html.escape(str(s['model']))}</b>; "
-            f"best epoch chosen by <b>{html.escape(s['metric'])}</b>.</p>"
-        )
-        parts.append("<ul>" + "".join(f"<li>{html.escape(v).replace('**', '')}</li>" for v in s["verdict"]) + "</ul>")
-        parts.append("<h2>Result at epoch 0</h2>" + html_table(*table_rows(s, "metrics_epoch0"), best=s["best"]))
-        parts.append("<h2>Result at best epoch</h2>" + html_table(*table_rows(s, "metrics_best"), best=s["best"]))
-        parts.append(
-            f'<p class="note">{html.escape(NOISE_NOTE)}</p><p class="note">{html.escape(s["validation_note"])}</p>'
-        )
-        parts.append("<h2>Plots</h2>" + "".join(inline_png(out / name, alt) for name, alt, _ in plots))
+        split = len(sections) > 1
+        if split:
+            parts.append(f"<p>{html.escape(split_note(s)).replace('**', '')}</p>")
+        plot_loss = ("loss_curves.png", "training loss of all runs", lambda p: plot_sweep_losses(done, p))
+        plot_loss[2](out / plot_loss[0])
+        shown = [plot_loss]
+        for sec in sections:
+            ran = [r for r in done if r.result.get("metric_for_best") == sec["metric"]] if split else done
+            parts += section_html(sec, ran, out, split, shown)
+        parts.append("<h2>Plots</h2>" + "".join(inline_png(out / name, alt) for name, alt, _ in shown))
     elif not s.get("evaluations"):
         parts.append("<p>No completed runs yet.</p>")
     if s.get("evaluations"):

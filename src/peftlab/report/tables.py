@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from peftlab.errors import UserError
-from peftlab.report.evals import evaluation_rows, is_eval
+from peftlab.report.evals import MEMORY_KINDS, evaluation_rows, is_eval
 from peftlab.report.significance import fmt_p, holm, welch_p
 from peftlab.runs import layout, rundir
 from peftlab.runs.rundir import UnreadableFile, read_json, read_jsonl
@@ -284,18 +284,31 @@ def summarize(folder: Path, collected: tuple[dict, list[Run]] | None = None) -> 
     }
     if not groups:
         return out
-    metric = groups[0].first["metric_for_best"]
+    by_metric: dict[str, list[Group]] = {}
+    for g in groups:
+        by_metric.setdefault(g.first["metric_for_best"], []).append(g)
+    sections = [summarize_groups(gs, metric, state) for metric, gs in by_metric.items()]
+    if len(sections) == 1:
+        out.update(sections[0])
+    else:  # one "best epoch chosen by" over variants that chose by different metrics would be false
+        out["sections"] = sections
+    return out
+
+
+def summarize_groups(groups: list[Group], metric: str, state: dict) -> dict:
+    """The tables, verdict and Pareto front of groups that all chose their best epoch by `metric`."""
     cols = metric_columns(groups, metric)
     best = best_group(groups, metric)
-    mem_kind = groups[0].first.get("peak_memory_kind", "")
-    out.update(
+    kinds = {g.first.get("peak_memory_kind", "") for g in groups}
+    out = dict(
         metric=metric,
         columns=cols,
         best=best.name,
-        memory_kind=mem_kind,
+        memory_kind=kinds.pop() if len(kinds) == 1 else "mixed",
         task=groups[0].first.get("task"),
         model=groups[0].first.get("model"),
         validation_note=validation_note(groups[0].first),
+        groups=[],
     )
     best_vals = best.values("metrics_best", metric)
     for g in groups:
@@ -309,6 +322,7 @@ def summarize(folder: Path, collected: tuple[dict, list[Run]] | None = None) -> 
             "trainable_pct": r["trainable_pct"],
             "total_params": r["total_params"],
             "run_names": [x.name for x in g.runs],
+            "memory_kind": r.get("peak_memory_kind", ""),
         }
         for key in ("time_per_epoch_s", "peak_memory_mb", "adapter_size_mb", "best_epoch", "train_tokens_per_s"):
             row[key] = dict(zip(("mean", "std", "n"), g.stat("", key)))
@@ -404,7 +418,8 @@ def verdict(s: dict) -> list[str]:
 
 def table_rows(s: dict, phase: str) -> tuple[list[str], list[list[str]]]:
     """Header and rows of one table in the users' layout ('result at epoch 0' / 'at best epoch')."""
-    mem = "peak GPU mem" if s.get("memory_kind", "").startswith("cuda") else "peak RSS"
+    kind = s.get("memory_kind", "")
+    mem = "peak memory" if kind == "mixed" else "peak GPU mem" if kind.startswith("cuda") else "peak RSS"
     header = ["method", "seeds", "time/epoch", mem, "trainable", "%", "adapter"] + s["columns"]
     if phase == "metrics_best":
         header += ["best epoch", f"Δ {s['metric']} vs best"]
@@ -417,7 +432,7 @@ def table_rows(s: dict, phase: str) -> tuple[list[str], list[list[str]]]:
             r["group"],
             str(r["seeds"]),
             fmt_stat(t["mean"], t["std"], t["n"], 1) + " s" if t["mean"] else "-",
-            fmt_stat(m["mean"] / 1024, None, 1, 2) + " GiB" if m["mean"] else "-",
+            fmt_stat(m["mean"] / 1024, None, 1, 2) + " GiB" + memory_label(r, kind) if m["mean"] else "-",
             fmt_params(r["trainable_params"]),
             f"{r['trainable_pct']:.{2 if r['trainable_pct'] >= 0.1 else 3}f}",
             f"{a['mean']:.1f} MB" if a["mean"] is not None else "-",
@@ -437,10 +452,16 @@ def table_rows(s: dict, phase: str) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def epochs_table(s: dict) -> str:
+def memory_label(row: dict, kind: str) -> str:
+    """Each row's kind of memory figure where a table holds both (a GPU's allocations and a process's RSS
+    are not one scale); nothing where the header names the one kind."""
+    return f" {MEMORY_KINDS.get(row.get('memory_kind', ''), '?')}" if kind == "mixed" else ""
+
+
+def epochs_table(s: dict, h: str = "##") -> str:
     """'## accuracy after epochs 1, 5, 10': the users' "after 1 / 5 / 10 epochs" columns; '-' where a run
     did not reach that epoch (early stopping, or fewer epochs)."""
-    return f"## {s['metric']} after epochs {', '.join(map(str, s['report_epochs']))}\n\n" + markdown_table(
+    return f"{h} {s['metric']} after epochs {', '.join(map(str, s['report_epochs']))}\n\n" + markdown_table(
         *epochs_rows(s)
     )
 
@@ -468,6 +489,41 @@ def failed_lines(s: dict) -> list[str]:
 PHASES = (("Result at epoch 0 (before any update)", "metrics_epoch0"), ("Result at best epoch", "metrics_best"))
 
 
+def sections_of(s: dict) -> list[dict]:
+    """The summary's parts that each chose their best epoch by one metric: one, or (variants that chose by
+    different metrics) one per metric; none without completed runs."""
+    return s.get("sections") or ([s] if s["groups"] else [])
+
+
+def split_note(s: dict) -> str:
+    metrics = [f"**{sec['metric']}** ({', '.join(r['group'] for r in sec['groups'])})" for sec in s["sections"]]
+    return (
+        f"The variants chose their best epoch by different metrics: {'; '.join(metrics)}. Rows chosen by one "
+        f"metric are not ranked against rows chosen by another, so each has its own tables, verdict and Pareto front."
+    )
+
+
+def section_markdown(sec: dict, done: str, h: str) -> list[str]:
+    """One metric's part of the report: header line, verdict, the two tables, epochs, Pareto front."""
+    out = [f"Task **{sec['task']}**, model **{sec['model']}**; {done}best epoch chosen by **{sec['metric']}**."]
+    out.append("\n".join(f"- {v}" for v in sec["verdict"]))
+    (epoch0, phase0), (best, phase_best) = PHASES
+    out.append(f"{h} {epoch0}\n\n" + markdown_table(*table_rows(sec, phase0)))
+    out.append(
+        f"{h} {best}\n\n"
+        + markdown_table(*table_rows(sec, phase_best))
+        + "\n\n"
+        + NOISE_NOTE
+        + "\n\n"
+        + sec["validation_note"]
+    )
+    if sec.get("report_epochs"):
+        out.append(epochs_table(sec, h))
+    front = "; ".join(f"{label}: {', '.join(sec['pareto'][key])}" for key, label in COSTS)
+    out.append(f"Pareto front ({sec['metric']} vs cost) — {front}.")
+    return out
+
+
 def to_markdown(s: dict) -> str:
     out = [f"# Sweep {s['sweep']}"]
     if s.get("description"):
@@ -483,28 +539,18 @@ def to_markdown(s: dict) -> str:
         if evals
         else []
     )
-    if not s["groups"]:
+    sections = sections_of(s)
+    if not sections:
         return "\n\n".join(out + (after or ["No completed runs yet."]) + failed_lines(s)) + "\n"
     n_done = sum(r["status"] == "completed" for r in s["runs"])
-    out.append(
-        f"Task **{s['task']}**, model **{s['model']}**; {n_done} of {len(s['runs'])} runs completed; "
-        f"best epoch chosen by **{s['metric']}**."
-    )
-    out.append("\n".join(f"- {v}" for v in s["verdict"]))
-    (epoch0, phase0), (best, phase_best) = PHASES
-    out.append(f"## {epoch0}\n\n" + markdown_table(*table_rows(s, phase0)))
-    out.append(
-        f"## {best}\n\n"
-        + markdown_table(*table_rows(s, phase_best))
-        + "\n\n"
-        + NOISE_NOTE
-        + "\n\n"
-        + s["validation_note"]
-    )
-    if s.get("report_epochs"):
-        out.append(epochs_table(s))
-    front = "; ".join(f"{label}: {', '.join(s['pareto'][key])}" for key, label in COSTS)
-    out.append(f"Pareto front ({s['metric']} vs cost) — {front}.")
+    done = f"{n_done} of {len(s['runs'])} runs completed; "
+    if len(sections) == 1:
+        out += section_markdown(s, done, "##")
+    else:
+        out.append(f"{done[:-2]}. {split_note(s)}")
+        for sec in sections:
+            out.append(f"## Best epoch chosen by {sec['metric']}")
+            out += section_markdown(sec, "", "###")
     out += after
     failed = failed_lines(s)
     if failed:
@@ -513,24 +559,31 @@ def to_markdown(s: dict) -> str:
 
 
 def to_csv(s: dict) -> str:
-    """One row per group: numbers unformatted, mean and std side by side."""
+    """One row per group: numbers unformatted, mean and std side by side. Groups that chose their best
+    epoch by different metrics get a first column `chosen_by` saying which (their metric columns joined)."""
     buf = io.StringIO()
     w = csv.writer(buf)
+    sections = sections_of(s)
+    split = len(sections) > 1
     stat_keys = ["time_per_epoch_s", "peak_memory_mb", "adapter_size_mb", "best_epoch"]
-    metric_keys = [(p, c) for p in ("metrics_epoch0", "metrics_best") for c in s.get("columns", [])]
+    columns = list(dict.fromkeys(c for sec in sections for c in sec["columns"])) if split else s.get("columns", [])
+    metric_keys = [(p, c) for p in ("metrics_epoch0", "metrics_best") for c in columns]
     w.writerow(
-        ["group", "method", "seeds", "trainable_params", "trainable_pct"]
+        (["chosen_by"] if split else [])
+        + ["group", "method", "seeds", "trainable_params", "trainable_pct"]
         + [f"{k}_{x}" for k in stat_keys for x in ("mean", "std")]
         + [f"{p.removeprefix('metrics_')}_{c}_{x}" for p, c in metric_keys for x in ("mean", "std")]
         + ["diff_vs_best", "p_vs_best", "p_vs_best_unadjusted", "beyond_noise"]
     )
-    for r in s["groups"]:
-        w.writerow(
-            [r["group"], r["method"], r["seeds"], r["trainable_params"], r["trainable_pct"]]
-            + [r[k][x] for k in stat_keys for x in ("mean", "std")]
-            + [r[p][c][x] for p, c in metric_keys for x in ("mean", "std")]
-            + [r["vs_best"][k] for k in ("diff", "p", "p_unadjusted", "beyond_noise")]
-        )
+    for sec in sections:
+        for r in sec["groups"]:
+            w.writerow(
+                ([sec["metric"]] if split else [])
+                + [r["group"], r["method"], r["seeds"], r["trainable_params"], r["trainable_pct"]]
+                + [r[k][x] for k in stat_keys for x in ("mean", "std")]
+                + [(r[p].get(c) or {}).get(x) for p, c in metric_keys for x in ("mean", "std")]
+                + [r["vs_best"][k] for k in ("diff", "p", "p_unadjusted", "beyond_noise")]
+            )
     return buf.getvalue()
 
 
@@ -563,6 +616,12 @@ def evaluation_pairs(sa: dict, sb: dict, metric: str, trained: set) -> list[list
 def compare(a: Path, b: Path) -> str:
     """Markdown: each group's best metric, time and memory in sweep A and B, and the difference."""
     sa, sb = summarize(a), summarize(b)
+    for folder, x in ((a, sa), (b, sb)):
+        if x.get("sections"):
+            raise UserError(
+                f"{folder}: its runs pick their best epoch by different metrics "
+                f"({', '.join(sec['metric'] for sec in x['sections'])}); compare sweeps of one metric"
+            )
     if not sa["groups"] or not sb["groups"]:
         raise UserError(f"{a if not sa['groups'] else b}: no completed runs to compare")
     metric = sa["metric"]

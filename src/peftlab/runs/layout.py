@@ -36,6 +36,9 @@ HEAD_WEIGHTS = "head.safetensors"  # the head method's trained parameters alone
 WEIGHTS_NOTE = "peftlab_weights.json"  # how to load head/ or model/ with plain transformers
 LOADER_README = "README.md"
 EXPORT_NOTE = "peftlab.json"  # a `peftlab export` folder: what it was exported from, merged or not
+# a run's weights folder: the metrics.jsonl line of the evaluation that saved these weights, written with them
+# (a resumed run's metrics_best is that evaluation, even where the redone one scores otherwise)
+BEST_EVALUATION = "peftlab_best_evaluation.json"
 
 
 def merged_export(run_name: str) -> str:
@@ -173,7 +176,8 @@ RUN_FILES = (
         "the best epoch's weights + tokenizer: a peft adapter "
         f"(`save_pretrained`), the trained head alone (`head` method: `{HEAD_WEIGHTS}` on the base it names), or "
         f"the whole model; `{HEAD}/` and `{MODEL}/` carry a {LOADER_README} and `{WEIGHTS_NOTE}` saying how to "
-        "load them with plain transformers, pooling included",
+        f"load them with plain transformers, pooling included; `{BEST_EVALUATION}` is the metrics line of the "
+        "evaluation that saved them (result.json's `metrics_best`, after a resume too)",
     ),
     (
         f"`{predictions_file('validation')}`",

@@ -25,9 +25,10 @@ def count_parameters(model) -> dict:
     }
 
 
-def peak_memory() -> dict:
-    """CUDA max allocated on a GPU; otherwise this process's peak resident set size (MiB)."""
-    if torch.cuda.is_available():
+def peak_memory(cuda: bool = True) -> dict:
+    """CUDA max allocated on a GPU; otherwise, or with cuda=False (what torch does not allocate: llama.cpp
+    on the CPU), this process's peak resident set size (MiB). peak_memory_kind says which."""
+    if cuda and torch.cuda.is_available():
         return {
             "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
             "peak_memory_kind": "cuda_max_allocated",
@@ -36,6 +37,7 @@ def peak_memory() -> dict:
     return {"peak_memory_mb": round(rss_kib / 1024, 1), "peak_memory_kind": "process_peak_rss"}
 
 
+MEMORY_WORDS = {"cuda_max_allocated": "CUDA max allocated", "process_peak_rss": "process peak RSS"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 

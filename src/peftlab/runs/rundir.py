@@ -149,11 +149,14 @@ def write_folder(final: Path, fill) -> None:
 HEAD_FILE, WEIGHTS_NOTE = layout.HEAD_WEIGHTS, layout.WEIGHTS_NOTE
 
 
-def save_model(model, tokenizer, final: Path, note: dict | None = None, head_only: bool = False) -> None:
+def save_model(
+    model, tokenizer, final: Path, note: dict | None = None, head_only: bool = False, evaluation: dict | None = None
+) -> None:
     """save_pretrained (adapter for peft models, else the whole model) + tokenizer, atomically.
     head_only (the head method): only the trained parameters, so 770 trained numbers are not saved as a
     second copy of the whole model. `note` (whole models and heads): README.md and peftlab.json say how
-    to load the folder without peftlab, pooling included."""
+    to load the folder without peftlab, pooling included. `evaluation`: the metrics line of the
+    evaluation these weights scored (layout.BEST_EVALUATION), in the same rename as the weights."""
 
     def fill(tmp: Path) -> None:
         tensors = save_head(model, tmp) if head_only else None
@@ -162,6 +165,8 @@ def save_model(model, tokenizer, final: Path, note: dict | None = None, head_onl
         tokenizer.save_pretrained(tmp)
         if note:
             write_loader_note(tmp, note, tensors)
+        if evaluation is not None:
+            write_json(tmp / layout.BEST_EVALUATION, evaluation)
 
     write_folder(final, fill)
 

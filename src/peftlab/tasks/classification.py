@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from peftlab.data.formats import Split, label_key
+from peftlab.data.formats import MISSING_SHOWN, Split, is_missing, label_key, label_kind
+from peftlab.data.mixing import reading_key
 from peftlab.errors import UserError
 from peftlab.models.loading import load_for_classification
 from peftlab.runs.rundir import write_jsonl
@@ -69,6 +70,38 @@ def check_types(source: str, row: int, rec: dict, data) -> None:
         )
 
 
+def leave_out_unlabelled(split: Split, data, skipped: list) -> None:
+    """A row whose label is a missing-value marker (NaN, empty, null, ...: what pandas writes for an
+    empty cell) is refused naming its row, or, with `on_bad_lines: skip`, left out of the split and
+    noted in `skipped` (result.json's skipped_rows). A marker listed in label_names is a label."""
+    check_columns(split, [(data.label_column, "label_column")])
+    named = {label_key(n).lower() for n in data.label_names}
+    keep = []
+    for i, (rec, row) in enumerate(zip(split.records, split.rows)):
+        label = rec.get(data.label_column)
+        if not is_missing(label) or label_key(label).lower() in named:
+            keep.append(i)
+            continue
+        if reading_key(data, row, "on_bad_lines") != "skip":
+            way_out = "set `on_bad_lines: skip` to leave such rows out (counted)"
+            if label is None or str(label).strip() == "":
+                raise UserError(f"{split.source}: row {row}: empty text or label; fix or remove the row, or {way_out}")
+            raise UserError(
+                f"{split.source}: row {row}: label {label!r} marks a missing value ({MISSING_SHOWN}), not a "
+                f"class; fill it in or remove the row, {way_out}, or list it in `label_names:` if it is a real label"
+            )
+        skipped.append(
+            {"file": getattr(row, "file", split.source), "line": int(row), "reason": f"missing label {label!r}"}
+        )
+    if not keep:
+        raise UserError(
+            f"{split.source}: every row's label in column '{data.label_column}' is missing ({MISSING_SHOWN}); "
+            f"is `label_column:` the right column?"
+        )
+    if len(keep) < len(split.records):  # in place: what reads the split later (record_mix) counts what is used
+        split.records, split.rows = [split.records[i] for i in keep], [split.rows[i] for i in keep]
+
+
 def read_split(split: Split, data) -> list[tuple[str, str | None, str]]:
     wanted = [(data.text_column, "text_column"), (data.label_column, "label_column")]
     if data.text_pair_column:
@@ -81,8 +114,7 @@ def read_split(split: Split, data) -> list[tuple[str, str | None, str]]:
         if text is None or label is None or label_key(label) == "":
             raise UserError(f"{split.source}: row {row}: empty text or label; fix or remove the row")
         check_types(split.source, row, rec, data)
-        kind = "number" if isinstance(label, (int, float)) and not isinstance(label, bool) else type(label).__name__
-        first.setdefault(kind, (row, label))
+        first.setdefault(label_kind(label), (row, label))
         if len(first) > 1:
             (r1, l1), (r2, l2) = first.values()
             raise UserError(
@@ -98,6 +130,8 @@ def read_split(split: Split, data) -> list[tuple[str, str | None, str]]:
 def prepare(splits: dict[str, Split], cfg) -> Prepared:
     """Check columns, fix the label order, and refuse labels that training never shows."""
     data = cfg.data
+    for split in splits.values():
+        leave_out_unlabelled(split, data, splits["train"].skipped)
     raw = {name: read_split(split, data) for name, split in splits.items()}
     seen = {label for _, _, label in raw["train"]}
     labels = [str(l) for l in data.label_names] or sort_labels(seen)

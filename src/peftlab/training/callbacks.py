@@ -37,16 +37,27 @@ class Recorder(TrainerCallback):
         save_best,
         resume_from: Path | None,
         select_last: bool = False,
+        saved: dict | None = None,
     ):
         self.path, self.metric, self.patience, self.is_main, self.save_best = path, metric, patience, is_main, save_best
         self.select_last = select_last  # keep the last evaluation's weights (AdaLoRA: ranks shrink during the run)
         self.lines = read_jsonl(path) if resume_from else []
+        step = None
         if resume_from:  # evaluations after the checkpoint will be redone: forget them
             step = json.loads((resume_from / "trainer_state.json").read_text())["global_step"]
             self.lines = [l for l in self.lines if l["step"] <= step]
-        self.best, self.bad_evals = None, 0
+        self.best, self.bad_evals, self.saved = None, 0, None  # saved: the evaluation whose weights are on disk
         for line in self.lines:
-            self._update_best(line[metric])
+            if self._update_best(line[metric]):
+                self.saved = line
+        self.saved_before_resume = False  # metrics_best is an evaluation that the resume redid
+        if step is not None and isinstance(saved, dict) and metric in saved:
+            # what the weights folder holds is the truth: killed after an evaluation saved the best weights but
+            # before the checkpoint after it, those weights are on disk and that evaluation is redone, maybe
+            # scoring otherwise (GPU kernels, data order); its redo must beat it to replace them
+            self.best, self.saved = saved[metric], saved
+            self.bad_evals = sum(l["step"] > saved.get("step", 0) for l in self.lines)
+            self.saved_before_resume = saved.get("step", 0) > step
         self.epoch_train_s, self.t_step, self.t_epoch, self.partial = 0.0, None, None, False
         self.loss_log: list[dict] = []
         self.first_step_at = None  # wall clock (unix seconds) when this process began its first optimizer step
@@ -109,8 +120,10 @@ class Recorder(TrainerCallback):
             if self.partial:
                 line["partial_epoch_time"] = True
                 self.partial = False
-        if self._update_best(line[self.metric]) and self.is_main:
-            self.save_best(model)
+        if self._update_best(line[self.metric]):
+            self.saved, self.saved_before_resume = line, False
+            if self.is_main:
+                self.save_best(model, line)
         self.lines.append(line)
         if self.is_main:
             write_jsonl(self.path, self.lines)
@@ -134,13 +147,13 @@ class Recorder(TrainerCallback):
         return round(count / seconds, 2) if seconds else None
 
     def summary(self) -> dict:
+        """metrics_best is the evaluation whose weights were saved (what the best-weights folder holds)."""
         first = next((l for l in self.lines if l["epoch"] == 0), None)
-        best = None
-        for line in self.lines:
-            if best is None or self.select_last or is_better(self.metric, line[self.metric], best[self.metric]):
-                best = line
+        best = self.saved
         full = [l["train_time_s"] for l in self.lines if l["epoch"] > 0 and not l.get("partial_epoch_time")]
+        before = {"best_saved_before_resume": True} if self.saved_before_resume else {}
         return {
+            **before,
             "best_epoch": best["epoch"] if best else None,
             "epochs_run": self.epochs_trained(),
             "metrics_epoch0": first,

@@ -26,7 +26,7 @@ from peftlab.data.mixing import record_mix
 from peftlab.data.splits import load_splits
 from peftlab.errors import UserError, closest
 from peftlab.hardware import cpu_info
-from peftlab.models.loading import DTYPES, load_tokenizer, resolve_model
+from peftlab.models.loading import DTYPES, load_tokenizer, position_limit, resolve_model
 from peftlab.models.methods import (
     MethodContext,
     apply_method,
@@ -157,6 +157,22 @@ def check_settings(cfg: Config) -> None:
         )
     if cfg.task.max_length < 8:
         raise UserError(f"max_length: {cfg.task.max_length} is too short (at least 8 tokens)")
+
+
+def check_max_length(cfg: Config, model) -> None:
+    """max_length, with the positions a prompt method's virtual tokens take before the text, within the
+    model's position limit; refused before anything is written (beyond it a run trains until the first
+    long row and dies there with a traceback, leaving its folder)."""
+    found = position_limit(model)
+    virtual = cfg.method.num_virtual_tokens if method_of(cfg.method.method).prompt else 0
+    if found is None or cfg.task.max_length + virtual <= found[0]:
+        return
+    limit, why = found
+    plus = f" + num_virtual_tokens {virtual}" if virtual else ""
+    raise UserError(
+        f"max_length: {cfg.task.max_length}{plus} tokens is more than model '{cfg.model.model}' can take in one "
+        f"sequence ({limit}: {why}); set max_length: {limit - virtual} or less"
+    )
 
 
 def check_tracker_installed(report_to: str) -> None:
@@ -452,6 +468,7 @@ def train_run(cfg: Config, resume: bool, overwrite: bool) -> dict:
     encoded = {name: task.encode(ex, tokenizer, cfg) for name, ex in prepared.examples.items()}
     set_seed(cfg.train.seed)
     model, notes = task.build_model(resolved, prepared, cfg, tokenizer)
+    check_max_length(cfg, model)
     set_seed(cfg.train.seed)
     ctx = MethodContext(task.TASK_TYPE, total_steps(len(encoded["train"]), cfg.train), resolved.path)
     model = apply_method(model, cfg.method, ctx)
@@ -468,9 +485,10 @@ def train_run(cfg: Config, resume: bool, overwrite: bool) -> dict:
         metric,
         cfg.eval.early_stopping_patience,
         main,
-        save_best=lambda m: save_model(m, tokenizer, weights_dir, note, head_only),
+        save_best=lambda m, line: save_model(m, tokenizer, weights_dir, note, head_only, evaluation=line),
         resume_from=ckpt,
         select_last=method.prunes_ranks,
+        saved=read_json(weights_dir / layout.BEST_EVALUATION) if ckpt else None,  # which evaluation is on disk
     )
     env = TaskEnv(cfg, tokenizer)
     # splits besides train/validation/test are scored with every validation evaluation (before the Recorder)
