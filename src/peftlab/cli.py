@@ -111,6 +111,10 @@ def cmd_eval(args) -> int:
 
     source, out, started = args.source, args.out, time.time()
     if args.export:
+        if out and args.overwrite:  # refused before the export, not after it
+            from peftlab.runs.rundir import check_overwrite
+
+            check_overwrite(out)
         from peftlab.export.merge import export_to_evaluate
 
         source, out = export_to_evaluate(source, args.export, out)

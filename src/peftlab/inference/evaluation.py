@@ -33,7 +33,14 @@ from peftlab.runs.measure import (
     peak_memory,
     weights_size_mb,
 )
-from peftlab.runs.rundir import write_folder, write_jsonl, write_result, write_yaml
+from peftlab.runs.rundir import (
+    check_overwrite,
+    mark_folder,
+    write_folder,
+    write_jsonl,
+    write_result,
+    write_yaml,
+)
 
 
 def default_eval_dir(cfg: Config, source: Source, split: str) -> Path:
@@ -163,6 +170,7 @@ def run_eval(
     out_dir = Path(out) if out else default_eval_dir(cfg, source, split)
     if out_dir.exists() and not overwrite:
         raise UserError(f"{out_dir} already exists; pass --overwrite to replace it, or --out another folder")
+    check_overwrite(out_dir)  # --overwrite replaces an evaluation or run folder, never any other folder
     metric = metric_of(cfg)
     splits = load_eval_splits(cfg, split)
     session = open_session(cfg, source, splits, [split])
@@ -189,6 +197,7 @@ def write_eval_folder(session: Session, split: str, scored: Scored, result: dict
     """Every file into a temporary folder first, then one rename: no half-written evaluation folder."""
 
     def fill(tmp: Path) -> None:
+        mark_folder(tmp, "evaluation")
         write_yaml(tmp / layout.CONFIG, session.cfg.to_dict())
         write_jsonl(tmp / layout.METRICS, [result["metrics_epoch0"]])
         session.task.write_predictions(
