@@ -1,9 +1,12 @@
-"""A sweep never deletes what it did not write: names that would be paths are refused before anything
-runs, and --overwrite replaces only peftlab's own folders."""
+"""A sweep never deletes what it did not write and never shows a number its settings did not produce:
+names that would be paths are refused before anything runs, --overwrite replaces only peftlab's own
+folders, a rerun that fails leaves no stale "completed" run, and evaluation rows are reused only with
+their own settings."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -12,9 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+import peftlab
 from peftlab.cli import main
 from peftlab.errors import UserError
 from peftlab.runs import layout
+from peftlab.runs.rundir import write_yaml
 from peftlab.sweep.load import load_sweep
 
 
@@ -173,3 +178,255 @@ def test_overwrite_replaces_a_run_folder_peftlab_wrote(base_config, tmp_path, ca
     (run / layout.MARKER).unlink()
     (run / layout.RESULT).write_text('{"status": "made up"}')
     assert not written_by_peftlab(run)  # no marker, and a status no peftlab writes
+
+
+# -- run folders as a finished sweep leaves them ------------------------------------------------------------
+
+
+def done_sweep(tmp_path: Path, version: str | None) -> tuple[Path, Path]:
+    path = write_sweep(
+        tmp_path / "s.yaml",
+        name="v",
+        output_dir=str(tmp_path / "out"),
+        variants=[{"name": "a", "method": "lora"}, {"name": "b", "method": "full"}],
+    )
+    for run in load_sweep(path).runs:
+        folder = tmp_path / "out" / "v" / run.name
+        folder.mkdir(parents=True)
+        write_yaml(folder / layout.CONFIG, run.cfg.to_dict())
+        versions = {"peftlab": version if run.name == "a" else peftlab.__version__}
+        (folder / layout.RESULT).write_text(json.dumps({"status": "completed", "versions": versions}))
+    return path, tmp_path / "out" / "v"
+
+
+def fake_result(name: str, acc: float, versions: dict | None, git: str | None = None, kind: str = "") -> dict:
+    return {
+        "status": "completed",
+        "run_name": name,
+        "task": "classification",
+        "model": "m",
+        "method": "lora",
+        "metric_for_best": "accuracy",
+        "trainable_params": 10,
+        "total_params": 1000,
+        "trainable_pct": 1.0,
+        "metrics_epoch0": {"epoch": 0, "accuracy": 0.5},
+        "metrics_best": {"epoch": 1, "accuracy": acc},
+        **({"versions": versions} if versions else {}),
+        **({"git_hash": git} if git else {}),
+        **({"kind": kind, "source": {"kind": "base", "model": "m"}} if kind else {}),
+    }
+
+
+# -- evaluation rows are reused only with their own settings -----------------------------------------------
+
+
+def eval_sweep(tmp_path: Path, export: str = "q8_0", shots: int = 2) -> Path:
+    return write_sweep(
+        tmp_path / "s.yaml",
+        name="ev",
+        output_dir=str(tmp_path / "out"),
+        config={"task": "classification", "classify_by": "likelihood", "label_words": ["bad", "good"]},
+        variants=[
+            {"name": "lora", "method": "lora"},
+            {"name": "lora-gguf", "of": "lora", "export": export},
+            {"name": "lora-shots", "of": "lora", "shots": shots},
+        ],
+    )
+
+
+def fake_eval_folders(tmp_path: Path, path: Path) -> Path:
+    """Folders as a finished sweep of eval_sweep leaves them: each evaluation's config.yaml made the way
+    `peftlab eval RUN [--export KIND] k=v` makes it (inference.session.read_source), not from the plan."""
+    from peftlab.config.settings import load_config
+
+    sweep = load_sweep(path)
+    folder = sweep.folder
+    done = {"status": "completed", "versions": {"peftlab": peftlab.__version__}}
+    lora = folder / "lora"
+    lora.mkdir(parents=True)
+    write_yaml(lora / layout.CONFIG, sweep.runs[0].cfg.to_dict())
+    (lora / layout.RESULT).write_text(json.dumps({**done, "finished_at": "2026-01-01T00:00:00+00:00"}))
+    gguf = folder / "exports" / "lora-merged" / "model-q8_0.gguf"
+    for name, overrides in (("lora-gguf", [f"model={gguf.resolve()}"]), ("lora-shots", ["shots=2"])):
+        (folder / name).mkdir()
+        write_yaml(folder / name / layout.CONFIG, load_config(lora / layout.CONFIG, overrides).to_dict())
+        source = {"kind": "run", "run": "lora", "run_finished_at": "2026-01-01T00:00:00+00:00"}
+        (folder / name / layout.RESULT).write_text(json.dumps({**done, "kind": "eval", "source": source}))
+    return folder
+
+
+def test_evaluation_rows_are_reused_only_with_their_own_settings(tmp_path, executed):
+    from peftlab.sweep.runner import run_sweep
+
+    path = eval_sweep(tmp_path)
+    folder = fake_eval_folders(tmp_path, path)
+    run_sweep(load_sweep(path))
+    assert executed == []  # each evaluation's settings are the ones it was made with
+    eval_sweep(tmp_path, export="q4_0", shots=3)
+    with pytest.raises(UserError) as refused:
+        run_sweep(load_sweep(path))
+    message = str(refused.value)
+    assert "2 run folder(s) cannot be reused" in message
+    assert "lora-gguf: its config.yaml differs: model.model:" in message and "model-q4_0.gguf" in message
+    assert "lora-shots: its config.yaml differs: eval.shots: 2 -> 3" in message
+    assert executed == []
+    run_sweep(load_sweep(path), rerun_changed=True)
+    assert executed == [("lora-gguf", "rerun"), ("lora-shots", "rerun")]
+    eval_sweep(tmp_path)  # back to what the folders hold, but the run they scored was trained again since
+    executed.clear()
+    for name in ("lora-gguf", "lora-shots"):  # the fake run above left these folders as they were
+        assert json.loads((folder / name / layout.RESULT).read_text())["source"]["run"] == "lora"
+    result = json.loads((folder / "lora" / layout.RESULT).read_text())
+    (folder / "lora" / layout.RESULT).write_text(json.dumps({**result, "finished_at": "2026-02-02T00:00:00+00:00"}))
+    with pytest.raises(UserError, match=r"lora-shots: it scored lora as trained until 2026-01-01"):
+        run_sweep(load_sweep(path))
+
+
+# -- a rerun that fails leaves no stale "completed" run ------------------------------------------------------
+
+
+def test_the_report_never_shows_a_run_whose_sweep_entry_says_failed_or_changed(tmp_path):
+    from peftlab.report.tables import summarize
+
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / layout.RESULT).write_text(json.dumps(fake_result(name, 0.9, None)))
+    entries = [
+        {"name": "a", "status": "completed"},
+        {"name": "b", "status": "failed", "error": "FileNotFoundError: nope.tsv"},
+        {"name": "c", "status": "changed", "error": "runs again: its config.yaml differs: train.lr: 0.1 -> 0.2"},
+    ]
+    (tmp_path / "sweep.json").write_text(json.dumps({"name": "s", "runs": entries}))
+    s = summarize(tmp_path)
+    assert [g["group"] for g in s["groups"]] == ["a"]
+    assert [(r["name"], r["status"]) for r in s["runs"]] == [("a", "completed"), ("b", "failed"), ("c", "changed")]
+    assert s["runs"][2]["error"].startswith("runs again: its config.yaml differs")
+
+
+def test_a_rerun_starts_without_its_earlier_folder_and_a_failure_puts_it_back_unreported(tmp_path, monkeypatch):
+    """The sweep side of a rerun, whatever the child does: it sees no earlier folder; one that writes
+    nothing gets the earlier folder back under a failed entry; one that writes its own replaces it."""
+    import peftlab.sweep.runner as runner
+    from peftlab.report.tables import summarize
+    from peftlab.sweep.runner import run_sweep
+
+    path, folder = done_sweep(tmp_path, peftlab.__version__)
+    seen = {}
+
+    def child(sweep, run, progress, mode, *warm):
+        seen[run.name] = (mode, (folder / run.name).exists())
+        if run.name == "b":  # writes its own folder, then fails
+            (folder / "b").mkdir()
+            (folder / "b" / layout.RESULT).write_text(json.dumps({"status": "failed", "error": "boom"}))
+        else:  # a: fails before it writes a file (bad data, a model that does not load), its Trainer's
+            (folder / "a" / "checkpoints").mkdir(parents=True)  # output_dir made as it set up
+        status = "failed"
+        return {
+            "name": run.name,
+            "group": run.group,
+            "seed": run.seed,
+            "settings": run.settings,
+            "status": status,
+            "error": "UserError: train_file nope.tsv: not found",
+        }
+
+    monkeypatch.setattr(runner, "execute", child)
+    earlier = (folder / "a" / layout.RESULT).read_text()
+    write_sweep(
+        path,
+        name="v",
+        output_dir=str(tmp_path / "out"),
+        config={"lr": "7e-4"},
+        variants=[{"name": "a", "method": "lora"}, {"name": "b", "method": "full"}],
+    )
+    run_sweep(load_sweep(path), rerun_changed=True)
+    assert seen == {"a": ("rerun", False), "b": ("rerun", False)}
+    assert (folder / "a" / layout.RESULT).read_text() == earlier  # nothing lost
+    assert json.loads((folder / "b" / layout.RESULT).read_text())["status"] == "failed"  # the new attempt's
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".") and p.name != ".lock"]
+    state = json.loads((folder / "sweep.json").read_text())
+    assert [r["status"] for r in state["runs"]] == ["failed", "failed"]
+    assert "the earlier folder (another run of this name) was put back, unreported" in state["runs"][0]["error"]
+    assert summarize(folder)["groups"] == []  # a's earlier numbers are not shown under the new settings
+    seen.clear()
+    run_sweep(load_sweep(path))  # the next sweep retries a, whose folder says completed, without a flag
+    assert seen == {"a": ("retry", False), "b": ("retry", False)}
+
+
+def test_a_killed_sweep_puts_the_earlier_folder_back_when_it_starts_again(tmp_path, executed):
+    from peftlab.sweep.runner import run_sweep
+
+    path, folder = done_sweep(tmp_path, peftlab.__version__)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    aside = layout.temporary(folder / "a", layout.OLD, pid=dead.pid)
+    os.replace(folder / "a", aside)  # SIGKILLed while its rerun of a was starting
+    run_sweep(load_sweep(path))
+    assert executed == [] and (folder / "a" / layout.RESULT).is_file() and not aside.exists()
+
+
+# -- real sweeps: the rerun retrains with the new settings; a failed rerun shows no stale numbers ----------
+
+
+def real_sweep(tmp_path: Path, base_config: list[str]) -> tuple[dict, Path, Path]:
+    """A run and an evaluation of it, run once: (sweep file body, its path, the sweep folder)."""
+    body = {
+        "name": "re",
+        "output_dir": str(tmp_path / "sweeps"),
+        "config": tiny_settings(base_config, epochs=1, method="head", lr=1e-2),
+        "variants": [{"name": "head"}, {"name": "head-eval", "of": "head", "eval_batch_size": 8}],
+    }
+    path = write_sweep(tmp_path / "re.yaml", **body)
+    assert main(["sweep", str(path)]) == 0
+    return body, path, tmp_path / "sweeps" / "re"
+
+
+def test_rerun_changed_retrains_with_the_new_settings(tmp_path, base_config, capsys):
+    body, path, folder = real_sweep(tmp_path, base_config)
+    first = json.loads((folder / "head" / layout.RESULT).read_text())
+    capsys.readouterr()
+    assert main(["sweep", str(path)]) == 0  # the evaluation's config is the one its `peftlab eval` wrote
+    assert "2 already done or kept, 0 to run" in capsys.readouterr().out
+
+    body["variants"][1]["eval_batch_size"] = 4  # the evaluation's own setting
+    write_sweep(path, **body)
+    assert main(["sweep", str(path)]) == 2
+    assert "head-eval: its config.yaml differs: eval.eval_batch_size: 8 -> 4" in capsys.readouterr().err
+    assert main(["sweep", str(path), "--rerun-changed"]) == 0
+    assert "1 already done or kept, 1 to run" in capsys.readouterr().out
+    assert yaml.safe_load((folder / "head-eval" / layout.CONFIG).read_text())["eval"]["eval_batch_size"] == 4
+
+    body["config"]["epochs"] = 2  # the run's: retrained, with the new setting, and its evaluation after it
+    write_sweep(path, **body)
+    assert main(["sweep", str(path), "--rerun-changed"]) == 0
+    second = json.loads((folder / "head" / layout.RESULT).read_text())
+    saved = yaml.safe_load((folder / "head" / layout.CONFIG).read_text())
+    assert saved["train"]["epochs"] == 2 and second["epochs_run"] == 2 and first["epochs_run"] == 1
+    assert second["started_at"] >= first["finished_at"] and second["finished_at"] != first["finished_at"]
+    assert len((folder / "head" / layout.METRICS).read_text().splitlines()) == 3  # epoch 0, 1, 2
+    report = json.loads((folder / "report" / "report.json").read_text())
+    assert report["groups"][0]["metrics_best"]["accuracy"]["mean"] == pytest.approx(second["metrics_best"]["accuracy"])
+    evaluation = json.loads((folder / "head-eval" / layout.RESULT).read_text())
+    assert evaluation["source"]["run_finished_at"] == second["finished_at"]  # scored the new training
+
+
+def test_a_rerun_that_fails_shows_no_numbers_of_the_earlier_settings(tmp_path, base_config, capsys):
+    body, path, folder = real_sweep(tmp_path, base_config)
+    earlier = json.loads((folder / "head" / layout.RESULT).read_text())
+    capsys.readouterr()
+    body["config"]["text_column"] = "no_such_column"  # fails as it loads its data, before it writes a file
+    write_sweep(path, **body)
+    assert main(["sweep", str(path), "--rerun-changed"]) == 1
+    out = capsys.readouterr().out
+    report = json.loads((folder / "report" / "report.json").read_text())
+    assert report["groups"] == [] and report["evaluations"] is None  # no numbers of the earlier settings
+    md = (folder / "report" / "report.md").read_text()
+    assert "head: **failed**" in md and "head-eval: **failed**" in md
+    assert f"{earlier['metrics_best']['accuracy']:.3f}" not in md and "Result at best epoch" not in out
+    state = json.loads((folder / "sweep.json").read_text())
+    assert [(r["name"], r["status"]) for r in state["runs"]] == [("head", "failed"), ("head-eval", "failed")]
+    assert "no_such_column" in state["runs"][0]["error"] and "put back, unreported" in state["runs"][0]["error"]
+    assert "not run: head, which it evaluates, failed" in state["runs"][1]["error"]
+    assert json.loads((folder / "head" / layout.RESULT).read_text()) == earlier  # kept, not lost
+    assert not [p for p in folder.iterdir() if ".old-" in p.name or ".tmp-" in p.name]

@@ -36,6 +36,7 @@ from peftlab.runs.measure import (
 from peftlab.runs.rundir import (
     check_overwrite,
     mark_folder,
+    read_json,
     write_folder,
     write_jsonl,
     write_result,
@@ -105,7 +106,11 @@ def describe_source(session: Session) -> dict:
             run=source.result.get("run_name"),
             run_method=source.result.get("method"),
             run_best_epoch=source.result.get("best_epoch"),
+            run_finished_at=source.result.get("finished_at"),  # which training of the run was scored
         )
+    elif source.kind == "export":
+        note = read_json(source.folder / layout.EXPORT_NOTE, {}) or {}
+        out["run_finished_at"] = note.get("run_finished_at") if isinstance(note, dict) else None
     return out
 
 

@@ -114,6 +114,9 @@ def collect(folder: Path) -> tuple[dict, list[Run]]:
     return state, runs
 
 
+HELD = ("failed", "changed")  # sweep.json statuses the report takes over the folder's result.json
+
+
 def read_result(run_dir: Path, listed: str) -> tuple[dict | None, str | None]:
     """(result.json, None), or (None, why the report cannot use it); UnreadableFile when corrupt."""
     path = run_dir / layout.RESULT
@@ -141,15 +144,18 @@ def read_run(run_dir: Path, entry: dict) -> Run:
         return Run(name, group, entry.get("seed"), "unreadable", settings, str(e))
     if absent:
         return Run(name, group, entry.get("seed"), "missing", settings, absent)
-    status = (result or {}).get("status") or entry.get("status", "pending")
-    error = entry.get("error") if entry.get("status") == "failed" else None
+    listed = entry.get("status", "pending")
+    if listed in HELD:  # sweep.json's failed or changed (to run again) wins over the folder, which may still
+        # hold an earlier run of this name, with other settings: none of its numbers belongs to this plan
+        return Run(name, group, entry.get("seed"), listed, settings, entry.get("error") or listed)
+    status = (result or {}).get("status") or listed
     return Run(
         name,
         group,
         entry.get("seed"),
         status,
         settings,
-        error or (result or {}).get("error"),
+        (result or {}).get("error"),
         result,
         history,
         train_log,

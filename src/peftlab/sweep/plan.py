@@ -259,6 +259,12 @@ def read_eval_keys(variant: dict, where: str) -> tuple[str, str, str]:
     return kind, slug(of) if of else "", export
 
 
+def eval_overrides(run: PlannedRun) -> list[str]:
+    """An evaluation row's own settings as `peftlab eval` key=value pairs, over the config of the run it
+    evaluates (seed and the row keys left out): its command line and the sweep's reuse check share them."""
+    return [f"{k}={v}" for k, v in flat_settings(run.settings).items() if k not in EVAL_KEYS + ("seed",)]
+
+
 def evaluated_run(of: str, seed: int, seed_varies: bool, planned: list, where: str) -> str:
     """The run folder an `of:` row evaluates: the named variant's run with the same seed, planned earlier."""
     if not of:
