@@ -1,7 +1,7 @@
 """A sweep never deletes what it did not write and never shows a number its settings did not produce:
 names that would be paths are refused before anything runs, --overwrite replaces only peftlab's own
-folders, a rerun that fails leaves no stale "completed" run, and evaluation rows are reused only with
-their own settings."""
+folders, a rerun that fails leaves no stale "completed" run, evaluation rows are reused only with their
+own settings, and reuse knows which code made a number."""
 
 from __future__ import annotations
 
@@ -430,3 +430,59 @@ def test_a_rerun_that_fails_shows_no_numbers_of_the_earlier_settings(tmp_path, b
     assert "not run: head, which it evaluates, failed" in state["runs"][1]["error"]
     assert json.loads((folder / "head" / layout.RESULT).read_text()) == earlier  # kept, not lost
     assert not [p for p in folder.iterdir() if ".old-" in p.name or ".tmp-" in p.name]
+
+
+# -- reuse knows the code that made a number ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["0.0.1", None], ids=["older", "unknown"])
+def test_rerun_changed_also_reruns_runs_of_another_peftlab_version(tmp_path, executed, capsys, version):
+    path, _ = done_sweep(tmp_path, version)
+    assert main(["sweep", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert executed == [] and f"kept 1 run(s) made by another peftlab version than this {peftlab.__version__}" in out
+    assert f"a ({version or 'unknown'})" in out
+    assert main(["sweep", str(path), "--rerun-changed"]) == 0
+    assert executed == [("a", "rerun")]  # b: this version, same config
+    assert f"a: made by peftlab {version or 'unknown'} (this is {peftlab.__version__})" in capsys.readouterr().out
+
+
+def test_rerun_changed_help_says_it_reruns_other_versions(capsys):
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "and those made by another peftlab version" in help_text
+
+
+def test_the_report_says_which_code_made_which_run_when_a_table_mixes_them(tmp_path):
+    from peftlab.report.tables import summarize
+    from peftlab.report.write import write_report
+
+    libs = {"torch": "2.5.0", "transformers": "4.50.0", "peft": "0.15.0"}
+    results = {
+        "old-s1": fake_result("old-s1", 0.8, {"peftlab": "0.0.9", **libs}),
+        "new-s1": fake_result("new-s1", 0.9, {"peftlab": "0.1.0", **libs}, git="0123456789abcdef+dirty"),
+        "zero": fake_result("zero", 0.5, None, kind="eval"),
+    }
+    for name, result in results.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / layout.RESULT).write_text(json.dumps(result))
+    md, html_path = write_report(tmp_path)
+    made = md.split("## Made with")[1]
+    assert "- peftlab 0.0.9, torch 2.5.0, transformers 4.50.0, peft 0.15.0: old-s1" in made
+    assert "- peftlab 0.1.0 (commit 0123456789+dirty), torch 2.5.0, transformers 4.50.0, peft 0.15.0: new-s1" in made
+    assert "- versions not recorded (an older peftlab): zero" in made
+    assert "Made with" in html_path.read_text()
+    for name in ("old-s1", "zero"):
+        (tmp_path / name / layout.RESULT).write_text(json.dumps(results["new-s1"]))
+    assert "Made with" not in write_report(tmp_path)[0]  # one code made every run: no note
+    assert len(summarize(tmp_path)["made_with"]) == 1
+
+
+def test_result_json_records_the_running_codes_version(monkeypatch):
+    from peftlab.runs.measure import library_versions
+
+    monkeypatch.setattr(peftlab, "__version__", "9.9.9-checkout")  # not the installed distribution's
+    versions = library_versions()
+    assert versions["peftlab"] == "9.9.9-checkout"
+    assert {"torch", "transformers", "peft"} <= set(versions) and versions["torch"]

@@ -343,7 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--rerun-changed",
         action="store_true",
         help="run again from scratch the run folders whose saved config differs from the sweep's "
-        "(or cannot be read); without it such folders stop the sweep before anything runs",
+        "(or cannot be read), and those made by another peftlab version (result.json's versions); "
+        "without it a changed or unreadable folder stops the sweep before anything runs, and one of "
+        "another version is kept (the report names the code of each run)",
     )
     p.add_argument(
         "--backend",

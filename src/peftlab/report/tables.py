@@ -162,6 +162,39 @@ def read_run(run_dir: Path, entry: dict) -> Run:
     )
 
 
+def code_of(result: dict) -> str:
+    """The code that made a run's numbers, in words: peftlab's version and commit, torch, transformers, peft."""
+    versions = result.get("versions") if isinstance(result.get("versions"), dict) else {}
+    if not versions:
+        return "versions not recorded (an older peftlab)"
+    commit = str(result.get("git_hash") or "")
+    short = commit[:10] + ("+dirty" if commit.endswith("+dirty") else "")
+    libs = ", ".join(f"{name} {versions.get(name) or '?'}" for name in ("torch", "transformers", "peft"))
+    return f"peftlab {versions.get('peftlab') or '?'}{f' (commit {short})' if commit else ''}, {libs}"
+
+
+def made_with(runs: list[Run]) -> list[dict]:
+    """[{code, runs}] over the completed runs the report shows: one entry when one code made them all; more
+    when a table mixes numbers made before and after a change (the report then says so)."""
+    codes: dict[str, list[str]] = {}
+    for r in runs:
+        if r.status == "completed" and r.result:
+            codes.setdefault(code_of(r.result), []).append(r.name)
+    return [{"code": code, "runs": names} for code, names in codes.items()]
+
+
+MADE_WITH_NOTE = (
+    "The runs of this report were made by different code, and a fix between versions can change numbers; "
+    "`peftlab sweep --rerun-changed` runs again those made by another peftlab version:"
+)
+
+
+def made_with_lines(s: dict) -> list[str]:
+    """The report's "made with" note, as markdown lines; none when one code made every run shown."""
+    made = s.get("made_with") or []
+    return [f"- {m['code']}: {', '.join(m['runs'])}" for m in made] if len(made) > 1 else []
+
+
 def groups_of(runs: list[Run]) -> list[Group]:
     order: dict[str, list[Run]] = {}
     for r in runs:
@@ -287,6 +320,7 @@ def summarize(folder: Path, collected: tuple[dict, list[Run]] | None = None) -> 
         ],
         "groups": [],
         "evaluations": evaluation_rows(runs),
+        "made_with": made_with(runs),
     }
     if not groups:
         return out
@@ -489,8 +523,10 @@ def to_markdown(s: dict) -> str:
         if evals
         else []
     )
+    made = made_with_lines(s)
+    made_note = ["## Made with\n\n" + MADE_WITH_NOTE + "\n\n" + "\n".join(made)] if made else []
     if not s["groups"]:
-        return "\n\n".join(out + (after or ["No completed runs yet."]) + failed_lines(s)) + "\n"
+        return "\n\n".join(out + (after or ["No completed runs yet."]) + made_note + failed_lines(s)) + "\n"
     n_done = sum(r["status"] == "completed" for r in s["runs"])
     out.append(
         f"Task **{s['task']}**, model **{s['model']}**; {n_done} of {len(s['runs'])} runs completed; "
@@ -511,7 +547,7 @@ def to_markdown(s: dict) -> str:
         out.append(epochs_table(s))
     front = "; ".join(f"{label}: {', '.join(s['pareto'][key])}" for key, label in COSTS)
     out.append(f"Pareto front ({s['metric']} vs cost) — {front}.")
-    out += after
+    out += after + made_note
     failed = failed_lines(s)
     if failed:
         out.append("## Runs not completed\n\n" + "\n".join(failed))

@@ -3,9 +3,9 @@
 A run folder is skipped (completed) or resumed (interrupted) only if its config.yaml equals the
 config the sweep plans now (an evaluation row's: the config its `peftlab eval` would write now);
 otherwise, or when its files cannot be read, the sweep stops before running anything or, with
---rerun-changed, runs it again from scratch. A run that runs again starts without its earlier folder
-(move_aside), which comes back only if the new run wrote nothing, and then under a failed entry the
-report does not show.
+--rerun-changed, runs it again from scratch (as it does, with --rerun-changed, a run another peftlab
+version made). A run that runs again starts without its earlier folder (move_aside), which comes back
+only if the new run wrote nothing, and then under a failed entry the report does not show.
 """
 
 from __future__ import annotations
@@ -118,9 +118,23 @@ def earlier_training(sweep: Sweep, run_dir: Path, run: PlannedRun) -> str | None
     return None
 
 
+def made_by(run_dir: Path) -> str | None:
+    """The peftlab version that made a completed folder, when it is not this one ('unknown' when the folder
+    does not say): --rerun-changed runs it again, since a fix of scoring between versions changes numbers."""
+    import peftlab
+
+    try:
+        result = read_result(run_dir) or {}
+    except UserError:
+        return None  # unreadable: reuse_problem says so
+    versions = result.get("versions") if isinstance(result, dict) else None
+    had = versions.get("peftlab") if isinstance(versions, dict) else None
+    return None if had == peftlab.__version__ else str(had or "unknown")
+
+
 def held(run: PlannedRun, status: str, why: str) -> dict:
     """The sweep.json entry of a run that runs again, until it starts: its folder still holds the earlier
-    run (other settings, a failure), which the report must not show under this plan."""
+    run (other settings, a failure, an older peftlab), which the report must not show under this plan."""
     return {
         "name": run.name,
         "group": run.group,
@@ -134,9 +148,13 @@ def held(run: PlannedRun, status: str, why: str) -> dict:
 def plan_todo(sweep: Sweep, old: dict, retry_failed: bool, rerun_changed: bool) -> tuple[dict, list]:
     """(sweep.json entries of the runs kept, [(run, 'resume' | 'retry' | 'rerun' | 'after')]). A folder run
     with other settings (an evaluation row: of another run, another export or shots) is rerun
-    (rerun_changed) or stops the sweep before anything runs: a report must not mix settings silently."""
+    (rerun_changed) or stops the sweep before anything runs: a report must not mix settings silently.
+    With rerun_changed a folder made by another peftlab version is rerun too; without it, it is kept and
+    named (the report notes which code made which run)."""
+    import peftlab
+
     entries: dict[str, dict] = {}
-    todo, problems = [], []
+    todo, problems, older = [], [], []
     for run in sweep.runs:
         run_dir = sweep.folder / run.name
         status = run_status(run_dir)
@@ -148,6 +166,11 @@ def plan_todo(sweep: Sweep, old: dict, retry_failed: bool, rerun_changed: bool) 
                 entries[run.name] = held(run, "changed", f"evaluates {run.of}, which runs again")
             continue
         problem = None if failed else reuse_problem(sweep, run_dir, run, status)
+        version = made_by(run_dir) if status == "completed" and not failed and not problem else None
+        if version and rerun_changed:
+            problem = f"made by peftlab {version} (this is {peftlab.__version__})"
+        elif version:
+            older.append(f"{run.name} ({version})")
         if problem:
             problems.append(f"  - {run.name}: {problem}")
             todo.append((run, "rerun"))
@@ -178,6 +201,12 @@ def plan_todo(sweep: Sweep, old: dict, retry_failed: bool, rerun_changed: bool) 
         )
     for line in problems:
         print(f"sweep: rerunning from scratch (--rerun-changed):\n{line}", flush=True)
+    if older:
+        print(
+            f"sweep: kept {len(older)} run(s) made by another peftlab version than this {peftlab.__version__}: "
+            f"{', '.join(older)}; the report says which code made which run, and --rerun-changed runs them again",
+            flush=True,
+        )
     return entries, todo
 
 

@@ -145,7 +145,7 @@ def save_state(sweep: Sweep, entries: dict, record: dict) -> None:
 NOTES = {
     "resume": "",
     "retry": "  (retrying a failed run)",
-    "rerun": "  (rerun: its folder had other settings)",
+    "rerun": "  (rerun: its folder had other settings, or another peftlab made it)",
     "after": "  (evaluates the run above)",
 }
 

@@ -561,8 +561,6 @@ def measure_run(trainer, recorder, n_train: int, weights_dir: Path) -> dict:
         "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
         **cpu_info(),
         "torch_threads": torch.get_num_threads(),
-        "versions": library_versions(),
-        "git_hash": git_hash(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -602,6 +600,10 @@ def describe_run(cfg: Config, run_dir: Path, metric: str, params: dict, notes: d
         "n_train": len(encoded["train"]),
         "n_validation": len(encoded["validation"]),
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # the code that makes the numbers, in every result.json (failed ones too): a sweep reruns a run of
+        # another peftlab version with --rerun-changed, and a report names the code of each run it shows
+        "versions": library_versions(),
+        "git_hash": git_hash(),
     }
 
 
