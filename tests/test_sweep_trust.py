@@ -1,12 +1,13 @@
 """A sweep never deletes what it did not write and never shows a number its settings did not produce:
 names that would be paths are refused before anything runs, --overwrite replaces only peftlab's own
 folders, a rerun that fails leaves no stale "completed" run, evaluation rows are reused only with their
-own settings, and reuse knows which code made a number."""
+own settings, reuse knows which code made a number, and a sweep's runs die with it."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -486,3 +487,81 @@ def test_result_json_records_the_running_codes_version(monkeypatch):
     versions = library_versions()
     assert versions["peftlab"] == "9.9.9-checkout"
     assert {"torch", "transformers", "peft"} <= set(versions) and versions["torch"]
+
+
+# -- a sweep's children die with it ------------------------------------------------------------------------
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(c) for c in (task / "children").read_text().split()}
+    return found
+
+
+def gone(pid: int) -> bool:
+    """Exited, or a zombie nobody reaped yet (in a container PID 1 may never reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG and /proc are Linux's")
+def test_a_real_sweeps_runs_die_when_its_process_alone_is_killed(tmp_path, base_config):
+    """`peftlab sweep` SIGKILLed by its pid alone (no process group, no Ctrl-C: an out-of-memory kill, a
+    job scheduler): the run it was training and the next run's process it had started ahead both end at
+    once. The run trains a long, silent epoch (no progress bars, no log lines), so only the death signal
+    it armed can end it in time: a closed pipe would stop it only at its next line, the epoch's end."""
+    import random
+
+    from conftest import sentence
+
+    rng = random.Random(1)
+    big = tmp_path / "big.tsv"  # ~40 s an epoch on two cores, more than the wait below
+    big.write_text(
+        "sentence\tlabel\n" + "".join(f"{sentence(rng, i % 2)}\t{'pos' if i % 2 else 'neg'}\n" for i in range(60000))
+    )
+    body = {
+        "name": "k",
+        "output_dir": str(tmp_path / "sweeps"),
+        "config": tiny_settings(base_config, train_file=str(big), epochs=1, method="head", logging_steps=100000),
+        "variants": [{"name": "first"}, {"name": "second"}],
+    }
+    path = write_sweep(tmp_path / "k.yaml", **body)
+    result = tmp_path / "sweeps" / "k" / "first" / layout.RESULT
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "peftlab", "sweep", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+        start_new_session=True,  # a group of its own: only its pid is killed, never this test's
+    )
+    children: set[int] = set()
+    try:
+        deadline = time.time() + 300
+        while not (result.is_file() and json.loads(result.read_text() or "{}").get("status") == "running"):
+            assert sweep.poll() is None and time.time() < deadline, "the sweep never started its first run"
+            time.sleep(0.2)
+        children = children_of(sweep.pid)
+        while len(children) < 2 and time.time() < deadline:  # the run, and the next one started ahead
+            time.sleep(0.2)
+            children = children_of(sweep.pid)
+        assert len(children) == 2, children
+        time.sleep(2)  # into the epoch
+        os.kill(sweep.pid, signal.SIGKILL)  # the sweep alone
+        sweep.wait()
+        deadline = time.time() + 10
+        while not all(gone(c) for c in children) and time.time() < deadline:
+            time.sleep(0.1)
+        alive = [c for c in children if not gone(c)]
+        assert not alive, f"outlived the sweep: {alive}"
+        assert json.loads(result.read_text()).get("status") == "running"  # it was stopped mid-epoch
+    finally:  # whatever happened, nothing this test started is left running
+        if sweep.poll() is None:
+            children |= children_of(sweep.pid)
+            sweep.kill()
+            sweep.wait()
+        for pid in children:
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
