@@ -458,7 +458,9 @@ def test_sweep_refuses_values_that_cannot_be_what_the_key_means(tmp_path):
 
 
 def fake_done_sweep(tmp_path, lr="1e-4") -> tuple[Path, Path]:
-    """A sweep of two runs whose folders look completed, written with the config the sweep plans."""
+    """A sweep of two runs whose folders look completed, written with the config the sweep plans (by this
+    peftlab: its version in result.json, as a run writes it)."""
+    import peftlab
     from peftlab.runs.rundir import write_yaml
 
     path = write_sweep(
@@ -472,7 +474,9 @@ def fake_done_sweep(tmp_path, lr="1e-4") -> tuple[Path, Path]:
         folder = tmp_path / "out" / "reuse" / run.name
         folder.mkdir(parents=True)
         write_yaml(folder / "config.yaml", run.cfg.to_dict())
-        (folder / "result.json").write_text(json.dumps({"status": "completed"}))
+        (folder / "result.json").write_text(
+            json.dumps({"status": "completed", "versions": {"peftlab": peftlab.__version__}})
+        )
     return path, tmp_path / "out" / "reuse"
 
 

@@ -114,6 +114,10 @@ def cmd_eval(args) -> int:
     source, out, started = args.source, args.out, time.time()
     if args.export:
         if out:  # before the export, which may take minutes
+            if args.overwrite:  # --overwrite replaces a folder peftlab wrote, never any other
+                from peftlab.runs.rundir import check_overwrite
+
+                check_overwrite(out)
             check_eval_folder(Path(out), args.overwrite)
         from peftlab.export.merge import export_to_evaluate
 
@@ -344,7 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--rerun-changed",
         action="store_true",
         help="run again from scratch the run folders whose saved config differs from the sweep's "
-        "(or cannot be read); without it such folders stop the sweep before anything runs",
+        "(or cannot be read), and those made by another peftlab version (result.json's versions); "
+        "without it a changed or unreadable folder stops the sweep before anything runs, and one of "
+        "another version is kept (the report names the code of each run)",
     )
     p.add_argument(
         "--backend",

@@ -37,7 +37,16 @@ from peftlab.runs.measure import (
     peak_memory,
     weights_size_mb,
 )
-from peftlab.runs.rundir import read_result, write_folder, write_jsonl, write_result, write_yaml
+from peftlab.runs.rundir import (
+    check_overwrite,
+    mark_folder,
+    read_json,
+    read_result,
+    write_folder,
+    write_jsonl,
+    write_result,
+    write_yaml,
+)
 
 
 def default_eval_dir(cfg: Config, source: Source, split: str) -> Path:
@@ -107,7 +116,11 @@ def describe_source(session: Session) -> dict:
             run=source.result.get("run_name"),
             run_method=source.result.get("method"),
             run_best_epoch=source.result.get("best_epoch"),
+            run_finished_at=source.result.get("finished_at"),  # which training of the run was scored
         )
+    elif source.kind == "export":
+        note = read_json(source.folder / layout.EXPORT_NOTE, {}) or {}
+        out["run_finished_at"] = note.get("run_finished_at") if isinstance(note, dict) else None
     return out
 
 
@@ -170,6 +183,8 @@ def run_eval(
     started = time.time() if started is None else started
     cfg, source = read_source(spec, overrides)
     out_dir = Path(out) if out else default_eval_dir(cfg, source, split)
+    if overwrite:
+        check_overwrite(out_dir)  # --overwrite replaces an evaluation or run folder, never any other folder
     check_eval_folder(out_dir, overwrite)
     metric = metric_of(cfg)
     own_validation = bool(cfg.data.train_file or cfg.data.validation_file)  # else it is cut from the scored file
@@ -250,6 +265,7 @@ def write_eval_folder(session: Session, split: str, scored: Scored, result: dict
     """Every file into a temporary folder first, then one rename: no half-written evaluation folder."""
 
     def fill(tmp: Path) -> None:
+        mark_folder(tmp, "evaluation")
         write_yaml(tmp / layout.CONFIG, session.cfg.to_dict())
         write_jsonl(tmp / layout.METRICS, [result["metrics_epoch0"]])
         session.task.write_predictions(

@@ -9,7 +9,16 @@ import re
 from pathlib import Path
 
 from peftlab.report.plots import plot_metric_per_epoch, plot_pareto, plot_sweep_losses
-from peftlab.report.tables import COSTS, NOISE_NOTE, failed_lines, sections_of, split_note, table_rows
+from peftlab.report.tables import (
+    COSTS,
+    MADE_WITH_NOTE,
+    NOISE_NOTE,
+    failed_lines,
+    made_with_lines,
+    sections_of,
+    split_note,
+    table_rows,
+)
 from peftlab.runs import layout
 from peftlab.runs.rundir import write_text
 
@@ -89,6 +98,13 @@ def write_html(s: dict, runs, out: Path) -> Path:
             "<h2>Zero-shot, few-shot, tuned, merged and quantized</h2>"
             + html_table(ev["header"], ev["rows"])
             + f'<p class="note">{html.escape(ev["note"])}</p>'
+        )
+    made = made_with_lines(s)
+    if made:
+        parts.append(
+            f"<h2>Made with</h2><p class='note'>{html.escape(MADE_WITH_NOTE)}</p><ul>"
+            + "".join(f"<li>{html.escape(line[2:])}</li>" for line in made)
+            + "</ul>"
         )
     failed = failed_lines(s)
     if failed:

@@ -114,6 +114,9 @@ def collect(folder: Path) -> tuple[dict, list[Run]]:
     return state, runs
 
 
+HELD = ("failed", "changed")  # sweep.json statuses the report takes over the folder's result.json
+
+
 def read_result(run_dir: Path, listed: str) -> tuple[dict | None, str | None]:
     """(result.json, None), or (None, why the report cannot use it); UnreadableFile when corrupt."""
     path = run_dir / layout.RESULT
@@ -141,19 +144,55 @@ def read_run(run_dir: Path, entry: dict) -> Run:
         return Run(name, group, entry.get("seed"), "unreadable", settings, str(e))
     if absent:
         return Run(name, group, entry.get("seed"), "missing", settings, absent)
-    status = (result or {}).get("status") or entry.get("status", "pending")
-    error = entry.get("error") if entry.get("status") == "failed" else None
+    listed = entry.get("status", "pending")
+    if listed in HELD:  # sweep.json's failed or changed (to run again) wins over the folder, which may still
+        # hold an earlier run of this name, with other settings: none of its numbers belongs to this plan
+        return Run(name, group, entry.get("seed"), listed, settings, entry.get("error") or listed)
+    status = (result or {}).get("status") or listed
     return Run(
         name,
         group,
         entry.get("seed"),
         status,
         settings,
-        error or (result or {}).get("error"),
+        (result or {}).get("error"),
         result,
         history,
         train_log,
     )
+
+
+def code_of(result: dict) -> str:
+    """The code that made a run's numbers, in words: peftlab's version and commit, torch, transformers, peft."""
+    versions = result.get("versions") if isinstance(result.get("versions"), dict) else {}
+    if not versions:
+        return "versions not recorded (an older peftlab)"
+    commit = str(result.get("git_hash") or "")
+    short = commit[:10] + ("+dirty" if commit.endswith("+dirty") else "")
+    libs = ", ".join(f"{name} {versions.get(name) or '?'}" for name in ("torch", "transformers", "peft"))
+    return f"peftlab {versions.get('peftlab') or '?'}{f' (commit {short})' if commit else ''}, {libs}"
+
+
+def made_with(runs: list[Run]) -> list[dict]:
+    """[{code, runs}] over the completed runs the report shows: one entry when one code made them all; more
+    when a table mixes numbers made before and after a change (the report then says so)."""
+    codes: dict[str, list[str]] = {}
+    for r in runs:
+        if r.status == "completed" and r.result:
+            codes.setdefault(code_of(r.result), []).append(r.name)
+    return [{"code": code, "runs": names} for code, names in codes.items()]
+
+
+MADE_WITH_NOTE = (
+    "The runs of this report were made by different code, and a fix between versions can change numbers; "
+    "`peftlab sweep --rerun-changed` runs again those made by another peftlab version:"
+)
+
+
+def made_with_lines(s: dict) -> list[str]:
+    """The report's "made with" note, as markdown lines; none when one code made every run shown."""
+    made = s.get("made_with") or []
+    return [f"- {m['code']}: {', '.join(m['runs'])}" for m in made] if len(made) > 1 else []
 
 
 def groups_of(runs: list[Run]) -> list[Group]:
@@ -281,6 +320,7 @@ def summarize(folder: Path, collected: tuple[dict, list[Run]] | None = None) -> 
         ],
         "groups": [],
         "evaluations": evaluation_rows(runs),
+        "made_with": made_with(runs),
     }
     if not groups:
         return out
@@ -539,9 +579,11 @@ def to_markdown(s: dict) -> str:
         if evals
         else []
     )
+    made = made_with_lines(s)
+    made_note = ["## Made with\n\n" + MADE_WITH_NOTE + "\n\n" + "\n".join(made)] if made else []
     sections = sections_of(s)
     if not sections:
-        return "\n\n".join(out + (after or ["No completed runs yet."]) + failed_lines(s)) + "\n"
+        return "\n\n".join(out + (after or ["No completed runs yet."]) + made_note + failed_lines(s)) + "\n"
     n_done = sum(r["status"] == "completed" for r in s["runs"])
     done = f"{n_done} of {len(s['runs'])} runs completed; "
     if len(sections) == 1:
@@ -551,7 +593,7 @@ def to_markdown(s: dict) -> str:
         for sec in sections:
             out.append(f"## Best epoch chosen by {sec['metric']}")
             out += section_markdown(sec, "", "###")
-    out += after
+    out += after + made_note
     failed = failed_lines(s)
     if failed:
         out.append("## Runs not completed\n\n" + "\n".join(failed))

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, TypedDict
 
+from peftlab.errors import UserError
+
 # -- a run or evaluation folder -------------------------------------------------------------------------
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -24,6 +26,9 @@ TENSORBOARD = "tensorboard"
 MLRUNS = "mlruns"
 ADAPTER, HEAD, MODEL = "adapter", "head", "model"  # the best weights: one of the three
 WEIGHT_DIRS = (ADAPTER, HEAD, MODEL)
+# written first into every run and evaluation folder: `--overwrite` replaces only a folder that holds it
+# (or, made before it existed, a config.yaml and a result.json of a known status), never any other folder
+MARKER = ".peftlab"
 
 
 def predictions_file(split: str) -> str:
@@ -89,6 +94,44 @@ PLOT_LOSSES, PLOT_METRIC, PLOT_PARETO = "loss_curves.png", "metric_per_epoch.png
 def predict_answers(name: str) -> str:
     """`peftlab predict`: one answer per line, as the users' result_QQP.txt."""
     return f"result_{name}.txt"
+
+
+# -- names that become folders -----------------------------------------------------------------------------
+# what a sweep or study folder holds of its own, beside the run (or part) folders the user names
+RESERVED = (*SWEEP_FOLDERS, SWEEP_STATE, SWEEP_COPY, STUDY_STATE, REPORT_MD)
+SEPARATORS = ("/", "\\", "\0")  # "\\" too on every system: a sweep file may travel to Windows
+
+
+def folder_name_problem(name: str) -> str:
+    """Why `name` cannot be a folder of its own inside a sweep or study folder; '' when it can."""
+    if not name.strip():
+        return "an empty name (the folder around it)"
+    if name in (".", ".."):
+        return "'.' (the folder itself)" if name == "." else "'..' (the folder above)"
+    if any(sep in name for sep in SEPARATORS):
+        return "a path (it holds a separator)"
+    if name.startswith("."):
+        return "a hidden name (it starts with a dot, as the temporary folders do)"
+    if name.casefold() in {r.casefold() for r in RESERVED}:
+        return f"the name of the sweep's own {name} (reserved: {', '.join(RESERVED)})"
+    return ""
+
+
+def check_folder_name(name, what: str) -> str:
+    """`name` when it can be a folder of its own inside a sweep or study folder, else a UserError naming
+    `what` (the key or row it came from). A name is joined onto a folder that is then written, replaced
+    or, with --overwrite, deleted: `..` is the folder above, `.` and an empty name the sweep folder
+    itself, `a/b` another folder, `.x` a hidden name of the kind temporary() makes, `logs` or `report`
+    the sweep's own folder. Every name that becomes a folder (a sweep, a study and its parts, a variant,
+    a grid point, run_name) is checked here, when the plan is made, before anything runs."""
+    text = str(name)
+    problem = folder_name_problem(text)
+    if problem:
+        raise UserError(
+            f"{what}: '{text}' must be a folder name, not {problem}; choose another name "
+            f"(letters, digits, '-', '_' and '.', not first)"
+        )
+    return text
 
 
 # -- atomic writes: one temporary naming rule, known to runs.rundir.clear_leftovers --------------------------
@@ -157,6 +200,11 @@ def missing_keys(result: Result) -> list[str]:
 
 # -- the README's table of the run folder, checked against this module by tests/test_layout.py -----------
 RUN_FILES = (
+    (
+        f"`{MARKER}`",
+        "written first: marks the folder as peftlab's; `--overwrite` and a sweep's rerun replace only a "
+        "folder that holds it (or an older run's config.yaml and result.json), never another folder",
+    ),
     (f"`{CONFIG}`", "the fully resolved config"),
     (
         f"`{METRICS}`",

@@ -57,8 +57,13 @@ def weights_size_mb(path: Path) -> float:
 
 
 def library_versions() -> dict:
-    out = {"python": sys.version.split()[0]}
-    for name in ("peftlab", "torch", "transformers", "peft", "accelerate", "datasets", "scikit-learn"):
+    """The versions of the code that made a run's numbers. peftlab's is the running code's own
+    (peftlab.__version__), not an installed distribution's: a checkout run through PYTHONPATH, or beside
+    an older install, would otherwise be recorded as the installed version."""
+    import peftlab
+
+    out = {"python": sys.version.split()[0], "peftlab": peftlab.__version__}
+    for name in ("torch", "transformers", "peft", "accelerate", "datasets", "scikit-learn"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -67,10 +72,19 @@ def library_versions() -> dict:
 
 
 def git_hash() -> str | None:
+    """The commit of the peftlab checkout that runs ('+dirty' when its source differs from that commit);
+    None when peftlab is not run from a git checkout of itself (an install inside another repository
+    must not record that repository's commit)."""
+    here = Path(__file__).resolve().parents[1]  # src/peftlab
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=here)
+
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
-        )
-        return out.stdout.strip() or None
+        if git("ls-files", "--error-unmatch", "__init__.py").returncode != 0:
+            return None
+        commit = git("rev-parse", "HEAD").stdout.strip()
+        dirty = git("diff", "--quiet", "HEAD", "--", ".").returncode == 1
     except (OSError, subprocess.TimeoutExpired):
         return None
+    return f"{commit}+dirty" if commit and dirty else commit or None

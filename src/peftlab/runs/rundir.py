@@ -105,6 +105,41 @@ def read_result(folder: Path, default=None, fix: str = FIX) -> Result | None:
     return read_json(Path(folder) / layout.RESULT, default, fix=fix)
 
 
+def mark_folder(folder: Path, kind: str) -> None:
+    """layout.MARKER, the first file of a run or evaluation folder: what --overwrite may replace."""
+    write_text(
+        Path(folder) / layout.MARKER,
+        f"peftlab {kind} folder: `peftlab train/eval --overwrite` and a sweep's rerun replace only folders "
+        f"that hold this file\n",
+    )
+
+
+def written_by_peftlab(folder: Path) -> bool:
+    """Whether `folder` is a run or evaluation folder peftlab wrote: it holds layout.MARKER, or (made before
+    the marker existed) a config.yaml and a result.json of a known status. Only such a folder is ever
+    deleted or replaced by --overwrite: `--out ..` or a run_name that names the user's own folder must
+    never cost them that folder."""
+    folder = Path(folder)
+    if (folder / layout.MARKER).is_file():
+        return True
+    try:
+        result = read_result(folder)
+    except UnreadableFile:
+        result = None  # a damaged older run folder: config.yaml alone does not tell it from the user's own
+    return (folder / layout.CONFIG).is_file() and isinstance(result, dict) and result.get("status") in layout.STATUSES
+
+
+def check_overwrite(folder: Path, option: str = "--overwrite") -> None:
+    """UserError unless `folder` is absent or was written by peftlab (written_by_peftlab)."""
+    folder = Path(folder)
+    if folder.exists() and not written_by_peftlab(folder):
+        raise UserError(
+            f"{option}: {folder} exists and is not a run or evaluation folder written by peftlab (it holds "
+            f"no {layout.MARKER}, nor a config.yaml and result.json), so it is not deleted; choose another "
+            f"folder (run_name=, output_dir= or --out), or move it away yourself"
+        )
+
+
 def saved_config_diff(run_dir: Path, cfg) -> list[str]:
     """How the run folder's config.yaml differs from cfg ('section.key: old -> new'); a missing or
     corrupt config.yaml is an error: without it nobody can tell what the folder's numbers mean."""

@@ -34,6 +34,7 @@ from peftlab.config.settings import (
     typed_settings,
 )
 from peftlab.errors import UserError, closest
+from peftlab.runs import layout
 from peftlab.runs.rundir import run_status
 
 SWEEP_KEYS = ("name", "output_dir", "base", "config", "variants", "grid", "description", "report_epochs")
@@ -76,6 +77,17 @@ class Sweep:
 
 def slug(value) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", str(value)).strip("_")
+
+
+def folder_name(raw, what: str) -> str:
+    """A name the user wrote (a sweep's, a study part's, a variant's), as the folder it becomes: slug()'s
+    spelling, checked by layout.check_folder_name. A separator in the name as written is refused, not
+    spelled away: `a/b` meant a folder inside a folder, and `..` or `logs` would be no run's own folder."""
+    text = str(raw)
+    if any(sep in text for sep in layout.SEPARATORS):
+        layout.check_folder_name(text, what)  # raises: a path
+    name = slug(text)
+    return layout.check_folder_name(name, what if name == text else f"{what} '{text}', as a folder name,")
 
 
 def name_of(settings: dict) -> str:
@@ -178,7 +190,7 @@ def sweep_from(
     ]
     seed_varies = len({p.get("seed") for p in typed_points}) > 1 or len({v.get("seed") for v in typed_variants}) > 1
 
-    name = slug(data.get("name") or path.stem)
+    name = folder_name(data.get("name") or path.stem, f"{where}: name" if data.get("name") else f"{where}: file name")
     folder = Path(output_dir or data.get("output_dir") or "runs") / name
     sweep = Sweep(
         name,
@@ -200,8 +212,9 @@ def sweep_from(
             settings = {**typed_variants[i], **typed_point}
             cfg = build_config(base_layers + [(variant, f"{where}: variants[{i}]"), (point, f"{where}: grid")])
             group_settings = {k: v for k, v in settings.items() if k != "seed"}
-            group = slug(given) if given else name_of(group_settings)
+            group = folder_name(given, f"{where}: variants[{i}]: name") if given else name_of(group_settings)
             run_name = f"{group}-s{cfg.train.seed}" if seed_varies else group
+            layout.check_folder_name(run_name, f"{at}: run name")
             if run_name in seen:
                 raise UserError(
                     f"{at}: two runs would both be named '{run_name}' (also variants[{seen[run_name]}]); "
@@ -244,6 +257,12 @@ def read_eval_keys(variant: dict, where: str) -> tuple[str, str, str]:
     if export and export not in EXPORT_KINDS:
         raise UserError(f"{where}: export: '{export}' is not one of {', '.join(EXPORT_KINDS)}")
     return kind, slug(of) if of else "", export
+
+
+def eval_overrides(run: PlannedRun) -> list[str]:
+    """An evaluation row's own settings as `peftlab eval` key=value pairs, over the config of the run it
+    evaluates (seed and the row keys left out): its command line and the sweep's reuse check share them."""
+    return [f"{k}={v}" for k, v in flat_settings(run.settings).items() if k not in EVAL_KEYS + ("seed",)]
 
 
 def evaluated_run(of: str, seed: int, seed_varies: bool, planned: list, where: str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from peftlab.runs import layout
 from peftlab.runs.rundir import UnreadableFile, read_result, run_status, write_yaml
-from peftlab.sweep.plan import EVAL_KEYS, PlannedRun, Sweep, flat_settings
+from peftlab.sweep.plan import PlannedRun, Sweep, eval_overrides
 from peftlab.sweep.terminal import ScreenLines
 
 
@@ -110,9 +110,8 @@ def command_of(sweep: Sweep, run: PlannedRun, config_path: Path, mode: str) -> l
     if not run.of:
         return peftlab + ["eval", str(config_path)] + out
     # an evaluation of a trained run: that run's own config, with the settings this row changes
-    changed = [f"{k}={v}" for k, v in flat_settings(run.settings).items() if k not in EVAL_KEYS + ("seed",)]
     export = ["--export", run.export] if run.export else []
-    return peftlab + ["eval", str(sweep.folder / run.of)] + [str(c) for c in changed] + export + out
+    return peftlab + ["eval", str(sweep.folder / run.of)] + eval_overrides(run) + export + out
 
 
 def interrupted_entry(run: PlannedRun) -> dict:

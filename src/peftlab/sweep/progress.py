@@ -57,6 +57,11 @@ class Progress:
         self.done += ok
         self.failed += not ok
 
+    def skipped(self, name: str) -> None:
+        """A run not started because the run it evaluates failed: counted as failed, with no duration."""
+        self.index += 1
+        self.failed += 1
+
     def interrupted(self, name: str) -> None:
         """A run stopped by Ctrl-C: no longer running, and no duration (it did not finish)."""
         self.running.pop(name, None)

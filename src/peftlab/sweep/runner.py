@@ -38,7 +38,7 @@ from peftlab.sweep.process import (
     stop_child,
 )
 from peftlab.sweep.progress import Progress, fmt_duration
-from peftlab.sweep.reuse import plan_todo, sweep_lock
+from peftlab.sweep.reuse import held, move_aside, plan_todo, settle_aside, sweep_lock
 
 
 def execute(
@@ -145,7 +145,7 @@ def save_state(sweep: Sweep, entries: dict, record: dict) -> None:
 NOTES = {
     "resume": "",
     "retry": "  (retrying a failed run)",
-    "rerun": "  (rerun: its folder had other settings)",
+    "rerun": "  (rerun: its folder had other settings, or another peftlab made it)",
     "after": "  (evaluates the run above)",
 }
 
@@ -199,6 +199,7 @@ def run_todo(sweep: Sweep, todo: list, entries: dict, progress: Progress, launch
     pending = list(todo)
     active: dict[str, tuple] = {}  # run name -> (run, started): submitted (a foreground run: being submitted)
     handles: dict[Future, str] = {}
+    asides: dict[str, tuple] = {}  # run name -> (run, its earlier folder, moved aside while it runs again)
     last_status = 0.0
     try:
         while pending or active:
@@ -210,8 +211,19 @@ def run_todo(sweep: Sweep, todo: list, entries: dict, progress: Progress, launch
                 if run.of in unfinished:
                     continue  # evaluates a run of this sweep that has not finished yet
                 pending.remove(item)
+                if run.of and entries.get(run.of, {}).get("status") in ("failed", "changed"):
+                    # its run failed: the folder may hold an earlier training put back (settle_aside),
+                    # whose weights this plan did not make
+                    entry = entries[run.name] = held(run, "failed", f"not run: {run.of}, which it evaluates, failed")
+                    progress.skipped(run.name)
+                    ended(run, entry, launcher.foreground)
+                    save_state(sweep, entries, progress.record())
+                    continue
                 progress.start(run.name, run.cfg.train.epochs)
                 announce(run, mode, progress, progress.changed(), launcher.foreground)
+                if mode != "resume":  # from scratch: the earlier folder waits aside until the run ends
+                    asides[run.name] = (run, move_aside(sweep.folder / run.name))
+                    entries.pop(run.name, None)  # its folder tells its state now (running, then done)
                 active[run.name] = (run, datetime.now(timezone.utc).isoformat(timespec="seconds"))
                 handles[launcher.submit(run, mode, pending[0] if pending else None)] = run.name
             done, _ = wait(list(handles), timeout=15, return_when=FIRST_COMPLETED)
@@ -219,6 +231,9 @@ def run_todo(sweep: Sweep, todo: list, entries: dict, progress: Progress, launch
                 run, started = active.pop(handles.pop(future))
                 launcher.release(future)
                 entry = entries[run.name] = launcher.outcome(future, run, started)
+                put_back = settle_aside(sweep.folder / run.name, asides.pop(run.name, (run, None))[1])
+                if put_back and entry["status"] != "completed":
+                    entry["error"] = f"{entry.get('error', 'failed')}; {put_back}"
                 progress.finish(run.name, entry["status"] == "completed")
                 ended(run, entry, launcher.foreground)
                 save_state(sweep, entries, progress.record())
@@ -233,7 +248,14 @@ def run_todo(sweep: Sweep, todo: list, entries: dict, progress: Progress, launch
         launcher.stop()
         raise
     finally:
-        launcher.close()
+        launcher.close()  # the runs have ended: each stopped one left its own folder, or its earlier one returns
+        restored = False
+        for run, aside in asides.values():
+            if settle_aside(sweep.folder / run.name, aside):  # it had written nothing: sweep.json must not say
+                entries[run.name] = held(run, "changed", "stopped before it wrote its folder; it runs again")
+                restored = True  # interrupted (and resume it), nor leave the earlier run's folder as this one
+        if restored:
+            save_state(sweep, entries, progress.record())
     return entries
 
 

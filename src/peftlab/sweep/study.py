@@ -35,13 +35,13 @@ class Study:
 
 def load_study(path: Path, data: dict, output_dir: str | None = None) -> Study:
     """Every part planned (and every run's config validated) before anything runs."""
-    from peftlab.sweep.plan import check_keys, config_layers, slug, sweep_from
+    from peftlab.sweep.plan import check_keys, config_layers, folder_name, sweep_from
 
     check_keys(data, str(path), STUDY_KEYS, "study key", "a study file")
     parts = data["parts"]
     if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) for p in parts):
         raise UserError(f"{path}: `parts:` must be a list of sweep mappings, e.g. - {{name: sst2, base: sst2.yaml}}")
-    name = slug(data.get("name") or path.stem)
+    name = folder_name(data.get("name") or path.stem, f"{path}: name" if data.get("name") else f"{path}: file name")
     study = Study(
         name, path, Path(output_dir or data.get("output_dir") or "runs") / name, str(data.get("description") or "")
     )
@@ -56,9 +56,10 @@ def load_study(path: Path, data: dict, output_dir: str | None = None) -> Study:
         check_keys(part, where, PART_KEYS, "key", "a part")
         if not part.get("name"):
             raise UserError(f"{where}: a part needs a `name:` (its folder in {study.folder})")
-        if slug(part["name"]) in seen:
+        part_folder = folder_name(part["name"], f"{where}: name")
+        if part_folder in seen:
             raise UserError(f"{where}: two parts are named '{part['name']}'")
-        seen.add(slug(part["name"]))
+        seen.add(part_folder)
         merged = {
             "variants": data.get("variants"),
             "grid": data.get("grid"),

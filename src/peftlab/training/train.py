@@ -45,7 +45,9 @@ from peftlab.runs.measure import (
 from peftlab.runs.rundir import (
     HEAD_FILE,
     WEIGHTS_NOTE,
+    check_overwrite,
     clear_leftovers,
+    mark_folder,
     read_json,
     read_result,
     save_model,
@@ -148,8 +150,8 @@ def check_settings(cfg: Config) -> None:
     if t.weight_decay < 0 or t.max_grad_norm < 0:
         raise UserError(f"weight_decay ({t.weight_decay}) and max_grad_norm ({t.max_grad_norm}) must be 0 or more")
     check_fraction("warmup_ratio", t.warmup_ratio)
-    if t.run_name and (Path(t.run_name).name != t.run_name or t.run_name in (".", "..")):
-        raise UserError(f"run_name: '{t.run_name}' must be a folder name, not a path; set output_dir for the place")
+    if t.run_name:  # the run folder: output_dir is the place (a sweep's names were checked as it planned them)
+        layout.check_folder_name(t.run_name, "run_name")
     if t.precision == "bf16" and not bf16_available():
         raise UserError(
             "precision: bf16 needs a GPU that supports it or a CPU with AVX512-BF16 / AMX, and this "
@@ -238,6 +240,8 @@ def total_steps(n_train: int, t) -> int:
 
 def check_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool) -> dict | None:
     """Refuse to clobber an existing run folder; returns its result when --resume finds it complete."""
+    if overwrite:
+        check_overwrite(run_dir)  # a folder peftlab did not write is never deleted
     if not run_dir.exists() or overwrite:
         return None
     old = read_result(run_dir, {}) or {}
@@ -258,9 +262,11 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool) -> 
 def create_run_dir(run_dir: Path, cfg: Config, overwrite: bool) -> None:
     if not is_main_process():
         return
-    if overwrite:
+    if overwrite:  # checked by check_run_dir before anything loaded (the Trainer may have made it since)
         shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / layout.MARKER).is_file():
+        mark_folder(run_dir, "run")
     for line in clear_leftovers(run_dir):  # a killed earlier attempt of this run
         print(f"peftlab: {run_dir.name}: {line} (left by a stopped earlier attempt)", flush=True)
     write_yaml(run_dir / layout.CONFIG, cfg.to_dict())
@@ -573,8 +579,6 @@ def measure_run(trainer, recorder, n_train: int, weights_dir: Path) -> dict:
         "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
         **cpu_info(),
         "torch_threads": torch.get_num_threads(),
-        "versions": library_versions(),
-        "git_hash": git_hash(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -614,6 +618,10 @@ def describe_run(cfg: Config, run_dir: Path, metric: str, params: dict, notes: d
         "n_train": len(encoded["train"]),
         "n_validation": len(encoded["validation"]),
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # the code that makes the numbers, in every result.json (failed ones too): a sweep reruns a run of
+        # another peftlab version with --rerun-changed, and a report names the code of each run it shows
+        "versions": library_versions(),
+        "git_hash": git_hash(),
     }
 
 
