@@ -165,8 +165,8 @@ def check_tracker_installed(report_to: str) -> None:
     if report_to == "mlflow":
         if importlib.util.find_spec("mlflow") is None:
             raise UserError(
-                "report_to: mlflow needs the mlflow package (pip install mlflow-skinny), which is not "
-                "installed; or use report_to: tensorboard or none"
+                "report_to: mlflow needs the mlflow package (pip install mlflow-skinny; requirements.txt "
+                "pins it), which is not installed; or use report_to: tensorboard or none"
             )
         if os.environ.get("DISABLE_MLFLOW_INTEGRATION", "").upper() == "TRUE":
             raise UserError(
