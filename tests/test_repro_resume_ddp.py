@@ -2,14 +2,15 @@
 
 import json
 import os
+import random
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import FILL, NEG, POS
 
 from peftlab.config.settings import load_config
 from peftlab.training.train import run
@@ -67,12 +68,6 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(base_config, tmp_pa
     assert not (run_dir / "checkpoints").exists()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_ddp_matches_single_process(tiny_llama, base_config, tmp_path):
     """gloo on CPU, same global batch (16 = 2 x 8). Only rank 0 writes the run folder.
 
@@ -86,8 +81,8 @@ def test_two_process_ddp_matches_single_process(tiny_llama, base_config, tmp_pat
             sys.executable,
             "-m",
             "torch.distributed.run",
+            "--standalone",  # its own rendezvous on a port the OS gives: no port picked and freed before use
             "--nproc_per_node=2",
-            f"--master_port={free_port()}",
             "-m",
             "peftlab",
             "train",
@@ -128,23 +123,57 @@ def test_gradient_accumulation_matches_the_larger_batch(tiny_llama, base_config,
     assert big["metrics_last"]["loss"] != pytest.approx(big["metrics_epoch0"]["loss"], abs=1e-3)  # it moved
 
 
-def shard_worker(rank: int, port: int, out: str) -> None:
-    import torch.distributed as dist
+GENERATION_RECORDER = textwrap.dedent("""
+    import json, os, sys
+    from peftlab.tasks import sft
+    generate_texts = sft.generate_texts
+    def recorded(model, tokenizer, prompts, *args, **kw):  # the rows this rank generates, per evaluation
+        with open(os.path.join(os.environ["GENERATED_LOG"], f"rank{os.environ['RANK']}.jsonl"), "a") as f:
+            f.write(json.dumps([tokenizer.decode(p) for p in prompts]) + "\\n")
+        return generate_texts(model, tokenizer, prompts, *args, **kw)
+    sft.generate_texts = recorded
+    from peftlab.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
 
-    from peftlab.tasks.sft import sharded
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    done = []
-    result = sharded(list("abcde"), lambda part: done.extend(part) or [x.upper() for x in part])
-    Path(out, f"rank{rank}.json").write_text(json.dumps({"did": done, "result": result}))
-    dist.destroy_process_group()
-
-
-def test_generation_under_ddp_is_split_between_ranks_not_repeated(tmp_path):
-    """Each rank generates every second row; both end with all rows, in order, for the same metrics."""
-    import torch.multiprocessing as mp
-
-    mp.spawn(shard_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert [r["did"] for r in ranks] == [["a", "c", "e"], ["b", "d"]]
-    assert all(r["result"] == list("ABCDE") for r in ranks)
+def test_generation_under_ddp_is_split_between_ranks_not_repeated(tiny_llama, base_config, tmp_path):
+    """A real 2-process SFT run: at every evaluation rank 0 generates rows 0, 2, 4, ... and rank 1 rows
+    1, 3, ...; the predictions file (rank 0) holds every row once, in order, gathered from both."""
+    rng = random.Random(3)
+    rows = [
+        {"instruction": " ".join(rng.sample(FILL, 3) + [w]), "input": "", "output": f"{w} ."}
+        for w in (rng.choice(POS + NEG) for _ in range(25))
+    ]
+    (tmp_path / "tr.json").write_text(json.dumps(rows[:16]))
+    (tmp_path / "dv.json").write_text(json.dumps(rows[16:]))  # 9 rows: 5 for rank 0, 4 for rank 1
+    script, log = tmp_path / "recorder.py", tmp_path / "generated"
+    script.write_text(GENERATION_RECORDER)
+    log.mkdir()
+    overrides = [a for a in base_config if not a.startswith(("train_file=", "validation_file="))] + [
+        f"model={tiny_llama}",
+        "task=sft",
+        f"train_file={tmp_path / 'tr.json'}",
+        f"validation_file={tmp_path / 'dv.json'}",
+        "method=lora",
+        "lora_rank=4",
+        "max_length=32",
+        "max_new_tokens=3",
+        "batch_size=8",
+        "eval_batch_size=2",
+        "run_name=ddp",
+    ]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), "train"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GENERATED_LOG": str(log)}
+    proc = subprocess.run(cmd + overrides, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "ddp"
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "completed" and result["world_size"] == 2
+    predicted = [json.loads(l) for l in (run_dir / "predictions_validation.jsonl").read_text().splitlines()]
+    assert [p["reference"] for p in predicted] == [r["output"] for r in rows[16:]]
+    prompts = [p["prompt"] for p in predicted]
+    done = {r: [json.loads(l) for l in (log / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)}
+    assert len(done[0]) == len(done[1]) >= 2  # epoch 0 and epoch 1 at least, each on both ranks
+    for mine, theirs in zip(done[0], done[1]):
+        assert mine == prompts[0::2] and theirs == prompts[1::2]  # a share each, none twice, none left out
