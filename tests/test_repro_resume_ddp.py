@@ -37,35 +37,102 @@ def test_same_seed_same_metrics(base_config, tmp_path):
 
 KILLER = textwrap.dedent("""
     import os, signal, sys
+    from pathlib import Path
     from peftlab.training import callbacks as trainer_callbacks
+    armed = False
     step_end = trainer_callbacks.Recorder.on_step_end
     def on_step_end(self, args, state, control, **kw):
+        global armed
         step_end(self, args, state, control, **kw)
-        if state.global_step == int(os.environ["KILL_AT_STEP"]):
-            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no atexit: as if the machine died
+        armed = armed or state.global_step >= int(os.environ["KILL_FROM_STEP"])
     trainer_callbacks.Recorder.on_step_end = on_step_end
+    real_replace = os.replace
+    def replace(src, dst, *args, **kw):  # peftlab's atomic writes end in os.replace (runs/rundir.py)
+        name, when = os.environ["KILL_AT_RENAME"].split(":")
+        hit = armed and Path(dst if when == "into" else src).name == name
+        if hit and when == "into":  # the temporary is written whole, the rename never happens
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no atexit: as if the machine died
+        real_replace(src, dst, *args, **kw)
+        if hit:  # "from": the old folder is moved aside, the new one not yet in its place
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.replace = replace
     from peftlab.cli import main
     sys.exit(main(sys.argv[1:]))
 """)
 
+# Where the run is killed: (from step, the rename it dies in, what it must leave, the latest checkpoint).
+# 96 rows / batch 16 = 6 steps per epoch; the loss is logged every 2 steps, checkpoints every 2 steps
+# and at epoch ends; the best weights are saved at epoch 0 and when an epoch lowers the loss.
+KILLS = {
+    # mid-epoch 2, writing train_log.jsonl at step 10's log (before step 10's checkpoint)
+    "mid-write": (9, "train_log.jsonl:into", "removed .train_log.jsonl.tmp-{pid}", "checkpoint-8"),
+    # epoch 1's better weights: adapter/ moved aside, the new copy not yet renamed into place. Step 6 ends
+    # epoch 1 and is a multiple of save_steps, but its checkpoint waits for the evaluation: resumed from
+    # checkpoint-6, epoch 1 would never be evaluated (metrics.jsonl went from epoch 0 to 2)
+    "mid-replace": (1, "adapter:from", "restored adapter from .adapter.old-{pid}", "checkpoint-4"),
+}
 
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(base_config, tmp_path):
-    # 96 rows / batch 16 = 6 steps per epoch; checkpoints every 2 steps and at epoch ends.
-    common = base_config + ["epochs=2", "save_steps=2", "lora_dropout=0.1"]
+
+def temporaries(folder: Path) -> list[str]:
+    """Every name under folder made by the one temporary naming rule (layout.temporary)."""
+    from peftlab.runs import layout
+
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if layout.parse_temporary(p.name))
+
+
+def test_sigkill_mid_write_then_resume_tidies_up_and_matches_uninterrupted(base_config, tmp_path, capsys):
+    """SIGKILLed inside a write (a temporary file left) and inside a folder replace (the old copy moved
+    aside): each leftover is there after the kill, the resumed run names what it tidied, leaves no
+    temporary behind, and ends with the uninterrupted run's numbers."""
+    # mean pooling: with the tiny BERT's [CLS] pooler no epoch lowers the loss, so no weights get replaced
+    common = base_config + ["epochs=2", "save_steps=2", "lora_dropout=0.1", "metric_for_best=loss", "pooling=mean"]
     reference = run(load_config(None, common + ["run_name=ref"]))
+    assert reference["best_epoch"] > 0  # an epoch lowers the loss: the best weights are replaced once at least
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
-    args = [sys.executable, str(script), "train"] + common + ["run_name=killed"]
-    proc = subprocess.run(args, env={**os.environ, "KILL_AT_STEP": "9"}, capture_output=True, text=True)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    run_dir = Path(tmp_path / "runs" / "killed")
-    assert json.loads((run_dir / "result.json").read_text())["status"] == "running"
-    assert (run_dir / "checkpoints" / "checkpoint-8").is_dir()  # mid-epoch 2 (epoch 1 ends at step 6)
-    resumed = run(load_config(None, common + ["run_name=killed"]), resume=True)
-    assert resumed["status"] == "completed" and resumed["resumed"]
-    assert metric_lines(run_dir) == metric_lines(tmp_path / "runs" / "ref")
-    assert resumed["metrics_last"]["loss"] == reference["metrics_last"]["loss"]
-    assert not (run_dir / "checkpoints").exists()
+    for kill, (step, rename, tidied, checkpoint) in KILLS.items():
+        args = [sys.executable, str(script), "train"] + common + [f"run_name={kill}"]
+        env = {**os.environ, "KILL_FROM_STEP": str(step), "KILL_AT_RENAME": rename}
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        err = proc.communicate(timeout=600)[1]
+        assert proc.returncode == -signal.SIGKILL, err[-2000:]
+        run_dir = Path(tmp_path / "runs" / kill)
+        assert json.loads((run_dir / "result.json").read_text())["status"] == "running"
+        last = max((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        assert last.name == checkpoint, kill
+        left = tidied.split(" ")[-1].format(pid=proc.pid)
+        assert left in temporaries(run_dir), (kill, temporaries(run_dir))  # the kill did leave it
+        if kill == "mid-replace":
+            assert not (run_dir / "adapter").exists()  # the moved-aside copy is the only one
+        capsys.readouterr()
+        resumed = run(load_config(None, common + [f"run_name={kill}"]), resume=True)
+        assert f"{kill}: {tidied.format(pid=proc.pid)} (left by a stopped earlier attempt)" in capsys.readouterr().out
+        assert temporaries(run_dir) == [], kill
+        assert resumed["status"] == "completed" and resumed["resumed"]
+        assert metric_lines(run_dir) == metric_lines(tmp_path / "runs" / "ref"), kill
+        assert resumed["metrics_last"]["loss"] == reference["metrics_last"]["loss"]
+        assert not (run_dir / "checkpoints").exists()
+
+
+def test_resume_passes_over_a_checkpoint_whose_epoch_was_not_evaluated(tmp_path):
+    """A folder from a peftlab that checkpointed an epoch's last step before evaluating it: resuming
+    from that checkpoint would skip the epoch's evaluation, so the one before it is taken (or none)."""
+    from peftlab.training.train import last_checkpoint
+
+    ckpts = tmp_path / "checkpoints"
+    for step, epoch in ((4, 0.667), (6, 1.0)):
+        (ckpts / f"checkpoint-{step}").mkdir(parents=True)
+        (ckpts / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"epoch": epoch}))
+    (ckpts / "checkpoint-8").mkdir()  # killed while it was written: no trainer_state.json
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(json.dumps({"epoch": 0, "step": 0}) + "\n")
+    assert last_checkpoint(tmp_path).name == "checkpoint-4"  # epoch 1 ended at step 6, never evaluated
+    metrics.write_text(json.dumps({"epoch": 0, "step": 0}) + "\n" + json.dumps({"epoch": 1, "step": 6}) + "\n")
+    assert last_checkpoint(tmp_path).name == "checkpoint-6"
+    (ckpts / "checkpoint-8" / "trainer_state.json").write_text('{"epoch": 1.3')  # cut short
+    assert last_checkpoint(tmp_path).name == "checkpoint-6"
+    metrics.write_text("")
+    assert last_checkpoint(tmp_path).name == "checkpoint-4"
 
 
 def test_two_process_ddp_matches_single_process(tiny_llama, base_config, tmp_path):
