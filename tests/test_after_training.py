@@ -167,15 +167,39 @@ def test_mean_pooling_survives_the_merge_with_plain_transformers(base_config, se
     assert np.allclose(probs, expected, atol=1e-4)
 
 
-def test_adapter_only_copy_loads_with_plain_peft(base_config, tmp_path, capsys):
-    from peft import PeftConfig
+def test_adapter_only_copy_loads_with_plain_peft(base_config, tiny_llama, tmp_path, capsys):
+    """The copy loads with PeftModel onto the base model, as a grader would, and gives the run's own
+    probabilities (its trained classifier head included), not only a readable adapter_config.json.
+    The tiny llama: its last-token classifier learns here (the tiny BERT's [CLS] pooler stays near 0.5)."""
+    import numpy as np
+    import torch
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    assert cli("train", *base_config, "method=lora", "lora_rank=4", "run_name=r", capsys=capsys) == 0
-    assert (
-        cli("export", tmp_path / "runs" / "r", "--adapter-only", "--out", tmp_path / "saved_model", capsys=capsys) == 0
+    train = [f"model={tiny_llama}", "method=lora", "lora_rank=4", "epochs=2", "run_name=r"]
+    assert cli("train", *base_config, *train, capsys=capsys) == 0
+    saved = tmp_path / "saved_model"
+    assert cli("export", tmp_path / "runs" / "r", "--adapter-only", "--out", saved, capsys=capsys) == 0
+    assert PeftConfig.from_pretrained(str(saved)).r == 4
+    assert (saved / "adapter_model.safetensors").is_file()
+
+    result = result_of(tmp_path / "runs" / "r")
+    assert result["pooling"] == "last"  # what plain transformers does for a decoder: nothing more to set
+    labels = result["labels"]
+    tok = AutoTokenizer.from_pretrained(saved)
+    base = AutoModelForSequenceClassification.from_pretrained(
+        tiny_llama, num_labels=len(labels), id2label=dict(enumerate(labels)), pad_token_id=tok.pad_token_id
     )
-    assert PeftConfig.from_pretrained(str(tmp_path / "saved_model")).r == 4
-    assert (tmp_path / "saved_model" / "adapter_model.safetensors").is_file()
+    model = PeftModel.from_pretrained(base, saved).eval()
+    preds = read_rows(tmp_path / "runs" / "r" / "predictions_validation.jsonl")
+    batch = tok([p["text"] for p in preds], padding=True, truncation=True, max_length=16, return_tensors="pt")
+    with torch.no_grad():
+        probs = torch.softmax(model(**batch).logits, -1).numpy()
+        with model.disable_adapter():  # the base model with its fresh head: what a wrong load would give
+            untrained = torch.softmax(model(**batch).logits, -1).numpy()
+    expected = np.array([[p["probabilities"][l] for l in labels] for p in preds])
+    assert np.allclose(probs, expected, atol=1e-4), np.abs(probs - expected).max()
+    assert np.abs(untrained - expected).max() > 0.02  # the comparison above can tell the two apart
 
 
 def test_prompt_tuning_is_exported_as_its_adapter_with_a_note(base_config, tmp_path, capsys):

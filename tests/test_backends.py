@@ -150,13 +150,33 @@ def test_a_run_whose_ray_worker_is_killed_resumes_from_its_checkpoint(tmp_path, 
         (["--ray-address", "auto"], "--ray-address joins a Ray cluster: add --backend ray"),
         (["--backend", "dask"], "--backend: 'dask' is not one of sequential, pool, ray"),
         (["--workers", "0"], "--workers: 0 must be 1 or more"),
-        (["--workers", "2", "--gpus-per-run", "1"], "needs 2 GPUs; this machine has 0"),
     ],
 )
 def test_bad_backend_options_are_refused_before_anything_runs(tmp_path, base_config, capsys, args, message):
     path = sweep_file(tmp_path, base_config, "bad", VARIANTS[:1])
     assert main(["sweep", str(path), *args]) == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "sweeps" / "bad").exists()
+
+
+@pytest.mark.parametrize("gpus", [None, 0, 1, 3])
+def test_more_gpus_than_the_machine_has_are_refused_whatever_it_has(tmp_path, base_config, capsys, monkeypatch, gpus):
+    """One more GPU than the machine has is refused naming both counts, on a CPU-only machine and on a GPU
+    host alike (None: the machine's own count; 0, 1, 3: torch made to report that many)."""
+    import torch
+
+    from peftlab.sweep.backends import cuda_devices
+
+    if gpus is not None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    have = len(cuda_devices())
+    assert gpus is None or have == gpus
+    per_run = have // 2 + 1  # x 2 workers: one or two more than the machine has
+    path = sweep_file(tmp_path, base_config, "bad", VARIANTS[:1])
+    assert main(["sweep", str(path), "--workers", "2", "--gpus-per-run", str(per_run)]) == 2
+    assert f"needs {2 * per_run} GPUs; this machine has {have}" in capsys.readouterr().err
     assert not (tmp_path / "sweeps" / "bad").exists()
 
 

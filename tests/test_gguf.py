@@ -207,12 +207,28 @@ def test_smollm2_closed_loop_lora_merge_gguf_eval_through_llamacpp(tmp_path, cap
         assert abs(result["metrics_best"]["accuracy"] - hf["metrics_best"]["accuracy"]) <= max_flips / 40
 
 
+def row_agreement(hf_rows: list[dict], cpp_rows: list[dict], max_flips: int, atol: float) -> None:
+    """Two backends agree row by row, not only overall: the same texts in the same order, at most
+    `max_flips` predictions changed and each label probability within `atol` (two backends that swap
+    answers on many rows can still tie on accuracy)."""
+    assert [r["text"] for r in cpp_rows] == [r["text"] for r in hf_rows]
+    flips = [i for i, (a, b) in enumerate(zip(hf_rows, cpp_rows)) if a["prediction"] != b["prediction"]]
+    assert len(flips) <= max_flips, flips
+    for i, (a, b) in enumerate(zip(hf_rows, cpp_rows)):
+        assert a["probabilities"].keys() == b["probabilities"].keys()
+        worst = max(abs(a["probabilities"][k] - b["probabilities"][k]) for k in a["probabilities"])
+        assert worst <= atol, (i, a["probabilities"], b["probabilities"])
+
+
 @pytest.mark.real
 def test_packaged_q4_1_gguf_through_llamacpp_and_transformers(tmp_path):
     assert main(["eval", *cola_args(tmp_path), "--out", str(tmp_path / "hf")]) == 0
     assert main(["eval", *cola_args(tmp_path, "backend=llamacpp"), "--out", str(tmp_path / "cpp")]) == 0
     hf, cpp = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("hf", "cpp"))
+    rows = {d: [json.loads(l) for l in (tmp_path / d / "predictions_validation.jsonl").open()] for d in ("hf", "cpp")}
+    assert len(rows["hf"]) == 40
     # the same Q4_1 weights: dequantized by transformers, or run quantized by llama.cpp (q8 activations)
+    row_agreement(rows["hf"], rows["cpp"], max_flips=2, atol=0.1)
     assert abs(hf["metrics_best"]["accuracy"] - cpp["metrics_best"]["accuracy"]) <= 2 / 40
     assert cpp["size_on_disk_mb"] < 120 < hf["size_on_disk_mb"]
 
@@ -258,18 +274,34 @@ def test_gguf_conversion_cache_hashes_once_shares_one_conversion_and_rebuilds_a_
 
     from peftlab.models import loading as models
 
-    gguf, cache = Path(tiny_gguf["f16"]), tmp_path / "cache"
-    code = (
-        f"from pathlib import Path; from peftlab.models.loading import convert_gguf; "
-        f"print(convert_gguf(Path({str(gguf)!r}), Path({str(cache)!r})))"
+    gguf, cache, gate = Path(tiny_gguf["f16"]), tmp_path / "cache", tmp_path / "gate"
+    gate.mkdir()
+    # Both processes import everything first, then wait at a gate until both are there, and call
+    # convert_gguf within milliseconds of each other: without the lock both would find no cache entry
+    # and both convert (started plainly, one process's imports outlast the other's conversion).
+    script = tmp_path / "convert.py"
+    script.write_text(
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "import transformers\n"
+        "from peftlab.models.loading import convert_gguf\n"
+        f"gate = Path({str(gate)!r})\n"
+        "(gate / sys.argv[1]).touch()\n"
+        "deadline = time.monotonic() + 240\n"
+        "while len(list(gate.iterdir())) < 2:\n"
+        "    assert time.monotonic() < deadline, 'the other process never reached the gate'\n"
+        "    time.sleep(0.001)\n"
+        f"print(convert_gguf(Path({str(gguf)!r}), Path({str(cache)!r})))\n"
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
+        subprocess.Popen(
+            [sys.executable, str(script), str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for i in range(2)
     ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
-    assert sum("dequantizing" in out for out, _ in outs) == 1  # the second waited on the lock, then reused it
+    assert sum("dequantizing" in out for out, _ in outs) == 1, outs  # the second waited on the lock, then reused it
     target = Path(outs[0][0].strip().splitlines()[-1])
     assert Path(outs[1][0].strip().splitlines()[-1]) == target and not list(target.parent.glob(".*tmp*"))
 

@@ -3,8 +3,12 @@ or is refused before anything is written, with the reason.
 
 Each trained cell takes one optimizer step (AdaLoRA four: its schedule needs three), then the run
 folder is evaluated again through `peftlab eval` — the saved weights loaded back the way a user
-would load them — and its predictions must equal the run's own. Each refused cell must raise the
-expected UserError and leave no run folder. The expected refusals are written out below, so a cell
+would load them — and its predictions and its eval loss must equal the run's own. The loss must also
+differ from the untrained model's (the run's epoch-0 evaluation, before any update): NER tags, SFT
+answers and generated labels of a tiny model can stay the same after one step, so only the loss tells
+an eval that loaded the trained weights from one that loaded the base model or a fresh adapter.
+The best epoch is chosen by that loss, so the saved weights are the trained ones. Each refused cell
+must raise the expected UserError and leave no run folder. The expected refusals are written out below, so a cell
 that starts failing, or starts being refused, fails the test. About 0.7 s a cell on 2 cores.
 """
 
@@ -59,7 +63,7 @@ def refusal(model: str, way: str, method: str) -> str | None:
 
 @pytest.fixture(scope="module")
 def matrix_data(tmp_path_factory):
-    """Eight training and eight validation rows per task, tiny models of both families."""
+    """Eight rows per task, trained on and validated on, tiny models of both families."""
     root = tmp_path_factory.mktemp("matrix")
     rng = random.Random(0)
 
@@ -67,25 +71,20 @@ def matrix_data(tmp_path_factory):
         (root / name).write_text("".join(r + "\n" for r in rows))
         return root / name
 
-    cls = {
-        s: lines(
-            f"{s}.tsv", ["sentence\tlabel"] + [f"{sentence(rng, i % 2)}\t{'pos' if i % 2 else 'neg'}" for i in range(8)]
-        )
-        for s in ("tr", "dv")
-    }
-    conll = {
-        s: lines(f"{s}.conll", ["\n".join(f"{w}\t{t}" for w, t in zip(*tagged(rng))) + "\n" for _ in range(8)])
-        for s in ("tr", "dv")
-    }
-    qa = {s: lines(f"q{s}.jsonl", [json.dumps(r) for r in qa_rows(rng, 8, s)]) for s in ("tr", "dv")}
-    mc = {s: polarity_questions(root / f"m{s}.jsonl", 8, i) for i, s in enumerate(("tr", "dv"))}
+    cls = lines(
+        "tr.tsv", ["sentence\tlabel"] + [f"{sentence(rng, i % 2)}\t{'pos' if i % 2 else 'neg'}" for i in range(8)]
+    )
+    conll = lines("tr.conll", ["\n".join(f"{w}\t{t}" for w, t in zip(*tagged(rng))) + "\n" for _ in range(8)])
+    qa = lines("qtr.jsonl", [json.dumps(r) for r in qa_rows(rng, 8, "tr")])
+    mc = polarity_questions(root / "mtr.jsonl", 8, 0)
     sft = [
         {"instruction": " ".join(rng.sample(FILL, 3) + [w]), "input": "", "output": f"{w} ."}
-        for w in (rng.choice(POS + NEG) for _ in range(16))
+        for w in (rng.choice(POS + NEG) for _ in range(8))
     ]
-    (root / "str.json").write_text(json.dumps(sft[:8]))
-    (root / "sdv.json").write_text(json.dumps(sft[8:]))
-    files = lambda d: [f"train_file={d['tr']}", f"validation_file={d['dv']}"]  # noqa: E731
+    (root / "str.json").write_text(json.dumps(sft))
+    # validated on the training rows: the one step (all 8 rows in one batch) descends on exactly the rows
+    # the loss is measured on, so it lowers that loss measurably and the saved weights are the trained ones
+    files = lambda path: [f"train_file={path}", f"validation_file={path}"]  # noqa: E731
     words = ["label_words=[bad,good]"]
     ways = {
         "cls-head": files(cls),
@@ -96,12 +95,7 @@ def matrix_data(tmp_path_factory):
         "mc-likelihood": ["task=multiple_choice", "map_k=2"] + files(mc),
         "mc-classifier": ["task=multiple_choice", "map_k=2", "mc_head=classifier"] + files(mc),
         "mc-generate": ["task=multiple_choice", "map_k=2", "mc_head=generate", "max_new_tokens=2"] + files(mc),
-        "sft": [
-            "task=sft",
-            "max_new_tokens=3",
-            f"train_file={root / 'str.json'}",
-            f"validation_file={root / 'sdv.json'}",
-        ],
+        "sft": ["task=sft", "max_new_tokens=3"] + files(root / "str.json"),
     }
     letters = ("A", "B", "C")  # the option labels of mc-generate, known to both tokenizers
     models = {
@@ -140,12 +134,16 @@ def test_every_method_on_every_task_trains_and_reloads_or_is_refused(model, way,
         "run_name=r",
         "epochs=1",
         f"batch_size={2 if method == 'adalora' else 8}",
-        "lr=5e-3",
+        # Adam's first step moves every weight by about lr: 5e-3 overshoots a whole tiny model's likelihood loss
+        f"lr={1e-3 if method in ('full', 'freeze') else 5e-3}",
         "max_length=48",
         "lora_rank=4",
         "num_virtual_tokens=4",
         "freeze_layers=1",
-        "eval_at_start=false",
+        "eval_at_start=true",  # epoch 0: the untrained model's loss, the one a wrong reload would give
+        "metric_for_best=loss",
+        # the tiny BERT's [CLS] pooler barely depends on the input: its loss would not move (1e-5)
+        *(["pooling=mean"] if model == "bert" and way in ("cls-head", "mc-classifier") else []),
     ]
     reason = refusal(model, way, method)
     if reason:
@@ -157,7 +155,7 @@ def test_every_method_on_every_task_trains_and_reloads_or_is_refused(model, way,
     run_dir = tmp_path / "runs" / "r"
     assert result["status"] == "completed"
     epochs = read_rows(run_dir / "metrics.jsonl")
-    assert [e["epoch"] for e in epochs] == [1] and math.isfinite(epochs[0]["train_loss"])
+    assert [e["epoch"] for e in epochs] == [0, 1] and math.isfinite(epochs[1]["train_loss"])
     assert result["optimizer_steps"] == (4 if method == "adalora" else 1)
     assert main(["eval", str(run_dir), "--out", str(tmp_path / "again")]) == 0
     capsys.readouterr()
@@ -168,3 +166,8 @@ def test_every_method_on_every_task_trains_and_reloads_or_is_refused(model, way,
     assert result["metric_for_best"] in names + ["loss"]
     for name in names:
         assert scored[name] == pytest.approx(result["metrics_best"][name], abs=1e-6), name
+    untrained, trained = epochs[0]["loss"], result["metrics_best"]["loss"]
+    assert result["best_epoch"] == 1, f"the step did not lower the loss ({untrained} -> {epochs[1]['loss']})"
+    assert scored["loss"] == pytest.approx(trained, rel=1e-6, abs=1e-6)
+    # 10x the tolerance above: the base model or a fresh adapter could not pass for the trained weights
+    assert abs(trained - untrained) > 1e-5, (untrained, trained)

@@ -215,10 +215,10 @@ def load_adapter(model, folder: Path, cfg: Config):
     base = Path(str(saved.base_model_name_or_path or "")).name
     try:
         model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
-        if saved.peft_type == "ADALORA" and not hasattr(model.base_model, "trainable_adapter_name"):
-            # peft 0.21 sets it only for a trainable AdaLoRA, yet its forward reads it whenever a loss is
-            # computed (the orthogonal penalty, as in training's evaluations): a reloaded one crashes
-            model.base_model.trainable_adapter_name = model.active_adapter
+        if saved.peft_type == "ADALORA":  # the task's loss, as the run's evaluations report it
+            from peftlab.models.methods import regularize_only_in_training
+
+            regularize_only_in_training(model.base_model)
         return model
     except (RuntimeError, ValueError, KeyError) as e:
         raise UserError(

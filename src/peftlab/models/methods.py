@@ -177,7 +177,26 @@ def apply_adalora(model, m, ctx):
         tfinal=tfinal,
         **lora_kwargs(model, m),
     )
-    return get_peft_model(model, conf)
+    model = get_peft_model(model, conf)
+    regularize_only_in_training(model.base_model)
+    return model
+
+
+def regularize_only_in_training(tuner) -> None:
+    """peft's AdaLoraModel.forward adds its orthogonal regularizer (orth_reg_weight x how far A and B are
+    from orthogonal) to any loss the model returns, in evaluation too: a run's validation loss on a task
+    with a head (classification, NER, QA) was the task's loss plus that (about 1 more on the tiny test
+    models), not comparable with other methods' losses, chose the best epoch by it (metric_for_best: loss),
+    and `peftlab eval` of the saved adapter, whose A and B are cut to the pruned ranks, added another
+    amount (0.22 apart). Evaluations (training's and peftlab eval's) give the task's loss alone; the
+    training loss keeps the regularizer, which it is for. peft's forward reads trainable_adapter_name, which
+    a reloaded (not trainable) AdaLoRA lacks: evaluation no longer goes through it."""
+    regularized, plain = tuner.forward, tuner.model.forward  # peft's forward calls model.forward directly too
+
+    def forward(*args, **kwargs):
+        return regularized(*args, **kwargs) if tuner.training else plain(*args, **kwargs)
+
+    tuner.forward = forward
 
 
 def apply_adapter(model, m, ctx, kind: str):

@@ -2,8 +2,8 @@
 
 Recorder writes one metrics.jsonl line per evaluation (epoch 0 first), times each epoch from the
 optimizer steps alone (evaluation and checkpoint I/O excluded), saves the weights whenever the
-chosen metric improves, stops early after `patience` evaluations without improvement, and stops a
-run whose loss turns NaN.
+chosen metric improves, stops early after `patience` evaluations without improvement, stops a
+run whose loss turns NaN, and checkpoints an epoch's end only after its evaluation.
 """
 
 from __future__ import annotations
@@ -88,6 +88,12 @@ class Recorder(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kw):
         self.epoch_train_s += time.perf_counter() - self.t_step
+        if state.epoch is not None and abs(state.epoch - round(state.epoch)) < 1e-9:
+            # an epoch's last step: a save_steps checkpoint here would precede the epoch's evaluation, and a run
+            # killed during that evaluation would resume past it, the epoch never evaluated nor its weights kept;
+            # on_epoch_end's checkpoint comes after the evaluation
+            control.should_save = False
+        return control
 
     def on_epoch_end(self, args, state, control, **kw):
         self.epoch_wall_s = time.perf_counter() - self.t_epoch

@@ -49,6 +49,7 @@ from peftlab.runs.rundir import (
     clear_leftovers,
     mark_folder,
     read_json,
+    read_jsonl,
     read_result,
     save_model,
     saved_config_diff,
@@ -183,8 +184,8 @@ def check_tracker_installed(report_to: str) -> None:
     if report_to == "mlflow":
         if importlib.util.find_spec("mlflow") is None:
             raise UserError(
-                "report_to: mlflow needs the mlflow package (pip install mlflow-skinny), which is not "
-                "installed; or use report_to: tensorboard or none"
+                "report_to: mlflow needs the mlflow package (pip install mlflow-skinny; requirements.txt "
+                "pins it), which is not installed; or use report_to: tensorboard or none"
             )
         if os.environ.get("DISABLE_MLFLOW_INTEGRATION", "").upper() == "TRUE":
             raise UserError(
@@ -273,7 +274,21 @@ def create_run_dir(run_dir: Path, cfg: Config, overwrite: bool) -> None:
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = [p for p in (run_dir / layout.CHECKPOINTS).glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    """The latest checkpoint whose finished epochs were all evaluated. A save_steps checkpoint at an
+    epoch's last step is written before that epoch's evaluation: resumed from it, a run killed during
+    the evaluation would go on with the next epoch, and its metrics.jsonl and best epoch would silently
+    lack that one. Such a checkpoint is passed over; the one before it redoes the epoch's last steps."""
+    evaluated = {line.get("epoch") for line in read_jsonl(run_dir / layout.METRICS)}
+    ckpts = []
+    for p in (run_dir / layout.CHECKPOINTS).glob("checkpoint-*"):
+        try:
+            state = read_json(p / "trainer_state.json")
+        except UserError:  # cut short by a kill while the checkpoint was written: an earlier one will do
+            continue
+        if isinstance(state, dict):
+            finished = math.floor((state.get("epoch") or 0) + 1e-6)  # 1.0 at epoch 1's last step
+            if all(epoch in evaluated for epoch in range(1, finished + 1)):
+                ckpts.append(p)
     return max(ckpts, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
