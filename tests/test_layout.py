@@ -1,5 +1,5 @@
 """The run folder as code (peftlab.runs.layout): file names written once, one temporary naming rule that
-every atomic writer uses and the one cleaner knows, the README's table generated from the module."""
+every atomic writer uses and the one cleaner knows, docs/guide.md's table generated from the module."""
 
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ def file_names() -> set[str]:
     return {v for k, v in vars(layout).items() if k.isupper() and isinstance(v, str) and k not in ("TMP", "OLD")}
 
 
-def test_readme_run_folder_table_is_the_layouts():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert layout.run_files_table() in readme, (
-        "the README's run-folder table differs from runs/layout.py RUN_FILES; paste layout.run_files_table() into it"
+def test_docs_run_folder_table_is_the_layouts():
+    guide = (ROOT / "docs" / "guide.md").read_text(encoding="utf-8")
+    assert layout.run_files_table() in guide, (
+        "docs/guide.md's run-folder table differs from runs/layout.py RUN_FILES; paste layout.run_files_table() into it"
     )
 
 

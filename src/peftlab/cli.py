@@ -410,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="DIR",
         help="a folder a pasted sweep file may name files in (besides RUNS_DIR and the recipes); "
-        "repeatable, e.g. --allow-root ../shared/datasets",
+        "repeatable, e.g. --allow-root ~/data",
     )
     p.add_argument(
         "--allow-hub-models",
