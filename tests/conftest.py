@@ -110,3 +110,19 @@ def base_config(tiny_bert, sentiment, tmp_path):
         "logging_steps=2",
         "save_steps=3",
     ]
+
+
+@pytest.fixture
+def executed(monkeypatch):
+    """A sweep without child processes: runner.execute replaced, recording (run, mode) and marking the run
+    completed (tests/test_sweep.py, tests/test_sweep_trust.py)."""
+    import peftlab.sweep.runner as runner
+
+    calls = []
+
+    def fake_execute(sweep, run, progress, mode, *warm_start):
+        calls.append((run.name, mode))
+        return run.entry("completed")
+
+    monkeypatch.setattr(runner, "execute", fake_execute)
+    return calls

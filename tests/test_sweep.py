@@ -480,21 +480,6 @@ def fake_done_sweep(tmp_path, lr="1e-4") -> tuple[Path, Path]:
     return path, tmp_path / "out" / "reuse"
 
 
-@pytest.fixture
-def executed(monkeypatch):
-    """Replace the child process: record (run, mode) and mark the run completed."""
-    import peftlab.sweep.runner as sweep_mod
-
-    calls = []
-
-    def fake_execute(sweep, run, progress, mode, *warm_start):
-        calls.append((run.name, mode))
-        return {"name": run.name, "group": run.group, "seed": run.seed, "settings": run.settings, "status": "completed"}
-
-    monkeypatch.setattr(sweep_mod, "execute", fake_execute)
-    return calls
-
-
 def test_rerun_skips_only_runs_with_the_same_config(tmp_path, executed):
     from peftlab.sweep.runner import run_sweep
 

@@ -36,21 +36,6 @@ def tiny_settings(base_config: list[str], **extra) -> dict:
     return {**config, **extra}
 
 
-@pytest.fixture
-def executed(monkeypatch):
-    """Replace the child process: record (run, mode) and mark the run completed."""
-    import peftlab.sweep.runner as runner
-
-    calls = []
-
-    def fake_execute(sweep, run, progress, mode, *warm_start):
-        calls.append((run.name, mode))
-        return {"name": run.name, "group": run.group, "seed": run.seed, "settings": run.settings, "status": "completed"}
-
-    monkeypatch.setattr(runner, "execute", fake_execute)
-    return calls
-
-
 # -- names are never paths ------------------------------------------------------------------------------
 
 

@@ -64,6 +64,17 @@ class PlannedRun:
     of: str = ""  # eval: the run folder name it evaluates; empty = the config's model, untrained
     export: str = ""  # eval of a run: merged | f16 | q8_0 | q4_0 | q4_k_m (exported first)
 
+    def entry(self, status: str, **extra) -> dict:
+        """This run's line in sweep.json: who it is, its status, and what else the caller knows."""
+        return {
+            "name": self.name,
+            "group": self.group,
+            "seed": self.seed,
+            "settings": self.settings,
+            "status": status,
+            **extra,
+        }
+
 
 @dataclass
 class Sweep:

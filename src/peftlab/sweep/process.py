@@ -86,16 +86,12 @@ def entry_of(sweep: Sweep, run: PlannedRun, returncode: int, tail: list, started
     """A finished run's sweep.json entry, from its exit code and its folder (every backend)."""
     run_dir = sweep.folder / run.name
     status = run_status(run_dir)
-    entry = {
-        "name": run.name,
-        "group": run.group,
-        "seed": run.seed,
-        "settings": run.settings,
-        "status": "completed" if returncode == 0 and status == "completed" else "failed",
-        "returncode": returncode,
-        "started_at": started,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    entry = run.entry(
+        "completed" if returncode == 0 and status == "completed" else "failed",
+        returncode=returncode,
+        started_at=started,
+        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
     if entry["status"] == "failed":  # no exit code: the process never ran (a backend's own error, in the tail)
         entry["error"] = failure_reason(run_dir, returncode, tail) if returncode is not None else "".join(tail)
     return entry
@@ -115,4 +111,4 @@ def command_of(sweep: Sweep, run: PlannedRun, config_path: Path, mode: str) -> l
 
 
 def interrupted_entry(run: PlannedRun) -> dict:
-    return {"name": run.name, "group": run.group, "seed": run.seed, "settings": run.settings, "status": "interrupted"}
+    return run.entry("interrupted")

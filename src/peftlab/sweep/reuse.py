@@ -135,14 +135,7 @@ def made_by(run_dir: Path) -> str | None:
 def held(run: PlannedRun, status: str, why: str) -> dict:
     """The sweep.json entry of a run that runs again, until it starts: its folder still holds the earlier
     run (other settings, a failure, an older peftlab), which the report must not show under this plan."""
-    return {
-        "name": run.name,
-        "group": run.group,
-        "seed": run.seed,
-        "settings": run.settings,
-        "status": status,
-        "error": why,
-    }
+    return run.entry(status, error=why)
 
 
 def plan_todo(sweep: Sweep, old: dict, retry_failed: bool, rerun_changed: bool) -> tuple[dict, list]:

@@ -126,17 +126,7 @@ def save_state(sweep: Sweep, entries: dict, record: dict) -> None:
                 "source": str(sweep.source),
                 "description": sweep.description,
                 **({"report_epochs": sweep.report_epochs} if sweep.report_epochs else {}),
-                "runs": [
-                    entries.get(r.name)
-                    or {
-                        "name": r.name,
-                        "group": r.group,
-                        "seed": r.seed,
-                        "settings": r.settings,
-                        "status": run_status(sweep.folder / r.name),
-                    }
-                    for r in sweep.runs
-                ],
+                "runs": [entries.get(r.name) or r.entry(run_status(sweep.folder / r.name)) for r in sweep.runs],
                 "progress": record,
             },
         )
