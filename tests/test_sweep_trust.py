@@ -352,6 +352,42 @@ def test_a_killed_sweep_puts_the_earlier_folder_back_when_it_starts_again(tmp_pa
     assert executed == [] and (folder / "a" / layout.RESULT).is_file() and not aside.exists()
 
 
+@pytest.mark.parametrize("wrote", ["completed", "interrupted"])
+def test_a_ctrl_c_after_a_run_completed_leaves_sweep_json_saying_what_its_folder_says(tmp_path, monkeypatch, wrote):
+    """The race CI once hit: the run wrote its completed result.json, then the terminal's Ctrl-C reached the
+    sweep. sweep.json must not call that run interrupted (and the next sweep must not redo it)."""
+    import peftlab.sweep.runner as runner
+    from peftlab.sweep.runner import run_sweep
+
+    path = write_sweep(
+        tmp_path / "s.yaml",
+        name="v",
+        output_dir=str(tmp_path / "out"),
+        variants=[{"name": "a", "method": "lora"}, {"name": "b", "method": "full"}],
+    )
+    folder = tmp_path / "out" / "v"
+    calls = []
+
+    def child(sweep, run, progress, mode, *warm):
+        calls.append(run.name)
+        (folder / run.name).mkdir(parents=True)
+        write_yaml(folder / run.name / layout.CONFIG, run.cfg.to_dict())
+        result = {"status": wrote, "versions": {"peftlab": peftlab.__version__}}
+        (folder / run.name / layout.RESULT).write_text(json.dumps(result))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "execute", child)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(load_sweep(path))
+    state = json.loads((folder / "sweep.json").read_text())
+    assert calls == ["a"] and (state["runs"][0]["name"], state["runs"][0]["status"]) == ("a", wrote)
+    assert state["progress"]["done"] == (wrote == "completed") and state["progress"]["running"] == []
+    calls.clear()
+    monkeypatch.setattr(runner, "execute", lambda sweep, run, *rest: calls.append(run.name) or run.entry("completed"))
+    run_sweep(load_sweep(path))
+    assert calls == (["b"] if wrote == "completed" else ["a", "b"])
+
+
 # -- real sweeps: the rerun retrains with the new settings; a failed rerun shows no stale numbers ----------
 
 

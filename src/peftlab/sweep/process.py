@@ -112,3 +112,13 @@ def command_of(sweep: Sweep, run: PlannedRun, config_path: Path, mode: str) -> l
 
 def interrupted_entry(run: PlannedRun) -> dict:
     return run.entry("interrupted")
+
+
+def completed_entry(run: PlannedRun) -> dict:
+    """A run stopped by Ctrl-C after it had written its completed result.json: completed, as its folder says
+    (its weights and numbers are all there; the same command skips it)."""
+    return run.entry(
+        "completed",
+        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        note="it had completed when the sweep was stopped",
+    )

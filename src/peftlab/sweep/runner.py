@@ -32,6 +32,7 @@ from peftlab.sweep.child import WarmStart, child_env
 from peftlab.sweep.plan import PlannedRun, Sweep, describe
 from peftlab.sweep.process import (
     child_command,
+    completed_entry,
     entry_of,
     interrupted_entry,
     pump,
@@ -191,6 +192,7 @@ def run_todo(sweep: Sweep, todo: list, entries: dict, progress: Progress, launch
     handles: dict[Future, str] = {}
     asides: dict[str, tuple] = {}  # run name -> (run, its earlier folder, moved aside while it runs again)
     last_status = 0.0
+    stopped: list[PlannedRun] = []  # the runs in progress at a Ctrl-C
     try:
         while pending or active:
             unfinished = {r.name for r, _ in pending} | set(active)
@@ -231,7 +233,8 @@ def run_todo(sweep: Sweep, todo: list, entries: dict, progress: Progress, launch
                 last_status = time.time()
                 print(status_line(sweep, [r for r, _ in active.values()], progress), flush=True)
     except KeyboardInterrupt:
-        for run, _ in active.values():
+        stopped = [run for run, _ in active.values()]
+        for run in stopped:
             entries[run.name] = interrupted_entry(run)
             progress.interrupted(run.name)
         save_state(sweep, entries, progress.record())
@@ -239,12 +242,17 @@ def run_todo(sweep: Sweep, todo: list, entries: dict, progress: Progress, launch
         raise
     finally:
         launcher.close()  # the runs have ended: each stopped one left its own folder, or its earlier one returns
-        restored = False
+        settled = False
         for run, aside in asides.values():
             if settle_aside(sweep.folder / run.name, aside):  # it had written nothing: sweep.json must not say
                 entries[run.name] = held(run, "changed", "stopped before it wrote its folder; it runs again")
-                restored = True  # interrupted (and resume it), nor leave the earlier run's folder as this one
-        if restored:
+                settled = True  # interrupted (and resume it), nor leave the earlier run's folder as this one
+        for run in stopped:  # a run that wrote its completed result.json just before the Ctrl-C reached it:
+            if entries[run.name]["status"] == "interrupted" and run_status(sweep.folder / run.name) == "completed":
+                entries[run.name] = completed_entry(run)  # sweep.json says what its folder says
+                progress.done += 1
+                settled = True
+        if settled:
             save_state(sweep, entries, progress.record())
     return entries
 

@@ -51,6 +51,7 @@ from peftlab.runs.rundir import (
     read_json,
     read_jsonl,
     read_result,
+    run_status,
     save_model,
     saved_config_diff,
     write_jsonl,
@@ -559,7 +560,7 @@ def train_run(cfg: Config, resume: bool, overwrite: bool) -> dict:
             result["timeline"]["finished"] = round(time.time(), 3)  # the run's end: its last file is written now
             write_result(run_dir, result)
     except KeyboardInterrupt:
-        if main:
+        if main and run_status(run_dir) != "completed":  # a Ctrl-C just after the last write keeps the result
             write_result(run_dir, {"status": "interrupted", **base, "error": "interrupted; run again with --resume"})
         raise
     except Exception as exc:  # a full disk included: the reason is recorded, the best weights so far stay
