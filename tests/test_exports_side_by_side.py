@@ -180,5 +180,16 @@ def test_an_export_with_a_bad_out_is_refused_in_one_line_and_leaves_nothing(base
     taken.mkdir()
     assert main(["export", str(run_dir), "--merge", "--out", str(taken)]) == 2
     assert f"{taken} already exists; pass --overwrite" in capsys.readouterr().err
+    # no llama.cpp (`make demo` does not compile it): refused before the merge, naming `make gguf`
+    import sys
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, "llama_cpp", None)
+        assert main(["export", str(run_dir), "--gguf", "q8_0", "--out", str(tmp_path / "q")]) == 2
+        assert "llama-cpp-python is not installed; `make gguf` compiles it" in capsys.readouterr().err
+        mp.setenv("PEFTLAB_LLAMACPP_TOOLS", str(tmp_path / "nowhere"))
+        assert main(["export", str(run_dir), "--gguf", "f16", "--out", str(tmp_path / "q")]) == 2
+        assert "`make gguf` puts it there" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()
     assert sorted(p.name for p in run_dir.parent.iterdir()) == before  # no export, no lock file beside the run
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

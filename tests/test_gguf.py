@@ -251,18 +251,18 @@ def test_gguf_errors_are_clear(tmp_path, capsys):
 
 
 def test_gguf_missing_tools_are_clear(tiny_llama_bpe, tmp_path, monkeypatch):
-    """No converter, or no llama-cpp-python: a UserError naming `make setup`, and no file left behind."""
+    """No converter, or no llama-cpp-python: a UserError naming `make gguf`, and no file left behind."""
     import sys
 
     monkeypatch.setenv("PEFTLAB_LLAMACPP_TOOLS", str(tmp_path / "nowhere"))
-    with pytest.raises(UserError, match="converter is not in .*nowhere.*make setup"):
+    with pytest.raises(UserError, match="converter is not in .*nowhere.*make gguf"):
         export_gguf(tiny_llama_bpe, tmp_path / "a", ["f16"])
     monkeypatch.delenv("PEFTLAB_LLAMACPP_TOOLS")
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # `import llama_cpp` raises ImportError
-    with pytest.raises(UserError, match="llama-cpp-python is not installed.*make setup"):
+    with pytest.raises(UserError, match="llama-cpp-python is not installed.*make gguf"):
         export_gguf(tiny_llama_bpe, tmp_path / "b", ["q8_0"])
-    assert not [p for p in (tmp_path / "b").iterdir()]  # the f16 intermediate is gone too
-    with pytest.raises(UserError, match="llama-cpp-python is not installed.*make setup"):
+    assert not (tmp_path / "b").exists()  # refused before the f16 conversion: nothing made
+    with pytest.raises(UserError, match="llama-cpp-python is not installed.*make gguf"):
         open_llama(tmp_path / "x.gguf", 64)
 
 

@@ -13,3 +13,11 @@ def closest(word: str, choices) -> str:
 
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
     return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+# What a GGUF step (export --gguf, a .gguf evaluation) says when llama.cpp is not installed: `make demo`
+# and `make quick` leave it out, as its compilation takes minutes.
+INSTALL_HINT = (
+    "`make gguf` compiles it once per machine (6-13 minutes on 2 cores), "
+    "or: pip install llama-cpp-python==0.3.36 (the same compilation)"
+)

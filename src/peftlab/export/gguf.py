@@ -4,7 +4,7 @@ llama-cpp-python's `llama_model_quantize` writes the quantized types from that. 
 GGUF itself: llama.cpp's converter is the reference for its own format.
 
 Where the tools come from: llama-cpp-python's source distribution vendors llama.cpp, converter
-included; `make setup` builds the library once per machine and copies the converter, its
+included; `make gguf` builds the library once per machine and copies the converter, its
 `conversion/` package and `gguf-py/` to .venv/llama.cpp-tools (or $PEFTLAB_LLAMACPP_TOOLS).
 """
 
@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from peftlab.errors import UserError
+from peftlab.errors import INSTALL_HINT, UserError
 from peftlab.runs import layout
 
 FTYPES = {"f16": 1, "bf16": 32, "q8_0": 7, "q4_0": 2, "q4_k_m": 15}  # llama.cpp's llama_ftype values
@@ -26,9 +26,22 @@ CONVERTED = ("f16", "bf16")  # written by the converter itself; the rest are qua
 
 
 def check_types(types: list[str]) -> None:
+    """Known types, and llama.cpp's tools there to make them: said before a merge or a conversion starts."""
     bad = [t for t in types if t not in FTYPES]
     if bad:
         raise UserError(f"--gguf: unknown type {', '.join(bad)}; choose from {', '.join(FTYPES)}")
+    if types:
+        tools_dir()
+    if any(t not in CONVERTED for t in types):
+        llama_cpp_module()
+
+
+def llama_cpp_module():
+    try:
+        import llama_cpp
+    except ImportError:
+        raise UserError(f"GGUF export: llama-cpp-python is not installed; {INSTALL_HINT}") from None
+    return llama_cpp
 
 
 def gguf_path(folder: Path, kind: str) -> Path:
@@ -39,8 +52,8 @@ def tools_dir() -> Path:
     folder = Path(os.environ.get("PEFTLAB_LLAMACPP_TOOLS") or Path(sys.prefix) / "llama.cpp-tools")
     if not (folder / "convert_hf_to_gguf.py").is_file():
         raise UserError(
-            f"GGUF export: llama.cpp's converter is not in {folder}; `make setup` puts it there "
-            f"(from llama-cpp-python's source distribution), or set PEFTLAB_LLAMACPP_TOOLS"
+            f"GGUF export: llama.cpp's converter is not in {folder}; `make gguf` puts it there "
+            f"(from llama-cpp-python's source distribution, once per machine), or set PEFTLAB_LLAMACPP_TOOLS"
         )
     return folder
 
@@ -81,13 +94,7 @@ def converter_error(stderr: str) -> str:
 
 def quantize(source: Path, target: Path, kind: str) -> None:
     """llama_model_quantize(f16 file -> kind), into a temporary name renamed when complete."""
-    try:
-        import llama_cpp
-    except ImportError:
-        raise UserError(
-            "GGUF export: llama-cpp-python is not installed; `make setup` builds it once "
-            "(or: pip install llama-cpp-python==0.3.36)"
-        ) from None
+    llama_cpp = llama_cpp_module()
     from peftlab.hardware import physical_cores
 
     params = llama_cpp.llama_model_quantize_default_params()

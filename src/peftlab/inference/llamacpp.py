@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from peftlab.errors import UserError
+from peftlab.errors import INSTALL_HINT, UserError
 from peftlab.hardware import physical_cores
 from peftlab.tasks import choices
 from peftlab.tasks.choices import Choice
@@ -67,10 +67,7 @@ def open_llama(path: Path, n_ctx: int, n_threads: int | None = None):
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
-        raise UserError(
-            "backend llamacpp: llama-cpp-python is not installed; `make setup` builds it once "
-            "(or: pip install llama-cpp-python==0.3.36)"
-        ) from None
+        raise UserError(f"backend llamacpp: llama-cpp-python is not installed; {INSTALL_HINT}") from None
     if not path.is_file():
         raise UserError(f"backend llamacpp: GGUF file not found: {path}")
     try:
