@@ -218,9 +218,12 @@ def cmd_models(args) -> int:
 
 
 def cmd_methods(args) -> int:
-    from peftlab.models.methods import METHODS
+    from peftlab.models.methods import methods_table
 
-    print(" ".join(METHODS))
+    rows = methods_table()
+    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
+    for r in [dict(zip(widths, widths)), *rows]:
+        print("  ".join(f"{r[k]:<{w}}" for k, w in widths.items()).rstrip())
     return 0
 
 
@@ -425,7 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_ui)
     sub.add_parser("models", help="list the named models").set_defaults(func=cmd_models)
-    sub.add_parser("methods", help="list the tuning methods").set_defaults(func=cmd_methods)
+    sub.add_parser(
+        "methods", help="the tuning methods: what each trains, its settings, whether it merges"
+    ).set_defaults(func=cmd_methods)
     return parser
 
 

@@ -274,6 +274,17 @@ class Method:
     prepends_tokens: bool = False
     head_only: bool = False
     prunes_ranks: bool = False
+    summary: str = ""  # what it trains, in a line (`peftlab methods`, docs/methods.md)
+    settings: tuple = ()  # the method section's keys it reads beside `method`
+
+    def __post_init__(self):  # the usual settings of a rank or prompt method, unless the row names its own
+        if not self.settings and (self.uses_rank or self.prompt):
+            usual = (
+                ("lora_rank", "lora_alpha", "lora_dropout", "lora_target")
+                if self.uses_rank
+                else ("num_virtual_tokens",)
+            )
+            object.__setattr__(self, "settings", usual)
 
     @property
     def can_merge(self) -> bool:
@@ -290,21 +301,88 @@ def refuse_unknown(model, m, ctx):
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("full", apply_full),
-        Method("head", apply_head, head_only=True),
-        Method("freeze", apply_freeze),
-        Method("lora", apply_lora, uses_rank=True),
-        Method("dora", partial(apply_lora, use_dora=True), uses_rank=True),
-        Method("rslora", partial(apply_lora, use_rslora=True), uses_rank=True),
-        Method("adalora", apply_adalora, uses_rank=True, prunes_ranks=True),
-        Method("ia3", partial(apply_adapter, kind="ia3")),
-        Method("loha", partial(apply_adapter, kind="loha"), uses_rank=True),
-        Method("lokr", partial(apply_adapter, kind="lokr"), uses_rank=True),
-        Method("prompt-tuning", partial(apply_prompt, kind="prompt-tuning"), prompt=True, prepends_tokens=True),
-        Method("p-tuning", partial(apply_prompt, kind="p-tuning"), prompt=True, prepends_tokens=True),
-        Method("prefix-tuning", partial(apply_prompt, kind="prefix-tuning"), prompt=True),
+        Method("full", apply_full, summary="every weight of the model"),
+        Method("head", apply_head, head_only=True, summary="the task head alone, on a frozen backbone"),
+        Method(
+            "freeze",
+            apply_freeze,
+            summary="the last freeze_layers layers and the head; the rest frozen",
+            settings=("freeze_layers",),
+        ),
+        Method("lora", apply_lora, uses_rank=True, summary="low-rank updates A·B beside the target weights"),
+        Method(
+            "dora",
+            partial(apply_lora, use_dora=True),
+            uses_rank=True,
+            summary="LoRA on the weights' direction plus a trained magnitude per output",
+        ),
+        Method(
+            "rslora",
+            partial(apply_lora, use_rslora=True),
+            uses_rank=True,
+            summary="LoRA scaled by alpha/sqrt(rank) instead of alpha/rank",
+        ),
+        Method(
+            "adalora",
+            apply_adalora,
+            uses_rank=True,
+            prunes_ranks=True,
+            summary="LoRA whose ranks are re-allocated between layers while it trains",
+        ),
+        Method(
+            "ia3",
+            partial(apply_adapter, kind="ia3"),
+            summary="learned scaling vectors on the target modules' activations",
+            settings=("lora_target",),
+        ),
+        Method(
+            "loha",
+            partial(apply_adapter, kind="loha"),
+            uses_rank=True,
+            summary="low-rank Hadamard product updates",
+        ),
+        Method(
+            "lokr",
+            partial(apply_adapter, kind="lokr"),
+            uses_rank=True,
+            summary="low-rank Kronecker product updates",
+        ),
+        Method(
+            "prompt-tuning",
+            partial(apply_prompt, kind="prompt-tuning"),
+            prompt=True,
+            prepends_tokens=True,
+            summary="num_virtual_tokens trained embeddings before the input",
+        ),
+        Method(
+            "p-tuning",
+            partial(apply_prompt, kind="p-tuning"),
+            prompt=True,
+            prepends_tokens=True,
+            summary="virtual tokens produced by a small trained encoder",
+            settings=("num_virtual_tokens", "encoder_hidden_size"),
+        ),
+        Method(
+            "prefix-tuning",
+            partial(apply_prompt, kind="prefix-tuning"),
+            prompt=True,
+            summary="trained keys and values prepended in every layer",
+        ),
     )
 }
+
+
+def methods_table() -> list[dict]:
+    """One row per method: what it trains, the settings it reads beside `method`, whether export merges it."""
+    return [
+        {
+            "method": m.name,
+            "trains": m.summary,
+            "settings": ", ".join(m.settings) or "-",
+            "merge / GGUF": "yes" if m.can_merge else "no (its virtual tokens are inputs)",
+        }
+        for m in METHODS.values()
+    ]
 
 
 def method_of(name: str) -> Method:
