@@ -221,6 +221,24 @@ def eval_sweep(tmp_path: Path, export: str = "q8_0", shots: int = 2) -> Path:
     )
 
 
+@pytest.mark.parametrize("missing", ["llama_cpp", "converter"])
+def test_a_sweep_with_a_gguf_row_and_no_llama_cpp_is_refused_before_it_trains(tmp_path, executed, capsys, missing):
+    """`make demo` leaves llama.cpp out: a sweep that exports GGUF says `make gguf` at once, not after the
+    training it would otherwise do first."""
+    import sys
+
+    with pytest.MonkeyPatch.context() as mp:
+        if missing == "llama_cpp":
+            mp.setitem(sys.modules, "llama_cpp", None)
+        else:
+            mp.setenv("PEFTLAB_LLAMACPP_TOOLS", str(tmp_path / "nowhere"))
+        assert main(["sweep", str(eval_sweep(tmp_path))]) == 2
+    err = capsys.readouterr().err
+    assert "variants[1]" in err or "lora-gguf" in err, err
+    assert "export: q8_0" in err and "`make gguf`" in err
+    assert executed == [] and not (tmp_path / "out").exists()
+
+
 def fake_eval_folders(tmp_path: Path, path: Path) -> Path:
     """Folders as a finished sweep of eval_sweep leaves them: each evaluation's config.yaml made the way
     `peftlab eval RUN [--export KIND] k=v` makes it (inference.session.read_source), not from the plan."""

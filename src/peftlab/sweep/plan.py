@@ -267,6 +267,13 @@ def read_eval_keys(variant: dict, where: str) -> tuple[str, str, str]:
         raise UserError(f"{where}: export: {export} needs `of:` (the variant whose run is exported)")
     if export and export not in EXPORT_KINDS:
         raise UserError(f"{where}: export: '{export}' is not one of {', '.join(EXPORT_KINDS)}")
+    if export and export != "merged":  # llama.cpp there, said before the sweep trains anything
+        from peftlab.export.gguf import check_types
+
+        try:
+            check_types([export])
+        except UserError as e:
+            raise UserError(f"{where}: export: {export}: {e}") from None
     return kind, slug(of) if of else "", export
 
 
