@@ -358,6 +358,25 @@ def test_a_rerun_starts_without_its_earlier_folder_and_a_failure_puts_it_back_un
     assert seen == {"a": ("retry", False), "b": ("retry", False)}
 
 
+def test_the_dashboard_shows_a_failed_rerun_as_failed_not_as_its_earlier_folder(tmp_path):
+    """A failed rerun puts the earlier folder back (completed, other settings); the sweep page must say
+    failed, as sweep.json and the report do, not the put-back folder's completed."""
+    from peftlab.ui import folders
+
+    path, folder = done_sweep(tmp_path, peftlab.__version__)
+    runs = [
+        {"name": "a", "group": "a", "seed": 42, "settings": {}, "status": "failed", "error": "boom; put back"},
+        {"name": "b", "group": "b", "seed": 42, "settings": {}, "status": "changed", "error": "runs again"},
+    ]
+    (folder / layout.SWEEP_STATE).write_text(json.dumps({"name": "v", "runs": runs, "progress": None}))
+    shown = folders.progress(tmp_path / "out", "v")
+    assert [(r["name"], r["status"]) for r in shown["runs"]] == [("a", "failed"), ("b", "changed")]
+    assert shown["done"] == 0 and shown["runs"][0]["error"] == "boom; put back"
+    runs[1]["status"] = "completed"
+    (folder / layout.SWEEP_STATE).write_text(json.dumps({"name": "v", "runs": runs, "progress": None}))
+    assert [r["status"] for r in folders.progress(tmp_path / "out", "v")["runs"]] == ["failed", "completed"]
+
+
 def test_a_killed_sweep_puts_the_earlier_folder_back_when_it_starts_again(tmp_path, executed):
     from peftlab.sweep.runner import run_sweep
 

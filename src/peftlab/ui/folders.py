@@ -357,7 +357,10 @@ def progress(root: Path, rel: str) -> dict:
                 history = read_jsonl(run_dir / layout.METRICS)
             except UnreadableFile:
                 result, history = {"status": "unreadable"}, []
-            status = result.get("status") or e.get("status", "pending")
+            # the folder tells a run's live state, except where the sweep says it is not this plan's: a
+            # failed rerun whose earlier (completed) folder was put back, or a run whose settings changed
+            said = e.get("status", "pending")
+            status = said if said in ("failed", "changed") else result.get("status") or said
             row = {
                 "id": f"{f.rel}/{e['name']}",
                 "name": e["name"],
