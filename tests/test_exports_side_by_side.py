@@ -103,7 +103,7 @@ def test_four_exports_of_one_run_at_once_write_the_merged_model_once_and_lose_no
         open_llama(paths[kind], n_ctx=64)
     # nothing half-written or left over: no temporaries, no f16 intermediate, no lock file
     assert [p.name for p in merged.parent.iterdir()] == [merged.name]
-    assert not [p.name for p in merged.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in merged.iterdir() if p.name.startswith(".")] == [layout.MARKER]  # only the mark
 
 
 def test_the_merged_folders_size_counts_no_file_being_written_beside_it(base_config, tmp_path, capsys):
@@ -191,5 +191,15 @@ def test_an_export_with_a_bad_out_is_refused_in_one_line_and_leaves_nothing(base
         assert main(["export", str(run_dir), "--gguf", "f16", "--out", str(tmp_path / "q")]) == 2
         assert "`make gguf` puts it there" in capsys.readouterr().err
     assert not (tmp_path / "q").exists()
+    # --overwrite replaces an export peftlab wrote, never the user's own folder
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    assert main(["export", str(run_dir), "--merge", "--out", str(mine), "--overwrite"]) == 2
+    assert "is not a run, evaluation or export folder written by peftlab" in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "mine"
+    for _ in range(2):  # the second replaces the first: it is marked as peftlab's
+        assert main(["export", str(run_dir), "--adapter-only", "--out", str(tmp_path / "ad"), "--overwrite"]) == 0
+    assert (tmp_path / "ad" / ".peftlab").is_file() and (tmp_path / "ad" / "peftlab.json").is_file()
     assert sorted(p.name for p in run_dir.parent.iterdir()) == before  # no export, no lock file beside the run
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

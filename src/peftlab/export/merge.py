@@ -29,6 +29,8 @@ from peftlab.models.methods import is_peft, method_of
 from peftlab.runs import layout
 from peftlab.runs.rundir import (
     MEAN_POOLING_NOTE,
+    check_overwrite,
+    mark_folder,
     read_result,
     write_folder,
     write_json,
@@ -140,6 +142,7 @@ def write_merged(session: Session, out: Path) -> str:
     cfg["model"]["model"] = ""  # the folder itself is the model (`peftlab eval` fills it in)
 
     def fill(tmp: Path) -> None:
+        mark_folder(tmp, "export")
         model.save_pretrained(tmp)
         session.tokenizer.save_pretrained(tmp)
         write_json(tmp / layout.EXPORT_NOTE, note)
@@ -160,6 +163,7 @@ def copy_adapter(session: Session, out: Path) -> str:
 
     def fill(tmp: Path) -> None:
         shutil.copytree(weights, tmp, dirs_exist_ok=True)
+        mark_folder(tmp, "export")
         note = describe(session, merged=weights.name == layout.MODEL)
         write_json(tmp / layout.EXPORT_NOTE, note)
         if weights.name != layout.HEAD:  # a head folder's README already says how to put it on its base
@@ -210,6 +214,7 @@ def run_export(
                 raise UserError(
                     f"{targets[key]} already exists; pass --overwrite to replace it, or --out another folder"
                 )
+            check_overwrite(targets[key])  # --overwrite replaces only a folder peftlab wrote
 
     refuse_existing()  # at once, before waiting for another exporter's lock
     with ExitStack() as locks:  # checked and written by one exporter at a time (in one order: no deadlock)

@@ -106,10 +106,10 @@ def read_result(folder: Path, default=None, fix: str = FIX) -> Result | None:
 
 
 def mark_folder(folder: Path, kind: str) -> None:
-    """layout.MARKER, the first file of a run or evaluation folder: what --overwrite may replace."""
+    """layout.MARKER, the first file of a run, evaluation or export folder: what --overwrite may replace."""
     write_text(
         Path(folder) / layout.MARKER,
-        f"peftlab {kind} folder: `peftlab train/eval --overwrite` and a sweep's rerun replace only folders "
+        f"peftlab {kind} folder: `peftlab train/eval/export --overwrite` and a sweep's rerun replace only folders "
         f"that hold this file\n",
     )
 
@@ -122,6 +122,11 @@ def written_by_peftlab(folder: Path) -> bool:
     folder = Path(folder)
     if (folder / layout.MARKER).is_file():
         return True
+    if (folder / layout.EXPORT_NOTE).is_file():  # an export made before exports were marked
+        try:
+            return "from_run" in (read_json(folder / layout.EXPORT_NOTE, {}) or {})
+        except UnreadableFile:
+            return False
     try:
         result = read_result(folder)
     except UnreadableFile:
@@ -134,7 +139,7 @@ def check_overwrite(folder: Path, option: str = "--overwrite") -> None:
     folder = Path(folder)
     if folder.exists() and not written_by_peftlab(folder):
         raise UserError(
-            f"{option}: {folder} exists and is not a run or evaluation folder written by peftlab (it holds "
+            f"{option}: {folder} exists and is not a run, evaluation or export folder written by peftlab (it holds "
             f"no {layout.MARKER}, nor a config.yaml and result.json), so it is not deleted; choose another "
             f"folder (run_name=, output_dir= or --out), or move it away yourself"
         )
