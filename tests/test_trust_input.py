@@ -181,6 +181,11 @@ def test_predict_checks_the_answer_file_and_out_before_predicting(trained_run, s
         assert main(["predict", str(trained_run), given, "--out", str(where)]) == 2
         assert "a.txt is a file, not a folder" in one_error(capsys)
     assert (tmp_path / "a.txt").read_text() == "mine"
+    # --name makes file names in --out: a separator would write elsewhere
+    for name in ("../x", "a/b", "a\\b"):
+        assert main(["predict", str(trained_run), given, "--out", str(out), "--name", name]) == 2
+        assert "--name: " in one_error(capsys)
+    assert not out.exists() and not (tmp_path / "x.txt").exists()
     # the good answer file grades
     good = write(tmp_path / "good.txt", "".join(g + "\n" for g in golds))
     assert main(["predict", str(trained_run), given, "--out", str(out), "--answers", good]) == 0

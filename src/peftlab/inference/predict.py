@@ -86,6 +86,8 @@ def run_predict(
     """Predict; returns the lines to print."""
     cfg, source = read_source(spec, overrides)
     cfg.eval.max_eval_generate = 0  # every row gets its answer
+    if name and any(sep in name for sep in layout.SEPARATORS):  # it names files in --out, nowhere else
+        raise UserError(f"--name: '{name}' holds a path separator; it becomes result_NAME.txt in --out (use --out)")
     name = name or Path(input_path).stem
     out_dir = Path(out or ".")
     check_out_folder(out_dir, "--out")
