@@ -107,9 +107,19 @@ def cmd_report(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from peftlab.inference.evaluation import format_eval_summary
+
+    result, folder = evaluate(args)
+    print("\n" + format_eval_summary(result))
+    print(f"evaluation folder: {folder}")
+    return 0
+
+
+def evaluate(args) -> tuple[dict, object]:
+    """`peftlab eval`'s work (also peftlab.evaluate's): (result, evaluation folder)."""
     from pathlib import Path
 
-    from peftlab.inference.evaluation import check_eval_folder, format_eval_summary, run_eval
+    from peftlab.inference.evaluation import check_eval_folder, run_eval
 
     source, out, started = args.source, args.out, time.time()
     if args.export:
@@ -122,10 +132,7 @@ def cmd_eval(args) -> int:
         from peftlab.export.merge import export_to_evaluate
 
         source, out = export_to_evaluate(source, args.export, out)
-    result, folder = run_eval(source, list(args.overrides), args.split, out, args.overwrite, started)
-    print("\n" + format_eval_summary(result))
-    print(f"evaluation folder: {folder}")
-    return 0
+    return run_eval(source, list(args.overrides), args.split, out, args.overwrite, started)
 
 
 def cmd_predict(args) -> int:
