@@ -4,6 +4,7 @@ and `import peftlab` alone loads no torch."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -102,9 +103,10 @@ def test_the_python_api_page_runs_as_written(tmp_path, monkeypatch, capsys):
     assert "refused: override 'lora_rnak=8': unknown key 'lora_rnak' (did you mean 'lora_rank'?)" in printed
 
 
-def test_sweep_returns_every_run_and_the_report(tmp_path, base_config, monkeypatch):
+def test_sweep_returns_every_run_and_the_report(tmp_path, base_config, monkeypatch, capsys):
     """A real two-run sweep (each run its own process): the SweepResult holds each run's result.json and
-    the report's rows; a notebook's progress display is left to transformers (here: a recorder)."""
+    the report's rows. Its output, not a terminal's here (as in a notebook), holds the runs' lines and
+    no progress bar redrawn in place."""
     monkeypatch.setenv("PYTHONPATH", SRC)  # the runs' processes import peftlab from this checkout
     config = dict(kv.split("=", 1) for kv in base_config)
     config.pop("output_dir")
@@ -129,6 +131,9 @@ def test_sweep_returns_every_run_and_the_report(tmp_path, base_config, monkeypat
     assert done.report.markdown == (done.folder / layout.REPORT / layout.REPORT_MD).read_text(encoding="utf-8")
     again = peftlab.report(done.folder)
     assert again.rows == done.report.rows
+    out, err = capsys.readouterr()
+    assert "epoch 1: loss" in out and "sweep api: 2 runs" in out
+    assert "\r" not in out + err and "it/s" not in out + err and "TQDM_DISABLE" not in os.environ
 
 
 def test_a_notebooks_progress_display_is_kept(tmp_path, base_config, monkeypatch):

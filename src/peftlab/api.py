@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import sys
 from argparse import Namespace
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,7 +216,8 @@ def sweep(
     planned = load_sweep(str(file), None if output_dir is None else str(output_dir))
     parts = []
     for one in planned.sweeps if isinstance(planned, Study) else [planned]:
-        code, markdown = run_one_sweep(one, args)
+        with bars_for_terminals_only():
+            code, markdown = run_one_sweep(one, args)
         if code == 130:  # the command's message is printed; the caller sees the interrupt
             raise KeyboardInterrupt
         runs = {run.name: RunResult.from_folder(one.folder / run.name) for run in one.runs}
@@ -221,6 +225,22 @@ def sweep(
     if isinstance(planned, Study):
         return StudyResult(planned.folder, parts, write_study_report(planned, [p.report.markdown for p in parts]))
     return parts[0]
+
+
+@contextmanager
+def bars_for_terminals_only():
+    """A sweep's runs draw progress bars for a terminal (rows redrawn, the cursor moved up and down), and
+    the sweep copies them to its console as they come. Into a notebook cell or a file that is noise, so
+    there the runs draw none (TQDM_DISABLE, which tqdm reads) and print their lines alone: each epoch's
+    metrics, and the sweep's progress and ETA."""
+    if sys.stdout.isatty() or "TQDM_DISABLE" in os.environ:
+        yield
+        return
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop("TQDM_DISABLE", None)
 
 
 def html_of(folder: Path) -> Path:
