@@ -25,6 +25,7 @@ LAYERS = [
     "report",
     "ui",
     "cli",
+    "api",
     "__main__",
 ]
 

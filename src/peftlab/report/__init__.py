@@ -4,3 +4,9 @@ one-run summary printed after `peftlab train`.
 
 Layer 10. May import: sweep and every layer below it.
 """
+
+import sys
+
+from peftlab import CommandPackage
+
+sys.modules[__name__].__class__ = CommandPackage  # peftlab.report(...) is the Python API's report (peftlab.api)

@@ -5,3 +5,9 @@ with the sweep) and the console's view of a child's output.
 
 Layer 9. May import: export and every layer below it.
 """
+
+import sys
+
+from peftlab import CommandPackage
+
+sys.modules[__name__].__class__ = CommandPackage  # peftlab.sweep(...) is the Python API's sweep (peftlab.api)

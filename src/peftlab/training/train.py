@@ -383,9 +383,12 @@ def build_trainer(cfg: Config, run_dir: Path, model, tokenizer, task, prepared, 
     # devices nor exempted from the division by gradient-accumulation steps; the Trainer does
     # both for any model whose forward takes **kwargs, which is meant for summed LM losses.
     trainer.model_accepts_loss_kwargs = task.TOKEN_LEVEL_LOSS
-    trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(QuietProgress)
+    # the console's bars without the log dicts printed under them; where transformers chose another display
+    # (its notebook table and bars in Jupyter, for peftlab.train), that one stays
+    if any(type(c) is ProgressCallback for c in trainer.callback_handler.callbacks):
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(QuietProgress)
     return trainer
 
 
