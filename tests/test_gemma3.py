@@ -25,7 +25,6 @@ from peftlab.models.loading import (
 from peftlab.training.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "datasets"
 
 
 def fake_split_model(tmp_path: Path, monkeypatch, chunks: list[bytes], sha: str) -> NamedModel:
