@@ -224,3 +224,16 @@ def test_nothing_names_a_path_outside_the_repository():
                 if not (start / m.group(2)).resolve().is_relative_to(ROOT):
                     climbs.append(f"{recipe.relative_to(ROOT)}: {line.strip()}")
     assert not climbs, climbs
+
+
+def test_the_dashboard_leaves_named_sets_to_their_resolution(tmp_path):
+    """A pasted file's paths are checked against the allowed folders; data: and pkg: values are not
+    paths there (the run resolves them), a plain path is."""
+    from peftlab.ui.jobs import named_paths
+
+    cfg = load_config(
+        None,
+        ["train_file=data:sst2/train.tsv", "validation_file=pkg:peftlab/samples/sst2/dev.tsv"]
+        + [f"extra_eval_file={tmp_path / 'x.tsv'}"],
+    )
+    assert named_paths(cfg) == [("extra_eval_file", str(tmp_path / "x.tsv")), ("output_dir", "runs")]
