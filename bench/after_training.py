@@ -27,7 +27,7 @@ from benchlib import ROOT, stats
 
 from peftlab.hardware import cpu_info
 
-COLA = ROOT.parent / "shared" / "datasets" / "cola"
+COLA_DEV = "data:cola/in_domain_dev.tsv"  # a named data set (peftlab data list)
 LIKELIHOOD = ROOT / "recipes" / "cola-smollm2-likelihood.yaml"
 GENERATE = ROOT / "recipes" / "cola-smollm2-generate.yaml"
 
@@ -52,7 +52,7 @@ def predict_seconds(extra: list[str], rows: int, tmp: Path) -> float:
             "peftlab",
             "predict",
             str(LIKELIHOOD),
-            str(COLA / "in_domain_dev.tsv"),
+            COLA_DEV,
             *extra,
             "--limit",
             str(rows),

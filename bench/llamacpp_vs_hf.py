@@ -23,12 +23,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COLA_DEV = ROOT.parent / "shared" / "datasets" / "cola" / "in_domain_dev.tsv"
+COLA_DEV = "data:cola/in_domain_dev.tsv"  # a named data set (peftlab data list)
 OPTIONS = ["yes", "no"]
 
 
 def prompts(rows: int) -> list[str]:
-    with COLA_DEV.open() as f:
+    from peftlab.data.catalog import resolve
+
+    with resolve(COLA_DEV, "bench").open() as f:
         sentences = [r[3] for r in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)][:rows]
     return [f"Sentence: {s}\nIs this sentence grammatical? Answer:" for s in sentences]
 

@@ -36,14 +36,15 @@ from pathlib import Path
 
 from benchlib import ROOT, matmul_peak, stats
 
+from peftlab.data.catalog import resolve
 from peftlab.hardware import cpu_has_fast_bf16, cpu_info
 
-SHARED = ROOT.parent / "shared" / "datasets"
 LEGS = ROOT / "bench" / "legs"
 LF_VENV = ROOT / "bench" / ".venv-llamafactory"
 PY = sys.executable
-ALPACA = SHARED / "alpaca" / "llamafactory_demo" / "alpaca_en_demo.json"
-SST2 = SHARED / "sst2" / "train.tsv"
+# named data sets (peftlab data list): $PEFTLAB_DATA_DIR/NAME/PATH, else the package's copy
+ALPACA = "data:alpaca/llamafactory_demo/alpaca_en_demo.json"
+SST2 = "data:sst2/train.tsv"
 SMOL_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # the model's own, no '.'
 JOB_A = {
     "rows": 256,
@@ -219,13 +220,13 @@ def peftlab_cls_args(job: dict) -> list[str]:
 
 def first_rows_alpaca(n: int, folder: Path) -> Path:
     out = folder / f"alpaca_first{n}.json"
-    out.write_text(json.dumps(json.loads(ALPACA.read_text())[:n], ensure_ascii=False))
+    out.write_text(json.dumps(json.loads(resolve(ALPACA, "bench").read_text())[:n], ensure_ascii=False))
     return out
 
 
 def first_rows_sst2(n: int, folder: Path) -> Path:
     out = folder / f"sst2_first{n}.tsv"
-    with open(SST2, newline="") as f:
+    with open(resolve(SST2, "bench"), newline="") as f:
         lines = f.read().splitlines()
     out.write_text("\n".join(lines[: n + 1]) + "\n")
     return out
@@ -314,7 +315,7 @@ def job_legs(name: str, scratch: Path, args) -> dict:
     raise SystemExit(f"bench/run.py: no job {name!r}; jobs are a, b, c, d, e")
 
 
-COLA_DEV = SHARED / "cola" / "in_domain_dev.tsv"
+COLA_DEV = "data:cola/in_domain_dev.tsv"
 GENERATE = ROOT / "recipes" / "cola-smollm2-generate.yaml"
 LIKELIHOOD = ROOT / "recipes" / "cola-smollm2-likelihood.yaml"
 
@@ -340,7 +341,7 @@ def leg_eval(recipe: Path, extra: list[str], scratch: Path) -> dict:
 
 
 def gold_cola(rows: int) -> list[str]:
-    with open(COLA_DEV) as f:
+    with open(resolve(COLA_DEV, "bench")) as f:
         return [line.split("\t")[1] for line in f.read().splitlines()[:rows]]
 
 
@@ -385,7 +386,7 @@ def leg_predict_one_by_one(rows: int, scratch: Path) -> dict:
         json.dumps(
             {
                 "model": model_folder("smollm2-135m"),
-                "data": str(COLA_DEV),
+                "data": str(resolve(COLA_DEV, "bench")),
                 "rows": rows,
                 "instruction": recipe["task"]["instruction"],
                 "label_words": recipe["task"]["label_words"],

@@ -15,7 +15,12 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 POS = ["good", "great", "fine", "lovely", "superb", "happy"]
 NEG = ["bad", "awful", "poor", "sad", "terrible", "boring"]
 FILL = ["the", "movie", "was", "really", "a", "plot", "and", "acting", "film", "story", "quite", "very"]
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+# Small samples of public data sets (each folder's SOURCE.md: origin, licence, how it was drawn): those the
+# package ships, and research-only ones kept with the tests. The recipes' named sets (data:NAME/PATH) resolve
+# to them, never to bigger copies a PEFTLAB_DATA_DIR of the environment may name, so every run reads the same.
+SAMPLES = Path(__file__).resolve().parents[1] / "src" / "peftlab" / "samples"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "datasets"
+os.environ["PEFTLAB_DATA_DIR"] = os.pathsep.join([str(FIXTURES), str(SAMPLES)])
 
 
 def make_tokenizer(folder: Path, kind: str, extra: tuple = ()):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SAMPLES
 
 from peftlab.cli import main
 from peftlab.config.settings import load_config
@@ -15,7 +16,7 @@ from peftlab.tasks.metrics import compute_classification
 from peftlab.tasks.registry import get_task
 from peftlab.training.train import run
 
-COLA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cola"
+COLA = SAMPLES / "cola"
 
 
 def likelihood_overrides(tiny_llama, sentiment, tmp_path, *extra):

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import SHARED
+from conftest import SAMPLES
 
 from peftlab.cli import main
 
@@ -427,7 +427,7 @@ def test_check_works_for_every_task_and_classify_by(task, name, extra, tiny_llam
 
 @pytest.mark.real
 def test_cola_to_alpaca_4000_rows_and_check(tmp_path, capsys):
-    cola = SHARED / "cola" / "in_domain_train.tsv"
+    cola = SAMPLES / "cola" / "in_domain_train.tsv"
     out = tmp_path / "cola_alpaca.json"
     argv = [
         "data",

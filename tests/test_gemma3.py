@@ -25,7 +25,6 @@ from peftlab.models.loading import (
 from peftlab.training.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "datasets"
 
 
 def fake_split_model(tmp_path: Path, monkeypatch, chunks: list[bytes], sha: str) -> NamedModel:
@@ -139,7 +138,7 @@ def tiny(tmp_path, recipe: str, *extra) -> dict:
     ids=["classify-head", "classify-likelihood", "classify-generate", "sft", "multiple-choice"],
 )
 def test_gemma3_trains_every_task_with_a_head(tmp_path, gemma3, monkeypatch, recipe, extra):
-    monkeypatch.chdir(ROOT)  # the recipes' data paths are relative to the repository
+    monkeypatch.chdir(ROOT)  # run as from the repository (its named data sets come from the test data folders)
     result = tiny(tmp_path, recipe, *extra)
     assert result["status"] == "completed" and result["model"] == "gemma3-270m"
     assert all(math.isfinite(v) for v in (result["metrics_epoch0"]["loss"], result["metrics_best"]["loss"]))

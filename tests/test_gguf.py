@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED
+from conftest import SAMPLES
 
 from peftlab.cli import main
 from peftlab.errors import UserError
 from peftlab.export.gguf import export_gguf
 from peftlab.inference.llamacpp import LlamaScorer, open_llama
 
-COLA = SHARED / "cola"
+COLA = SAMPLES / "cola"
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FILL, NEG, POS, SHARED
+from conftest import FILL, NEG, POS, SAMPLES
 
 from peftlab.config.settings import load_config
 from peftlab.data.formats import read_records
@@ -22,7 +22,7 @@ from peftlab.tasks import ner
 from peftlab.training.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
-JNLPBA = SHARED / "jnlpba"
+JNLPBA = SAMPLES / "jnlpba"
 
 CONLL2003 = """-DOCSTART- -X- -X- O
 
@@ -111,14 +111,15 @@ def test_conll2003_four_columns_docstart_skipped_rows_are_lines(tmp_path):
 
 
 def test_jnlpba_iob2_and_tsv_layouts():
-    """The official test file (.iob2, detected by extension) and the MTL-2016 .tsv with -DOCSTART- lines."""
+    """The official test file (.iob2, detected by extension) and the MTL-2016 .tsv with -DOCSTART- lines
+    (the package's samples: the counts are those of their SOURCE.md)."""
     test = read_records(JNLPBA / "Genia4EReval1.iob2", "train_file")
-    assert len(test.records) == 3856 and sum(len(r["tokens"]) for r in test.records) == 101039
+    assert len(test.records) == 400 and sum(len(r["tokens"]) for r in test.records) == 10474
     assert test.records[0]["tokens"][:3] == ["Number", "of", "glucocorticoid"]
     assert test.records[0]["tags"][:4] == ["O", "O", "B-protein", "I-protein"]
-    assert sum(r["tags"].count("B-protein") for r in test.records) == 5067  # SOURCE.md's tag count
+    assert sum(r["tags"].count("B-protein") for r in test.records) == 415  # SOURCE.md's tag count
     dev = read_records(JNLPBA / "devel.tsv", "validation_file", data_format="conll")
-    assert len(dev.records) == 1739 and dev.rows[0] == 3  # line 1 is -DOCSTART-, line 2 blank
+    assert len(dev.records) == 205 and dev.rows[0] == 3  # line 1 is -DOCSTART-, line 2 blank
     assert not any("-DOCSTART-" in r["tokens"] for r in dev.records)
 
 

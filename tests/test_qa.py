@@ -2,11 +2,12 @@
 
 import json
 import random
+import unicodedata
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FILL, NEG, POS, SHARED
+from conftest import FILL, NEG, POS, SAMPLES
 
 from peftlab.config.settings import load_config
 from peftlab.data.formats import read_records
@@ -16,7 +17,7 @@ from peftlab.tasks import qa
 from peftlab.tasks.squad_metrics import aggregate, best_threshold, normalize_answer, score
 from peftlab.training.train import run
 
-SQUAD = SHARED / "squad"
+SQUAD = SAMPLES / "squad"
 V2_HALF = SQUAD / "squad_v2_cs224n_dev_half" / "dev-v2.0.json"
 
 
@@ -92,11 +93,11 @@ def test_nested_squad_v1_and_v2_flatten_to_hf_rows(tmp_path):
         "is_impossible": False,
     }
     assert split.records[1]["answers"] == {"text": [], "answer_start": []} and split.records[1]["is_impossible"]
-    v1 = read_records(SQUAD / "dev-v1.1.json", "train_file")
-    assert len(v1.records) == 10570 and not any(r["is_impossible"] for r in v1.records)
-    assert v1.records[0]["answers"]["text"][0] == "Denver Broncos"
+    v1 = read_records(SQUAD / "dev-v1.1.json", "train_file")  # the samples: counts as in their SOURCE.md
+    assert len(v1.records) == 204 and not any(r["is_impossible"] for r in v1.records)
+    assert v1.records[0]["answers"]["text"][0] == "BSkyB" and v1.records[0]["title"] == "Sky_(United_Kingdom)"
     v2_half = read_records(V2_HALF, "train_file", data_format="squad")
-    assert len(v2_half.records) == 6078 and sum(r["is_impossible"] for r in v2_half.records) == 3168
+    assert len(v2_half.records) == 725 and sum(r["is_impossible"] for r in v2_half.records) == 411
 
 
 def test_flat_jsonl_rows_and_both_answer_layouts_prepare_alike(tmp_path):
@@ -184,11 +185,12 @@ def test_validation_split_keeps_articles_apart():
     cfg = config(f"train_file={V2_HALF}", "validation_ratio=0.25")
     splits = load_splits(cfg.data, 42)
     titles = {name: {r["title"] for r in s.records} for name, s in splits.items()}
-    assert not titles["train"] & titles["validation"] and len(titles["train"] | titles["validation"]) == 16
-    assert 0.2 < len(splits["validation"].records) / 6078 < 0.35
+    assert not titles["train"] & titles["validation"] and len(titles["train"] | titles["validation"]) == 3
+    # the sample's three articles hold 208 to 262 of its 725 questions: whole articles land near the ratio
+    assert 0.2 < len(splits["validation"].records) / 725 < 0.4
     rows = load_splits(load_config(None, [f"train_file={V2_HALF}", "validation_ratio=0.25", "split_by="]).data, 42)
     shared = {r["title"] for r in rows["train"].records} & {r["title"] for r in rows["validation"].records}
-    assert len(rows["validation"].records) == round(6078 * 0.25) and len(shared) == 16  # row split: every article leaks
+    assert len(rows["validation"].records) == round(725 * 0.25) and len(shared) == 3  # row split: every article leaks
 
 
 # ---------------------------------------------------------------- windows
@@ -216,7 +218,8 @@ def test_long_contexts_split_into_windows_whose_targets_decode_to_the_answer(min
             continue
         q = questions[ex]
         ids = win.inputs["input_ids"][i][s : e + 1]
-        squeeze = lambda t: "".join(normalize_answer(t).split())  # wordpiece decoding spaces out "U.S." as "u. s."
+        # wordpiece decoding spaces out "U.S." as "u. s.", and the uncased tokenizer drops accents ("Menéndez")
+        squeeze = lambda t: "".join(c for c in unicodedata.normalize("NFD", normalize_answer(t)) if c.isalnum())
         assert squeeze(minilm_tokenizer.decode(ids)) == squeeze(q.answers[0])
         assert q.context[win.offsets[i][s][0] : win.offsets[i][e][1]] == q.answers[0]
         found.add(ex)
@@ -509,5 +512,6 @@ def test_minilm_lora_on_squad2_learns_to_locate_and_to_abstain(tmp_path):
     assert best["loss"] < 0.6 * start["loss"]
     assert start["f1_threshold0"] < 0.2 and best["f1_threshold0"] > start["f1_threshold0"] + 0.25
     # tuned on the same rows the official best_f1 is never below all-null; the cross-fitted headline is at most that
-    assert best["f1_tuned_in_sample"] >= start["f1_tuned_in_sample"] >= best["NoAns_total"] / 40 - 1e-9
+    # (on the sample's one validation article the untrained head's tuned F1 can be the higher: 0.689 vs 0.675 here)
+    assert min(best["f1_tuned_in_sample"], start["f1_tuned_in_sample"]) >= best["NoAns_total"] / 40 - 1e-9
     assert best["f1"] <= best["f1_tuned_in_sample"] + 1e-9 and start["f1"] <= start["f1_tuned_in_sample"] + 1e-9

@@ -5,12 +5,13 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import SAMPLES
 
 from peftlab.config.settings import load_config
 from peftlab.models.loading import NAMED_MODELS, resolve_model
 from peftlab.training.train import run
 
-SST2 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "sst2"
+SST2 = SAMPLES / "sst2"
 pytestmark = pytest.mark.real
 
 

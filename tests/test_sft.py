@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import sacrebleu
-from conftest import FILL, NEG, POS, SHARED
+from conftest import FILL, NEG, POS, SAMPLES
 from rouge_score import rouge_scorer
 
 from peftlab.config.settings import load_config
@@ -476,7 +476,7 @@ def test_packing_with_prompt_tuning_is_refused(tiny_llama, instructions, tmp_pat
 def cola_alpaca(path: Path, n: int, offset: int) -> str:
     """CoLA rows (no header: source, label, mark, sentence) as alpaca records answered yes/no; the short
     system text replaces SmolLM2's default one, to keep the prompts short."""
-    lines = (SHARED / "cola" / "in_domain_train.tsv").read_text().splitlines()[offset : offset + n]
+    lines = (SAMPLES / "cola" / "in_domain_train.tsv").read_text().splitlines()[offset : offset + n]
     rows = [
         {
             "system": "Answer yes or no.",

@@ -312,10 +312,31 @@ def cmd_data_check(args) -> int:
     return 0
 
 
+def cmd_data_list(args) -> int:
+    from pathlib import Path
+
+    from peftlab.data.catalog import listing
+
+    files = [Path(f) for f in args.files] or sorted(Path("recipes").glob("**/*.yaml"))
+    if not files:
+        raise UserError("data list: no recipes/**/*.yaml here; give the YAML files to list")
+    print("\n".join(listing(files)))
+    return 0
+
+
+def cmd_data_get(args) -> int:
+    from peftlab.data.catalog import get
+
+    print("\n".join(get(args.name)))
+    return 0
+
+
 def add_data_parser(sub) -> None:
     from peftlab.data.convert import DEDUPE, OUT_FORMATS, convert_help
 
-    data = sub.add_parser("data", help="convert data files; check a config's data against its task")
+    data = sub.add_parser(
+        "data", help="convert data files; check a config's data against its task; list and get named data sets"
+    )
     dsub = data.add_subparsers(dest="data_command", required=True)
     p = dsub.add_parser(
         "convert",
@@ -357,6 +378,12 @@ def add_data_parser(sub) -> None:
     p.add_argument("config", nargs="?", help="YAML config, as for `peftlab train`")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train_file=data.json text_column=input")
     p.set_defaults(func=cmd_data_check)
+    p = dsub.add_parser("list", help="the named data sets (data:NAME/PATH) each recipe reads, and where each resolves")
+    p.add_argument("files", nargs="*", help="recipe or sweep/study YAML files; default: every recipes/**/*.yaml")
+    p.set_defaults(func=cmd_data_list)
+    p = dsub.add_parser("get", help="fetch a named data set from the Hugging Face hub into the data folder")
+    p.add_argument("name", help="the set's name, e.g. sst2 (see `peftlab data list`)")
+    p.set_defaults(func=cmd_data_get)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -68,7 +68,8 @@ class DataConfig:
     train_file: str = opt(
         "",
         "training data: .csv/.tsv/.txt, .json, .jsonl, or a folder saved with datasets.save_to_disk; "
-        "pkg:<module>/<path> names a file inside an installed package. Several files mix (see mix): a list [a.json, "
+        "pkg:<module>/<path> names a file inside an installed package; data:<name>/<path> a file of a named data set "
+        "(see `peftlab data list`). Several files mix (see mix): a list [a.json, "
         "b.csv] or a,b; an item may be a mapping {file: b.csv, max_samples: 500, text_column: text, ...} with its own "
         "reading and column keys (its columns are renamed to the top-level names)",
         files=True,

