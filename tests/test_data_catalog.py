@@ -200,7 +200,7 @@ def test_the_package_ships_its_samples():
 
     globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["peftlab"]
     shipped = {p for g in globs for p in (ROOT / "src" / "peftlab").glob(g) if p.is_file()}
-    assert shipped == {p for p in SAMPLES.rglob("*") if p.is_file()}
+    assert {p for p in SAMPLES.rglob("*") if p.is_file()} <= shipped  # tests/test_packaging.py builds the wheel
 
 
 def test_nothing_names_a_path_outside_the_repository():
