@@ -93,38 +93,41 @@ MARKER_RADIUS_PT = 3.5  # the largest point (ms=7) a label must not cover
 
 
 def place_labels(fig, texts: list) -> None:
-    """Point labels that never cover one another: each label starts just above-right of its point and,
-    taken left to right, moves up past every label already placed and every other point that it would
-    cover (it keeps its point's colour). Deterministic, unlike iterative repelling: methods with nearly
-    the same cost and score (lora-r8, dora-r8, lora-r16) stack into a readable column beside them."""
+    """Point labels that never cover one another nor another point: taken left to right, each label goes
+    to the free spot nearest its point, above-right of it first, else shifted up or down past what it
+    would cover, or on the point's left (it keeps its point's colour). Deterministic, unlike iterative
+    repelling: methods with nearly the same cost and score (lora-r8, dora-r8, lora-r16) get labels
+    side by side and stacked beside their points instead of printed over each other."""
     if not texts:
         return
     from matplotlib.transforms import Bbox
 
     renderer = fig.canvas.get_renderer()
     to_points = 72.0 / fig.dpi
-    r = MARKER_RADIUS_PT / to_points
+    r, gap = MARKER_RADIUS_PT / to_points, LABEL_GAP_PX
     points = {id(t): t.axes.transData.transform(t.xy) for t in texts}
-    markers = {id(t): Bbox.from_extents(x - r, y - r, x + r, y + r) for t, (x, y) in zip(texts, points.values())}
+    markers = {k: Bbox.from_extents(x - r, y - r, x + r, y + r) for k, (x, y) in points.items()}
     placed = []
     for text in sorted(texts, key=lambda t: tuple(points[id(t)])):
         text.xyann = (4, 4)
-        others = [b for k, b in markers.items() if k != id(text)]  # the other points' markers, its own aside
-        for _ in range(2 * len(texts)):
-            box = text.get_window_extent(renderer)
-            hit = [
-                b
-                for b in placed + others
-                if b.x0 < box.x1 + LABEL_GAP_PX
-                and box.x0 < b.x1 + LABEL_GAP_PX
-                and b.y0 < box.y1 + LABEL_GAP_PX
-                and box.y0 < b.y1 + LABEL_GAP_PX
-            ]
-            if not hit:
-                break
-            up = max(b.y1 for b in hit) + LABEL_GAP_PX - box.y0
-            text.xyann = (text.xyann[0], text.xyann[1] + up * to_points)
-        placed.append(text.get_window_extent(renderer))
+        right = text.get_window_extent(renderer)
+        obstacles = placed + [b for k, b in markers.items() if k != id(text)]  # its own point aside
+
+        def free(box, obstacles=obstacles):
+            return not any(
+                b.x0 < box.x1 + gap and box.x0 < b.x1 + gap and b.y0 < box.y1 + gap and box.y0 < b.y1 + gap
+                for b in obstacles
+            )
+
+        left_dx = -(right.width + 8 / to_points)  # the label's right edge 4 points left of the point
+        spots = []
+        for dx in (0.0, left_dx):
+            base = right.translated(dx, 0)
+            dys = {0.0} | {b.y1 + gap - base.y0 for b in obstacles} | {b.y0 - gap - base.y1 for b in obstacles}
+            spots += [(abs(dy) + (abs(dx) if dx else 0) / 4, dx, dy) for dy in dys if free(base.translated(0, dy))]
+        _, dx, dy = min(spots)  # there is always one: above the highest obstacle
+        text.xyann = (4 + dx * to_points, 4 + dy * to_points)
+        placed.append(right.translated(dx, dy))
 
 
 def pareto_axes(ax, summary: dict, metric: str, key: str, label: str) -> list:
