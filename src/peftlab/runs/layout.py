@@ -256,16 +256,18 @@ RUN_FILES = (
     (f"`{CONFIG}`", "the fully resolved config"),
     (
         f"`{METRICS}`",
-        "one line per evaluation, epoch 0 (before any update) first: loss, accuracy, precision, "
+        "one line per evaluation, epoch 0 (before any update) first, every metric a fraction (0-1, BLEU and ROUGE "
+        "too): loss, accuracy, precision, "
         "recall, F1 (binary on label 1 for two classes, else macro), macro P/R/F1, MCC, train loss, train time of "
         "the epoch",
     ),
     (
         f"`{RESULT}`",
         "status (`running`/`completed`/`failed`/`interrupted`), best epoch, metrics at epoch 0 / "
-        "best / last (and test), time per epoch, train tokens/s and samples/s, peak memory (CUDA max allocated on "
-        "a GPU, process peak RSS on CPU), trainable/total params and %, adapter size, labels, library versions, "
-        "git hash",
+        "best / last (and test), `metric_scale: fraction` (a result without it, from an older peftlab, is read with "
+        "its 0-100 BLEU/ROUGE/exact match divided by 100 and QA's `exact` as `exact_match`), time per epoch, train "
+        "tokens/s and samples/s, peak memory in MiB (`peak_memory_kind`: GPU max allocated on a GPU, process peak "
+        "RSS on CPU), trainable/total params and %, adapter size in MiB, labels, library versions, git hash",
     ),
     (
         f"`{ADAPTER}/`, `{HEAD}/` or `{MODEL}/`",
