@@ -180,3 +180,33 @@ def test_pareto_labels_of_nearly_equal_points_do_not_overlap(tmp_path):
             for other in texts:
                 if other is not t:
                     assert not box.contains(*ax.transData.transform(other.xy)), f"'{t.get_text()}' covers a point"
+
+
+def test_metric_for_best_by_its_old_name_says_the_new_one():
+    from peftlab.config.settings import load_config
+    from peftlab.errors import UserError
+    from peftlab.tasks import qa
+    from peftlab.training.train import resolve_metric
+
+    cfg = load_config(None, ["task=qa", "metric_for_best=exact"])
+    with pytest.raises(UserError, match="metric_for_best: 'exact' is now called 'exact_match'"):
+        resolve_metric(cfg, qa)
+    assert resolve_metric(load_config(None, ["task=qa", "metric_for_best=exact_match"]), qa) == "exact_match"
+
+
+def test_resume_refuses_an_older_folder_whose_epochs_are_on_another_scale(tmp_path):
+    from peftlab.config.settings import load_config
+    from peftlab.errors import UserError
+    from peftlab.runs.rundir import write_yaml
+    from peftlab.training.train import check_run_dir
+
+    cfg = load_config(None, ["task=sft"])
+    stopped = {**OLD_SFT, "status": "interrupted"}
+    write_old(tmp_path / "old", stopped, [OLD_SFT["metrics_epoch0"]])
+    write_yaml(tmp_path / "old" / layout.CONFIG, cfg.to_dict())
+    with pytest.raises(UserError, match="started by an older peftlab whose metrics.jsonl scores are on another scale"):
+        check_run_dir(tmp_path / "old", cfg, resume=True, overwrite=False)
+    # a classification folder of the same age holds nothing that changed: it resumes
+    write_old(tmp_path / "cls", {"status": "interrupted"}, [{"epoch": 0, "accuracy": 0.5, "loss": 0.7}])
+    write_yaml(tmp_path / "cls" / layout.CONFIG, cfg.to_dict())
+    assert check_run_dir(tmp_path / "cls", cfg, resume=True, overwrite=False) is None

@@ -98,6 +98,12 @@ def run_dir_of(cfg: Config) -> Path:
 
 def resolve_metric(cfg: Config, task) -> str:
     metric = task.DEFAULT_METRIC if cfg.eval.metric_for_best == "auto" else cfg.eval.metric_for_best
+    renamed = layout.upgrade_metrics({metric: None})
+    if metric not in task.METRICS and list(renamed)[0] in task.METRICS:  # an older peftlab's name
+        raise UserError(
+            f"metric_for_best: '{metric}' is now called '{list(renamed)[0]}' (one name for exact match in every "
+            f"task); write metric_for_best: {list(renamed)[0]}"
+        )
     if metric not in task.METRICS:
         raise UserError(
             f"metric_for_best: '{metric}' is not a {cfg.task.task} metric{closest(metric, task.METRICS)}; "
