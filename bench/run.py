@@ -68,7 +68,7 @@ JOB_B = {
 
 
 def run_process(cmd: list[str], log: Path, env: dict | None = None) -> dict:
-    """Run cmd to completion; its wall time and its own peak RSS (MB, from wait4), or raise with its log's tail."""
+    """Run cmd to completion; its wall time and its own peak RSS (MiB, from wait4), or raise with its log's tail."""
     started = time.time()
     with open(log, "w") as out:
         proc = subprocess.Popen(

@@ -127,3 +127,28 @@ def test_cli_run_classify_by_generate(tiny_llama, sentiment, tmp_path):
     )
     acc = sum(p["prediction"] == p["label"] for p in preds) / len(preds)
     assert acc == pytest.approx(result["metrics_best"]["accuracy"])
+
+
+def test_label_words_take_the_shape_data_convert_takes(tmp_path):
+    """`peftlab data convert label_words=0=no,1=yes` (or '{0: no, 1: yes}') and the config's label_words are
+    one shape: a mapping from label to word, from a YAML file or the command line, or a list in label order."""
+    from peftlab.data.convert import label_map, label_words_value
+
+    as_list = cls_generate.label_words(["0", "1"], ["no", "yes|ok"])
+    config = tmp_path / "c.yaml"
+    config.write_text("task:\n  label_words: {1: [yes, ok], 0: no}\n")
+    for cfg in (
+        load_config(config),
+        load_config(None, ["label_words={0: no, 1: yes|ok}"]),
+        load_config(None, ["label_words=0=no,1=yes|ok"]),
+    ):
+        assert cls_generate.label_words(["0", "1"], cfg.task.label_words) == as_list
+    # what convert reads from the same text is the same mapping
+    assert label_map(label_words_value("{0: no, 1: yes|ok}")) == {"0": "no", "1": "yes|ok"}
+    assert load_config(None, ["label_words={0: no, 1: yes|ok}"]).task.label_words == {"0": "no", "1": "yes|ok"}
+    with pytest.raises(
+        UserError, match=r"label_words: '2' not among the labels; no word for '1' \(the labels are 0, 1\)"
+    ):
+        cls_generate.label_words(["0", "1"], {"0": "no", "2": "yes"})
+    with pytest.raises(UserError, match="not a YAML mapping"):
+        load_config(None, ["label_words={0: no"])

@@ -108,7 +108,7 @@ def test_cli_end_to_end_zero_shot_then_training(method, tiny_llama, sentiment, t
     assert code == 0, capsys.readouterr().err
     run_dir = tmp_path / "runs" / "r"
     result = json.loads((run_dir / "result.json").read_text())
-    assert result["scoring"] == "next-token" and result["label_words"] == ["bad", "good"]
+    assert result["scoring"] == "next-token" and result["label_words"] == {"neg": ["bad"], "pos": ["good"]}
     assert [l["epoch"] for l in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())] == [0, 1, 2]
     preds = [json.loads(l) for l in (run_dir / "predictions_validation.jsonl").read_text().splitlines()]
     assert len(preds) == 32 and all(p["prediction"] in ("neg", "pos") for p in preds)

@@ -323,17 +323,19 @@ def test_normalization_as_the_official_script(text, normal):
 
 
 def test_exact_f1_precision_recall_by_hand():
-    assert score(["the big cat"], "a big dog") == {"exact": 0.0, "f1": 0.5, "precision": 0.5, "recall": 0.5}
+    assert score(["the big cat"], "a big dog") == {"exact_match": 0.0, "f1": 0.5, "precision": 0.5, "recall": 0.5}
     # prediction 'big red cat' against gold 'cat': P 1/3, R 1, F1 0.5; against 'the big cat': P 2/3 R 1 F1 0.8 (max)
     s = score(["cat", "the big cat"], "big red cat")
     assert s["f1"] == pytest.approx(0.8) and s["precision"] == pytest.approx(2 / 3) and s["recall"] == 1.0
-    assert score(["Cat."], "the cat")["exact"] == 1.0
+    assert score(["Cat."], "the cat")["exact_match"] == 1.0
     assert score([], "")["f1"] == 1.0 and score([], "cat")["f1"] == 0.0 and score(["cat"], "")["f1"] == 0.0
-    assert score(["the"], "")["exact"] == 1.0  # gold that normalises to nothing counts as no answer, as officially
+    assert (
+        score(["the"], "")["exact_match"] == 1.0
+    )  # gold that normalises to nothing counts as no answer, as officially
     m = aggregate([["the big cat"], [], ["dog"]], ["a big dog", "", "cat"])
-    assert m["exact"] == pytest.approx(1 / 3) and m["accuracy"] == m["exact"]
+    assert m["exact_match"] == pytest.approx(1 / 3) and m["accuracy"] == m["exact_match"]
     assert m["f1"] == pytest.approx((0.5 + 1 + 0) / 3) and m["precision"] == pytest.approx(0.5)
-    assert (m["HasAns_f1"], m["HasAns_total"], m["NoAns_exact"], m["NoAns_total"]) == (0.25, 2.0, 1.0, 1.0)
+    assert (m["HasAns_f1"], m["HasAns_total"], m["NoAns_exact_match"], m["NoAns_total"]) == (0.25, 2.0, 1.0, 1.0)
     assert "NoAns_f1" not in aggregate(
         [["cat"]], ["cat"]
     )  # as the official script: no NoAns_ keys without such questions
@@ -422,14 +424,21 @@ def test_tiny_bert_lora_end_to_end_writes_scores_and_predictions(tiny_bert, qa_d
     assert (
         result["qa_questions"] == {"train": 48, "validation": 16, "test": 16} and result["n_validation"] > 16
     )  # windows
-    for key in ("exact", "f1", "HasAns_f1", "NoAns_f1", "null_threshold", "f1_threshold0", "span_f1", "loss"):
+    for key in ("exact_match", "f1", "HasAns_f1", "NoAns_f1", "null_threshold", "f1_threshold0", "span_f1", "loss"):
         assert key in result["metrics_best"]
     assert result["metrics_test"]["null_threshold"] == result["metrics_best"]["null_threshold"]
     rows = [json.loads(l) for l in (run_dir / "predictions_validation.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == [f"dev{i}" for i in range(16)]
-    assert {"question", "answers", "prediction", "best_span", "null_score_diff", "null_prob", "exact", "f1"} <= set(
-        rows[0]
-    )
+    assert {
+        "question",
+        "answers",
+        "prediction",
+        "best_span",
+        "null_score_diff",
+        "null_prob",
+        "exact_match",
+        "f1",
+    } <= set(rows[0])
     assert sum(r["f1"] for r in rows) / 16 == pytest.approx(result["metrics_best"]["f1"], abs=1e-3)  # cross-fitted
     # the test file is the dev file: validation's threshold applied to it is the in-sample (official best_f1) score
     assert result["metrics_test"]["f1"] == pytest.approx(result["metrics_best"]["f1_tuned_in_sample"], abs=1e-9)

@@ -316,14 +316,14 @@ def test_batched_left_padded_generation_equals_one_by_one(tiny_llama, tok):
 
 def test_generation_metrics_by_hand():
     m = compute_generation(["the cat sat on the mat"], ["the cat sat on a mat"])
-    assert m["rouge1"] == pytest.approx(100 * 5 / 6)  # 5 shared unigrams of 6
-    assert m["rouge2"] == pytest.approx(100 * 3 / 5)  # 3 shared bigrams of 5
-    assert m["rougeL"] == pytest.approx(100 * 5 / 6)  # LCS "the cat sat on mat"
+    assert m["rouge1"] == pytest.approx(5 / 6)  # 5 shared unigrams of 6
+    assert m["rouge2"] == pytest.approx(3 / 5)  # 3 shared bigrams of 5
+    assert m["rougeL"] == pytest.approx(5 / 6)  # LCS "the cat sat on mat"
     # n-gram precisions 5/6, 3/5, 2/4, 1/3, equal lengths (no brevity penalty)
-    assert m["bleu4"] == pytest.approx(100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25, abs=1e-4)
+    assert m["bleu4"] == pytest.approx((5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25, abs=1e-6)
     assert m["exact_match"] == 0
     same = compute_generation(["a  b\n"], [" a b"])
-    assert same["exact_match"] == 100 and same["rougeL"] == 100
+    assert same["exact_match"] == 1 and same["rougeL"] == 1 and same["bleu4"] == pytest.approx(1)
 
 
 def test_generation_metrics_match_the_reference_implementations():
@@ -332,9 +332,9 @@ def test_generation_metrics_match_the_reference_implementations():
     m = compute_generation(preds, refs)
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"])
     for kind in ("rouge1", "rouge2", "rougeL"):
-        assert m[kind] == pytest.approx(sum(100 * scorer.score(r, p)[kind].fmeasure for p, r in zip(preds, refs)) / 4)
-    assert m["bleu4"] == pytest.approx(sum(sacrebleu.sentence_bleu(p, [r]).score for p, r in zip(preds, refs)) / 4)
-    assert m["bleu4_corpus"] == pytest.approx(sacrebleu.corpus_bleu(preds, [refs]).score)
+        assert m[kind] == pytest.approx(sum(scorer.score(r, p)[kind].fmeasure for p, r in zip(preds, refs)) / 4)
+    assert m["bleu4"] == pytest.approx(sum(sacrebleu.sentence_bleu(p, [r]).score for p, r in zip(preds, refs)) / 400)
+    assert m["bleu4_corpus"] == pytest.approx(sacrebleu.corpus_bleu(preds, [refs]).score / 100)
     assert m["exact_match"] == 0
 
 
@@ -342,8 +342,8 @@ def test_chinese_is_segmented_with_jieba():
     pred, ref = "我爱北京", "我爱北京天安门"
     assert rouge_scorer.RougeScorer(["rouge1"]).score(ref, pred)["rouge1"].fmeasure == 0  # why jieba is needed
     m = compute_generation([pred], [ref])
-    assert m["rouge1"] == pytest.approx(100 * 6 / 7)  # 我/爱/北京 of 我/爱/北京/天安门: P 1, R 3/4
-    assert m["bleu4"] == pytest.approx(sacrebleu.sentence_bleu(pred, [ref], tokenize="zh").score)
+    assert m["rouge1"] == pytest.approx(6 / 7)  # 我/爱/北京 of 我/爱/北京/天安门: P 1, R 3/4
+    assert m["bleu4"] == pytest.approx(sacrebleu.sentence_bleu(pred, [ref], tokenize="zh").score / 100)
     assert m["bleu4"] > 0
 
 
@@ -387,13 +387,13 @@ def test_cli_sft_run_with_extra_eval_file(tiny_llama, instructions, tmp_path):
     assert code == 0
     result = json.loads((out / "r" / "result.json").read_text())
     assert result["status"] == "completed" and result["metric_for_best"] == "rougeL" and result["template"] == "default"
-    assert result["truncated"] == {"train": 0, "validation": 0, "extra": 0}
+    assert result["truncated"] == {"train": 0, "validation": 0, "extra": 0} and result["metric_scale"] == "fraction"
     lines = lines_of(out / "r" / "metrics.jsonl")
     assert [l["epoch"] for l in lines] == [0, 1, 2]
     for line in lines:
         for key in ("loss", "bleu4", "rougeL", "exact_match", "extra_loss", "extra_bleu4", "extra_rougeL"):
             assert math.isfinite(line[key]), key
-        assert 0 <= line["rougeL"] <= 100 and 0 <= line["extra_rougeL"] <= 100
+        assert 0 <= line["rougeL"] <= 1 and 0 <= line["extra_rougeL"] <= 1
     assert lines[-1]["loss"] < lines[0]["loss"] and lines[-1]["extra_loss"] < lines[0]["extra_loss"]
     for split in ("validation", "extra"):
         preds = lines_of(out / "r" / f"predictions_{split}.jsonl")

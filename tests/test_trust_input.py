@@ -236,7 +236,7 @@ def test_eval_of_the_test_split_uses_the_validation_threshold(squad2, tiny_bert,
     scored = json.loads((tmp_path / "e" / "result.json").read_text())
     assert scored["metrics_best"]["null_threshold"] == run["metrics_best"]["null_threshold"]
     assert "f1_tuned_in_sample" not in scored["metrics_best"]  # nothing was tuned on the scored rows
-    for key in ("f1", "exact", "HasAns_f1", "NoAns_f1"):  # what the run's own test evaluation scored
+    for key in ("f1", "exact_match", "HasAns_f1", "NoAns_f1"):  # what the run's own test evaluation scored
         assert scored["metrics_best"][key] == pytest.approx(run["metrics_test"][key], abs=1e-9), key
     # an untrained model: the threshold its validation split gives, scored first
     capsys.readouterr()
@@ -304,7 +304,7 @@ def test_every_memory_figure_says_what_it_measured(tmp_path, monkeypatch):
     fake_sweep(tmp_path, {"gpu": [(0.5, 0.9, 10, 3000, 60)], "cpu": [(0.5, 0.8, 10, 1024, 90)]})
     set_result(tmp_path / "gpu-s1", peak_memory_kind="cuda_max_allocated")
     header, rows = table_rows(summarize(tmp_path), "metrics_best")
-    assert header[3] == "peak memory" and [r[3] for r in rows] == ["2.93 GiB CUDA", "1.00 GiB RSS"]
+    assert header[3] == "peak memory" and [r[3] for r in rows] == ["2.93 GiB GPU", "1.00 GiB RSS"]
     # the after-training table: every row its kind
     (tmp_path / "ev").mkdir()
     (tmp_path / "ev" / "result.json").write_text(
@@ -330,7 +330,7 @@ def test_every_memory_figure_says_what_it_measured(tmp_path, monkeypatch):
     (tmp_path / "sweep.json").write_text(json.dumps(sweep))
     ev = summarize(tmp_path)["evaluations"]
     memory = ev["header"].index("peak memory")
-    assert [r[memory] for r in ev["rows"]] == ["2.93 GiB CUDA", "1.00 GiB RSS", "0.50 GiB RSS"]
+    assert [r[memory] for r in ev["rows"]] == ["2.93 GiB GPU", "1.00 GiB RSS", "0.50 GiB RSS"]
     # a llama.cpp evaluation on a machine with a GPU is measured by the process's RSS
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 7 * 2**20)

@@ -38,11 +38,12 @@ COLUMN_KEYS = (
 FILE_KEYS = READ_KEYS + COLUMN_KEYS + ("max_samples", "validation_ratio")
 
 
-def opt(default, help: str, item: str = "str", files: bool = False):
+def opt(default, help: str, item: str = "str", files: bool = False, mapping: bool = False):
     """A config field with a default and a one-line help text; `item` is the type of a list's items;
-    `files`: one file, or a list of files each with its own settings (train_file, see data/mixing.py)."""
+    `files`: one file, or a list of files each with its own settings (train_file, see data/mixing.py);
+    `mapping`: a list field that also takes a mapping of text to text (label_words: {0: no, 1: yes})."""
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, "item": item})
+        return field(default_factory=lambda: list(default), metadata={"help": help, "item": item, "mapping": mapping})
     return field(default=default, metadata={"help": help, "files": files})
 
 
@@ -172,8 +173,11 @@ class TaskConfig:
     )
     label_words: list = opt(
         [],
-        "classify_by generate / likelihood: the answer word per label, in label order (generate also accepts aliases "
-        "after '|', e.g. [no|unacceptable, yes|acceptable]; likelihood scores the first); empty = the label names",
+        "classify_by generate / likelihood: the answer word per label, as `peftlab data convert` takes it, a mapping "
+        "{0: no, 1: yes} (label_words=0=no,1=yes on the command line), or a list in label order [no, yes]; generate "
+        "also accepts aliases after '|', e.g. {0: no|unacceptable, 1: yes|acceptable} (likelihood scores the first); "
+        "empty = the label names",
+        mapping=True,
     )
     template: str = opt(
         "auto",
@@ -368,11 +372,20 @@ BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False
 
 def coerce(value, f: dataclasses.Field, where: str):
     """Convert a YAML/CLI value to the field's declared type, or raise UserError naming `where`."""
+    if f.type == "list" and f.metadata.get("mapping") and isinstance(value, dict):
+        return {str(k): coerce_words(v, f"{f.name}: {k}", where) for k, v in value.items()}
     if f.type == "list":
         return [coerce_scalar(v, f.metadata["item"], f"{f.name} item", where) for v in list_items(value)]
     if f.metadata.get("files"):
         return coerce_files(value, f.name, where)
     return coerce_scalar(value, f.type, f.name, where)
+
+
+def coerce_words(value, name: str, where: str) -> str:
+    """One value of a text mapping: text, or a list of aliases (joined by '|', as label_words writes them)."""
+    if isinstance(value, (list, tuple)):
+        return "|".join(coerce_scalar(v, "str", name, where) for v in value)
+    return coerce_scalar(value, "str", name, where)
 
 
 def coerce_files(value, name: str, where: str):
@@ -529,14 +542,20 @@ def override_value(raw: str, f: dataclasses.Field, where: str):
             return yaml.load(text, TextLoader)
         except yaml.YAMLError:
             return raw
+    if f.metadata.get("mapping") and text.startswith("{"):
+        return yaml_value(raw, where, "mapping", f"{f.name}='{{0: no, 1: yes}}' or {f.name}=0=no,1=yes")
     if (f.type == "list" or f.metadata.get("files")) and raw.strip().startswith("["):
-        try:
-            return yaml.load(raw, TextLoader)
-        except yaml.YAMLError as e:
-            raise UserError(
-                f"{where}: not a YAML list ({getattr(e, 'problem', e)}); write e.g. {f.name}=[a, b] or {f.name}=a,b"
-            ) from None
+        return yaml_value(raw, where, "list", f"{f.name}=[a, b] or {f.name}=a,b")
     return raw
+
+
+def yaml_value(raw: str, where: str, shape: str, example: str):
+    """A YAML flow value typed as text ([a, b], {0: no}), its scalars kept as text (TextLoader); a UserError
+    naming `where` when it is not YAML."""
+    try:
+        return yaml.load(raw, TextLoader)
+    except yaml.YAMLError as e:
+        raise UserError(f"{where}: not a YAML {shape} ({getattr(e, 'problem', e)}); write e.g. {example}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (), base: dict | None = None) -> Config:

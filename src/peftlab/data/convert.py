@@ -91,19 +91,12 @@ def parse_keys(pairs: list[str]):
 def label_words_value(raw: str):
     """label_words=TEXT: '{0: no, 1: yes}' or '[0=no, 1=yes]' read as YAML whose scalars stay text (as
     in configs: `no` is the word "no", not False), anything else as 'k=v,k=v' text."""
-    import yaml
-
-    from peftlab.config.settings import TextLoader
+    from peftlab.config.settings import yaml_value
 
     if not raw.strip().startswith(("{", "[")):
         return raw
-    try:
-        return yaml.load(raw, TextLoader)
-    except yaml.YAMLError as e:
-        raise UserError(
-            f"label_words: {raw!r} is not a YAML mapping ({getattr(e, 'problem', e)}); "
-            f"write e.g. label_words=0=no,1=yes or label_words='{{0: no, 1: yes}}'"
-        ) from None
+    example = "label_words=0=no,1=yes or label_words='{0: no, 1: yes}'"
+    return yaml_value(raw, f"label_words: {raw!r}", "mapping", example)
 
 
 def label_map(value) -> dict[str, str]:

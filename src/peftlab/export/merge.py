@@ -234,7 +234,7 @@ def run_export(
             from peftlab.export.gguf import export_gguf
 
             files = export_gguf(targets["merged"], targets["merged"], types)
-            lines += [f"gguf {t}: {p} ({p.stat().st_size / 2**20:.1f} MB)" for t, p in files.items()]
+            lines += [f"gguf {t}: {p} ({p.stat().st_size / 2**20:.1f} MiB)" for t, p in files.items()]
     return lines
 
 

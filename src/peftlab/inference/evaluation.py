@@ -78,7 +78,7 @@ def row_label(session: Session) -> str:
 
 
 def size_on_disk(session: Session) -> dict:
-    """MB of what must be on disk to run this model: base + adapter, a merged folder, or the gguf file."""
+    """MiB of what must be on disk to run this model: base + adapter, a merged folder, or the gguf file."""
     cfg, source = session.cfg, session.source
     if session.backend == "llamacpp":
         from peftlab.inference.llamacpp import gguf_file_of
@@ -279,7 +279,7 @@ def write_eval_folder(session: Session, split: str, scored: Scored, result: dict
 def format_eval_summary(result: dict) -> str:
     shown = [
         k
-        for k in ("accuracy", "f1", "mcc", "map@3", "exact_match", "rougeL", "bleu4", "exact", "unparsed")
+        for k in ("accuracy", "f1", "mcc", "map@3", "exact_match", "rougeL", "bleu4", "unparsed")
         if k in result["metrics_best"]
     ]
     metric = result["metric_for_best"]
@@ -297,5 +297,5 @@ def format_eval_summary(result: dict) -> str:
         f"{values}\nwall {result['eval_wall_s']:.1f} s   {result['examples_per_s']} examples/s   "
         f"{result['tokens_per_s']} input tokens/s   peak memory {result['peak_memory_mb']:.0f} MiB "
         f"({MEMORY_WORDS.get(result.get('peak_memory_kind'), 'unknown kind')})   "
-        f"size on disk {'-' if size is None else f'{size:.1f} MB'}"
+        f"size on disk {'-' if size is None else f'{size:.1f} MiB'}"
     )

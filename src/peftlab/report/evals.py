@@ -5,12 +5,11 @@ of a sweep or folder. Like the rest of the report, a pure function of the folder
 from __future__ import annotations
 
 from peftlab.report.summary import fmt
+from peftlab.runs.measure import memory_label
 
 COST_COLUMNS = ("eval_wall_s", "examples_per_s", "tokens_per_s", "peak_memory_mb", "size_on_disk_mb")
+# each row's memory figure says its kind (RSS or GPU): a table may hold both (a llama.cpp row beside GPU rows)
 HEADER_COSTS = ["wall time", "examples/s", "input tokens/s", "peak memory", "size on disk"]
-# each row's kind of memory figure (runs/measure.py peak_memory_kind): a GPU's allocations and a process's
-# RSS are not one scale, and a table may hold both (a llama.cpp row beside transformers rows on a GPU)
-MEMORY_KINDS = {"cuda_max_allocated": "CUDA", "process_peak_rss": "RSS"}
 
 
 def is_eval(result: dict | None) -> bool:
@@ -64,10 +63,10 @@ def evaluation_rows(runs) -> dict | None:
             f"{res['eval_wall_s']:.1f} s" if res.get("eval_wall_s") is not None else "-",
             fmt(res.get("examples_per_s"), 1),
             fmt(res.get("tokens_per_s"), 0),
-            f"{res['peak_memory_mb'] / 1024:.2f} GiB {MEMORY_KINDS.get(res.get('peak_memory_kind'), '?')}"
+            f"{res['peak_memory_mb'] / 1024:.2f} GiB {memory_label(res.get('peak_memory_kind'))}"
             if res.get("peak_memory_mb")
             else "-",
-            f"{size:.1f} MB" if size is not None else "-",
+            f"{size:.1f} MiB" if size is not None else "-",
         ]
         rows.append(cells)
     return {

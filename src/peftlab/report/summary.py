@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from peftlab.runs.measure import memory_label
+
 SHOWN = ("accuracy", "f1", "precision", "recall", "mcc", "loss")
 
 
@@ -32,9 +34,9 @@ def format_run_summary(result: dict) -> str:
             out.append(label.ljust(width) + "".join(fmt(m.get(k)).rjust(11) for k in keys))
     out.append(
         f"time/epoch {fmt(result.get('time_per_epoch_s'), 1)} s   "
-        f"peak memory {fmt(result.get('peak_memory_mb'), 0)} MiB ({result.get('peak_memory_kind')})   "
+        f"peak memory {fmt(result.get('peak_memory_mb'), 0)} MiB {memory_label(result.get('peak_memory_kind'))}   "
         f"trainable {result['trainable_params']:,} / {result['total_params']:,} "
-        f"({result['trainable_pct']:.2f}%)   adapter {fmt(result.get('adapter_size_mb'), 2)} MB   "
+        f"({result['trainable_pct']:.2f}%)   adapter {fmt(result.get('adapter_size_mb'), 2)} MiB   "
         f"{fmt(result.get('train_tokens_per_s'), 0)} tokens/s"
     )
     return "\n".join(out)

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from peftlab.errors import UserError
-from peftlab.report.evals import MEMORY_KINDS, evaluation_rows, is_eval
+from peftlab.report.evals import evaluation_rows, is_eval
 from peftlab.report.significance import fmt_p, holm, welch_p
 from peftlab.runs import layout, rundir
-from peftlab.runs.rundir import UnreadableFile, read_json, read_jsonl
+from peftlab.runs.measure import memory_label
+from peftlab.runs.rundir import UnreadableFile, read_history, read_json, read_jsonl
 from peftlab.tasks.metrics import LOWER_IS_BETTER
 
 BOOKKEEPING = {
@@ -139,7 +140,7 @@ def read_run(run_dir: Path, entry: dict) -> Run:
     name, group, settings = entry["name"], entry.get("group", entry["name"]), entry.get("settings", {})
     try:
         result, absent = read_result(run_dir, entry.get("status", "pending"))
-        history, train_log = read_jsonl(run_dir / layout.METRICS), read_jsonl(run_dir / layout.TRAIN_LOG)
+        history, train_log = read_history(run_dir), read_jsonl(run_dir / layout.TRAIN_LOG)
     except UnreadableFile as e:
         return Run(name, group, entry.get("seed"), "unreadable", settings, str(e))
     if absent:
@@ -441,8 +442,8 @@ def verdict(s: dict) -> list[str]:
     ):
         cost = lambda r, key=key: (r[key]["mean"] if isinstance(r[key], dict) else r[key]) or math.inf
         pick = min(close, key=cost)
-        if pick is not best:
-            ratio = cost(best) / cost(pick) if cost(pick) else math.inf
+        ratio = cost(best) / cost(pick) if cost(pick) else math.inf
+        if pick is not best and f"{ratio:.1f}" != "1.0":  # a ratio that prints 1.0x says nothing: left out
             lines.append(
                 f"Among those, {label}: **{pick['group']}** ({show(pick)} {metric}; "
                 f"{best['group']} takes {ratio:.1f}x that)."
@@ -458,9 +459,7 @@ def verdict(s: dict) -> list[str]:
 
 def table_rows(s: dict, phase: str) -> tuple[list[str], list[list[str]]]:
     """Header and rows of one table in the users' layout ('result at epoch 0' / 'at best epoch')."""
-    kind = s.get("memory_kind", "")
-    mem = "peak memory" if kind == "mixed" else "peak GPU mem" if kind.startswith("cuda") else "peak RSS"
-    header = ["method", "seeds", "time/epoch", mem, "trainable", "%", "adapter"] + s["columns"]
+    header = ["method", "seeds", "time/epoch", "peak memory", "trainable", "%", "adapter"] + s["columns"]
     if phase == "metrics_best":
         header += ["best epoch", f"Δ {s['metric']} vs best"]
     rows = []
@@ -472,10 +471,10 @@ def table_rows(s: dict, phase: str) -> tuple[list[str], list[list[str]]]:
             r["group"],
             str(r["seeds"]),
             fmt_stat(t["mean"], t["std"], t["n"], 1) + " s" if t["mean"] else "-",
-            fmt_stat(m["mean"] / 1024, None, 1, 2) + " GiB" + memory_label(r, kind) if m["mean"] else "-",
+            fmt_stat(m["mean"] / 1024, None, 1, 2) + " GiB " + memory_label(r.get("memory_kind")) if m["mean"] else "-",
             fmt_params(r["trainable_params"]),
             f"{r['trainable_pct']:.{2 if r['trainable_pct'] >= 0.1 else 3}f}",
-            f"{a['mean']:.1f} MB" if a["mean"] is not None else "-",
+            f"{a['mean']:.1f} MiB" if a["mean"] is not None else "-",
         ]
         row += [fmt_stat(**r[phase][c], digits=3) for c in s["columns"]]
         if phase == "metrics_best":
@@ -490,12 +489,6 @@ def table_rows(s: dict, phase: str) -> tuple[list[str], list[list[str]]]:
                 row.append(f"{vs['diff']:+.3f}{pval}{mark}")
         rows.append(row)
     return header, rows
-
-
-def memory_label(row: dict, kind: str) -> str:
-    """Each row's kind of memory figure where a table holds both (a GPU's allocations and a process's RSS
-    are not one scale); nothing where the header names the one kind."""
-    return f" {MEMORY_KINDS.get(row.get('memory_kind', ''), '?')}" if kind == "mixed" else ""
 
 
 def epochs_table(s: dict, h: str = "##") -> str:
@@ -693,7 +686,11 @@ def compare(a: Path, b: Path) -> str:
         mx, my = (r["metrics_best"][metric]["mean"] if r else None for r in (x, y))
         diff = f"{my - mx:+.3f}" if mx is not None and my is not None else "-"
         t = lambda r: f"{r['time_per_epoch_s']['mean']:.1f} s" if r and r["time_per_epoch_s"]["mean"] else "-"  # noqa: E731
-        m = lambda r: f"{r['peak_memory_mb']['mean'] / 1024:.2f} GiB" if r and r["peak_memory_mb"]["mean"] else "-"  # noqa: E731
+        m = lambda r: (  # noqa: E731
+            f"{r['peak_memory_mb']['mean'] / 1024:.2f} GiB {memory_label(r.get('memory_kind'))}"
+            if r and r["peak_memory_mb"]["mean"]
+            else "-"
+        )
         rows.append(
             [name, cell(x, metric), cell(y, metric), diff, fmt_p(p) if x and y else "-", t(x), t(y), m(x), m(y)]
         )

@@ -179,8 +179,10 @@ class Result(TypedDict, total=False):
     trainable_params: int
     trainable_pct: float
     total_params: int | None
-    peak_memory_mb: float
-    adapter_size_mb: float | None
+    metric_scale: str  # METRIC_SCALE: every metric a fraction (absent: an older peftlab's, see upgrade_result)
+    peak_memory_mb: float  # MiB (2**20 bytes), as every *_mb key; peak_memory_kind says RSS or GPU
+    peak_memory_kind: str  # process_peak_rss | cuda_max_allocated
+    adapter_size_mb: float | None  # MiB
     labels: list[str] | None
     versions: dict[str, str]
     git_hash: str | None
@@ -189,6 +191,52 @@ class Result(TypedDict, total=False):
 
 
 STATUSES = ("running", "completed", "failed", "interrupted")
+
+# Every metric is a fraction (0-1): accuracy, F1, MAP@k, exact match, BLEU and ROUGE alike; loss is the loss.
+# result.json says so (METRIC_SCALE_KEY); a result without it was written by an older peftlab, whose
+# generation scores (OLD_PERCENT_METRICS) were 0-100 and whose QA exact match was called `exact`.
+# upgrade_result reads such a result (and its metrics.jsonl lines) on today's scale and names, once.
+METRIC_SCALE_KEY, METRIC_SCALE = "metric_scale", "fraction"
+OLD_PERCENT_METRICS = ("bleu4", "bleu4_corpus", "rouge1", "rouge2", "rougeL", "exact_match")
+OLD_METRIC_NAMES = {"exact": "exact_match"}  # also with a prefix: HasAns_exact, extra_exact
+METRIC_PHASES = ("metrics_epoch0", "metrics_best", "metrics_last", "metrics_test")
+
+
+def _renamed(key: str) -> str:
+    for old, new in OLD_METRIC_NAMES.items():
+        if key == old or key.endswith("_" + old):
+            return key[: len(key) - len(old)] + new
+    return key
+
+
+def upgrade_metrics(metrics: dict) -> dict:
+    """One metrics dict (a metrics.jsonl line, result.json's metrics_best ...) of an older peftlab on today's
+    scale and names: the 0-100 generation scores divided by 100 (prefixed ones too: extra_rougeL), `exact`
+    renamed exact_match. Only for files without METRIC_SCALE_KEY: a file on today's scale must not pass here."""
+    out = {}
+    for key, value in metrics.items():
+        percent = any(key == m or key.endswith("_" + m) for m in OLD_PERCENT_METRICS)
+        if percent and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = value / 100
+        out[_renamed(key)] = value
+    return out
+
+
+def upgrade_result(result):
+    """result.json as read: one without METRIC_SCALE_KEY (an older peftlab's) gets today's metric scale and
+    names (upgrade_metrics on every metrics phase, metric_for_best renamed) and the key; others are unchanged."""
+    if not isinstance(result, dict) or METRIC_SCALE_KEY in result:
+        return result
+    result = dict(result)
+    for phase in METRIC_PHASES:
+        if isinstance(result.get(phase), dict):
+            result[phase] = upgrade_metrics(result[phase])
+    if isinstance(result.get("metric_for_best"), str):
+        result["metric_for_best"] = _renamed(result["metric_for_best"])
+    result[METRIC_SCALE_KEY] = METRIC_SCALE
+    return result
+
+
 # what a completed result must hold for a report row: one that lacks any was cut short or edited
 COMPLETED_KEYS = ("metric_for_best", "method", "trainable_params", "trainable_pct", "total_params", "metrics_best")
 
@@ -208,16 +256,18 @@ RUN_FILES = (
     (f"`{CONFIG}`", "the fully resolved config"),
     (
         f"`{METRICS}`",
-        "one line per evaluation, epoch 0 (before any update) first: loss, accuracy, precision, "
+        "one line per evaluation, epoch 0 (before any update) first, every metric a fraction (0-1, BLEU and ROUGE "
+        "too): loss, accuracy, precision, "
         "recall, F1 (binary on label 1 for two classes, else macro), macro P/R/F1, MCC, train loss, train time of "
         "the epoch",
     ),
     (
         f"`{RESULT}`",
         "status (`running`/`completed`/`failed`/`interrupted`), best epoch, metrics at epoch 0 / "
-        "best / last (and test), time per epoch, train tokens/s and samples/s, peak memory (CUDA max allocated on "
-        "a GPU, process peak RSS on CPU), trainable/total params and %, adapter size, labels, library versions, "
-        "git hash",
+        "best / last (and test), `metric_scale: fraction` (a result without it, from an older peftlab, is read with "
+        "its 0-100 BLEU/ROUGE/exact match divided by 100 and QA's `exact` as `exact_match`), time per epoch, train "
+        "tokens/s and samples/s, peak memory in MiB (`peak_memory_kind`: GPU max allocated on a GPU, process peak "
+        "RSS on CPU), trainable/total params and %, adapter size in MiB, labels, library versions, git hash",
     ),
     (
         f"`{ADAPTER}/`, `{HEAD}/` or `{MODEL}/`",

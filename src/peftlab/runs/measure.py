@@ -37,7 +37,17 @@ def peak_memory(cuda: bool = True) -> dict:
     return {"peak_memory_mb": round(rss_kib / 1024, 1), "peak_memory_kind": "process_peak_rss"}
 
 
-MEMORY_WORDS = {"cuda_max_allocated": "CUDA max allocated", "process_peak_rss": "process peak RSS"}
+MEMORY_WORDS = {"cuda_max_allocated": "GPU max allocated", "process_peak_rss": "process peak RSS"}
+# the one short label of a peak_memory_kind, beside every memory figure in tables, the summary and the dashboard:
+# a GPU's allocations and a process's RSS are not one scale
+MEMORY_LABELS = {"cuda_max_allocated": "GPU", "process_peak_rss": "RSS"}
+
+
+def memory_label(kind: str | None) -> str:
+    """RSS or GPU for a result's peak_memory_kind; '?' for a result without one."""
+    return MEMORY_LABELS.get(kind or "", "?")
+
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
@@ -52,8 +62,8 @@ def folder_size_mb(path: Path, suffixes: tuple = (), digits: int = 3) -> float:
 
 def weights_size_mb(path: Path) -> float:
     """The weight files of a saved adapter or head, without the tokenizer saved beside them (Gemma's
-    tokenizer.json alone is 33 MB, ten times a LoRA adapter on it)."""
-    return folder_size_mb(path, WEIGHT_SUFFIXES, digits=6)  # a head of 66 weights is 0.0003 MB, not 0
+    tokenizer.json alone is 33 MiB, ten times a LoRA adapter on it)."""
+    return folder_size_mb(path, WEIGHT_SUFFIXES, digits=6)  # a head of 66 weights is 0.0003 MiB, not 0
 
 
 def library_versions() -> dict:

@@ -95,14 +95,29 @@ def read_jsonl(path: Path, fix: str = FIX) -> list[dict]:
 
 def write_result(folder: Path, result: Result) -> None:
     """result.json, atomically; a finished run writes it last (a run is complete only when everything it
-    promises is on disk)."""
-    write_json(Path(folder) / layout.RESULT, result)
+    promises is on disk). It always says its metric scale (layout.METRIC_SCALE_KEY)."""
+    write_json(Path(folder) / layout.RESULT, {**result, layout.METRIC_SCALE_KEY: layout.METRIC_SCALE})
 
 
-def read_result(folder: Path, default=None, fix: str = FIX) -> Result | None:
-    """result.json as written; `default` when it does not exist; a file that exists but cannot be read
-    raises UnreadableFile (never read as empty)."""
-    return read_json(Path(folder) / layout.RESULT, default, fix=fix)
+def read_result(folder: Path, default=None, fix: str = FIX, upgrade: bool = True) -> Result | None:
+    """result.json; `default` when it does not exist; a file that exists but cannot be read raises
+    UnreadableFile (never read as empty). An older peftlab's result is read on today's metric scale and
+    names (layout.upgrade_result) unless `upgrade` is False (as written)."""
+    result = read_json(Path(folder) / layout.RESULT, default, fix=fix)
+    return layout.upgrade_result(result) if upgrade and result is not default else result
+
+
+def written_on_old_scale(folder: Path) -> bool:
+    """Whether the folder's result.json was written by a peftlab before layout.METRIC_SCALE_KEY."""
+    raw = read_result(folder, upgrade=False)
+    return isinstance(raw, dict) and layout.METRIC_SCALE_KEY not in raw
+
+
+def read_history(folder: Path, fix: str = FIX) -> list[dict]:
+    """metrics.jsonl, one dict per evaluation, on today's metric scale and names (an older peftlab's folder,
+    told by its result.json, is upgraded line by line as read_result upgrades the result)."""
+    lines = read_jsonl(Path(folder) / layout.METRICS, fix)
+    return [layout.upgrade_metrics(line) for line in lines] if lines and written_on_old_scale(folder) else lines
 
 
 def mark_folder(folder: Path, kind: str) -> None:

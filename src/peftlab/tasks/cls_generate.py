@@ -46,8 +46,31 @@ def normalize(text: str) -> str:
     return " ".join(re.sub(r"[\W_]+", " ", text.lower()).split())
 
 
-def label_words(labels: list[str], configured: list) -> list[list[str]]:
-    """Words per label from `label_words` (one entry per label, aliases split by '|'), else the label names."""
+def in_label_order(labels: list[str], configured) -> list[str]:
+    """label_words as one entry per label, in label order. It is a list in that order, or (the shape
+    `peftlab data convert` takes) a mapping {label: word}, or 'label=word' items from the command line
+    (label_words=0=no,1=yes); a mapping must name every label and nothing else."""
+    items = [str(e) for e in configured] if isinstance(configured, (list, tuple)) else []
+    if items and all("=" in e for e in items):
+        configured = {k.strip(): v.strip() for k, _, v in (e.partition("=") for e in items)}
+    if not isinstance(configured, dict):
+        return list(configured or [])
+    unknown = [k for k in configured if k not in labels]
+    missing = [label for label in labels if label not in configured]
+    if unknown or missing:
+        problems = [f"{', '.join(map(repr, unknown))} not among the labels"] if unknown else []
+        problems += [f"no word for {', '.join(map(repr, missing))}"] if missing else []
+        example = ", ".join(f"{label}: WORD" for label in labels[:3])
+        raise UserError(
+            f"label_words: {'; '.join(problems)} (the labels are {', '.join(labels)}); give one word per label, "
+            f"e.g. {{{example}}}"
+        )
+    return [configured[label] for label in labels]
+
+
+def label_words(labels: list[str], configured) -> list[list[str]]:
+    """Words per label from `label_words` (in_label_order; aliases split by '|'), else the label names."""
+    configured = in_label_order(labels, configured)
     if configured and len(configured) != len(labels):
         raise UserError(
             f"label_words: {len(configured)} entries for {len(labels)} labels ({', '.join(labels)}); "

@@ -19,6 +19,7 @@ from peftlab.data.formats import Split
 from peftlab.errors import UserError
 from peftlab.tasks import choices, classification
 from peftlab.tasks.choices import Choice
+from peftlab.tasks.cls_generate import in_label_order
 
 TASK_TYPE = "SEQ_CLS"
 TOKEN_LEVEL_LOSS = False
@@ -37,7 +38,8 @@ class Prepared:
 
 
 def verbalizers(cfg, labels: list[str]) -> list[str]:
-    words = [str(w).split("|")[0].strip() for w in cfg.task.label_words] or labels  # generate-style aliases: first word
+    configured = in_label_order(labels, cfg.task.label_words)
+    words = [str(w).split("|")[0].strip() for w in configured] or labels  # generate-style aliases: first word
     if len(words) != len(labels) or len(set(words)) != len(words) or not all(words):
         raise UserError(
             f"label_words: {len(cfg.task.label_words)} given for {len(labels)} labels "
@@ -65,7 +67,10 @@ def prepare(splits: dict[str, Split], cfg) -> Prepared:
             )
             for t, p, label in rows
         ]
-    return Prepared(plain.labels, words, examples, {"label_words": words})
+    # result.json's label_words: {label: [word]}, the shape classify_by generate writes (its aliases in the list)
+    return Prepared(
+        plain.labels, words, examples, {"label_words": {label: [w] for label, w in zip(plain.labels, words)}}
+    )
 
 
 def encode(examples: list[Choice], tokenizer, cfg):

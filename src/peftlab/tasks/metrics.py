@@ -82,12 +82,13 @@ class JiebaWords:
 
 
 def compute_generation(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """Scores of generated texts against one reference each, all on a 0-100 scale.
+    """Scores of generated texts against one reference each, all fractions (0-1) like every peftlab metric.
 
     bleu4: mean sentence BLEU-4 (sacrebleu: exponential smoothing, effective order), the per-example
     mean LLaMA-Factory reports as bleu-4; bleu4_corpus: sacrebleu's corpus BLEU-4; rouge1/rouge2/rougeL:
     mean F1 from rouge-score; exact_match: answers equal to the reference after trimming and collapsing
     white space. A pair with CJK text uses sacrebleu's 'zh' tokenizer and jieba words for ROUGE.
+    sacrebleu's scores are 0-100, so they are divided by 100 here.
     """
     import sacrebleu
     from rouge_score import rouge_scorer
@@ -99,12 +100,12 @@ def compute_generation(predictions: list[str], references: list[str]) -> dict[st
     sums = dict.fromkeys(["bleu4", *kinds, "exact_match"], 0.0)
     for pred, ref in zip(predictions, references):
         cjk = bool(CJK.search(pred) or CJK.search(ref))
-        sums["bleu4"] += sacrebleu.sentence_bleu(pred, [ref], tokenize="zh" if cjk else "13a").score
+        sums["bleu4"] += sacrebleu.sentence_bleu(pred, [ref], tokenize="zh" if cjk else "13a").score / 100
         scores = scorers[cjk].score(ref, pred)
         for kind in kinds:
-            sums[kind] += 100 * scores[kind].fmeasure
-        sums["exact_match"] += 100 * (" ".join(pred.split()) == " ".join(ref.split()))
+            sums[kind] += scores[kind].fmeasure
+        sums["exact_match"] += float(" ".join(pred.split()) == " ".join(ref.split()))
     out = {k: v / len(predictions) for k, v in sums.items()}
     cjk = any(CJK.search(r) for r in references)
-    out["bleu4_corpus"] = sacrebleu.corpus_bleu(predictions, [references], tokenize="zh" if cjk else "13a").score
+    out["bleu4_corpus"] = sacrebleu.corpus_bleu(predictions, [references], tokenize="zh" if cjk else "13a").score / 100
     return out

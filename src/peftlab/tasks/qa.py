@@ -32,19 +32,19 @@ LABEL_NAMES = ["start_positions", "end_positions"]
 DEFAULT_METRIC = "f1"
 METRICS = (
     "f1",
-    "exact",
+    "exact_match",
     "accuracy",
     "precision",
     "recall",
     "HasAns_f1",
-    "HasAns_exact",
+    "HasAns_exact_match",
     "NoAns_f1",
-    "NoAns_exact",
+    "NoAns_exact_match",
     "span_f1",
     "loss",
 )
 REPORT_NOTE = (
-    "SQuAD 2.0: f1/exact decide 'no answer' with a threshold cross-fitted on validation (each half of "
+    "SQuAD 2.0: f1/exact_match decide 'no answer' with a threshold cross-fitted on validation (each half of "
     "the questions uses the threshold tuned on the other half); f1_threshold0 is the plain rule, "
     "f1_tuned_in_sample the official best_f1 (tuned on the same rows: an upper bound)."
 )
@@ -370,7 +370,7 @@ def build_compute_metrics(prepared: Prepared, split: str, env):
 
 def write_predictions(path: Path, prepared: Prepared, split: str, predictions, env) -> None:
     """One JSON line per question: id, question, gold answers, prediction ('' = no answer), the best
-    span, null score difference and null probability, exact and F1."""
+    span, null score difference and null probability, exact_match and F1."""
     questions = prepared.examples[split]
     answers = best_answers(questions, windows_of(prepared, split, env), *logits_of(predictions), env.cfg)
     preds, _ = decide(prepared, split, answers)
@@ -386,7 +386,7 @@ def write_predictions(path: Path, prepared: Prepared, split: str, predictions, e
                 "best_span": best,
                 "null_score_diff": round(diff, 4) if math.isfinite(diff) else None,
                 "null_prob": round(prob, 6),
-                "exact": s["exact"],
+                "exact_match": s["exact_match"],
                 "f1": round(s["f1"], 4),
             }
         )

@@ -4,7 +4,8 @@ Written by hand because no pinned package ships it (HF `evaluate` is not a depen
 transformers 5 dropped transformers.data.metrics.squad_metrics). The normalisation, the token F1,
 the max over gold answers, the no-answer rule (an empty gold or prediction scores 1 only when both
 are empty) and the threshold search follow that script line by line. Scores are fractions (0-1)
-like every other peftlab metric; the official script prints them times 100.
+like every other peftlab metric; the official script prints them times 100. The official EM is
+called exact_match here (the name peftlab gives exact match in every task, as Hugging Face evaluate does).
 """
 
 from __future__ import annotations
@@ -41,26 +42,26 @@ def gold_texts(answers: list[str]) -> list[str]:
 
 
 def score(golds: list[str], pred: str) -> dict[str, float]:
-    """exact, f1 (max over golds) and the precision/recall of the gold that gives the best F1."""
+    """exact_match, f1 (max over golds) and the precision/recall of the gold that gives the best F1."""
     golds = gold_texts(golds)
     exact = max(float(normalize_answer(g) == normalize_answer(pred)) for g in golds)
     precision, recall, f1 = max((overlap(g, pred) for g in golds), key=lambda t: t[2])
-    return {"exact": exact, "f1": f1, "precision": precision, "recall": recall}
+    return {"exact_match": exact, "f1": f1, "precision": precision, "recall": recall}
 
 
 def aggregate(golds: list[list[str]], preds: list[str]) -> dict[str, float]:
-    """Averages over questions: exact, f1 (= the official EM/F1), accuracy (= exact), precision,
+    """Averages over questions: exact_match, f1 (= the official EM/F1), accuracy (= exact_match), precision,
     recall, and the HasAns_/NoAns_ breakdown with counts."""
     rows = [score(g, p) for g, p in zip(golds, preds)]
     has = [gold_texts(g) != [""] for g in golds]
     mean = lambda key, keep: sum(r[key] for r, k in zip(rows, keep) if k) / max(1, sum(keep))
-    out = {k: mean(k, [True] * len(rows)) for k in ("exact", "f1", "precision", "recall")}
-    out["accuracy"] = out["exact"]
+    out = {k: mean(k, [True] * len(rows)) for k in ("exact_match", "f1", "precision", "recall")}
+    out["accuracy"] = out["exact_match"]
     for name, keep in (("HasAns", has), ("NoAns", [not h for h in has])):
         if any(keep):
             out.update(
                 {
-                    f"{name}_exact": mean("exact", keep),
+                    f"{name}_exact_match": mean("exact_match", keep),
                     f"{name}_f1": mean("f1", keep),
                     f"{name}_total": float(sum(keep)),
                 }

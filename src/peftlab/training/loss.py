@@ -20,7 +20,7 @@ import inspect
 
 import torch
 
-CHUNK_ELEMENTS = 1 << 24  # logits per chunk: 16M floats (64 MB), e.g. 341 tokens of a 49,152-word vocabulary
+CHUNK_ELEMENTS = 1 << 24  # logits per chunk: 16M floats (64 MiB), e.g. 341 tokens of a 49,152-word vocabulary
 # Heads that change the logits after the projection; the fused loss would leave that out.
 LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 

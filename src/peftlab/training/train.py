@@ -57,6 +57,7 @@ from peftlab.runs.rundir import (
     write_jsonl,
     write_result,
     write_yaml,
+    written_on_old_scale,
 )
 from peftlab.tasks.contract import TaskEnv, read_hook
 from peftlab.tasks.registry import task_of
@@ -97,6 +98,12 @@ def run_dir_of(cfg: Config) -> Path:
 
 def resolve_metric(cfg: Config, task) -> str:
     metric = task.DEFAULT_METRIC if cfg.eval.metric_for_best == "auto" else cfg.eval.metric_for_best
+    renamed = layout.upgrade_metrics({metric: None})
+    if metric not in task.METRICS and list(renamed)[0] in task.METRICS:  # an older peftlab's name
+        raise UserError(
+            f"metric_for_best: '{metric}' is now called '{list(renamed)[0]}' (one name for exact match in every "
+            f"task); write metric_for_best: {list(renamed)[0]}"
+        )
     if metric not in task.METRICS:
         raise UserError(
             f"metric_for_best: '{metric}' is not a {cfg.task.task} metric{closest(metric, task.METRICS)}; "
@@ -258,7 +265,19 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool) -> 
             f"--resume: {run_dir} was run with a different config ({'; '.join(diff)}); "
             f"use the same config, another run_name, or --overwrite"
         )
+    if old.get("status") != "completed" and on_old_scale(run_dir):
+        raise UserError(
+            f"--resume: {run_dir} was started by an older peftlab whose {layout.METRICS} scores are on another "
+            f"scale or under other names (0-100 BLEU/ROUGE/exact match, `exact`), so its epochs cannot be compared "
+            f"with new ones; run it again with --overwrite, or another run_name"
+        )
     return old if old.get("status") == "completed" else None
+
+
+def on_old_scale(run_dir: Path) -> bool:
+    """Whether the folder's metrics.jsonl holds a metric that an older peftlab scored on another scale or name."""
+    lines = read_jsonl(run_dir / layout.METRICS)
+    return written_on_old_scale(run_dir) and any(layout.upgrade_metrics(line) != line for line in lines)
 
 
 def create_run_dir(run_dir: Path, cfg: Config, overwrite: bool) -> None:

@@ -42,6 +42,7 @@ from peftlab.report.tables import (
     to_markdown,
 )
 from peftlab.runs import layout
+from peftlab.runs.measure import memory_label
 from peftlab.runs.rundir import UnreadableFile, read_text
 from peftlab.ui import folders as F
 from peftlab.ui.compare import comparison
@@ -126,7 +127,7 @@ def create_app(
     token = secrets.token_urlsafe(24)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["fmt"] = fmt
-    templates.env.globals.update(token=token, root=str(root), workdir=str(jobs.workdir))
+    templates.env.globals.update(token=token, root=str(root), workdir=str(jobs.workdir), memory_label=memory_label)
 
     def page(request: Request, name: str, status: int = 200, **context) -> Response:
         return templates.TemplateResponse(request, name, context, status_code=status)

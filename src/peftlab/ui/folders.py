@@ -16,7 +16,8 @@ import psutil
 from peftlab.report.evals import is_eval
 from peftlab.report.tables import Run, collect, read_run
 from peftlab.runs import layout
-from peftlab.runs.rundir import UnreadableFile, read_json, read_jsonl, read_result
+from peftlab.runs.measure import memory_label
+from peftlab.runs.rundir import UnreadableFile, read_history, read_json, read_jsonl, read_result
 from peftlab.sweep.progress import eta_now
 from peftlab.sweep.terminal import ScreenLines
 
@@ -91,10 +92,6 @@ def num(value):
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-# peak_memory_kind (runs/measure.py) as the list shows it: a process's RSS and a GPU's allocations are not one scale
-MEMORY_KINDS = {"process_peak_rss": "RSS", "cuda_max_allocated": "CUDA"}
-
-
 def run_row(folder: Folder, run: Run) -> dict:
     """One line of the browse table."""
     r = run.result or {}
@@ -117,7 +114,7 @@ def run_row(folder: Folder, run: Run) -> dict:
         "best_epoch": r.get("best_epoch"),
         "time_per_epoch_s": num(r.get("time_per_epoch_s")),
         "peak_memory_mb": num(r.get("peak_memory_mb")),
-        "memory_kind": MEMORY_KINDS.get(r.get("peak_memory_kind"), ""),
+        "memory_kind": memory_label(r.get("peak_memory_kind")) if r.get("peak_memory_kind") else "",
         "trainable_params": num(r.get("trainable_params")),
     }
 
@@ -221,7 +218,7 @@ def normalize(row: dict) -> dict:
             "input": row.get("question", ""),
             "gold": gold,
             "predicted": row.get("prediction") or "(no answer)",
-            "wrong": not row.get("exact"),
+            "wrong": not row.get("exact_match", row.get("exact")),  # "exact" in an older peftlab's files
         }
     if "reference" in row and "generated" in row:  # sft
         return {
@@ -354,7 +351,7 @@ def progress(root: Path, rel: str) -> dict:
             run_dir = f.path / e["name"]
             try:
                 result = read_result(run_dir) or {}
-                history = read_jsonl(run_dir / layout.METRICS)
+                history = read_history(run_dir)
             except UnreadableFile:
                 result, history = {"status": "unreadable"}, []
             # the folder tells a run's live state, except where the sweep says it is not this plan's: a
