@@ -247,6 +247,8 @@ def init(
     if det.task == "multiple_choice":
         settings["mc_head"] = "classifier"  # a score per question + option: what an encoder can learn
     settings |= det.settings
+    if settings["model"] == "minilm-l6":  # the recipes' LoRA/DoRA targets for it, with which their rates work
+        settings["lora_target"] = "query,key,value,dense"
     if validation:
         if not Path(validation).is_file():
             raise UserError(f"--validation {validation}: no such file")
