@@ -124,6 +124,15 @@ def test_budget_and_sizing():
     assert everything.max_samples == 0 and everything.epochs == 5
 
 
+@pytest.fixture
+def same_peftlab(monkeypatch):
+    """The sweep's `python -m peftlab train` children import this peftlab, whatever folder the test runs in (a
+    relative PYTHONPATH would name another folder once the test changes its working folder)."""
+    import peftlab
+
+    monkeypatch.setenv("PYTHONPATH", str(Path(peftlab.__file__).resolve().parents[1]))
+
+
 def init_lines(capsys, *args) -> tuple[int, str]:
     """Exit code and console (stdout, then stderr) of `peftlab init ARGS`."""
     code = main(["init", *map(str, args)])
@@ -131,7 +140,7 @@ def init_lines(capsys, *args) -> tuple[int, str]:
     return code, captured.out + captured.err
 
 
-def test_init_then_sweep_gives_a_report(tiny_bert, tmp_path, capsys, monkeypatch):
+def test_init_then_sweep_gives_a_report(tiny_bert, tmp_path, capsys, monkeypatch, same_peftlab):
     """The issue's done-when: init on a CSV never seen before, then peftlab sweep, gives a report."""
     monkeypatch.chdir(tmp_path)
     data = write_reviews(tmp_path / "my reviews.csv", n=80)
@@ -150,6 +159,9 @@ def test_init_then_sweep_gives_a_report(tiny_bert, tmp_path, capsys, monkeypatch
     before = (folder / "sweep.yaml").read_bytes()
     code, out = init_lines(capsys, data, "--model", tiny_bert)
     assert code == 2 and "already holds config.yaml and sweep.yaml; give --force" in out
+    # a failure (here: no such model) writes nothing
+    code, out = init_lines(capsys, data, "--model", tmp_path / "no-model", "--out", tmp_path / "other")
+    assert code == 2 and "no-model" in out and not (tmp_path / "other").exists()
     assert (folder / "sweep.yaml").read_bytes() == before
     assert main(["sweep", str(folder / "sweep.yaml"), "--output-dir", str(tmp_path / "runs")]) == 0
     report = json.loads((tmp_path / "runs" / "my_reviews" / "report" / "report.json").read_text())
@@ -193,7 +205,7 @@ def test_init_writes_a_loadable_config(kind, tiny_bert, tiny_llama, tmp_path, ca
     assert "train" in check(cfg)  # the task's own reader takes the data as configured
 
 
-def test_example_matches_its_data_and_its_sweep_runs(tiny_bert, tmp_path, monkeypatch):
+def test_example_matches_its_data_and_its_sweep_runs(tiny_bert, tmp_path, monkeypatch, same_peftlab):
     """The shipped example: its config holds what detection decides for its CSV, and its sweep (the tiny BERT in
     place of the packaged model, and fewer rows, to stay short) gives a report."""
     monkeypatch.chdir(ROOT)  # the example's paths are relative to the repository
