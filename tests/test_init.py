@@ -89,6 +89,7 @@ def test_other_tasks(tmp_path):
     mc.write_text("prompt,A,B,C,answer\nwhat?,a,b,c,B\nwhy?,d,e,f,A\n")
     det = detect(mc)
     assert det.task == "multiple_choice" and det.settings["option_columns"] == ["A", "B", "C"]
+    assert det.sequences == 3  # the budget counts one sequence per option
     # --task overrides what was detected
     assert detect(mc, task="classification", text_column="prompt", label_column="answer").task == "classification"
 

@@ -34,6 +34,7 @@ class Detection:
     decisions: list[str] = field(default_factory=list)  # "what: value (why)"
     warnings: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)  # the text a model reads per row (for token lengths)
+    sequences: int = 1  # sequences the model reads per row (multiple choice: one per option)
 
 
 def sniff_table(text: str, delimiter: str) -> tuple[str, bool]:
@@ -272,7 +273,9 @@ def detect(
         if options:
             det.settings.update(question_column=question, option_columns=options, answer_column="answer")
             det.decisions.append(f"question: {question}; options: {', '.join(options)}; answer: answer")
-        det.texts = [" ".join(str(r.get(k) or "") for k in [question] + options) for r in records]
+        option_keys = options or ["correct_answer"]
+        det.sequences = len(options) or 4  # SciQ's layout: the answer and three distractors
+        det.texts = [" ".join(str(r.get(k) or "") for k in (question, o)) for r in records for o in option_keys]
     elif det.task == "ner":
         det.texts = [" ".join(map(str, r.get("tokens") or [])) for r in records]
         tags = Counter(t for r in records for t in (r.get("tags") or r.get("ner_tags") or []))

@@ -51,8 +51,15 @@ def methods(full_lr: float, lora_lr: float, head_lr: float = 0.0) -> list[tuple[
     return rows
 
 
-ENCODER_VARIANTS = methods(5.0e-5, 5.0e-4, head_lr=2.0e-3)
-SFT_VARIANTS = methods(2.0e-5, 2.0e-4)  # recipes/alpaca-smollm2-lora.yaml's LoRA rate
+# The learning rates per task (full, LoRA/DoRA, head): the demo sweep's for classification, the JNLPBA recipes' for
+# ner, the SQuAD 2.0 recipes' for qa, recipes/alpaca-smollm2-lora.yaml's for sft (a causal LM: no head-only run).
+VARIANTS = {
+    "classification": methods(5.0e-5, 5.0e-4, head_lr=2.0e-3),
+    "multiple_choice": methods(5.0e-5, 5.0e-4, head_lr=2.0e-3),
+    "ner": methods(2.0e-4, 1.0e-3, head_lr=2.0e-3),
+    "qa": methods(1.0e-4, 2.0e-3, head_lr=2.0e-3),
+    "sft": methods(2.0e-5, 2.0e-4),
+}
 BATCH = 16
 EVAL_COST = 0.35  # an evaluated example costs a forward pass: about a third of a training step's
 RUN_OVERHEAD = 10.0  # seconds each run spends starting its process (imports), besides loading the model
@@ -267,19 +274,25 @@ def init(
         )
     resolved = resolve_model(settings["model"])
     causal = det.task == "sft"
-    max_length, p90 = token_lengths(resolved.path, det.texts, None)
+    # qa: a context longer than max_length is read in overlapping windows, so max_length needs not cover it
+    max_length, p90 = token_lengths(resolved.path, det.texts, 384 if det.task == "qa" else None)
     settings |= {"max_length": max_length, "batch_size": BATCH, "seed": 42}
-    yield f"  max_length: {max_length} (99% of the rows fit; 90% are under {p90} tokens)"
+    fits = "longer contexts are read in windows" if det.task == "qa" else "99% of the rows fit"
+    yield f"  max_length: {max_length} ({fits}; 90% are under {p90} tokens)"
     for w in det.warnings:
         yield f"warning: {w}"
     m = measure_step(resolved.path, causal, p90)
-    variants = SFT_VARIANTS if causal else ENCODER_VARIANTS
+    variants = VARIANTS[det.task]
+    if det.sequences > 1:  # every option is a sequence of its own
+        m.seconds_per_example *= det.sequences
     plan = size_sweep(train_rows, eval_rows, [c for _, c, _ in variants], m, seconds)
     rows = f"{plan.max_samples:,} of {train_rows:,}" if plan.max_samples else f"all {train_rows:,}"
     estimate = [
         f"estimate: {m.seconds_per_example * 1000:.1f} ms per training example for full fine-tuning of "
         f"{settings['model']} ({m.parameters / 1e6:.0f}M parameters), measured here on one step of {BATCH} x "
-        f"{m.tokens} tokens; LoRA, DoRA and head-only runs are costed from it. An estimate: real runs vary.",
+        f"{m.tokens} tokens"
+        + (f" (x {det.sequences} options per example)" if det.sequences > 1 else "")
+        + "; LoRA, DoRA and head-only runs are costed from it. An estimate: real runs vary.",
         f"sweep: {len(variants)} runs x {plan.epochs} epochs on {rows} training rows"
         + (f", {plan.max_eval_samples:,} validation rows" if plan.max_eval_samples else "")
         + f": about {duration(plan.seconds)} for a {budget} budget",
