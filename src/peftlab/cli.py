@@ -386,6 +386,35 @@ def add_data_parser(sub) -> None:
     p.set_defaults(func=cmd_data_get)
 
 
+def cmd_init(args) -> int:
+    from peftlab.sweep.scaffold import init
+
+    keys = ("task", "text_column", "label_column", "model", "budget", "out", "validation", "force")
+    for line in init(args.data, **{key: getattr(args, key) for key in keys}):
+        print(line, flush=True)
+    return 0
+
+
+def add_init_parser(sub) -> None:
+    p = sub.add_parser(
+        "init",
+        help="your own data: detect its task and columns, write a commented config and a methods sweep",
+        description="Reads DATA (csv, tsv, txt, json, jsonl, conll), says what it detected and why, measures one "
+        "training step of the model here and writes OUT/config.yaml and OUT/sweep.yaml (full, head, LoRA r=8 and "
+        "r=16, DoRA r=8), sized so the sweep fits --budget. Then: peftlab sweep OUT/sweep.yaml",
+    )
+    p.add_argument("data", metavar="DATA", help="your data file: .csv, .tsv, .txt, .json, .jsonl or .conll")
+    p.add_argument("--task", default="", help="classification | ner | qa | sft | multiple_choice (default: detected)")
+    p.add_argument("--text-column", default="", help="the column with the text (default: the longest text column)")
+    p.add_argument("--label-column", default="", help="the column with the label (default: detected)")
+    p.add_argument("--validation", default="", help="a validation file (default: 10-20%% of DATA split off, seeded)")
+    p.add_argument("--model", default="", help="model spec (default: minilm-l6; sft: smollm2-135m)")
+    p.add_argument("--budget", default="10m", help="time the whole sweep may take here: 10m, 1h, 1h30m (default 10m)")
+    p.add_argument("--out", default="", help="folder for config.yaml and sweep.yaml (default: DATA's name, beside it)")
+    p.add_argument("--force", action="store_true", help="replace an existing config.yaml / sweep.yaml in OUT")
+    p.set_defaults(func=cmd_init)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from peftlab.config.settings import help_text
 
@@ -467,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
     add_after_training_parsers(sub)
     add_data_parser(sub)
+    add_init_parser(sub)
     p = sub.add_parser("ui", help="a local web dashboard: browse, compare, watch and launch runs")
     p.add_argument("runs_dir", nargs="?", default="runs", help="the folder of sweeps and runs (default: runs)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 = any free port)")
@@ -523,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
-    if args.command in ("train", "sweep", "data", "eval", "predict", "export"):
+    if args.command in ("train", "sweep", "data", "eval", "predict", "export", "init"):
         quiet_libraries()
     die_with_parent()  # a sweep's child: stop when the sweep does
     try:
