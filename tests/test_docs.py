@@ -108,6 +108,22 @@ def test_the_guarantees_page_counts_the_bad_inputs_the_test_tries():
     )
 
 
+def test_the_readmes_demo_table_is_the_report_the_demo_wrote():
+    """Every line of the README's demo block is a line of the report `make demo` wrote (kept in docs/results),
+    and the times it states are the ones TIMING.md recorded."""
+    readme = (ROOT / "README.md").read_text()
+    folder = ROOT / "docs" / "results" / "demo-sst2-minilm"
+    report = set((folder / "report.md").read_text().splitlines())
+    block = readme[readme.index("## One result") :].split("```")[1]
+    lines = [line for line in block.splitlines() if line.strip()]
+    assert len(lines) >= 10 and not [line for line in lines if line not in report]
+    summary = json.loads((folder / "report.json").read_text())
+    assert {r["status"] for r in summary["runs"]} == {"completed"} and len(summary["runs"]) == 6
+    timing = (folder / "TIMING.md").read_text()
+    for stated in re.findall(r"\d+ min \d+ s", readme):
+        assert stated in timing, stated
+
+
 def test_the_readme_is_a_front_door():
     text = (ROOT / "README.md").read_text()
     assert len(text.encode()) <= 12_000
