@@ -70,6 +70,7 @@ def export_lock(folder_name: str) -> str:
 # -- a sweep folder (`peftlab sweep`) and a study folder -------------------------------------------------
 SWEEP_STATE = "sweep.json"  # the plan and each run's status
 SWEEP_COPY = "sweep.yaml"  # the sweep file as it was run
+INIT_SWEEP = "sweep.yaml"  # `peftlab init`: the methods sweep it writes beside its config.yaml (CONFIG)
 SWEEP_LOCK = ".lock"
 LOGS, CONFIGS, EXPORTS, REPORT = "logs", "configs", "exports", "report"
 STUDY_STATE = "study.json"

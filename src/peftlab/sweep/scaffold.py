@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import shutil
-import tempfile
 import textwrap
 import time
 from dataclasses import dataclass
@@ -239,7 +238,7 @@ def init(
     path = Path(data)
     folder = Path(out) if out else path.parent / re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem)
     name = layout.check_folder_name(re.sub(r"[^A-Za-z0-9._-]+", "_", folder.resolve().name), "--out folder's name")
-    written = [folder / "config.yaml", folder / "sweep.yaml"]
+    written = [folder / layout.CONFIG, folder / layout.INIT_SWEEP]
     if not force and any(p.exists() for p in written):
         raise UserError(
             f"{folder}: already holds {' and '.join(p.name for p in written if p.exists())}; "
@@ -328,13 +327,14 @@ def write_pair(folder: Path, config: str, sweep: str) -> None:
     from peftlab.sweep.load import load_sweep
 
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".init-", dir=folder))
+    tmp = layout.temporary(folder / "init")  # the cleaner's naming rule: a killed init's folder is known
+    tmp.mkdir()
     try:
-        (tmp / "config.yaml").write_text(config, encoding="utf-8")
-        (tmp / "sweep.yaml").write_text(sweep, encoding="utf-8")
-        load_config(tmp / "config.yaml")
-        load_sweep(tmp / "sweep.yaml", str(tmp / "runs"))
-        for name in ("config.yaml", "sweep.yaml"):
+        (tmp / layout.CONFIG).write_text(config, encoding="utf-8")
+        (tmp / layout.INIT_SWEEP).write_text(sweep, encoding="utf-8")
+        load_config(tmp / layout.CONFIG)
+        load_sweep(tmp / layout.INIT_SWEEP, str(tmp / "runs"))
+        for name in (layout.CONFIG, layout.INIT_SWEEP):
             os.replace(tmp / name, folder / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
