@@ -114,6 +114,17 @@ def test_data_list_says_where_each_named_set_comes_from(tmp_path, monkeypatch, c
     ]
 
 
+def test_data_list_follows_a_sweeps_base(tmp_path, monkeypatch, capsys):
+    """A sweep names no data itself; its `base:` recipe does (and a base may have its own base)."""
+    monkeypatch.setenv("PEFTLAB_DATA_DIR", str(tmp_path / "data"))
+    write(tmp_path / "r" / "inner.yaml", "data:\n  validation_file: data:mrpc/dev.tsv\n")
+    write(tmp_path / "r" / "outer.yaml", "base: inner.yaml\ndata:\n  train_file: data:mrpc/train.tsv\n")
+    sweep = write(tmp_path / "r" / "s" / "sweep.yaml", "name: s\nbase: ../outer.yaml\nvariants: [{method: lora}]\n")
+    assert main(["data", "list", str(sweep)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out[2:]] == ["data:mrpc/train.tsv", "data:mrpc/dev.tsv"]
+
+
 def test_data_list_defaults_to_every_recipe(monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     assert main(["data", "list"]) == 0

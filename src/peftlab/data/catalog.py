@@ -141,14 +141,31 @@ def named_in(text: str) -> list[str]:
     return list(dict.fromkeys(m.group(0) for m in NAMED.finditer(text)))
 
 
+BASE = re.compile(r"^\s*base:\s*['\"]?([^\s'\"#]+)", re.M)
+
+
+def named_in_file(file: Path, seen: set | None = None) -> list[str]:
+    """named_in of a recipe, sweep or study file and of every `base:` file it builds on (relative to it)."""
+    seen = set() if seen is None else seen
+    if file.resolve() in seen:
+        return []
+    seen.add(file.resolve())
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"{file}: cannot read it ({e.strerror})") from None
+    named = named_in(text)
+    for base in BASE.findall(text):
+        if (file.parent / base).is_file():
+            named += named_in_file(file.parent / base, seen)
+    return list(dict.fromkeys(named))
+
+
 def listing(files: list[Path]) -> list[str]:
     folders, how = data_dirs()
     lines = [f"data folders: {os.pathsep.join(map(str, folders))} ({how})"]
     for file in files:
-        try:
-            named = named_in(file.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise UserError(f"{file}: cannot read it ({e.strerror})") from None
+        named = named_in_file(file)
         lines.append(f"{file}: {'no named data' if not named else ''}".rstrip())
         for text in named:
             kind, path = where(text, str(file))
