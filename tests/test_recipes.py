@@ -42,7 +42,7 @@ def test_sweep_recipe_dry_runs(path, monkeypatch, capsys, tmp_path):
 
     monkeypatch.chdir(ROOT)
     sweep = load_sweep(path, output_dir=str(tmp_path))
-    assert len(sweep.runs) >= 3 and len({r.name for r in sweep.runs}) == len(sweep.runs)
+    assert len(sweep.runs) >= 2 and len({r.name for r in sweep.runs}) == len(sweep.runs)  # a comparison (quick: 2)
     first = sweep.runs[0].cfg
     splits = load_splits(first.data, first.train.seed)  # the data every run reads is there and valid
     assert task_of(first).prepare(splits, first).examples["train"]

@@ -140,11 +140,11 @@ def test_overwrite_never_deletes_a_folder_peftlab_did_not_write(base_config, tmp
     mine = users_folder(tmp_path / "runs" / "mine")
     assert main(["train", *base_config, "run_name=mine", "--overwrite"]) == 2
     err = capsys.readouterr().err
-    assert f"--overwrite: {mine} exists and is not a run or evaluation folder written by peftlab" in err
+    assert f"--overwrite: {mine} exists and is not a run, evaluation or export folder written by peftlab" in err
     assert (mine / "thesis.tex").read_text() == "years of work"
     args = [a for a in base_config if not a.startswith("output_dir=")]
     assert main(["eval", *args, "--out", str(mine), "--overwrite"]) == 2
-    assert "is not a run or evaluation folder written by peftlab" in capsys.readouterr().err
+    assert "is not a run, evaluation or export folder written by peftlab" in capsys.readouterr().err
     assert sorted(p.name for p in mine.iterdir()) == ["config.yaml", "thesis.tex"]
 
 
