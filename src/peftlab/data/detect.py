@@ -39,7 +39,9 @@ class Detection:
 
 def sniff_table(text: str, delimiter: str) -> tuple[str, bool]:
     """(delimiter, has header) of csv-like text: the separator is the one of , tab ; | @ that splits the first
-    lines into the same number of fields; a header row has only short cells that are not numbers."""
+    lines into the same number of fields; a header row has only short cells that are not numbers. Not
+    csv.Sniffer: it guesses from character frequencies and may pick a letter or a space on a few short lines,
+    and its has_header() compares column types, which a text-and-label file does not tell apart."""
     lines = [line for line in text.splitlines()[:20] if line.strip()]
     if not delimiter:
         counts = {sep: [line.count(sep) for line in lines] for sep in (",", "\t", ";", "|", "@")}
