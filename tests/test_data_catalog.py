@@ -215,11 +215,11 @@ def test_the_package_ships_its_samples():
 
 
 def test_nothing_names_a_path_outside_the_repository():
-    """No file under src/, tests/, recipes/, bench/ nor the Makefile names the machine's data folder or a
+    """No file under src/, tests/, recipes/, bench/, the docs nor the Makefile names the machine's data folder or a
     path above the clone; a relative path in a recipe stays inside the repository (a data key's from the
     project root, where recipes run; a base: from the recipe's own folder)."""
-    outside = ["shared/" + "datasets", '"shared" / ' + '"datasets"', str(ROOT.parent) + "/"]
-    files = [ROOT / "Makefile"] + [
+    outside = ["shared/" + "datasets", "../" + "shared", '"shared" / ' + '"datasets"', str(ROOT.parent) + "/"]
+    files = [ROOT / "Makefile", ROOT / "README.md", *(ROOT / "docs").glob("*.md")] + [
         p
         for top in ("src", "tests", "recipes", "bench")
         for p in (ROOT / top).rglob("*")

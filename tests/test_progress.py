@@ -170,14 +170,7 @@ def planned(tmp_path):
 
 
 def entry(run, status="completed", error=None) -> dict:
-    return {
-        "name": run.name,
-        "group": run.group,
-        "seed": run.seed,
-        "settings": run.settings,
-        "status": status,
-        **({"error": error} if error else {}),
-    }
+    return run.entry(status, **({"error": error} if error else {}))
 
 
 def sweep_lines(out: str) -> list[str]:

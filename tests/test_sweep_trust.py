@@ -325,15 +325,7 @@ def test_a_rerun_starts_without_its_earlier_folder_and_a_failure_puts_it_back_un
             (folder / "b" / layout.RESULT).write_text(json.dumps({"status": "failed", "error": "boom"}))
         else:  # a: fails before it writes a file (bad data, a model that does not load), its Trainer's
             (folder / "a" / "checkpoints").mkdir(parents=True)  # output_dir made as it set up
-        status = "failed"
-        return {
-            "name": run.name,
-            "group": run.group,
-            "seed": run.seed,
-            "settings": run.settings,
-            "status": status,
-            "error": "UserError: train_file nope.tsv: not found",
-        }
+        return run.entry("failed", error="UserError: train_file nope.tsv: not found")
 
     monkeypatch.setattr(runner, "execute", child)
     earlier = (folder / "a" / layout.RESULT).read_text()
