@@ -165,10 +165,10 @@ def test_hub_rows_are_written_in_the_files_own_format(tmp_path):
     import datasets
 
     sst2 = datasets.Dataset.from_dict({"sentence": ["a fine film ", "dull "], "label": [1, 0], "idx": [0, 1]})
-    WRITERS["sst2"](tmp_path / "train.tsv", sst2)
+    (tmp_path / "train.tsv").write_text(WRITERS["sst2"](sst2))
     assert (tmp_path / "train.tsv").read_text() == "sentence\tlabel\na fine film \t1\ndull \t0\n"  # as GLUE's
     mrpc = datasets.Dataset.from_dict({"sentence1": ["A b."], "sentence2": ["B a."], "label": [1], "idx": [7]})
-    WRITERS["mrpc"](tmp_path / "dev.tsv", mrpc)
+    (tmp_path / "dev.tsv").write_text(WRITERS["mrpc"](mrpc))
     row = read_records(tmp_path / "dev.tsv", "validation_file").records[0]
     assert (row["Quality"], row["#1 String"], row["#2 String"]) == ("1", "A b.", "B a.")
     context = "Paris is in France. Lyon too."
@@ -185,7 +185,7 @@ def test_hub_rows_are_written_in_the_files_own_format(tmp_path):
             ],
         }
     )
-    WRITERS["squad"](tmp_path / "dev.json", squad)
+    (tmp_path / "dev.json").write_text(WRITERS["squad"](squad))
     data = json.loads((tmp_path / "dev.json").read_text())["data"]
     assert [(a["title"], len(a["paragraphs"])) for a in data] == [("Paris", 1), ("Cars", 1)]
     records = read_records(tmp_path / "dev.json", "train_file").records

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peftlab.errors import UserError
+from peftlab.runs.rundir import write_text
 
 DATA_DIR_ENV = "PEFTLAB_DATA_DIR"
 DEFAULT_DATA_DIR = "~/.cache/peftlab/datasets"
@@ -176,14 +177,11 @@ def listing(files: list[Path]) -> list[str]:
 # ---- peftlab data get --------------------------------------------------------------------------
 
 
-def write_tsv(path: Path, header: list[str], rows) -> None:
-    with path.open("w", encoding="utf-8", newline="") as f:
-        f.write("\t".join(header) + "\n")
-        for row in rows:
-            f.write("\t".join(str(v) for v in row) + "\n")
+def tsv_text(header: list[str], rows) -> str:
+    return "".join("\t".join(str(v) for v in row) + "\n" for row in [header, *rows])
 
 
-def write_squad(path: Path, rows) -> None:
+def squad_text(rows) -> str:
     """Hub SQuAD rows (id, title, context, question, answers{text, answer_start}) as SQuAD JSON."""
     import json
 
@@ -195,17 +193,17 @@ def write_squad(path: Path, rows) -> None:
         {"title": title, "paragraphs": [{"context": c, "qas": qas} for c, qas in paragraphs.items()]}
         for title, paragraphs in articles.items()
     ]
-    path.write_text(json.dumps({"version": "1.1", "data": data}), encoding="utf-8")
+    return json.dumps({"version": "1.1", "data": data})
 
 
+# a hub split's rows -> the text of the file the recipes read
 WRITERS = {
-    "sst2": lambda path, rows: write_tsv(path, ["sentence", "label"], ((r["sentence"], r["label"]) for r in rows)),
-    "mrpc": lambda path, rows: write_tsv(
-        path,
+    "sst2": lambda rows: tsv_text(["sentence", "label"], ((r["sentence"], r["label"]) for r in rows)),
+    "mrpc": lambda rows: tsv_text(
         ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"],
         ((r["label"], r["idx"], r["idx"], r["sentence1"], r["sentence2"]) for r in rows),
     ),
-    "squad": write_squad,
+    "squad": squad_text,
 }
 
 
@@ -242,9 +240,7 @@ def get(name: str) -> list[str]:
         target = folder / name / rest
         rows = load_hub(source, name)
         target.parent.mkdir(parents=True, exist_ok=True)
-        part = target.with_name(f".{target.name}.part")
-        WRITERS[source.writer](part, rows)
-        part.replace(target)
+        write_text(target, WRITERS[source.writer](rows))  # atomic: a failed fetch leaves no half file
         lines.append(f"{name}/{rest}: {len(rows)} rows from {source.hub_name()} ({source.split}) -> {target}")
     return lines
 
