@@ -18,7 +18,7 @@ from peftlab.errors import UserError
 TASKS = ("classification", "ner", "qa", "sft", "multiple_choice")
 LABEL_HINTS = ("label", "labels", "class", "category", "sentiment", "answer", "target", "stars", "rating", "score", "y")
 ID_HINTS = ("id", "idx", "index", "guid", "uid")
-QUESTION_KEYS = ("question", "prompt", "question_stem")
+QUESTION_KEYS = ("question", "prompt", "question_stem")  # also the multiple-choice task's own layout detection
 OPTION_LETTERS = "ABCDEFGH"
 MAX_CLASSES = 50  # more distinct values than this is no label column unless named so
 TINY_CLASS = 5  # fewer rows than this in a class: warned

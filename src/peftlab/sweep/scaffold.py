@@ -26,8 +26,9 @@ from peftlab.errors import UserError
 from peftlab.runs import layout
 
 # The methods compared, each with the learning rate it needs (the demo sweep's, recipes/sweeps/), and its cost per
-# training example relative to full fine-tuning: the demo's measured times per epoch on 2 CPU cores (README: full
-# 38.3 s, head 11.6 s, LoRA r=8 36.6 s, r=16 36.8 s, DoRA r=8 55.5 s).
+# training example relative to full fine-tuning: the demo's measured times per epoch on 2 CPU cores (2026-12-03, AMD
+# EPYC: full 38.3 s, head 11.6 s, LoRA r=8 36.6 s, r=16 36.8 s, DoRA r=8 55.5 s; the 2026-12-06 run on a Xeon,
+# docs/results/demo-sst2-minilm/report.json, gives the same ratios within 0.03).
 
 
 def methods(full_lr: float, lora_lr: float, head_lr: float = 0.0) -> list[tuple[dict, float, str]]:
@@ -200,7 +201,7 @@ def sweep_text(name: str, plan: Plan, variants: list, head: list[str]) -> str:
     settings |= {"max_samples": plan.max_samples} if plan.max_samples else {}
     settings |= {"max_eval_samples": plan.max_eval_samples} if plan.max_eval_samples else {}
     lines = comment_lines(head)
-    lines += [f"name: {value_text(name)}", "base: config.yaml", f"config: {value_text(settings)}", "variants:"]
+    lines += [f"name: {value_text(name)}", f"base: {layout.CONFIG}", f"config: {value_text(settings)}", "variants:"]
     rows = [(f"  - {value_text(v)}", about) for v, _, about in variants]
     width = max(len(r) for r, _ in rows) + 2
     lines += [f"{r:<{width}}# {about}" for r, about in rows]

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from peftlab.data.detect import QUESTION_KEYS
 from peftlab.data.formats import Split
 from peftlab.errors import UserError
 from peftlab.runs.rundir import write_jsonl
@@ -73,7 +74,7 @@ def first_of(cols, names) -> str:
 
 def detect_layout(cols: list[str], data) -> dict:
     """Which columns hold the question, the options and the answer (explicit keys win)."""
-    question = data.question_column or first_of(cols, ("question", "prompt", "question_stem"))
+    question = data.question_column or first_of(cols, QUESTION_KEYS)
     answer = data.answer_column or first_of(cols, ("answer", "answerKey", "label", "correct_answer"))
     if data.option_columns:
         return {"kind": "columns", "question": question, "options": list(data.option_columns), "answer": answer}
