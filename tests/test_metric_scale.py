@@ -54,6 +54,11 @@ def test_an_older_result_is_read_once_on_the_fraction_scale(tmp_path):
     assert result["metrics_test"] == {"rouge1": 0.7, "loss": 1.5}  # loss is never rescaled
     assert [line["rougeL"] for line in read_history(tmp_path / "old")] == pytest.approx([0.198, 0.641])
     assert on_old_scale(tmp_path / "old")  # a resume would mix scales: train --resume refuses it
+    from peftlab.api import RunResult  # the Python API reads it the same way, epochs included
+
+    run = RunResult.from_folder(tmp_path / "old")
+    assert [e["rougeL"] for e in run.epochs] == pytest.approx([0.198, 0.641])
+    assert run.metrics["rougeL"] == pytest.approx(0.641)
     # written again (e.g. by export), it says its scale, and is not divided a second time
     (tmp_path / "again").mkdir()
     write_result(tmp_path / "again", result)

@@ -17,9 +17,10 @@ from typing import Any
 
 from peftlab.cli import evaluate as cli_evaluate
 from peftlab.cli import quiet_libraries, run_one_sweep
+from peftlab.cli import train as cli_train
 from peftlab.errors import UserError
 from peftlab.runs import layout
-from peftlab.runs.rundir import read_json, read_jsonl, read_result
+from peftlab.runs.rundir import read_history, read_json, read_jsonl, read_result
 
 
 def as_overrides(values: dict[str, Any]) -> list[str]:
@@ -65,14 +66,13 @@ class RunResult:
         """A run folder as a RunResult; `status` where it holds no result.json (yet)."""
         folder = Path(folder)
         result = dict(read_result(folder, {}) or {})
-        metrics_file = folder / layout.METRICS
         return cls(
             status=result.get("status", status),
             run_dir=folder,
             metric=result.get("metric_for_best"),
             metrics=result.get("metrics_best") or {},
             best_epoch=result.get("best_epoch"),
-            epochs=read_jsonl(metrics_file) if metrics_file.is_file() else [],
+            epochs=read_history(folder),  # on today's metric scale, as metrics_best (read_result) is
             metrics_test=result.get("metrics_test") or {},
             trainable_params=result.get("trainable_params"),
             total_params=result.get("total_params"),
@@ -167,19 +167,13 @@ def train(config: str | Path | dict | None = None, *, resume: bool = False, over
 
         peftlab.train("recipes/sst2-minilm-lora.yaml", epochs=1, max_samples=64)"""
     from peftlab.config.settings import load_config
-    from peftlab.report.summary import format_run_summary
-    from peftlab.training.train import is_main_process, run, run_dir_of
 
     quiet_libraries()
     if isinstance(config, dict):
         cfg = load_config(None, as_overrides(overrides), base=config)
     else:
         cfg = load_config(config, as_overrides(overrides))
-    result = run(cfg, resume=resume, overwrite=overwrite)
-    if result and is_main_process():
-        print("\n" + format_run_summary(result))
-        print(f"run folder: {run_dir_of(cfg)}")
-    return RunResult.from_folder(run_dir_of(cfg))
+    return RunResult.from_folder(cli_train(cfg, resume, overwrite))
 
 
 def sweep(

@@ -22,15 +22,20 @@ def config_of(args):
 
 
 def cmd_train(args) -> int:
+    train(config_of(args), resume=args.resume, overwrite=args.overwrite)
+    return 0
+
+
+def train(cfg, resume: bool, overwrite: bool):
+    """Train one config, print its summary; returns its run folder (the command and peftlab.train)."""
     from peftlab.report.summary import format_run_summary
     from peftlab.training.train import is_main_process, run, run_dir_of
 
-    cfg = config_of(args)
-    result = run(cfg, resume=args.resume, overwrite=args.overwrite)
+    result = run(cfg, resume=resume, overwrite=overwrite)
     if result and is_main_process():
         print("\n" + format_run_summary(result))
         print(f"run folder: {run_dir_of(cfg)}")
-    return 0
+    return run_dir_of(cfg)
 
 
 def cmd_sweep(args) -> int:
