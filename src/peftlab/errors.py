@@ -18,6 +18,6 @@ def closest(word: str, choices) -> str:
 # What a GGUF step (export --gguf, a .gguf evaluation) says when llama.cpp is not installed: `make demo`
 # and `make quick` leave it out, as its compilation takes minutes.
 INSTALL_HINT = (
-    "`make gguf` compiles it once per machine (6-13 minutes on 2 cores), "
+    "`make gguf` compiles it once per machine (5-13 minutes on 2 cores), "
     "or: pip install llama-cpp-python==0.3.36 (the same compilation)"
 )
