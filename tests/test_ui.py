@@ -566,6 +566,20 @@ def ui_exits(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def test_the_printed_address_accepts_connections_before_uvicorn_runs():
+    """The address is printed once the socket listens: a client that connects at once (a test, a browser
+    opened by a script) is queued, not refused while uvicorn is still starting (a CI run failed so)."""
+    import socket
+
+    from peftlab.ui.serve import listen_socket
+
+    sock = listen_socket("127.0.0.1", 0)
+    try:
+        socket.create_connection(sock.getsockname()[:2], timeout=5).close()  # nothing serves it yet
+    finally:
+        sock.close()
+
+
 def test_ui_command_errors(tmp_path, capsys):
     assert main(["ui", str(tmp_path / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err

@@ -1,5 +1,5 @@
 """Serving the dashboard with uvicorn; prints the address (the port it really got with --port 0). The
-socket is bound here, before anything is served, so a port that is taken, a host name that does not
+socket is bound and listening here, before the address is printed, so a port that is taken, a host name that does not
 resolve or a port out of range is one line and exit 2 (UserError), not a traceback from inside uvicorn."""
 
 from __future__ import annotations
@@ -47,6 +47,10 @@ def listen_socket(host: str, port: int) -> socket.socket:
             f"--host {host} --port {port}: cannot listen there ({e.strerror}); --host must be an address "
             f"of this machine, e.g. 127.0.0.1"
         ) from None
+    # listening before the address is printed: a bound socket that does not listen yet refuses connections,
+    # and uvicorn listens only once its loop has started; until then the kernel queues them (uvicorn's own
+    # listen() later only sets the queue's length again)
+    sock.listen(2048)
     return sock
 
 
