@@ -225,7 +225,8 @@ def test_nothing_names_a_path_outside_the_repository():
         for p in (ROOT / top).rglob("*")
         if p.is_file() and p.suffix in (".py", ".yaml", ".yml", ".md", ".toml", ".txt", ".sh", ".json", ".cfg")
     ]
-    docs = [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]  # examples may name /tmp/...: not the clone's folder
+    # the docs' examples may name a temporary folder, where a clone may live too: its parent is checked in code only
+    docs = [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
     found = [
         f"{p.relative_to(ROOT)}: {s}"
         for p in files + docs
