@@ -71,3 +71,27 @@ def test_seeded_split_and_sample_are_reproducible(tmp_path):
     assert len(sample(split, 7, seed=3).records) == 7
     splits = load_splits(DataConfig(train_file=str(f), validation_ratio=0.1, max_samples=20), seed=0)
     assert len(splits["train"].records) == 20 and len(splits["validation"].records) == 5
+
+
+def test_test_ratio_splits_off_the_same_test_items_for_every_run_seed(tmp_path):
+    """The test split is split off train first, with test_seed, so runs of every seed (and every method) of a
+    sweep are scored on the same items; validation is then split off what is left, with the run's seed."""
+    f = tmp_path / "t.tsv"
+    f.write_text("sentence\ttitle\tlabel\n" + "".join(f"s{i}\tt{i // 5}\t{i % 2}\n" for i in range(100)))
+    texts = lambda split: [r["sentence"] for r in split.records]  # noqa: E731
+    data = DataConfig(train_file=str(f), validation_ratio=0.2, test_ratio=0.2, max_samples=30)
+    one, two = load_splits(data, seed=1), load_splits(data, seed=2)
+    assert texts(one["test"]) == texts(two["test"]) and len(one["test"].records) == 20
+    assert texts(one["validation"]) != texts(two["validation"])  # the run's seed still draws validation
+    for s in (one, two):
+        assert not set(texts(s["test"])) & (set(texts(s["validation"])) | set(texts(s["train"])))
+        assert len(s["train"].records) == 30 and len(s["validation"].records) == 16  # 0.2 of the 80 left
+    other = load_splits(DataConfig(train_file=str(f), test_ratio=0.2, test_seed=7), seed=1)
+    assert texts(other["test"]) != texts(one["test"])
+    by_title = load_splits(DataConfig(train_file=str(f), test_ratio=0.2, split_by="title"), seed=1)
+    titles = lambda split: {r["title"] for r in split.records}  # noqa: E731
+    assert not titles(by_title["test"]) & (titles(by_title["train"]) | titles(by_title["validation"]))
+    with_file = load_splits(DataConfig(train_file=str(f), test_file=str(f), test_ratio=0.2), seed=1)
+    assert len(with_file["test"].records) == 100  # test_file wins: nothing of train is held out
+    with pytest.raises(UserError, match=r"test_ratio: 1.5 must be between 0 and 1 when test_file is empty"):
+        load_splits(DataConfig(train_file=str(f), test_ratio=1.5), seed=1)

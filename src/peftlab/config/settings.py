@@ -88,7 +88,11 @@ class DataConfig:
         item="float",
     )
     validation_file: str = opt("", "evaluation data (same formats); empty = split off validation_ratio of train")
-    test_file: str = opt("", "optional held-out data, evaluated once with the best adapter at the end")
+    test_file: str = opt(
+        "",
+        "held-out data scored once with the chosen weights at the end: the split the report's verdict uses, as it "
+        "chose nothing (not the epoch, not the rate); empty = test_ratio of train, or no test split",
+    )
     data_format: str = opt(
         "auto",
         "auto (by extension; a folder is a saved HF dataset; .conll/.iob2/.iob are conll; .json in SQuAD's nested "
@@ -136,6 +140,14 @@ class DataConfig:
         "", "multiple choice: optional passage put before the question (SciQ `support`, science exam `context`)"
     )
     validation_ratio: float = opt(0.1, "fraction of train split off (seeded) when validation_file is empty")
+    test_ratio: float = opt(
+        0.0,
+        "fraction of train split off as the test split when test_file is empty (before validation is split off; "
+        "rows sharing a split_by value stay together); 0 = no test split",
+    )
+    test_seed: int = opt(
+        0, "seed of the test_ratio split, the same for every run and seed of a sweep: all are scored on the same items"
+    )
     split_by: str = opt(
         "auto",
         "column whose rows stay together when validation is split off train (e.g. title, context); auto = title for "

@@ -392,10 +392,13 @@ def split_groups(split: Split, by: str) -> list[list[int]]:
     return list(groups.values())
 
 
-def split_off(split: Split, ratio: float, seed: int, by: str = "") -> tuple[Split, Split]:
-    """Seeded split of one file into (train, validation); rows sharing a `by` value stay together."""
+def split_off(
+    split: Split, ratio: float, seed: int, by: str = "", key: str = "validation_ratio"
+) -> tuple[Split, Split]:
+    """Seeded split of one file into (train, validation or test); rows sharing a `by` value stay together."""
+    held = "validation_file" if key == "validation_ratio" else "test_file"
     if not 0 < ratio < 1:
-        raise UserError(f"validation_ratio: {ratio} must be between 0 and 1 when validation_file is empty")
+        raise UserError(f"{key}: {ratio} must be between 0 and 1 when {held} is empty")
     groups = split_groups(split, by)
     random.Random(seed).shuffle(groups)
     order, n_val, target = [], 0, max(1, round(len(split.records) * ratio))
@@ -405,8 +408,8 @@ def split_off(split: Split, ratio: float, seed: int, by: str = "") -> tuple[Spli
     if n_val >= len(order):
         unit = f"distinct '{by}' values (split_by)" if by else "rows"
         raise UserError(
-            f"{split.source}: {len(groups)} {unit} are too few to split off validation_ratio={ratio}; "
-            f"give a validation_file" + (", or set split_by to another column" if by else "")
+            f"{split.source}: {len(groups)} {unit} are too few to split off {key}={ratio}; "
+            f"give a {held}" + (", or set split_by to another column" if by else "")
         )
     pick = lambda idx: Split(
         [split.records[i] for i in sorted(idx)], split.source, [split.rows[i] for i in sorted(idx)]

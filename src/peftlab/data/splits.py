@@ -31,24 +31,35 @@ def load_splits(data, seed: int) -> dict[str, Split]:
         data.columns,
         data.on_bad_lines,
     )
+    test = read(data.test_file, "test_file") if data.test_file else None
     if isinstance(data.train_file, list):  # several files, mixed
         train, validation = load_mixed(data, seed, read_file, split_off, sample)
         validation = read(data.validation_file, "validation_file") if data.validation_file else validation
+        train, test = split_test(train, test, data)
     elif data.validation_file:
-        train = read(data.train_file, "train_file")
+        train, test = split_test(read(data.train_file, "train_file"), test, data)
         validation = read(data.validation_file, "validation_file")
     else:
-        train = read(data.train_file, "train_file")
+        train, test = split_test(read(data.train_file, "train_file"), test, data)
         by = train.group if data.split_by == "auto" else data.split_by
         train, validation = split_off(train, data.validation_ratio, seed, by)
     splits = {
         "train": sample(train, data.max_samples, seed),
         "validation": sample(validation, data.max_eval_samples, seed),
     }
-    if data.test_file:
-        splits["test"] = sample(read(data.test_file, "test_file"), data.max_eval_samples, seed)
+    if test is not None:
+        splits["test"] = sample(test, data.max_eval_samples, seed)
     if data.extra_eval_file:
         splits["extra"] = sample(read(data.extra_eval_file, "extra_eval_file"), data.max_eval_samples, seed)
     # every file's left-out rows, recorded with the run (once, if a file is read for two splits)
     splits["train"].skipped = list({(s["file"], s["line"]): s for s in skipped}.values())
     return splits
+
+
+def split_test(train: Split, test: Split | None, data) -> tuple[Split, Split | None]:
+    """(train, test): test_file's rows, or test_ratio of train split off with test_seed, the same for every
+    run seed (so every run of a sweep is scored on the same test items, which the paired tests need)."""
+    if test is not None or not data.test_ratio:
+        return train, test
+    by = train.group if data.split_by == "auto" else data.split_by
+    return split_off(train, data.test_ratio, data.test_seed, by, key="test_ratio")

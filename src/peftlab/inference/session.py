@@ -294,6 +294,6 @@ def load_eval_splits(cfg: Config, split: str) -> dict:
             raise UserError("shots: few-shot examples come from train_file, which is not set")
     splits = load_splits(data, cfg.train.seed)
     if split not in splits:
-        key = {"test": "test_file", "extra": "extra_eval_file"}.get(split, "validation_file")
+        key = {"test": "test_file` or `test_ratio", "extra": "extra_eval_file"}.get(split, "validation_file")
         raise UserError(f"--split {split}: `{key}` is not set in the config")
     return splits
