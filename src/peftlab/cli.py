@@ -22,16 +22,18 @@ def config_of(args):
 
 
 def cmd_train(args) -> int:
-    train(config_of(args), resume=args.resume, overwrite=args.overwrite)
+    from peftlab.training.pruning import read_trial
+
+    train(config_of(args), resume=args.resume, overwrite=args.overwrite, trial=read_trial(args.trial))
     return 0
 
 
-def train(cfg, resume: bool, overwrite: bool):
+def train(cfg, resume: bool, overwrite: bool, trial: dict | None = None):
     """Train one config, print its summary; returns its run folder (the command and peftlab.train)."""
     from peftlab.report.summary import format_run_summary
     from peftlab.training.train import is_main_process, run, run_dir_of
 
-    result = run(cfg, resume=resume, overwrite=overwrite)
+    result = run(cfg, resume=resume, overwrite=overwrite, trial=trial)
     if result and is_main_process():
         print("\n" + format_run_summary(result))
         print(f"run folder: {run_dir_of(cfg)}")
@@ -436,6 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. lora_rank=16 train.lr=1e-4")
     p.add_argument("--resume", action="store_true", help="continue the run folder from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run folder and start again")
+    p.add_argument(
+        "--trial",
+        help="set by `peftlab sweep` for a `search:` trial (JSON): report each epoch to Optuna, stop if pruned",
+    )
     p.set_defaults(func=cmd_train)
     p = sub.add_parser(
         "sweep",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from peftlab.errors import UserError
 from peftlab.report.evals import evaluation_rows, is_eval
+from peftlab.report.search import choose_trials
 from peftlab.report.significance import fmt_p, holm, welch_p
 from peftlab.runs import layout, rundir
 from peftlab.runs.measure import memory_label
@@ -112,6 +113,7 @@ def collect(folder: Path) -> tuple[dict, list[Run]]:
     runs = [read_run(folder / e["name"], e) for e in entries]
     if not runs:
         raise UserError(f"{folder}: no runs found (no sweep.json and no */result.json)")
+    runs, state["search"] = choose_trials(state, runs)  # `search:`: each variant's chosen trial, as the variant
     return state, runs
 
 
@@ -308,6 +310,7 @@ def summarize(folder: Path, collected: tuple[dict, list[Run]] | None = None) -> 
         "folder": str(folder),
         "description": state.get("description", ""),
         "noise_rule": NOISE_RULE,
+        "search": state.get("search") or [],
         "runs": [
             {
                 "name": r.name,

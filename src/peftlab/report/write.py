@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from peftlab.report.search import with_search
 from peftlab.report.tables import collect, summarize, to_csv, to_markdown
 from peftlab.runs import layout
 from peftlab.runs.rundir import write_json, write_text
@@ -17,7 +18,7 @@ def write_report(folder: Path) -> tuple[str, Path]:
     s = summarize(folder, (state, runs))
     out = Path(folder) / layout.REPORT
     out.mkdir(exist_ok=True)
-    md = to_markdown(s)
+    md = with_search(to_markdown(s), s.get("search") or [])
     write_text(out / layout.REPORT_MD, md)
     write_text(out / layout.REPORT_CSV, to_csv(s))
     write_json(out / layout.REPORT_JSON, s)

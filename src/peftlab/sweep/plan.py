@@ -36,8 +36,9 @@ from peftlab.config.settings import (
 from peftlab.errors import UserError, closest
 from peftlab.runs import layout
 from peftlab.runs.rundir import run_status
+from peftlab.sweep.search import Search, read_search, trial_points
 
-SWEEP_KEYS = ("name", "output_dir", "base", "config", "variants", "grid", "description", "report_epochs")
+SWEEP_KEYS = ("name", "output_dir", "base", "config", "variants", "grid", "search", "description", "report_epochs")
 # How a setting shows in a run name: lora_rank=8 -> r8, seed=1 -> s1, lr=5e-4 -> lr0.0005.
 SHORT = {
     "lora_rank": "r",
@@ -63,6 +64,9 @@ class PlannedRun:
     kind: str = "train"  # train | eval (a baseline, or an evaluation of another run of the sweep)
     of: str = ""  # eval: the run folder name it evaluates; empty = the config's model, untrained
     export: str = ""  # eval of a run: merged | f16 | q8_0 | q4_0 | q4_k_m (exported first)
+    variant: str = ""  # a trial of `search:`: the variant it is a trial of (its Optuna study)
+    trial: dict = field(default_factory=dict)  # a trial: its point of the search grid, e.g. {"lr": 0.0005}
+    space: dict = field(default_factory=dict)  # a trial: the variant's whole grid, {key: [values]}
 
     def entry(self, status: str, **extra) -> dict:
         """This run's line in sweep.json: who it is, its status, and what else the caller knows."""
@@ -71,6 +75,7 @@ class PlannedRun:
             "group": self.group,
             "seed": self.seed,
             "settings": self.settings,
+            **({"variant": self.variant, "trial": self.trial} if self.variant else {}),
             "status": status,
             **extra,
         }
@@ -84,6 +89,7 @@ class Sweep:
     runs: list[PlannedRun] = field(default_factory=list)
     description: str = ""
     report_epochs: list = field(default_factory=list)  # the report's extra table: the metric after these epochs
+    search: Search | None = None  # `search:`: each variant over a grid, chosen on validation (search.py)
 
 
 def slug(value) -> str:
@@ -210,6 +216,9 @@ def sweep_from(
         description=str(data.get("description") or ""),
         report_epochs=report_epochs_of(data.get("report_epochs"), where),
     )
+    sweep.search = read_search(data.get("search"), where)
+    if sweep.search:
+        sweep.search.folder = folder
     seen: dict[str, int] = {}
     for i, variant in enumerate(variants):
         variant = dict(variant)
@@ -221,21 +230,45 @@ def sweep_from(
         for point, typed_point in zip(points, typed_points):
             at = f"{where}: variants[{i}]" + (f" x grid {point}" if point else "")
             settings = {**typed_variants[i], **typed_point}
-            cfg = build_config(base_layers + [(variant, f"{where}: variants[{i}]"), (point, f"{where}: grid")])
-            group_settings = {k: v for k, v in settings.items() if k != "seed"}
+            layers = base_layers + [(variant, f"{where}: variants[{i}]"), (point, f"{where}: grid")]
+            cfg = build_config(layers)
+            searched = sweep.search.keys if sweep.search else {}
+            group_settings = {k: v for k, v in settings.items() if k != "seed" and k not in searched}
             group = folder_name(given, f"{where}: variants[{i}]: name") if given else name_of(group_settings)
-            run_name = f"{group}-s{cfg.train.seed}" if seed_varies else group
-            layout.check_folder_name(run_name, f"{at}: run name")
-            if run_name in seen:
-                raise UserError(
-                    f"{at}: two runs would both be named '{run_name}' (also variants[{seen[run_name]}]); "
-                    f"give the variants distinct `name:`s"
+            trials = [{}]
+            if sweep.search and kind == "train":
+                trials = trial_points(sweep.search, cfg.method.method, given_values(cfg, sweep.search.keys))
+            for trial in trials:
+                run_cfg = build_config(layers + [(trial, f"{where}: search")]) if trial else cfg
+                trial_group = f"{group}-{name_of(trial)}" if trial else group
+                run_name = f"{trial_group}-s{run_cfg.train.seed}" if seed_varies else trial_group
+                layout.check_folder_name(run_name, f"{at}: run name")
+                if run_name in seen:
+                    raise UserError(
+                        f"{at}: two runs would both be named '{run_name}' (also variants[{seen[run_name]}]); "
+                        f"give the variants distinct `name:`s"
+                    )
+                seen[run_name] = i
+                run_cfg.train.output_dir, run_cfg.train.run_name = str(folder), run_name
+                target = evaluated_run(of, run_cfg.train.seed, seed_varies, sweep.runs, at)
+                planned = PlannedRun(
+                    run_name, trial_group, {**settings, **trial}, run_cfg, run_cfg.train.seed, kind, target, export
                 )
-            seen[run_name] = i
-            cfg.train.output_dir, cfg.train.run_name = str(folder), run_name
-            target = evaluated_run(of, cfg.train.seed, seed_varies, sweep.runs, at)
-            sweep.runs.append(PlannedRun(run_name, group, settings, cfg, cfg.train.seed, kind, target, export))
+                if trial:
+                    planned.variant, planned.trial = group, trial
+                    planned.space = {k: sorted({t[k] for t in trials}, key=str) for k in trial}
+                sweep.runs.append(planned)
     return sweep
+
+
+def given_values(cfg: Config, keys) -> dict:
+    """The value a variant's config gives each searched key (its trial goes first)."""
+    out = {}
+    for key in keys:
+        for section in SECTIONS:
+            if hasattr(getattr(cfg, section), key):
+                out[key] = getattr(getattr(cfg, section), key)
+    return out
 
 
 def report_epochs_of(value, where: str) -> list[int]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from peftlab.runs import layout
 from peftlab.runs.rundir import UnreadableFile, read_result, run_status, write_yaml
 from peftlab.sweep.plan import PlannedRun, Sweep, eval_overrides
+from peftlab.sweep.search import tell, trial_spec
 from peftlab.sweep.terminal import ScreenLines
 
 
@@ -92,6 +93,14 @@ def entry_of(sweep: Sweep, run: PlannedRun, returncode: int, tail: list, started
         started_at=started,
         finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
+    if run.variant and sweep.search:  # a trial of `search:`: its outcome goes into its variant's study
+        try:
+            result = read_result(run_dir)
+        except UnreadableFile:
+            result = None  # told as failed; the report names the file
+        tell(sweep.search, run, result)
+        if entry["status"] == "completed" and (result or {}).get("pruned"):
+            entry["pruned"] = result["pruned"]  # the epoch it reached, for the console and the dashboard
     if entry["status"] == "failed":  # no exit code: the process never ran (a backend's own error, in the tail)
         entry["error"] = failure_reason(run_dir, returncode, tail) if returncode is not None else "".join(tail)
     return entry
@@ -101,7 +110,8 @@ def command_of(sweep: Sweep, run: PlannedRun, config_path: Path, mode: str) -> l
     """The child's command line: `peftlab train`, or `peftlab eval` of the config's model or of a run."""
     peftlab = [sys.executable, "-m", "peftlab"]
     if run.kind == "train":
-        return peftlab + ["train", str(config_path), "--resume" if mode == "resume" else "--overwrite"]
+        trial = ["--trial", trial_spec(sweep.search, run)] if run.variant and sweep.search else []
+        return peftlab + ["train", str(config_path), "--resume" if mode == "resume" else "--overwrite"] + trial
     out = ["--out", str(sweep.folder / run.name), "--overwrite"]
     if not run.of:
         return peftlab + ["eval", str(config_path)] + out

@@ -40,6 +40,7 @@ from peftlab.sweep.process import (
 )
 from peftlab.sweep.progress import Progress, fmt_duration
 from peftlab.sweep.reuse import held, move_aside, plan_todo, settle_aside, sweep_lock
+from peftlab.sweep.search import settle_stale
 
 
 def execute(
@@ -163,6 +164,8 @@ def run_locked(sweep: Sweep, retry_failed: bool, rerun_changed: bool, backend=No
     old = {e["name"]: e for e in old_state.get("runs", [])}
     entries, todo = plan_todo(sweep, old, retry_failed, rerun_changed)
     (sweep.folder / layout.CONFIGS).mkdir(parents=True, exist_ok=True)
+    if sweep.search:
+        settle_stale(sweep.search, sweep)
     write_text(sweep.folder / layout.SWEEP_COPY, sweep.source.read_text(encoding="utf-8"))
     skipped = len(sweep.runs) - len(todo)
     print(

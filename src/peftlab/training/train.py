@@ -48,6 +48,7 @@ from peftlab.runs.rundir import (
     check_overwrite,
     clear_leftovers,
     mark_folder,
+    read_history,
     read_json,
     read_jsonl,
     read_result,
@@ -70,6 +71,7 @@ from peftlab.training.callbacks import (
     loss_line,
 )
 from peftlab.training.plots import plot_loss
+from peftlab.training.pruning import PruneTrial
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 REPORT_TO = ("none", "tensorboard", "mlflow")
@@ -485,13 +487,14 @@ def check_restored(model, saved: Path, result, skip: tuple = ()) -> None:
         )
 
 
-def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
-    """Train and evaluate one configuration; returns the result dict also written to result.json."""
+def run(cfg: Config, resume: bool = False, overwrite: bool = False, trial: dict | None = None) -> dict:
+    """Train and evaluate one configuration; returns the result dict also written to result.json.
+    `trial`: a sweep search's Optuna trial (training/pruning.py), which may stop the run early."""
     with tracker_env(cfg.train.report_to, run_dir_of(cfg)):
-        return train_run(cfg, resume, overwrite)
+        return train_run(cfg, resume, overwrite, trial)
 
 
-def train_run(cfg: Config, resume: bool, overwrite: bool) -> dict:
+def train_run(cfg: Config, resume: bool, overwrite: bool, trial: dict | None = None) -> dict:
     """run() within the report_to integration's environment."""
     from transformers import set_seed
 
@@ -539,6 +542,8 @@ def train_run(cfg: Config, resume: bool, overwrite: bool) -> dict:
     more = {s: d for s, d in encoded.items() if s not in ("train", "validation", "test")}
     callbacks = [ExtraSplits(env, more, lambda s: task.build_compute_metrics(prepared, s, env))] if more else []
     callbacks += [recorder] + ([AdaLoraStep()] if method.prunes_ranks else [])
+    pruning = PruneTrial(trial, metric, read_history(run_dir) if ckpt else []) if trial else None
+    callbacks += [pruning] if pruning else []
     trainer = build_trainer(cfg, run_dir, model, tokenizer, task, prepared, encoded, callbacks, env)
     add_tracker_summary(trainer, recorder)
     if trainer.peftlab_lm_loss:
@@ -565,10 +570,13 @@ def train_run(cfg: Config, resume: bool, overwrite: bool) -> dict:
         trainer.accelerator.wait_for_everyone()  # rank 0 has written the best weights
         if weights_dir.exists():
             load_best(model, weights_dir)
-        extra = finish_predictions(trainer, task, prepared, encoded, run_dir, main, env)
+        # a pruned trial is not the search's choice: its predictions would cost a pass over every split for nothing
+        pruned = {"pruned": pruning.pruned} if pruning and pruning.pruned else {}
+        extra = {} if pruned else finish_predictions(trainer, task, prepared, encoded, run_dir, main, env)
         result = {
             "status": "completed",
             **base,
+            **pruned,
             **recorder.summary(),
             **extra,
             **measure_run(trainer, recorder, len(encoded["train"]), weights_dir),
