@@ -55,8 +55,8 @@ def test_search_lists_and_seeds_cross(tmp_path):
     )
     sweep = load_sweep(path)
     assert len(sweep.runs) == 8 and sweep.search.pruner == "none"
-    # the config's own lora_rank (8) first: a good first trial for the others to be measured against
-    assert sweep.runs[0].name == "lora-lr0.0001-r8-s1" and sweep.runs[1].cfg.method.lora_rank == 4
+    # the list's order: the variant sets no lora_rank of its own (the default 8 it inherits is no choice)
+    assert sweep.runs[0].name == "lora-lr0.0001-r4-s1" and sweep.runs[0].cfg.method.lora_rank == 4
     assert {r.variant for r in sweep.runs} == {"lora"}
 
 
@@ -119,6 +119,22 @@ def test_a_trial_behind_at_its_first_epoch_is_pruned_and_the_report_keeps_the_be
     assert "- lora: **lr 0.005**" in md and "lr 1e-09 pruned after epoch 1" in md
     assert md.index("lr 1e-09 pruned") < md.index("## ")  # in the report's first lines
     assert "## Search" in md and "pruned at epoch 1" in md
+    page = (folder / layout.REPORT / layout.REPORT_HTML).read_text()
+    assert "<h2>Search</h2>" in page and "pruned at epoch 1" in page
 
     assert main(["sweep", str(path)]) == 0  # again: both trials are done, nothing runs, nothing is asked
     assert len(optuna.load_study(study_name="lora", storage=f"sqlite:///{folder / SEARCH_FILE}").trials) == 2
+
+
+def test_a_study_searches_in_every_part_and_a_part_may_search_its_own_way(tmp_path):
+    path = write_sweep(
+        tmp_path / "study.yaml",
+        name="st",
+        variants=[{"method": "lora"}],
+        search={"lr": [1e-4, 1e-3]},
+        parts=[{"name": "a"}, {"name": "b", "search": {"lr": "auto", "pruner": "none"}}],
+    )
+    a, b = load_sweep(path).sweeps
+    assert [r.name for r in a.runs] == ["lora-lr0.0001", "lora-lr0.001"] and a.search.pruner == "successive-halving"
+    assert [r.trial["lr"] for r in b.runs] == LR_GRIDS["adapter"] and b.search.pruner == "none"
+    assert a.search.folder == a.folder and a.search.url.endswith(f"{a.folder.name}/{SEARCH_FILE}")

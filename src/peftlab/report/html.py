@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from peftlab.report.plots import plot_metric_per_epoch, plot_pareto, plot_sweep_losses
+from peftlab.report.search import search_lines, search_table
 from peftlab.report.tables import (
     COSTS,
     MADE_WITH_NOTE,
@@ -77,6 +78,13 @@ def write_html(s: dict, runs, out: Path) -> Path:
     parts = [f"<h1>Sweep {html.escape(s['sweep'])}</h1>"]
     if s.get("description"):
         parts.append(f"<p>{html.escape(s['description'])}</p>")
+    if s.get("search"):  # `search:`: each method's chosen setting first (report/search.py)
+        lines = search_lines(s["search"])
+        parts.append(
+            f"<p>{html.escape(lines[0])}</p><ul>"
+            + "".join(f"<li>{html.escape(x[2:]).replace('**', '')}</li>" for x in lines[1:])
+            + "</ul>"
+        )
     sections = sections_of(s)
     if sections:
         done = [r for r in runs if r.status == "completed"]
@@ -92,6 +100,8 @@ def write_html(s: dict, runs, out: Path) -> Path:
         parts.append("<h2>Plots</h2>" + "".join(inline_png(out / name, alt) for name, alt, _ in shown))
     elif not s.get("evaluations"):
         parts.append("<p>No completed runs yet.</p>")
+    if s.get("search"):
+        parts.append("<h2>Search</h2>" + html_table(*search_table(s["search"])))
     if s.get("evaluations"):
         ev = s["evaluations"]
         parts.append(

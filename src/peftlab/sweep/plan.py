@@ -237,7 +237,7 @@ def sweep_from(
             group = folder_name(given, f"{where}: variants[{i}]: name") if given else name_of(group_settings)
             trials = [{}]
             if sweep.search and kind == "train":
-                trials = trial_points(sweep.search, cfg.method.method, given_values(cfg, sweep.search.keys))
+                trials = trial_points(sweep.search, cfg.method.method, given_values(settings))
             for trial in trials:
                 run_cfg = build_config(layers + [(trial, f"{where}: search")]) if trial else cfg
                 trial_group = f"{group}-{name_of(trial)}" if trial else group
@@ -261,14 +261,10 @@ def sweep_from(
     return sweep
 
 
-def given_values(cfg: Config, keys) -> dict:
-    """The value a variant's config gives each searched key (its trial goes first)."""
-    out = {}
-    for key in keys:
-        for section in SECTIONS:
-            if hasattr(getattr(cfg, section), key):
-                out[key] = getattr(getattr(cfg, section), key)
-    return out
+def given_values(settings: dict) -> dict:
+    """The values a variant (or its grid point) sets itself, under the names `search:` uses: its trial with
+    them goes first. A value it inherits from the base file is not its own choice: the family's order holds."""
+    return {("lr" if k == "learning_rate" else k): v for k, v in settings.items()}
 
 
 def report_epochs_of(value, where: str) -> list[int]:

@@ -20,8 +20,19 @@ from pathlib import Path
 
 from peftlab.errors import UserError
 
-STUDY_KEYS = ("name", "description", "output_dir", "base", "config", "variants", "grid", "report_epochs", "parts")
-PART_KEYS = ("name", "description", "base", "config", "variants", "grid", "report_epochs")
+STUDY_KEYS = (
+    "name",
+    "description",
+    "output_dir",
+    "base",
+    "config",
+    "variants",
+    "grid",
+    "search",
+    "report_epochs",
+    "parts",
+)
+PART_KEYS = ("name", "description", "base", "config", "variants", "grid", "search", "report_epochs")
 
 
 @dataclass
@@ -63,6 +74,7 @@ def load_study(path: Path, data: dict, output_dir: str | None = None) -> Study:
         merged = {
             "variants": data.get("variants"),
             "grid": data.get("grid"),
+            "search": data.get("search"),
             "report_epochs": data.get("report_epochs"),
             **part,
         }
