@@ -138,3 +138,24 @@ def test_a_study_searches_in_every_part_and_a_part_may_search_its_own_way(tmp_pa
     assert [r.name for r in a.runs] == ["lora-lr0.0001", "lora-lr0.001"] and a.search.pruner == "successive-halving"
     assert [r.trial["lr"] for r in b.runs] == LR_GRIDS["adapter"] and b.search.pruner == "none"
     assert a.search.folder == a.folder and a.search.url.endswith(f"{a.folder.name}/{SEARCH_FILE}")
+
+
+def test_trials_left_running_by_a_stopped_sweep_are_failed_when_it_starts_again(tmp_path):
+    """A sweep stopped mid-trial (or a process started ahead and never used) leaves its Optuna trial running;
+    the next sweep fails it, so a pruner never waits on it, and asks a new trial for the run it resumes."""
+    from peftlab.sweep.search import load_study, settle_stale, tell, trial_spec
+
+    path = write_sweep(tmp_path / "s.yaml", output_dir=str(tmp_path / "out"), variants=[{"method": "lora"}])
+    data = __import__("yaml").safe_load(path.read_text()) | {"search": {"lr": [1e-4, 1e-3]}}
+    sweep = load_sweep(write_sweep(path, **data))
+    sweep.folder.mkdir(parents=True)
+    first, second = sweep.runs
+    spec = json.loads(trial_spec(sweep.search, first))
+    assert trial_spec(sweep.search, first) == json.dumps(spec)  # asked once per run and sweep process
+    tell(sweep.search, first, {"status": "completed", "metric_for_best": "accuracy", "metrics_best": {"accuracy": 0.8}})
+    trial_spec(sweep.search, second)  # then the sweep is stopped: this trial stays running
+    study = load_study(sweep.search, "lora", "accuracy", 1)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING]
+    assert study.trials[0].params == {"lr": 1e-4} and study.trials[1].params == {"lr": 1e-3}
+    settle_stale(load_sweep(path).search or sweep.search, sweep)
+    assert [t.state for t in load_study(sweep.search, "lora", "accuracy", 1).trials][1] == optuna.trial.TrialState.FAIL

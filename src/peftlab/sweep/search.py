@@ -121,7 +121,11 @@ def trial_points(search: Search, method: str, given: dict) -> list[dict]:
 
 
 def direction_of(metric: str) -> str:
-    return "minimize" if metric == "loss" else "maximize"
+    """Optuna's direction for metric_for_best; `auto` is the task's default metric, higher-is-better for
+    every task (tasks/*.py DEFAULT_METRIC), so the sweep need not load the task to know it."""
+    from peftlab.tasks.metrics import LOWER_IS_BETTER
+
+    return "minimize" if metric in LOWER_IS_BETTER else "maximize"
 
 
 def load_study(search: Search, variant: str, metric: str, epochs: int):
@@ -173,9 +177,9 @@ def tell(search: Search, run, result: dict | None) -> None:
     trial_id = search.asked.pop(run.name, None)
     if trial_id is None:
         return
-    metric = run.cfg.eval.metric_for_best
-    study = load_study(search, run.variant, metric, run.cfg.train.epochs)
+    study = load_study(search, run.variant, run.cfg.eval.metric_for_best, run.cfg.train.epochs)
     number = study._storage.get_trial_number_from_id(trial_id)
+    metric = (result or {}).get("metric_for_best") or run.cfg.eval.metric_for_best  # `auto` resolved by the run
     state, value = optuna.trial.TrialState.FAIL, None
     if result and result.get("status") == "completed":
         value = (result.get("metrics_best") or {}).get(metric)
