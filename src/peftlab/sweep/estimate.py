@@ -17,6 +17,7 @@ under-predicted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -41,11 +42,16 @@ from peftlab.training.cost import (
 
 # config keys that leave a step's cost as it is (see the module docstring for the rank)
 SHARED = {
-    "train": ("seed", "lr", "epochs", "output_dir", "run_name", "warmup_ratio", "lr_scheduler", "weight_decay"),
+    "train": (
+        *("seed", "lr", "epochs", "output_dir", "run_name", "warmup_ratio", "lr_scheduler", "weight_decay"),
+        *("max_grad_norm", "logging_steps", "save_steps", "keep_checkpoints"),
+    ),
     "eval": ("metric_for_best", "early_stopping_patience"),
     "method": ("lora_rank", "lora_alpha"),
 }
-SHARED["train"] += ("max_grad_norm", "logging_steps", "save_steps", "keep_checkpoints")
+
+
+PROBE_TIMES = ("wall_s", "imports_s", "data_s", "epoch_train_s", "eval_s")
 
 
 def probe_key(run: PlannedRun) -> str:
@@ -96,8 +102,10 @@ def rates_of(measured: dict, cfg) -> Rates:
     and the fixed seconds of a probe run."""
     t, e, lengths = cfg.train, cfg.eval, measured["probe_lengths"]
     train_s = measured["epoch_train_s"][-1] / max(1.0, shuffled_padded_tokens(lengths["train"], t.batch_size))
+    # the fastest evaluation after epoch 0 (the first forward passes of a process are slow): on 3 batches one
+    # pass slowed by the machine (a memory allocation, another process) would be multiplied by every pass
     warm = [s for epoch, s in measured["eval_s"].items() if int(epoch) > 0] or list(measured["eval_s"].values())
-    eval_s = sum(warm) / len(warm) / max(1, padded_tokens(lengths["validation"], e.eval_batch_size))
+    eval_s = min(warm) / max(1, padded_tokens(lengths["validation"], e.eval_batch_size))
     evaluated = eval_s * eval_tokens(lengths, e.eval_batch_size, PROBE_EPOCHS, e.eval_at_start)
     fixed = fixed_seconds(measured["wall_s"], measured["imports_s"], sum(measured["epoch_train_s"]), evaluated)
     return Rates(train_s, eval_s, fixed + measured["data_s"], measured["imports_s"])
@@ -129,9 +137,12 @@ def predicted_run(measured: dict, cfg, run: PlannedRun, first: bool) -> dict:
     first run, which imports at its turn; the others were started ahead (child.WarmStart)."""
     if "error" in measured:
         return {"error": measured["error"]}
-    predicted = predict_run(rates_of(measured, cfg), measured["lengths"], run.cfg.train, run.cfg.eval, imports=first)
+    rates = rates_of(measured, cfg)
+    predicted = predict_run(rates, measured["lengths"], run.cfg.train, run.cfg.eval, imports=first)
     return {
         **predicted,
+        "rates": {k: round(v, 9) for k, v in dataclasses.asdict(rates).items()},
+        "probe_measured": {k: measured[k] for k in PROBE_TIMES},  # seconds, as the probe's process measured them
         "epochs": run.cfg.train.epochs,
         "peak_memory_mb": measured["peak_memory_mb"],
         "peak_memory_kind": measured["peak_memory_kind"],
