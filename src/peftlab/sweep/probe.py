@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import peftlab
+from peftlab.runs import layout
+from peftlab.runs.rundir import read_jsonl
 
 PROBE_STEPS = 4  # optimizer steps per probe epoch
 PROBE_EPOCHS = 2
@@ -64,7 +66,7 @@ def probe(config_path: str, folder: str) -> dict:
     cfg = load_config(config_path)
     cut = cut_config(cfg, Path(folder))
     result = run(cut, overwrite=True)
-    lines = [json.loads(line) for line in (Path(folder) / "probe" / "metrics.jsonl").read_text().splitlines()]
+    lines = read_jsonl(Path(folder) / cut.train.run_name / layout.METRICS)
     started = time.time()
     full = split_lengths(cfg)
     data_s = time.time() - started  # the full data's reading and tokenising, which the run does too
