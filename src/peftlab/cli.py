@@ -52,6 +52,16 @@ def cmd_sweep(args) -> int:
         for sweep in sweeps:
             print_plan(sweep)
         return 0
+    if args.yes and not args.estimate:
+        raise UserError("--yes goes with --estimate (run the sweep after estimating it); without it, leave --yes out")
+    if args.estimate:
+        from peftlab.sweep.estimate import estimate_sweep
+
+        for sweep in sweeps:
+            estimate_sweep(sweep)
+        if not args.yes:
+            print("nothing was run; add --yes to run the sweep after the estimate")
+            return 0
     failed, reports = False, []
     for sweep in sweeps:
         code, markdown = run_one_sweep(sweep, args)
@@ -454,6 +464,14 @@ def build_parser() -> argparse.ArgumentParser:
         "design)",
     )
     p.add_argument("--dry-run", action="store_true", help="list the runs (and their status) without running them")
+    p.add_argument(
+        "--estimate",
+        action="store_true",
+        help="probe each distinct run on a few batches (one at a time, nothing written to run folders) and print "
+        "the predicted time per epoch, run time and peak memory per run and in total, written to the sweep "
+        "folder's estimate.json (the report then shows predicted against measured); then stop, unless --yes",
+    )
+    p.add_argument("--yes", action="store_true", help="with --estimate: run the sweep after the estimate")
     p.add_argument("--output-dir", help="put the sweep folder here instead of the file's output_dir")
     p.add_argument("--keep-failed", action="store_true", help="do not retry runs that failed before")
     p.add_argument(

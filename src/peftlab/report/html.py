@@ -109,6 +109,10 @@ def write_html(s: dict, runs, out: Path) -> Path:
             + html_table(ev["header"], ev["rows"])
             + f'<p class="note">{html.escape(ev["note"])}</p>'
         )
+    if s.get("cost"):  # report/cost.py: predicted against measured
+        cost = s["cost"]
+        parts.append("<h2>Predicted and measured cost</h2>" + html_table(cost["header"], cost["rows"]))
+        parts.append(f'<p class="note">{html.escape(cost["note"])}</p>')
     made = made_with_lines(s)
     if made:
         parts.append(

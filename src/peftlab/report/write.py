@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from peftlab.report.cost import cost_markdown, cost_section
 from peftlab.report.search import with_search
 from peftlab.report.tables import collect, summarize, to_csv, to_markdown
 from peftlab.runs import layout
@@ -16,9 +17,12 @@ def write_report(folder: Path) -> tuple[str, Path]:
 
     state, runs = collect(folder)
     s = summarize(folder, (state, runs))
+    cost = cost_section(folder, runs)  # estimate.json's predictions beside the measures (report/cost.py)
+    if cost:
+        s["cost"] = cost
     out = Path(folder) / layout.REPORT
     out.mkdir(exist_ok=True)
-    md = with_search(to_markdown(s), s.get("search") or [])
+    md = with_search(to_markdown(s), s.get("search") or []) + cost_markdown(cost)
     write_text(out / layout.REPORT_MD, md)
     write_text(out / layout.REPORT_CSV, to_csv(s))
     write_json(out / layout.REPORT_JSON, s)

@@ -72,6 +72,7 @@ SWEEP_STATE = "sweep.json"  # the plan and each run's status
 SWEEP_COPY = "sweep.yaml"  # the sweep file as it was run
 INIT_SWEEP = "sweep.yaml"  # `peftlab init`: the methods sweep it writes beside its config.yaml (CONFIG)
 SWEEP_LOCK = ".lock"
+ESTIMATE = "estimate.json"  # `peftlab sweep --estimate`: each run's predicted time and memory (sweep/estimate.py)
 LOGS, CONFIGS, EXPORTS, REPORT = "logs", "configs", "exports", "report"
 STUDY_STATE = "study.json"
 SWEEP_FOLDERS = (LOGS, CONFIGS, EXPORTS, REPORT)  # the sweep's own folders beside its run folders
@@ -99,7 +100,7 @@ def predict_answers(name: str) -> str:
 
 # -- names that become folders -----------------------------------------------------------------------------
 # what a sweep or study folder holds of its own, beside the run (or part) folders the user names
-RESERVED = (*SWEEP_FOLDERS, SWEEP_STATE, SWEEP_COPY, STUDY_STATE, REPORT_MD)
+RESERVED = (*SWEEP_FOLDERS, SWEEP_STATE, SWEEP_COPY, STUDY_STATE, REPORT_MD, ESTIMATE)
 SEPARATORS = ("/", "\\", "\0")  # "\\" too on every system: a sweep file may travel to Windows
 
 

@@ -24,6 +24,7 @@ from peftlab.config.settings import SECTIONS, field_index, load_config
 from peftlab.data.detect import Detection, detect
 from peftlab.errors import UserError
 from peftlab.runs import layout
+from peftlab.training.cost import evaluations
 
 # The methods compared, each with the learning rate it needs (the demo sweep's, recipes/sweeps/), and its cost per
 # training example relative to full fine-tuning: the demo's measured times per epoch on 2 CPU cores (2026-12-03, AMD
@@ -145,7 +146,9 @@ def size_sweep(train_rows: int, eval_rows: int, costs: list[float], m: Measure, 
     overhead = runs * (RUN_OVERHEAD + m.load_seconds)
 
     def total(n: int, v: int, epochs: int) -> float:
-        return overhead + n * epochs * s * sum(costs) + runs * v * (epochs + 1) * s * EVAL_COST
+        # evaluations at epoch 0 and after each epoch, then the best weights' prediction pass (training/cost.py)
+        passes = evaluations(epochs, eval_at_start=True) + 1
+        return overhead + n * epochs * s * sum(costs) + runs * v * passes * s * EVAL_COST
 
     v = eval_rows
     while v > 100 and total(0, v, 2) - overhead > 0.25 * max(budget - overhead, 0):  # evaluation <= 1/4 of the time
