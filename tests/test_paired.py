@@ -277,3 +277,54 @@ def test_a_real_sweep_with_a_test_file_headlines_the_test_split(tmp_path, base_c
     assert rec["split"] == "test" and (rec["pick"] or rec["nothing_beats_baseline"])
     first = (folder / "report" / "report.md").read_text().split("\n\n")[1]
     assert "**test** split" in first and ("**Pick " in first or "No method beats" in first)
+
+
+def test_qa_gets_the_no_answer_baseline_and_sft_the_untuned_model(tmp_path):
+    qa = [
+        {"id": str(i), "question": f"q{i}", "answers": [] if i % 2 else ["x"], "prediction": "" if i % 2 else "x"}
+        for i in range(40)
+    ]
+    for r in qa:
+        r["exact_match"] = r["f1"] = 1.0
+    (tmp_path / "qa").mkdir()
+    (tmp_path / "qa" / "predictions_validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in qa))
+    result = {
+        "status": "completed",
+        "task": "qa",
+        "model": "m",
+        "method": "lora",
+        "metric_for_best": "f1",
+        "trainable_params": 5,
+        "total_params": 10,
+        "trainable_pct": 50.0,
+        "metrics_epoch0": {"f1": 0.2},
+        "metrics_best": {"f1": 1.0, "exact_match": 1.0},
+    }
+    (tmp_path / "qa" / "result.json").write_text(json.dumps(result))
+    s = summarize(tmp_path)
+    assert s["baselines"][0]["name"] == "no answer" and s["baselines"][0]["scores"]["f1"] == pytest.approx(0.5)
+    assert s["groups"][0]["paired"]["vs_baseline"]["diff"] == pytest.approx(0.5)
+    assert s["recommendation"]["pick"] == "qa" and "No test split" in s["recommendation"]["lines"][0]
+
+    sft = tmp_path / "sft"
+    (sft / "a").mkdir(parents=True)
+    rows = [
+        {"prompt": f"p{i}", "reference": "the cat sat", "generated": "the cat sat" if i % 2 else "a dog"}
+        for i in range(6)
+    ]
+    (sft / "a" / "predictions_validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics = {"rougeL": 0.6, "loss": 1.0}
+    (sft / "a" / "result.json").write_text(
+        json.dumps(
+            {
+                **result,
+                "task": "sft",
+                "metric_for_best": "rougeL",
+                "metrics_best": metrics,
+                "metrics_epoch0": {"rougeL": 0.1},
+            }
+        )
+    )
+    s = summarize(sft)
+    assert s["baselines"][0]["name"] == "untuned model" and s["baselines"][0]["scores"]["rougeL"] == 0.1
+    assert s["groups"][0]["paired"]["score"]["diff"] == pytest.approx(0.5)  # 3 of 6 texts equal the reference

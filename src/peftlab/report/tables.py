@@ -354,6 +354,7 @@ def summarize(folder: Path, collected: tuple[dict, list[Run]] | None = None) -> 
         out.update(sections[0])
     else:  # one "best epoch chosen by" over variants that chose by different metrics would be false
         out["sections"] = sections
+        out["recommendation"] = {"by_metric": {sec["metric"]: sec["recommendation"] for sec in sections}}
     return out
 
 

@@ -297,7 +297,11 @@ def create_app(
         """The report's opening lines (its recommendation), from the completed runs of the sweep's folders as
         `peftlab report` computes them; none before a run completes or where a folder cannot be summarised."""
         lines = []
-        for f in F.sweep_folders(root, rel):
+        try:
+            folders = F.sweep_folders(root, rel)
+        except F.Refused:  # a sweep this dashboard just started: no sweep.json yet, so nothing to recommend
+            return []
+        for f in folders:
             try:
                 s = summarize(f.path)
             except (UserError, UnreadableFile, OSError):
