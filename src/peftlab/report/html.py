@@ -13,11 +13,13 @@ from peftlab.report.search import search_lines, search_table
 from peftlab.report.tables import (
     COSTS,
     MADE_WITH_NOTE,
-    NOISE_NOTE,
     failed_lines,
     made_with_lines,
+    phases_of,
+    recommendation_lines,
     sections_of,
     split_note,
+    table_notes,
     table_rows,
 )
 from peftlab.runs import layout
@@ -66,16 +68,28 @@ def section_html(sec: dict, ran: list, out: Path, split: bool, plots: list) -> l
         f"best epoch chosen by <b>{html.escape(sec['metric'])}</b>.</p>"
     )
     parts.append("<ul>" + "".join(f"<li>{html.escape(v).replace('**', '')}</li>" for v in sec["verdict"]) + "</ul>")
-    parts.append(f"<{h}>Result at epoch 0</{h}>" + html_table(*table_rows(sec, "metrics_epoch0"), best=sec["best"]))
-    parts.append(f"<{h}>Result at best epoch</{h}>" + html_table(*table_rows(sec, "metrics_best"), best=sec["best"]))
-    parts.append(
-        f'<p class="note">{html.escape(NOISE_NOTE)}</p><p class="note">{html.escape(sec["validation_note"])}</p>'
-    )
+    for title, phase in phases_of(sec):
+        parts.append(f"<{h}>{html.escape(title)}</{h}>" + html_table(*table_rows(sec, phase), best=sec["best"]))
+        parts += [f'<p class="note">{plain(note)}</p>' for note in table_notes(sec, phase)]
     return parts
 
 
+def plain(markdown: str) -> str:
+    """Escaped text of a markdown line, its ** and * (bold, italics) marks dropped."""
+    return html.escape(markdown).replace("**", "").replace("*", "")
+
+
+def recommendation_html(s: dict) -> str:
+    """The report's opening, as in report.md: each section's recommendation lines."""
+    blocks = []
+    for block in recommendation_lines(s):
+        items = [line[2:] if line.startswith("- ") else line for line in block.split("\n")]
+        blocks.append('<ul class="recommendation">' + "".join(f"<li>{plain(i)}</li>" for i in items) + "</ul>")
+    return "".join(blocks)
+
+
 def write_html(s: dict, runs, out: Path) -> Path:
-    parts = [f"<h1>Sweep {html.escape(s['sweep'])}</h1>"]
+    parts = [f"<h1>Sweep {html.escape(s['sweep'])}</h1>", recommendation_html(s)]
     if s.get("description"):
         parts.append(f"<p>{html.escape(s['description'])}</p>")
     if s.get("search"):  # `search:`: each method's chosen setting first (report/search.py)

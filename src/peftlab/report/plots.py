@@ -136,11 +136,12 @@ def pareto_axes(ax, summary: dict, metric: str, key: str, label: str) -> list:
 
     rows = summary["groups"]
     color = colors_for([r["group"] for r in rows])
-    front = {rows[i]["group"] for i in front_of(rows, key, metric)}
+    phase = (summary.get("headline") or {}).get("phase", "metrics_best")  # the scores that rank the methods
+    front = {rows[i]["group"] for i in front_of(rows, key, metric, phase)}
     pts, texts = [], []
     for r in rows:
         cost = r[key]["mean"] if isinstance(r[key], dict) else r[key]
-        m = r["metrics_best"][metric]
+        m = r[phase][metric]
         if cost is None or m["mean"] is None:
             continue
         on = r["group"] in front

@@ -18,6 +18,18 @@ from pathlib import Path
 
 from peftlab.errors import UserError
 from peftlab.report.evals import evaluation_rows, is_eval
+from peftlab.report.headline import (
+    PHASE,
+    add_paired,
+    baseline_rows,
+    headline_note,
+    headline_split,
+    paired_cells,
+    paired_header,
+    unpaired_notes,
+)
+from peftlab.report.paired import contains_zero
+from peftlab.report.recommend import recommend
 from peftlab.report.search import choose_trials
 from peftlab.report.significance import fmt_p, holm, welch_p
 from peftlab.runs import layout, rundir
@@ -44,6 +56,13 @@ NOISE_RULE = (
     f"difference can be told apart from seed noise"
 )
 NOISE_NOTE = f"✱ = differs from the best by more than seed noise ({NOISE_RULE})."
+PAIRED_NOTE = (
+    "Δ vs best [95% CI]: the difference to the best method on the same items, with a paired bootstrap 95% "
+    "interval (2,000 resamples of the items, and of each method's seeds where it has several; seeded, so the "
+    "report is reproducible); an interval that contains 0 cannot tell the two apart. McNemar p: McNemar's exact "
+    "test of the two accuracies over the items one run got right and the other wrong (one run per side; n/a with "
+    "several seeds). Rows in italics are baselines, scored on the same items."
+)
 # A completed result.json without these is cut short or hand-edited: the report cannot show it.
 
 
@@ -58,6 +77,7 @@ class Run:
     result: dict | None = None
     history: list = field(default_factory=list)  # metrics.jsonl: one line per evaluation
     train_log: list = field(default_factory=list)  # train_log.jsonl: training loss per logging step
+    folder: Path | None = None  # the run folder: the paired tests read its predictions_<split>.jsonl
 
 
 def mean_std(vals: list[float]) -> tuple[float | None, float | None, int]:
@@ -144,13 +164,13 @@ def read_run(run_dir: Path, entry: dict) -> Run:
         result, absent = read_result(run_dir, entry.get("status", "pending"))
         history, train_log = read_history(run_dir), read_jsonl(run_dir / layout.TRAIN_LOG)
     except UnreadableFile as e:
-        return Run(name, group, entry.get("seed"), "unreadable", settings, str(e))
+        return Run(name, group, entry.get("seed"), "unreadable", settings, str(e), folder=run_dir)
     if absent:
-        return Run(name, group, entry.get("seed"), "missing", settings, absent)
+        return Run(name, group, entry.get("seed"), "missing", settings, absent, folder=run_dir)
     listed = entry.get("status", "pending")
     if listed in HELD:  # sweep.json's failed or changed (to run again) wins over the folder, which may still
         # hold an earlier run of this name, with other settings: none of its numbers belongs to this plan
-        return Run(name, group, entry.get("seed"), listed, settings, entry.get("error") or listed)
+        return Run(name, group, entry.get("seed"), listed, settings, entry.get("error") or listed, folder=run_dir)
     status = (result or {}).get("status") or listed
     return Run(
         name,
@@ -162,6 +182,7 @@ def read_run(run_dir: Path, entry: dict) -> Run:
         result,
         history,
         train_log,
+        run_dir,
     )
 
 
@@ -255,11 +276,11 @@ def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
 
 
-def best_group(groups: list[Group], metric: str) -> Group:
+def best_group(groups: list[Group], metric: str, phase: str = "metrics_best") -> Group:
     sign = 1 if higher_is_better(metric) else -1
 
     def score(g: Group) -> float:
-        mean = g.stat("metrics_best", metric)[0]
+        mean = g.stat(phase, metric)[0]
         return -math.inf if mean is None else sign * mean
 
     return max(groups, key=score)
@@ -336,13 +357,16 @@ def summarize(folder: Path, collected: tuple[dict, list[Run]] | None = None) -> 
         out.update(sections[0])
     else:  # one "best epoch chosen by" over variants that chose by different metrics would be false
         out["sections"] = sections
+        out["recommendation"] = {"by_metric": {sec["metric"]: sec["recommendation"] for sec in sections}}
     return out
 
 
 def summarize_groups(groups: list[Group], metric: str, state: dict) -> dict:
     """The tables, verdict and Pareto front of groups that all chose their best epoch by `metric`."""
     cols = metric_columns(groups, metric)
-    best = best_group(groups, metric)
+    split = headline_split(groups, metric)
+    phase = PHASE[split]  # the scores that rank the methods: the test split's when every run has one
+    best = best_group(groups, metric, phase)
     kinds = {g.first.get("peak_memory_kind", "") for g in groups}
     out = dict(
         metric=metric,
@@ -352,9 +376,10 @@ def summarize_groups(groups: list[Group], metric: str, state: dict) -> dict:
         task=groups[0].first.get("task"),
         model=groups[0].first.get("model"),
         validation_note=validation_note(groups[0].first),
+        headline={"split": split, "phase": phase, "note": headline_note(split, groups)},
         groups=[],
     )
-    best_vals = best.values("metrics_best", metric)
+    best_vals = best.values(phase, metric)
     for g in groups:
         r = g.first
         row = {
@@ -370,10 +395,10 @@ def summarize_groups(groups: list[Group], metric: str, state: dict) -> dict:
         }
         for key in ("time_per_epoch_s", "peak_memory_mb", "adapter_size_mb", "best_epoch", "train_tokens_per_s"):
             row[key] = dict(zip(("mean", "std", "n"), g.stat("", key)))
-        for phase in ("metrics_epoch0", "metrics_best"):
-            row[phase] = {c: dict(zip(("mean", "std", "n"), g.stat(phase, c))) for c in cols}
-        row["values"] = vals = g.values("metrics_best", metric)  # one per seed, for tests against it
-        mean, best_mean = row["metrics_best"][metric]["mean"], best.stat("metrics_best", metric)[0]
+        for shown in ("metrics_epoch0", "metrics_best", "metrics_test"):
+            row[shown] = {c: dict(zip(("mean", "std", "n"), g.stat(shown, c))) for c in cols}
+        row["values"] = vals = g.values(phase, metric)  # one per seed, for tests against it
+        mean, best_mean = row[phase][metric]["mean"], best.stat(phase, metric)[0]
         p = welch_p(vals, best_vals) if g is not best else None
         row["vs_best"] = {"diff": None if g is best or mean is None else mean - best_mean, "p_unadjusted": p}
         out["groups"].append(row)
@@ -400,40 +425,49 @@ def summarize_groups(groups: list[Group], metric: str, state: dict) -> dict:
     adjusted = holm([r["vs_best"]["p_unadjusted"] for r in out["groups"]])
     for row, p in zip(out["groups"], adjusted):
         row["vs_best"].update(p=p, beyond_noise=p is not None and p < ALPHA)
-    out["pareto"] = {key: [out["groups"][i]["group"] for i in front_of(out["groups"], key, metric)] for key, _ in COSTS}
+    out["pareto"] = {
+        key: [out["groups"][i]["group"] for i in front_of(out["groups"], key, metric, phase)] for key, _ in COSTS
+    }
+    add_paired(out, groups)
     out["verdict"] = verdict(out)
+    out["recommendation"] = recommend(out)
     return out
 
 
-def front_of(rows: list[dict], cost_key: str, metric: str) -> list[int]:
+def front_of(rows: list[dict], cost_key: str, metric: str, phase: str = "metrics_best") -> list[int]:
     idx, pts = [], []
     for i, row in enumerate(rows):
         cost = row[cost_key]["mean"] if isinstance(row[cost_key], dict) else row[cost_key]
-        m = row["metrics_best"][metric]["mean"]
+        m = row[phase][metric]["mean"]
         if cost is not None and m is not None:
             idx.append(i)
             pts.append((cost, m))
     return [idx[j] for j in pareto_front(pts, higher_is_better(metric))]
 
 
-TOLERANCE = 0.02  # with one seed per method: how far below the best still counts as "as good"
+TOLERANCE = 0.02  # with one seed per method and no predictions: how far below the best still counts as "as good"
+NOT_TIED = {"low": 1.0, "high": 1.0}  # a row without a paired interval is not counted as tied with the best
 
 
 def verdict(s: dict) -> list[str]:
     """Plain sentences answering 'which method should I use here?': the best, the ones as good as it
     (within seed noise, or within TOLERANCE with one seed each), and the cheapest of those per cost."""
-    metric, rows = s["metric"], s["groups"]
+    metric, rows, head = s["metric"], s["groups"], s.get("headline") or {"phase": "metrics_best", "split": ""}
     best = next(r for r in rows if r["group"] == s["best"])
-    show = lambda r: fmt_stat(**r["metrics_best"][metric], digits=3)  # noqa: E731
-    lines = [f"Best {metric} at the best epoch: **{best['group']}** ({show(best)})."]
-    if any(r["seeds"] > 1 for r in rows):
+    show = lambda r: fmt_stat(**r[head["phase"]][metric], digits=3)  # noqa: E731
+    where = "on the test split" if head["split"] == "test" else "at the best epoch"
+    lines = [f"Best {metric} {where}: **{best['group']}** ({show(best)})."]
+    if any("vs_best" in (r.get("paired") or {}) for r in rows):  # the same items scored by both: paired
+        close = [r for r in rows if r is best or contains_zero((r.get("paired") or {}).get("vs_best") or NOT_TIED)]
+        rule = "not distinguishable from it on the same items (paired bootstrap 95% CI of the difference contains 0)"
+    elif any(r["seeds"] > 1 for r in rows):
         close = [r for r in rows if r is best or not r["vs_best"]["beyond_noise"]]
         rule = "not distinguishable from it by seed noise"
     else:
         close = [r for r in rows if r is best or abs(r["vs_best"]["diff"] or 0) <= TOLERANCE]
         rule = (
-            f"within {TOLERANCE} of it (one seed each, so differences this small may be noise: "
-            f"a `grid: {{seed: [1, 2, 3]}}` sweep tells)"
+            f"within {TOLERANCE} of it (one seed each and no predictions files to pair on the same items, so no "
+            f"test tells these apart: a `grid: {{seed: [1, 2, 3]}}` sweep tells)"
         )
     others = [f"{r['group']} ({show(r)})" for r in close if r is not best]
     if others:
@@ -463,11 +497,16 @@ def verdict(s: dict) -> list[str]:
 def table_rows(s: dict, phase: str) -> tuple[list[str], list[list[str]]]:
     """Header and rows of one table in the users' layout ('result at epoch 0' / 'at best epoch')."""
     header = ["method", "seeds", "time/epoch", "peak memory", "trainable", "%", "adapter"] + s["columns"]
-    if phase == "metrics_best":
-        header += ["best epoch", f"Δ {s['metric']} vs best"]
-    rows = []
+    headline = phase == (s.get("headline") or {}).get("phase", "metrics_best")
+    if phase in ("metrics_best", "metrics_test"):
+        header += ["best epoch"]
     # with one seed everywhere no row can have a test: the note says so once, not "p n/a" on every row
     tested = any(r["seeds"] > 1 for r in s["groups"])
+    paired = bool(s.get("baselines")) or any("vs_best" in (r.get("paired") or {}) for r in s["groups"])
+    welch = headline and (tested or not paired)  # the plain difference only where no paired column shows it
+    if headline:
+        header += ([f"Δ {s['metric']} vs best"] if welch else []) + (paired_header(s) if paired else [])
+    rows = []
     for r in s["groups"]:
         t, m, a = r["time_per_epoch_s"], r["peak_memory_mb"], r["adapter_size_mb"]
         row = [
@@ -480,9 +519,10 @@ def table_rows(s: dict, phase: str) -> tuple[list[str], list[list[str]]]:
             f"{a['mean']:.1f} MiB" if a["mean"] is not None else "-",
         ]
         row += [fmt_stat(**r[phase][c], digits=3) for c in s["columns"]]
-        if phase == "metrics_best":
+        if phase in ("metrics_best", "metrics_test"):
             b = r["best_epoch"]
             row.append(fmt_stat(b["mean"], None, b["n"], 1 if b["std"] else 0) if b["mean"] is not None else "-")
+        if welch:
             vs = r["vs_best"]
             if vs["diff"] is None:
                 row.append("best")
@@ -490,7 +530,11 @@ def table_rows(s: dict, phase: str) -> tuple[list[str], list[list[str]]]:
                 mark = " ✱" if vs["beyond_noise"] else ""
                 pval = f" (p={fmt_p(vs['p'])})" if tested else ""
                 row.append(f"{vs['diff']:+.3f}{pval}{mark}")
+        if headline and paired:
+            row += paired_cells(s, r)
         rows.append(row)
+    if headline and paired:
+        rows += baseline_rows(s, len(header))
     return header, rows
 
 
@@ -523,6 +567,16 @@ def failed_lines(s: dict) -> list[str]:
 
 
 PHASES = (("Result at epoch 0 (before any update)", "metrics_epoch0"), ("Result at best epoch", "metrics_best"))
+TEST_PHASES = (
+    ("Result on the test split (headline: the best epoch's weights, scored once)", "metrics_test"),
+    ("Result at epoch 0 (before any update; validation split)", "metrics_epoch0"),
+    ("Result at best epoch, validation split (the selection split: it chose the epoch)", "metrics_best"),
+)
+
+
+def phases_of(s: dict) -> tuple[tuple[str, str], ...]:
+    """The tables of a section, headline first when it is the test split's."""
+    return TEST_PHASES if (s.get("headline") or {}).get("split") == "test" else PHASES
 
 
 def sections_of(s: dict) -> list[dict]:
@@ -543,16 +597,9 @@ def section_markdown(sec: dict, done: str, h: str) -> list[str]:
     """One metric's part of the report: header line, verdict, the two tables, epochs, Pareto front."""
     out = [f"Task **{sec['task']}**, model **{sec['model']}**; {done}best epoch chosen by **{sec['metric']}**."]
     out.append("\n".join(f"- {v}" for v in sec["verdict"]))
-    (epoch0, phase0), (best, phase_best) = PHASES
-    out.append(f"{h} {epoch0}\n\n" + markdown_table(*table_rows(sec, phase0)))
-    out.append(
-        f"{h} {best}\n\n"
-        + markdown_table(*table_rows(sec, phase_best))
-        + "\n\n"
-        + NOISE_NOTE
-        + "\n\n"
-        + sec["validation_note"]
-    )
+    for title, phase in phases_of(sec):
+        out.append(f"{h} {title}\n\n" + markdown_table(*table_rows(sec, phase)))
+        out += table_notes(sec, phase)
     if sec.get("report_epochs"):
         out.append(epochs_table(sec, h))
     front = "; ".join(f"{label}: {', '.join(sec['pareto'][key])}" for key, label in COSTS)
@@ -560,8 +607,31 @@ def section_markdown(sec: dict, done: str, h: str) -> list[str]:
     return out
 
 
+def table_notes(sec: dict, phase: str) -> list[str]:
+    """The notes under a table: the tests of the headline table, the selection caveat of the validation one."""
+    head = sec.get("headline") or {"phase": "metrics_best"}
+    notes = []
+    if phase == head["phase"]:
+        notes += [NOISE_NOTE, PAIRED_NOTE] + [f"*{b['name']}*: {b['note']}." for b in sec.get("baselines") or []]
+        notes += unpaired_notes(sec)
+    if phase == "metrics_best":
+        notes.append(sec["validation_note"])
+    return notes
+
+
+def recommendation_lines(s: dict) -> list[str]:
+    """The report's opening: each section's recommendation (its metric named when there are several)."""
+    sections = sections_of(s)
+    out = []
+    for sec in sections:
+        rec = sec.get("recommendation") or {}
+        lead = [f"**Best epoch chosen by {sec['metric']}:**"] if len(sections) > 1 else []
+        out.append("\n".join(lead + [f"- {line}" for line in rec.get("lines", [])]))
+    return out
+
+
 def to_markdown(s: dict) -> str:
-    out = [f"# Sweep {s['sweep']}"]
+    out = [f"# Sweep {s['sweep']}"] + recommendation_lines(s)
     if s.get("description"):
         out.append(s["description"])
     evals = s.get("evaluations")

@@ -186,6 +186,7 @@ class Result(TypedDict, total=False):
     peak_memory_kind: str  # process_peak_rss | cuda_max_allocated
     adapter_size_mb: float | None  # MiB
     labels: list[str] | None
+    label_counts_train: dict[str, int] | None  # label -> count in the training split (classification, MC)
     versions: dict[str, str]
     git_hash: str | None
     finished_at: str

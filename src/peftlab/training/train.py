@@ -61,6 +61,7 @@ from peftlab.runs.rundir import (
     written_on_old_scale,
 )
 from peftlab.tasks.contract import TaskEnv, read_hook
+from peftlab.tasks.label_counts import count_train_labels
 from peftlab.tasks.registry import task_of
 from peftlab.training.callbacks import (
     AdaLoraStep,
@@ -660,6 +661,7 @@ def describe_run(cfg: Config, run_dir: Path, metric: str, params: dict, notes: d
         **params,
         **notes,
         "labels": getattr(prepared, "labels", None),
+        "label_counts_train": count_train_labels(prepared),  # the report's majority-class baseline
         **getattr(prepared, "notes", {}),
         "n_train": len(encoded["train"]),
         "n_validation": len(encoded["validation"]),

@@ -35,8 +35,10 @@ from starlette.templating import Jinja2Templates
 from peftlab.errors import UserError
 from peftlab.report.tables import (
     COSTS,
-    PHASES,
     epochs_rows,
+    phases_of,
+    recommendation_lines,
+    summarize,
     table_rows,
     to_csv,
     to_markdown,
@@ -201,7 +203,7 @@ def create_app(
     async def compare(request: Request):
         ids = ids_of(request)
         s, runs = await to_thread.run_sync(comparison, root, ids)
-        tables = [(title, *table_rows(s, phase)) for title, phase in PHASES] if s["groups"] else []
+        tables = [(title, *table_rows(s, phase)) for title, phase in phases_of(s)] if s["groups"] else []
         metric = request.query_params.get("metric") or s.get("metric")
         cost = request.query_params.get("cost") or "peak_memory_mb"
         if s["groups"] and (metric not in s["columns"] or cost not in dict(COSTS)):
@@ -291,6 +293,22 @@ def create_app(
                 raise
             return F.starting()
 
+    def recommendation_of(rel: str) -> list[str]:
+        """The report's opening lines (its recommendation), from the completed runs of the sweep's folders as
+        `peftlab report` computes them; none before a run completes or where a folder cannot be summarised."""
+        lines = []
+        try:
+            folders = F.sweep_folders(root, rel)
+        except F.Refused:  # a sweep this dashboard just started: no sweep.json yet, so nothing to recommend
+            return []
+        for f in folders:
+            try:
+                s = summarize(f.path)
+            except (UserError, UnreadableFile, OSError):
+                continue
+            lines += [line for block in recommendation_lines(s) for line in block.split("\n")]
+        return [line.removeprefix("- ") for line in lines]
+
     @guarded
     async def sweep_page(request: Request):
         rel = request.path_params["rel"]
@@ -301,6 +319,7 @@ def create_app(
             "sweep.html",
             rel=rel,
             p=p,
+            recommendation=await to_thread.run_sync(recommendation_of, rel),
             job=job,
             job_log=jobs.log_tail(job) if job else [],
             initial={"rel": rel, "progress": p},
