@@ -117,9 +117,9 @@ LORA_INITS = [  # lora_init, what it does, what it costs
     ),
     (
         "`corda`",
-        "A, B from the weights and the covariance of the layers' inputs on the first 4 batches",
-        "4 batches forwarded one row at a time, an eigendecomposition per layer; at the end the adapter is "
-        "rewritten as plain LoRA of rank 2r on the original base, so eval and export load it without data",
+        "refused for now",
+        "its adapter, converted at the end of the run to plain LoRA on the original base (the one form that loads "
+        "without its data pass), did not reload in peftlab eval with peft 0.21.2",
     ),
     (
         "`loftq`",
@@ -164,9 +164,12 @@ variant's name: `lora-r8-pissa-lp16`.
 ### prefix-tuning
 
 peft 0.21 passes the prefixes as `past_key_values`; transformers 5 calls that argument `cache` and maps
-the old name onto it until 5.40.0. It works with the installed versions (transformers 5.24.0, peft
-0.21.2); `bench/prefix_tuning.py` is the minimal reproduction and a test fails the day it stops working,
-after which peftlab refuses prefix-tuning before training again.
+the old name onto it until 5.40.0. peft's causal-LM wrapper passes it through, so prefix-tuning trains on
+the causal-LM ways (sft, `classify_by: generate`, `mc_head: generate`) with the installed versions
+(transformers 5.24.0, peft 0.21.2); peft's classification, token-classification and QA wrappers look for
+`past_key_values` in the model's signature and refuse, so peftlab refuses those ways before training.
+`bench/prefix_tuning.py` is the minimal reproduction; a test fails the day it stops working (then the
+causal-LM ways must be refused too: check_accepts_cache reads the same decorator).
 """
 
 BENCH_INTRO = """# Benchmarks

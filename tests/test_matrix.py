@@ -84,6 +84,9 @@ def refusal(model: str, way: str, method: str) -> str | None:
         return "is not causal"
     if method == "shadow" and model == "bert":  # peft's ShadowCarrier fails inside BERT
         return "method shadow: not on BertForSequenceClassification"
+    # peft 0.21's classification, token and QA wrappers need `past_key_values` in the signature (now `cache`)
+    if method == "prefix-tuning" and way not in ("cls-generate", "mc-generate", "sft"):
+        return "takes no `past_key_values`"
     if way == "qa" and METHODS[method].prompt:
         return "start/end logits no longer line up"
     return None

@@ -1,8 +1,8 @@
 """method_args, the methods asked for by peft's name, LoRA's initialisations and LoRA+ (models/peft_methods.py,
 models/lora_init.py). Every catalogue method trains and reloads in tests/test_matrix.py; here, what is checked
 before training, and each lora_init end to end on the tiny BERT: one step, then `peftlab eval` of the run
-folder predicts what the run did (PiSSA and OLoRA re-derive the base's residual at load; CorDA's
-adapter is converted to plain LoRA on the original base at the end of the run)."""
+folder predicts what the run did (PiSSA and OLoRA re-derive the base's residual at load). CorDA is refused
+with its reason (its converted adapter did not reload), LoftQ where bitsandbytes is missing."""
 
 import json
 import re
@@ -40,6 +40,7 @@ def refused(overrides: list[str], pattern: str) -> None:
         (["lora_init=orthogonal", "lora_rank=5"], r"orthogonal needs an even lora_rank"),
         (["method=dora", "lora_init=pissa"], r"use it with lora or rslora"),
         (["loraplus_lr_ratio=-1"], r"loraplus_lr_ratio: must be 0 \(off\) or more"),
+        (["lora_init=corda"], r"corda is not offered yet: .*did not reload"),
     ],
 )
 def test_method_settings_are_refused_before_anything_is_read(overrides, pattern):
@@ -78,7 +79,7 @@ def test_an_unknown_peft_type_refuses_unworkable_sizes_before_writing(base_confi
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("init", ["gaussian", "pissa", "olora", "orthogonal", "eva", "corda"])
+@pytest.mark.parametrize("init", ["gaussian", "pissa", "olora", "orthogonal", "eva"])
 def test_every_lora_init_trains_and_reloads(init, base_config, tmp_path, capsys):
     ratio = "16" if init == "pissa" else "0"
     cfg = load_config(
@@ -93,9 +94,6 @@ def test_every_lora_init_trains_and_reloads(init, base_config, tmp_path, capsys)
     capsys.readouterr()
     again = json.loads((tmp_path / "again" / "result.json").read_text())["metrics_best"]
     assert again["loss"] == pytest.approx(result["metrics_best"]["loss"], rel=1e-5, abs=1e-5)
-    if init == "corda":  # converted to plain LoRA of rank 2r on the original base
-        saved = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
-        assert saved["r"] == 8 and saved["init_lora_weights"] is True
 
 
 def test_loftq_is_refused_without_bitsandbytes():

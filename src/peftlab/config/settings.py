@@ -247,7 +247,7 @@ class MethodConfig:
     lora_init: str = opt(
         "default",
         "lora/dora/rslora initialisation: default | gaussian | pissa | olora | orthogonal | eva | corda | loftq "
-        "(eva and corda read a few training batches first; docs/methods.md says what they cost)",
+        "(eva reads a few training batches first; corda is refused for now, loftq needs bitsandbytes: docs/methods.md)",
     )
     loraplus_lr_ratio: float = opt(
         0.0, "LoRA+: B matrices learn this many times faster than A (peft's create_loraplus_optimizer); 0 = off"

@@ -22,7 +22,15 @@ from peftlab.models.method_types import (  # noqa: F401  (re-exported: the names
     parse_targets,
     set_trainable,
 )
-from peftlab.models.peft_methods import PEFT_ROWS, UNSUPPORTED, build_config, by_name, default_targets, wrap
+from peftlab.models.peft_methods import (
+    PEFT_ROWS,
+    UNSUPPORTED,
+    build_config,
+    by_name,
+    default_targets,
+    typed_args,
+    wrap,
+)
 
 # ---------------------------------------------------------------- methods
 
@@ -94,7 +102,6 @@ def apply_lora(model, m, ctx, **extra):
         **lora_init.init_kwargs(m, ctx),
     )
     conf = build_config(m.method, "LORA", base, m.method_args)
-    lora_init.before_wrap(model, conf, m, ctx)
     return lora_init.after_wrap(wrap(model, conf, m.method), m, ctx)
 
 
@@ -168,17 +175,21 @@ def apply_prompt(model, m, ctx, kind: str):
 def check_accepts_cache(model: nn.Module, task_type: str) -> None:
     """Prefix tuning feeds its prefixes as past_key_values; refuse models that take none before training.
     transformers 5 renamed the argument `cache` and still maps the old name onto it (a deprecate_kwarg
-    decorator, until 5.40.0: bench/prefix_tuning.py shows it working with 5.24); once the decorator is gone
-    peft 0.21's past_key_values would be dropped silently, so this reads the decorator off the source.
+    decorator, until 5.40.0: bench/prefix_tuning.py shows it working with 5.24); peft's causal-LM wrapper
+    passes it through, its other task wrappers refuse a signature without the name. Once the decorator is
+    gone past_key_values would be dropped silently, so this reads the decorator off the source.
     The methods suggested instead must work for the task (QA refuses the other prompt methods too)."""
     instead = "lora, dora, ia3 or full" if task_type == "QUESTION_ANS" else "prompt-tuning or p-tuning"
     backbone = getattr(model, getattr(model, "base_model_prefix", ""), model)
-    if not any(takes_past_key_values(m) for m in (model, backbone)):
-        raise UserError(
-            f"prefix-tuning: {type(model).__name__}.forward takes no `past_key_values`, through which "
-            f"peft feeds the prefixes (transformers 5 calls it `cache`; peft 0.21 still passes "
-            f"past_key_values); use {instead} instead"
-        )
+    if task_type == "CAUSAL_LM" and any(takes_past_key_values(m) for m in (model, backbone)):
+        return
+    # peft's classification, token and QA wrappers look for the name in the signature itself, and refuse
+    why = "peft 0.21's task heads look for it by name" if task_type != "CAUSAL_LM" else "it would be dropped"
+    raise UserError(
+        f"prefix-tuning: {type(model).__name__}.forward takes no `past_key_values`, through which peft feeds "
+        f"the prefixes (transformers 5 calls it `cache`; {why}); it works on the causal-LM ways (sft, "
+        f"classify_by generate, mc_head generate); use {instead} instead"
+    )
 
 
 def takes_past_key_values(module: nn.Module) -> bool:
@@ -299,8 +310,9 @@ METHODS: dict[str, Method] = {
             summary="trained keys and values prepended in every layer",
             peft_type="PREFIX_TUNING",
             paper=HF + "2101.00190",
-            refused="models whose forward no longer maps past_key_values onto `cache` (transformers 5.40 on: "
-            "bench/prefix_tuning.py); " + QA_PROMPT,
+            refused="every way but the causal-LM ones (sft, generate): peft 0.21's task heads need "
+            "`past_key_values` in the signature, transformers 5 calls it `cache`; all once transformers 5.40 "
+            "drops the alias (bench/prefix_tuning.py)",
             **PROMPT,
         ),
         *PEFT_ROWS,
@@ -352,8 +364,6 @@ def check_method_settings(m) -> None:
     """The method section's numbers that peft would refuse with a traceback, or take and train nothing
     (lora_alpha 0 scales the adapter to zero), checked only for the method that uses them; method_args
     against the method's peft config class."""
-    from peftlab.models.peft_methods import typed_args
-
     check_method(m.method)
     method = method_of(m.method)
     ints = {"lora_rank": 1, "lora_alpha": 1} if method.uses_rank else {}

@@ -28,7 +28,7 @@ from peftlab.data.splits import load_splits
 from peftlab.errors import UserError, closest
 from peftlab.hardware import cpu_info
 from peftlab.models.loading import DTYPES, load_tokenizer, position_limit, resolve_model
-from peftlab.models.lora_init import EVA_BATCHES, loraplus_optimizer, write_portable_adapter
+from peftlab.models.lora_init import EVA_BATCHES, loraplus_optimizer
 from peftlab.models.methods import (
     MethodContext,
     apply_method,
@@ -571,8 +571,6 @@ def train_run(cfg: Config, resume: bool, overwrite: bool) -> dict:
         if weights_dir.exists():
             load_best(model, weights_dir)
         extra = finish_predictions(trainer, task, prepared, encoded, run_dir, main, env)
-        if main:  # a CorDA adapter, trained on weights it changed, made loadable on the original base
-            write_portable_adapter(model, weights_dir)
         result = {
             "status": "completed",
             **base,
