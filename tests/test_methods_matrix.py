@@ -35,7 +35,7 @@ def check_run_folder(result: dict, run_dir: Path, n_dev: int) -> None:
     assert 0 < result["trainable_params"] <= result["total_params"]
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m != "prefix-tuning"])
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "prefix-tuning" and not METHODS[m].catalog])
 def test_every_method_on_encoder(method, base_config, tmp_path):
     pooling = "mean" if method in ("lora", "head", "prompt-tuning", "full") else "cls"
     cfg = load_config(
@@ -67,8 +67,14 @@ def test_methods_on_decoder_last_token_head(method, tiny_llama, base_config, tmp
 
 
 @pytest.mark.parametrize("model", ["tiny_bert", "tiny_llama"])
-def test_prefix_tuning_without_past_key_values_is_refused_before_training(model, request, base_config, tmp_path):
+def test_prefix_tuning_without_past_key_values_is_refused_before_training(
+    model, request, base_config, tmp_path, monkeypatch
+):
+    """As it will be once transformers (5.40) stops mapping past_key_values onto `cache`."""
     from peftlab.errors import UserError
+    from peftlab.models import methods
+
+    monkeypatch.setattr(methods, "takes_past_key_values", lambda module: False)
 
     cfg = load_config(None, base_config + ["method=prefix-tuning", f"model={request.getfixturevalue(model)}"])
     with pytest.raises(UserError, match="takes no `past_key_values`.*use prompt-tuning or p-tuning"):

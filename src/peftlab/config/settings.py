@@ -41,7 +41,10 @@ FILE_KEYS = READ_KEYS + COLUMN_KEYS + ("max_samples", "validation_ratio")
 def opt(default, help: str, item: str = "str", files: bool = False, mapping: bool = False):
     """A config field with a default and a one-line help text; `item` is the type of a list's items;
     `files`: one file, or a list of files each with its own settings (train_file, see data/mixing.py);
-    `mapping`: a list field that also takes a mapping of text to text (label_words: {0: no, 1: yes})."""
+    `mapping`: a list field that also takes a mapping of text to text (label_words: {0: no, 1: yes}).
+    A dict default makes a mapping field of any keys (method_args), its values typed by plain_value."""
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata={"help": help})
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={"help": help, "item": item, "mapping": mapping})
     return field(default=default, metadata={"help": help, "files": files})
@@ -248,6 +251,19 @@ class MethodConfig:
     modules_to_save: list = opt(
         [], "extra modules trained fully and saved with the adapter (the task head is always included)"
     )
+    method_args: dict = opt(
+        {},
+        "settings passed to the method's own peft config class, checked against its fields (e.g. {n_frequency: "
+        "200} for fourierft; method_args='{r: 64}' on the command line); they win over peftlab's defaults",
+    )
+    lora_init: str = opt(
+        "default",
+        "lora/dora/rslora initialisation: default | gaussian | pissa | olora | orthogonal | eva | corda | loftq "
+        "(eva reads a few training batches first; corda is refused for now, loftq needs bitsandbytes: docs/methods.md)",
+    )
+    loraplus_lr_ratio: float = opt(
+        0.0, "LoRA+: B matrices learn this many times faster than A (peft's create_loraplus_optimizer); 0 = off"
+    )
 
 
 @dataclass
@@ -384,6 +400,8 @@ BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False
 
 def coerce(value, f: dataclasses.Field, where: str):
     """Convert a YAML/CLI value to the field's declared type, or raise UserError naming `where`."""
+    if f.type == "dict":
+        return coerce_mapping(value, f.name, where)
     if f.type == "list" and f.metadata.get("mapping") and isinstance(value, dict):
         return {str(k): coerce_words(v, f"{f.name}: {k}", where) for k, v in value.items()}
     if f.type == "list":
@@ -391,6 +409,34 @@ def coerce(value, f: dataclasses.Field, where: str):
     if f.metadata.get("files"):
         return coerce_files(value, f.name, where)
     return coerce_scalar(value, f.type, f.name, where)
+
+
+def coerce_mapping(value, name: str, where: str) -> dict:
+    """A mapping of any keys (method_args): {} for empty; each value typed by plain_value."""
+    if value in (None, ""):
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(
+            f"{where}: '{name}' takes a mapping, e.g. {name}: {{r: 64}} ({name}='{{r: 64}}'), got {value!r}"
+        )
+    return {str(k): plain_value(v) for k, v in value.items()}
+
+
+def plain_value(value):
+    """Text as YAML 1.2 would type it (a whole number, a number, true/false, null, else the text); lists and
+    mappings item by item. The consumer (peft's config class) checks the type against its field."""
+    if isinstance(value, (list, tuple)):
+        return [plain_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain_value(v) for k, v in value.items()}
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if INT_TEXT.fullmatch(text):
+        return int(text)
+    if FLOAT_TEXT.fullmatch(text):
+        return float(text)
+    return {"true": True, "false": False, "null": None, "~": None}.get(text.lower(), value)
 
 
 def coerce_words(value, name: str, where: str) -> str:
@@ -554,7 +600,7 @@ def override_value(raw: str, f: dataclasses.Field, where: str):
             return yaml.load(text, TextLoader)
         except yaml.YAMLError:
             return raw
-    if f.metadata.get("mapping") and text.startswith("{"):
+    if (f.metadata.get("mapping") or f.type == "dict") and text.startswith("{"):
         return yaml_value(raw, where, "mapping", f"{f.name}='{{0: no, 1: yes}}' or {f.name}=0=no,1=yes")
     if (f.type == "list" or f.metadata.get("files")) and raw.strip().startswith("["):
         return yaml_value(raw, where, "list", f"{f.name}=[a, b] or {f.name}=a,b")

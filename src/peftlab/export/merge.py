@@ -136,7 +136,13 @@ def write_merged(session: Session, out: Path) -> str:
     model, method = session.model, session.source.result.get("method")
     merged = not is_peft(model) or method_of(method).can_merge
     if is_peft(model) and merged:
-        model = model.merge_and_unload()
+        try:
+            model = model.merge_and_unload()
+        except (ValueError, NotImplementedError) as e:  # peft's own refusal (BEFT on a model without biases)
+            raise UserError(
+                f"export --merge: peft cannot merge this {method} adapter into {type(model.get_base_model()).__name__}"
+                f" ({e}); export it with --adapter-only and load it with peft"
+            ) from None
     note = describe(session, merged)
     cfg = session.cfg.to_dict()
     cfg["model"]["model"] = ""  # the folder itself is the model (`peftlab eval` fills it in)
@@ -152,10 +158,8 @@ def write_merged(session: Session, out: Path) -> str:
     write_folder(out, fill)
     if merged:
         return f"merged {method} into {note['auto_class']} -> {out}"
-    return (
-        f"{method} adapters cannot be merged (their virtual tokens are inputs, not weights): "
-        f"exported the adapter with a loader note -> {out}"
-    )
+    why = "their virtual tokens are inputs, not weights" if method_of(method).prompt else "peft has no merge for them"
+    return f"{method} adapters cannot be merged ({why}): exported the adapter with a loader note -> {out}"
 
 
 def copy_adapter(session: Session, out: Path) -> str:
@@ -183,10 +187,12 @@ def run_export(
     if source.kind != "run":
         raise UserError(f"export: {run} is not a run folder (one written by `peftlab train`, with result.json)")
     types = [t.strip().lower() for t in gguf.split(",") if t.strip()]
-    if types and not method_of(source.result.get("method")).can_merge:
+    row = method_of(source.result.get("method"))
+    if types and not row.can_merge:
+        why = "its virtual tokens are inputs" if row.prompt else "peft cannot merge it into the weights"
         raise UserError(
-            f"--gguf: a {source.result['method']} run has no merged weights to convert (its virtual "
-            f"tokens are inputs); GGUF export needs a weight method such as lora or full"
+            f"--gguf: a {source.result['method']} run has no merged weights to convert ({why}); "
+            f"GGUF export needs a weight method such as lora or full"
         )
     if types:
         from peftlab.export.gguf import check_types

@@ -6,80 +6,31 @@ it), so a new method is one row and no code elsewhere compares method names."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 from torch import nn
 
 from peftlab.errors import UserError, closest
-
-
-@dataclass
-class MethodContext:
-    task_type: str  # peft task type, e.g. "SEQ_CLS"
-    total_steps: int  # optimizer steps in the whole run (AdaLoRA's schedule needs it)
-    model_path: str  # for prompt-tuning's text initialisation (tokenizer)
-
-
-# ---------------------------------------------------------------- structure helpers
-
-
-def find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The transformer block list: the longest ModuleList of identical blocks."""
-    best = ("", None)
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.ModuleList) and len(mod) and len({type(m) for m in mod}) == 1:
-            if best[1] is None or len(mod) > len(best[1]):
-                best = (name, mod)
-    if best[1] is None:
-        raise UserError(f"freeze: cannot find the transformer layers of {type(model).__name__}")
-    return best
-
-
-def head_names(model: nn.Module) -> list[str]:
-    """Top-level modules outside the backbone: the task head (classifier, score, qa_outputs...)."""
-    backbone = getattr(model, "base_model_prefix", "")
-    return [name for name, _ in model.named_children() if name != backbone]
-
-
-def linear_names(model: nn.Module) -> list[str]:
-    """Distinct last name parts of the model's Linear/Conv1D modules (what lora_target can name)."""
-    names = set()
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.Linear) or type(mod).__name__ == "Conv1D":
-            names.add(name.rsplit(".", 1)[-1])
-    return sorted(names)
-
-
-def parse_targets(model: nn.Module, lora_target: str):
-    """None (peft's per-architecture default), 'all-linear', or a checked list of module names."""
-    if lora_target in ("", "auto"):
-        return None
-    if lora_target == "all-linear":
-        return "all-linear"
-    targets = [t.strip() for t in lora_target.split(",") if t.strip()]
-    check_modules(model, targets, "lora_target")
-    return targets
-
-
-def check_modules(model: nn.Module, wanted: list[str], key: str) -> None:
-    """Every name must be a module of the model (or the last parts of one); peft would silently skip
-    an unknown modules_to_save entry."""
-    names = [n for n, _ in model.named_modules()]
-    for t in wanted:
-        if not any(n == t or n.endswith("." + t) for n in names):
-            raise UserError(
-                f"{key}: module '{t}' does not exist in {type(model).__name__}"
-                f"{closest(t, linear_names(model))}; its linear modules are: {', '.join(linear_names(model))}"
-            )
-
-
-def set_trainable(model: nn.Module, prefixes: list[str]) -> None:
-    """Freeze everything, then unfreeze parameters whose name starts with one of the prefixes."""
-    for name, p in model.named_parameters():
-        p.requires_grad = any(name == pre or name.startswith(pre + ".") for pre in prefixes)
-
+from peftlab.models import lora_init
+from peftlab.models.method_types import (  # noqa: F401  (re-exported: the names callers know)
+    Method,
+    MethodContext,
+    check_modules,
+    find_layers,
+    head_names,
+    linear_names,
+    parse_targets,
+    set_trainable,
+)
+from peftlab.models.peft_methods import (
+    PEFT_ROWS,
+    UNSUPPORTED,
+    build_config,
+    by_name,
+    default_targets,
+    typed_args,
+    wrap,
+)
 
 # ---------------------------------------------------------------- methods
 
@@ -141,22 +92,20 @@ def lora_kwargs(model, m) -> dict:
 
 
 def apply_lora(model, m, ctx, **extra):
-    from peft import LoraConfig, get_peft_model
-
-    conf = LoraConfig(
+    base = dict(
         task_type=ctx.task_type,
         r=m.lora_rank,
         lora_alpha=m.lora_alpha,
         lora_dropout=m.lora_dropout,
         **lora_kwargs(model, m),
         **extra,
+        **lora_init.init_kwargs(m, ctx),
     )
-    return get_peft_model(model, conf)
+    conf = build_config(m.method, "LORA", base, m.method_args)
+    return lora_init.after_wrap(wrap(model, conf, m.method), m, ctx)
 
 
 def apply_adalora(model, m, ctx):
-    from peft import AdaLoraConfig, get_peft_model
-
     # AdaLoRA starts at a higher rank and prunes down to lora_rank on average; it needs the
     # run's total steps for that schedule (the Trainer calls update_and_allocate, see train.py).
     tinit, tfinal = max(1, ctx.total_steps // 10), max(1, ctx.total_steps // 5)
@@ -166,7 +115,7 @@ def apply_adalora(model, m, ctx):
             f"schedule ({tinit} warm-up and {tfinal} final steps, pruning in between; at least 3); "
             f"raise epochs, lower batch_size or grad_accum, or use lora"
         )
-    conf = AdaLoraConfig(
+    base = dict(
         task_type=ctx.task_type,
         init_r=int(m.lora_rank * 1.5),
         target_r=m.lora_rank,
@@ -177,7 +126,7 @@ def apply_adalora(model, m, ctx):
         tfinal=tfinal,
         **lora_kwargs(model, m),
     )
-    model = get_peft_model(model, conf)
+    model = wrap(model, build_config(m.method, "ADALORA", base, m.method_args), m.method)
     regularize_only_in_training(model.base_model)
     return model
 
@@ -201,96 +150,58 @@ def regularize_only_in_training(tuner) -> None:
 
 def apply_adapter(model, m, ctx, kind: str):
     """IA3 / LoHa / LoKr: same target rules as LoRA."""
-    import peft
-
     targets = parse_targets(model, m.lora_target)
     check_modules(model, list(m.modules_to_save), "modules_to_save")
-    common = dict(task_type=ctx.task_type, target_modules=targets, modules_to_save=list(m.modules_to_save) or None)
-    if kind == "ia3":
-        conf = peft.IA3Config(**common)
-    elif kind == "loha":
-        conf = peft.LoHaConfig(r=m.lora_rank, alpha=m.lora_alpha, module_dropout=m.lora_dropout, **common)
-    else:
-        conf = peft.LoKrConfig(r=m.lora_rank, alpha=m.lora_alpha, module_dropout=m.lora_dropout, **common)
-    return peft.get_peft_model(model, conf)
+    base = dict(task_type=ctx.task_type, target_modules=targets, modules_to_save=list(m.modules_to_save) or None)
+    if kind != "IA3":
+        base.update(r=m.lora_rank, alpha=m.lora_alpha, module_dropout=m.lora_dropout)
+    return wrap(model, build_config(m.method, kind, base, m.method_args), m.method)
 
 
 def apply_prompt(model, m, ctx, kind: str):
     """Prompt tuning / P-tuning / prefix tuning: virtual tokens, backbone frozen, head trained."""
-    import peft
-
-    common = dict(task_type=ctx.task_type, num_virtual_tokens=m.num_virtual_tokens)
-    if kind == "prompt-tuning":
-        text = (
-            dict(
-                prompt_tuning_init="TEXT",
-                prompt_tuning_init_text=m.prompt_init_text,
-                tokenizer_name_or_path=ctx.model_path,
-            )
-            if m.prompt_init_text
-            else {}
+    base = dict(task_type=ctx.task_type, num_virtual_tokens=m.num_virtual_tokens)
+    if kind == "PROMPT_TUNING" and m.prompt_init_text:
+        base.update(
+            prompt_tuning_init="TEXT", prompt_tuning_init_text=m.prompt_init_text, tokenizer_name_or_path=ctx.model_path
         )
-        conf = peft.PromptTuningConfig(**common, **text)
-    elif kind == "p-tuning":
-        conf = peft.PromptEncoderConfig(encoder_hidden_size=m.encoder_hidden_size, **common)
-    else:
+    elif kind == "P_TUNING":
+        base["encoder_hidden_size"] = m.encoder_hidden_size
+    elif kind == "PREFIX_TUNING":
         check_accepts_cache(model, ctx.task_type)
-        conf = peft.PrefixTuningConfig(**common)
-    return peft.get_peft_model(model, conf)
+    return wrap(model, build_config(m.method, kind, base, m.method_args), m.method)
 
 
 def check_accepts_cache(model: nn.Module, task_type: str) -> None:
     """Prefix tuning feeds its prefixes as past_key_values; refuse models that take none before training.
+    transformers 5 renamed the argument `cache` and still maps the old name onto it (a deprecate_kwarg
+    decorator, until 5.40.0: bench/prefix_tuning.py shows it working with 5.24); peft's causal-LM wrapper
+    passes it through, its other task wrappers refuse a signature without the name. Once the decorator is
+    gone past_key_values would be dropped silently, so this reads the decorator off the source.
     The methods suggested instead must work for the task (QA refuses the other prompt methods too)."""
-    import inspect
-
     instead = "lora, dora, ia3 or full" if task_type == "QUESTION_ANS" else "prompt-tuning or p-tuning"
     backbone = getattr(model, getattr(model, "base_model_prefix", ""), model)
-    if not any("past_key_values" in inspect.signature(m.forward).parameters for m in (model, backbone)):
-        raise UserError(
-            f"prefix-tuning: {type(model).__name__}.forward takes no `past_key_values`, through which "
-            f"peft feeds the prefixes (transformers 5 calls it `cache`; peft 0.21 still passes "
-            f"past_key_values); use {instead} instead"
-        )
+    if task_type == "CAUSAL_LM" and any(takes_past_key_values(m) for m in (model, backbone)):
+        return
+    # peft's classification, token and QA wrappers look for the name in the signature itself, and refuse
+    why = "peft 0.21's task heads look for it by name" if task_type != "CAUSAL_LM" else "it would be dropped"
+    raise UserError(
+        f"prefix-tuning: {type(model).__name__}.forward takes no `past_key_values`, through which peft feeds "
+        f"the prefixes (transformers 5 calls it `cache`; {why}); it works on the causal-LM ways (sft, "
+        f"classify_by generate, mc_head generate); use {instead} instead"
+    )
 
 
-@dataclass(frozen=True)
-class Method:
-    """A tuning method: how to apply it, and what it implies for the run, the tasks and export.
+def takes_past_key_values(module: nn.Module) -> bool:
+    import inspect
 
-    uses_rank        lora_rank, lora_alpha and lora_dropout apply (and the run's name says -r<rank>)
-    prompt           virtual tokens instead of weights: num_virtual_tokens applies, nothing to merge
-    prepends_tokens  peft puts the virtual tokens before the input, so per-token outputs shift by
-                     num_virtual_tokens (prefix tuning feeds its tokens as past_key_values instead)
-    head_only        trains the task head alone: saved alone; ways without a head refuse it
-    prunes_ranks     AdaLoRA: ranks are re-allocated after every optimizer step until the end, so the
-                     Trainer asks for that each step and the last epoch's weights are the ones kept
-    """
-
-    name: str
-    apply: Callable  # (model, method settings, MethodContext) -> the model to train
-    uses_rank: bool = False
-    prompt: bool = False
-    prepends_tokens: bool = False
-    head_only: bool = False
-    prunes_ranks: bool = False
-    summary: str = ""  # what it trains, in a line (`peftlab methods`, docs/methods.md)
-    settings: tuple = ()  # the method section's keys it reads beside `method`
-
-    def __post_init__(self):  # the usual settings of a rank or prompt method, unless the row names its own
-        if not self.settings and (self.uses_rank or self.prompt):
-            usual = (
-                ("lora_rank", "lora_alpha", "lora_dropout", "lora_target")
-                if self.uses_rank
-                else ("num_virtual_tokens",)
-            )
-            object.__setattr__(self, "settings", usual)
-
-    @property
-    def can_merge(self) -> bool:
-        """Whether export can fold the method into the base weights (and so convert them to GGUF): a prompt
-        method's virtual tokens are inputs, not weights."""
-        return not self.prompt
+    forward = type(module).forward
+    if "past_key_values" in inspect.signature(forward).parameters:
+        return True
+    try:
+        return 'deprecate_kwarg("past_key_values"' in inspect.getsource(forward)
+    except (OSError, TypeError):  # no source at hand: only the signature can tell
+        return False
 
 
 def refuse_unknown(model, m, ctx):
@@ -298,29 +209,44 @@ def refuse_unknown(model, m, ctx):
     check_method(m.method)
 
 
+HF = "https://huggingface.co/papers/"
+LORA_SETTINGS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target", "lora_init", "loraplus_lr_ratio")
+LORA = dict(uses_rank=True, lora_family=True, peft_type="LORA", paper=HF + "2106.09685", settings=LORA_SETTINGS)
+PROMPT = dict(prompt=True, kind="prompt", size="num_virtual_tokens")
+QA_PROMPT = "qa (start/end logits no longer line up); multiple choice with a head (2-D inputs only)"
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("full", apply_full, summary="every weight of the model"),
-        Method("head", apply_head, head_only=True, summary="the task head alone, on a frozen backbone"),
+        Method("full", apply_full, summary="every weight of the model", kind="full"),
+        Method(
+            "head",
+            apply_head,
+            head_only=True,
+            summary="the task head alone, on a frozen backbone",
+            kind="selective",
+            refused="likelihood scoring (cls-likelihood, mc-likelihood): no head to train",
+        ),
         Method(
             "freeze",
             apply_freeze,
             summary="the last freeze_layers layers and the head; the rest frozen",
             settings=("freeze_layers",),
+            kind="selective",
+            size="freeze_layers",
         ),
-        Method("lora", apply_lora, uses_rank=True, summary="low-rank updates A·B beside the target weights"),
+        Method("lora", apply_lora, summary="low-rank updates A·B beside the target weights", **LORA),
         Method(
             "dora",
             partial(apply_lora, use_dora=True),
-            uses_rank=True,
             summary="LoRA on the weights' direction plus a trained magnitude per output",
+            **{**LORA, "paper": HF + "2402.09353"},
         ),
         Method(
             "rslora",
             partial(apply_lora, use_rslora=True),
-            uses_rank=True,
             summary="LoRA scaled by alpha/sqrt(rank) instead of alpha/rank",
+            **{**LORA, "paper": HF + "2312.03732"},
         ),
         Method(
             "adalora",
@@ -328,80 +254,118 @@ METHODS: dict[str, Method] = {
             uses_rank=True,
             prunes_ranks=True,
             summary="LoRA whose ranks are re-allocated between layers while it trains",
+            peft_type="ADALORA",
+            paper=HF + "2303.10512",
+            refused="runs of fewer than 3 optimizer steps (its pruning schedule)",
         ),
         Method(
             "ia3",
-            partial(apply_adapter, kind="ia3"),
+            partial(apply_adapter, kind="IA3"),
             summary="learned scaling vectors on the target modules' activations",
-            settings=("lora_target",),
+            settings=("lora_target", "method_args"),
+            kind="additive",
+            peft_type="IA3",
+            paper=HF + "2205.05638",
         ),
         Method(
             "loha",
-            partial(apply_adapter, kind="loha"),
+            partial(apply_adapter, kind="LOHA"),
             uses_rank=True,
             summary="low-rank Hadamard product updates",
+            peft_type="LOHA",
+            paper=HF + "2108.06098",
         ),
         Method(
             "lokr",
-            partial(apply_adapter, kind="lokr"),
+            partial(apply_adapter, kind="LOKR"),
             uses_rank=True,
             summary="low-rank Kronecker product updates",
+            peft_type="LOKR",
+            paper=HF + "2309.14859",
         ),
         Method(
             "prompt-tuning",
-            partial(apply_prompt, kind="prompt-tuning"),
-            prompt=True,
+            partial(apply_prompt, kind="PROMPT_TUNING"),
             prepends_tokens=True,
             summary="num_virtual_tokens trained embeddings before the input",
+            peft_type="PROMPT_TUNING",
+            paper=HF + "2104.08691",
+            refused=QA_PROMPT,
+            **PROMPT,
         ),
         Method(
             "p-tuning",
-            partial(apply_prompt, kind="p-tuning"),
-            prompt=True,
+            partial(apply_prompt, kind="P_TUNING"),
             prepends_tokens=True,
             summary="virtual tokens produced by a small trained encoder",
             settings=("num_virtual_tokens", "encoder_hidden_size"),
+            peft_type="P_TUNING",
+            paper=HF + "2103.10385",
+            refused=QA_PROMPT,
+            **PROMPT,
         ),
         Method(
             "prefix-tuning",
-            partial(apply_prompt, kind="prefix-tuning"),
-            prompt=True,
+            partial(apply_prompt, kind="PREFIX_TUNING"),
             summary="trained keys and values prepended in every layer",
+            peft_type="PREFIX_TUNING",
+            paper=HF + "2101.00190",
+            refused="every way but the causal-LM ones (sft, generate): peft 0.21's task heads need "
+            "`past_key_values` in the signature, transformers 5 calls it `cache`; all once transformers 5.40 "
+            "drops the alias (bench/prefix_tuning.py)",
+            **PROMPT,
         ),
+        *PEFT_ROWS,
     )
 }
 
 
 def methods_table() -> list[dict]:
-    """One row per method: what it trains, the settings it reads beside `method`, whether export merges it."""
+    """One row per method: what it is and trains, what sets its size, its default targets on each packaged
+    family, its paper, where it is refused, and whether export merges it."""
     return [
         {
             "method": m.name,
+            "kind": m.kind,
             "trains": m.summary,
+            "size": m.size if m.size != "-" or not m.uses_rank else "lora_rank",
             "settings": ", ".join(m.settings) or "-",
-            "merge / GGUF": "yes" if m.can_merge else "no (its virtual tokens are inputs)",
+            "targets (encoder / llama / gemma3)": " / ".join(
+                default_targets(m, t) for t in ("bert", "llama", "gemma3_text")
+            ),
+            "paper": m.paper,
+            "refused on": m.refused,
+            "merge / GGUF": "yes" if m.can_merge else "no (its virtual tokens are inputs)" if m.prompt else "no",
         }
         for m in METHODS.values()
     ]
 
 
 def method_of(name: str) -> Method:
-    """The row of a method name. A name no row has gets a row with no capabilities, not an error: what
-    only asks what a method implies (a run's name, a task's checks, export) may run before the name is
-    checked, and check_method refuses it, with its suggestions, where the method is checked or applied."""
-    return METHODS.get(name) or Method(name, refuse_unknown)
+    """The row of a method name: a named row, or one built for a peft type asked for by name. A name peft
+    does not have either gets a row with no capabilities, not an error: what only asks what a method implies
+    (a run's name, a task's checks, export) may run before the name is checked, and check_method refuses
+    it, with its suggestions, where the method is checked or applied."""
+    named = METHODS.get(name) or METHODS.get(name.replace("_", "-"))  # peft's p_tuning is our p-tuning
+    return named or (None if name in UNSUPPORTED else by_name(name)) or Method(name, refuse_unknown)
 
 
 def check_method(name: str) -> None:
-    if name not in METHODS:
-        raise UserError(f"method: unknown method '{name}'{closest(name, METHODS)}; available: {', '.join(METHODS)}")
+    if name in UNSUPPORTED:
+        raise UserError(f"method: peft's {name} is not available in peftlab: {UNSUPPORTED[name]}")
+    if method_of(name).apply is refuse_unknown:
+        raise UserError(
+            f"method: unknown method '{name}'{closest(name, METHODS)}; available: {', '.join(METHODS)} "
+            f"(and any other peft type by its lowercased name; `peftlab methods` lists them)"
+        )
 
 
 def check_method_settings(m) -> None:
     """The method section's numbers that peft would refuse with a traceback, or take and train nothing
-    (lora_alpha 0 scales the adapter to zero), checked only for the method that uses them."""
+    (lora_alpha 0 scales the adapter to zero), checked only for the method that uses them; method_args
+    against the method's peft config class."""
     check_method(m.method)
-    method = METHODS[m.method]
+    method = method_of(m.method)
     ints = {"lora_rank": 1, "lora_alpha": 1} if method.uses_rank else {}
     if method.prompt:
         ints = {"num_virtual_tokens": 1, "encoder_hidden_size": 1}
@@ -412,12 +376,26 @@ def check_method_settings(m) -> None:
         raise UserError(f"lora_dropout: {m.lora_dropout} must be at least 0 and below 1")
     if any(int(i) < 0 for i in m.layers_to_transform):
         raise UserError(f"layers_to_transform: layer indices start at 0, got {list(m.layers_to_transform)}")
+    if m.method_args and not method.peft_type:
+        raise UserError(f"method_args: method {m.method} is not a peft tuner and takes none; leave it empty")
+    if method.peft_type:
+        typed_args(m.method, method.peft_type, m.method_args)
+    lora_init.check_lora_settings(m, method)
+
+
+def method_label(m) -> str:
+    """How a report and a run's default name call the method as configured: lora-r8-pissa-lp16."""
+    method = method_of(m.method)
+    parts = [m.method] + ([f"r{m.lora_rank}"] if method.uses_rank else [])
+    parts += [m.lora_init] if m.lora_init != "default" else []
+    parts += [f"lp{m.loraplus_lr_ratio:g}"] if m.loraplus_lr_ratio else []
+    return "-".join(parts)
 
 
 def apply_method(model: nn.Module, m, ctx: MethodContext) -> nn.Module:
     """Apply config section `method` to the model; returns the (possibly peft-wrapped) model."""
     check_method(m.method)
-    return METHODS[m.method].apply(model, m, ctx)
+    return method_of(m.method).apply(model, m, ctx)
 
 
 def is_peft(model) -> bool:

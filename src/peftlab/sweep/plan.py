@@ -51,6 +51,8 @@ SHORT = {
     "freeze_layers": "last",
     "batch_size": "bs",
     "max_samples": "n",
+    "lora_init": "",  # lora-r8-pissa
+    "loraplus_lr_ratio": "lp",  # lora-r8-lp16
 }
 
 

@@ -16,6 +16,7 @@ import time
 import traceback
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,11 +28,13 @@ from peftlab.data.splits import load_splits
 from peftlab.errors import UserError, closest
 from peftlab.hardware import cpu_info
 from peftlab.models.loading import DTYPES, load_tokenizer, position_limit, resolve_model
+from peftlab.models.lora_init import EVA_BATCHES, loraplus_optimizer
 from peftlab.models.methods import (
     MethodContext,
     apply_method,
     check_method_settings,
     is_peft,
+    method_label,
     method_of,
 )
 from peftlab.runs import layout
@@ -90,8 +93,7 @@ def default_run_name(cfg: Config) -> str:
     model = (
         Path(cfg.model.model).stem if ("/" in cfg.model.model or cfg.model.model.endswith(".gguf")) else cfg.model.model
     )
-    rank = f"-r{cfg.method.lora_rank}" if method_of(cfg.method.method).uses_rank else ""
-    name = f"{cfg.task.task}-{model}-{cfg.method.method}{rank}-s{cfg.train.seed}"
+    name = f"{cfg.task.task}-{model}-{method_label(cfg.method)}-s{cfg.train.seed}"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
@@ -388,7 +390,9 @@ def build_trainer(cfg: Config, run_dir: Path, model, tokenizer, task, prepared, 
         **precision_flags(t.precision),
     )
     cls, lm_loss = trainer_class(cfg, task, model)
+    ratio = cfg.method.loraplus_lr_ratio
     trainer = cls(
+        optimizers=(loraplus_optimizer(model, args, ratio) if ratio and is_peft(model) else None, None),
         model=model,
         args=args,
         train_dataset=encoded["train"],
@@ -518,7 +522,8 @@ def train_run(cfg: Config, resume: bool, overwrite: bool, trial: dict | None = N
     model, notes = task.build_model(resolved, prepared, cfg, tokenizer)
     check_max_length(cfg, model)
     set_seed(cfg.train.seed)
-    ctx = MethodContext(task.TASK_TYPE, total_steps(len(encoded["train"]), cfg.train), resolved.path)
+    batches = partial(first_batches, encoded["train"], task.build_collator(tokenizer, cfg), cfg.train.batch_size)
+    ctx = MethodContext(task.TASK_TYPE, total_steps(len(encoded["train"]), cfg.train), resolved.path, batches)
     model = apply_method(model, cfg.method, ctx)
     params = count_parameters(model)
 
@@ -656,6 +661,8 @@ def describe_run(cfg: Config, run_dir: Path, metric: str, params: dict, notes: d
         "task": cfg.task.task,
         "model": cfg.model.model,
         "method": cfg.method.method,
+        "method_label": method_label(cfg.method),
+        **{k: getattr(cfg.method, k) for k in ("lora_init", "loraplus_lr_ratio", "method_args")},
         "metric_for_best": metric,
         "best_epoch_rule": rule,
         **params,
@@ -671,6 +678,13 @@ def describe_run(cfg: Config, run_dir: Path, metric: str, params: dict, notes: d
         "versions": library_versions(),
         "git_hash": git_hash(),
     }
+
+
+def first_batches(dataset, collator, batch_size: int):
+    """The first EVA_BATCHES collated training batches, in order (the data-driven LoRA initialisations'
+    pass before training: forward only)."""
+    rows = [dataset[i] for i in range(min(len(dataset), EVA_BATCHES * batch_size))]
+    return [collator(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
 
 
 def finish_predictions(trainer, task, prepared, encoded, run_dir: Path, main: bool, env) -> dict:
