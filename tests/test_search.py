@@ -12,11 +12,12 @@ from test_sweep import tiny_sweep, write_sweep
 
 from peftlab.cli import main
 from peftlab.errors import UserError
+from peftlab.models.method_types import LR_GRIDS
 from peftlab.report.tables import summarize
 from peftlab.report.write import write_report
 from peftlab.runs import layout
 from peftlab.sweep.load import load_sweep
-from peftlab.sweep.search import LR_GRIDS, SEARCH_FILE
+from peftlab.sweep.search import SEARCH_FILE
 
 
 def test_lr_auto_gives_each_variant_its_familys_grid_with_its_own_rate_first(tmp_path):

@@ -118,6 +118,7 @@ class Method:
     merges: bool = True
     lora_family: bool = False
     catalog: bool = False
+    rates: str = ""  # the `search: {lr: auto}` grid (LR_GRIDS) it takes; empty = told by what it trains
 
     def __post_init__(self):  # the usual settings of a rank or prompt method, unless the row names its own
         if not self.settings and (self.uses_rank or self.prompt):
@@ -129,11 +130,27 @@ class Method:
             object.__setattr__(self, "settings", usual)
 
     @property
+    def lr_family(self) -> str:
+        """Which LR_GRIDS row `search: {lr: auto}` gives this method."""
+        if self.rates:
+            return self.rates
+        return "prompt" if self.prompt else "head" if self.head_only else "full" if self.kind == "full" else "adapter"
+
+    @property
     def can_merge(self) -> bool:
         """Whether export can fold the method into the base weights (and so convert them to GGUF): a prompt
         method's virtual tokens are inputs, not weights."""
         return self.merges and not self.prompt
 
+
+# `search: {lr: auto}` (sweep/search.py): three rates per family, the family's usual rate first; a factor of 2-5
+# between neighbours, the span within which the users' reports found each family's best rate.
+LR_GRIDS = {
+    "full": [5.0e-5, 2.0e-5, 1.0e-4],  # full fine-tuning, freeze: every (or many) pretrained weights move
+    "head": [2.0e-3, 5.0e-4, 1.0e-2],  # a fresh head on a frozen backbone
+    "adapter": [5.0e-4, 1.0e-4, 2.0e-3],  # LoRA, DoRA and every other peft method with weights
+    "prompt": [1.0e-2, 3.0e-3, 3.0e-2],  # virtual tokens: prompt / p-tuning / prefix tuning
+}
 
 FAMILIES = {"bert": "encoder", "llama": "llama", "gemma3_text": "gemma3", "gemma3": "gemma3"}
 

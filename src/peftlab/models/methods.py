@@ -13,6 +13,7 @@ from torch import nn
 from peftlab.errors import UserError, closest
 from peftlab.models import lora_init
 from peftlab.models.method_types import (  # noqa: F401  (re-exported: the names callers know)
+    LR_GRIDS,
     Method,
     MethodContext,
     check_modules,
@@ -234,6 +235,7 @@ METHODS: dict[str, Method] = {
             settings=("freeze_layers",),
             kind="selective",
             size="freeze_layers",
+            rates="full",
         ),
         Method("lora", apply_lora, summary="low-rank updates A·B beside the target weights", **LORA),
         Method(
@@ -336,6 +338,7 @@ def methods_table() -> list[dict]:
             "paper": m.paper,
             "refused on": m.refused,
             "merge / GGUF": "yes" if m.can_merge else "no (its virtual tokens are inputs)" if m.prompt else "no",
+            "lr: auto": ", ".join(f"{r:g}" for r in LR_GRIDS[m.lr_family]),
         }
         for m in METHODS.values()
     ]

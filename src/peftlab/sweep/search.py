@@ -2,7 +2,7 @@
 setting chosen on the validation split, trials that are clearly behind stopped early by Optuna.
 
     search:
-      lr: auto                      # a grid per method family (LR_GRIDS), or a list: [1.0e-4, 5.0e-4]
+      lr: auto                      # a grid per method family (method_types.LR_GRIDS), or a list: [1e-4, 5e-4]
       lora_rank: [4, 8]             # any other config key, as a list: searched together with lr
       pruner: successive-halving    # | hyperband | median | none (every trial runs all its epochs)
       storage: ""                   # empty = SQLite in the sweep folder; an RDB URL shares one search
@@ -33,26 +33,13 @@ from peftlab.errors import UserError, closest
 SEARCH_FILE = "search.db"  # the Optuna storage in the sweep folder (SQLite), unless `storage:` names another
 OPTIONS = ("pruner", "storage")
 PRUNERS = ("successive-halving", "hyperband", "median", "none")
-# `lr: auto`: three rates per method family, the family's usual rate first (docs/sweeps.md); a factor of
-# 2-5 between neighbours, the span the users' reports found the best rate within.
-LR_GRIDS = {
-    "full": [5.0e-5, 2.0e-5, 1.0e-4],  # full fine-tuning, freeze: every (or many) pretrained weights move
-    "head": [2.0e-3, 5.0e-4, 1.0e-2],  # a fresh head on a frozen backbone
-    "adapter": [5.0e-4, 1.0e-4, 2.0e-3],  # LoRA, DoRA and every other peft method with weights
-    "prompt": [1.0e-2, 3.0e-3, 3.0e-2],  # virtual tokens: prompt / p-tuning / prefix tuning
-}
 
 
 def lr_family(method: str) -> str:
-    """The family whose grid `lr: auto` uses for a method (LR_GRIDS)."""
+    """The family whose grid `lr: auto` uses for a method (models/method_types.LR_GRIDS)."""
     from peftlab.models.methods import method_of
 
-    m = method_of(method)
-    if m.prompt:
-        return "prompt"
-    if m.head_only:
-        return "head"
-    return "full" if method in ("full", "freeze") else "adapter"
+    return method_of(method).lr_family
 
 
 @dataclass
@@ -106,6 +93,8 @@ def read_search(value, where: str) -> Search | None:
 def trial_points(search: Search, method: str, given: dict) -> list[dict]:
     """The trials of one variant: every combination of the searched values, the variant's own value of
     each key (`given`, when it is in the grid) first, then the family's usual rate first for lr: auto."""
+    from peftlab.models.method_types import LR_GRIDS  # torch comes with it: only for a sweep that searches
+
     lists = []
     for key, values in search.keys.items():
         values = list(LR_GRIDS[lr_family(method)]) if values == "auto" else list(values)
