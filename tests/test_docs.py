@@ -43,7 +43,12 @@ def test_peftlab_methods_prints_every_method_with_its_settings(capsys):
     assert (
         "lora_rank" in rows["dora"] and "num_virtual_tokens" in rows["p-tuning"] and "freeze_layers" in rows["freeze"]
     )
-    assert rows["prefix-tuning"].rstrip().endswith("(its virtual tokens are inputs)")
+    assert "(its virtual tokens are inputs)" in rows["prefix-tuning"]
+    # the last column: the grid `search: {lr: auto}` gives the method's family
+    assert rows["prefix-tuning"].rstrip().endswith("0.01, 0.003, 0.03") and rows["freeze"].rstrip().endswith("0.0001")
+    assert rows["head"].rstrip().endswith("0.002, 0.0005, 0.01") and rows["vera"].rstrip().endswith(
+        "0.0005, 0.0001, 0.002"
+    )
     assert "n_frequency" in rows["fourierft"] and "q_proj,v_proj" in rows["vera"] and "2310.11454" in rows["vera"]
 
 
@@ -120,9 +125,28 @@ def test_the_readmes_demo_table_is_the_report_the_demo_wrote():
     assert len(lines) >= 10 and not [line for line in lines if line not in report]
     summary = json.loads((folder / "report.json").read_text())
     assert {r["status"] for r in summary["runs"]} == {"completed"} and len(summary["runs"]) == 6
-    timing = (folder / "TIMING.md").read_text()
+    timing = "".join((ROOT / "docs" / "results" / f / "TIMING.md").read_text() for f in RESULT_FOLDERS)
     for stated in re.findall(r"\d+ min \d+ s", readme):
         assert stated in timing, stated
+
+
+RESULT_FOLDERS = ("demo-sst2-minilm", "decide-sst2-minilm")
+
+
+def test_the_readmes_verdict_is_the_report_the_decision_sweep_wrote():
+    """The README's "verdict you can act on" block: lines of the report kept in docs/results, whose runs are the
+    shipped sweep's; its ratios are the ones its measurements recorded."""
+    readme = (ROOT / "README.md").read_text()
+    folder = ROOT / "docs" / "results" / "decide-sst2-minilm"
+    section = readme[readme.index("## A verdict you can act on") :]
+    lines = [line for line in section.split("```")[1].splitlines() if line.strip()]
+    assert len(lines) >= 4 and not [line for line in lines if line not in (folder / "report.md").read_text()]
+    summary = json.loads((folder / "report.json").read_text())
+    assert summary["recommendation"] and len(summary["search"]) == 5
+    assert len(json.loads((folder / "sweep.json").read_text())["runs"]) == 15
+    measured = (folder / "search-vs-grid" / "compare.txt").read_text()
+    for ratio in re.findall(r"(\d\.\d\d)x", section.split("```")[2]):
+        assert f"{ratio}x" in measured, ratio
 
 
 def test_the_readme_is_a_front_door():
