@@ -330,3 +330,18 @@ def test_qa_gets_the_no_answer_baseline_and_sft_the_untuned_model(tmp_path):
     assert untuned["name"] == "untuned model"
     assert untuned["scores"]["rougeL"] == pytest.approx(s["groups"][0]["metrics_epoch0"]["rougeL"]["mean"])
     assert s["groups"][0]["paired"]["score"]["diff"] == pytest.approx(0.5)  # 3 of 6 texts equal the reference
+
+
+def test_the_dashboards_sweep_page_opens_with_the_recommendation(tmp_path):
+    """The sweep page's first block is the report's opening (no browser needed: the page as served)."""
+    from starlette.testclient import TestClient
+
+    from peftlab.ui.app import create_app
+
+    yes_no_sweep(tmp_path / "runs" / "yn")
+    response = TestClient(create_app(tmp_path / "runs"), base_url="http://127.0.0.1").get("/sweep/yn")
+    assert response.status_code == 200
+    page = response.text
+    block = page[page.index('<ul id="recommendation">') :]
+    assert "No method beats the majority class baseline" in block[: block.index("</ul>")]
+    assert "**" not in block[: block.index("</ul>")]  # markdown's bold marks are not shown as text
