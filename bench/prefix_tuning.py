@@ -7,13 +7,17 @@ still passes `past_key_values`. transformers maps the old name onto the new one 
 FutureWarning, until 5.40.0; after that the prefix would be dropped or refused. This builds a tiny random
 Llama (no download), wraps it with peft's PrefixTuningConfig, and compares its output with the bare
 model's: `diagnose()` says whether the prefix reached the attention ("works"), was silently dropped
-("ignored": the output equals the bare model's), or made the forward fail ("error: ..."). Run by
-tests/test_peft_methods.py, which fails the day it stops saying "works" (then peftlab must refuse
-prefix-tuning again: models/methods.py, check_accepts_cache, reads the same decorator).
+("ignored": the output equals the bare model's), or made the forward fail ("error: ...").
+`diagnose_generate()` asks the same of generate(), which passes a cache of its own and drops the prefix
+("ignored"): so peftlab refuses prefix tuning on every way that scores by generating (sft, cls-generate,
+mc-generate; tasks/sft.py), and the task heads refuse it for the signature (models/methods.py,
+check_accepts_cache, reads the same decorator). Run by tests/test_peft_methods.py, which fails the day either
+answer changes.
 
     PYTHONPATH=src .venv/bin/python bench/prefix_tuning.py
 
-Says "works" with torch 2.13.0+cpu, transformers 5.24.0, peft 0.21.2 (the script prints the versions).
+Says forward "works", generate "ignored" with torch 2.13.0+cpu, transformers 5.24.0, peft 0.21.2 (the
+script prints the versions).
 """
 
 from __future__ import annotations
@@ -42,6 +46,30 @@ def diagnose() -> str:
     return "ignored" if torch.allclose(out, bare, atol=1e-6) else "works"
 
 
+def diagnose_generate() -> str:
+    """The same wrapped model's greedy generate(): "ignored" when its first step's scores equal the bare
+    model's (the prefix dropped: generate passes a cache of its own), "works" when the prefix changes them."""
+    import peft
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    size = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, intermediate_size=64, **size)).eval()
+    ids = torch.randint(0, 64, (1, 6))
+    settings = dict(max_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    with torch.no_grad():
+        bare = model.generate(input_ids=ids, pad_token_id=0, **settings).scores[0]
+        wrapped = peft.get_peft_model(model, peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+        for p in wrapped.prompt_encoder.parameters():
+            p.normal_(0, 3)
+        try:
+            out = wrapped.generate(input_ids=ids, pad_token_id=0, **settings).scores[0]
+        except Exception as e:  # noqa: BLE001 - the reproduction reports whatever the libraries raise
+            return f"error: {type(e).__name__}: {e}"
+    return "ignored" if torch.allclose(out, bare, atol=1e-5) else "works"
+
+
 def versions() -> str:
     import peft
     import torch
@@ -56,7 +84,8 @@ def main() -> None:
     takes = "past_key_values" in inspect.signature(LlamaForCausalLM.forward).parameters
     print(versions())
     print(f"LlamaForCausalLM.forward takes past_key_values: {takes}")
-    print(f"prefix tuning: {diagnose()}")
+    print(f"prefix tuning, forward: {diagnose()}")
+    print(f"prefix tuning, generate: {diagnose_generate()}")
 
 
 if __name__ == "__main__":

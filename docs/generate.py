@@ -164,12 +164,13 @@ variant's name: `lora-r8-pissa-lp16`.
 ### prefix-tuning
 
 peft 0.21 passes the prefixes as `past_key_values`; transformers 5 calls that argument `cache` and maps
-the old name onto it until 5.40.0. peft's causal-LM wrapper passes it through, so prefix-tuning trains on
-the causal-LM ways (sft, `classify_by: generate`, `mc_head: generate`) with the installed versions
-(transformers 5.24.0, peft 0.21.2); peft's classification, token-classification and QA wrappers look for
-`past_key_values` in the model's signature and refuse, so peftlab refuses those ways before training.
-`bench/prefix_tuning.py` is the minimal reproduction; a test fails the day it stops working (then the
-causal-LM ways must be refused too: check_accepts_cache reads the same decorator).
+the old name onto it until 5.40.0, so a forward pass of peft's causal-LM wrapper does carry the prefix.
+But the ways that score by generating (sft, `classify_by: generate`, `mc_head: generate`) call
+generate(), which passes a cache of its own: the prefix is dropped and the answers scored would be the
+untuned model's, so peftlab refuses those ways; on every other way the model's signature lacks
+`past_key_values`, which peft's task wrappers look for, so peftlab refuses them too, before
+training (transformers 5.24.0, peft 0.21.2). `bench/prefix_tuning.py` is the minimal reproduction of both;
+two tests fail the day either answer changes.
 """
 
 BENCH_INTRO = """# Benchmarks

@@ -82,12 +82,14 @@ def refusal(model: str, way: str, method: str) -> str | None:
         return "trains only a task head, and likelihood scoring has none"
     if way in ("mc-likelihood", "mc-classifier") and METHODS[method].prompt:  # generate's rows are 2-D
         return "prepends virtual tokens to 2-D inputs"
+    if method == "prefix-tuning" and way in ("cls-generate", "mc-generate", "sft"):  # generate() drops the prefix
+        return "cannot be scored by generating"
     if model == "bert" and way in CAUSAL_WAYS:  # BertLMHeadModel attends both ways: it would read the answer
         return "is not causal"
     if method == "shadow" and model == "bert":  # peft's ShadowCarrier fails inside BERT
         return "method shadow: not on BertForSequenceClassification"
     # peft 0.21's classification, token and QA wrappers need `past_key_values` in the signature (now `cache`)
-    if method == "prefix-tuning" and way not in ("cls-generate", "mc-generate", "sft"):
+    if method == "prefix-tuning":
         return "takes no `past_key_values`"
     if way == "qa" and METHODS[method].prompt:
         return "start/end logits no longer line up"

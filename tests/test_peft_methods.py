@@ -132,3 +132,17 @@ def test_prefix_tuning_still_reaches_the_model():
 
     outcome = diagnose()
     assert outcome == "works", f"prefix tuning {outcome} with {versions()}: peftlab must refuse it (methods.py)"
+
+
+def test_generate_still_drops_the_prefix():
+    """bench/prefix_tuning.py's generate() check: the prefix is dropped there, which is why sft, cls-generate
+    and mc-generate refuse prefix-tuning (tasks/sft.py check_settings). The day this says "works", lift that
+    refusal: generated answers would then carry the trained prefix."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from prefix_tuning import diagnose_generate, versions
+
+    outcome = diagnose_generate()
+    assert outcome == "ignored", f"generate() {outcome} with {versions()}: lift the refusal in tasks/sft.py"

@@ -188,8 +188,7 @@ def check_accepts_cache(model: nn.Module, task_type: str) -> None:
     why = "peft 0.21's task heads look for it by name" if task_type != "CAUSAL_LM" else "it would be dropped"
     raise UserError(
         f"prefix-tuning: {type(model).__name__}.forward takes no `past_key_values`, through which peft feeds "
-        f"the prefixes (transformers 5 calls it `cache`; {why}); it works on the causal-LM ways (sft, "
-        f"classify_by generate, mc_head generate); use {instead} instead"
+        f"the prefixes (transformers 5 calls it `cache`; {why}); use {instead} instead"
     )
 
 
@@ -312,9 +311,9 @@ METHODS: dict[str, Method] = {
             summary="trained keys and values prepended in every layer",
             peft_type="PREFIX_TUNING",
             paper=HF + "2101.00190",
-            refused="every way but the causal-LM ones (sft, generate): peft 0.21's task heads need "
-            "`past_key_values` in the signature, transformers 5 calls it `cache`; all once transformers 5.40 "
-            "drops the alias (bench/prefix_tuning.py)",
+            refused="every way with transformers 5.24 and peft 0.21.2: the task heads need `past_key_values` in "
+            "the signature (transformers 5 calls it `cache`), and the generating ways (sft, generate) would score "
+            "answers without the prefix, which generate() drops (bench/prefix_tuning.py)",
             **PROMPT,
         ),
         *PEFT_ROWS,

@@ -58,7 +58,15 @@ def check_settings(cfg) -> None:
     check_template(cfg.task.template)
     if cfg.eval.max_new_tokens < 1:
         raise UserError(f"max_new_tokens: must be at least 1, got {cfg.eval.max_new_tokens}")
-    if cfg.task.packing and method_of(cfg.method.method).prompt:
+    method = method_of(cfg.method.method)
+    if method.prompt and not method.prepends_tokens:  # prefix tuning: its prefix is a cache, not tokens
+        raise UserError(
+            f"method: '{cfg.method.method}' cannot be scored by generating: peft 0.21 feeds the prefix as "
+            "past_key_values, and generate() (transformers 5) passes a cache of its own, so the prefix is dropped "
+            "and every generated answer would be the untuned model's (bench/prefix_tuning.py shows it); use "
+            "prompt-tuning or p-tuning"
+        )
+    if cfg.task.packing and method.prompt:
         raise UserError(
             f"packing: not with {cfg.method.method} (its virtual tokens go before each row, and a "
             f"packed row holds several examples); set packing: false"
