@@ -8,6 +8,7 @@ import json
 
 import optuna
 import pytest
+import yaml
 from test_sweep import tiny_sweep, write_sweep
 
 from peftlab.cli import main
@@ -87,7 +88,7 @@ def test_a_trial_behind_at_its_first_epoch_is_pruned_and_the_report_keeps_the_be
         [{"name": "lora", "method": "lora", "lr": 5e-3, "pooling": "mean"}],
         search={"lr": [5e-3, 1e-9]},
     )
-    data = json.loads(json.dumps(__import__("yaml").safe_load(path.read_text())))
+    data = yaml.safe_load(path.read_text())
     data["config"].update(epochs=3, metric_for_best="loss")
     write_sweep(path, **data)
     assert main(["sweep", str(path)]) == 0
@@ -147,7 +148,7 @@ def test_trials_left_running_by_a_stopped_sweep_are_failed_when_it_starts_again(
     from peftlab.sweep.search import load_study, settle_stale, tell, trial_spec
 
     path = write_sweep(tmp_path / "s.yaml", output_dir=str(tmp_path / "out"), variants=[{"method": "lora"}])
-    data = __import__("yaml").safe_load(path.read_text()) | {"search": {"lr": [1e-4, 1e-3]}}
+    data = yaml.safe_load(path.read_text()) | {"search": {"lr": [1e-4, 1e-3]}}
     sweep = load_sweep(write_sweep(path, **data))
     sweep.folder.mkdir(parents=True)
     first, second = sweep.runs
@@ -158,5 +159,5 @@ def test_trials_left_running_by_a_stopped_sweep_are_failed_when_it_starts_again(
     study = load_study(sweep.search, "lora", "accuracy", 1)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING]
     assert study.trials[0].params == {"lr": 1e-4} and study.trials[1].params == {"lr": 1e-3}
-    settle_stale(load_sweep(path).search or sweep.search, sweep)
+    settle_stale(sweep.search, sweep)
     assert [t.state for t in load_study(sweep.search, "lora", "accuracy", 1).trials][1] == optuna.trial.TrialState.FAIL

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from peftlab.report.tables import markdown_table
+from peftlab.report.markdown import markdown_table
 from peftlab.runs import layout
 from peftlab.runs.rundir import UnreadableFile, read_json
 

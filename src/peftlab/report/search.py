@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from peftlab.report.markdown import markdown_table
+
 
 def choose_trials(state: dict, runs: list) -> tuple[list, list[dict]]:
     """(the runs the tables show: every run that is no trial, and each variant's chosen trial renamed to its
@@ -151,9 +153,7 @@ def search_markdown(summary: list[dict]) -> str:
         "the trials marked pruned when they fell behind their method's other trials; the chosen trial has the "
         "best validation score among those that ran every epoch, and its test score is the tables' headline.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(r) + " |" for r in rows),
+        markdown_table(header, rows),
         "",
     ]
     return "\n".join(lines)

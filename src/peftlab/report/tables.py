@@ -28,6 +28,7 @@ from peftlab.report.headline import (
     paired_header,
     unpaired_notes,
 )
+from peftlab.report.markdown import markdown_table
 from peftlab.report.paired import contains_zero
 from peftlab.report.recommend import recommend
 from peftlab.report.search import choose_trials
@@ -550,12 +551,6 @@ def epochs_rows(s: dict) -> tuple[list[str], list[list[str]]]:
     epochs = [0] + s["report_epochs"]
     header = ["method"] + [f"epoch {e}" for e in epochs]
     return header, [[r["group"]] + [fmt_stat(**r["at_epochs"][str(e)], digits=3) for e in epochs] for r in s["groups"]]
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def failed_lines(s: dict) -> list[str]:

@@ -74,6 +74,7 @@ from peftlab.training.callbacks import (
     TrackerSummary,
     loss_line,
 )
+from peftlab.training.cost import steps_per_epoch
 from peftlab.training.plots import plot_loss
 from peftlab.training.pruning import PruneTrial
 
@@ -248,8 +249,7 @@ def add_tracker_summary(trainer, recorder) -> None:
 
 
 def total_steps(n_train: int, t) -> int:
-    per_epoch = math.ceil(math.ceil(n_train / (t.batch_size * world_size())) / t.grad_accum)
-    return max(1, per_epoch * t.epochs)
+    return steps_per_epoch(n_train, t.batch_size, t.grad_accum, world_size()) * t.epochs
 
 
 def check_run_dir(run_dir: Path, cfg: Config, resume: bool, overwrite: bool) -> dict | None:
