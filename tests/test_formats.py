@@ -93,5 +93,8 @@ def test_test_ratio_splits_off_the_same_test_items_for_every_run_seed(tmp_path):
     assert not titles(by_title["test"]) & (titles(by_title["train"]) | titles(by_title["validation"]))
     with_file = load_splits(DataConfig(train_file=str(f), test_file=str(f), test_ratio=0.2), seed=1)
     assert len(with_file["test"].records) == 100  # test_file wins: nothing of train is held out
+    # max_eval_samples caps a test split with test_seed too, not the run's seed
+    capped = DataConfig(train_file=str(f), test_file=str(f), max_eval_samples=10)
+    assert texts(load_splits(capped, seed=1)["test"]) == texts(load_splits(capped, seed=2)["test"])
     with pytest.raises(UserError, match=r"test_ratio: 1.5 must be between 0 and 1 when test_file is empty"):
         load_splits(DataConfig(train_file=str(f), test_ratio=1.5), seed=1)

@@ -48,7 +48,8 @@ def load_splits(data, seed: int) -> dict[str, Split]:
         "validation": sample(validation, data.max_eval_samples, seed),
     }
     if test is not None:
-        splits["test"] = sample(test, data.max_eval_samples, seed)
+        # test_seed, not the run's: every seed of a sweep is scored on the same test items (paired tests)
+        splits["test"] = sample(test, data.max_eval_samples, data.test_seed)
     if data.extra_eval_file:
         splits["extra"] = sample(read(data.extra_eval_file, "extra_eval_file"), data.max_eval_samples, seed)
     # every file's left-out rows, recorded with the run (once, if a file is read for two splits)

@@ -77,6 +77,7 @@ def probe(config_path: str, folder: str) -> dict:
         "eval_s": {line["epoch"]: line["eval_time_s"] for line in lines},
         "peak_memory_mb": result["peak_memory_mb"],
         "peak_memory_kind": result["peak_memory_kind"],
+        "group_by_length": result.get("group_by_length", False),
         "probe_lengths": split_lengths(cut),
         "lengths": full,
         "data_s": round(data_s, 3),

@@ -52,6 +52,24 @@ def shuffled_padded_tokens(lengths: list[int], batch_size: int, seed: int = 0) -
     return total / SHUFFLES
 
 
+def grouped_padded_tokens(lengths: list[int], batch_size: int, seed: int = 0) -> float:
+    """The same with group_by_length: transformers' LengthGroupedSampler shuffles, cuts the order into megabatches
+    of 50 batches and sorts each megabatch by length before batching it, so rows of a batch are near in length."""
+    if not lengths:
+        return 0.0
+    rng, order, total = random.Random(seed), list(lengths), 0
+    for _ in range(SHUFFLES):
+        rng.shuffle(order)
+        for mega in chunks(order, 50 * batch_size):
+            total += padded_tokens(sorted(mega, reverse=True), batch_size)
+    return total / SHUFFLES
+
+
+def epoch_padded_tokens(lengths: list[int], batch_size: int, grouped: bool) -> float:
+    """One training epoch's padded tokens, with length-grouped batches or uniformly shuffled ones."""
+    return (grouped_padded_tokens if grouped else shuffled_padded_tokens)(lengths, batch_size)
+
+
 def chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size) if items[i : i + size]]
 
@@ -81,12 +99,15 @@ def fixed_seconds(wall_s: float, imports_s: float, train_s: float, eval_s: float
     return max(0.0, wall_s - imports_s - train_s - eval_s)
 
 
-def predict_run(rates: Rates, lengths: dict[str, list[int]], t, e, world: int = 1, imports: bool = False) -> dict:
+def predict_run(
+    rates: Rates, lengths: dict[str, list[int]], t, e, world: int = 1, imports: bool = False, grouped: bool = False
+) -> dict:
     """A run's predicted time per epoch and total time (seconds) on data of these token lengths, with training
     settings `t` (epochs, batch_size, grad_accum) and evaluation settings `e` (eval_batch_size, eval_at_start).
-    imports: the run's process imports at its turn (a sweep's first run); later runs were started ahead."""
+    imports: the run's process imports at its turn (a sweep's first run); later runs were started ahead.
+    grouped: its training batches are length-grouped (train.group_by_length as the probe resolved it)."""
     train = lengths.get("train", [])
-    epoch_tokens = shuffled_padded_tokens(train, t.batch_size * world)
+    epoch_tokens = epoch_padded_tokens(train, t.batch_size * world, grouped)
     epoch_s = rates.train_s_per_token * epoch_tokens
     eval_s = rates.eval_s_per_token * eval_tokens(lengths, e.eval_batch_size, t.epochs, e.eval_at_start)
     run_s = rates.fixed_s + t.epochs * epoch_s + eval_s + (rates.imports_s if imports else 0.0)
