@@ -136,6 +136,7 @@ def read_peftlab_run(run: Path, proc: dict) -> dict:
         "precision": r.get("precision"),
         "lm_loss": r.get("lm_loss"),
         "total_params": r["total_params"],
+        "trainable_params": r.get("trainable_params"),
     }
 
 
@@ -245,6 +246,7 @@ def levers_a(bf16: bool) -> dict[str, list[str]]:
         "peftlab": [],
         "peftlab chunked_loss=false": ["chunked_loss=false"],
         "peftlab packing=true": ["packing=true"],
+        "peftlab group_by_length=true": ["group_by_length=true"],
     }
     if bf16:
         legs["peftlab precision=bf16"] = ["precision=bf16"]
@@ -281,14 +283,11 @@ def job_legs(name: str, scratch: Path, args) -> dict:
         base = peftlab_cls_args(job)
         legs = {
             "plain": lambda d: leg_plain(job, "cls", d),
-            "peftlab": lambda d: leg_peftlab(base, d),
-            "peftlab group_by_length=true": lambda d: leg_peftlab(base + ["group_by_length=true"], d),
+            "peftlab": lambda d: leg_peftlab(base, d),  # group_by_length auto: on for an encoder
+            "peftlab group_by_length=false": lambda d: leg_peftlab(base + ["group_by_length=false"], d),
         }
         if bf16:
             legs["peftlab precision=bf16"] = lambda d: leg_peftlab(base + ["precision=bf16"], d)
-            legs["peftlab precision=bf16 group_by_length=true"] = lambda d: leg_peftlab(
-                base + ["precision=bf16", "group_by_length=true"], d
-            )
         return legs
     if name == "c":
         n = [f"max_eval_samples={args.eval_rows}"]
@@ -312,7 +311,87 @@ def job_legs(name: str, scratch: Path, args) -> dict:
             "peftlab sweep, runs exit the usual way": lambda d: leg_sweep_gaps(d, {"PEFTLAB_FAST_EXIT": "0"}),
             "peftlab sweep without start ahead": lambda d: leg_sweep_gaps(d, {"PEFTLAB_START_AHEAD": "0"}),
         }
-    raise SystemExit(f"bench/run.py: no job {name!r}; jobs are a, b, c, d, e")
+    if name == "f":
+        return {
+            "plain (sequence-classification head)": lambda d: leg_time_to_model(ttm_plain_once, d),
+            "peftlab (label likelihood)": lambda d: leg_time_to_model(ttm_peftlab_once, d),
+        }
+    raise SystemExit(f"bench/run.py: no job {name!r}; jobs are a, b, c, d, e, f")
+
+
+# ---------------------------------------------------------------- job (f): time to a learned model
+
+SST2_SAMPLE = "pkg:peftlab/samples/sst2/train.tsv"  # 2,000 rows, shipped: job (f) runs on a fresh clone
+SST2_SAMPLE_DEV = "pkg:peftlab/samples/sst2/dev.tsv"
+TTM_TARGET = 0.80  # validation accuracy on the first TTM_EVAL dev sentences (majority class: about 0.5)
+TTM_EVAL = 200
+TTM_LADDER = (250, 500, 1000, 2000)  # training rows tried in turn until a model reaches the target
+TTM_JOB = {"max_length": 64, "batch_size": 8, "lr": 5e-4, "seed": 42}
+TTM_LORA = {"r": 8, "alpha": 16, "dropout": 0.05, "target": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+SST2_PROMPT = "Review: {text}\nQuestion: Is the sentiment of this review positive or negative?\nAnswer:"
+
+
+def ttm_plain_once(rows: int, scratch: Path) -> tuple[dict, float]:
+    """The usual way to classify with a decoder: transformers' sequence-classification head (last token) + LoRA."""
+    job = {
+        **TTM_JOB,
+        "kind": "cls",
+        "rows": rows,
+        "model": model_folder("smollm2-135m"),
+        "data": str(resolve(SST2_SAMPLE, "bench")),
+        "eval_data": str(resolve(SST2_SAMPLE_DEV, "bench")),
+        "eval_rows": TTM_EVAL,
+        "lora": TTM_LORA,
+        "scratch": str(scratch / "out"),
+    }
+    (scratch / "job.json").write_text(json.dumps(job))
+    cmd = [PY, str(LEGS / "plain_train.py"), str(scratch / "job.json"), str(scratch / "t.json")]
+    proc = run_process(cmd, scratch / "log.txt")
+    return proc, json.loads((scratch / "t.json").read_text())["accuracy"]
+
+
+def ttm_peftlab_once(rows: int, scratch: Path) -> tuple[dict, float]:
+    """peftlab's way: the label words' likelihood after a prompt (classify_by: likelihood), LoRA on the same layers."""
+    args = [
+        "model=smollm2-135m",
+        "task=classification",
+        "classify_by=likelihood",
+        "label_words=negative,positive",
+        f"prompt_template={SST2_PROMPT}",
+        f"train_file={SST2_SAMPLE}",
+        f"validation_file={SST2_SAMPLE_DEV}",
+        "text_column=sentence",
+        "label_column=label",
+        f"max_samples={rows}",
+        f"max_eval_samples={TTM_EVAL}",
+        "eval_at_start=false",
+        "method=lora",
+        f"lora_rank={TTM_LORA['r']}",
+        f"lora_alpha={TTM_LORA['alpha']}",
+        f"lora_dropout={TTM_LORA['dropout']}",
+        f"lora_target={','.join(TTM_LORA['target'])}",
+        "epochs=1",
+        *(f"{k}={TTM_JOB[k]}" for k in ("max_length", "batch_size", "lr", "seed")),
+    ]
+    proc = run_process(
+        [PY, "-m", "peftlab", "train", *args, f"output_dir={scratch}", "run_name=r", "--overwrite"], scratch / "log.txt"
+    )
+    return proc, json.loads((scratch / "r" / "result.json").read_text())["metrics_best"]["accuracy"]
+
+
+def leg_time_to_model(once, scratch: Path) -> dict:
+    """Train on TTM_LADDER's row counts in turn until a model reaches TTM_TARGET: the wall time of the command that
+    first did (what a user who knew the size would wait) and of the whole ladder (what one who did not would)."""
+    ladder, spent = [], 0.0
+    for rows in TTM_LADDER:
+        folder = scratch / f"rows{rows}"
+        folder.mkdir(parents=True, exist_ok=True)
+        proc, accuracy = once(rows, folder)
+        spent += proc["wall_s"]
+        ladder.append({"rows": rows, "accuracy": accuracy, "wall_s": round(proc["wall_s"], 1)})
+        if accuracy >= TTM_TARGET:
+            return {**proc, "rows_needed": rows, "accuracy": accuracy, "ladder_wall_s": spent, "ladder": ladder}
+    return {**proc, "rows_needed": None, "accuracy": accuracy, "ladder_wall_s": spent, "ladder": ladder}
 
 
 COLA_DEV = "data:cola/in_domain_dev.tsv"
@@ -566,6 +645,13 @@ COLUMNS = {
         ("unparsed", "unparsed", 0, 1, ""),
         PEAK_RSS,
     ],
+    "ttm": [
+        ("rows needed", "rows_needed", 0, 1, ""),
+        ("accuracy reached", "accuracy", 3, 1, ""),
+        ("wall of that run", "wall_s", 1, 1, " s"),
+        ("wall of the ladder", "ladder_wall_s", 1, 1, " s"),
+        PEAK_RSS,
+    ],
     "gaps": [
         ("wall", "wall_s", 1, 1, " s"),
         ("median gap", "gap_s", 2, 1, " s"),
@@ -574,13 +660,13 @@ COLUMNS = {
         PEAK_RSS,
     ],
 }
-KIND = {"a": "train", "b": "train", "c": "score", "d": "score", "e": "gaps"}
+KIND = {"a": "train", "b": "train", "c": "score", "d": "score", "e": "gaps", "f": "ttm"}
 SUMMARY_KEYS = sorted({c[1] for cols in COLUMNS.values() for c in cols} | {"train_tokens"})
 
 
 def summarize(runs: list[dict]) -> dict:
     out = {k: stats([r[k] for r in runs]) for k in SUMMARY_KEYS if all(r.get(k) is not None for r in runs)}
-    for k in ("precision", "lm_loss", "total_params"):
+    for k in ("precision", "lm_loss", "total_params", "trainable_params", "ladder"):
         if runs[0].get(k):
             out[k] = runs[0][k]
     return out
@@ -613,10 +699,21 @@ def matmul_params(name: str | None) -> int | None:
     return AutoModel.from_pretrained(model_folder(name)).num_parameters(exclude_embeddings=True)
 
 
-def mfu(s: dict, params: int, peak_gflops: float | None) -> str:
+def flops_per_token(params: int, trained: int) -> int:
+    """Matmul FLOPs per token of one training step, counted honestly: 2 N forward and 2 N for the
+    activations' gradients over every weight, and 2 N more only for the weights that are trained (their
+    own gradients). Full fine-tuning: 6 N. LoRA: 4 N for the frozen base plus 6 N for the adapter's own
+    matrices (the 6 N of Kaplan et al. counted for a frozen base overstates MFU by half)."""
+    return 4 * params + 2 * trained
+
+
+def mfu(s: dict, params: int, trained: int, peak_gflops: float | None) -> str:
+    """`trained`: the job's trainable parameters (every train job here is LoRA, the same adapter in every
+    leg; peftlab's legs record the count), the adapter's and head's matrices on top of the frozen N."""
     if not peak_gflops or not params or "train_tokens_per_s" not in s:
         return "-"
-    return f"{100 * 6 * params * s['train_tokens_per_s']['median'] / (peak_gflops * 1e9):.1f}%"
+    flops = flops_per_token(params + trained, trained)
+    return f"{100 * flops * s['train_tokens_per_s']['median'] / (peak_gflops * 1e9):.1f}%"
 
 
 def table(result: dict) -> str:
@@ -637,8 +734,10 @@ def table(result: dict) -> str:
         for leg, s in j["legs"].items():
             cells = [leg] + [fmt(s.get(key), d, scale, unit) for _, key, d, scale, unit in cols]
             if train:
+                trained = next((x["trainable_params"] for x in j["legs"].values() if x.get("trainable_params")), 0)
                 job_peak = j.get("peak_gflops") or peak  # a job measured in a run of its own: that run's peak
-                cells.append(mfu(s, j["params"], job_peak.get("bf16" if s.get("precision") == "bf16" else "fp32")))
+                leg_peak = job_peak.get("bf16" if s.get("precision") == "bf16" else "fp32")
+                cells.append(mfu(s, j["params"], trained, leg_peak))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         lines += [f"- {text}" for text in j.get("ratios", []) + j.get("notes", [])]
@@ -683,6 +782,19 @@ def ratios(job: str, legs: dict) -> list[str]:
                     f"{leg} vs one at a time: **{median(one, 'seconds') / median(s, 'seconds'):.1f}x** faster, "
                     f"accuracy {median(s, 'accuracy'):.3f} vs {median(one, 'accuracy'):.3f}"
                 )
+    elif job == "f":
+        for leg, s in legs.items():
+            ladder = s.get("ladder", [])
+            steps = ", ".join(f"{x['rows']} rows {x['accuracy']:.3f} in {x['wall_s']:.0f} s" for x in ladder)
+            out.append(f"{leg}: {steps}" + ("" if "rows_needed" in s else f" (never reached {TTM_TARGET})"))
+        plain = legs.get("plain (sequence-classification head)")
+        ours = legs.get("peftlab (label likelihood)")
+        if plain and ours and "rows_needed" in plain and "rows_needed" in ours:
+            out.append(
+                f"peftlab vs plain: **{median(plain, 'wall_s') / median(ours, 'wall_s'):.1f}x** less wall time to a "
+                f"model at {TTM_TARGET} accuracy "
+                f"({median(plain, 'ladder_wall_s') / median(ours, 'ladder_wall_s'):.1f}x counting the ladder)"
+            )
     elif job == "e":
         for leg, s in legs.items():
             out.append(
@@ -699,6 +811,8 @@ TITLES = {
     "c": "an untuned LLM classifier (smollm2-135m) on {eval_rows} CoLA dev rows: generate + parse vs label scoring",
     "d": "{predict_rows} CoLA dev rows predicted by smollm2-135m: one at a time vs peftlab predict (batched)",
     "e": "a sweep of 6 short minilm-l6 runs (64 rows, 1 epoch each): the gaps between runs",
+    "f": "time to a learned model: smollm2-135m on SST-2 to 0.80 accuracy on 200 dev sentences, LoRA r=8 on "
+    "attention, 1 epoch on 250, 500, 1,000, 2,000 training rows in turn until a model gets there",
 }
 
 
@@ -719,7 +833,7 @@ def ensure_llamafactory_venv() -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--jobs", default="a,b,c,d,e,scaling")
+    ap.add_argument("--jobs", default="a,b,c,d,e,f,scaling")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sft-rows", type=int, default=256)
     ap.add_argument("--cls-rows", type=int, default=2000)

@@ -182,9 +182,12 @@ script written the usual way (dynamic padding, library defaults), through LLaMA-
 `eval` / `predict` / `sweep` with its defaults and with each lever. One process at a time (two torch
 jobs on 2 cores slow each other 10-20x); peak RSS from the kernel (`wait4`) for each process; train
 tokens/s counted over non-padding tokens and the optimizer steps' time; medians of 3 with min-max;
-the CPU model and flags and the machine's own measured matmul peak at the top (MFU = 6 x non-embedding
-parameters x non-padding tokens/s against it). `--jobs`, `--repeats`, `--sft-rows` and `--legs`
-shorten a run. What the figures mean for choosing settings: [Results](results.md#what-the-levers-buy).
+the CPU model and flags and the machine's own measured matmul peak at the top. MFU counts the matmul
+FLOPs a step really does per non-padding token, against that peak: 2 N forward and 2 N for the
+activations' gradients over the N non-embedding parameters, plus 2 N only for the weights that are
+trained (4 N for a frozen base with LoRA, whose own matrices count 6 N; 6 N for full fine-tuning).
+`--jobs`, `--repeats`, `--sft-rows` and `--legs` shorten a run. What the figures mean for choosing
+settings: [Results](results.md#what-the-levers-buy).
 
 """
 

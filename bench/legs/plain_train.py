@@ -5,13 +5,15 @@
 
 JOB.json (written by bench/run.py): kind (sft | cls), model (a local folder), data, rows, max_length,
 batch_size, lr, lora (r, alpha, dropout, target), seed; sft reads alpaca JSON, cls a TSV with
-sentence/label columns. OUT.json gets the BenchTiming figures."""
+sentence/label columns. OUT.json gets the BenchTiming figures; with `eval_data` (cls: a TSV like data, its
+first `eval_rows` rows) also the accuracy of the trained model on them (bench job f, time to a model)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import sys
+import time
 
 from timing import BenchTiming
 
@@ -40,9 +42,9 @@ def sft_rows(job, tok):
     return out
 
 
-def cls_rows(job, tok):
-    with open(job["data"], newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[: job["rows"]]
+def cls_rows(job, tok, data=None, rows=None):
+    with open(data or job["data"], newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[: rows or job["rows"]]
     return [
         {**tok(r["sentence"], truncation=True, max_length=job["max_length"]), "labels": int(r["label"])} for r in rows
     ]
@@ -65,11 +67,14 @@ def main() -> int:
 
     set_seed(job["seed"])
     tok = AutoTokenizer.from_pretrained(job["model"])
+    if tok.pad_token is None:  # a decoder's tokenizer (job f): its sequence-classification head needs a pad id
+        tok.pad_token = tok.eos_token
     if job["kind"] == "sft":
         model = AutoModelForCausalLM.from_pretrained(job["model"])
         data, collator, task = sft_rows(job, tok), DataCollatorForSeq2Seq(tok, padding=True), "CAUSAL_LM"
     else:
         model = AutoModelForSequenceClassification.from_pretrained(job["model"], num_labels=2)
+        model.config.pad_token_id = tok.pad_token_id
         data, collator, task = cls_rows(job, tok), DataCollatorWithPadding(tok), "SEQ_CLS"
     lora = job["lora"]
     model = get_peft_model(
@@ -102,6 +107,12 @@ def main() -> int:
         callbacks=[BenchTiming(out)],
     )
     trainer.train()
+    if job.get("eval_data"):
+        rows = cls_rows(job, tok, job["eval_data"], job["eval_rows"])
+        pred = trainer.predict(datasets.Dataset.from_list(rows))
+        right = (pred.predictions.argmax(-1) == pred.label_ids).sum()
+        figures = json.load(open(out))
+        json.dump({**figures, "accuracy": float(right) / len(rows), "finished_at": time.time()}, open(out, "w"))
     return 0
 
 
