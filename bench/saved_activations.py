@@ -50,11 +50,20 @@ def main(argv=None) -> int:
             saved[stack[-1] if stack else "residual stream and the rest"] += t.untyped_storage().nbytes()
         return t
 
+    def enter(kind):
+        def hook(module, args):
+            stack.append(kind)  # returns None: the module's inputs stay as they are
+
+        return hook
+
+    def leave(module, args, output):
+        stack.pop()  # returns None: a forward hook's return value would replace the module's output
+
     for name, module in body.named_modules():
         kind = name.split(".")[-1]
         if kind in KINDS:
-            module.register_forward_pre_hook(lambda m, a, kind=kind: stack.append(kind))
-            module.register_forward_hook(lambda m, a, o: stack.pop())
+            module.register_forward_pre_hook(enter(kind))
+            module.register_forward_hook(leave)
     ids = torch.randint(0, model.config.vocab_size, (args.batch, args.length))
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         hidden = body(input_ids=ids).last_hidden_state
