@@ -283,8 +283,8 @@ def job_legs(name: str, scratch: Path, args) -> dict:
         base = peftlab_cls_args(job)
         legs = {
             "plain": lambda d: leg_plain(job, "cls", d),
-            "peftlab": lambda d: leg_peftlab(base, d),  # group_by_length auto: on for an encoder
-            "peftlab group_by_length=false": lambda d: leg_peftlab(base + ["group_by_length=false"], d),
+            "peftlab": lambda d: leg_peftlab(base, d),
+            "peftlab group_by_length=true": lambda d: leg_peftlab(base + ["group_by_length=true"], d),
         }
         if bf16:
             legs["peftlab precision=bf16"] = lambda d: leg_peftlab(base + ["precision=bf16"], d)

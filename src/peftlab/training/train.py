@@ -335,10 +335,11 @@ def precision_flags(precision: str) -> dict:
 
 
 def group_by_length(cfg: Config, model) -> bool:
-    """train.group_by_length resolved: auto is on for an encoder (a model type with a masked-LM head) trained in
-    one process, where three seeds of SST-2 showed the same accuracy at half the epoch time; decoders keep
-    uniform batches (no such evidence yet) and so do multi-process runs (each process would group its own
-    share, and a run would no longer match its one-process twin)."""
+    """train.group_by_length resolved (default false: a resumed length-grouped run does not yet match an
+    uninterrupted one, tests/test_repro_resume_ddp.py). auto is on for an encoder (a model type with a
+    masked-LM head) trained in one process, where three seeds of SST-2 showed the same accuracy at half the
+    epoch time; decoders keep uniform batches (no such evidence yet) and so do multi-process runs (each
+    process would group its own share, and a run would no longer match its one-process twin)."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
     value = str(cfg.train.group_by_length).lower()
