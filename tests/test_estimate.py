@@ -40,6 +40,9 @@ def test_padding_per_batch_and_evaluation_passes():
     assert padded_tokens([2, 5, 3, 3, 1], 2) == 2 * 5 + 2 * 3 + 1 * 1
     assert shuffled_padded_tokens([4] * 10, 3) == 40  # one length: no padding, whatever the order
     assert padded_tokens([1, 9], 2) <= shuffled_padded_tokens([1, 9, 1, 9], 2) <= 4 * 9
+    # length-grouped batches (one megabatch here): the rows sorted, so only the sorted order's padding
+    assert shuffled_padded_tokens([1, 9, 1, 9], 2, grouped=True) == 9 + 9 + 1 + 1
+    assert shuffled_padded_tokens([1, 9, 1, 9], 2, grouped=True) < shuffled_padded_tokens([1, 9, 1, 9], 2)
     assert evaluations(2, True) == 3 and evaluations(2, False) == 2
     lengths = {"train": [5] * 8, "validation": [4] * 4, "test": [2] * 4, "extra": [3] * 2}
     # validation and extra at each of 3 evaluations, then every split but train predicted once

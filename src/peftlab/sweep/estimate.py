@@ -33,11 +33,11 @@ from peftlab.sweep.probe import PROBE_EPOCHS, PROBE_FILE
 from peftlab.sweep.progress import fmt_duration
 from peftlab.training.cost import (
     Rates,
-    epoch_padded_tokens,
     eval_tokens,
     fixed_seconds,
     padded_tokens,
     predict_run,
+    shuffled_padded_tokens,
 )
 
 # config keys that leave a step's cost as it is (see the module docstring for the rank)
@@ -102,7 +102,8 @@ def rates_of(measured: dict, cfg) -> Rates:
     and the fixed seconds of a probe run."""
     t, e, lengths = cfg.train, cfg.eval, measured["probe_lengths"]
     grouped = measured.get("group_by_length", False)
-    train_s = measured["epoch_train_s"][-1] / max(1.0, epoch_padded_tokens(lengths["train"], t.batch_size, grouped))
+    epoch_tokens = shuffled_padded_tokens(lengths["train"], t.batch_size, grouped=grouped)
+    train_s = measured["epoch_train_s"][-1] / max(1.0, epoch_tokens)
     # the fastest evaluation after epoch 0 (the first forward passes of a process are slow): on 3 batches one
     # pass slowed by the machine (a memory allocation, another process) would be multiplied by every pass
     warm = [s for epoch, s in measured["eval_s"].items() if int(epoch) > 0] or list(measured["eval_s"].values())

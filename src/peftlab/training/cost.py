@@ -40,34 +40,18 @@ def padded_tokens(lengths: list[int], batch_size: int) -> int:
     return sum(len(chunk) * max(chunk) for chunk in chunks(lengths, batch_size))
 
 
-def shuffled_padded_tokens(lengths: list[int], batch_size: int, seed: int = 0) -> float:
+def shuffled_padded_tokens(lengths: list[int], batch_size: int, seed: int = 0, grouped: bool = False) -> float:
     """The padded tokens of one shuffled training epoch, averaged over SHUFFLES random orders: the Trainer's own
-    order is another random one."""
+    order is another random one. grouped (group_by_length): transformers' LengthGroupedSampler cuts the shuffled
+    order into megabatches of 50 batches and sorts each by length, so rows of a batch are near in length."""
     if not lengths:
         return 0.0
     rng, order, total = random.Random(seed), list(lengths), 0
     for _ in range(SHUFFLES):
         rng.shuffle(order)
-        total += padded_tokens(order, batch_size)
+        megabatches = chunks(order, 50 * batch_size) if grouped else [order]
+        total += sum(padded_tokens(sorted(m, reverse=True) if grouped else m, batch_size) for m in megabatches)
     return total / SHUFFLES
-
-
-def grouped_padded_tokens(lengths: list[int], batch_size: int, seed: int = 0) -> float:
-    """The same with group_by_length: transformers' LengthGroupedSampler shuffles, cuts the order into megabatches
-    of 50 batches and sorts each megabatch by length before batching it, so rows of a batch are near in length."""
-    if not lengths:
-        return 0.0
-    rng, order, total = random.Random(seed), list(lengths), 0
-    for _ in range(SHUFFLES):
-        rng.shuffle(order)
-        for mega in chunks(order, 50 * batch_size):
-            total += padded_tokens(sorted(mega, reverse=True), batch_size)
-    return total / SHUFFLES
-
-
-def epoch_padded_tokens(lengths: list[int], batch_size: int, grouped: bool) -> float:
-    """One training epoch's padded tokens, with length-grouped batches or uniformly shuffled ones."""
-    return (grouped_padded_tokens if grouped else shuffled_padded_tokens)(lengths, batch_size)
 
 
 def chunks(items: list, size: int) -> list[list]:
@@ -107,7 +91,7 @@ def predict_run(
     imports: the run's process imports at its turn (a sweep's first run); later runs were started ahead.
     grouped: its training batches are length-grouped (train.group_by_length as the probe resolved it)."""
     train = lengths.get("train", [])
-    epoch_tokens = epoch_padded_tokens(train, t.batch_size * world, grouped)
+    epoch_tokens = shuffled_padded_tokens(train, t.batch_size * world, grouped=grouped)
     epoch_s = rates.train_s_per_token * epoch_tokens
     eval_s = rates.eval_s_per_token * eval_tokens(lengths, e.eval_batch_size, t.epochs, e.eval_at_start)
     run_s = rates.fixed_s + t.epochs * epoch_s + eval_s + (rates.imports_s if imports else 0.0)
