@@ -329,7 +329,10 @@ def bf16_available() -> bool:
 def precision_flags(precision: str) -> dict:
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    cpu = precision == "bf16" and not torch.cuda.is_available()  # transformers' CPU autocast wants use_cpu
+    # transformers' CPU autocast wants use_cpu; so do CPU processes of one run (accelerate's MULTI_CPU, the only
+    # mode in which it wraps the model in DistributedDataParallel without a GPU: else the processes never
+    # exchange gradients and each trains its own copy)
+    cpu = (precision == "bf16" or world_size() > 1) and not torch.cuda.is_available()
     return {"bf16": precision == "bf16", "fp16": precision == "fp16", **({"use_cpu": True} if cpu else {})}
 
 
@@ -416,6 +419,20 @@ def build_trainer(cfg: Config, run_dir: Path, model, tokenizer, task, prepared, 
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(QuietProgress)
     return trainer
+
+
+def unmark_prepared(trainer) -> None:
+    """After trainer.evaluate() and before trainer.train() of a run in several processes: the evaluation had
+    accelerate prepare the model for inference and mark it prepared, and train()'s prepare then hands the mark
+    back unwrapped: no DistributedDataParallel, no gradient all-reduce, each process trains its own copy on its
+    share of the batches (rank 0's is saved). Forgetting the mark lets train() wrap the model."""
+    model = trainer.model
+    if world_size() == 1 or not getattr(model, "_is_accelerate_prepared", False):
+        return
+    trainer.accelerator._models = [m for m in trainer.accelerator._models if m is not model]
+    del model._is_accelerate_prepared
+    if "_original_forward" in model.__dict__:  # mixed precision: the autocast wrapper, put on again by train()
+        model.forward = model.__dict__.pop("_original_forward")
 
 
 def weights_note(cfg: Config, resolved, model, notes: dict, prepared) -> dict:
@@ -572,6 +589,7 @@ def train_run(cfg: Config, resume: bool, overwrite: bool, trial: dict | None = N
     try:
         if cfg.eval.eval_at_start and not recorder.has_epoch(0):
             trainer.evaluate()
+            unmark_prepared(trainer)
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
         trainer.accelerator.wait_for_everyone()  # rank 0 has written the best weights
         if weights_dir.exists():
