@@ -1,5 +1,5 @@
 """Same seed -> same metrics; SIGKILL mid-epoch + --resume -> same final metrics; 2-process DDP (gloo) through
-torchrun and accelerate launch."""
+torchrun and accelerate launch; an FSDP or DeepSpeed launch without a GPU refused."""
 
 import json
 import os
@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import FILL, NEG, POS
 from safetensors.torch import load_file
 
@@ -18,6 +19,7 @@ from peftlab.config.settings import load_config
 from peftlab.training.train import run
 
 TIMING = {"eval_time_s", "train_time_s", "epoch_wall_s", "partial_epoch_time"}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def metric_lines(run_dir: Path) -> list[dict]:
@@ -175,6 +177,37 @@ def test_two_process_ddp_matches_single_process(launcher, tiny_llama, base_confi
     assert max((weights[0][k] - weights[1][k]).abs().max().item() for k in weights[1]) < 1e-5
     assert len(list((tmp_path / "runs").iterdir())) == 2  # single + ddp, no per-rank folders
     assert proc.stdout.count("run folder:") == 1  # the summary comes from rank 0 alone
+
+
+NO_SHARDING = "on a machine without a CUDA GPU"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="refused only where no CUDA GPU is")
+def test_fsdp_launch_without_a_gpu_stops_at_once_with_the_ddp_commands(base_config, tmp_path):
+    """examples/accelerate/fsdp-cpu.yaml through a real `accelerate launch` (2 processes): on CPU accelerate drops
+    every FSDP setting (the processes trained as DDP, nothing sharded), so peftlab stops before reading anything,
+    exit 2, saying why and what to run instead; no run folder."""
+    config = ROOT / "examples" / "accelerate" / "fsdp-cpu.yaml"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "-m", "peftlab", "train"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd + base_config + ["batch_size=8"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode != 0
+    assert "exitcode  : 2" in proc.stderr  # torchrun's report of the first process to stop: peftlab's UserError
+    assert f"with FSDP in its config (ACCELERATE_USE_FSDP=true) {NO_SHARDING}" in proc.stderr, proc.stderr[-3000:]
+    assert "torchrun --nproc_per_node N -m peftlab train" in proc.stderr and "--multi_gpu" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="refused only where no CUDA GPU is")
+def test_deepspeed_launch_without_a_gpu_is_refused(base_config, tmp_path, monkeypatch, capsys):
+    """DeepSpeed is not installed here, so `accelerate launch` itself refuses its config; where it is, the
+    environment it sets reaches peftlab, whose CPU processes run as DDP: refused like FSDP."""
+    from peftlab.cli import main
+
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    assert main(["train"] + base_config) == 2
+    assert f"with DeepSpeed in its config (ACCELERATE_USE_DEEPSPEED=true) {NO_SHARDING}" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_gradient_accumulation_matches_the_larger_batch(tiny_llama, base_config, tmp_path):

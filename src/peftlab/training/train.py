@@ -176,6 +176,33 @@ def check_settings(cfg: Config) -> None:
         raise UserError(f"max_length: {cfg.task.max_length} is too short (at least 8 tokens)")
 
 
+DDP_COMMANDS = (
+    "`torchrun --nproc_per_node N -m peftlab train ...` or `accelerate launch --multi_gpu --num_processes N "
+    "-m peftlab train ...` (batch_size is per process)"
+)
+
+
+def check_launch() -> None:
+    """An FSDP or DeepSpeed `accelerate launch` on a machine without a CUDA GPU, refused before anything is read:
+    the run would be plain data-parallel while its config says sharded (docs/guide.md has what was tried).
+    accelerate keeps its FSDP plugin only for GPU-like distributed types, never MULTI_CPU, so on CPU every
+    fsdp_config setting is dropped without a word; peftlab runs CPU processes as MULTI_CPU (precision_flags),
+    which leaves a DeepSpeed config unused too."""
+    if torch.cuda.is_available():
+        return
+    launches = {
+        "ACCELERATE_USE_FSDP": ("FSDP", "accelerate shards only on GPUs: on CPU it drops every fsdp_config setting"),
+        "ACCELERATE_USE_DEEPSPEED": ("DeepSpeed", "peftlab runs CPU processes as DDP, which leaves its config unused"),
+    }
+    for env, (what, reason) in launches.items():
+        if os.environ.get(env, "false").lower() == "true":
+            raise UserError(
+                f"this run was started by `accelerate launch` with {what} in its config ({env}=true) on a machine "
+                f"without a CUDA GPU: {reason}, so the processes would train plain data-parallel, nothing "
+                f"sharded. On CPU run DDP: {DDP_COMMANDS}; for {what}, a machine with GPUs"
+            )
+
+
 def check_max_length(cfg: Config, model) -> None:
     """max_length, with the positions a prompt method's virtual tokens take before the text, within the
     model's position limit; refused before anything is written (beyond it a run trains until the first
@@ -523,6 +550,7 @@ def train_run(cfg: Config, resume: bool, overwrite: bool, trial: dict | None = N
     started = time.time()
     task = task_of(cfg)
     check_settings(cfg)
+    check_launch()
     check_tracker_installed(cfg.train.report_to)
     metric = resolve_metric(cfg, task)
     run_dir = run_dir_of(cfg)
