@@ -177,6 +177,33 @@ def check_settings(cfg: Config) -> None:
         raise UserError(f"max_length: {cfg.task.max_length} is too short (at least 8 tokens)")
 
 
+DDP_COMMANDS = (
+    "`torchrun --nproc_per_node N -m peftlab train ...` or `accelerate launch --multi_gpu --num_processes N "
+    "-m peftlab train ...` (batch_size is per process)"
+)
+
+
+def check_launch() -> None:
+    """An FSDP or DeepSpeed `accelerate launch` on a machine without a CUDA GPU, refused before anything is read:
+    the run would be plain data-parallel while its config says sharded (docs/guide.md has what was tried).
+    accelerate keeps its FSDP plugin only for GPU-like distributed types, never MULTI_CPU, so on CPU every
+    fsdp_config setting is dropped without a word; peftlab runs CPU processes as MULTI_CPU (precision_flags),
+    which leaves a DeepSpeed config unused too."""
+    if torch.cuda.is_available():
+        return
+    launches = {
+        "ACCELERATE_USE_FSDP": ("FSDP", "accelerate shards only on GPUs: on CPU it drops every fsdp_config setting"),
+        "ACCELERATE_USE_DEEPSPEED": ("DeepSpeed", "peftlab runs CPU processes as DDP, which leaves its config unused"),
+    }
+    for env, (what, reason) in launches.items():
+        if os.environ.get(env, "false").lower() == "true":
+            raise UserError(
+                f"this run was started by `accelerate launch` with {what} in its config ({env}=true) on a machine "
+                f"without a CUDA GPU: {reason}, so the processes would train plain data-parallel, nothing "
+                f"sharded. On CPU run DDP: {DDP_COMMANDS}; for {what}, a machine with GPUs"
+            )
+
+
 def check_max_length(cfg: Config, model) -> None:
     """max_length, with the positions a prompt method's virtual tokens take before the text, within the
     model's position limit; refused before anything is written (beyond it a run trains until the first
@@ -330,7 +357,10 @@ def bf16_available() -> bool:
 def precision_flags(precision: str) -> dict:
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    cpu = precision == "bf16" and not torch.cuda.is_available()  # transformers' CPU autocast wants use_cpu
+    # transformers' CPU autocast wants use_cpu; so do CPU processes of one run (accelerate's MULTI_CPU, the only
+    # mode in which it wraps the model in DistributedDataParallel without a GPU: else the processes never
+    # exchange gradients and each trains its own copy)
+    cpu = (precision == "bf16" or world_size() > 1) and not torch.cuda.is_available()
     return {"bf16": precision == "bf16", "fp16": precision == "fp16", **({"use_cpu": True} if cpu else {})}
 
 
@@ -452,6 +482,20 @@ def build_trainer(cfg: Config, run_dir: Path, model, tokenizer, task, prepared, 
     return trainer
 
 
+def unmark_prepared(trainer) -> None:
+    """After trainer.evaluate() and before trainer.train() of a run in several processes: the evaluation had
+    accelerate prepare the model for inference and mark it prepared, and train()'s prepare then hands the mark
+    back unwrapped: no DistributedDataParallel, no gradient all-reduce, each process trains its own copy on its
+    share of the batches (rank 0's is saved). Forgetting the mark lets train() wrap the model."""
+    model = trainer.model
+    if world_size() == 1 or not getattr(model, "_is_accelerate_prepared", False):
+        return
+    trainer.accelerator._models = [m for m in trainer.accelerator._models if m is not model]
+    del model._is_accelerate_prepared
+    if "_original_forward" in model.__dict__:  # mixed precision: the autocast wrapper, put on again by train()
+        model.forward = model.__dict__.pop("_original_forward")
+
+
 def weights_note(cfg: Config, resolved, model, notes: dict, prepared) -> dict:
     """What a run's model/ or head/ folder says about loading it (peftlab_weights.json, README.md)."""
     from peftlab.models.loading import auto_class_of
@@ -540,6 +584,7 @@ def train_run(cfg: Config, resume: bool, overwrite: bool, trial: dict | None = N
     started = time.time()
     task = task_of(cfg)
     check_settings(cfg)
+    check_launch()
     check_tracker_installed(cfg.train.report_to)
     metric = resolve_metric(cfg, task)
     run_dir = run_dir_of(cfg)
@@ -606,6 +651,7 @@ def train_run(cfg: Config, resume: bool, overwrite: bool, trial: dict | None = N
     try:
         if cfg.eval.eval_at_start and not recorder.has_epoch(0):
             trainer.evaluate()
+            unmark_prepared(trainer)
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
         trainer.accelerator.wait_for_everyone()  # rank 0 has written the best weights
         if weights_dir.exists():
