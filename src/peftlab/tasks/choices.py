@@ -20,10 +20,12 @@ checkpoints only the adapter, and a saved adapter or model loads on the plain tr
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
 
 from peftlab.errors import UserError
 from peftlab.models.methods import method_of
@@ -234,8 +236,8 @@ class LikelihoodScores(ScoreOptions):
         """Summed log-probabilities of the real options' tokens, each after its example's prompt.
 
         The prompt runs once; each real option continues from its own copy of the prompt's keys and values
-        (DynamicCache.batch_select_indices), at positions counted from the prompt's real tokens, so every
-        token sees what it sees in the option's whole sequence. Prompts come left-padded (collate): all end
+        (OptionsAfterPrompt), at positions counted from the prompt's real tokens, so every token sees what it
+        sees in the option's whole sequence. Prompts come left-padded (collate): all end
         at the last column, whose states predict every option's first token, and an option's tokens follow
         its prompt's last token in the cache with no pads between. Distances in the cache are then those of
         the whole sequence, which is what sliding-window layers count in (their mask, and their cache that
@@ -246,8 +248,6 @@ class LikelihoodScores(ScoreOptions):
         if self.whole_sequences or gradient_checkpointing:  # (checkpointed layers drop the cache they are given)
             whole_ids, whole_mask = joined(prompt_ids[rows], prompt_mask[rows], ids, mask)
             return self.score_rows(whole_ids, whole_mask, None, mask.sum(-1))
-        from transformers import DynamicCache
-
         cache = DynamicCache(config=self.config)
         last = self.base_model(
             input_ids=prompt_ids,
@@ -257,12 +257,11 @@ class LikelihoodScores(ScoreOptions):
         ).last_hidden_state[:, -1]
         if fault := cache_fault(cache, prompt_ids.shape[1], self.config):  # prompt_cache_refusal passed at load
             raise RuntimeError(f"likelihood scoring: the prompt's cache cannot be reused: {fault}")
-        cache.batch_select_indices(rows)
         h = self.base_model(
             input_ids=ids,
             attention_mask=torch.cat([prompt_mask[rows], mask], -1),
             position_ids=prompt_mask.sum(-1)[rows, None] + torch.arange(ids.shape[1], device=ids.device),
-            cache=cache,
+            cache=OptionsAfterPrompt(cache, rows),
         ).last_hidden_state
         target = mask.bool()
         before = torch.cat([last[rows, None], h[:, :-1]], 1)[target]  # the states that predict each option token
@@ -281,6 +280,23 @@ class LikelihoodScores(ScoreOptions):
         logp = F.log_softmax(logits.float(), -1).gather(-1, input_ids[:, 1:][pred][:, None])[:, 0]
         row = torch.arange(len(input_ids), device=h.device)[:, None].expand_as(pred)[pred]
         return torch.zeros(len(input_ids), device=h.device).index_add(0, row, logp)
+
+
+class OptionsAfterPrompt(DynamicCache):
+    """The prompts' cache as the options read it: option i attends to a copy of prompt rows[i]'s keys and
+    values. Each layer's copies are made when the layer attends (its update, on a shallow copy of the prompt's
+    cache layer, so plain and sliding-window layers keep their own rules) and not kept: without gradients, one
+    layer's copies exist at a time instead of every layer's (batch_select_indices on the whole cache), and
+    the prompt's cache stays as it is, its sizes giving the options' masks."""
+
+    def __init__(self, prompt: DynamicCache, rows: torch.Tensor):
+        super().__init__()
+        self.layers, self.layer_class_to_replicate, self.rows = prompt.layers, None, rows
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        layer = copy.copy(self.layers[layer_idx])
+        layer.batch_select_indices(self.rows)
+        return layer.update(key_states, value_states, *args, **kwargs)
 
 
 def joined(prompt_ids, prompt_mask, option_ids, option_mask):
@@ -313,8 +329,6 @@ def prompt_cache_refusal(model) -> str | None:
     otherwise than by distances between real tokens), its forward must take cache= and position_ids=, and a
     2-token prompt must fill a DynamicCache that cache_fault accepts."""
     import inspect
-
-    from transformers import DynamicCache
 
     types = set(getattr(model.config.get_text_config(decoder=True), "layer_types", None) or ())
     if other := sorted(types - {"full_attention", "sliding_attention"}):
