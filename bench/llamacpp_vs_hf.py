@@ -36,9 +36,14 @@ def prompts(rows: int) -> list[str]:
 
 
 def encoded(tok, texts: list[str]) -> list[list[dict]]:
-    from peftlab.tasks.choices import encode_option
+    """Per prompt, each option's whole sequence (input_ids) and its token count (n_target)."""
+    from peftlab.tasks.choices import encode_options
 
-    return [[encode_option(tok, p, o, 256, "none") for o in OPTIONS] for p in texts]
+    out = []
+    for p in texts:
+        enc = encode_options(tok, p, OPTIONS, 256, "none")
+        out.append([{"input_ids": enc["prompt_ids"] + ids, "n_target": len(ids)} for ids in enc["input_ids"]])
+    return out
 
 
 def hf_scores(model, enc: list[list[dict]], batch: int = 16) -> list[list[float]]:

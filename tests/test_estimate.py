@@ -37,6 +37,7 @@ def test_steps_per_epoch_follow_the_trainers_rule():
 def test_padding_per_batch_and_evaluation_passes():
     assert example_tokens([1, 2, 3]) == 3
     assert example_tokens([[1, 2], [1, 2, 3, 4]]) == 8  # two options padded to the longer
+    assert example_tokens([[1, 2], [1, 2, 3, 4]], [5, 6, 7]) == 11  # and their shared prompt, once
     assert padded_tokens([2, 5, 3, 3, 1], 2) == 2 * 5 + 2 * 3 + 1 * 1
     assert shuffled_padded_tokens([4] * 10, 3) == 40  # one length: no padding, whatever the order
     assert padded_tokens([1, 9], 2) <= shuffled_padded_tokens([1, 9, 1, 9], 2) <= 4 * 9

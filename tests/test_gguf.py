@@ -56,21 +56,26 @@ def tiny_llama_bpe(tmp_path_factory, smollm2_folder) -> Path:
     return folder
 
 
+def whole_sequence(tok, prompt: str, option: str) -> tuple[list[int], int]:
+    """(prompt + option token ids, the option's token count), as the transformers path encodes them."""
+    from peftlab.tasks.choices import encode_options
+
+    enc = encode_options(tok, prompt, [option], 128, "none")
+    return enc["prompt_ids"] + enc["input_ids"][0], enc["n_target"][0]
+
+
 def hf_continuation_logprobs(folder, pairs):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from peftlab.tasks.choices import encode_option
 
     tok = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     out = []
     for prompt, option in pairs:
-        enc = encode_option(tok, prompt, option, 128, "none")
-        ids = torch.tensor([enc["input_ids"]])
+        seq, n = whole_sequence(tok, prompt, option)
+        ids = torch.tensor([seq])
         with torch.no_grad():
             logp = torch.log_softmax(model(ids).logits[0].double(), -1)
-        n = enc["n_target"]
         out.append(float(sum(logp[p - 1, ids[0, p]] for p in range(ids.shape[1] - n, ids.shape[1]))))
     return tok, out
 
@@ -99,17 +104,14 @@ def test_tiny_llama_gguf_types_agree_with_transformers(tiny_llama_bpe, tiny_gguf
     sizes = {k: p.stat().st_size for k, p in files.items()}
     assert sizes["q4_0"] < sizes["q8_0"] < sizes["f16"]
     tok, expected = hf_continuation_logprobs(tiny_llama_bpe, PAIRS)
-    from peftlab.tasks.choices import encode_option
-
     # f16 weights round the fp32 ones to ~3 significant digits; q8_0 and q4_0 quantize further
     for kind, tol in (("f16", 0.05), ("q8_0", 0.3), ("q4_0", 2.0)):
         scorer = LlamaScorer(open_llama(files[kind], n_ctx=256))
         got = []
         for prompt, option in PAIRS:
-            enc = encode_option(tok, prompt, option, 128, "none")
-            got.append(scorer.continuation(enc["input_ids"], enc["n_target"]))
+            got.append(scorer.continuation(*whole_sequence(tok, prompt, option)))
         assert np.allclose(got, expected, atol=tol), (kind, got, expected)
-    assert scorer.evaluated < sum(len(encode_option(tok, p, o, 128, "none")["input_ids"]) for p, o in PAIRS)
+    assert scorer.evaluated < sum(len(whole_sequence(tok, p, o)[0]) for p, o in PAIRS)
 
 
 def test_tiny_llama_f16_greedy_generation_matches_transformers(tiny_llama_bpe, tiny_gguf):
@@ -139,12 +141,10 @@ def test_packaged_q4_1_gguf_scores_like_its_dequantized_weights(smollm2_folder):
     continuations as transformers scores the same weights dequantized (llama.cpp multiplies them
     against 8-bit-quantized activations, hence the tolerance)."""
     from peftlab.models.loading import NAMED_MODELS, locate_package_file
-    from peftlab.tasks.choices import encode_option
 
     tok, expected = hf_continuation_logprobs(smollm2_folder, PAIRS)
     scorer = LlamaScorer(open_llama(locate_package_file("smollm2-135m", NAMED_MODELS["smollm2-135m"]), n_ctx=256))
-    encoded = [encode_option(tok, p, o, 128, "none") for p, o in PAIRS]
-    got = [scorer.continuation(e["input_ids"], e["n_target"]) for e in encoded]
+    got = [scorer.continuation(*whole_sequence(tok, p, o)) for p, o in PAIRS]
     assert all(g < 0 for g in got) and np.allclose(got, expected, atol=0.3), (got, expected)
     yes, no = scorer.next_token(
         tok("Is it raining? Answer:")["input_ids"], [tok(" yes")["input_ids"][0], tok(" no")["input_ids"][0]]

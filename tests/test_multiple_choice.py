@@ -304,6 +304,8 @@ def test_heads_end_to_end_on_tiny_models(model, head, request, tmp_path, capsys)
     assert map2 == pytest.approx(best["map@2"])
     if model == "tiny_bert":
         assert result["pooling"] == "cls" and result["trainable_pct"] < 100
+    if head == "likelihood":
+        assert result["option_scoring"] == "prompt once, options from its KV cache"
 
 
 def test_prompt_tuning_and_head_on_likelihood_are_refused(tiny_llama, tmp_path):

@@ -2,7 +2,7 @@
 
 Only the model call changes. The task prepares its examples as always (prompts, label words, few-shot
 demonstrations); the token ids come from the same HF tokenizer and the same encode functions as
-on the transformers path (choices.encode_option / encode_prompts, sft's prompt ids), so both backends
+on the transformers path (choices.encode_options / encode_prompts, sft's prompt ids), so both backends
 score identical token sequences; llama.cpp returns the log-probabilities; the task's own
 build_compute_metrics and write_predictions turn them into metrics and rows. Scoring the options of
 one prompt reuses the prompt's KV cache (llama.cpp keeps it; only the option tokens are evaluated).
@@ -135,9 +135,9 @@ def choice_scores(
             ids = tokenizer(c.prompt)["input_ids"][-cfg.task.max_length :]
             out[i, : len(c.options)] = scorer.next_token(ids, single)
             continue
-        for j, option in enumerate(c.options):
-            enc = choices.encode_option(tokenizer, c.prompt, option, cfg.task.max_length, norm)
-            out[i, j] = scorer.continuation(enc["input_ids"], enc["n_target"]) / enc["score_div"]
+        enc = choices.encode_options(tokenizer, c.prompt, c.options, cfg.task.max_length, norm)
+        for j, (ids, n, div) in enumerate(zip(enc["input_ids"], enc["n_target"], enc["score_div"])):
+            out[i, j] = scorer.continuation(enc["prompt_ids"] + ids, n) / div
     return out
 
 

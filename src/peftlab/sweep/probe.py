@@ -53,7 +53,8 @@ def split_lengths(cfg) -> dict[str, list[int]]:
     out = {}
     for name, examples in prepared.examples.items():
         encoded = task.encode(examples, tokenizer, cfg)
-        out[name] = [example_tokens(ids) for ids in encoded["input_ids"]]
+        prompts = encoded["prompt_ids"] if "prompt_ids" in encoded.column_names else [()] * len(encoded)
+        out[name] = [example_tokens(ids, prompt) for ids, prompt in zip(encoded["input_ids"], prompts)]
     return out
 
 

@@ -20,10 +20,12 @@ checkpoints only the adapter, and a saved adapter or model loads on the plain tr
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
 
 from peftlab.errors import UserError
 from peftlab.models.methods import method_of
@@ -61,15 +63,27 @@ def single_token_ids(words: list[str], tokenizer) -> list[int] | None:
     return None
 
 
-def encode_option(tokenizer, prompt: str, option: str, max_length: int, norm: str) -> dict:
-    """prompt ids + ' option' ids, kept apart so the option's tokens are known exactly (tokenizing
-    the joined text could merge tokens across the boundary). Too long: the prompt loses its start."""
-    ctx = tokenizer(prompt)["input_ids"]
-    cont = tokenizer(" " + option, add_special_tokens=False)["input_ids"][: max_length - 1]
-    keep = max(1, max_length - len(cont))
-    ids = ctx[-keep:] + cont
-    div = {"none": 1.0, "tokens": float(len(cont)), "chars": float(max(1, len(option)))}[norm]
-    return {"input_ids": ids, "attention_mask": [1] * len(ids), "n_target": len(cont), "score_div": div}
+def encode_options(tokenizer, prompt: str, options: list[str], max_length: int, norm: str) -> dict:
+    """The prompt's ids once and each ' option''s ids, kept apart so the option's tokens are known exactly
+    (tokenizing the joined text could merge tokens across the boundary) and so the prompt runs once for all
+    options (LikelihoodScores.score_after). Too long: the prompt loses its start, keeping its last
+    max_length - (longest option) tokens, the same for every option. Options used to be cut one by one (each
+    kept max_length - its own length of prompt), which differs only where prompt + option overflowed: a
+    shorter option then saw more of the prompt than it does now."""
+    conts = [tokenizer(" " + option, add_special_tokens=False)["input_ids"][: max_length - 1] for option in options]
+    keep = max(1, max_length - max(map(len, conts)))
+    return {
+        "prompt_ids": tokenizer(prompt)["input_ids"][-keep:],
+        "input_ids": conts,
+        "attention_mask": [[1] * len(c) for c in conts],
+        "n_target": [len(c) for c in conts],
+        "score_div": [divisor(norm, len(c), o) for c, o in zip(conts, options)],
+    }
+
+
+def divisor(norm: str, n_tokens: int, option: str) -> float:
+    """What an option's summed log-probability is divided by (length_norm)."""
+    return {"none": 1.0, "tokens": float(n_tokens), "chars": float(max(1, len(option)))}[norm]
 
 
 def encode_pair(tokenizer, prompt: str, option: str, max_len: int):
@@ -85,10 +99,11 @@ def encode_pair(tokenizer, prompt: str, option: str, max_len: int):
 def encode_choices(examples: list[Choice], tokenizer, max_len: int, pairs: bool, norm: str = "none"):
     """One row per example holding one sequence per option, options padded to the split's maximum
     with empty sequences (n_target 0) that the model scores as impossible. `pairs`: encode
-    (prompt, option) as a tokenizer text pair, as encoders' multiple-choice heads expect."""
+    (prompt, option) as a tokenizer text pair, as encoders' multiple-choice heads expect; otherwise the
+    row holds the prompt once (prompt_ids) and each option's own tokens (encode_options)."""
     import datasets
 
-    tokenizer.padding_side = "right"  # the scorers find option tokens from the end of the mask
+    tokenizer.padding_side = "right"  # the scorers find option tokens from the mask (collate left-pads prompt_ids)
     width = max(len(c.options) for c in examples)
     rows = []
     for c in examples:
@@ -99,11 +114,14 @@ def encode_choices(examples: list[Choice], tokenizer, max_len: int, pairs: bool,
                 | {"n_target": 1, "score_div": 1.0}
                 for e in per
             ]
+            row = {k: [p[k] for p in per] for k in per[0]}
         else:
-            per = [encode_option(tokenizer, c.prompt, option, max_len, norm) for option in c.options]
-        blank = {k: [] if isinstance(v, list) else type(v)(0) for k, v in per[0].items()}
-        per += [blank] * (width - len(per))
-        rows.append({k: [p[k] for p in per] for k in per[0]} | {"labels": c.answer})
+            row = encode_options(tokenizer, c.prompt, c.options, max_len, norm)
+        for key, per_option in row.items():
+            if key != "prompt_ids":
+                blank = [] if isinstance(per_option[0], list) else type(per_option[0])(0)
+                per_option += [blank] * (width - len(per_option))
+        rows.append(row | {"labels": c.answer})
     return datasets.Dataset.from_list(rows)
 
 
@@ -120,7 +138,8 @@ def encode_prompts(examples: list[Choice], tokenizer, max_len: int):
 
 def collate(tokenizer):
     """Pads prompt-only rows like any classification batch and option rows with transformers'
-    multiple-choice collator (its extra per-option fields come back as (batch, options, 1))."""
+    multiple-choice collator (its extra per-option fields come back as (batch, options, 1)); a shared
+    prompt becomes prompt_ids and prompt_mask, padded on the left (LikelihoodScores.score_after says why)."""
     from transformers import DataCollatorForMultipleChoice, DataCollatorWithPadding
 
     flat, nested = DataCollatorWithPadding(tokenizer), DataCollatorForMultipleChoice(tokenizer)
@@ -128,9 +147,13 @@ def collate(tokenizer):
     def collator(features):
         if not isinstance(features[0]["input_ids"][0], list):
             return flat(features)
-        batch = nested(features)
+        batch = nested([{k: v for k, v in f.items() if k != "prompt_ids"} for f in features])
         for key in ("n_target", "score_div"):
             batch[key] = batch[key].squeeze(-1)
+        if "prompt_ids" in features[0]:
+            prompts = [f["prompt_ids"] for f in features]
+            padded = tokenizer.pad({"input_ids": prompts}, padding_side="left", return_tensors="pt")
+            batch["prompt_ids"], batch["prompt_mask"] = padded["input_ids"], padded["attention_mask"]
         return batch
 
     return collator
@@ -165,6 +188,8 @@ class ScoreOptions:
         token_type_ids=None,
         n_target=None,
         score_div=None,
+        prompt_ids=None,
+        prompt_mask=None,
         labels=None,
         inputs_embeds=None,
         **kwargs,
@@ -173,12 +198,15 @@ class ScoreOptions:
             scores = self.score_prompts(input_ids, attention_mask, inputs_embeds)
         else:
             valid = n_target > 0
-            rows = self.score_rows(
-                input_ids[valid],
-                attention_mask[valid],
-                None if token_type_ids is None else token_type_ids[valid],
-                n_target[valid],
-            )
+            if prompt_ids is not None:  # likelihood: the options' own tokens after a shared prompt
+                rows = self.score_after(prompt_ids, prompt_mask, input_ids, attention_mask, valid)
+            else:
+                rows = self.score_rows(
+                    input_ids[valid],
+                    attention_mask[valid],
+                    None if token_type_ids is None else token_type_ids[valid],
+                    n_target[valid],
+                )
             if score_div is not None:
                 rows = rows / score_div[valid].to(rows.dtype)
             scores = torch.full(valid.shape, torch.finfo(rows.dtype).min, dtype=rows.dtype, device=rows.device)
@@ -192,6 +220,7 @@ class LikelihoodScores(ScoreOptions):
     `option_token_ids` (single-token options) after a prompt-only sequence."""
 
     option_token_ids: list[int] | None = None
+    whole_sequences: str | None = None  # why this model re-reads the prompt for each option; None: it runs once
 
     def hidden(self, input_ids, attention_mask, inputs_embeds=None):
         out = self.base_model(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)
@@ -203,7 +232,46 @@ class LikelihoodScores(ScoreOptions):
         logits = self.get_output_embeddings()(h[torch.arange(len(h), device=h.device), last])
         return F.log_softmax(logits.float(), -1)[:, self.option_token_ids]
 
+    def score_after(self, prompt_ids, prompt_mask, option_ids, option_mask, valid):
+        """Summed log-probabilities of the real options' tokens, each after its example's prompt.
+
+        The prompt runs once; each real option continues from its own copy of the prompt's keys and values
+        (OptionsAfterPrompt), at positions counted from the prompt's real tokens, so every token sees what it
+        sees in the option's whole sequence. Prompts come left-padded (collate): all end
+        at the last column, whose states predict every option's first token, and an option's tokens follow
+        its prompt's last token in the cache with no pads between. Distances in the cache are then those of
+        the whole sequence, which is what sliding-window layers count in (their mask, and their cache that
+        keeps only the last window of tokens: right-padded, a short prompt's end would fall out of it)."""
+        rows = valid.nonzero()[:, 0]  # each real option's example
+        ids, mask = option_ids[valid], option_mask[valid]
+        gradient_checkpointing = self.training and torch.is_grad_enabled() and self.is_gradient_checkpointing
+        if self.whole_sequences or gradient_checkpointing:  # (checkpointed layers drop the cache they are given)
+            whole_ids, whole_mask = joined(prompt_ids[rows], prompt_mask[rows], ids, mask)
+            return self.score_rows(whole_ids, whole_mask, None, mask.sum(-1))
+        cache = DynamicCache(config=self.config)
+        last = self.base_model(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
+            cache=cache,
+        ).last_hidden_state[:, -1]
+        if fault := cache_fault(cache, prompt_ids.shape[1], self.config):  # prompt_cache_refusal passed at load
+            raise RuntimeError(f"likelihood scoring: the prompt's cache cannot be reused: {fault}")
+        h = self.base_model(
+            input_ids=ids,
+            attention_mask=torch.cat([prompt_mask[rows], mask], -1),
+            position_ids=prompt_mask.sum(-1)[rows, None] + torch.arange(ids.shape[1], device=ids.device),
+            cache=OptionsAfterPrompt(cache, rows),
+        ).last_hidden_state
+        target = mask.bool()
+        before = torch.cat([last[rows, None], h[:, :-1]], 1)[target]  # the states that predict each option token
+        logits = self.get_output_embeddings()(before)
+        logp = F.log_softmax(logits.float(), -1).gather(-1, ids[target][:, None])[:, 0]
+        row = torch.arange(len(ids), device=ids.device)[:, None].expand_as(target)[target]
+        return torch.zeros(len(ids), device=ids.device).index_add(0, row, logp)
+
     def score_rows(self, input_ids, attention_mask, token_type_ids, n_target):
+        """Whole right-padded sequences: the last n_target real tokens of each are scored."""
         h = self.hidden(input_ids, attention_mask)
         filled = attention_mask.cumsum(-1)
         target = attention_mask.bool() & (filled > (attention_mask.sum(-1) - n_target)[:, None])
@@ -212,6 +280,71 @@ class LikelihoodScores(ScoreOptions):
         logp = F.log_softmax(logits.float(), -1).gather(-1, input_ids[:, 1:][pred][:, None])[:, 0]
         row = torch.arange(len(input_ids), device=h.device)[:, None].expand_as(pred)[pred]
         return torch.zeros(len(input_ids), device=h.device).index_add(0, row, logp)
+
+
+class OptionsAfterPrompt(DynamicCache):
+    """The prompts' cache as the options read it: option i attends to a copy of prompt rows[i]'s keys and
+    values. Each layer's copies are made when the layer attends (its update, on a shallow copy of the prompt's
+    cache layer, so plain and sliding-window layers keep their own rules) and not kept: without gradients, one
+    layer's copies exist at a time instead of every layer's (batch_select_indices on the whole cache), and
+    the prompt's cache stays as it is, its sizes giving the options' masks."""
+
+    def __init__(self, prompt: DynamicCache, rows: torch.Tensor):
+        super().__init__()
+        self.layers, self.layer_class_to_replicate, self.rows = prompt.layers, None, rows
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        layer = copy.copy(self.layers[layer_idx])
+        layer.batch_select_indices(self.rows)
+        return layer.update(key_states, value_states, *args, **kwargs)
+
+
+def joined(prompt_ids, prompt_mask, option_ids, option_mask):
+    """Each option as one right-padded whole sequence, its prompt's real tokens then its own: what the
+    model reads when the prompt is not cached."""
+    ids, mask = torch.cat([prompt_ids, option_ids], -1), torch.cat([prompt_mask, option_mask], -1)
+    order = torch.argsort((mask == 0).int(), dim=-1, stable=True)  # real tokens first, in their order
+    width = int(mask.sum(-1).max())
+    return ids.gather(-1, order)[:, :width], mask.gather(-1, order)[:, :width]
+
+
+def cache_fault(cache, length: int, config) -> str | None:
+    """What keeps `cache`, just filled by a prompt of `length` columns, from being copied per option (None:
+    nothing): every layer must hold the prompt in a plain or sliding-window DynamicCache layer, the kinds
+    whose batch_select_indices copies them whole."""
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    known = (DynamicLayer, DynamicSlidingWindowLayer)
+    if kinds := sorted({type(layer).__name__ for layer in cache.layers if type(layer) not in known}):
+        return f"cache layers of kind {', '.join(kinds)}"
+    n_layers = config.get_text_config(decoder=True).num_hidden_layers
+    if len(cache.layers) != n_layers or any(layer.get_seq_length() != length for layer in cache.layers):
+        return f"the model did not fill the cache it was given ({length} tokens in each of {n_layers} layers)"
+    return None
+
+
+def prompt_cache_refusal(model) -> str | None:
+    """Why `model` cannot score options after a cached prompt (None: it can). Its layers must be full or
+    sliding-window attention (chunked attention's mask, recurrent and convolution states read the sequence
+    otherwise than by distances between real tokens), its forward must take cache= and position_ids=, and a
+    2-token prompt must fill a DynamicCache that cache_fault accepts."""
+    import inspect
+
+    types = set(getattr(model.config.get_text_config(decoder=True), "layer_types", None) or ())
+    if other := sorted(types - {"full_attention", "sliding_attention"}):
+        return f"layer types {', '.join(other)}"
+    if not {"cache", "position_ids"} <= inspect.signature(model.base_model.forward).parameters.keys():
+        return f"{type(model.base_model).__name__}.forward takes no cache= and position_ids="
+    cache = DynamicCache(config=model.config)
+    ids = torch.zeros((1, 2), dtype=torch.long, device=model.device)
+    with torch.no_grad():
+        model.base_model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            position_ids=torch.arange(2, device=model.device)[None],
+            cache=cache,
+        )
+    return cache_fault(cache, 2, model.config)
 
 
 class ClassifierScores(ScoreOptions):
@@ -245,10 +378,24 @@ def load_pretrained(auto_cls, resolved, cfg, what: str):
 
 
 def load_likelihood_model(resolved, cfg, option_token_ids=None):
+    """The causal LM with LikelihoodScores' forward. Multi-token options are scored after the prompt's
+    cache where the model allows it; where not, as whole sequences, and the reason is printed."""
     from peftlab.models.loading import load_causal_lm
 
     model = load_causal_lm(resolved, cfg.model.dtype, cfg.model.trust_remote_code, "likelihood scoring")
-    return with_scoring(model, LikelihoodScores, option_token_ids=option_token_ids)
+    why = None if option_token_ids else prompt_cache_refusal(model)
+    if why:
+        print(f"peftlab: each option is scored with its whole prompt re-read: {why}", flush=True)
+    return with_scoring(model, LikelihoodScores, option_token_ids=option_token_ids, whole_sequences=why)
+
+
+def option_scoring(model, cfg) -> str:
+    """How multi-token options are scored, for result.json."""
+    if model.whole_sequences:
+        return f"whole sequences per option ({model.whole_sequences})"
+    if cfg.train.gradient_checkpointing:
+        return "prompt once, options from its KV cache; in training whole sequences (gradient checkpointing)"
+    return "prompt once, options from its KV cache"
 
 
 def load_classifier_model(resolved, cfg, tokenizer):

@@ -83,7 +83,9 @@ def build_model(resolved, prepared: Prepared, cfg, tokenizer):
     ids = choices.single_token_ids(prepared.words, tokenizer)
     choices.check_method(cfg, three_d=ids is None, head=False)
     model = choices.load_likelihood_model(resolved, cfg, ids)
-    return model, {"scoring": "next-token" if ids else "per-label sequences"}
+    if ids:
+        return model, {"scoring": "next-token"}
+    return model, {"scoring": "per-label sequences", "option_scoring": choices.option_scoring(model, cfg)}
 
 
 def build_collator(tokenizer, cfg):

@@ -237,7 +237,8 @@ def build_model(resolved, prepared: Prepared, cfg, tokenizer):
     if head:
         model, pooling = choices.load_classifier_model(resolved, cfg, tokenizer)
         return model, {"pooling": pooling}
-    return choices.load_likelihood_model(resolved, cfg), {}
+    model = choices.load_likelihood_model(resolved, cfg)
+    return model, {"option_scoring": choices.option_scoring(model, cfg)}
 
 
 def build_collator(tokenizer, cfg):

@@ -26,11 +26,12 @@ def evaluations(epochs: int, eval_at_start: bool) -> int:
     return epochs + (1 if eval_at_start else 0)
 
 
-def example_tokens(input_ids) -> int:
+def example_tokens(input_ids, prompt_ids=()) -> int:
     """Tokens an example takes in a batch: its length, or for several sequences (multiple choice) their
-    number times the longest (they are padded to one length)."""
+    number times the longest (they are padded to one length), plus the prompt that likelihood scoring
+    runs once for all of them (prompt_ids)."""
     if input_ids and isinstance(input_ids[0], (list, tuple)):
-        return len(input_ids) * max(len(s) for s in input_ids)
+        return len(input_ids) * max(len(s) for s in input_ids) + len(prompt_ids)
     return len(input_ids)
 
 

@@ -32,10 +32,11 @@ def label_counts(labels: list, names: list | None) -> Counter | None:
     return Counter(names[l] if names else l for l in labels)
 
 
-def example_length(ids: list) -> int:
+def example_length(ids: list, prompt_ids: list = ()) -> int:
     """Tokens of one encoded example. A multiple-choice (or multi-token likelihood) example holds one
-    sequence per option, each cut to max_length on its own: its length is the longest option's."""
-    return max(map(len, ids)) if ids and isinstance(ids[0], list) else len(ids)
+    sequence per option, after the prompt they share where that is kept apart (prompt_ids, likelihood
+    scoring): its length is the longest option's, prompt included, which is what max_length cuts."""
+    return len(prompt_ids) + max(map(len, ids)) if ids and isinstance(ids[0], list) else len(ids)
 
 
 def label_ids(task, prepared, split: str, enc) -> list:
@@ -72,7 +73,8 @@ def check(cfg) -> str:
     counts = {}
     for name, examples in prepared.examples.items():
         enc = task.encode(examples, tokenizer, lifted)
-        lengths = [example_length(ids) for ids in enc["input_ids"]]
+        prompts = enc["prompt_ids"] if "prompt_ids" in enc.column_names else [()] * len(enc)
+        lengths = [example_length(ids, prompt) for ids, prompt in zip(enc["input_ids"], prompts)]
         p = percentiles(lengths)
         cut = sum(n > limit for n in lengths)
         lines.append(
