@@ -32,10 +32,17 @@ EXAMPLES = [
 
 
 def tiny_decoder(folder: Path, kind: str) -> str:
-    """A random 3-layer Gemma 3 (sliding window 4 on its first and last layer) or LFM2 (two convolution
+    """A random 3-layer Gemma 3 (sliding window 4 on its first and last layer), Gemma 2 or LFM2 (two convolution
     layers around one attention layer), with the fixtures' llama-style tokenizer."""
     import torch
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, Lfm2Config, Lfm2ForCausalLM
+    from transformers import (
+        Gemma2Config,
+        Gemma2ForCausalLM,
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
+        Lfm2Config,
+        Lfm2ForCausalLM,
+    )
 
     vocab = make_tokenizer(folder, "llama")
     size = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2)
@@ -49,6 +56,9 @@ def tiny_decoder(folder: Path, kind: str) -> str:
             **size,
         )
         Gemma3ForCausalLM(config).save_pretrained(folder)
+    elif kind == "gemma2":  # soft-capped logits (cap 30 in the real model; 0.05 here, where it changes them)
+        config = Gemma2Config(head_dim=16, sliding_window=4, final_logit_softcapping=0.05, **size)
+        Gemma2ForCausalLM(config).save_pretrained(folder)
     else:
         Lfm2ForCausalLM(Lfm2Config(layer_types=["conv", "full_attention", "conv"], **size)).save_pretrained(folder)
     return str(folder)
@@ -57,7 +67,7 @@ def tiny_decoder(folder: Path, kind: str) -> str:
 @pytest.fixture(scope="module")
 def decoders(tiny_llama, tmp_path_factory) -> dict:
     return {"llama": tiny_llama} | {
-        kind: tiny_decoder(tmp_path_factory.mktemp(f"tiny-{kind}"), kind) for kind in ("gemma3", "lfm2")
+        kind: tiny_decoder(tmp_path_factory.mktemp(f"tiny-{kind}"), kind) for kind in ("gemma3", "gemma2", "lfm2")
     }
 
 
@@ -86,7 +96,7 @@ def by_hand(folder: str, tok, norm: str) -> list[list[float]]:
     return out
 
 
-@pytest.mark.parametrize("kind", ["llama", "gemma3"])
+@pytest.mark.parametrize("kind", ["llama", "gemma3", "gemma2"])
 @pytest.mark.parametrize("norm", NORMS)
 def test_cached_prompt_scores_equal_whole_sequence_scores(kind, norm, decoders):
     import torch
@@ -167,3 +177,21 @@ def test_gradient_checkpointing_trains_on_whole_sequences(tiny_llama):
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     trained = model.train()(**batch)["logits"]
     torch.testing.assert_close(trained.detach(), cached, atol=1e-4, rtol=0)
+
+
+def test_a_head_whose_logits_the_model_changes_unknowingly_is_refused(tiny_llama):
+    """head_fault compares the scorer's logits with the model's own forward: a model that changes its head's
+    output in a way logit_transform does not know is refused at load, not scored with wrong probabilities."""
+    import torch
+
+    from peftlab.models.loading import load_causal_lm
+    from peftlab.tasks.choices import head_fault, logit_transform
+
+    model = load_causal_lm(resolve_model(tiny_llama), "float32", False, "a test").eval()
+    assert head_fault(model) is None
+    plain = model.forward
+    model.forward = lambda **kw: type(plain(**kw))(logits=plain(**kw).logits * 3)  # an unknown scale
+    assert "forward changes its LM head's logits" in head_fault(model)
+    model.config.logits_scaling = 1 / 3  # Granite's scale, known: the scorer's logits are the model's again
+    assert head_fault(model) is None
+    assert torch.equal(logit_transform(model.config, torch.ones(2)), torch.full((2,), 3.0))

@@ -222,6 +222,11 @@ class LikelihoodScores(ScoreOptions):
     option_token_ids: list[int] | None = None
     whole_sequences: str | None = None  # why this model re-reads the prompt for each option; None: it runs once
 
+    def head(self, h):
+        """The model's logits of hidden states h: its LM head, then what the model does to the head's output
+        (logit_transform; load_likelihood_model checked this against the model's own forward)."""
+        return logit_transform(self.config, self.get_output_embeddings()(h))
+
     def hidden(self, input_ids, attention_mask, inputs_embeds=None):
         out = self.base_model(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)
         return out.last_hidden_state
@@ -229,7 +234,7 @@ class LikelihoodScores(ScoreOptions):
     def score_prompts(self, input_ids, attention_mask, inputs_embeds):
         h = self.hidden(input_ids, attention_mask, inputs_embeds)
         last = attention_mask.long().sum(-1) - 1  # right padding; prompt-tuning's virtual tokens come first
-        logits = self.get_output_embeddings()(h[torch.arange(len(h), device=h.device), last])
+        logits = self.head(h[torch.arange(len(h), device=h.device), last])
         return F.log_softmax(logits.float(), -1)[:, self.option_token_ids]
 
     def score_after(self, prompt_ids, prompt_mask, option_ids, option_mask, valid):
@@ -265,7 +270,7 @@ class LikelihoodScores(ScoreOptions):
         ).last_hidden_state
         target = mask.bool()
         before = torch.cat([last[rows, None], h[:, :-1]], 1)[target]  # the states that predict each option token
-        logits = self.get_output_embeddings()(before)
+        logits = self.head(before)
         logp = F.log_softmax(logits.float(), -1).gather(-1, ids[target][:, None])[:, 0]
         row = torch.arange(len(ids), device=ids.device)[:, None].expand_as(target)[target]
         return torch.zeros(len(ids), device=ids.device).index_add(0, row, logp)
@@ -276,7 +281,7 @@ class LikelihoodScores(ScoreOptions):
         filled = attention_mask.cumsum(-1)
         target = attention_mask.bool() & (filled > (attention_mask.sum(-1) - n_target)[:, None])
         pred = target[:, 1:]  # the position before each option token predicts it
-        logits = self.get_output_embeddings()(h[:, :-1][pred])  # only those positions: saves vocab x length
+        logits = self.head(h[:, :-1][pred])  # only those positions: saves vocab x length
         logp = F.log_softmax(logits.float(), -1).gather(-1, input_ids[:, 1:][pred][:, None])[:, 0]
         row = torch.arange(len(input_ids), device=h.device)[:, None].expand_as(pred)[pred]
         return torch.zeros(len(input_ids), device=h.device).index_add(0, row, logp)
@@ -377,12 +382,49 @@ def load_pretrained(auto_cls, resolved, cfg, what: str):
     return load(auto_cls, resolved, cfg.model.dtype, cfg.model.trust_remote_code, what)
 
 
+def logit_transform(config, logits):
+    """What causal LMs do to their LM head's output before the softmax, where transformers has it in the model's
+    forward rather than in the head (Gemma 2's soft-capping, Cohere's and Granite's scales). Written out here
+    because likelihood scoring projects only the positions it scores, not the whole sequence as forward() does;
+    head_fault checks the result against the model's own logits at load."""
+    text = config.get_text_config()
+    if cap := getattr(text, "final_logit_softcapping", None):
+        logits = torch.tanh(logits / cap) * cap
+    if (scale := getattr(text, "logit_scale", None)) is not None and type(scale) in (int, float):
+        logits = logits * scale  # Cohere
+    if (scale := getattr(text, "logits_scaling", None)) is not None:
+        logits = logits / scale  # Granite
+    return logits
+
+
+def head_fault(model) -> str | None:
+    """None when LikelihoodScores.head gives the model's own logits (its forward's, on a 3-token input), else
+    what differs: a model whose forward changes the logits in a way logit_transform does not know would be
+    scored with the wrong probabilities, silently."""
+    ids = torch.tensor([[0, 1, 2]], device=model.device)
+    with torch.no_grad():
+        own = model(input_ids=ids).logits.float()
+        h = model.base_model(input_ids=ids).last_hidden_state
+        ours = logit_transform(model.config, model.get_output_embeddings()(h)).float()
+    if own.shape == ours.shape and torch.allclose(own, ours, rtol=1e-3, atol=1e-3 * own.abs().max().item()):
+        return None
+    return (
+        f"{type(model).__name__}'s forward changes its LM head's logits in a way peftlab does not reproduce "
+        f"(largest difference {(own - ours).abs().max().item():.3g} over logits up to {own.abs().max().item():.3g})"
+    )
+
+
 def load_likelihood_model(resolved, cfg, option_token_ids=None):
     """The causal LM with LikelihoodScores' forward. Multi-token options are scored after the prompt's
     cache where the model allows it; where not, as whole sequences, and the reason is printed."""
     from peftlab.models.loading import load_causal_lm
 
     model = load_causal_lm(resolved, cfg.model.dtype, cfg.model.trust_remote_code, "likelihood scoring")
+    if fault := head_fault(model):
+        raise UserError(
+            f"likelihood scoring of {resolved}: {fault}. Score with the model's own forward instead: "
+            "classify_by: generate (classification) or mc_head: generate (multiple choice)"
+        )
     why = None if option_token_ids else prompt_cache_refusal(model)
     if why:
         print(f"peftlab: each option is scored with its whole prompt re-read: {why}", flush=True)
