@@ -2,7 +2,7 @@
 process at a time (two torch jobs on a small machine slow each other 10-20x), with medians of
 --repeats, min-max and the ratios, written to bench/results/bench.{json,md}.
 
-    .venv/bin/python bench/run.py [--jobs a,b,c,d,e] [--repeats 3] [--skip-llamafactory] [--out DIR]
+    .venv/bin/python bench/run.py [--jobs a,b,c,d,e,f,scaling] [--repeats 3] [--skip-llamafactory] [--out DIR]
 
 Jobs (issue 9):
   a  LoRA r=8 (q_proj, v_proj) SFT of smollm2-135m on the first 256 rows of alpaca_en_demo.json,
@@ -11,6 +11,8 @@ Jobs (issue 9):
   c  an LLM classifier (smollm2-135m, untuned) on 500 CoLA dev rows: generate + parse vs label scoring
   d  150 rows predicted one at a time (the users' predict.py) vs peftlab predict's batched path
   e  a 6-run sweep: the time from one run's end to the next run's first optimizer step
+  f  time to a learned model: smollm2-135m to 0.80 SST-2 accuracy, rows 250 -> 2,000 until it gets there:
+     plain (sequence-classification head) | llamafactory (SFT on the label word, its predict) | peftlab
   scaling  time and peak memory of a smollm2-135m training step against sequence length (128-1024)
      and LoRA rank (4-64), full fine-tuning beside them -> bench/results/scaling.png
 Every leg is its own process; its peak RSS comes from the kernel (wait4's ru_maxrss of that child),
@@ -36,7 +38,7 @@ from pathlib import Path
 
 from benchlib import ROOT, matmul_peak, stats
 
-from peftlab.data.catalog import resolve
+from peftlab.data.catalog import package_path, resolve
 from peftlab.hardware import cpu_has_fast_bf16, cpu_info
 
 LEGS = ROOT / "bench" / "legs"
@@ -247,6 +249,8 @@ def levers_a(bf16: bool) -> dict[str, list[str]]:
         "peftlab chunked_loss=false": ["chunked_loss=false"],
         "peftlab packing=true": ["packing=true"],
         "peftlab group_by_length=true": ["group_by_length=true"],
+        # LLaMA-Factory checkpoints activations by default (disable_gradient_checkpointing: false): the same trade
+        "peftlab gradient_checkpointing=true": ["gradient_checkpointing=true"],
     }
     if bf16:
         legs["peftlab precision=bf16"] = ["precision=bf16"]
@@ -315,6 +319,11 @@ def job_legs(name: str, scratch: Path, args) -> dict:
         return {
             "plain (sequence-classification head)": lambda d: leg_time_to_model(ttm_plain_once, d),
             "peftlab (label likelihood)": lambda d: leg_time_to_model(ttm_peftlab_once, d),
+            **(
+                {}
+                if args.skip_llamafactory
+                else {"llamafactory (SFT on the label word, its predict)": lambda d: leg_time_to_model(ttm_lf_once, d)}
+            ),
         }
     raise SystemExit(f"bench/run.py: no job {name!r}; jobs are a, b, c, d, e, f")
 
@@ -338,8 +347,8 @@ def ttm_plain_once(rows: int, scratch: Path) -> tuple[dict, float]:
         "kind": "cls",
         "rows": rows,
         "model": model_folder("smollm2-135m"),
-        "data": str(resolve(SST2_SAMPLE, "bench")),
-        "eval_data": str(resolve(SST2_SAMPLE_DEV, "bench")),
+        "data": str(package_path(SST2_SAMPLE, "bench")),
+        "eval_data": str(package_path(SST2_SAMPLE_DEV, "bench")),
         "eval_rows": TTM_EVAL,
         "lora": TTM_LORA,
         "scratch": str(scratch / "out"),
@@ -347,6 +356,32 @@ def ttm_plain_once(rows: int, scratch: Path) -> tuple[dict, float]:
     (scratch / "job.json").write_text(json.dumps(job))
     cmd = [PY, str(LEGS / "plain_train.py"), str(scratch / "job.json"), str(scratch / "t.json")]
     proc = run_process(cmd, scratch / "log.txt")
+    return proc, json.loads((scratch / "t.json").read_text())["accuracy"]
+
+
+def ttm_lf_once(rows: int, scratch: Path) -> tuple[dict, float]:
+    """LLaMA-Factory's way (it has no classification head): SFT on the label word after the question, scored by
+    its own predict, greedy (bench/legs/llamafactory_cls.py)."""
+    job = {
+        **TTM_JOB,
+        "rows": rows,
+        "model": model_folder("smollm2-135m"),
+        "data": str(package_path(SST2_SAMPLE, "bench")),
+        "eval_data": str(package_path(SST2_SAMPLE_DEV, "bench")),
+        "eval_rows": TTM_EVAL,
+        "lora": TTM_LORA,
+        "label_words": ["negative", "positive"],
+        "prompt": SST2_PROMPT.removesuffix("\nAnswer:"),  # the chat template marks the answer's turn
+        "default_system": SMOL_SYSTEM,
+        "scratch": str(scratch / "out"),
+    }
+    (scratch / "job.json").write_text(json.dumps(job))
+    cmd = [str(LF_VENV / "bin" / "python"), str(LEGS / "llamafactory_cls.py"), str(scratch / "job.json")]
+    proc = run_process(
+        [*cmd, str(scratch / "t.json")],
+        scratch / "log.txt",
+        env={"DISABLE_VERSION_CHECK": "1", "PYTHONPATH": str(LEGS)},
+    )
     return proc, json.loads((scratch / "t.json").read_text())["accuracy"]
 
 
@@ -787,13 +822,14 @@ def ratios(job: str, legs: dict) -> list[str]:
             ladder = s.get("ladder", [])
             steps = ", ".join(f"{x['rows']} rows {x['accuracy']:.3f} in {x['wall_s']:.0f} s" for x in ladder)
             out.append(f"{leg}: {steps}" + ("" if "rows_needed" in s else f" (never reached {TTM_TARGET})"))
-        plain = legs.get("plain (sequence-classification head)")
         ours = legs.get("peftlab (label likelihood)")
-        if plain and ours and "rows_needed" in plain and "rows_needed" in ours:
+        for name, other in legs.items():
+            if other is ours or not ours or not ours.get("rows_needed") or not other.get("rows_needed"):
+                continue
             out.append(
-                f"peftlab vs plain: **{median(plain, 'wall_s') / median(ours, 'wall_s'):.1f}x** less wall time to a "
-                f"model at {TTM_TARGET} accuracy "
-                f"({median(plain, 'ladder_wall_s') / median(ours, 'ladder_wall_s'):.1f}x counting the ladder)"
+                f"peftlab vs {name.split(' (')[0]}: **{median(other, 'wall_s') / median(ours, 'wall_s'):.1f}x** less "
+                f"wall time to a model at {TTM_TARGET} accuracy "
+                f"({median(other, 'ladder_wall_s') / median(ours, 'ladder_wall_s'):.1f}x counting the ladder)"
             )
     elif job == "e":
         for leg, s in legs.items():
@@ -843,7 +879,9 @@ def main(argv=None) -> int:
         "--table", metavar="BENCH_JSON", help="only print (and rewrite beside it) the table of a bench.json"
     )
     ap.add_argument(
-        "--skip-llamafactory", action="store_true", help="leave out job (a)'s LLaMA-Factory leg (said in the table)"
+        "--skip-llamafactory",
+        action="store_true",
+        help="leave out jobs (a) and (f)'s LLaMA-Factory legs (said in the table)",
     )
     ap.add_argument("--legs", default="", help="only these legs (comma list of the table's leg names); default all")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
@@ -858,7 +896,7 @@ def main(argv=None) -> int:
     import torch
 
     jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
-    if "a" in jobs and not args.skip_llamafactory:
+    if {"a", "f"} & set(jobs) and not args.skip_llamafactory:
         ensure_llamafactory_venv()
     bf16 = torch.cuda.is_available() or cpu_has_fast_bf16()
     result = {
@@ -891,7 +929,7 @@ def main(argv=None) -> int:
             "ratios": ratios(job, measured),
             "notes": [],
         }
-        if job == "a" and args.skip_llamafactory:
+        if job in ("a", "f") and args.skip_llamafactory:
             entry["notes"].append("the LLaMA-Factory leg was skipped (--skip-llamafactory)")
         if args.legs:
             entry["notes"].append(f"legs run: {args.legs} (--legs)")

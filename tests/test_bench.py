@@ -142,10 +142,46 @@ def test_time_to_a_learned_model_climbs_the_row_ladder_until_the_target_and_repo
         "plain (sequence-classification head)": bench.summarize([leg]),
         "peftlab (label likelihood)": bench.summarize([{**leg, "rows_needed": 250, "wall_s": 20, "ladder_wall_s": 20}]),
     }
+    legs["llamafactory (SFT on the label word, its predict)"] = bench.summarize([{**leg, "wall_s": 50}])
     lines = bench.ratios("f", legs)
     assert "plain (sequence-classification head): 250 rows 0.700 in 25 s, 500 rows 0.790 in 50 s" in lines[0]
-    assert lines[-1].startswith("peftlab vs plain: **5.0x** less wall time to a model at 0.8 accuracy (8.8x")
+    assert any(
+        x.startswith("peftlab vs plain: **5.0x** less wall time to a model at 0.8 accuracy (8.8x") for x in lines
+    )
+    assert lines[-1].startswith("peftlab vs llamafactory: **2.5x** less wall time")
     assert "(never reached 0.8)" in bench.ratios("f", {"x": bench.summarize([never])})[0]
+
+
+def test_job_f_reads_the_shipped_sst2_sample():
+    """Job (f) runs on a fresh clone: its data are the package's SST-2 sample (pkg:), 2,000 training rows
+    (the ladder's top) and a dev file with at least the rows it scores."""
+    import csv
+
+    for path, least in ((bench.SST2_SAMPLE, bench.TTM_LADDER[-1]), (bench.SST2_SAMPLE_DEV, bench.TTM_EVAL)):
+        with open(bench.package_path(path, "bench"), newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+        assert len(rows) >= least and {r["label"] for r in rows} == {"0", "1"}, path
+
+
+def test_the_llamafactory_leg_of_job_f_asks_and_grades_the_label_word(tmp_path):
+    """LLaMA-Factory has no classification head: its leg trains the label word as the answer (alpaca rows)
+    and counts an answer right when its first word is that word."""
+    sys.path.insert(0, str(Path(bench.__file__).parent / "legs"))
+    import llamafactory_cls as lf
+
+    tsv = tmp_path / "d.tsv"
+    tsv.write_text("sentence\tlabel\na fine film\t1\ndull\t0\nthird\t1\n")
+    rows = lf.alpaca(str(tsv), 2, "Review: {text}\nQuestion: positive or negative?", ["negative", "positive"])
+    assert rows == [
+        {"instruction": "Review: a fine film\nQuestion: positive or negative?", "input": "", "output": "positive"},
+        {"instruction": "Review: dull\nQuestion: positive or negative?", "input": "", "output": "negative"},
+    ]
+    assert [lf.first_word(a) for a in ("Positive.", " negative, I think", "", "The review is positive")] == [
+        "positive",
+        "negative",
+        "",
+        "the",
+    ]
 
 
 def test_the_table_is_rebuilt_from_a_saved_result(tmp_path):
