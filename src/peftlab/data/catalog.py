@@ -100,6 +100,8 @@ def data_dirs() -> tuple[list[Path], str]:
 
 
 def split_name(text: str, key: str) -> tuple[str, str]:
+    if not text.startswith(PREFIX):  # (a pkg: path here lost its first letter as a folder name)
+        raise UserError(f"{key}: '{text}': not a data:NAME/PATH value")
     name, _, rest = text[len(PREFIX) :].partition("/")
     if not name or not rest or ".." in Path(rest).parts:
         raise UserError(f"{key}: '{text}': write data:NAME/PATH, e.g. data:sst2/train.tsv")
