@@ -364,6 +364,9 @@ def ttm_lf_once(rows: int, scratch: Path) -> tuple[dict, float]:
     its own predict, greedy (bench/legs/llamafactory_cls.py)."""
     job = {
         **TTM_JOB,
+        # its cutoff counts the chat template too (system prompt and turn markers, ~35 tokens): at 64, a tried
+        # run cut most prompts before their question and answered 0.26 after 250 rows
+        "max_length": 128,
         "rows": rows,
         "model": model_folder("smollm2-135m"),
         "data": str(package_path(SST2_SAMPLE, "bench")),
