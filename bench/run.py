@@ -340,11 +340,10 @@ TTM_LORA = {"r": 8, "alpha": 16, "dropout": 0.05, "target": ["q_proj", "k_proj",
 SST2_PROMPT = "Review: {text}\nQuestion: Is the sentiment of this review positive or negative?\nAnswer:"
 
 
-def ttm_plain_once(rows: int, scratch: Path) -> tuple[dict, float]:
-    """The usual way to classify with a decoder: transformers' sequence-classification head (last token) + LoRA."""
+def ttm_job(rows: int, scratch: Path, **extra) -> Path:
+    """job.json of a plain or LLaMA-Factory leg of job (f), written into scratch."""
     job = {
         **TTM_JOB,
-        "kind": "cls",
         "rows": rows,
         "model": model_folder("smollm2-135m"),
         "data": str(package_path(SST2_SAMPLE, "bench")),
@@ -352,8 +351,15 @@ def ttm_plain_once(rows: int, scratch: Path) -> tuple[dict, float]:
         "eval_rows": TTM_EVAL,
         "lora": TTM_LORA,
         "scratch": str(scratch / "out"),
+        **extra,
     }
     (scratch / "job.json").write_text(json.dumps(job))
+    return scratch / "job.json"
+
+
+def ttm_plain_once(rows: int, scratch: Path) -> tuple[dict, float]:
+    """The usual way to classify with a decoder: transformers' sequence-classification head (last token) + LoRA."""
+    ttm_job(rows, scratch, kind="cls")
     cmd = [PY, str(LEGS / "plain_train.py"), str(scratch / "job.json"), str(scratch / "t.json")]
     proc = run_process(cmd, scratch / "log.txt")
     return proc, json.loads((scratch / "t.json").read_text())["accuracy"]
@@ -362,23 +368,15 @@ def ttm_plain_once(rows: int, scratch: Path) -> tuple[dict, float]:
 def ttm_lf_once(rows: int, scratch: Path) -> tuple[dict, float]:
     """LLaMA-Factory's way (it has no classification head): SFT on the label word after the question, scored by
     its own predict, greedy (bench/legs/llamafactory_cls.py)."""
-    job = {
-        **TTM_JOB,
+    ttm_job(
+        rows,
+        scratch,
         # its cutoff counts the chat template too (system prompt and turn markers, ~35 tokens): at 64, a tried
         # run cut most prompts before their question and answered 0.26 after 250 rows
-        "max_length": 128,
-        "rows": rows,
-        "model": model_folder("smollm2-135m"),
-        "data": str(package_path(SST2_SAMPLE, "bench")),
-        "eval_data": str(package_path(SST2_SAMPLE_DEV, "bench")),
-        "eval_rows": TTM_EVAL,
-        "lora": TTM_LORA,
-        "label_words": ["negative", "positive"],
-        "prompt": SST2_PROMPT.removesuffix("\nAnswer:"),  # the chat template marks the answer's turn
-        "default_system": SMOL_SYSTEM,
-        "scratch": str(scratch / "out"),
-    }
-    (scratch / "job.json").write_text(json.dumps(job))
+        max_length=128,
+        label_words=["negative", "positive"],
+        prompt=SST2_PROMPT.removesuffix("\nAnswer:"),  # the chat template marks the answer's turn
+    )
     cmd = [str(LF_VENV / "bin" / "python"), str(LEGS / "llamafactory_cls.py"), str(scratch / "job.json")]
     proc = run_process(
         [*cmd, str(scratch / "t.json")],

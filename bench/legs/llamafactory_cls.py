@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from llamafactory_train import common_args
 from timing import BenchTiming
 
 
@@ -45,38 +46,16 @@ def main() -> int:
     (data / "dataset_info.json").write_text(
         json.dumps({"bench_train": {"file_name": "train.json"}, "bench_dev": {"file_name": "dev.json"}})
     )
-    lora = job["lora"]
-    args = {
-        "model_name_or_path": job["model"],
-        "stage": "sft",
+    args = {  # LLaMA-Factory's own default system prompt (smollm2 template)
+        **common_args(job, scratch),
         "do_train": True,
         "do_predict": True,
         "predict_with_generate": True,
         "do_sample": False,
         "max_new_tokens": 4,
-        "finetuning_type": "lora",
-        "lora_rank": lora["r"],
-        "lora_alpha": lora["alpha"],
-        "lora_dropout": lora["dropout"],
-        "lora_target": ",".join(lora["target"]),
         "dataset": "bench_train",
         "eval_dataset": "bench_dev",
         "dataset_dir": str(data),
-        "template": "smollm2",
-        "cutoff_len": job["max_length"],
-        "overwrite_cache": True,
-        "output_dir": str(scratch / "out"),
-        "overwrite_output_dir": True,
-        "per_device_train_batch_size": job["batch_size"],
-        "num_train_epochs": 1.0,
-        "learning_rate": job["lr"],
-        "seed": job["seed"],
-        "logging_steps": 10,
-        "save_strategy": "no",
-        "report_to": "none",
-        "disable_tqdm": True,
-        "plot_loss": False,
-        "include_num_input_tokens_seen": "non_padding",
     }
     from llamafactory.train.tuner import run_exp
 

@@ -19,31 +19,21 @@ from pathlib import Path
 from timing import BenchTiming
 
 
-def main() -> int:
-    job, out = json.load(open(sys.argv[1])), sys.argv[2]
-    scratch = Path(job["scratch"])
-    (scratch / "data").mkdir(parents=True, exist_ok=True)
-    (scratch / "data" / "dataset_info.json").write_text(
-        json.dumps({"bench_alpaca": {"file_name": os.path.abspath(job["data"])}})
-    )
+def common_args(job: dict, scratch: Path) -> dict:
+    """The run_exp settings every bench leg of LLaMA-Factory shares: SFT with LoRA, the job's sizes and seed,
+    template smollm2, no checkpoints, no logging elsewhere."""
     lora = job["lora"]
-    args = {
+    return {
         "model_name_or_path": job["model"],
         "stage": "sft",
-        "do_train": True,
         "finetuning_type": "lora",
         "lora_rank": lora["r"],
         "lora_alpha": lora["alpha"],
         "lora_dropout": lora["dropout"],
         "lora_target": ",".join(lora["target"]),
-        "dataset": "bench_alpaca",
-        "dataset_dir": str(scratch / "data"),
         "template": "smollm2",
-        "default_system": job["default_system"],
         "cutoff_len": job["max_length"],
-        "max_samples": job["rows"],
         "overwrite_cache": True,
-        "preprocessing_num_workers": None,
         "output_dir": str(scratch / "out"),
         "overwrite_output_dir": True,
         "per_device_train_batch_size": job["batch_size"],
@@ -56,6 +46,24 @@ def main() -> int:
         "disable_tqdm": True,
         "plot_loss": False,
         "include_num_input_tokens_seen": "non_padding",
+    }
+
+
+def main() -> int:
+    job, out = json.load(open(sys.argv[1])), sys.argv[2]
+    scratch = Path(job["scratch"])
+    (scratch / "data").mkdir(parents=True, exist_ok=True)
+    (scratch / "data" / "dataset_info.json").write_text(
+        json.dumps({"bench_alpaca": {"file_name": os.path.abspath(job["data"])}})
+    )
+    args = {
+        **common_args(job, scratch),
+        "do_train": True,
+        "dataset": "bench_alpaca",
+        "dataset_dir": str(scratch / "data"),
+        "default_system": job["default_system"],
+        "max_samples": job["rows"],
+        "preprocessing_num_workers": None,
     }
     from llamafactory.train.tuner import run_exp
 
