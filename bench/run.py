@@ -247,14 +247,14 @@ def levers_a(bf16: bool) -> dict[str, list[str]]:
     legs = {
         "peftlab": [],
         "peftlab chunked_loss=false": ["chunked_loss=false"],
-        "peftlab packing=true": ["packing=true"],
+        # packing is on by default for SFT (packing: auto), each example attending to itself (models/attention.py)
+        "peftlab packing=false": ["packing=false"],
         "peftlab group_by_length=true": ["group_by_length=true"],
         # LLaMA-Factory checkpoints activations by default (disable_gradient_checkpointing: false): the same trade
         "peftlab gradient_checkpointing=true": ["gradient_checkpointing=true"],
     }
     if bf16:
         legs["peftlab precision=bf16"] = ["precision=bf16"]
-        legs["peftlab precision=bf16 packing=true"] = ["precision=bf16", "packing=true"]
     return legs
 
 

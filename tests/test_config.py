@@ -64,7 +64,7 @@ TRAPS_YAML = """\
 task:
   label_words: [no, yes]
   instruction: "Answer: yes"
-  packing: yes
+  train_on_prompt: yes
 method: {lora_target: on, layers_to_transform: [0, 1]}
 train: {run_name: 007, lr: 1e-4, weight_decay: 1.0e-4, seed: 7}
 data:
@@ -86,7 +86,7 @@ def check_traps(cfg):
     assert (cfg.data.text_column, cfg.data.label_column, cfg.data.text_pair_column) == ("2026-01-01", "null", "~")
     assert cfg.data.label_names == ["on", "off", "007", "2026-01-01"]
     assert cfg.data.validation_ratio == 0.5
-    assert cfg.task.packing is True and cfg.eval.do_sample is False and cfg.eval.eval_at_start is False
+    assert cfg.task.train_on_prompt is True and cfg.eval.do_sample is False and cfg.eval.eval_at_start is False
 
 
 def test_yaml_values_keep_the_users_text(tmp_path):
@@ -101,7 +101,7 @@ def test_override_values_keep_the_users_text():
         [
             "label_words=[no,yes]",
             "instruction=Answer: yes",
-            "packing=yes",
+            "train_on_prompt=yes",
             "lora_target=on",
             "layers_to_transform=0,1",
             "run_name=007",
@@ -130,8 +130,8 @@ def test_override_values_keep_the_users_text():
         ("epochs: 007", r"expected int for 'epochs' \(a whole number without leading zeros"),
         ("lr: fast", r"expected float for 'lr'"),
         ("lr: .inf", r"expected float for 'lr'"),
-        ("packing: maybe", r"expected bool for 'packing' \(true or false\)"),
-        ("packing: 1", r"expected bool for 'packing'"),
+        ("train_on_prompt: maybe", r"expected bool for 'train_on_prompt' \(true or false\)"),
+        ("train_on_prompt: 1", r"expected bool for 'train_on_prompt'"),
         ("instruction: {Answer: yes}", r"key 'instruction': 'instruction' takes one str, got a mapping"),
         ("task: {instruction: [a, b]}", r"task.instruction: 'instruction' takes one str, got a list"),
         ("layers_to_transform: [0, x]", r"expected int for 'layers_to_transform item'.*got 'x'"),
@@ -152,7 +152,7 @@ def test_values_that_cannot_be_what_the_key_means_are_refused(tmp_path, text, me
         ("lora_rank=abc", r"override 'lora_rank=abc': expected int"),
         ("epochs=1.5", r"expected int for 'epochs'"),
         ("max_samples=010", r"without leading zeros"),
-        ("packing=2", r"expected bool for 'packing'"),
+        ("train_on_prompt=2", r"expected bool for 'train_on_prompt'"),
         ("label_words=[no, yes", r"label_words=\[no, yes': not a YAML list"),
     ],
 )

@@ -281,22 +281,86 @@ def test_truncation_keeps_the_prompt_end_and_is_counted(tok):
     assert len([l for l in ds[2]["labels"] if l != -100]) == 12 - 5  # short prompt kept whole, answer cut
 
 
-def test_packing_gives_the_same_loss_as_padding(tiny_llama, tok):
-    import torch
+def packing_batches(tiny_llama, tok):
+    convs = [
+        chat.Conversation("", [("good movie", "fine .")]),
+        chat.Conversation("", [("the plot was bad", "sad")]),
+        chat.Conversation("", [("a film", "quite very good film story")]),
+    ]
+    feats = [dict(row) for row in sft.encode(convs, tok, config(f"model={tiny_llama}", "max_length=32"))]
+    return feats, [len(f["input_ids"]) for f in feats]
 
+
+def loss_and_grads(model, batch):
+    model.zero_grad()
+    loss = model(**batch).loss
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_packing_gives_the_same_loss_and_gradients_as_padding(tiny_llama, tok, monkeypatch):
+    """Packed rows attend example by example (models/attention.py): one SDPA call per example and
+    layer, no mask, the same loss and gradients as padded rows and as transformers' own block mask."""
+    from transformers.integrations import sdpa_attention
+
+    from peftlab.models import attention
     from peftlab.models.loading import resolve_model
 
-    cfg = config(f"model={tiny_llama}", "max_length=32")
-    convs = [chat.Conversation("", [("good movie", "fine .")]), chat.Conversation("", [("the plot was bad", "sad")])]
-    feats = [{k: v for k, v in row.items()} for row in sft.encode(convs, tok, cfg)]
-    model, _ = sft.build_model(resolve_model(tiny_llama), None, cfg, tok)
-    with torch.no_grad():
-        padded = model(**sft.build_collator(tok, cfg)(feats)).loss
-        cfg.task.packing = True
-        packed_batch = sft.build_collator(tok, cfg)(feats)
-        packed = model(**packed_batch).loss
-    assert packed_batch["input_ids"].shape[0] == 1 and "attention_mask" not in packed_batch
-    assert packed.item() == pytest.approx(padded.item(), abs=1e-5)
+    feats, lengths = packing_batches(tiny_llama, tok)
+    padded_cfg, packed_cfg = config(f"model={tiny_llama}", "packing=false"), config(f"model={tiny_llama}")
+    model, notes = sft.build_model(resolve_model(tiny_llama), None, padded_cfg, tok)
+    assert notes["packing"] is False and model.config._attn_implementation == "sdpa"
+    padded = loss_and_grads(model, sft.build_collator(tok, padded_cfg)(feats))
+    packed_batch = sft.build_collator(tok, config(f"model={tiny_llama}", "packing=true"))(feats)
+    assert packed_batch["input_ids"].shape == (1, sum(lengths)) and "attention_mask" not in packed_batch
+    one_mask = loss_and_grads(model, packed_batch)  # sdpa: transformers' block-diagonal mask over the row
+
+    model, notes = sft.build_model(resolve_model(tiny_llama), None, packed_cfg, tok)  # packing: auto
+    assert notes["packing"] is True and notes["attention"] == attention.NAME == model.config._attn_implementation
+    calls = []
+    real = sdpa_attention.sdpa_attention_forward
+
+    def spy(module, query, key, value, mask, *args, **kwargs):
+        calls.append((query.shape[2], mask is None))
+        return real(module, query, key, value, mask, *args, **kwargs)
+
+    monkeypatch.setattr(sdpa_attention, "sdpa_attention_forward", spy)
+    per_example = loss_and_grads(model, sft.build_collator(tok, packed_cfg)(feats))
+    assert calls == [(n, True) for n in lengths] * 2  # 2 layers, one unmasked call per example each
+    for other in (one_mask, per_example):
+        assert other[0] == pytest.approx(padded[0], abs=1e-5)
+        assert other[1].keys() == padded[1].keys()
+        for name, grad in padded[1].items():
+            assert (other[1][name] - grad).abs().max().item() < 1e-5, name
+
+
+def test_packing_auto_leaves_prompt_methods_and_other_attention_padded(tiny_llama, tok):
+    from peftlab.models.loading import resolve_model
+
+    cfg = config(f"model={tiny_llama}", "method=prompt-tuning")
+    _, notes = sft.build_model(resolve_model(tiny_llama), None, cfg, tok)
+    assert notes["packing"] is False
+    assert sft.build_collator(tok, cfg)(packing_batches(tiny_llama, tok)[0])["input_ids"].shape[0] == 3
+    with pytest.raises(UserError, match="packing: expected auto, true or false"):
+        sft.check_settings(config("packing=sometimes"))
+
+
+def test_a_model_switched_to_packed_attention_generates_and_saves_as_before(tiny_llama, tok, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from peftlab.models import attention
+    from peftlab.models.loading import resolve_model
+
+    cfg = config(f"model={tiny_llama}", "max_new_tokens=5", "eval_batch_size=3")
+    model, notes = sft.build_model(resolve_model(tiny_llama), None, cfg, tok)
+    assert notes["attention"] == attention.NAME
+    plain = AutoModelForCausalLM.from_pretrained(tiny_llama, attn_implementation="sdpa")
+    prompts = [tok("the movie was good")["input_ids"], tok("bad")["input_ids"], tok("a plot")["input_ids"]]
+    stops = sft.stop_ids(tok, model, "default")
+    ours = sft.generate_texts(model, tok, prompts, cfg, stops, ())
+    assert ours == sft.generate_texts(plain, tok, prompts, cfg, stops, ())
+    model.save_pretrained(tmp_path)
+    assert attention.NAME not in (tmp_path / "config.json").read_text()
 
 
 def test_batched_left_padded_generation_equals_one_by_one(tiny_llama, tok):

@@ -202,8 +202,11 @@ class TaskConfig:
     train_on_prompt: bool = opt(
         False, "sft / generate: also train on the prompt tokens (default: loss on the answers only)"
     )
-    packing: bool = opt(
-        False, "sft / generate: flatten each batch into one row without padding (attention stays within each example)"
+    packing: str = opt(
+        "auto",
+        "sft / generate: flatten each batch into one row without padding, each example attending to itself only (the "
+        "same loss; less work where rows differ in length, see bench/run.py job a): auto | true | false (auto: on "
+        "where the model attends through transformers' sdpa and the method puts no virtual tokens before the row)",
     )
     instruction: str = opt(
         "",

@@ -5,8 +5,8 @@ or a named template. The loss covers the answer tokens only (`train_on_prompt` a
 Examples longer than `max_length` are cut turn by turn as LLaMA-Factory does (each turn's prompt
 and answer share the budget; a prompt keeps its end, next to the answer); the cuts are counted in
 result.json. `packing` flattens each batch into one row with position ids restarting per example
-(transformers' DataCollatorWithFlattening); without a KV cache transformers then masks attention
-per example, so packing changes no score.
+(transformers' DataCollatorWithFlattening) and attention runs example by example (models/attention.py),
+so packing changes no score.
 
 Evaluation: the usual eval loss, then greedy (or sampled) generation on the split's first
 `max_eval_generate` examples, batched and left-padded, scored by metrics.compute_generation
@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from peftlab.config.settings import BOOL_WORDS
 from peftlab.errors import UserError
+from peftlab.models.attention import packs, use_packed_attention
 from peftlab.models.loading import load_causal_lm
 from peftlab.models.methods import method_of
 from peftlab.runs.rundir import write_jsonl
@@ -66,7 +68,10 @@ def check_settings(cfg) -> None:
             "and every generated answer would be the untuned model's (bench/prefix_tuning.py shows it); use "
             "prompt-tuning or p-tuning"
         )
-    if cfg.task.packing and method.prompt:
+    packing = packing_choice(cfg)
+    if packing not in ("auto", "true", "false"):
+        raise UserError(f"packing: expected auto, true or false, got {cfg.task.packing!r}")
+    if packing == "true" and method.prompt:
         raise UserError(
             f"packing: not with {cfg.method.method} (its virtual tokens go before each row, and a "
             f"packed row holds several examples); set packing: false"
@@ -143,14 +148,31 @@ def build_model(resolved, prepared, cfg, tokenizer):
     model = load_causal_lm(resolved, cfg.model.dtype, cfg.model.trust_remote_code)
     # Training needs no KV cache; without one, transformers masks packed rows per example.
     model.config.use_cache = False
-    return model, {"template": resolve_template(cfg.task.template, tokenizer), "packing": cfg.task.packing}
+    packing = packing_choice(cfg)
+    on = packing == "true" or (packing == "auto" and not method_of(cfg.method.method).prompt and packs(model))
+    cfg.task._packing_on = on  # `auto` resolved where the model is known, for build_collator (not a setting)
+    notes = {"template": resolve_template(cfg.task.template, tokenizer), "packing": on}
+    if on:  # packed rows attend example by example (models/attention.py), not under one mask
+        notes["attention"] = use_packed_attention(model)
+    return model, notes
+
+
+def packing_choice(cfg) -> str:
+    """auto | true | false (or the text typed, when it is none of them); yes/no and on/off as for a bool key."""
+    text = str(cfg.task.packing).lower()
+    return {"true": "true", "false": "false"}.get(str(BOOL_WORDS.get(text, text)).lower(), text)
+
+
+def packed(cfg) -> bool:
+    """`packing` as build_model resolved it (`auto` needs the model); before that, only `true` packs."""
+    return getattr(cfg.task, "_packing_on", packing_choice(cfg) == "true")
 
 
 def build_collator(tokenizer, cfg):
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
-    if cfg.task.packing:
-        return DataCollatorWithFlattening()
+    if packed(cfg):  # the example boundaries go to the attention as cu_seq_lens_q (models/attention.py)
+        return DataCollatorWithFlattening(return_flash_attn_kwargs=True)
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
 
 
