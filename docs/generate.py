@@ -194,10 +194,13 @@ settings: [Results](results.md#what-the-levers-buy).
 
 def benchmarks() -> str:
     results = ROOT / "bench" / "results"
-    out = [GENERATED.format(source="bench/results/bench.md and bench/results/after_training.md"), BENCH_INTRO]
+    out = [GENERATED.format(source="bench/results/bench.md, compile_threads.md and after_training.md"), BENCH_INTRO]
     out.append("## Training, scoring and sweeps (`bench/results/bench.md`)\n\n")
     bench = (results / "bench.md").read_text(encoding="utf-8").rstrip() + "\n"
     out.append(bench + "\n![time and memory against sequence length and LoRA rank](../bench/results/scaling.png)\n")
+    out.append("\n## torch.compile and threads (`bench/results/compile_threads.md`)\n\n")
+    out.append("Measured with `.venv/bin/python bench/compile_threads.py`.\n\n")
+    out.append((results / "compile_threads.md").read_text(encoding="utf-8").rstrip() + "\n")
     out.append("\n## After training: predict, label scoring, llama.cpp (`bench/results/after_training.md`)\n\n")
     out.append("Measured with `.venv/bin/python bench/after_training.py`.\n\n")
     out.append((results / "after_training.md").read_text(encoding="utf-8").rstrip() + "\n")

@@ -64,3 +64,42 @@ def test_a_length_grouped_run_writes_each_prediction_beside_its_own_example(base
     result = json.loads((run_dir / "result.json").read_text())
     from_file = sum(p["prediction"] == p["label"] for p in preds) / len(preds)
     assert abs(from_file - result["metrics_best"]["accuracy"]) < 1e-9
+
+
+def test_the_length_grouped_order_depends_on_seed_and_epoch_not_on_the_global_random_state():
+    """transformers draws the grouped order from the global random state, which a resumed run restores as it
+    was mid-epoch (so a resumed run drew another order); peftlab's is drawn from (seed, epoch) alone."""
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from peftlab.training.train import seeded_length_groups
+
+    lengths = [random.Random(i).randint(1, 50) for i in range(64)]
+
+    def order(seed: int, epoch: int, global_state: int) -> list[int]:
+        torch.manual_seed(global_state)
+        sampler = seeded_length_groups(LengthGroupedSampler(8, lengths=lengths), seed)
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    assert order(42, 1, 0) == order(42, 1, 123)
+    assert sorted(order(42, 1, 0)) == list(range(64))
+    assert order(42, 1, 0) != order(42, 2, 0) and order(42, 1, 0) != order(7, 1, 0)
+    drawn = []
+    for global_state in (0, 123):  # the hazard, in transformers' own sampler
+        torch.manual_seed(global_state)
+        drawn.append(list(LengthGroupedSampler(8, lengths=lengths)))
+    assert drawn[0] != drawn[1]
+
+
+def test_group_by_length_is_on_by_default_for_an_encoder_only(tiny_bert, tiny_llama):
+    from transformers import AutoModel
+
+    from peftlab.config.settings import load_config
+    from peftlab.models.loading import load_causal_lm, resolve_model
+    from peftlab.training.train import group_by_length
+
+    cfg = load_config(None, [])
+    assert cfg.train.group_by_length == "auto"
+    assert group_by_length(cfg, AutoModel.from_pretrained(tiny_bert)) is True
+    assert group_by_length(cfg, load_causal_lm(resolve_model(tiny_llama), "float32")) is False

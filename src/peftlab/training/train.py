@@ -365,11 +365,12 @@ def precision_flags(precision: str) -> dict:
 
 
 def group_by_length(cfg: Config, model) -> bool:
-    """train.group_by_length resolved (default false: a resumed length-grouped run does not yet match an
-    uninterrupted one, tests/test_repro_resume_ddp.py). auto is on for an encoder (a model type with a
+    """train.group_by_length resolved (default auto). auto is on for an encoder (a model type with a
     masked-LM head) trained in one process, where three seeds of SST-2 showed the same accuracy at half the
-    epoch time; decoders keep uniform batches (no such evidence yet) and so do multi-process runs (each
-    process would group its own share, and a run would no longer match its one-process twin)."""
+    epoch time; decoders keep uniform batches (no such evidence yet; their SFT rows are packed without
+    padding instead) and so do multi-process runs (each process would group its own share, and a run
+    would no longer match its one-process twin). The grouped order is seeded per epoch
+    (seeded_length_groups), so a resumed run matches an uninterrupted one."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
     value = str(cfg.train.group_by_length).lower()
@@ -387,6 +388,7 @@ def ordered_eval_trainer():
     words) would silently pair the wrong ones."""
     from torch.utils.data import SequentialSampler
     from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
 
     class OrderedEvalTrainer(Trainer):
         def _get_eval_sampler(self, eval_dataset):
@@ -394,7 +396,32 @@ def ordered_eval_trainer():
                 return super()._get_eval_sampler(eval_dataset)
             return SequentialSampler(eval_dataset)
 
+        def _get_train_sampler(self, train_dataset=None):
+            sampler = super()._get_train_sampler(train_dataset)
+            if type(sampler) is LengthGroupedSampler:
+                return seeded_length_groups(sampler, self.args.seed)
+            return sampler
+
     return OrderedEvalTrainer
+
+
+def seeded_length_groups(sampler, seed: int):
+    """transformers' length-grouped order, drawn each epoch from a generator seeded by (seed, epoch).
+    transformers draws it from the global RNG, whose state when an epoch starts depends on everything
+    that ran before; a resumed run restores that state as it was at the checkpoint, mid-epoch, so it drew
+    another order than the uninterrupted run and no longer matched it (tests/test_repro_resume_ddp.py)."""
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+
+    class SeededLengthGroupedSampler(LengthGroupedSampler):
+        def set_epoch(self, epoch: int) -> None:  # accelerate's data loader calls it before each epoch
+            self.epoch = int(epoch)
+
+        def __iter__(self):
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + getattr(self, "epoch", 0))
+            return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+    return SeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths)
 
 
 def trainer_class(cfg: Config, task, model):
