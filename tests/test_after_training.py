@@ -387,6 +387,9 @@ def test_predict_then_grade_round_trip(task, sentiment, tiny_bert, tiny_llama, t
             for r in rows
         ]
     expected = [line_of(TASK_OF[task], r) for r in rows]
+    if task == "qa":  # predictions_*.jsonl rounds null_score_diff to 4 decimals, and the threshold is one
+        # row's own diff: for a row that close to it the file cannot tell which side predict falls on
+        near = [r["null_score_diff"] is not None and abs(r["null_score_diff"] - threshold) <= 5e-5 for r in rows]
     answers = write_lines(tmp_path / "answers.txt", golds)
     capsys.readouterr()
     assert (
@@ -406,6 +409,9 @@ def test_predict_then_grade_round_trip(task, sentiment, tiny_bert, tiny_llama, t
     )
     out = capsys.readouterr().out
     lines = (tmp_path / "out" / "result_dev.txt").read_text().splitlines()
+    if task == "qa":
+        spans = [line_of(TASK_OF[task], {**r, "prediction": r["best_span"]}) for r in rows]
+        expected = [got if n and got in ("", span) else e for got, e, n, span in zip(lines, expected, near, spans)]
     assert lines == expected  # batched, sorted by length, restored to input order: the run's own predictions
     jsonl = read_rows(tmp_path / "out" / "predictions_dev.jsonl")
     assert [r["prediction"] for r in jsonl] == lines and jsonl[0]["row"] < jsonl[-1]["row"]

@@ -1,4 +1,4 @@
-"""Attention for packed batches (`packing: true`): each example attends to itself only, one SDPA call per example.
+"""Attention for packed batches (`packing`): each example attends to itself only, one SDPA call per example.
 
 A packed batch is one row holding several examples, position ids restarting at each (transformers'
 DataCollatorWithFlattening). With the `sdpa` implementation transformers masks it with one

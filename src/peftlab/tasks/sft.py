@@ -146,7 +146,7 @@ def encode(examples, tokenizer, cfg):
 
 def build_model(resolved, prepared, cfg, tokenizer):
     model = load_causal_lm(resolved, cfg.model.dtype, cfg.model.trust_remote_code)
-    # Training needs no KV cache; without one, transformers masks packed rows per example.
+    # Training needs no KV cache (and packed rows must not get one: their masks are built without it).
     model.config.use_cache = False
     packing = packing_choice(cfg)
     on = packing == "true" or (packing == "auto" and not method_of(cfg.method.method).prompt and packs(model))
