@@ -92,7 +92,7 @@ def test_the_length_grouped_order_depends_on_seed_and_epoch_not_on_the_global_ra
     assert drawn[0] != drawn[1]
 
 
-def test_group_by_length_is_on_by_default_for_an_encoder_only(tiny_bert, tiny_llama):
+def test_group_by_length_is_on_by_default_for_encoder_sentence_classification_only(tiny_bert, tiny_llama):
     from transformers import AutoModel
 
     from peftlab.config.settings import load_config
@@ -103,3 +103,5 @@ def test_group_by_length_is_on_by_default_for_an_encoder_only(tiny_bert, tiny_ll
     assert cfg.train.group_by_length == "auto"
     assert group_by_length(cfg, AutoModel.from_pretrained(tiny_bert)) is True
     assert group_by_length(cfg, load_causal_lm(resolve_model(tiny_llama), "float32")) is False
+    for task in ("ner", "qa"):  # the three-seed evidence is sentence classification's
+        assert group_by_length(load_config(None, [f"task={task}"]), AutoModel.from_pretrained(tiny_bert)) is False

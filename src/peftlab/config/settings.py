@@ -294,8 +294,9 @@ class TrainConfig:
     group_by_length: str = opt(
         "auto",
         "batch training rows of similar length together (less padding; batches are drawn in length-sorted groups, "
-        "not uniformly): auto | true | false (auto: on for an encoder trained in one process: SST-2 accuracy held "
-        "over 3 seeds with epochs of half the time, docs/results.md; off for decoders and multi-process runs)",
+        "not uniformly): auto | true | false (auto: on for an encoder trained for sentence classification in one "
+        "process: SST-2 accuracy held over 3 seeds with epochs of half the time, docs/results.md; off for NER, QA, "
+        "decoders and multi-process runs)",
     )
     chunked_loss: bool = opt(
         True,

@@ -366,18 +366,21 @@ def precision_flags(precision: str) -> dict:
 
 def group_by_length(cfg: Config, model) -> bool:
     """train.group_by_length resolved (default auto). auto is on for an encoder (a model type with a
-    masked-LM head) trained in one process, where three seeds of SST-2 showed the same accuracy at half the
-    epoch time; decoders keep uniform batches (no such evidence yet; their SFT rows are packed without
-    padding instead) and so do multi-process runs (each process would group its own share, and a run
-    would no longer match its one-process twin). The grouped order is seeded per epoch
-    (seeded_length_groups), so a resumed run matches an uninterrupted one."""
+    masked-LM head) trained for sentence classification in one process, where three seeds of SST-2 showed
+    the same accuracy at half the epoch time; token classification and QA keep uniform batches (no such
+    evidence: a 60-step JNLPBA run, tests/test_ner.py, learned nothing with grouped batches); decoders
+    keep uniform batches (no such evidence yet; their SFT rows are packed without padding instead), and
+    so do multi-process runs (each process would group its own share, and a run would no longer match its
+    one-process twin). The grouped order is seeded per epoch (seeded_length_groups), so a resumed run
+    matches an uninterrupted one."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
     value = str(cfg.train.group_by_length).lower()
     if value != "auto":
         return value == "true"
     config = getattr(model, "config", None)
-    return world_size() == 1 and getattr(config, "model_type", None) in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    encoder = getattr(config, "model_type", None) in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    return world_size() == 1 and encoder and cfg.task.task == "classification"
 
 
 def ordered_eval_trainer():
