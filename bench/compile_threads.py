@@ -45,7 +45,8 @@ def batches(tok, n: int, size: int, length: int) -> list[list[dict]]:
     return [feats[i : i + size] for i in range(0, len(feats), size)]
 
 
-def lora_model():
+def lora_model(packed: bool = False):
+    """Job (a)'s model; `packed`: attending example by example in packed rows, as peftlab packs them."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -56,6 +57,10 @@ def lora_model():
     model = AutoModelForCausalLM.from_pretrained(resolve_model("smollm2-135m", "").path, attn_implementation="sdpa")
     model.config.use_cache = False
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    if packed:
+        from peftlab.models.attention import use_packed_attention
+
+        use_packed_attention(model)
     return get_peft_model(model, lora)
 
 
@@ -85,7 +90,6 @@ def main(argv=None) -> int:
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
     from peftlab.hardware import cpu_info
-    from peftlab.models.attention import use_packed_attention
     from peftlab.models.loading import resolve_model
     from peftlab.training.loss import answer_loss
 
@@ -119,12 +123,10 @@ def main(argv=None) -> int:
         )
         print(json.dumps(rows[-1]), flush=True)
 
-    model = lora_model()
-    use_packed_attention(model)
-    measure("eager, packed (default)", model, packed, default_threads)
-    measure("eager, packed, 1 thread", lora_model_packed(use_packed_attention), packed, 1)
+    measure("eager, packed (default)", lora_model(packed=True), packed, default_threads)
+    measure("eager, packed, 1 thread", lora_model(packed=True), packed, 1)
     if logical > default_threads:
-        measure(f"eager, packed, {logical} threads", lora_model_packed(use_packed_attention), packed, logical)
+        measure(f"eager, packed, {logical} threads", lora_model(packed=True), packed, logical)
     measure("eager, padded", lora_model(), padded, default_threads)
     try:
         compiled = lora_model()
@@ -155,12 +157,6 @@ def main(argv=None) -> int:
     Path(args.out).with_suffix(".json").write_text(json.dumps({"header": head.strip(), "rows": rows}, indent=1) + "\n")
     print(head + "\n".join(lines))
     return 0
-
-
-def lora_model_packed(switch):
-    model = lora_model()
-    switch(model)
-    return model
 
 
 if __name__ == "__main__":

@@ -341,6 +341,12 @@ def test_packing_auto_leaves_prompt_methods_and_other_attention_padded(tiny_llam
     _, notes = sft.build_model(resolve_model(tiny_llama), None, cfg, tok)
     assert notes["packing"] is False
     assert sft.build_collator(tok, cfg)(packing_batches(tiny_llama, tok)[0])["input_ids"].shape[0] == 3
+    from transformers import AutoModelForCausalLM
+
+    from peftlab.models.attention import packs
+
+    assert packs(AutoModelForCausalLM.from_pretrained(tiny_llama, attn_implementation="eager")) is False
+    assert packs(AutoModelForCausalLM.from_pretrained(tiny_llama, attn_implementation="sdpa")) is True
     with pytest.raises(UserError, match="packing: expected auto, true or false"):
         sft.check_settings(config("packing=sometimes"))
 

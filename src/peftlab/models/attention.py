@@ -29,6 +29,21 @@ def packed_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    cuts = example_bounds(module, query, key, is_causal, kwargs)
+    if cuts is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs)
+    rest = {k: v for k, v in kwargs.items() if not k.startswith(("cu_seq_lens", "max_length"))}
+    outs = [
+        sdpa_attention_forward(
+            module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None, dropout, scaling, True, **rest
+        )[0]
+        for a, b in zip(cuts[:-1], cuts[1:])
+    ]
+    return torch.cat(outs, dim=1), None
+
+
+def example_bounds(module, query, key, is_causal, kwargs) -> list[int] | None:
+    """The packed row's example boundaries when this call can attend example by example, else None."""
     bounds = kwargs.get("cu_seq_lens_q")
     length = query.shape[2]
     if (
@@ -39,20 +54,12 @@ def packed_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=
         or is_causal is False
         or any(kwargs.get(k) is not None for k in _NOT_PLAIN)
     ):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs)
+        return None
     cuts = bounds.tolist() if hasattr(bounds, "tolist") else list(bounds)
     window = getattr(module, "sliding_window", None)
-    longest = max(b - a for a, b in zip(cuts[:-1], cuts[1:]))
-    if cuts[0] != 0 or cuts[-1] != length or (window and longest > window):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs)
-    rest = {k: v for k, v in kwargs.items() if not k.startswith(("cu_seq_lens", "max_length"))}
-    outs = [
-        sdpa_attention_forward(
-            module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None, dropout, scaling, True, **rest
-        )[0]
-        for a, b in zip(cuts[:-1], cuts[1:])
-    ]
-    return torch.cat(outs, dim=1), None
+    if cuts[0] != 0 or cuts[-1] != length or (window and max(b - a for a, b in zip(cuts[:-1], cuts[1:])) > window):
+        return None
+    return cuts
 
 
 def packs(model) -> bool:

@@ -160,7 +160,8 @@ def build_model(resolved, prepared, cfg, tokenizer):
 def packing_choice(cfg) -> str:
     """auto | true | false (or the text typed, when it is none of them); yes/no and on/off as for a bool key."""
     text = str(cfg.task.packing).lower()
-    return {"true": "true", "false": "false"}.get(str(BOOL_WORDS.get(text, text)).lower(), text)
+    word = BOOL_WORDS.get(text)
+    return text if word is None else str(word).lower()
 
 
 def packed(cfg) -> bool:
