@@ -217,9 +217,10 @@ def test_the_package_ships_its_samples():
 
 
 def test_nothing_names_a_path_outside_the_repository():
-    """No file under src/, tests/, recipes/, bench/, the docs nor the Makefile names the machine's data folder or a
-    path above the clone; a relative path in a recipe stays inside the repository (a data key's from the
-    project root, where recipes run; a base: from the recipe's own folder)."""
+    """No file under src/, tests/, recipes/, bench/, the docs (their result files too) nor the Makefile names
+    the machine's data folder or a path above the clone; a relative path in a recipe stays inside the
+    repository (a data key's from the project root, where recipes run; a base: from the recipe's own
+    folder)."""
     outside = ["shared/" + "datasets", "../" + "shared", '"shared" / ' + '"datasets"']
     files = [ROOT / "Makefile"] + [
         p
@@ -231,6 +232,7 @@ def test_nothing_names_a_path_outside_the_repository():
     ]
     # the docs' examples may name a temporary folder, where a clone may live too: its parent is checked in code only
     docs = [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
+    docs += [p for p in (ROOT / "docs" / "results").rglob("*") if p.suffix in (".md", ".json", ".jsonl", ".yaml")]
     found = [
         f"{p.relative_to(ROOT)}: {s}"
         for p in files + docs

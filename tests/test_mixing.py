@@ -210,7 +210,7 @@ def test_train_records_the_files(base_config, sentiment, tmp_path):
     assert "8 of 10 rows" in check.stdout and extra in check.stdout
 
 
-def test_on_bad_lines_skip_counts_what_it_left_out(tmp_path, capsys):
+def test_on_bad_lines_skip_counts_what_it_left_out(tmp_path, capsys, monkeypatch):
     """GLUE QQP's own file has a row with 5 fields: error by default (naming the line and the way out),
     or left out, counted and listed with on_bad_lines: skip."""
     from peftlab.cli import main
@@ -235,6 +235,12 @@ def test_on_bad_lines_skip_counts_what_it_left_out(tmp_path, capsys):
             "reason": "3 fields, expected 4 (id, question1, question2, is_duplicate) separated by tab",
         }
     ]  # once, though read for both splits
+    # named through the data folder, the left-out row is noted under the data: name, not this machine's path
+    monkeypatch.setenv("PEFTLAB_DATA_DIR", str(tmp_path.parent))
+    name = f"data:{tmp_path.name}/qqp.tsv"
+    named = [k if not k.startswith("validation_file") else f"validation_file={name}" for k in keys]
+    by_name = load_splits(load_config(None, [f"train_file={name}", *named, "on_bad_lines=skip"]).data, 42)
+    assert [s["file"] for s in by_name["train"].skipped] == [name]
     out = tmp_path / "out.jsonl"
     assert main(["data", "convert", f, str(out), "on_bad_lines=skip", *keys[:2]]) == 0
     assert "skipped 1 bad row" in capsys.readouterr().out and len(out.read_text().splitlines()) == 3

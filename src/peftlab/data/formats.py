@@ -328,7 +328,10 @@ def read_records(
     columns: list = (),
     on_bad_lines: str = "error",
 ) -> Split:
-    """Read one data file (named by config key `key` in messages) into plain records."""
+    """Read one data file (named by config key `key` in messages) into plain records. A row left out
+    (on_bad_lines: skip) is noted under the name the config gave the file: a data:/pkg: name stays one, so
+    a result.json names no folder of the machine it ran on."""
+    given = str(path)
     path = file_path(path, key)
     if not path.exists():
         raise UserError(f"{key}: file not found: {path}")
@@ -351,6 +354,9 @@ def read_records(
             records, lines = read_json(path, text, jsonl=fmt == "jsonl", squad=fmt == "squad")
     if not records:
         raise UserError(f"{path}: the file is empty ({key})")
+    if given.startswith(("data:", "pkg:")):
+        for row in skipped or []:
+            row["file"] = given
     squad_rows = "title" in records[0] and "context" in records[0]  # SQuAD layout, nested or flat
     return Split(records, str(path), lines, "title" if squad_rows else "", skipped=skipped or [])
 
