@@ -397,6 +397,17 @@ def qa_data(tmp_path):
     return str(train), write_json(tmp_path / "dev.json", nested(articles))
 
 
+def test_the_report_shows_the_answerable_half_and_span_skill():
+    """A sweep report's QA columns: f1, exact match, HasAns/NoAns F1 and span_f1, so a run that learned spans
+    while answering nothing still scores best shows what it learned (precision/recall/accuracy repeat f1/EM)."""
+    from peftlab.report.tables import Group, Run, metric_columns
+
+    best = {"f1": 0.54, "exact_match": 0.54, "precision": 0.54, "recall": 0.54, "accuracy": 0.54}
+    best |= {"HasAns_exact_match": 0.0, "HasAns_f1": 0.05, "NoAns_f1": 1.0, "span_f1": 0.45, "null_threshold": 1.2}
+    run = Run("full", "full", 42, "completed", result={"task": "qa", "metrics_best": best})
+    assert metric_columns([Group("full", [run])], "f1") == ["f1", "exact_match", "HasAns_f1", "NoAns_f1", "span_f1"]
+
+
 def test_tiny_bert_lora_end_to_end_writes_scores_and_predictions(tiny_bert, qa_data, tmp_path):
     from safetensors.torch import load_file
 
